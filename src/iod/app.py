@@ -1,0 +1,139 @@
+"""create_app(): routers, error handlers, middleware, the in-process worker, the OpenAPI."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+
+from iod import __version__
+from iod.auth.directory import ClientDirectory
+from iod.auth.endpoints import router as auth_router
+from iod.auth.keys import KeyStore
+from iod.auth.tokens import TokenService
+from iod.clock import Clock, SystemClock
+from iod.config import Settings
+from iod.connections.endpoints import router as connections_router
+from iod.connections.service import Policy
+from iod.db import Database, make_engine
+from iod.health import router as health_router
+from iod.jobs.worker import Worker, WorkerPolicy
+from iod.middleware import RequestContextMiddleware
+from iod.network.base import NetworkDriver
+from iod.network.factory import make_driver
+from iod.openapi import build_openapi
+from iod.problems import install_error_handlers
+from iod.problems import router as problems_router
+
+
+@dataclass
+class Services:
+    """Everything a request or the worker needs, built once per process."""
+
+    settings: Settings
+    db: Database
+    clock: Clock
+    keys: KeyStore
+    tokens: TokenService
+    clients: ClientDirectory
+    driver: NetworkDriver
+    policy: Policy
+    wakeup: threading.Event = field(default_factory=threading.Event)
+
+    def notify_worker(self) -> None:
+        self.wakeup.set()
+
+    def worker(self) -> Worker:
+        s = self.settings
+        return Worker(
+            self.db,
+            self.driver,
+            self.clock,
+            WorkerPolicy(
+                lease_seconds=s.job_lease_seconds,
+                poll_seconds=s.worker_poll_seconds,
+                backoff_seconds=s.job_backoff_seconds,
+                backoff_cap_seconds=s.job_backoff_cap_seconds,
+            ),
+            wakeup=self.wakeup,
+        )
+
+
+def build_services(
+    settings: Settings,
+    *,
+    db: Database | None = None,
+    clock: Clock | None = None,
+    driver: NetworkDriver | None = None,
+) -> Services:
+    clock = clock or SystemClock()
+    db = db or Database(make_engine(settings.effective_database_url))
+    keys = KeyStore(db, clock)
+    return Services(
+        settings=settings,
+        db=db,
+        clock=clock,
+        keys=keys,
+        tokens=TokenService(
+            keys,
+            clock,
+            issuer=settings.issuer.rstrip("/"),
+            audience=settings.audience,
+            ttl=settings.token_ttl,
+        ),
+        clients=ClientDirectory(db, settings.client_cache_seconds),
+        driver=driver or make_driver(settings),
+        policy=Policy(
+            max_attempts=settings.job_max_attempts,
+            max_schedule_days=settings.max_schedule_days,
+        ),
+    )
+
+
+def create_app(services: Services, *, run_worker: bool = False) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services.keys.ensure()
+        stop = threading.Event()
+        thread: threading.Thread | None = None
+        if run_worker:
+            worker = services.worker()
+            thread = threading.Thread(
+                target=worker.run_forever, args=(stop,), name="iod-worker", daemon=True
+            )
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            services.wakeup.set()
+            if thread is not None:
+                thread.join(timeout=30)
+
+    app = FastAPIOffline(
+        title="Internet On-Demand API",
+        version=__version__,
+        lifespan=lifespan,
+        redoc_url=None,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.services = services
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=services.settings.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(connections_router)
+    app.include_router(auth_router)
+    app.include_router(health_router)
+    app.include_router(problems_router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = build_openapi(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

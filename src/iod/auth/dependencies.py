@@ -1,0 +1,87 @@
+"""Bearer-token checks for resource endpoints (RFC 6750): who is calling, with which scopes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Request, Security
+from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
+from fastapi.security import OAuth2
+
+from iod.auth.tokens import SCOPES, Principal, TokenInvalid
+from iod.errors import Forbidden, Unauthorized
+
+REALM = "internet-on-demand"
+
+oauth2_scheme = OAuth2(
+    flows=OAuthFlows(
+        clientCredentials=OAuthFlowClientCredentials(
+            tokenUrl="/oauth2/token",
+            scopes={"read": "Read access to connections", "write": "Write access to connections"},
+        )
+    ),
+    scheme_name="oauth2",
+    auto_error=False,
+)
+
+
+def _challenge(error: str | None = None, description: str | None = None, scope: str = "") -> str:
+    parts = [f'realm="{REALM}"']
+    if error:
+        parts.append(f'error="{error}"')
+    if description:
+        parts.append('error_description="{}"'.format(description.replace('"', "'")))
+    if scope:
+        parts.append(f'scope="{scope}"')
+    return "Bearer " + ", ".join(parts)
+
+
+def authenticate(request: Request, authorization: str | None) -> Principal:
+    services = request.app.state.services
+    if not authorization:
+        raise Unauthorized(
+            "an access token is required: send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": _challenge()},
+        )
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized(
+            "the Authorization header must use the Bearer scheme",
+            headers={"WWW-Authenticate": _challenge("invalid_request", "use the Bearer scheme")},
+        )
+    try:
+        principal: Principal = services.tokens.verify(token)
+    except TokenInvalid as exc:
+        raise Unauthorized(
+            str(exc), headers={"WWW-Authenticate": _challenge("invalid_token", str(exc))}
+        ) from exc
+    if not services.clients.is_enabled(principal.client_id):
+        detail = "the client of this access token is disabled"
+        raise Unauthorized(
+            detail, headers={"WWW-Authenticate": _challenge("invalid_token", detail)}
+        )
+    request.state.client_id = principal.client_id
+    return principal
+
+
+def _require(scope: str) -> Callable[..., Principal]:
+    def dependency(
+        request: Request,
+        authorization: str | None = Security(oauth2_scheme),
+    ) -> Principal:
+        principal = authenticate(request, authorization)
+        if scope not in principal.scopes:
+            detail = f"this operation needs the '{scope}' scope"
+            raise Forbidden(
+                detail,
+                headers={"WWW-Authenticate": _challenge("insufficient_scope", detail, scope=scope)},
+            )
+        return principal
+
+    return dependency
+
+
+assert set(SCOPES) == {"read", "write"}
+require_read = Security(_require("read"), scopes=["read"])
+require_write = Security(_require("write"), scopes=["write"])

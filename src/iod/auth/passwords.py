@@ -1,0 +1,28 @@
+"""Client secrets are kept only as argon2 hashes."""
+
+from __future__ import annotations
+
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+_hasher = PasswordHasher()
+
+# Verifying against this keeps an unknown client id as slow as a wrong secret.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    return _hasher.hash(secret)
+
+
+def verify_secret(secret_hash: str | None, secret: str) -> bool:
+    try:
+        return _hasher.verify(secret_hash or _DUMMY_HASH, secret) and secret_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False

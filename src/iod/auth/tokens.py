@@ -1,0 +1,140 @@
+"""Access tokens: RFC 9068 JWTs, signed here and verified with a cache of verified tokens."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import jwt
+
+from iod.auth.keys import ALGORITHM, KeyStore
+from iod.clock import Clock
+from iod.ids import new_id
+
+SCOPES = ("read", "write")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the client, its customer and the scopes its token grants."""
+
+    client_id: str
+    customer_id: str
+    scopes: frozenset[str]
+    expires_at: float
+
+
+class TokenInvalid(Exception):
+    """Any reason a bearer token is not accepted; the message is safe to show."""
+
+
+class TokenService:
+    def __init__(
+        self,
+        keys: KeyStore,
+        clock: Clock,
+        *,
+        issuer: str,
+        audience: str,
+        ttl: int,
+        cache_size: int = 20_000,
+    ) -> None:
+        self.keys = keys
+        self.clock = clock
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl = ttl
+        self._cache: dict[str, Principal] = {}
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def issue(self, client_id: str, customer_id: str, scopes: list[str]) -> str:
+        now = self.clock.now()
+        iat = int(now.timestamp())
+        key = self.keys.signing_key
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": client_id,
+            "client_id": client_id,
+            "customer_id": customer_id,
+            "iat": iat,
+            "nbf": iat,
+            "exp": iat + self.ttl,
+            "jti": new_id("jti"),
+            "scope": " ".join(scopes),
+        }
+        return jwt.encode(
+            claims, key.private_key, algorithm=ALGORITHM, headers={"typ": "at+jwt", "kid": key.kid}
+        )
+
+    def verify(self, token: str) -> Principal:
+        now = self.clock.now().timestamp()
+        cached = self._cache.get(token)
+        if cached is not None:
+            if cached.expires_at <= now:
+                raise TokenInvalid("the access token has expired")
+            return cached
+        principal = self._verify_signature(token, self.clock.now())
+        with self._lock:
+            if len(self._cache) >= self._cache_size:
+                self._evict(now)
+            self._cache[token] = principal
+        return principal
+
+    def _evict(self, now: float) -> None:
+        expired = [t for t, p in self._cache.items() if p.expires_at <= now]
+        for t in expired:
+            del self._cache[t]
+        while len(self._cache) >= self._cache_size:
+            del self._cache[next(iter(self._cache))]
+
+    def _verify_signature(self, token: str, now: datetime) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise TokenInvalid("the access token is malformed") from exc
+        if header.get("alg") != ALGORITHM:
+            raise TokenInvalid("the access token is not signed with an accepted algorithm")
+        if header.get("typ", "").lower() not in ("at+jwt", "application/at+jwt"):
+            raise TokenInvalid("the token is not an access token")
+        kid = header.get("kid")
+        key = self.keys.public_key(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise TokenInvalid("the access token is signed by an unknown key")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={
+                    "require": ["exp", "iat", "iss", "aud", "sub", "client_id", "jti"],
+                    # Time claims are checked below against the service's clock.
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
+            )
+        except jwt.InvalidTokenError as exc:
+            raise TokenInvalid(f"the access token is invalid: {exc}") from exc
+        exp, iat = claims["exp"], claims["iat"]
+        if not isinstance(exp, int) or not isinstance(iat, int):
+            raise TokenInvalid("the access token's time claims are not integers")
+        if exp <= now.timestamp():
+            raise TokenInvalid("the access token has expired")
+        if iat > now.timestamp() + 60:
+            raise TokenInvalid("the access token was issued in the future")
+        customer_id = claims.get("customer_id")
+        scope = claims.get("scope", "")
+        if not isinstance(customer_id, str) or not isinstance(scope, str):
+            raise TokenInvalid("the access token lacks its customer or scope")
+        return Principal(
+            client_id=str(claims["client_id"]),
+            customer_id=customer_id,
+            scopes=frozenset(scope.split()),
+            expires_at=float(claims["exp"]),
+        )

@@ -1,0 +1,1 @@
+"""Connections and their bandwidth: the spec's four operations."""

@@ -1,0 +1,169 @@
+"""Wire models. Names and fields follow the spec's components; additions are optional."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    field_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+
+from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?$"
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+BANDWIDTH_DESCRIPTION = (
+    "A positive number and a unit, Mbps or Gbps, case-insensitive, with an optional space: "
+    "`100 Mbps`, `1Gbps`, `1.5 Gbps`. It must be a tier offered at the connection's location. "
+    "Responses always use the canonical form (`100 Mbps`, `1 Gbps`)."
+)
+
+
+def _canonical_bandwidth(value: Any) -> Any:
+    if isinstance(value, str):
+        return format_bandwidth(parse_bandwidth(value))
+    return value
+
+
+def _no_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("must be a string when present; leave the field out instead of null")
+    return value
+
+
+class ConnectionRequest(BaseModel):
+    """Order a connection at a catalog location with one of its tiers."""
+
+    model_config = ConfigDict(extra="ignore", title="ConnectionRequest")
+
+    bandwidth: str = Field(
+        description=BANDWIDTH_DESCRIPTION, examples=["100 Mbps", "1 Gbps"], strict=True
+    )
+    locationId: str = Field(
+        description="The id of a catalog location (see `iod locations list`).",
+        examples=["PL0001247634"],
+        strict=True,
+    )
+    description: (
+        Annotated[str, Strict(), StringConstraints(max_length=255)] | SkipJsonSchema[None]
+    ) = Field(
+        default=None,
+        description="Free text for the customer's own reference, up to 255 characters.",
+        examples=["Denver office primary uplink"],
+    )
+
+    _bandwidth = field_validator("bandwidth", mode="before")(_canonical_bandwidth)
+
+    @field_validator("description", mode="before")
+    @classmethod
+    def _description(cls, value: Any) -> Any:
+        value = _no_null(value)
+        if isinstance(value, str) and _CONTROL.search(value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    @field_validator("locationId")
+    @classmethod
+    def _location(cls, value: str) -> str:
+        if not value or len(value) > 64 or _CONTROL.search(value):
+            raise ValueError("is not a known location id")
+        return value
+
+
+class BandwidthUpdate(BaseModel):
+    """Change a connection's bandwidth now, or at `effectiveDate`."""
+
+    model_config = ConfigDict(extra="ignore", title="BandwidthUpdate")
+
+    bandwidth: str = Field(
+        description=BANDWIDTH_DESCRIPTION, examples=["500 Mbps", "1 Gbps"], strict=True
+    )
+    effectiveDate: Annotated[AwareDatetime, Strict()] | SkipJsonSchema[None] = Field(
+        default=None,
+        description=(
+            "When the change takes effect, RFC 3339 with a UTC offset. Absent or not in the "
+            "future: applied now. At most a year ahead."
+        ),
+        examples=["2030-01-01T09:00:00Z"],
+    )
+
+    _bandwidth = field_validator("bandwidth", mode="before")(_canonical_bandwidth)
+
+    @field_validator("effectiveDate", mode="before")
+    @classmethod
+    def _effective(cls, value: Any) -> Any:
+        value = _no_null(value)
+        if isinstance(value, str):
+            match = _RFC3339.fullmatch(value)
+            if match is None:
+                raise ValueError("must be an RFC 3339 date-time such as 2030-01-01T09:00:00Z")
+            if match.group("offset") is None:
+                raise ValueError("must include a UTC offset, e.g. Z or +02:00")
+        return value
+
+
+class PendingBandwidthChange(BaseModel):
+    """A change accepted but not yet in force on the network."""
+
+    id: str
+    bandwidth: str
+    effectiveDate: datetime
+    status: Literal["scheduled", "applying"]
+
+
+class Connection(BaseModel):
+    """A connection. `bandwidth` is what the network has in force right now."""
+
+    model_config = ConfigDict(title="Connection")
+
+    id: str
+    status: Literal["active", "provisioning", "suspended", "terminated"]
+    bandwidth: str
+    location: str = Field(description="The id of the connection's location.")
+    createdAt: datetime
+    description: str | SkipJsonSchema[None] = Field(
+        default=None, description="Extension: the text given at creation, if any."
+    )
+    updatedAt: datetime = Field(description="Extension: when the record last changed.")
+    pendingBandwidthChanges: list[PendingBandwidthChange] = Field(
+        default_factory=list,
+        description="Extension: accepted changes not yet in force, in the order they apply.",
+    )
+
+
+class BandwidthChange(BaseModel):
+    """Extension: the change record an update created."""
+
+    id: str
+    fromBandwidth: str | SkipJsonSchema[None] = Field(
+        default=None, description="The bandwidth it replaced, once applied."
+    )
+    bandwidth: str
+    effectiveDate: datetime
+    status: Literal["scheduled", "applying", "applied", "failed", "cancelled"]
+    requestedAt: datetime
+    appliedAt: datetime | SkipJsonSchema[None] = None
+
+
+class BandwidthUpdateResult(Connection):
+    """The connection after the update was accepted, and the change it created."""
+
+    model_config = ConfigDict(title="BandwidthUpdateResult")
+
+    change: BandwidthChange = Field(description="Extension: the change this request created.")
+
+
+class ConnectionList(BaseModel):
+    connections: list[Connection]

@@ -1,0 +1,143 @@
+"""What the worker does for each job kind: read the intent, act on the network, record it.
+
+Each task has three steps so no database transaction stays open while the network works:
+`prepare` (a write transaction: returns what the network must do, or None when nothing is
+left to do), the driver call, and `record` (a write transaction that also finishes the job).
+Every step reloads by id and is safe to run again after a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from iod.clock import Clock
+from iod.connections import repository
+from iod.domain.status import (
+    PENDING_CHANGE_STATUSES,
+    ChangeStatus,
+    ConnectionStatus,
+    transition,
+)
+from iod.jobs.queue import JobKind
+from iod.models import BandwidthChange
+from iod.network.base import ConnectionSpec, NetworkDriver
+
+
+class JobGone(Exception):
+    """The row a job points at no longer exists: fail loudly, never guess."""
+
+
+@dataclass(frozen=True)
+class JobRef:
+    id: int
+    kind: str
+    connection_id: str
+    change_id: str | None
+    attempts: int
+    max_attempts: int
+
+
+Prepare = Callable[[Session, JobRef], ConnectionSpec | None]
+Act = Callable[[NetworkDriver, ConnectionSpec], None]
+Record = Callable[[Session, JobRef, Clock], None]
+Abandon = Callable[[Session, JobRef, Clock, str], None]
+
+
+@dataclass(frozen=True)
+class Task:
+    prepare: Prepare
+    act: Act
+    record: Record
+    abandon: Abandon
+
+
+# --- provision -------------------------------------------------------------------------
+
+
+def _provision_prepare(session: Session, job: JobRef) -> ConnectionSpec | None:
+    connection = repository.get(session, job.connection_id)
+    if connection is None:
+        raise JobGone(f"connection {job.connection_id} does not exist")
+    if connection.status != ConnectionStatus.PROVISIONING.value:
+        return None
+    return ConnectionSpec(connection.id, connection.location_id, connection.bandwidth_mbps)
+
+
+def _provision_record(session: Session, job: JobRef, clock: Clock) -> None:
+    connection = repository.get(session, job.connection_id)
+    if connection is None:
+        raise JobGone(f"connection {job.connection_id} does not exist")
+    if connection.status == ConnectionStatus.PROVISIONING.value:
+        connection.status = transition(ConnectionStatus.PROVISIONING, ConnectionStatus.ACTIVE).value
+        connection.updated_at = clock.now()
+
+
+def _provision_abandon(session: Session, job: JobRef, clock: Clock, reason: str) -> None:
+    """Provisioning failed for good: the connection is terminated and its changes fail."""
+    connection = repository.get(session, job.connection_id)
+    if connection is None or connection.status != ConnectionStatus.PROVISIONING.value:
+        return
+    now = clock.now()
+    connection.status = transition(ConnectionStatus.PROVISIONING, ConnectionStatus.TERMINATED).value
+    connection.updated_at = now
+    for change in repository.pending_changes(session, [connection.id])[connection.id]:
+        change.status = ChangeStatus.FAILED.value
+        change.failure_reason = f"provisioning failed: {reason}"
+
+
+# --- apply a bandwidth change ----------------------------------------------------------
+
+
+def _change_of(session: Session, job: JobRef) -> BandwidthChange:
+    change = repository.get_change(session, job.change_id or "")
+    if change is None:
+        raise JobGone(f"bandwidth change {job.change_id} does not exist")
+    return change
+
+
+def _apply_prepare(session: Session, job: JobRef) -> ConnectionSpec | None:
+    change = _change_of(session, job)
+    if ChangeStatus(change.status) not in PENDING_CHANGE_STATUSES:
+        return None
+    connection = repository.get(session, change.connection_id)
+    if connection is None:
+        raise JobGone(f"connection {change.connection_id} does not exist")
+    if connection.status == ConnectionStatus.TERMINATED.value:
+        change.status = ChangeStatus.CANCELLED.value
+        change.failure_reason = "the connection was terminated before the change applied"
+        return None
+    change.status = ChangeStatus.APPLYING.value
+    return ConnectionSpec(connection.id, connection.location_id, change.to_mbps)
+
+
+def _apply_record(session: Session, job: JobRef, clock: Clock) -> None:
+    change = _change_of(session, job)
+    connection = repository.get(session, change.connection_id)
+    if connection is None:
+        raise JobGone(f"connection {change.connection_id} does not exist")
+    now = clock.now()
+    change.from_mbps = connection.bandwidth_mbps
+    change.status = ChangeStatus.APPLIED.value
+    change.applied_at = now
+    connection.bandwidth_mbps = change.to_mbps
+    connection.updated_at = now
+
+
+def _apply_abandon(session: Session, job: JobRef, clock: Clock, reason: str) -> None:
+    change = repository.get_change(session, job.change_id or "")
+    if change is not None and ChangeStatus(change.status) in PENDING_CHANGE_STATUSES:
+        change.status = ChangeStatus.FAILED.value
+        change.failure_reason = reason
+
+
+TASKS: dict[str, Task] = {
+    JobKind.PROVISION.value: Task(
+        _provision_prepare, lambda d, s: d.provision(s), _provision_record, _provision_abandon
+    ),
+    JobKind.APPLY_BANDWIDTH.value: Task(
+        _apply_prepare, lambda d, s: d.set_bandwidth(s), _apply_record, _apply_abandon
+    ),
+}

@@ -1,0 +1,1 @@
+"""Customers and their API clients: the admin side of tenancy."""

@@ -1,0 +1,1 @@
+"""Plain-Python domain: no framework, no database."""

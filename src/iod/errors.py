@@ -1,0 +1,143 @@
+"""Domain errors carry their HTTP status; one renderer turns them into problem+json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+PROBLEM_BASE = "/problems/"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    pointer: str
+    detail: str
+
+
+class ProblemError(Exception):
+    """An error with a stable problem type; subclasses set the status and type."""
+
+    status: int = 400
+    type_name: str = "bad-request"
+    title: str = "Bad request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+        self.headers = headers or {}
+
+    @property
+    def type_uri(self) -> str:
+        return PROBLEM_BASE + self.type_name
+
+
+class ValidationFailed(ProblemError):
+    status = 400
+    type_name = "validation-error"
+    title = "Invalid request"
+
+    @classmethod
+    def field(cls, pointer: str, detail: str) -> ValidationFailed:
+        return cls(detail, errors=[FieldError(pointer, detail)])
+
+
+class NotFound(ProblemError):
+    status = 404
+    type_name = "not-found"
+    title = "Not found"
+
+
+class Conflict(ProblemError):
+    status = 409
+    type_name = "conflict"
+    title = "Conflict"
+
+
+class CapacityExceeded(Conflict):
+    type_name = "capacity-exceeded"
+    title = "Location capacity exceeded"
+
+
+class InvalidState(Conflict):
+    type_name = "invalid-state"
+    title = "Not allowed in the connection's current state"
+
+
+class Unauthorized(ProblemError):
+    status = 401
+    type_name = "unauthorized"
+    title = "Unauthorized"
+
+
+class Forbidden(ProblemError):
+    status = 403
+    type_name = "insufficient-scope"
+    title = "Insufficient scope"
+
+
+class PayloadTooLarge(ProblemError):
+    status = 413
+    type_name = "payload-too-large"
+    title = "Request body too large"
+
+
+class UnsupportedMediaType(ProblemError):
+    status = 415
+    type_name = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+@dataclass
+class Problem:
+    """The RFC 9457 document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[FieldError] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.instance:
+            body["instance"] = self.instance
+        if self.request_id:
+            body["requestId"] = self.request_id
+        if self.errors:
+            body["errors"] = [{"pointer": e.pointer, "detail": e.detail} for e in self.errors]
+        return body
+
+
+PROBLEM_TYPES: dict[str, str] = {
+    cls.type_name: cls.title
+    for cls in (
+        ValidationFailed,
+        NotFound,
+        Conflict,
+        CapacityExceeded,
+        InvalidState,
+        Unauthorized,
+        Forbidden,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+    )
+} | {
+    "method-not-allowed": "Method not allowed",
+    "not-acceptable": "Not acceptable",
+    "internal-error": "Internal server error",
+    "service-unavailable": "Service unavailable",
+}

@@ -1,0 +1,144 @@
+"""Enqueue inside the caller's transaction; claim with a lease; finish or retry with backoff.
+
+Jobs of one connection run one at a time and in (scheduled_at, id) order: a job is claimable
+only when no earlier unfinished job of its connection exists and none holds a live lease.
+`run_at` moves forward on retries; `scheduled_at` never does, so a retry keeps its place.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from iod.models import Job
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class JobKind(StrEnum):
+    PROVISION = "provision"
+    APPLY_BANDWIDTH = "apply_bandwidth"
+
+
+UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
+
+
+def enqueue(
+    session: Session,
+    *,
+    kind: JobKind,
+    connection_id: str,
+    run_at: datetime,
+    now: datetime,
+    max_attempts: int,
+    change_id: str | None = None,
+) -> Job:
+    """Adds the job to the caller's transaction: it commits or rolls back with the data."""
+    job = Job(
+        kind=kind.value,
+        connection_id=connection_id,
+        change_id=change_id,
+        state=JobState.QUEUED.value,
+        run_at=run_at,
+        scheduled_at=run_at,
+        attempts=0,
+        max_attempts=max_attempts,
+        created_at=now,
+    )
+    session.add(job)
+    return job
+
+
+def _claimable(now: datetime):  # type: ignore[no-untyped-def]
+    earlier = aliased(Job)
+    blocked = exists().where(
+        earlier.connection_id == Job.connection_id,
+        earlier.id != Job.id,
+        earlier.state.in_(UNFINISHED),
+        or_(
+            earlier.scheduled_at < Job.scheduled_at,
+            and_(earlier.scheduled_at == Job.scheduled_at, earlier.id < Job.id),
+            and_(earlier.state == JobState.RUNNING.value, earlier.lease_until > now),
+        ),
+    )
+    due = or_(
+        and_(Job.state == JobState.QUEUED.value, Job.run_at <= now),
+        and_(Job.state == JobState.RUNNING.value, Job.lease_until <= now),
+    )
+    return and_(due, ~blocked)
+
+
+def claim(session: Session, now: datetime, lease_seconds: float, worker_id: str) -> Job | None:
+    """Takes one due job and leases it; on PostgreSQL concurrent workers skip locked rows."""
+    query = (
+        select(Job)
+        .where(_claimable(now))
+        .order_by(Job.run_at, Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True, of=Job)
+    )
+    job = session.scalar(query)
+    if job is None:
+        return None
+    job.state = JobState.RUNNING.value
+    job.attempts += 1
+    job.lease_until = now + timedelta(seconds=lease_seconds)
+    job.locked_by = worker_id
+    session.flush()
+    return job
+
+
+def next_due(session: Session) -> datetime | None:
+    """When the earliest queued job becomes due, so an idle worker can sleep until then."""
+    return session.scalar(
+        select(Job.run_at).where(Job.state == JobState.QUEUED.value).order_by(Job.run_at).limit(1)
+    )
+
+
+def finish(session: Session, job_id: int, worker_id: str, now: datetime) -> bool:
+    """Marks the job done if this worker still holds it; False means the lease was lost."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.locked_by == worker_id, Job.state == JobState.RUNNING.value)
+        .values(state=JobState.DONE.value, finished_at=now, lease_until=None, last_error=None)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def backoff_seconds(attempts: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential with full jitter, capped."""
+    return rng.uniform(0, min(cap, base * (2 ** max(attempts - 1, 0))))
+
+
+def retry_or_fail(
+    session: Session,
+    job: Job,
+    error: str,
+    now: datetime,
+    *,
+    base: float,
+    cap: float,
+    rng: random.Random,
+) -> bool:
+    """Puts the job back with backoff, or fails it for good; returns True when final."""
+    job.last_error = error[:2000]
+    job.lease_until = None
+    job.locked_by = None
+    if job.attempts >= job.max_attempts:
+        job.state = JobState.FAILED.value
+        job.finished_at = now
+        session.flush()
+        return True
+    job.state = JobState.QUEUED.value
+    job.run_at = now + timedelta(seconds=backoff_seconds(job.attempts, base, cap, rng))
+    session.flush()
+    return False

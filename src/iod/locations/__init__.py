@@ -1,0 +1,1 @@
+"""The location catalog: buildings, their port capacity and the tiers they offer."""

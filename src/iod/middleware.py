@@ -1,0 +1,111 @@
+"""Pure ASGI middleware: request id, body size limit, access log. Cheap on the hot path."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from iod.errors import PayloadTooLarge, ProblemError
+from iod.problems import problem_response
+
+log = structlog.get_logger("iod.http")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        declared_length = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+            elif name == b"content-length":
+                declared_length = value
+        request_id = incoming if incoming and _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+        limit = self.max_body_bytes
+        started_response = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started_response
+            if message["type"] == "http.response.start":
+                started_response = True
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # An HTTPException passes through FastAPI's body reading untouched.
+                    raise HTTPException(413, f"the request body exceeds {limit} bytes")
+            return message
+
+        try:
+            too_large = False
+            if declared_length is not None:
+                try:
+                    too_large = int(declared_length) > limit
+                except ValueError:
+                    too_large = False
+            if too_large:
+                problem = PayloadTooLarge(f"the request body exceeds {limit} bytes")
+                await self._reject(scope, send_with_id, problem, request_id)
+            else:
+                await self.app(scope, limited_receive, send_with_id)
+        except Exception:
+            # Unexpected errors still get a problem document and the request id header.
+            log.exception("request.failed", path=scope["path"])
+            if not started_response:
+                await self._reject(scope, send_with_id, _internal_error(), request_id)
+        finally:
+            log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    async def _reject(
+        self, scope: Scope, send: Send, problem: ProblemError, request_id: str
+    ) -> None:
+        response = problem_response(problem, instance=scope["path"], request_id=request_id)
+        await response(scope, _empty_receive, send)
+
+
+class _InternalError(ProblemError):
+    status = 500
+    type_name = "internal-error"
+    title = "Internal server error"
+
+
+def _internal_error() -> ProblemError:
+    return _InternalError("an unexpected error occurred; quote the request id when reporting it")
+
+
+async def _empty_receive() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}

@@ -1,0 +1,1 @@
+"""Network drivers: what the worker calls to make the network match the database."""

@@ -1,0 +1,93 @@
+"""The server's own OpenAPI: the spec's paths, operationIds and schemas, plus extensions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from iod.errors import PROBLEM_TYPES
+from iod.http import problem
+
+DESCRIPTION = """\
+Provision internet connections and change their bandwidth, now or at a future
+`effectiveDate`, through OAuth 2.0 client credentials.
+
+* Get a token at `POST /oauth2/token` (HTTP Basic or form-body client authentication).
+* Bandwidth is written `100 Mbps` or `1 Gbps`; responses are always canonical.
+* Errors are RFC 9457 `application/problem+json`; invalid fields are named by JSON Pointers
+  in `errors`, and every response carries `X-Request-ID`.
+
+Problem types: {types}
+"""
+
+PUBLIC_PATHS = (
+    "/oauth2/token",
+    "/.well-known/jwks.json",
+    "/.well-known/oauth-authorization-server",
+    "/healthz",
+    "/readyz",
+    "/problems/{problemType}",
+)
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Problem",
+    "description": "RFC 9457 problem details.",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "A stable URI reference naming the problem"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "requestId": {"type": "string", "description": "Also in the X-Request-ID header"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["pointer", "detail"],
+                "properties": {
+                    "pointer": {
+                        "type": "string",
+                        "description": "RFC 6901 JSON Pointer into the request body",
+                    },
+                    "detail": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    types = ", ".join(f"`/problems/{name}` ({title})" for name, title in PROBLEM_TYPES.items())
+    doc = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=DESCRIPTION.format(types=types),
+        routes=app.routes,
+        tags=[
+            {"name": "Bandwidth", "description": "Bandwidth provisioning and adjustment"},
+            {"name": "Connections", "description": "Manage internet connections"},
+            {"name": "OAuth 2.0", "description": "Access tokens"},
+        ],
+    )
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    schemas["Problem"] = PROBLEM_SCHEMA
+    for path_item in doc.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            # Any request may be too large or meet an unexpected failure.
+            responses.setdefault("413", problem("The request body is larger than 64 KiB"))
+            responses.setdefault("500", problem("Unexpected server error"))
+    # Authentication applies everywhere except where an operation says otherwise.
+    doc["security"] = [{"oauth2": []}]
+    for path in PUBLIC_PATHS:
+        for operation in doc["paths"].get(path, {}).values():
+            operation["security"] = []
+    return doc

@@ -1,0 +1,121 @@
+"""One renderer for every error: RFC 9457 problem+json with the request id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from iod.errors import (
+    PROBLEM_BASE,
+    PROBLEM_TYPES,
+    FieldError,
+    NotFound,
+    Problem,
+    ProblemError,
+    ValidationFailed,
+)
+from iod.http import problem
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+def problem_response(
+    exc: ProblemError, *, instance: str | None = None, request_id: str | None = None
+) -> JSONResponse:
+    body = Problem(
+        type=exc.type_uri,
+        title=exc.title,
+        status=exc.status,
+        detail=exc.detail,
+        instance=instance,
+        request_id=request_id,
+        errors=exc.errors,
+    )
+    return JSONResponse(
+        body.to_dict(), status_code=exc.status, headers=exc.headers, media_type=PROBLEM_MEDIA_TYPE
+    )
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def _pointer(loc: tuple[Any, ...]) -> str:
+    parts = list(loc[1:]) if loc and loc[0] == "body" else list(loc)
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _message(error: dict[str, Any]) -> str:
+    message = str(error.get("msg", "is invalid"))
+    return message.removeprefix("Value error, ")
+
+
+class _HttpProblem(ProblemError):
+    def __init__(self, status: int, type_name: str, title: str, detail: str, headers: Any) -> None:
+        super().__init__(detail, headers=dict(headers or {}))
+        self.status = status
+        self.type_name = type_name
+        self.title = title
+
+
+_STATUS_TYPES = {
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    413: ("payload-too-large", "Request body too large"),
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(exc, instance=request.url.path, request_id=_request_id(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for error in exc.errors():
+            loc = tuple(error.get("loc", ()))
+            if error.get("type") == "json_invalid":
+                errors.append(FieldError("", "the body is not valid JSON"))
+            elif loc and loc[0] == "body":
+                errors.append(FieldError(_pointer(loc), _message(error)))
+            else:
+                where = ".".join(str(p) for p in loc)
+                errors.append(FieldError("", f"{where}: {_message(error)}"))
+        detail = (
+            "; ".join(f"{e.pointer or 'body'}: {e.detail}" for e in errors)
+            or "the request is invalid"
+        )
+        return problem_response(
+            ValidationFailed(detail, errors=errors),
+            instance=request.url.path,
+            request_id=_request_id(request),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_name, title = _STATUS_TYPES.get(exc.status_code, ("http-error", "HTTP error"))
+        problem = _HttpProblem(exc.status_code, type_name, title, str(exc.detail), exc.headers)
+        return problem_response(problem, instance=request.url.path, request_id=_request_id(request))
+
+
+router = APIRouter(tags=["Problems"])
+
+
+@router.get(
+    "/problems/{problemType}",
+    operation_id="getProblemType",
+    summary="Describe a problem type",
+    responses={404: problem("Unknown problem type")},
+)
+def describe_problem(problemType: str) -> dict[str, str]:
+    """Problem `type` URIs resolve here, so every error names a readable description."""
+    title = PROBLEM_TYPES.get(problemType)
+    if title is None:
+        raise NotFound(f"no problem type {problemType!r}")
+    return {"type": PROBLEM_BASE + problemType, "title": title}

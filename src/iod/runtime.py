@@ -1,0 +1,32 @@
+"""Opening the database for a process: the embedded SQLite migrates itself, PostgreSQL must
+already be migrated (`iod db upgrade`), so two releases never race on a shared schema."""
+
+from __future__ import annotations
+
+from iod import migrate
+from iod.config import Settings
+from iod.db import Database, make_engine
+
+
+class SchemaBehind(Exception):
+    pass
+
+
+def open_database(settings: Settings, *, auto_migrate: bool | None = None) -> Database:
+    if settings.is_sqlite and settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    db = Database(engine)
+    if auto_migrate is None:
+        auto_migrate = db.is_sqlite
+    if auto_migrate:
+        if not migrate.is_up_to_date(engine):
+            migrate.upgrade(engine)
+    elif not migrate.is_up_to_date(engine):
+        current = migrate.current_revision(engine) or "empty"
+        engine.dispose()
+        raise SchemaBehind(
+            f"the database schema is at {current}, this release needs {migrate.head_revision()}: "
+            "run `iod db upgrade` first"
+        )
+    return db
