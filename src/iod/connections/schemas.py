@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    Strict,
-    StringConstraints,
-    field_validator,
-)
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
@@ -56,10 +48,9 @@ class ConnectionRequest(BaseModel):
         examples=["PL0001247634"],
         strict=True,
     )
-    description: (
-        Annotated[str, Strict(), StringConstraints(max_length=255)] | SkipJsonSchema[None]
-    ) = Field(
+    description: str | SkipJsonSchema[None] = Field(
         default=None,
+        json_schema_extra={"maxLength": 255},
         description="Free text for the customer's own reference, up to 255 characters.",
         examples=["Denver office primary uplink"],
     )
@@ -69,8 +60,13 @@ class ConnectionRequest(BaseModel):
     @field_validator("description", mode="before")
     @classmethod
     def _description(cls, value: Any) -> Any:
+        # Checked here, before the Optional union, so errors point at the field itself.
         value = _no_null(value)
-        if isinstance(value, str) and _CONTROL.search(value):
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        if len(value) > 255:
+            raise ValueError("must be at most 255 characters")
+        if _CONTROL.search(value):
             raise ValueError("must not contain control characters")
         return value
 
@@ -90,7 +86,7 @@ class BandwidthUpdate(BaseModel):
     bandwidth: str = Field(
         description=BANDWIDTH_DESCRIPTION, examples=["500 Mbps", "1 Gbps"], strict=True
     )
-    effectiveDate: Annotated[AwareDatetime, Strict()] | SkipJsonSchema[None] = Field(
+    effectiveDate: AwareDatetime | SkipJsonSchema[None] = Field(
         default=None,
         description=(
             "When the change takes effect, RFC 3339 with a UTC offset. Absent or not in the "
@@ -104,14 +100,19 @@ class BandwidthUpdate(BaseModel):
     @field_validator("effectiveDate", mode="before")
     @classmethod
     def _effective(cls, value: Any) -> Any:
+        # Parsed here, before the Optional union, so errors point at the field itself.
         value = _no_null(value)
-        if isinstance(value, str):
-            match = _RFC3339.fullmatch(value)
-            if match is None:
-                raise ValueError("must be an RFC 3339 date-time such as 2030-01-01T09:00:00Z")
-            if match.group("offset") is None:
-                raise ValueError("must include a UTC offset, e.g. Z or +02:00")
-        return value
+        if not isinstance(value, str):
+            raise ValueError("must be an RFC 3339 date-time string such as 2030-01-01T09:00:00Z")
+        match = _RFC3339.fullmatch(value)
+        if match is None:
+            raise ValueError("must be an RFC 3339 date-time such as 2030-01-01T09:00:00Z")
+        if match.group("offset") is None:
+            raise ValueError("must include a UTC offset, e.g. Z or +02:00")
+        try:
+            return datetime.fromisoformat(value.replace("z", "Z"))
+        except ValueError as exc:
+            raise ValueError(f"is not a valid date-time: {exc}") from exc
 
 
 class PendingBandwidthChange(BaseModel):

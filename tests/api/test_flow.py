@@ -1,0 +1,116 @@
+"""The spec's flow through the real ASGI app, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+
+from iod.app import Services
+from iod.clock import FrozenClock, rfc3339
+from tests.conftest import run_jobs
+
+BASE = "/internet-on-demand/connections"
+LOC = "PL0001247634"
+
+
+def create(api: TestClient, headers: dict[str, str], bandwidth: str = "100 Mbps") -> dict:  # type: ignore[type-arg]
+    response = api.post(BASE, json={"bandwidth": bandwidth, "locationId": LOC}, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_create_provisions_then_activates(api: TestClient, headers, services: Services) -> None:
+    body = create(api, headers, "100mbps")
+    assert body["status"] == "provisioning"
+    assert body["bandwidth"] == "100 Mbps"
+    assert body["location"] == LOC
+    assert body["createdAt"].endswith("Z")
+    assert run_jobs(services) == 1
+    got = api.get(f"{BASE}/{body['id']}", headers=headers)
+    assert got.status_code == 200
+    assert got.json()["status"] == "active"
+    assert [c["id"] for c in api.get(BASE, headers=headers).json()["connections"]] == [body["id"]]
+
+
+def test_change_now_is_applied_by_the_worker(api: TestClient, headers, services: Services) -> None:
+    conn = create(api, headers)
+    run_jobs(services)
+    response = api.put(
+        f"{BASE}/{conn['id']}/bandwidth", json={"bandwidth": "1 Gbps"}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["bandwidth"] == "100 Mbps"  # what is in force until the worker applies it
+    assert body["pendingBandwidthChanges"][0]["bandwidth"] == "1 Gbps"
+    assert body["change"]["status"] == "scheduled"
+    run_jobs(services)
+    after = api.get(f"{BASE}/{conn['id']}", headers=headers).json()
+    assert after["bandwidth"] == "1 Gbps"
+    assert after["pendingBandwidthChanges"] == []
+    assert services.driver.inventory()[0].bandwidth_mbps == 1000  # type: ignore[attr-defined]
+
+
+def test_future_change_waits_for_its_time(
+    api: TestClient, headers, services: Services, clock: FrozenClock
+) -> None:
+    conn = create(api, headers)
+    run_jobs(services)
+    when = clock.now() + timedelta(hours=2)
+    response = api.put(
+        f"{BASE}/{conn['id']}/bandwidth",
+        json={"bandwidth": "500 Mbps", "effectiveDate": rfc3339(when)},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    clock.advance(timedelta(hours=1, minutes=59))
+    assert run_jobs(services) == 0
+    assert api.get(f"{BASE}/{conn['id']}", headers=headers).json()["bandwidth"] == "100 Mbps"
+    clock.advance(timedelta(minutes=1))
+    assert run_jobs(services) == 1
+    assert api.get(f"{BASE}/{conn['id']}", headers=headers).json()["bandwidth"] == "500 Mbps"
+
+
+def test_past_effective_date_applies_now(
+    api: TestClient, headers, services: Services, clock: FrozenClock
+) -> None:
+    conn = create(api, headers)
+    past = rfc3339(clock.now() - timedelta(days=3))
+    response = api.put(
+        f"{BASE}/{conn['id']}/bandwidth",
+        json={"bandwidth": "1Gbps", "effectiveDate": past},
+        headers=headers,
+    )
+    assert response.status_code == 200
+    assert run_jobs(services) == 2
+    assert api.get(f"{BASE}/{conn['id']}", headers=headers).json()["bandwidth"] == "1 Gbps"
+
+
+def test_another_customers_connection_is_404(api: TestClient, headers, make_tenant) -> None:
+    from tests.conftest import get_token
+
+    conn = create(api, headers)
+    other = {"Authorization": f"Bearer {get_token(api, make_tenant(name='Other'))}"}
+    assert api.get(f"{BASE}/{conn['id']}", headers=other).status_code == 404
+    put = api.put(f"{BASE}/{conn['id']}/bandwidth", json={"bandwidth": "1 Gbps"}, headers=other)
+    assert put.status_code == 404
+    assert api.get(BASE, headers=other).json() == {"connections": []}
+
+
+def test_capacity_is_enforced(api: TestClient, headers, services: Services) -> None:
+    # The 100 Mbps retail site holds one 100 Mbps connection and no more.
+    body = {"bandwidth": "100 Mbps", "locationId": "PL0000774102"}
+    assert api.post(BASE, json=body, headers=headers).status_code == 201
+    second = api.post(
+        BASE, json={"bandwidth": "1 Mbps", "locationId": "PL0000774102"}, headers=headers
+    )
+    assert second.status_code == 409
+    assert second.headers["content-type"] == "application/problem+json"
+    assert second.json()["type"] == "/problems/capacity-exceeded"
+
+
+def test_failed_provisioning_is_retried(api: TestClient, headers, services: Services) -> None:
+    services.driver.fail_next.append("provision")  # type: ignore[attr-defined]
+    conn = create(api, headers)
+    run_jobs(services)
+    assert api.get(f"{BASE}/{conn['id']}", headers=headers).json()["status"] == "active"

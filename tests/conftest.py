@@ -1,0 +1,168 @@
+"""Shared fixtures: migrated SQLite and PostgreSQL databases, services, an ASGI client."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from iod import migrate
+from iod.app import Services, build_services, create_app
+from iod.clock import FrozenClock
+from iod.config import Settings
+from iod.customers import service as customers
+from iod.db import Base, Database, make_engine
+from iod.locations import catalog
+from iod.locations import service as locations
+from iod.network.simulated import SimulatedDriver
+
+PG_URL = os.environ.get("IOD_TEST_DATABASE_URL")
+REQUIRE_PG = os.environ.get("IOD_REQUIRE_POSTGRES") == "1"
+BACKENDS = ["sqlite", "postgres"]
+
+
+def postgres_url() -> str:
+    """The PostgreSQL the tests may wipe; CI must provide it, a laptop may skip it."""
+    if PG_URL:
+        return PG_URL
+    if REQUIRE_PG:
+        pytest.fail("IOD_REQUIRE_POSTGRES=1 but IOD_TEST_DATABASE_URL is not set")
+    pytest.skip("PostgreSQL tests need IOD_TEST_DATABASE_URL (set by .ci/run)")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.sqlite3"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+_pg_ready = False
+
+
+def _prepare_postgres() -> Database:
+    global _pg_ready
+    engine = make_engine(postgres_url(), pool_size=5, max_overflow=5)
+    if not _pg_ready:
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        migrate.upgrade(engine)
+        _pg_ready = True
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    return Database(engine)
+
+
+@pytest.fixture(params=BACKENDS)
+def database(
+    request: pytest.FixtureRequest, sqlite_template: Path, tmp_path: Path
+) -> Iterator[Database]:
+    """An empty, migrated database of each backend."""
+    if request.param == "sqlite":
+        path = tmp_path / "iod.sqlite3"
+        shutil.copy(sqlite_template, path)
+        db = Database(make_engine(f"sqlite:///{path}"))
+    else:
+        db = _prepare_postgres()
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def sqlite_database(sqlite_template: Path, tmp_path: Path) -> Iterator[Database]:
+    path = tmp_path / "iod.sqlite3"
+    shutil.copy(sqlite_template, path)
+    db = Database(make_engine(f"sqlite:///{path}"))
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def driver() -> SimulatedDriver:
+    return SimulatedDriver()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        simulated_provision_seconds=0,
+        simulated_change_seconds=0,
+        job_backoff_seconds=0,
+        client_cache_seconds=0,
+        token_ttl=86400,
+    )
+
+
+@pytest.fixture
+def services(
+    database: Database, clock: FrozenClock, driver: SimulatedDriver, settings: Settings
+) -> Services:
+    services = build_services(settings, db=database, clock=clock, driver=driver)
+    with database.write() as session:
+        locations.upsert(session, clock, locations.parse_catalog(catalog.DEMO_LOCATIONS))
+    return services
+
+
+@dataclass
+class Tenant:
+    customer_id: str
+    client_id: str
+    client_secret: str
+
+
+@pytest.fixture
+def make_tenant(services: Services):  # type: ignore[no-untyped-def]
+    def make(scopes: str = "read write", name: str = "Acme") -> Tenant:
+        with services.db.write() as session:
+            customer = customers.create_customer(session, services.clock, name)
+            new = customers.create_client(session, services.clock, customer.id, scopes)
+        return Tenant(customer.id, new.client_id, new.client_secret)
+
+    return make
+
+
+@pytest.fixture
+def api(services: Services) -> Iterator[TestClient]:
+    app = create_app(services, run_worker=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+def get_token(api: TestClient, tenant: Tenant, scope: str | None = None) -> str:
+    form = {"grant_type": "client_credentials"}
+    if scope is not None:
+        form["scope"] = scope
+    response = api.post("/oauth2/token", data=form, auth=(tenant.client_id, tenant.client_secret))
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+@pytest.fixture
+def tenant(make_tenant) -> Tenant:  # type: ignore[no-untyped-def]
+    return make_tenant()
+
+
+@pytest.fixture
+def headers(api: TestClient, tenant: Tenant) -> dict[str, str]:
+    return {"Authorization": f"Bearer {get_token(api, tenant)}"}
+
+
+def run_jobs(services: Services) -> int:
+    """Runs every due job to completion, as the worker would."""
+    return services.worker().run_until_idle()
