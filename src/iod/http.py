@@ -37,8 +37,12 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def require_json(request: Request) -> None:
-    """Bodies are JSON; anything else is 415 before it is parsed."""
-    content_type = request.headers.get("content-type", "")
+    """Bodies are JSON; anything else is 415 before it is parsed. No body at all is left to
+    validation, which answers 400 for the missing required body."""
+    headers = request.headers
+    if headers.get("content-length", "0") == "0" and "transfer-encoding" not in headers:
+        return
+    content_type = headers.get("content-type", "")
     media = content_type.split(";")[0].strip().lower()
     if media != "application/json" and not (
         media.startswith("application/") and media.endswith("+json")

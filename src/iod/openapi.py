@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from iod.auth.endpoints import OAuthError
 from iod.errors import PROBLEM_TYPES
 from iod.http import problem
 
@@ -78,6 +79,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     schemas["Problem"] = PROBLEM_SCHEMA
+    schemas["OAuthError"] = OAuthError.model_json_schema()
     for path_item in doc.get("paths", {}).values():
         for operation in path_item.values():
             responses = operation.setdefault("responses", {})

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -70,6 +71,22 @@ _STATUS_TYPES = {
 }
 
 
+def _allowed_methods(request: Request, fallback: str) -> str:
+    """Starlette names only the first matching route's methods, but a path may have one route
+    per method; the OpenAPI document knows them all."""
+    table: list[tuple[re.Pattern[str], str]] | None = getattr(request.app.state, "allow", None)
+    if table is None:
+        table = []
+        for path, item in request.app.openapi().get("paths", {}).items():
+            pattern = re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path)) + "$")
+            table.append((pattern, ", ".join(sorted(m.upper() for m in item))))
+        request.app.state.allow = table
+    for pattern, methods in table:
+        if pattern.match(request.url.path):
+            return methods
+    return fallback
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
@@ -100,7 +117,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_name, title = _STATUS_TYPES.get(exc.status_code, ("http-error", "HTTP error"))
-        problem = _HttpProblem(exc.status_code, type_name, title, str(exc.detail), exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request, headers.get("Allow", ""))
+        problem = _HttpProblem(exc.status_code, type_name, title, str(exc.detail), headers)
         return problem_response(problem, instance=request.url.path, request_id=_request_id(request))
 
 
@@ -113,7 +133,9 @@ router = APIRouter(tags=["Problems"])
     summary="Describe a problem type",
     responses={404: problem("Unknown problem type")},
 )
-def describe_problem(problemType: str) -> dict[str, str]:
+def describe_problem(
+    problemType: Annotated[str, Path(examples=sorted(PROBLEM_TYPES))],
+) -> dict[str, str]:
     """Problem `type` URIs resolve here, so every error names a readable description."""
     title = PROBLEM_TYPES.get(problemType)
     if title is None:

@@ -1,0 +1,5 @@
+"""`python -m iod` is the `iod` command."""
+
+from iod.cli.main import app
+
+app()

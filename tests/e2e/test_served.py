@@ -1,0 +1,154 @@
+"""The whole system as a user runs it: `iod serve` in its own process, real HTTP."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.e2e.conftest import Server, base_env, iod, token_for, wait_for
+
+BASE = "/internet-on-demand/connections"
+
+
+def test_flow_and_scheduled_change_across_restart(
+    served: tuple[Server, dict[str, Any]], tmp_path: Path
+) -> None:
+    server, demo = served
+    token = token_for(server.url, demo["client_id"], demo["client_secret"])
+    h = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=server.url, headers=h, timeout=10) as http:
+        created = http.post(BASE, json={"bandwidth": "100 Mbps", "locationId": demo["location_id"]})
+        assert created.status_code == 201, created.text
+        conn = created.json()
+        assert conn["status"] == "provisioning"
+        url = f"{BASE}/{conn['id']}"
+
+        wait_for(lambda: http.get(url).json()["status"] == "active")
+        listed = http.get(BASE).json()["connections"]
+        assert [c["id"] for c in listed] == [conn["id"]]
+
+        now_change = http.put(f"{url}/bandwidth", json={"bandwidth": "1 Gbps"})
+        assert now_change.status_code == 200, now_change.text
+        wait_for(lambda: http.get(url).json()["bandwidth"] == "1 Gbps")
+
+        effective = datetime.now(UTC) + timedelta(seconds=6)
+        scheduled = http.put(
+            f"{url}/bandwidth",
+            json={"bandwidth": "500 Mbps", "effectiveDate": effective.isoformat()},
+        )
+        assert scheduled.status_code == 200, scheduled.text
+        assert scheduled.json()["pendingBandwidthChanges"][0]["bandwidth"] == "500 Mbps"
+
+    # Stop before the change is due, and come back before it is due too.
+    server.stop()
+    time.sleep(1)
+    server.start()
+    with httpx.Client(base_url=server.url, headers=h, timeout=10) as http:
+        before = http.get(url).json()
+        if datetime.now(UTC) < effective - timedelta(seconds=1):
+            assert before["bandwidth"] == "1 Gbps", "applied before its effectiveDate"
+            assert len(before["pendingBandwidthChanges"]) == 1
+        after = wait_for(
+            lambda: (r := http.get(url).json())["bandwidth"] == "500 Mbps" and r, timeout=30
+        )
+        assert datetime.fromisoformat(after["updatedAt"]) >= effective
+        assert after["pendingBandwidthChanges"] == []
+
+
+def test_scheduled_change_survives_a_crash_while_down(
+    served: tuple[Server, dict[str, Any]],
+) -> None:
+    """The server is killed (no graceful stop) and is down when the change falls due."""
+    server, demo = served
+    token = token_for(server.url, demo["client_id"], demo["client_secret"])
+    h = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=server.url, headers=h, timeout=10) as http:
+        conn = http.post(BASE, json={"bandwidth": "50 Mbps", "locationId": demo["location_id"]})
+        url = f"{BASE}/{conn.json()['id']}"
+        wait_for(lambda: http.get(url).json()["status"] == "active")
+        effective = datetime.now(UTC) + timedelta(seconds=2)
+        http.put(
+            f"{url}/bandwidth",
+            json={"bandwidth": "200 Mbps", "effectiveDate": effective.isoformat()},
+        )
+    server.kill()
+    time.sleep(3)  # the change falls due while nothing runs
+    server.start()
+    with httpx.Client(base_url=server.url, headers=h, timeout=10) as http:
+        wait_for(lambda: http.get(url).json()["bandwidth"] == "200 Mbps", timeout=30)
+
+
+def test_disabled_client_tokens_stop_within_5_seconds(
+    served: tuple[Server, dict[str, Any]],
+) -> None:
+    server, demo = served
+    token = token_for(server.url, demo["client_id"], demo["client_secret"])
+    h = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{server.url}{BASE}", headers=h).status_code == 200
+    iod(server.env, "clients", "disable", demo["client_id"])
+    disabled_at = time.monotonic()
+    response = wait_for(
+        lambda: (r := httpx.get(f"{server.url}{BASE}", headers=h)).status_code == 401 and r,
+        timeout=10,
+    )
+    assert time.monotonic() - disabled_at < 5
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+    denied = httpx.post(
+        f"{server.url}/oauth2/token",
+        data={"grant_type": "client_credentials"},
+        auth=(demo["client_id"], demo["client_secret"]),
+    )
+    assert denied.status_code == 401
+    assert denied.json()["error"] == "invalid_client"
+
+
+def test_admin_cli_creates_a_working_tenant(served: tuple[Server, dict[str, Any]]) -> None:
+    import json
+
+    server, demo = served
+    customer = json.loads(iod(server.env, "customers", "create", "Globex", "--json").stdout)
+    client = json.loads(
+        iod(server.env, "clients", "create", "--customer", customer["id"], "--scopes", "read",
+            "--json").stdout
+    )  # fmt: skip
+    assert client["customer_id"] == customer["id"]
+    token = token_for(server.url, client["client_id"], client["client_secret"])
+    h = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{server.url}{BASE}", headers=h).json() == {"connections": []}
+    refused = httpx.post(
+        f"{server.url}{BASE}", headers=h, json={"bandwidth": "1 Gbps", "locationId": "x"}
+    )
+    assert refused.status_code == 403
+    locations = json.loads(iod(server.env, "locations", "list", "--json").stdout)["locations"]
+    assert any(
+        loc["id"] == demo["location_id"] and {"100 Mbps", "1 Gbps"} <= set(loc["tiers"])
+        for loc in locations
+    )
+
+
+def test_serve_refuses_a_postgres_schema_that_is_behind(tmp_path: Path) -> None:
+    from tests.conftest import postgres_url
+
+    url = postgres_url()
+    from sqlalchemy import create_engine, text
+
+    schema = "iod_behind_test"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    engine.dispose()
+    separator = "&" if "?" in url else "?"
+    env = base_env(
+        tmp_path, "sqlite", IOD_DATABASE_URL=f"{url}{separator}options=-csearch_path%3D{schema}"
+    )
+    refused = iod(env, "serve", "--port", "1", check=False)
+    assert refused.returncode == 2
+    assert "iod db upgrade" in refused.stderr
+    iod(env, "db", "upgrade")
+    server = Server(env, tmp_path / "server.log").start()
+    server.stop()
