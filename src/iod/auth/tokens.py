@@ -98,7 +98,8 @@ class TokenService:
             raise TokenInvalid("the access token is malformed") from exc
         if header.get("alg") != ALGORITHM:
             raise TokenInvalid("the access token is not signed with an accepted algorithm")
-        if header.get("typ", "").lower() not in ("at+jwt", "application/at+jwt"):
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in ("at+jwt", "application/at+jwt"):
             raise TokenInvalid("the token is not an access token")
         kid = header.get("kid")
         key = self.keys.public_key(kid) if isinstance(kid, str) else None
@@ -126,8 +127,9 @@ class TokenService:
             raise TokenInvalid("the access token's time claims are not integers")
         if exp <= now.timestamp():
             raise TokenInvalid("the access token has expired")
-        if iat > now.timestamp() + 60:
-            raise TokenInvalid("the access token was issued in the future")
+        nbf = claims.get("nbf", iat)
+        if not isinstance(nbf, int) or max(iat, nbf) > now.timestamp() + 60:
+            raise TokenInvalid("the access token is not valid yet")
         customer_id = claims.get("customer_id")
         scope = claims.get("scope", "")
         if not isinstance(customer_id, str) or not isinstance(scope, str):

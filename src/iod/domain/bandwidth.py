@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-_PATTERN = re.compile(r"^(\d{1,9}(?:\.\d{1,6})?) ?(mbps|gbps)$", re.IGNORECASE)
+_PATTERN = re.compile(r"^(\d{1,9}(?:\.\d{1,6})?) ?(mbps|gbps)$", re.IGNORECASE | re.ASCII)
 MAX_MBPS = 1_000_000  # 1 Tbps: far above any port, small enough for every integer column
 
 

@@ -116,7 +116,8 @@ def finish(session: Session, job_id: int, worker_id: str, now: datetime) -> bool
 
 def backoff_seconds(attempts: int, base: float, cap: float, rng: random.Random) -> float:
     """Exponential with full jitter, capped."""
-    return rng.uniform(0, min(cap, base * (2 ** max(attempts - 1, 0))))
+    exponent = min(max(attempts - 1, 0), 64)  # 2**64 s is past any cap; avoids float overflow
+    return rng.uniform(0, min(cap, base * (2**exponent)))
 
 
 def retry_or_fail(
