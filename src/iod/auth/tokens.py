@@ -129,7 +129,7 @@ class TokenService:
             raise TokenInvalid("the access token has expired")
         nbf = claims.get("nbf", iat)
         if not isinstance(nbf, int) or max(iat, nbf) > now.timestamp() + 60:
-            raise TokenInvalid("the access token is not valid yet")
+            raise TokenInvalid("the access token is not valid yet (issued in the future)")
         customer_id = claims.get("customer_id")
         scope = claims.get("scope", "")
         if not isinstance(customer_id, str) or not isinstance(scope, str):
