@@ -3,16 +3,26 @@ already be migrated (`iod db upgrade`), so two releases never race on a shared s
 
 from __future__ import annotations
 
+from sqlalchemy.exc import OperationalError
+
 from iod import migrate
 from iod.config import Settings
 from iod.db import Database, make_engine
 
 
 class SchemaBehind(Exception):
-    pass
+    """The database cannot be used as it is; the message says what to do."""
 
 
 def open_database(settings: Settings, *, auto_migrate: bool | None = None) -> Database:
+    try:
+        return _open(settings, auto_migrate)
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise SchemaBehind(f"cannot use the database: {reason}") from exc
+
+
+def _open(settings: Settings, auto_migrate: bool | None) -> Database:
     if settings.is_sqlite and settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.effective_database_url)

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from iod.cli.common import console, err, open_db_or_exit
 from iod.clock import SystemClock
 from iod.config import get_settings
 from iod.customers import repository as customers_repo
@@ -21,25 +21,18 @@ from iod.errors import ProblemError
 from iod.locations import catalog
 from iod.locations import repository as locations_repo
 from iod.locations import service as locations
-from iod.runtime import SchemaBehind, open_database
 
 customers_app = typer.Typer(help="Customers: who owns connections.", no_args_is_help=True)
 clients_app = typer.Typer(help="API clients of customers.", no_args_is_help=True)
 locations_app = typer.Typer(help="The location catalog.", no_args_is_help=True)
 
-console = Console()
-err = Console(stderr=True)
 clock = SystemClock()
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
 def _db() -> Database:
-    try:
-        return open_database(get_settings())
-    except SchemaBehind as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    return open_db_or_exit()
 
 
 def _fail(exc: ProblemError) -> typer.Exit:

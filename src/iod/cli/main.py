@@ -2,33 +2,25 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from iod.cli import admin
+from iod.cli.common import console, open_db_or_exit
 from iod.config import get_settings
-from iod.runtime import SchemaBehind, open_database
 
-app = typer.Typer(help="Internet On-Demand: the service and its admin tools.", no_args_is_help=True)
+app = typer.Typer(
+    help="Internet On-Demand: the service and its admin tools.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold secrets
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(admin.customers_app, name="customers")
 app.add_typer(admin.clients_app, name="clients")
 app.add_typer(admin.locations_app, name="locations")
 app.command("demo")(admin.demo)
-
-console = Console()
-err = Console(stderr=True)
-
-
-def emit(data: dict[str, Any], as_json: bool, human: str) -> None:
-    if as_json:
-        typer.echo(json.dumps(data))
-    else:
-        console.print(human)
 
 
 @app.command()
@@ -47,11 +39,7 @@ def serve(
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    try:
-        db = open_database(settings)
-    except SchemaBehind as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    db = open_db_or_exit()
     services = build_services(settings, db=db)
     application = create_app(services, run_worker=worker)
     uvicorn.run(
@@ -71,11 +59,7 @@ def run_worker() -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    try:
-        db = open_database(settings)
-    except SchemaBehind as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    db = open_db_or_exit()
     services = build_services(settings, db=db)
     stop = threading.Event()
 
@@ -93,8 +77,7 @@ def db_upgrade() -> None:
     """Migrate the database to this release's schema."""
     from iod import migrate
 
-    settings = get_settings()
-    db = open_database(settings, auto_migrate=True)
+    db = open_db_or_exit(auto_migrate=True)
     console.print(f"schema at {migrate.current_revision(db.engine)}")
 
 

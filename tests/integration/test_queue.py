@@ -1,0 +1,108 @@
+"""The job queue on a real database: ordering per connection, leases, retries, backoff."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from iod.clock import FrozenClock
+from iod.db import Database
+from iod.jobs import queue
+from iod.jobs.queue import JobKind, JobState
+from iod.models import Job
+
+
+def _enqueue(db: Database, clock: FrozenClock, connection_id: str, delay: float = 0) -> int:
+    with db.write() as session:
+        job = queue.enqueue(
+            session,
+            kind=JobKind.PROVISION,
+            connection_id=connection_id,
+            run_at=clock.now() + timedelta(seconds=delay),
+            now=clock.now(),
+            max_attempts=3,
+        )
+        session.flush()
+        return job.id
+
+
+def _claim(db: Database, clock: FrozenClock, worker: str = "w1") -> int | None:
+    with db.write() as session:
+        job = queue.claim(session, clock.now(), 30, worker)
+        return job.id if job else None
+
+
+def test_jobs_of_one_connection_run_one_at_a_time_in_order(database: Database) -> None:
+    clock = FrozenClock()
+    first = _enqueue(database, clock, "con_a")
+    second = _enqueue(database, clock, "con_a")
+    other = _enqueue(database, clock, "con_b")
+    assert _claim(database, clock) == first
+    # con_a's second job waits for the first; con_b's runs meanwhile.
+    assert _claim(database, clock, "w2") == other
+    assert _claim(database, clock, "w3") is None
+    with database.write() as session:
+        assert queue.finish(session, first, "w1", clock.now())
+    assert _claim(database, clock, "w2") == second
+
+
+def test_future_jobs_wait_and_do_not_block_earlier_ones(database: Database) -> None:
+    clock = FrozenClock()
+    later = _enqueue(database, clock, "con_a", delay=3600)
+    now = _enqueue(database, clock, "con_a")
+    assert _claim(database, clock) == now
+    with database.write() as session:
+        queue.finish(session, now, "w1", clock.now())
+    assert _claim(database, clock) is None
+    clock.advance(timedelta(hours=1))
+    assert _claim(database, clock) == later
+
+
+def test_an_expired_lease_is_taken_again(database: Database) -> None:
+    clock = FrozenClock()
+    job_id = _enqueue(database, clock, "con_a")
+    assert _claim(database, clock, "dead-worker") == job_id
+    assert _claim(database, clock, "w2") is None
+    clock.advance(timedelta(seconds=31))
+    assert _claim(database, clock, "w2") == job_id
+    with database.write() as session:
+        assert not queue.finish(session, job_id, "dead-worker", clock.now())
+        assert queue.finish(session, job_id, "w2", clock.now())
+    with database.read() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.attempts == 2 and job.state == JobState.DONE
+
+
+def test_a_retry_keeps_its_place_before_later_jobs(database: Database) -> None:
+    clock = FrozenClock()
+    first = _enqueue(database, clock, "con_a")
+    _enqueue(database, clock, "con_a")
+    assert _claim(database, clock) == first
+    with database.write() as session:
+        job = session.get(Job, first)
+        assert job is not None
+        final = queue.retry_or_fail(
+            session, job, "boom", clock.now(), base=10, cap=10, rng=random.Random(1)
+        )
+        assert not final
+    # The retry is not due yet, and the second job still may not overtake it.
+    assert _claim(database, clock) is None
+    clock.advance(timedelta(seconds=11))
+    assert _claim(database, clock) == first
+
+
+def test_the_last_attempt_fails_for_good(database: Database) -> None:
+    clock = FrozenClock()
+    job_id = _enqueue(database, clock, "con_a")
+    for attempt in range(3):
+        assert _claim(database, clock) == job_id
+        with database.write() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            final = queue.retry_or_fail(
+                session, job, "boom", clock.now(), base=0, cap=0, rng=random.Random(1)
+            )
+        assert final is (attempt == 2)
+    with database.read() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.state == JobState.FAILED and job.last_error == "boom"
