@@ -97,7 +97,7 @@ def base_env(tmp_path: Path, backend: str, **extra: str) -> dict[str, str]:
         IOD_SIMULATED_PROVISION_SECONDS="0.2",
         IOD_SIMULATED_CHANGE_SECONDS="0.1",
         IOD_WORKER_POLL_SECONDS="0.2",
-        IOD_LOG_LEVEL="WARNING",
+        IOD_LOG_LEVEL="INFO",
     )
     if backend == "postgres":
         db = _prepare_postgres()

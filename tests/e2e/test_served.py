@@ -152,3 +152,64 @@ def test_serve_refuses_a_postgres_schema_that_is_behind(tmp_path: Path) -> None:
     iod(env, "db", "upgrade")
     server = Server(env, tmp_path / "server.log").start()
     server.stop()
+
+
+def test_request_ids_reach_the_structured_logs(served: tuple[Server, dict[str, Any]]) -> None:
+    import json
+
+    server, _ = served
+    response = httpx.get(f"{server.url}/healthz", headers={"X-Request-ID": "trace-e2e-1"})
+    assert response.headers["x-request-id"] == "trace-e2e-1"
+    missing = httpx.get(f"{server.url}{BASE}/con_x")
+    problem_id = missing.json()["requestId"]
+    assert missing.headers["x-request-id"] == problem_id
+
+    def logged() -> set[str]:
+        ids = set()
+        for line in server.log.read_text().splitlines():
+            if line.startswith("{"):
+                ids.add(json.loads(line).get("request_id", ""))
+        return ids
+
+    wait_for(lambda: {"trace-e2e-1", problem_id} <= logged(), timeout=5)
+
+
+def test_separate_worker_process_executes_jobs(tmp_path: Path, backend: str) -> None:
+    """Production layout: `iod serve --no-worker` and `iod worker` as separate processes."""
+    import json
+    import subprocess
+    import sys
+
+    env = base_env(tmp_path, backend)
+    if backend == "postgres":
+        iod(env, "db", "upgrade")
+    demo = json.loads(iod(env, "demo", "--json").stdout)
+    server = Server(env, tmp_path / "api.log", "--no-worker").start()
+    worker = None
+    try:
+        token = token_for(server.url, demo["client_id"], demo["client_secret"])
+        h = {"Authorization": f"Bearer {token}"}
+        conn = httpx.post(
+            f"{server.url}{BASE}",
+            headers=h,
+            json={"bandwidth": "100 Mbps", "locationId": demo["location_id"]},
+        ).json()
+        time.sleep(1)
+        assert httpx.get(f"{server.url}{BASE}/{conn['id']}", headers=h).json()["status"] == (
+            "provisioning"
+        ), "nothing should run without a worker"
+        with (tmp_path / "worker.log").open("ab") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "iod", "worker"], env=env, stdout=log, stderr=log
+            )
+        wait_for(
+            lambda: (
+                httpx.get(f"{server.url}{BASE}/{conn['id']}", headers=h).json()["status"]
+                == "active"
+            )
+        )
+    finally:
+        if worker is not None:
+            worker.terminate()
+            assert worker.wait(timeout=20) == 0, "the worker stops cleanly on SIGTERM"
+        server.stop()
