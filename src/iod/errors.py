@@ -137,6 +137,7 @@ PROBLEM_TYPES: dict[str, str] = {
     )
 } | {
     "method-not-allowed": "Method not allowed",
+    "http-error": "HTTP error",
     "not-acceptable": "Not acceptable",
     "internal-error": "Internal server error",
     "service-unavailable": "Service unavailable",

@@ -64,6 +64,7 @@ class _HttpProblem(ProblemError):
 
 
 _STATUS_TYPES = {
+    400: ("validation-error", "Invalid request"),
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
     406: ("not-acceptable", "Not acceptable"),
@@ -97,8 +98,13 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = []
         for error in exc.errors():
             loc = tuple(error.get("loc", ()))
-            if error.get("type") == "json_invalid":
+            kind = error.get("type")
+            if kind == "json_invalid":
                 errors.append(FieldError("", "the body is not valid JSON"))
+            elif loc == ("body",) and kind == "missing":
+                errors.append(FieldError("", "a JSON body is required"))
+            elif loc == ("body",):
+                errors.append(FieldError("", "the body must be a JSON object"))
             elif loc and loc[0] == "body":
                 errors.append(FieldError(_pointer(loc), _message(error)))
             else:

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from iod import middleware
 from iod.app import Services
 from iod.clock import FrozenClock, rfc3339
 from iod.customers import service as customers
@@ -72,6 +73,20 @@ def assert_problem(
 
 def raw(body: Any) -> bytes:
     return json.dumps(body).encode()
+
+
+class QuietLog:
+    """Stands in for the middleware's logger where a 500 is expected: rendering the
+    traceback costs seconds and says nothing the assertion does not."""
+
+    def __init__(self) -> None:
+        self.exceptions: list[str] = []
+
+    def exception(self, event: str, **kw: Any) -> None:
+        self.exceptions.append(event)
+
+    def info(self, event: str, **kw: Any) -> None:
+        pass
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -172,6 +187,33 @@ def test_update_malformed_json_is_400(api, auth, services, conn, content: bytes)
             f"{BASE}/{conn['id']}/bandwidth", content=content, headers={**auth, **JSON_HEADERS}
         )
     assert_problem(response, 400)
+
+
+UNPARSEABLE = [
+    pytest.param(
+        b'{"bandwidth": "1 Gbps", "locationId": "PL0001247634", "x": '
+        + b"[" * 30_000
+        + b"]" * 30_000
+        + b"}",
+        id="nested-30000-deep",
+    ),
+    pytest.param(
+        b'{"bandwidth": ' + b"1" * 5000 + b', "locationId": "PL0001247634"}',
+        id="5000-digit-number",
+    ),
+]
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+@pytest.mark.parametrize("content", UNPARSEABLE)
+def test_json_the_parser_gives_up_on_is_a_documented_400(
+    api, auth, services, conn, method: str, content: bytes
+) -> None:
+    url = BASE if method == "POST" else f"{BASE}/{conn['id']}/bandwidth"
+    with connection_unchanged(api, auth, services, conn["id"]):
+        response = api.request(method, url, content=content, headers={**auth, **JSON_HEADERS})
+    body = assert_problem(response, 400)
+    assert api.get(body["type"]).status_code == 200, body["type"]
 
 
 @pytest.mark.parametrize("content", NOT_AN_OBJECT)
@@ -547,6 +589,7 @@ def test_create_body_over_64_kib_is_413(api, auth, services, size: int) -> None:
     content = _padded(size, bandwidth="100 Mbps", locationId=LOC)
     with nothing_written(services):
         response = api.post(BASE, content=content, headers={**auth, **JSON_HEADERS})
+    assert response.request.headers["content-length"] == str(size)
     assert_problem(response, 413)
 
 
@@ -597,25 +640,24 @@ def test_413_does_not_need_a_token(api, services) -> None:
 
 
 @pytest.mark.parametrize(
-    ("description", "pointer", "status"),
+    "description",
     [
-        pytest.param("x" * 256, "/description", 400, id="256-chars"),
-        pytest.param("é" * 256, "/description", 400, id="256-accented"),
-        pytest.param("\U0001f600" * 256, "/description", 400, id="256-emoji"),
-        pytest.param("office\u0000uplink", "/description", 400, id="nul"),
-        pytest.param("\u0000", "/description", 400, id="only-nul"),
-        pytest.param("bell\u0007", "/description", 400, id="bel"),
-        pytest.param("escape\u001b[31m", "/description", 400, id="ansi-escape"),
-        pytest.param("del\u007f", "/description", 400, id="del"),
+        pytest.param("x" * 256, id="256-chars"),
+        pytest.param("é" * 256, id="256-accented"),
+        pytest.param("\U0001f600" * 256, id="256-emoji"),
+        pytest.param("x" * 60_000, id="60k-chars"),
+        pytest.param("office\u0000uplink", id="nul"),
+        pytest.param("\u0000", id="only-nul"),
+        pytest.param("bell\u0007", id="bel"),
+        pytest.param("escape\u001b[31m", id="ansi-escape"),
+        pytest.param("del\u007f", id="del"),
     ],
 )
-def test_bad_description_is_400(
-    api, auth, services, description: str, pointer: str, status: int
-) -> None:
+def test_bad_description_is_400(api, auth, services, description: str) -> None:
     body = {"bandwidth": "100 Mbps", "locationId": LOC, "description": description}
     with nothing_written(services):
         response = api.post(BASE, json=body, headers=auth)
-    assert_problem(response, status, pointer=pointer)
+    assert_problem(response, 400, pointer="/description")
 
 
 @pytest.mark.parametrize(
@@ -636,18 +678,12 @@ def test_description_up_to_255_characters_is_kept(api, auth, description: str) -
     assert got.get("description", "") == description
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: a lone UTF-16 surrogate (JSON \\ud800) passes the schema validators and the "
-        "database driver fails to encode it: 500 instead of 400"
-    ),
-    strict=True,
-)
 @pytest.mark.parametrize(
     ("field", "pointer"),
     [("description", "/description"), ("locationId", "/locationId")],
 )
-def test_lone_surrogate_is_400(api, auth, services, field: str, pointer: str) -> None:
+def test_lone_surrogate_is_400(api, auth, services, monkeypatch, field: str, pointer: str) -> None:
+    monkeypatch.setattr(middleware, "log", QuietLog())
     fields = {"bandwidth": "100 Mbps", "locationId": LOC, field: "PL\\ud800"}
     content = "{" + ", ".join(f'"{k}": "{v}"' for k, v in fields.items()) + "}"
     with nothing_written(services):
@@ -805,21 +841,6 @@ def test_list_shows_only_own_connections(api, auth, bearer) -> None:
     assert api.get(BASE, headers=bearer(name="Third")).json() == {"connections": []}
 
 
-def test_two_clients_of_one_customer_share_its_connections(api, services, bearer) -> None:
-    first = bearer()
-    conn = create(api, first)
-    with services.db.read() as session:
-        customer_id = session.scalar(select(Connection.customer_id))
-        client = session.scalar(select(Client).where(Client.customer_id == customer_id))
-    assert client is not None
-    second = {
-        "Authorization": "Bearer "
-        + services.tokens.issue(new_id("cli"), client.customer_id, ["read"])
-    }
-    # A token for a client id that is not in the database is refused, whatever it claims.
-    assert api.get(f"{BASE}/{conn['id']}", headers=second).status_code == 401
-
-
 UNKNOWN_IDS = [
     pytest.param("nope", id="word"),
     pytest.param("con_" + "0" * 29, id="zeros"),
@@ -910,13 +931,14 @@ def _requests(api: TestClient, conn_id: str, auth: dict[str, str], rid: dict[str
 
 def test_every_response_has_a_request_id(api, auth, conn) -> None:
     seen = set()
-    for response in _requests(api, conn["id"], auth, {}):
+    responses = _requests(api, conn["id"], auth, {})
+    for response in responses:
         request_id = response.headers.get("x-request-id")
         assert request_id, (response.request.method, response.request.url)
         seen.add(request_id)
         if response.headers["content-type"] == "application/problem+json":
             assert response.json()["requestId"] == request_id
-    assert len(seen) == 14, "each request gets its own id"
+    assert len(seen) == len(responses), "each request gets its own id"
 
 
 @pytest.mark.parametrize("incoming", ["abc-123", "7f3e2b1c9d8a4e6f", "req.1:2_3", "x" * 128])
@@ -944,11 +966,14 @@ def test_server_error_still_has_request_id_and_problem(api, auth, services, monk
         raise RuntimeError("database exploded")
 
     monkeypatch.setattr(service, "list_connections", boom)
+    log = QuietLog()
+    monkeypatch.setattr(middleware, "log", log)
     response = api.get(BASE, headers={**auth, "X-Request-ID": "trace-500"})
     body = assert_problem(response, 500)
     assert response.headers["x-request-id"] == "trace-500"
     assert "exploded" not in response.text
     assert body["requestId"] == "trace-500"
+    assert log.exceptions == ["request.failed"]
 
 
 def test_problem_types_resolve(api, auth) -> None:

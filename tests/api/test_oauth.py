@@ -5,6 +5,7 @@ metadata and keys (RFC 8414, RFC 7517), and bearer tokens on the resource endpoi
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -17,17 +18,19 @@ from urllib.parse import quote, urlsplit
 import httpx
 import jwt
 import pytest
+from argon2 import PasswordHasher
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from iod import middleware
 from iod.app import Services
 from iod.auth.tokens import TokenService
 from iod.clock import FrozenClock
 from iod.customers import service as customers
 from iod.ids import new_id
-from iod.models import BandwidthChange, Connection, Job
+from iod.models import BandwidthChange, Client, Connection, Job
 from tests.conftest import Tenant, get_token
 
 BASE = "/internet-on-demand/connections"
@@ -163,14 +166,14 @@ def sign(services: Services, claims: dict[str, Any], **header: Any) -> str:
     return jwt.encode(claims, key.private_key, algorithm="ES256", headers=headers)
 
 
-def good_claims(services: Services, tenant: Tenant, **changes: Any) -> dict[str, Any]:
+def good_claims(services: Services, acme: Tenant, **changes: Any) -> dict[str, Any]:
     now = int(services.clock.now().timestamp())
     claims = {
         "iss": services.tokens.issuer,
         "aud": services.tokens.audience,
-        "sub": tenant.client_id,
-        "client_id": tenant.client_id,
-        "customer_id": tenant.customer_id,
+        "sub": acme.client_id,
+        "client_id": acme.client_id,
+        "customer_id": acme.customer_id,
         "iat": now,
         "nbf": now,
         "exp": now + 600,
@@ -181,11 +184,70 @@ def good_claims(services: Services, tenant: Tenant, **changes: Any) -> dict[str,
     return {k: v for k, v in claims.items() if v is not None}
 
 
+class QuietLog:
+    """Stands in for the middleware's logger where a 500 is expected: rendering the
+    traceback costs seconds and says nothing the assertion does not."""
+
+    def __init__(self) -> None:
+        self.exceptions: list[str] = []
+
+    def exception(self, event: str, **kw: Any) -> None:
+        self.exceptions.append(event)
+
+    def info(self, event: str, **kw: Any) -> None:
+        pass
+
+
 # --- fixtures --------------------------------------------------------------------------------
 
 
+SECRET = "correct-horse-battery-staple-" + "x" * 16
+
+
+@functools.cache
+def secret_hash() -> str:
+    # A real argon2id hash, with the cheapest parameters: verifying reads them from the hash.
+    return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(SECRET)
+
+
 @pytest.fixture
-def connection_id(api: TestClient, headers: dict[str, str]) -> str:
+def make_client(services: Services):  # type: ignore[no-untyped-def]
+    """Like conftest's make_tenant, but every client's secret is SECRET, hashed once with cheap
+    argon2 parameters: the production parameters are slow on purpose."""
+
+    def make(scopes: str = "read write", name: str = "Acme") -> Tenant:
+        with services.db.write() as session:
+            customer = customers.create_customer(session, services.clock, name)
+            client_id = new_id("cli")
+            session.add(
+                Client(
+                    id=client_id,
+                    customer_id=customer.id,
+                    name="",
+                    secret_hash=secret_hash(),
+                    scopes=scopes,
+                    enabled=True,
+                    created_at=services.clock.now(),
+                )
+            )
+        return Tenant(customer.id, client_id, SECRET)
+
+    return make
+
+
+@pytest.fixture
+def acme(make_client) -> Tenant:  # type: ignore[no-untyped-def]
+    return make_client()  # type: ignore[no-any-return]
+
+
+def mint(services: Services, tenant: Tenant, scopes: str = "read write") -> str:
+    """A token as the token endpoint would issue it, without the argon2 verify."""
+    return services.tokens.issue(tenant.client_id, tenant.customer_id, scopes.split())
+
+
+@pytest.fixture
+def connection_id(api: TestClient, services: Services, acme: Tenant) -> str:
+    headers = bearer(mint(services, acme))
     response = api.post(BASE, json={"bandwidth": "100 Mbps", "locationId": LOC}, headers=headers)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
@@ -222,15 +284,15 @@ def test_basic_auth_with_form_encoded_credentials(api, services) -> None:
     assert_token(response, "read")
 
 
-def test_client_secret_post_issues_a_token(api, tenant) -> None:
-    form = {**GRANT, "client_id": tenant.client_id, "client_secret": tenant.client_secret}
+def test_client_secret_post_issues_a_token(api, acme) -> None:
+    form = {**GRANT, "client_id": acme.client_id, "client_secret": acme.client_secret}
     token = assert_token(api.post(TOKEN, data=form), "read write")
     assert api.get(BASE, headers=bearer(token)).status_code == 200
 
 
-def test_form_with_charset_is_accepted(api, tenant) -> None:
-    form = f"grant_type=client_credentials&client_id={tenant.client_id}"
-    form += f"&client_secret={tenant.client_secret}"
+def test_form_with_charset_is_accepted(api, acme) -> None:
+    form = f"grant_type=client_credentials&client_id={acme.client_id}"
+    form += f"&client_secret={acme.client_secret}"
     response = api.post(
         TOKEN,
         content=form.encode(),
@@ -240,15 +302,15 @@ def test_form_with_charset_is_accepted(api, tenant) -> None:
 
 
 @pytest.mark.parametrize("method", ["basic", "post"])
-def test_wrong_secret_is_invalid_client(api, tenant, method: str) -> None:
-    wrong = tenant.client_secret[:-1] + ("A" if tenant.client_secret[-1] != "A" else "B")
+def test_wrong_secret_is_invalid_client(api, acme, method: str) -> None:
+    wrong = acme.client_secret[:-1] + ("A" if acme.client_secret[-1] != "A" else "B")
     if method == "basic":
-        response = api.post(TOKEN, data=GRANT, auth=(tenant.client_id, wrong))
+        response = api.post(TOKEN, data=GRANT, auth=(acme.client_id, wrong))
     else:
-        form = {**GRANT, "client_id": tenant.client_id, "client_secret": wrong}
+        form = {**GRANT, "client_id": acme.client_id, "client_secret": wrong}
         response = api.post(TOKEN, data=form)
     body = assert_oauth_error(response, 401, "invalid_client")
-    assert tenant.client_secret not in json.dumps(body)
+    assert acme.client_secret not in json.dumps(body)
 
 
 @pytest.mark.parametrize("method", ["basic", "post"])
@@ -259,28 +321,41 @@ def test_wrong_secret_is_invalid_client(api, tenant, method: str) -> None:
         pytest.param("", id="empty"),
         pytest.param("x" * 65, id="too-long"),
         pytest.param("x" * 5000, id="very-long"),
-        pytest.param("cli\u0000x", id="nul"),
         pytest.param("' OR '1'='1", id="sql"),
         pytest.param("\u00e9\u20ac", id="non-ascii"),
     ],
 )
-def test_unknown_client_is_invalid_client(api, tenant, method: str, client_id: str) -> None:
+def test_unknown_client_is_invalid_client(api, acme, method: str, client_id: str) -> None:
     if method == "basic":
-        response = api.post(TOKEN, data=GRANT, headers=basic(client_id, tenant.client_secret))
+        response = api.post(TOKEN, data=GRANT, headers=basic(client_id, acme.client_secret))
     else:
-        form = {**GRANT, "client_id": client_id, "client_secret": tenant.client_secret}
+        form = {**GRANT, "client_id": client_id, "client_secret": acme.client_secret}
         response = api.post(TOKEN, data=form)
     assert_oauth_error(response, 401, "invalid_client")
 
 
-def test_empty_secret_is_invalid_client(api, tenant) -> None:
-    response = api.post(TOKEN, data=GRANT, headers=basic(tenant.client_id, ""))
+@pytest.mark.parametrize("method", ["basic", "post"])
+def test_nul_in_client_id_is_invalid_client(
+    api, acme, services, request, monkeypatch, method: str
+) -> None:
+    monkeypatch.setattr(middleware, "log", QuietLog())
+    client_id = "cli\u0000x"
+    if method == "basic":
+        response = api.post(TOKEN, data=GRANT, headers=basic(client_id, acme.client_secret))
+    else:
+        form = {**GRANT, "client_id": client_id, "client_secret": acme.client_secret}
+        response = api.post(TOKEN, data=form)
     assert_oauth_error(response, 401, "invalid_client")
 
 
-def test_no_client_authentication_is_invalid_client(api, tenant) -> None:
+def test_empty_secret_is_invalid_client(api, acme) -> None:
+    response = api.post(TOKEN, data=GRANT, headers=basic(acme.client_id, ""))
+    assert_oauth_error(response, 401, "invalid_client")
+
+
+def test_no_client_authentication_is_invalid_client(api, acme) -> None:
     assert_oauth_error(api.post(TOKEN, data=GRANT), 401, "invalid_client")
-    only_id = api.post(TOKEN, data={**GRANT, "client_id": tenant.client_id})
+    only_id = api.post(TOKEN, data={**GRANT, "client_id": acme.client_id})
     assert_oauth_error(only_id, 401, "invalid_client")
 
 
@@ -300,18 +375,18 @@ def test_malformed_client_authentication_is_invalid_client(api, authorization: s
     assert_oauth_error(response, 401, "invalid_client")
 
 
-def test_two_authentication_methods_are_invalid_request(api, tenant) -> None:
-    form = {**GRANT, "client_id": tenant.client_id, "client_secret": tenant.client_secret}
-    response = api.post(TOKEN, data=form, auth=(tenant.client_id, tenant.client_secret))
+def test_two_authentication_methods_are_invalid_request(api, acme) -> None:
+    form = {**GRANT, "client_id": acme.client_id, "client_secret": acme.client_secret}
+    response = api.post(TOKEN, data=form, auth=(acme.client_id, acme.client_secret))
     assert_oauth_error(response, 400, "invalid_request")
 
 
-def test_client_id_differing_from_basic_is_invalid_request(api, tenant, make_tenant) -> None:
-    other = make_tenant(name="Other")
+def test_client_id_differing_from_basic_is_invalid_request(api, acme, make_client) -> None:
+    other = make_client(name="Other")
     response = api.post(
         TOKEN,
         data={**GRANT, "client_id": other.client_id},
-        auth=(tenant.client_id, tenant.client_secret),
+        auth=(acme.client_id, acme.client_secret),
     )
     assert_oauth_error(response, 400, "invalid_request")
 
@@ -320,11 +395,11 @@ def test_client_id_differing_from_basic_is_invalid_request(api, tenant, make_ten
     "grant_type",
     ["password", "authorization_code", "refresh_token", "implicit", "CLIENT_CREDENTIALS", "x"],
 )
-def test_unsupported_grant_type(api, tenant, grant_type: str) -> None:
+def test_unsupported_grant_type(api, acme, grant_type: str) -> None:
     response = api.post(
         TOKEN,
         data={"grant_type": grant_type, "username": "u", "password": "p"},
-        auth=(tenant.client_id, tenant.client_secret),
+        auth=(acme.client_id, acme.client_secret),
     )
     assert_oauth_error(response, 400, "unsupported_grant_type")
 
@@ -338,13 +413,13 @@ def test_unsupported_grant_type(api, tenant, grant_type: str) -> None:
         pytest.param({"granttype": "client_credentials"}, id="misspelt"),
     ],
 )
-def test_missing_grant_type_is_invalid_request(api, tenant, form: dict[str, str]) -> None:
-    response = api.post(TOKEN, data=form, auth=(tenant.client_id, tenant.client_secret))
+def test_missing_grant_type_is_invalid_request(api, acme, form: dict[str, str]) -> None:
+    response = api.post(TOKEN, data=form, auth=(acme.client_id, acme.client_secret))
     assert_oauth_error(response, 400, "invalid_request")
 
 
-def test_repeated_parameters_are_invalid_request(api, tenant) -> None:
-    auth = (tenant.client_id, tenant.client_secret)
+def test_repeated_parameters_are_invalid_request(api, acme) -> None:
+    auth = (acme.client_id, acme.client_secret)
     for body in (
         b"grant_type=client_credentials&grant_type=client_credentials",
         b"grant_type=client_credentials&scope=read&scope=write",
@@ -370,23 +445,25 @@ def test_repeated_parameters_are_invalid_request(api, tenant) -> None:
             "multipart/form-data; boundary=x",
             id="multipart",
         ),
-        pytest.param(b"grant_type=client_credentials&x=\xff", None, id="not-utf8"),
+        pytest.param(
+            b"grant_type=client_credentials&x=\xff",
+            "application/x-www-form-urlencoded",
+            id="not-utf8",
+        ),
     ],
 )
 def test_body_that_is_not_a_form_is_invalid_request(
-    api, tenant, content: bytes, content_type: str | None
+    api, acme, content: bytes, content_type: str | None
 ) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
-    if content_type is None and content.endswith(b"\xff"):
-        headers = {"Content-Type": "application/x-www-form-urlencoded"}
     response = api.post(
-        TOKEN, content=content, headers=headers, auth=(tenant.client_id, tenant.client_secret)
+        TOKEN, content=content, headers=headers, auth=(acme.client_id, acme.client_secret)
     )
     assert_oauth_error(response, 400, "invalid_request")
 
 
-def test_json_body_with_credentials_is_invalid_request(api, tenant) -> None:
-    body = {**GRANT, "client_id": tenant.client_id, "client_secret": tenant.client_secret}
+def test_json_body_with_credentials_is_invalid_request(api, acme) -> None:
+    body = {**GRANT, "client_id": acme.client_id, "client_secret": acme.client_secret}
     assert_oauth_error(api.post(TOKEN, json=body), 400, "invalid_request")
 
 
@@ -404,14 +481,13 @@ def test_json_body_with_credentials_is_invalid_request(api, tenant) -> None:
     ],
 )
 def test_scope_the_client_may_not_have_is_invalid_scope(
-    api, make_tenant, client_scopes: str, asked: str
+    api, make_client, client_scopes: str, asked: str
 ) -> None:
-    client = make_tenant(client_scopes)
+    client = make_client(client_scopes)
     response = api.post(
         TOKEN, data={**GRANT, "scope": asked}, auth=(client.client_id, client.client_secret)
     )
-    body = assert_oauth_error(response, 400, "invalid_scope")
-    assert "admin" not in body["error_description"] or asked != "admin"
+    assert_oauth_error(response, 400, "invalid_scope")
 
 
 @pytest.mark.parametrize(
@@ -428,40 +504,40 @@ def test_scope_the_client_may_not_have_is_invalid_scope(
     ],
 )
 def test_granted_scopes(
-    api, make_tenant, client_scopes: str, asked: str | None, granted: str
+    api, make_client, client_scopes: str, asked: str | None, granted: str
 ) -> None:
-    client = make_tenant(client_scopes)
+    client = make_client(client_scopes)
     form = dict(GRANT) if asked is None else {**GRANT, "scope": asked}
     response = api.post(TOKEN, data=form, auth=(client.client_id, client.client_secret))
     assert_token(response, granted)
 
 
 @pytest.mark.parametrize("method", ["basic", "post"])
-def test_disabled_client_cannot_get_a_token(api, tenant, services, method: str) -> None:
+def test_disabled_client_cannot_get_a_token(api, acme, services, method: str) -> None:
     with services.db.write() as session:
-        customers.set_client_enabled(session, services.clock, tenant.client_id, False)
+        customers.set_client_enabled(session, services.clock, acme.client_id, False)
     if method == "basic":
-        response = api.post(TOKEN, data=GRANT, auth=(tenant.client_id, tenant.client_secret))
+        response = api.post(TOKEN, data=GRANT, auth=(acme.client_id, acme.client_secret))
     else:
-        form = {**GRANT, "client_id": tenant.client_id, "client_secret": tenant.client_secret}
+        form = {**GRANT, "client_id": acme.client_id, "client_secret": acme.client_secret}
         response = api.post(TOKEN, data=form)
     assert_oauth_error(response, 401, "invalid_client")
     with services.db.write() as session:
-        customers.set_client_enabled(session, services.clock, tenant.client_id, True)
+        customers.set_client_enabled(session, services.clock, acme.client_id, True)
     assert_token(
-        api.post(TOKEN, data=GRANT, auth=(tenant.client_id, tenant.client_secret)), "read write"
+        api.post(TOKEN, data=GRANT, auth=(acme.client_id, acme.client_secret)), "read write"
     )
 
 
 def test_token_endpoint_is_not_a_problem_document(api) -> None:
-    """Even its 413 and 405 are other problems, its own errors are RFC 6749 JSON."""
+    """The token endpoint's own errors are RFC 6749 §5.2 JSON, not RFC 9457 problems."""
     response = api.post(TOKEN, data=GRANT)
     assert response.headers["content-type"].split(";")[0] == "application/json"
     assert "type" not in response.json()
 
 
-def test_token_endpoint_only_accepts_post(api, tenant) -> None:
-    response = api.get(TOKEN, params={**GRANT}, auth=(tenant.client_id, tenant.client_secret))
+def test_token_endpoint_only_accepts_post(api, acme) -> None:
+    response = api.get(TOKEN, params={**GRANT}, auth=(acme.client_id, acme.client_secret))
     assert response.status_code == 405
     assert "POST" in response.headers["allow"]
     assert "access_token" not in response.text
@@ -491,7 +567,7 @@ def test_authorization_server_metadata(api, services) -> None:
     assert api.post(urlsplit(meta["token_endpoint"]).path, data=GRANT).status_code == 401
 
 
-def test_jwks_publishes_the_signing_key_and_no_secrets(api, tenant) -> None:
+def test_jwks_publishes_the_signing_key_and_no_secrets(api, acme) -> None:
     response = api.get("/.well-known/jwks.json")
     assert response.status_code == 200
     keys = response.json()["keys"]
@@ -501,7 +577,7 @@ def test_jwks_publishes_the_signing_key_and_no_secrets(api, tenant) -> None:
         assert key["alg"] == "ES256" and key["use"] == "sig"
         assert key["kid"] and key["x"] and key["y"]
         assert "d" not in key, "a private key part is published"
-    token = get_token(api, tenant)
+    token = get_token(api, acme)
     kid = jwt.get_unverified_header(token)["kid"]
     (jwk,) = [k for k in keys if k["kid"] == kid]
     meta = api.get("/.well-known/oauth-authorization-server").json()
@@ -513,14 +589,14 @@ def test_jwks_publishes_the_signing_key_and_no_secrets(api, tenant) -> None:
         issuer=meta["issuer"],
         options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
     )
-    assert claims["client_id"] == tenant.client_id
+    assert claims["client_id"] == acme.client_id
 
 
 # === bearer tokens on the resource endpoints (RFC 6750) =======================================
 
 
-def test_valid_token_reaches_every_operation(api, headers, connection_id) -> None:
-    responses = every_operation(api, connection_id, headers)
+def test_valid_token_reaches_every_operation(api, acme, connection_id) -> None:
+    responses = every_operation(api, connection_id, bearer(get_token(api, acme)))
     assert {k: r.status_code for k, r in responses.items()} == {
         "list": 200,
         "get": 200,
@@ -561,28 +637,28 @@ def test_malformed_authorization_is_401(api, services, connection_id, authorizat
 
 
 @pytest.mark.parametrize("scheme", ["bearer", "BEARER", "BeArEr"])
-def test_bearer_scheme_is_case_insensitive(api, tenant, scheme: str) -> None:
-    token = get_token(api, tenant)
+def test_bearer_scheme_is_case_insensitive(api, acme, scheme: str) -> None:
+    token = get_token(api, acme)
     assert api.get(BASE, headers={"Authorization": f"{scheme} {token}"}).status_code == 200
 
 
 def test_expired_token_is_401_invalid_token(
-    api, tenant, services, clock: FrozenClock, connection_id
+    api, acme, services, clock: FrozenClock, connection_id
 ) -> None:
-    used = get_token(api, tenant)  # verified once, so the verifier has it cached
-    unused = get_token(api, tenant, scope="read write")
+    used = get_token(api, acme)  # verified once, so the verifier has it cached
+    unused = get_token(api, acme, scope="read write")
     assert api.get(BASE, headers=bearer(used)).status_code == 200
     clock.advance(timedelta(seconds=86399))
     assert api.get(BASE, headers=bearer(used)).status_code == 200
     clock.advance(timedelta(seconds=1))
     assert_all_refused(api, services, connection_id, bearer(used))
     assert_all_refused(api, services, connection_id, bearer(unused))
-    fresh = get_token(api, tenant)
+    fresh = get_token(api, acme)
     assert api.get(BASE, headers=bearer(fresh)).status_code == 200
 
 
 def test_token_issued_in_the_future_is_401(
-    api, tenant, services, clock: FrozenClock, connection_id
+    api, acme, services, clock: FrozenClock, connection_id
 ) -> None:
     def issued_at(offset: timedelta) -> str:
         tokens = TokenService(
@@ -592,15 +668,15 @@ def test_token_issued_in_the_future_is_401(
             audience=services.tokens.audience,
             ttl=3600,
         )
-        return tokens.issue(tenant.client_id, tenant.customer_id, ["read", "write"])
+        return tokens.issue(acme.client_id, acme.customer_id, ["read", "write"])
 
     assert api.get(BASE, headers=bearer(issued_at(timedelta(seconds=30)))).status_code == 200
     assert_all_refused(api, services, connection_id, bearer(issued_at(timedelta(minutes=5))))
 
 
 @pytest.mark.parametrize("position", [0, 20, 42, 60, -10])
-def test_bad_signature_is_401(api, tenant, services, connection_id, position: int) -> None:
-    token = get_token(api, tenant)
+def test_bad_signature_is_401(api, acme, services, connection_id, position: int) -> None:
+    token = mint(services, acme)
     head, payload, signature = token.split(".")
     chars = list(signature)
     chars[position] = "A" if chars[position] != "A" else "B"
@@ -609,8 +685,8 @@ def test_bad_signature_is_401(api, tenant, services, connection_id, position: in
     assert_all_refused(api, services, connection_id, bearer(forged))
 
 
-def test_changed_claims_break_the_signature(api, tenant, services, connection_id) -> None:
-    token = get_token(api, tenant, scope="read")
+def test_changed_claims_break_the_signature(api, acme, services, connection_id) -> None:
+    token = get_token(api, acme, scope="read")
     head, _, signature = token.split(".")
     claims = claims_of(token)
     claims["scope"] = "read write"
@@ -618,8 +694,8 @@ def test_changed_claims_break_the_signature(api, tenant, services, connection_id
     assert_all_refused(api, services, connection_id, bearer(forged))
 
 
-def test_alg_none_token_is_401(api, tenant, services, connection_id) -> None:
-    token = get_token(api, tenant)
+def test_alg_none_token_is_401(api, acme, services, connection_id) -> None:
+    token = mint(services, acme)
     header = {**jwt.get_unverified_header(token), "alg": "none"}
     claims = claims_of(token)
     for unsigned in (
@@ -630,9 +706,9 @@ def test_alg_none_token_is_401(api, tenant, services, connection_id) -> None:
         assert_all_refused(api, services, connection_id, bearer(unsigned))
 
 
-def test_hs256_signed_with_the_public_key_is_401(api, tenant, services, connection_id) -> None:
+def test_hs256_signed_with_the_public_key_is_401(api, acme, services, connection_id) -> None:
     """The classic algorithm confusion: an HMAC keyed with the published public key."""
-    token = get_token(api, tenant)
+    token = mint(services, acme)
     kid = jwt.get_unverified_header(token)["kid"]
     public = services.keys.public_key(kid)
     assert public is not None
@@ -645,9 +721,9 @@ def test_hs256_signed_with_the_public_key_is_401(api, tenant, services, connecti
     assert_all_refused(api, services, connection_id, bearer(f"{signing_input}.{b64url(mac)}"))
 
 
-def test_token_signed_by_another_key_is_401(api, tenant, services, connection_id) -> None:
+def test_token_signed_by_another_key_is_401(api, acme, services, connection_id) -> None:
     stranger = ec.generate_private_key(ec.SECP256R1())
-    claims = good_claims(services, tenant)
+    claims = good_claims(services, acme)
     real_kid = services.keys.signing_key.kid
     for kid in (real_kid, "made-up-kid"):
         token = jwt.encode(
@@ -662,23 +738,23 @@ def test_token_signed_by_another_key_is_401(api, tenant, services, connection_id
     ("issuer", "audience"),
     [
         pytest.param("https://evil.example", None, id="wrong-issuer"),
-        pytest.param("http://127.0.0.1:8080/", None, id="issuer-with-slash"),
+        pytest.param("{issuer}/", None, id="issuer-with-slash"),
+        pytest.param("{issuer}/other", None, id="issuer-with-path"),
         pytest.param(None, "another-api", id="wrong-audience"),
         pytest.param("https://evil.example", "another-api", id="both"),
     ],
 )
 def test_wrong_issuer_or_audience_is_401(
-    api, tenant, services, connection_id, issuer: str | None, audience: str | None
+    api, acme, services, connection_id, issuer: str | None, audience: str | None
 ) -> None:
-    assert services.tokens.issuer == "http://127.0.0.1:8080"
     tokens = TokenService(
         services.keys,
         services.clock,
-        issuer=issuer or services.tokens.issuer,
+        issuer=(issuer or "{issuer}").format(issuer=services.tokens.issuer),
         audience=audience or services.tokens.audience,
         ttl=3600,
     )
-    token = tokens.issue(tenant.client_id, tenant.customer_id, ["read", "write"])
+    token = tokens.issue(acme.client_id, acme.customer_id, ["read", "write"])
     assert_all_refused(api, services, connection_id, bearer(token))
 
 
@@ -701,17 +777,17 @@ def test_wrong_issuer_or_audience_is_401(
     ],
 )
 def test_token_with_bad_claims_is_401(
-    api, tenant, services, connection_id, changes: dict[str, Any]
+    api, acme, services, connection_id, changes: dict[str, Any]
 ) -> None:
-    token = sign(services, good_claims(services, tenant, **changes))
+    token = sign(services, good_claims(services, acme, **changes))
     assert_all_refused(api, services, connection_id, bearer(token))
 
 
 @pytest.mark.parametrize("typ", ["JWT", "jwt", "id_token", ""])
 def test_token_that_is_not_an_access_token_is_401(
-    api, tenant, services, connection_id, typ: str
+    api, acme, services, connection_id, typ: str
 ) -> None:
-    token = sign(services, good_claims(services, tenant), typ=typ)
+    token = sign(services, good_claims(services, acme), typ=typ)
     assert_all_refused(api, services, connection_id, bearer(token))
 
 
@@ -722,21 +798,21 @@ def test_token_with_non_string_typ_is_401(api, services, connection_id, typ: Any
     assert_all_refused(api, services, connection_id, bearer(token))
 
 
-def test_disabled_client_token_is_401_invalid_token(api, tenant, services, connection_id) -> None:
-    token = get_token(api, tenant)
+def test_disabled_client_token_is_401_invalid_token(api, acme, services, connection_id) -> None:
+    token = get_token(api, acme)
     assert api.get(BASE, headers=bearer(token)).status_code == 200  # cached as verified
     with services.db.write() as session:
-        customers.set_client_enabled(session, services.clock, tenant.client_id, False)
+        customers.set_client_enabled(session, services.clock, acme.client_id, False)
     assert_all_refused(api, services, connection_id, bearer(token))
     response = api.get(BASE, headers=bearer(token))
     assert "disabled" in response.json()["detail"]
     with services.db.write() as session:
-        customers.set_client_enabled(session, services.clock, tenant.client_id, True)
+        customers.set_client_enabled(session, services.clock, acme.client_id, True)
     assert api.get(BASE, headers=bearer(token)).status_code == 200
 
 
-def test_read_scope_cannot_write(api, tenant, services, connection_id) -> None:
-    token = get_token(api, tenant, scope="read")
+def test_read_scope_cannot_write(api, acme, services, connection_id) -> None:
+    token = get_token(api, acme, scope="read")
     with nothing_written(services):
         responses = every_operation(api, connection_id, bearer(token))
     assert responses["list"].status_code == 200
@@ -746,8 +822,8 @@ def test_read_scope_cannot_write(api, tenant, services, connection_id) -> None:
         assert responses[name].json()["type"] == "/problems/insufficient-scope"
 
 
-def test_read_only_client_cannot_write(api, make_tenant, services) -> None:
-    reader = make_tenant("read")
+def test_read_only_client_cannot_write(api, make_client, services) -> None:
+    reader = make_client("read")
     token = get_token(api, reader)
     with nothing_written(services):
         response = api.post(
@@ -756,17 +832,17 @@ def test_read_only_client_cannot_write(api, make_tenant, services) -> None:
     assert_bearer_problem(response, 403, "insufficient_scope", scope="write")
 
 
-def test_write_scope_cannot_read(api, tenant, services, connection_id) -> None:
-    token = get_token(api, tenant, scope="write")
+def test_write_scope_cannot_read(api, acme, services, connection_id) -> None:
+    token = get_token(api, acme, scope="write")
     for url in (BASE, f"{BASE}/{connection_id}"):
         assert_bearer_problem(
             api.get(url, headers=bearer(token)), 403, "insufficient_scope", scope="read"
         )
 
 
-def test_scope_is_checked_before_the_body(api, tenant, services, connection_id) -> None:
+def test_scope_is_checked_before_the_body(api, acme, services, connection_id) -> None:
     """A reader learns nothing about write bodies: 403 even for a body that would be 400."""
-    token = get_token(api, tenant, scope="read")
+    token = get_token(api, acme, scope="read")
     with nothing_written(services):
         post = api.post(BASE, json={"bandwidth": "fast"}, headers=bearer(token))
         put = api.put(

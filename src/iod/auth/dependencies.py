@@ -46,9 +46,10 @@ def authenticate(request: Request, authorization: str | None) -> Principal:
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
+        # RFC 6750 §3.1: no usable bearer credentials is a bare challenge, no error code.
         raise Unauthorized(
-            "the Authorization header must use the Bearer scheme",
-            headers={"WWW-Authenticate": _challenge("invalid_request", "use the Bearer scheme")},
+            "send the access token as 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": _challenge()},
         )
     try:
         principal: Principal = services.tokens.verify(token)

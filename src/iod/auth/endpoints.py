@@ -71,6 +71,11 @@ def _basic_credentials(header: str) -> tuple[str, str]:
     return unquote_plus(client_id), unquote_plus(secret)
 
 
+def _plausible(client_id: str) -> bool:
+    """Ids that cannot exist (too long, control characters) are never looked up."""
+    return 0 < len(client_id) <= 64 and client_id.isprintable() and client_id.isascii()
+
+
 def _single(form: dict[str, list[str]], name: str) -> str | None:
     values = form.get(name)
     if not values:
@@ -157,7 +162,7 @@ async def _token(request: Request) -> JSONResponse:
 
     def check() -> tuple[str, list[str]] | None:
         with services.db.read() as session:
-            client = customers.get_client(session, client_id) if len(client_id) <= 64 else None
+            client = customers.get_client(session, client_id) if _plausible(client_id) else None
             stored = client.secret_hash if client is not None else None
             if not verify_secret(stored, secret) or client is None or not client.enabled:
                 return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -189,6 +190,9 @@ def _demo_secret_file() -> Path:
 
 def demo(
     as_json: JsonFlag = False,
+    as_env: Annotated[
+        bool, typer.Option("--env", help="Print shell exports: eval \"$(iod demo --env)\".")
+    ] = False,
     url: Annotated[str, typer.Option(help="Where the API will be served.")] = (
         "http://127.0.0.1:8080"
     ),
@@ -236,6 +240,16 @@ def demo(
     if as_json:
         typer.echo(json.dumps(data))
         return
+    if as_env:
+        exports = {
+            "IOD_URL": url.rstrip("/"),
+            "IOD_CLIENT_ID": catalog.DEMO_CLIENT_ID,
+            "IOD_CLIENT_SECRET": secret,
+            "IOD_LOCATION_ID": catalog.DEMO_LOCATION_ID,
+        }
+        for name, value in exports.items():
+            typer.echo(f"export {name}={shlex.quote(value)}")
+        return
     console.print(
         f"[bold]Demo credentials[/bold] (customer {customer_id})\n"
         f"  client_id:     {catalog.DEMO_CLIENT_ID}\n"
@@ -243,6 +257,7 @@ def demo(
         f"  location_id:   {catalog.DEMO_LOCATION_ID} (offers {', '.join(tiers)})\n\n"
         "[bold]Get a token:[/bold]",
         highlight=False,
+        soft_wrap=True,
     )
     # Plain print so the command can be copied without Rich's wrapping.
     print(

@@ -42,6 +42,11 @@ def serve(
     db = open_db_or_exit()
     services = build_services(settings, db=db)
     application = create_app(services, run_worker=worker)
+    console.print(
+        f"serving http://{host}:{port} (docs: /docs; worker: {'in-process' if worker else 'off'})"
+        "; Ctrl-C stops gracefully",
+        highlight=False,
+    )
     uvicorn.run(
         application, host=host, port=port, access_log=False, log_level="warning",
         server_header=False, timeout_graceful_shutdown=10,

@@ -14,7 +14,8 @@ from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?$"
 )
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control characters, and lone UTF-16 surrogates that no database can store.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 BANDWIDTH_DESCRIPTION = (
     "A positive number and a unit, Mbps or Gbps, case-insensitive, with an optional space: "
@@ -67,7 +68,7 @@ class ConnectionRequest(BaseModel):
         if len(value) > 255:
             raise ValueError("must be at most 255 characters")
         if _CONTROL.search(value):
-            raise ValueError("must not contain control characters")
+            raise ValueError("must not contain control characters or lone surrogates")
         return value
 
     @field_validator("locationId")
