@@ -191,7 +191,7 @@ def _demo_secret_file() -> Path:
 def demo(
     as_json: JsonFlag = False,
     as_env: Annotated[
-        bool, typer.Option("--env", help="Print shell exports: eval \"$(iod demo --env)\".")
+        bool, typer.Option("--env", help='Print shell exports: eval "$(iod demo --env)".')
     ] = False,
     url: Annotated[str, typer.Option(help="Where the API will be served.")] = (
         "http://127.0.0.1:8080"
