@@ -45,7 +45,7 @@ class ValidationFailed(ProblemError):
 
     @classmethod
     def field(cls, pointer: str, detail: str) -> ValidationFailed:
-        return cls(detail, errors=[FieldError(pointer, detail)])
+        return cls(f"{pointer}: {detail}", errors=[FieldError(pointer, detail)])
 
 
 class NotFound(ProblemError):

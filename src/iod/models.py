@@ -60,6 +60,8 @@ class Connection(Base):
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
     location_id: Mapped[str] = mapped_column(ForeignKey("locations.id"))
     status: Mapped[str] = mapped_column(String(16))
+    # The status the accepted actions lead to; equals `status` when none is pending.
+    target_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     bandwidth_mbps: Mapped[int] = mapped_column(Integer)
     description: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_by: Mapped[str] = mapped_column(String(40))
@@ -81,6 +83,22 @@ class BandwidthChange(Base):
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
     applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # A boost's revert points at the boost; cancelling the boost cancels its revert.
+    revert_of: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+
+
+class StatusTransition(Base):
+    """Each connection's status changes, with when and why."""
+
+    __tablename__ = "status_transitions"
+    __table_args__ = (Index(None, "connection_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id"))
+    from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Job(Base):

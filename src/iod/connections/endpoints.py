@@ -1,46 +1,76 @@
-"""The spec's four operations. Endpoints parse, call one service function, return a schema."""
+"""Connections: the spec's four operations plus the lifecycle extensions.
+
+Endpoints parse, call one service function inside one transaction, and return a schema.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from iod.auth.dependencies import require_read, require_write
 from iod.auth.tokens import Principal
-from iod.connections import service
+from iod.connections import lifecycle, service
 from iod.connections.schemas import (
+    BandwidthChange,
+    BandwidthChangeList,
     BandwidthUpdate,
     BandwidthUpdateResult,
     Connection,
     ConnectionList,
     ConnectionRequest,
+    StatusHistory,
+    StatusTransitionOut,
 )
+from iod.domain.status import Action, ConnectionStatus
 from iod.http import READ_ERRORS, WRITE_ERRORS, problem, require_json
 
 router = APIRouter(prefix="/internet-on-demand")
 
 NOT_FOUND = problem("No such connection for this customer")
+CHANGE_NOT_FOUND = problem("No such connection or bandwidth change for this customer")
 CONFLICT = problem(
     "Not possible now: the location's capacity would be exceeded "
     "(`/problems/capacity-exceeded`) or the connection is terminated "
     "(`/problems/invalid-state`)"
 )
-CREATE_LINKS: dict[str, Any] = {
-    "GetConnection": {
-        "operationId": "getConnection",
-        "parameters": {"connectionId": "$response.body#/id"},
-        "description": "The connection just created.",
-    },
-    "UpdateBandwidth": {
-        "operationId": "updateBandwidth",
-        "parameters": {"connectionId": "$response.body#/id"},
-        "description": "Change the bandwidth of the connection just created.",
-    },
+ILLEGAL = problem("The state machine does not allow it (`/problems/invalid-state`)")
+BY_ID = {"connectionId": "$response.body#/id"}
+CONNECTION_LINKS: dict[str, Any] = {
+    name: {"operationId": op, "parameters": BY_ID, "description": text}
+    for name, op, text in [
+        ("GetConnection", "getConnection", "The connection."),
+        ("UpdateBandwidth", "updateBandwidth", "Change its bandwidth."),
+        ("ListBandwidthChanges", "listBandwidthChanges", "Its bandwidth changes."),
+        ("GetStatusHistory", "getStatusHistory", "Its status transitions."),
+        ("SuspendConnection", "suspendConnection", "Suspend it."),
+        ("ResumeConnection", "resumeConnection", "Resume it."),
+        ("TerminateConnection", "terminateConnection", "Terminate it."),
+    ]
 }
+CHANGE_BY_ID = {
+    "connectionId": "$request.path.connectionId",
+    "changeId": "$response.body#/change/id",
+}
+CHANGE_LINKS: dict[str, Any] = {
+    "GetBandwidthChange": {
+        "operationId": "getBandwidthChange",
+        "parameters": CHANGE_BY_ID,
+        "description": "The change this request created.",
+    },
+    "CancelBandwidthChange": {
+        "operationId": "cancelBandwidthChange",
+        "parameters": CHANGE_BY_ID,
+        "description": "Cancel it while it is still scheduled.",
+    },
+}  # fmt: skip
 
 ConnectionId = Annotated[str, Path(description="The connection's id, as returned on creation.")]
+ChangeId = Annotated[str, Path(description="The bandwidth change's id.")]
+READ = Annotated[Principal, require_read]
+WRITE = Annotated[Principal, require_write]
 
 
 def _services(request: Request) -> Any:
@@ -54,16 +84,60 @@ def _services(request: Request) -> Any:
     tags=["Connections"],
     response_model=ConnectionList,
     response_model_exclude_none=True,
-    responses={200: {"description": "Successful response"}, **READ_ERRORS},
+    responses={
+        200: {"description": "Successful response"},
+        400: problem("Invalid query parameter"),
+        **READ_ERRORS,
+    },
 )
 def list_connections(
-    request: Request, principal: Annotated[Principal, require_read]
+    request: Request,
+    response: Response,
+    principal: READ,
+    status: Annotated[
+        list[ConnectionStatus] | None,
+        Query(
+            description="Extension: only these statuses (repeatable). Default: all but terminated."
+        ),
+    ] = None,
+    location: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+            description="Extension: only this location id.",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Extension: page size.")] = 100,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            pattern=r"^[A-Za-z0-9_-]+$",
+            description="Extension: `nextCursor` of the previous page.",
+        ),
+    ] = None,
 ) -> ConnectionList:
-    """Retrieve a list of internet on-demand connections (only the caller's customer's)."""
+    """Retrieve a list of internet on-demand connections (only the caller's customer's).
+
+    Pages are in creation order and stable under concurrent inserts; the next page is named
+    by `nextCursor` and by an RFC 8288 `Link: <…>; rel="next"` header.
+    """
     services = _services(request)
     with services.db.read() as session:
-        rows = service.list_connections(session, principal)
-        return ConnectionList(connections=service.present(session, rows))
+        rows, next_cursor = service.list_connections(
+            session,
+            principal,
+            statuses=status or (),
+            location_id=location,
+            cursor=cursor,
+            limit=limit,
+        )
+        page = ConnectionList(connections=service.present(session, rows), nextCursor=next_cursor)
+    if next_cursor is not None:
+        url = request.url.include_query_params(cursor=next_cursor)
+        response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+    return page
 
 
 @router.post(
@@ -76,16 +150,13 @@ def list_connections(
     response_model_exclude_none=True,
     dependencies=[Depends(require_json)],
     responses={
-        201: {"description": "Connection created", "links": CREATE_LINKS},
+        201: {"description": "Connection created", "links": CONNECTION_LINKS},
         409: CONFLICT,
         **WRITE_ERRORS,
     },
 )
 def create_connection(
-    request: Request,
-    response: Response,
-    body: ConnectionRequest,
-    principal: Annotated[Principal, require_write],
+    request: Request, response: Response, body: ConnectionRequest, principal: WRITE
 ) -> Connection:
     """Provision a new internet on-demand connection.
 
@@ -112,9 +183,7 @@ def create_connection(
     response_model_exclude_none=True,
     responses={200: {"description": "Successful response"}, 404: NOT_FOUND, **READ_ERRORS},
 )
-def get_connection(
-    request: Request, connectionId: ConnectionId, principal: Annotated[Principal, require_read]
-) -> Connection:
+def get_connection(request: Request, connectionId: ConnectionId, principal: READ) -> Connection:
     """Retrieve details of a specific connection."""
     services = _services(request)
     with services.db.read() as session:
@@ -131,29 +200,182 @@ def get_connection(
     response_model_exclude_none=True,
     dependencies=[Depends(require_json)],
     responses={
-        200: {"description": "Bandwidth updated"},
+        200: {"description": "Bandwidth updated", "links": CHANGE_LINKS},
         404: NOT_FOUND,
         409: CONFLICT,
         **WRITE_ERRORS,
     },
 )
 def update_bandwidth(
-    request: Request,
-    connectionId: ConnectionId,
-    body: BandwidthUpdate,
-    principal: Annotated[Principal, require_write],
+    request: Request, connectionId: ConnectionId, body: BandwidthUpdate, principal: WRITE
 ) -> BandwidthUpdateResult:
     """Dynamically adjust the bandwidth for an existing connection.
 
     Without `effectiveDate`, or with one not in the future, the change is applied now;
     otherwise at that moment. Until it is in force the connection keeps its current
-    `bandwidth` and lists the change in `pendingBandwidthChanges`.
+    `bandwidth` and lists the change in `pendingBandwidthChanges`. With `revertAt` the change
+    is a boost that reverts by itself.
     """
     services = _services(request)
     with services.db.write() as session:
-        connection, change = service.update_bandwidth(
+        connection, change, revert = service.update_bandwidth(
             session, services.clock, principal, connectionId, body, services.policy
         )
-        result = service.present_update(session, connection, change)
+        result = service.present_update(session, connection, change, revert)
     services.notify_worker()
     return result
+
+
+def _action(
+    request: Request, connection_id: str, principal: Principal, action: Action
+) -> Connection:
+    services = _services(request)
+    with services.db.write() as session:
+        connection = service.get_connection(session, principal, connection_id)
+        lifecycle.request_action(
+            session, services.clock, principal, connection, action, services.policy.max_attempts
+        )
+        result = service.present(session, [connection])[0]
+    services.notify_worker()
+    return result
+
+
+ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Accepted: `targetStatus` shows where it is heading"},
+    404: NOT_FOUND,
+    409: ILLEGAL,
+    **READ_ERRORS,
+}
+
+
+@router.post(
+    "/connections/{connectionId}/suspend",
+    operation_id="suspendConnection",
+    summary="Suspend a connection",
+    tags=["Lifecycle"],
+    status_code=202,
+    response_model=Connection,
+    response_model_exclude_none=True,
+    responses=ACTION_RESPONSES,
+)
+def suspend(request: Request, connectionId: ConnectionId, principal: WRITE) -> Connection:
+    """Extension: block traffic and keep the configuration (active → suspended)."""
+    return _action(request, connectionId, principal, Action.SUSPEND)
+
+
+@router.post(
+    "/connections/{connectionId}/resume",
+    operation_id="resumeConnection",
+    summary="Resume a connection",
+    tags=["Lifecycle"],
+    status_code=202,
+    response_model=Connection,
+    response_model_exclude_none=True,
+    responses=ACTION_RESPONSES,
+)
+def resume(request: Request, connectionId: ConnectionId, principal: WRITE) -> Connection:
+    """Extension: let traffic flow again (suspended → active)."""
+    return _action(request, connectionId, principal, Action.RESUME)
+
+
+@router.post(
+    "/connections/{connectionId}/terminate",
+    operation_id="terminateConnection",
+    summary="Terminate a connection",
+    tags=["Lifecycle"],
+    status_code=202,
+    response_model=Connection,
+    response_model_exclude_none=True,
+    responses=ACTION_RESPONSES,
+)
+def terminate(request: Request, connectionId: ConnectionId, principal: WRITE) -> Connection:
+    """Extension: remove the configuration; the record stays readable as `terminated` and
+    accepts no further change. Scheduled bandwidth changes are cancelled."""
+    return _action(request, connectionId, principal, Action.TERMINATE)
+
+
+@router.get(
+    "/connections/{connectionId}/status-history",
+    operation_id="getStatusHistory",
+    summary="A connection's status transitions",
+    tags=["Lifecycle"],
+    response_model=StatusHistory,
+    response_model_exclude_none=True,
+    responses={404: NOT_FOUND, **READ_ERRORS},
+)
+def status_history(request: Request, connectionId: ConnectionId, principal: READ) -> StatusHistory:
+    """Extension: every status transition with its time and reason, oldest first."""
+    services = _services(request)
+    with services.db.read() as session:
+        connection = service.get_connection(session, principal, connectionId)
+        rows = lifecycle.history(session, connection.id)
+    return StatusHistory(
+        transitions=[
+            StatusTransitionOut(
+                fromStatus=t.from_status, toStatus=t.to_status, reason=t.reason, at=t.at
+            )
+            for t in rows
+        ]
+    )
+
+
+@router.get(
+    "/connections/{connectionId}/bandwidth-changes",
+    operation_id="listBandwidthChanges",
+    summary="A connection's bandwidth changes",
+    tags=["Bandwidth"],
+    response_model=BandwidthChangeList,
+    response_model_exclude_none=True,
+    responses={404: NOT_FOUND, **READ_ERRORS},
+)
+def list_changes(
+    request: Request, connectionId: ConnectionId, principal: READ
+) -> BandwidthChangeList:
+    """Extension: every change, past and pending, in the order they take effect."""
+    services = _services(request)
+    with services.db.read() as session:
+        connection = service.get_connection(session, principal, connectionId)
+        changes = service.changes_of(session, connection.id)
+        return BandwidthChangeList(bandwidthChanges=[service.change_to_schema(c) for c in changes])
+
+
+@router.get(
+    "/connections/{connectionId}/bandwidth-changes/{changeId}",
+    operation_id="getBandwidthChange",
+    summary="One bandwidth change",
+    tags=["Bandwidth"],
+    response_model=BandwidthChange,
+    response_model_exclude_none=True,
+    responses={404: CHANGE_NOT_FOUND, **READ_ERRORS},
+)
+def get_change(
+    request: Request, connectionId: ConnectionId, changeId: ChangeId, principal: READ
+) -> BandwidthChange:
+    """Extension: one change, with its status and timestamps."""
+    services = _services(request)
+    with services.db.read() as session:
+        change = service.get_change(session, principal, connectionId, changeId)
+        return service.change_to_schema(change)
+
+
+@router.post(
+    "/connections/{connectionId}/bandwidth-changes/{changeId}/cancel",
+    operation_id="cancelBandwidthChange",
+    summary="Cancel a scheduled bandwidth change",
+    tags=["Bandwidth"],
+    response_model=BandwidthChange,
+    response_model_exclude_none=True,
+    responses={
+        404: CHANGE_NOT_FOUND,
+        409: problem("The change is no longer scheduled (`/problems/invalid-state`)"),
+        **READ_ERRORS,
+    },
+)
+def cancel_change(
+    request: Request, connectionId: ConnectionId, changeId: ChangeId, principal: WRITE
+) -> BandwidthChange:
+    """Extension: cancel a change that is still `scheduled`; a boost's revert goes with it."""
+    services = _services(request)
+    with services.db.write() as session:
+        change = service.cancel_change(session, services.clock, principal, connectionId, changeId)
+        return service.change_to_schema(change)

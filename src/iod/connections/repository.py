@@ -25,12 +25,6 @@ def get(session: Session, connection_id: str) -> Connection | None:
     return session.get(Connection, connection_id)
 
 
-def list_for_customer(session: Session, customer_id: str) -> Sequence[Connection]:
-    return session.scalars(
-        select(Connection).where(Connection.customer_id == customer_id).order_by(Connection.id)
-    ).all()
-
-
 def pending_changes(
     session: Session, connection_ids: Sequence[str]
 ) -> dict[str, list[BandwidthChange]]:
@@ -85,3 +79,41 @@ def committed_at_location(
     if exclude_connection_id is not None:
         query = query.where(Connection.id != exclude_connection_id)
     return int(session.scalar(query) or 0)
+
+
+def get_change_for_update(session: Session, change_id: str) -> BandwidthChange | None:
+    """Locks the change row (PostgreSQL) so a cancel and the worker cannot both win."""
+    return session.get(BandwidthChange, change_id, with_for_update=True)
+
+
+def changes_of(session: Session, connection_id: str) -> Sequence[BandwidthChange]:
+    return session.scalars(
+        select(BandwidthChange)
+        .where(BandwidthChange.connection_id == connection_id)
+        .order_by(BandwidthChange.effective_at, BandwidthChange.id)
+    ).all()
+
+
+def revert_of(session: Session, change_id: str) -> BandwidthChange | None:
+    return session.scalar(select(BandwidthChange).where(BandwidthChange.revert_of == change_id))
+
+
+def page_for_customer(
+    session: Session,
+    customer_id: str,
+    *,
+    statuses: Sequence[str],
+    location_id: str | None,
+    after_id: str | None,
+    limit: int,
+) -> Sequence[Connection]:
+    """Keyset pagination on the id, which sorts by creation time: rows inserted while a
+    client pages land after its cursor or before it, never twice and never shifting a page."""
+    query = select(Connection).where(
+        Connection.customer_id == customer_id, Connection.status.in_(statuses)
+    )
+    if location_id is not None:
+        query = query.where(Connection.location_id == location_id)
+    if after_id is not None:
+        query = query.where(Connection.id > after_id)
+    return session.scalars(query.order_by(Connection.id).limit(limit)).all()

@@ -96,9 +96,18 @@ class BandwidthUpdate(BaseModel):
         examples=["2030-01-01T09:00:00Z"],
     )
 
+    revertAt: AwareDatetime | SkipJsonSchema[None] = Field(
+        default=None,
+        description=(
+            "Extension: makes this change a boost. At `revertAt` (after the effective time) "
+            "the connection goes back to the bandwidth it had before, as a change of its own."
+        ),
+        examples=["2030-01-01T17:00:00Z"],
+    )
+
     _bandwidth = field_validator("bandwidth", mode="before")(_canonical_bandwidth)
 
-    @field_validator("effectiveDate", mode="before")
+    @field_validator("effectiveDate", "revertAt", mode="before")
     @classmethod
     def _effective(cls, value: Any) -> Any:
         # Parsed here, before the Optional union, so errors point at the field itself.
@@ -143,6 +152,15 @@ class Connection(BaseModel):
         default_factory=list,
         description="Extension: accepted changes not yet in force, in the order they apply.",
     )
+    targetStatus: (
+        Literal["active", "provisioning", "suspended", "terminated"] | SkipJsonSchema[None]
+    ) = Field(
+        default=None,
+        description=(
+            "Extension: present while a suspend, resume or terminate is accepted but not yet "
+            "done; the status the connection is heading to."
+        ),
+    )
 
 
 class BandwidthChange(BaseModel):
@@ -157,6 +175,13 @@ class BandwidthChange(BaseModel):
     status: Literal["scheduled", "applying", "applied", "failed", "cancelled"]
     requestedAt: datetime
     appliedAt: datetime | SkipJsonSchema[None] = None
+    requestedBy: str = Field(description="The client id that asked for the change.")
+    failureReason: str | SkipJsonSchema[None] = Field(
+        default=None, description="Why it failed or was cancelled."
+    )
+    revertOf: str | SkipJsonSchema[None] = Field(
+        default=None, description="For a boost's revert: the id of the boost."
+    )
 
 
 class BandwidthUpdateResult(Connection):
@@ -165,7 +190,35 @@ class BandwidthUpdateResult(Connection):
     model_config = ConfigDict(title="BandwidthUpdateResult")
 
     change: BandwidthChange = Field(description="Extension: the change this request created.")
+    revertChange: BandwidthChange | SkipJsonSchema[None] = Field(
+        default=None, description="Extension: for a boost, the change that reverts it."
+    )
 
 
 class ConnectionList(BaseModel):
     connections: list[Connection]
+    nextCursor: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Extension: pass as `cursor` for the next page; absent on the last page.",
+    )
+
+
+class BandwidthChangeList(BaseModel):
+    """Every change of a connection, past and pending, in effective order."""
+
+    bandwidthChanges: list[BandwidthChange]
+
+
+class StatusTransitionOut(BaseModel):
+    model_config = ConfigDict(title="StatusTransition")
+
+    fromStatus: str | SkipJsonSchema[None] = None
+    toStatus: str
+    reason: str
+    at: datetime
+
+
+class StatusHistory(BaseModel):
+    """Extension: a connection's status transitions, oldest first."""
+
+    transitions: list[StatusTransitionOut]

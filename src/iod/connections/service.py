@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from iod.auth.tokens import Principal
 from iod.clock import Clock
 from iod.connections import repository
+from iod.connections.lifecycle import record_creation, target_of
 from iod.connections.schemas import (
     BandwidthChange as BandwidthChangeOut,
 )
@@ -23,7 +24,7 @@ from iod.connections.schemas import (
 from iod.connections.schemas import Connection as ConnectionOut
 from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
 from iod.domain.capacity import fits
-from iod.domain.status import ChangeStatus, ConnectionStatus, accepts_changes
+from iod.domain.status import ChangeStatus, ConnectionStatus, accepts_changes, cancellable
 from iod.domain.tiers import is_offered
 from iod.errors import CapacityExceeded, InvalidState, NotFound, ValidationFailed
 from iod.ids import looks_like_id, new_id
@@ -81,6 +82,7 @@ def create_connection(
     )
     session.add(connection)
     session.flush()
+    record_creation(session, connection, f"ordered by client {principal.client_id}")
     enqueue(
         session,
         kind=JobKind.PROVISION,
@@ -105,8 +107,42 @@ def get_connection(session: Session, principal: Principal, connection_id: str) -
     return connection
 
 
-def list_connections(session: Session, principal: Principal) -> Sequence[Connection]:
-    return repository.list_for_customer(session, principal.customer_id)
+LIVE_STATUSES = (
+    ConnectionStatus.PROVISIONING.value,
+    ConnectionStatus.ACTIVE.value,
+    ConnectionStatus.SUSPENDED.value,
+)
+
+
+def encode_cursor(last_id: str) -> str:
+    # The last id seen is the position: ids sort by creation time and are URL-safe, and any
+    # string is a valid position, so a cursor can never point "nowhere".
+    return last_id
+
+
+def list_connections(
+    session: Session,
+    principal: Principal,
+    *,
+    statuses: Sequence[ConnectionStatus] = (),
+    location_id: str | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> tuple[Sequence[Connection], str | None]:
+    """One page, and the cursor of the next one. Terminated connections only when asked."""
+    wanted = [s.value for s in statuses] or list(LIVE_STATUSES)
+    after = cursor or None
+    rows = repository.page_for_customer(
+        session,
+        principal.customer_id,
+        statuses=wanted,
+        location_id=location_id,
+        after_id=after,
+        limit=limit + 1,
+    )
+    if len(rows) > limit:
+        return rows[:limit], encode_cursor(rows[limit - 1].id)
+    return rows, None
 
 
 def update_bandwidth(
@@ -116,7 +152,7 @@ def update_bandwidth(
     connection_id: str,
     update: BandwidthUpdate,
     policy: Policy,
-) -> tuple[Connection, BandwidthChange]:
+) -> tuple[Connection, BandwidthChange, BandwidthChange | None]:
     connection = get_connection(session, principal, connection_id)
     now = clock.now()
     effective = update.effectiveDate
@@ -125,49 +161,117 @@ def update_bandwidth(
             "/effectiveDate", f"must be at most {policy.max_schedule_days} days ahead"
         )
     run_at = effective if effective is not None and effective > now else now
+    horizon = now + timedelta(days=policy.max_schedule_days)
+    if update.revertAt is not None and not run_at < update.revertAt <= horizon:
+        raise ValidationFailed.field(
+            "/revertAt",
+            f"must be after the effective time and at most {policy.max_schedule_days} days ahead",
+        )
     mbps = parse_bandwidth(update.bandwidth)
     location = locations.get_for_update(session, connection.location_id)
     assert location is not None  # a foreign key guarantees it
     # Re-read under the location lock: the status may have moved since the first read.
     session.refresh(connection)
-    if not accepts_changes(ConnectionStatus(connection.status)):
-        raise InvalidState(f"connection {connection.id} is {connection.status}; it cannot change")
+    if not accepts_changes(target_of(connection)):
+        raise InvalidState(
+            f"connection {connection.id} is {target_of(connection).value}; it cannot change"
+        )
     _offered_or_400(location, mbps)
     # The connection commits the most it will have once this change joins its pending ones.
     others = repository.committed_at_location(session, location.id, connection.id)
+    pending = repository.pending_changes(session, [connection.id])[connection.id]
     _check_capacity(
-        location,
-        others,
-        max(connection.bandwidth_mbps, mbps, *pending_targets(session, connection.id)),
+        location, others, max(connection.bandwidth_mbps, mbps, *(c.to_mbps for c in pending))
     )
+    change = _new_change(session, principal, connection, mbps, run_at, now, policy)
+    revert = None
+    if update.revertAt is not None:
+        before = bandwidth_at(connection.bandwidth_mbps, pending, run_at)
+        revert = _new_change(
+            session, principal, connection, before, update.revertAt, now, policy, change.id
+        )
+    connection.updated_at = now
+    session.flush()
+    return connection, change, revert
+
+
+def bandwidth_at(current: int, pending: Sequence[BandwidthChange], moment: datetime) -> int:
+    """What the connection will have just before `moment`, given its pending changes."""
+    for change in pending:  # ordered by effective time
+        if change.effective_at < moment:
+            current = change.to_mbps
+    return current
+
+
+def _new_change(
+    session: Session,
+    principal: Principal,
+    connection: Connection,
+    mbps: int,
+    at: datetime,
+    now: datetime,
+    policy: Policy,
+    revert_of: str | None = None,
+) -> BandwidthChange:
     change = BandwidthChange(
         id=new_id("chg"),
         connection_id=connection.id,
         from_mbps=None,
         to_mbps=mbps,
-        effective_at=run_at,
+        effective_at=at,
         status=ChangeStatus.SCHEDULED.value,
         requested_by=principal.client_id,
         requested_at=now,
+        revert_of=revert_of,
     )
     session.add(change)
-    connection.updated_at = now
     session.flush()
     enqueue(
         session,
         kind=JobKind.APPLY_BANDWIDTH,
         connection_id=connection.id,
         change_id=change.id,
-        run_at=run_at,
+        run_at=at,
         now=now,
         max_attempts=policy.max_attempts,
     )
+    return change
+
+
+def cancel_change(
+    session: Session, clock: Clock, principal: Principal, connection_id: str, change_id: str
+) -> BandwidthChange:
+    """Cancels a change still scheduled; cancelling a boost cancels its revert too."""
+    change = get_change(session, principal, connection_id, change_id)
+    change = repository.get_change_for_update(session, change.id) or change
+    session.refresh(change)
+    if not cancellable(ChangeStatus(change.status)):
+        raise InvalidState(
+            f"change {change.id} is {change.status}; only a scheduled change can be cancelled"
+        )
+    reason = f"cancelled by client {principal.client_id}"
+    change.status = ChangeStatus.CANCELLED.value
+    change.failure_reason = reason
+    revert = repository.revert_of(session, change.id)
+    if revert is not None and revert.status == ChangeStatus.SCHEDULED.value:
+        revert.status = ChangeStatus.CANCELLED.value
+        revert.failure_reason = f"{reason} (its boost was cancelled)"
     session.flush()
-    return connection, change
+    return change
 
 
-def pending_targets(session: Session, connection_id: str) -> list[int]:
-    return [c.to_mbps for c in repository.pending_changes(session, [connection_id])[connection_id]]
+def changes_of(session: Session, connection_id: str) -> Sequence[BandwidthChange]:
+    return repository.changes_of(session, connection_id)
+
+
+def get_change(
+    session: Session, principal: Principal, connection_id: str, change_id: str
+) -> BandwidthChange:
+    connection = get_connection(session, principal, connection_id)
+    change = repository.get_change(session, change_id) if looks_like_id(change_id) else None
+    if change is None or change.connection_id != connection.id:
+        raise NotFound(f"no bandwidth change {change_id!r} on connection {connection_id!r}")
+    return change
 
 
 def _pending_out(change: BandwidthChange) -> PendingBandwidthChange:
@@ -189,6 +293,7 @@ def to_schema(connection: Connection, pending: list[BandwidthChange]) -> Connect
         description=connection.description,
         updatedAt=connection.updated_at,
         pendingBandwidthChanges=[_pending_out(c) for c in pending],
+        targetStatus=connection.target_status,
     )
 
 
@@ -206,11 +311,21 @@ def change_to_schema(change: BandwidthChange) -> BandwidthChangeOut:
         status=ChangeStatus(change.status).value,
         requestedAt=change.requested_at,
         appliedAt=change.applied_at,
+        requestedBy=change.requested_by,
+        failureReason=change.failure_reason,
+        revertOf=change.revert_of,
     )
 
 
 def present_update(
-    session: Session, connection: Connection, change: BandwidthChange
+    session: Session,
+    connection: Connection,
+    change: BandwidthChange,
+    revert: BandwidthChange | None,
 ) -> BandwidthUpdateResult:
     base = present(session, [connection])[0]
-    return BandwidthUpdateResult(**base.model_dump(), change=change_to_schema(change))
+    return BandwidthUpdateResult(
+        **base.model_dump(),
+        change=change_to_schema(change),
+        revertChange=change_to_schema(revert) if revert is not None else None,
+    )

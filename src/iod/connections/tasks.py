@@ -15,14 +15,17 @@ from sqlalchemy.orm import Session
 
 from iod.clock import Clock
 from iod.connections import repository
+from iod.connections.lifecycle import record_transition
 from iod.domain.status import (
+    ACTION_TARGETS,
     PENDING_CHANGE_STATUSES,
+    Action,
     ChangeStatus,
     ConnectionStatus,
-    transition,
+    can_transition,
 )
 from iod.jobs.queue import JobKind
-from iod.models import BandwidthChange
+from iod.models import BandwidthChange, Connection
 from iod.network.base import ConnectionSpec, NetworkDriver
 
 
@@ -57,22 +60,26 @@ class Task:
 # --- provision -------------------------------------------------------------------------
 
 
-def _provision_prepare(session: Session, job: JobRef) -> ConnectionSpec | None:
+def _connection(session: Session, job: JobRef) -> Connection:
     connection = repository.get(session, job.connection_id)
     if connection is None:
         raise JobGone(f"connection {job.connection_id} does not exist")
+    return connection
+
+
+def _provision_prepare(session: Session, job: JobRef) -> ConnectionSpec | None:
+    connection = _connection(session, job)
     if connection.status != ConnectionStatus.PROVISIONING.value:
         return None
     return ConnectionSpec(connection.id, connection.location_id, connection.bandwidth_mbps)
 
 
 def _provision_record(session: Session, job: JobRef, clock: Clock) -> None:
-    connection = repository.get(session, job.connection_id)
-    if connection is None:
-        raise JobGone(f"connection {job.connection_id} does not exist")
+    connection = _connection(session, job)
     if connection.status == ConnectionStatus.PROVISIONING.value:
-        connection.status = transition(ConnectionStatus.PROVISIONING, ConnectionStatus.ACTIVE).value
-        connection.updated_at = clock.now()
+        record_transition(
+            session, connection, ConnectionStatus.ACTIVE, "the network is configured", clock.now()
+        )
 
 
 def _provision_abandon(session: Session, job: JobRef, clock: Clock, reason: str) -> None:
@@ -80,9 +87,13 @@ def _provision_abandon(session: Session, job: JobRef, clock: Clock, reason: str)
     connection = repository.get(session, job.connection_id)
     if connection is None or connection.status != ConnectionStatus.PROVISIONING.value:
         return
-    now = clock.now()
-    connection.status = transition(ConnectionStatus.PROVISIONING, ConnectionStatus.TERMINATED).value
-    connection.updated_at = now
+    record_transition(
+        session,
+        connection,
+        ConnectionStatus.TERMINATED,
+        f"provisioning failed after {job.attempts} attempts: {reason}",
+        clock.now(),
+    )
     for change in repository.pending_changes(session, [connection.id])[connection.id]:
         change.status = ChangeStatus.FAILED.value
         change.failure_reason = f"provisioning failed: {reason}"
@@ -92,7 +103,8 @@ def _provision_abandon(session: Session, job: JobRef, clock: Clock, reason: str)
 
 
 def _change_of(session: Session, job: JobRef) -> BandwidthChange:
-    change = repository.get_change(session, job.change_id or "")
+    # Locked, so a customer's cancel and the worker's start cannot both win.
+    change = repository.get_change_for_update(session, job.change_id or "")
     if change is None:
         raise JobGone(f"bandwidth change {job.change_id} does not exist")
     return change
@@ -133,6 +145,63 @@ def _apply_abandon(session: Session, job: JobRef, clock: Clock, reason: str) -> 
         change.failure_reason = reason
 
 
+# --- suspend, resume, terminate --------------------------------------------------------
+
+_ACTION_OF_KIND = {
+    JobKind.SUSPEND.value: Action.SUSPEND,
+    JobKind.RESUME.value: Action.RESUME,
+    JobKind.TERMINATE.value: Action.TERMINATE,
+}
+_REASONS = {
+    Action.SUSPEND: "suspended at the customer's request: traffic blocked, configuration kept",
+    Action.RESUME: "resumed at the customer's request",
+    Action.TERMINATE: "terminated at the customer's request: configuration removed",
+}
+
+
+def _action_prepare(session: Session, job: JobRef) -> ConnectionSpec | None:
+    connection = _connection(session, job)
+    wanted = ACTION_TARGETS[_ACTION_OF_KIND[job.kind]]
+    if not can_transition(ConnectionStatus(connection.status), wanted):
+        return None  # already there (a rerun), or overtaken (provisioning failed)
+    return ConnectionSpec(connection.id, connection.location_id, connection.bandwidth_mbps)
+
+
+def _action_act(driver: NetworkDriver, spec: ConnectionSpec, kind: str) -> None:
+    action = _ACTION_OF_KIND[kind]
+    if action is Action.SUSPEND:
+        driver.suspend(spec)
+    elif action is Action.RESUME:
+        driver.resume(spec)
+    else:
+        driver.terminate(spec.connection_id)
+
+
+def _action_record(session: Session, job: JobRef, clock: Clock) -> None:
+    connection = _connection(session, job)
+    action = _ACTION_OF_KIND[job.kind]
+    wanted = ACTION_TARGETS[action]
+    if can_transition(ConnectionStatus(connection.status), wanted):
+        record_transition(session, connection, wanted, _REASONS[action], clock.now())
+
+
+def _action_abandon(session: Session, job: JobRef, clock: Clock, reason: str) -> None:
+    """The network refused for good: the connection stays as it is, and says so."""
+    connection = repository.get(session, job.connection_id)
+    if connection is not None:
+        connection.target_status = None
+        connection.updated_at = clock.now()
+
+
+def _action_task(kind: JobKind) -> Task:
+    return Task(
+        _action_prepare,
+        lambda d, s: _action_act(d, s, kind.value),
+        _action_record,
+        _action_abandon,
+    )
+
+
 TASKS: dict[str, Task] = {
     JobKind.PROVISION.value: Task(
         _provision_prepare, lambda d, s: d.provision(s), _provision_record, _provision_abandon
@@ -140,4 +209,8 @@ TASKS: dict[str, Task] = {
     JobKind.APPLY_BANDWIDTH.value: Task(
         _apply_prepare, lambda d, s: d.set_bandwidth(s), _apply_record, _apply_abandon
     ),
+    **{
+        kind.value: _action_task(kind)
+        for kind in (JobKind.SUSPEND, JobKind.RESUME, JobKind.TERMINATE)
+    },
 }

@@ -29,6 +29,21 @@ TRANSITIONS: dict[ConnectionStatus, frozenset[ConnectionStatus]] = {
     ConnectionStatus.TERMINATED: frozenset(),
 }
 
+
+class Action(StrEnum):
+    """What a customer may ask of a connection's lifecycle."""
+
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    TERMINATE = "terminate"
+
+
+ACTION_TARGETS: dict[Action, ConnectionStatus] = {
+    Action.SUSPEND: ConnectionStatus.SUSPENDED,
+    Action.RESUME: ConnectionStatus.ACTIVE,
+    Action.TERMINATE: ConnectionStatus.TERMINATED,
+}
+
 PENDING_CHANGE_STATUSES = frozenset({ChangeStatus.SCHEDULED, ChangeStatus.APPLYING})
 
 
@@ -50,5 +65,10 @@ def transition(current: ConnectionStatus, target: ConnectionStatus) -> Connectio
 
 
 def accepts_changes(status: ConnectionStatus) -> bool:
-    """Only a terminated connection refuses bandwidth changes."""
+    """Only a terminated (or terminating) connection refuses bandwidth changes."""
     return status is not ConnectionStatus.TERMINATED
+
+
+def cancellable(status: ChangeStatus) -> bool:
+    """Only a change that has not started applying can be cancelled."""
+    return status is ChangeStatus.SCHEDULED

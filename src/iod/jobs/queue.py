@@ -27,6 +27,9 @@ class JobState(StrEnum):
 class JobKind(StrEnum):
     PROVISION = "provision"
     APPLY_BANDWIDTH = "apply_bandwidth"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    TERMINATE = "terminate"
 
 
 UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
