@@ -44,7 +44,7 @@ class JobRef:
 
 
 Prepare = Callable[[Session, JobRef], ConnectionSpec | None]
-Act = Callable[[NetworkDriver, ConnectionSpec], None]
+Act = Callable[[NetworkDriver, ConnectionSpec, str], None]
 Record = Callable[[Session, JobRef, Clock], None]
 Abandon = Callable[[Session, JobRef, Clock, str], None]
 
@@ -167,14 +167,14 @@ def _action_prepare(session: Session, job: JobRef) -> ConnectionSpec | None:
     return ConnectionSpec(connection.id, connection.location_id, connection.bandwidth_mbps)
 
 
-def _action_act(driver: NetworkDriver, spec: ConnectionSpec, kind: str) -> None:
+def _action_act(driver: NetworkDriver, spec: ConnectionSpec, op_id: str, kind: str) -> None:
     action = _ACTION_OF_KIND[kind]
     if action is Action.SUSPEND:
-        driver.suspend(spec)
+        driver.suspend(spec, op_id)
     elif action is Action.RESUME:
-        driver.resume(spec)
+        driver.resume(spec, op_id)
     else:
-        driver.terminate(spec.connection_id)
+        driver.terminate(spec.connection_id, op_id)
 
 
 def _action_record(session: Session, job: JobRef, clock: Clock) -> None:
@@ -196,7 +196,7 @@ def _action_abandon(session: Session, job: JobRef, clock: Clock, reason: str) ->
 def _action_task(kind: JobKind) -> Task:
     return Task(
         _action_prepare,
-        lambda d, s: _action_act(d, s, kind.value),
+        lambda d, s, op: _action_act(d, s, op, kind.value),
         _action_record,
         _action_abandon,
     )
@@ -204,10 +204,13 @@ def _action_task(kind: JobKind) -> Task:
 
 TASKS: dict[str, Task] = {
     JobKind.PROVISION.value: Task(
-        _provision_prepare, lambda d, s: d.provision(s), _provision_record, _provision_abandon
+        _provision_prepare,
+        lambda d, s, op: d.provision(s, op),
+        _provision_record,
+        _provision_abandon,
     ),
     JobKind.APPLY_BANDWIDTH.value: Task(
-        _apply_prepare, lambda d, s: d.set_bandwidth(s), _apply_record, _apply_abandon
+        _apply_prepare, lambda d, s, op: d.set_bandwidth(s, op), _apply_record, _apply_abandon
     ),
     **{
         kind.value: _action_task(kind)

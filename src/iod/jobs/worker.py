@@ -79,7 +79,8 @@ class Worker:
             with self.db.write() as session:
                 spec = task.prepare(session, ref)
             if spec is not None:
-                task.act(self.driver, spec)
+                # The job id names the operation: a rerun after a crash is the same operation.
+                task.act(self.driver, spec, f"job-{ref.id}")
             with self.db.write() as session:
                 if spec is not None:
                     task.record(session, ref, self.clock)

@@ -13,5 +13,6 @@ def make_driver(settings: Settings) -> NetworkDriver:
             provision_seconds=settings.simulated_provision_seconds,
             change_seconds=settings.simulated_change_seconds,
             failure_rate=settings.simulated_failure_rate,
+            state_path=settings.data_dir / "simulated-network.sqlite3",
         )
     raise ValueError(f"unknown network driver {settings.network_driver!r}")

@@ -1,18 +1,37 @@
-"""The default driver: keeps the "network" in memory, takes configurable time, can fail."""
+"""The default driver: a pretend network kept in its own SQLite store.
+
+It takes configurable time, can fail on purpose, and keeps a journal of every operation it
+carried out. Each call carries an operation id (the job's), and an id already in the journal
+is not carried out again: that is what makes retries after a crash exactly-once here. With a
+file store, several worker processes share one pretend network, as they would a real one.
+"""
 
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from iod.network.base import ConfiguredConnection, ConnectionSpec, DriverError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS network (
+    connection_id TEXT PRIMARY KEY, location_id TEXT NOT NULL,
+    bandwidth_mbps INTEGER NOT NULL, suspended INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, op_id TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+    connection_id TEXT NOT NULL, detail TEXT NOT NULL, at REAL NOT NULL);
+"""
 
 
 @dataclass(frozen=True)
 class Operation:
+    op_id: str
     name: str
     connection_id: str
     detail: str = ""
@@ -27,6 +46,7 @@ class SimulatedDriver:
         provision_seconds: float = 0.0,
         change_seconds: float = 0.0,
         failure_rate: float = 0.0,
+        state_path: Path | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
@@ -34,13 +54,41 @@ class SimulatedDriver:
         self.change_seconds = change_seconds
         self.failure_rate = failure_rate
         self.fail_next: list[str] = []  # operation names to fail once each, for tests
-        self.operations: list[Operation] = []
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - failure injection, not security
         self._lock = threading.Lock()
-        self._state: dict[str, ConfiguredConnection] = {}
+        if state_path is not None:
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            str(state_path) if state_path else ":memory:",
+            check_same_thread=False,
+            isolation_level=None,
+            timeout=30,
+        )
+        if state_path is not None:
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
 
-    def _step(self, name: str, connection_id: str, seconds: float, detail: str = "") -> None:
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _carry_out(
+        self,
+        name: str,
+        op_id: str,
+        connection_id: str,
+        seconds: float,
+        change: Callable[[sqlite3.Connection], None],
+        detail: str = "",
+    ) -> None:
         if seconds:
             self._sleep(seconds)
         with self._lock:
@@ -49,46 +97,80 @@ class SimulatedDriver:
                 raise DriverError(f"simulated failure of {name}")
         if self.failure_rate and self._rng.random() < self.failure_rate:
             raise DriverError(f"simulated random failure of {name}")
-        self.operations.append(Operation(name, connection_id, detail))
+        with self._transaction() as db:
+            done = db.execute("SELECT 1 FROM journal WHERE op_id = ?", (op_id,)).fetchone()
+            if done:
+                return  # carried out before a crash or a lost lease: nothing more to do
+            change(db)
+            db.execute(
+                "INSERT INTO journal (op_id, name, connection_id, detail, at) VALUES (?,?,?,?,?)",
+                (op_id, name, connection_id, detail, time.time()),
+            )
 
-    def provision(self, spec: ConnectionSpec) -> None:
-        self._step("provision", spec.connection_id, self.provision_seconds)
-        with self._lock:
-            if spec.connection_id not in self._state:
-                self._state[spec.connection_id] = ConfiguredConnection(
-                    spec.connection_id, spec.location_id, spec.bandwidth_mbps, suspended=False
-                )
+    def _put(
+        self, spec: ConnectionSpec, suspended: bool | None
+    ) -> Callable[[sqlite3.Connection], None]:
+        def change(db: sqlite3.Connection) -> None:
+            row = db.execute(
+                "SELECT suspended FROM network WHERE connection_id = ?", (spec.connection_id,)
+            ).fetchone()
+            keep = bool(row[0]) if row else False
+            db.execute(
+                "INSERT OR REPLACE INTO network VALUES (?, ?, ?, ?)",
+                (
+                    spec.connection_id,
+                    spec.location_id,
+                    spec.bandwidth_mbps,
+                    int(keep if suspended is None else suspended),
+                ),
+            )
 
-    def set_bandwidth(self, spec: ConnectionSpec) -> None:
-        self._step(
-            "set_bandwidth", spec.connection_id, self.change_seconds, str(spec.bandwidth_mbps)
+        return change
+
+    def provision(self, spec: ConnectionSpec, op_id: str) -> None:
+        self._carry_out(
+            "provision", op_id, spec.connection_id, self.provision_seconds, self._put(spec, False)
         )
-        self._put(spec, suspended=None)
 
-    def suspend(self, spec: ConnectionSpec) -> None:
-        self._step("suspend", spec.connection_id, self.change_seconds)
-        self._put(spec, suspended=True)
+    def set_bandwidth(self, spec: ConnectionSpec, op_id: str) -> None:
+        self._carry_out(
+            "set_bandwidth",
+            op_id,
+            spec.connection_id,
+            self.change_seconds,
+            self._put(spec, None),
+            str(spec.bandwidth_mbps),
+        )
 
-    def resume(self, spec: ConnectionSpec) -> None:
-        self._step("resume", spec.connection_id, self.change_seconds)
-        self._put(spec, suspended=False)
+    def suspend(self, spec: ConnectionSpec, op_id: str) -> None:
+        self._carry_out(
+            "suspend", op_id, spec.connection_id, self.change_seconds, self._put(spec, True)
+        )
 
-    def terminate(self, connection_id: str) -> None:
-        self._step("terminate", connection_id, self.change_seconds)
-        with self._lock:
-            self._state.pop(connection_id, None)
+    def resume(self, spec: ConnectionSpec, op_id: str) -> None:
+        self._carry_out(
+            "resume", op_id, spec.connection_id, self.change_seconds, self._put(spec, False)
+        )
+
+    def terminate(self, connection_id: str, op_id: str) -> None:
+        def change(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM network WHERE connection_id = ?", (connection_id,))
+
+        self._carry_out("terminate", op_id, connection_id, self.change_seconds, change)
 
     def inventory(self) -> list[ConfiguredConnection]:
         with self._lock:
-            return list(self._state.values())
+            rows = self._db.execute(
+                "SELECT connection_id, location_id, bandwidth_mbps, suspended FROM network "
+                "ORDER BY connection_id"
+            ).fetchall()
+        return [ConfiguredConnection(r[0], r[1], r[2], bool(r[3])) for r in rows]
 
-    def _put(self, spec: ConnectionSpec, *, suspended: bool | None) -> None:
+    @property
+    def operations(self) -> list[Operation]:
+        """The journal: what this pretend network carried out, in order."""
         with self._lock:
-            current = self._state.get(spec.connection_id)
-            keep = current.suspended if current is not None else False
-            self._state[spec.connection_id] = ConfiguredConnection(
-                spec.connection_id,
-                spec.location_id,
-                spec.bandwidth_mbps,
-                suspended=keep if suspended is None else suspended,
-            )
+            rows = self._db.execute(
+                "SELECT op_id, name, connection_id, detail FROM journal ORDER BY seq"
+            ).fetchall()
+        return [Operation(*row) for row in rows]
