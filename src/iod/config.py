@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     job_backoff_cap_seconds: float = Field(default=60.0, ge=0)
     max_body_bytes: int = 64 * 1024
     max_schedule_days: int = 365
+    inprocess_worker: bool = Field(
+        default=True, description="Whether `iod serve` runs the job worker in each API process."
+    )
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -28,53 +28,29 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     worker: Annotated[
-        bool, typer.Option("--worker/--no-worker", help="Run the job worker in this process.")
+        bool, typer.Option("--worker/--no-worker", help="Run the job worker in each API process.")
     ] = True,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="Number of API processes.")
+    ] = 1,
 ) -> None:
     """Serve the API (and, by default, the worker) on HOST:PORT."""
-    import uvicorn
+    from iod.cli.processes import serve as run
 
-    from iod.app import build_services, create_app
-    from iod.logging import configure_logging
-
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_json)
-    db = open_db_or_exit()
-    services = build_services(settings, db=db)
-    application = create_app(services, run_worker=worker)
-    console.print(
-        f"serving http://{host}:{port} (docs: /docs; worker: {'in-process' if worker else 'off'})"
-        "; Ctrl-C stops gracefully",
-        highlight=False,
-    )
-    uvicorn.run(
-        application, host=host, port=port, access_log=False, log_level="warning",
-        server_header=False, timeout_graceful_shutdown=10,
-    )  # fmt: skip
+    run(host, port, worker, workers)
 
 
 @app.command("worker")
-def run_worker() -> None:
-    """Run the job worker alone (production runs several next to `iod serve --no-worker`)."""
-    import signal
-    import threading
+def run_worker(
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=64, help="Jobs run at once.")
+    ] = 1,
+) -> None:
+    """Run job workers alone (production runs several next to `iod serve --no-worker`);
+    SIGTERM lets the jobs in hand finish."""
+    from iod.cli.processes import work
 
-    from iod.app import build_services
-    from iod.logging import configure_logging
-
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_json)
-    db = open_db_or_exit()
-    services = build_services(settings, db=db)
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: object) -> None:
-        stop.set()
-        services.wakeup.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    services.worker().run_forever(stop)
+    work(concurrency)
 
 
 @db_app.command("upgrade")

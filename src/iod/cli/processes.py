@@ -1,0 +1,71 @@
+"""The long-running commands: `iod serve` (API processes) and `iod worker` (job workers)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any
+
+from iod.app import build_services, create_app
+from iod.cli.common import console, open_db_or_exit
+from iod.config import get_settings
+from iod.logging import configure_logging
+
+
+def app_from_environment() -> Any:
+    """The ASGI app of one API process, as `uvicorn --workers N` starts it in each child."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    db = open_db_or_exit()
+    return create_app(build_services(settings, db=db), run_worker=settings.inprocess_worker)
+
+
+def serve(host: str, port: int, worker: bool, processes: int) -> None:
+    import uvicorn
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    open_db_or_exit().dispose()  # migrate (SQLite) or check (PostgreSQL) once, up front
+    console.print(
+        f"serving http://{host}:{port} with {processes} API process(es) "
+        f"(docs: /docs; worker: {'in-process' if worker else 'off'}); Ctrl-C stops gracefully",
+        highlight=False,
+    )
+    if processes == 1:
+        app = create_app(build_services(settings, db=open_db_or_exit()), run_worker=worker)
+        uvicorn.run(
+            app, host=host, port=port, access_log=False, log_level="warning",
+            server_header=False, timeout_graceful_shutdown=10,
+        )  # fmt: skip
+        return
+    # Children build their own app from the environment; this is how they learn the flag.
+    os.environ["IOD_INPROCESS_WORKER"] = "true" if worker else "false"
+    uvicorn.run(
+        "iod.cli.processes:app_from_environment", factory=True, workers=processes,
+        host=host, port=port, access_log=False, log_level="warning", server_header=False,
+        timeout_graceful_shutdown=10,
+    )  # fmt: skip
+
+
+def work(concurrency: int) -> None:
+    """Runs `concurrency` worker loops until SIGTERM or SIGINT; each finishes its job first."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    services = build_services(settings, db=open_db_or_exit())
+    stop = threading.Event()
+
+    def _stop(_signum: int, _frame: object) -> None:
+        stop.set()
+        services.wakeup.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    threads = [
+        threading.Thread(target=services.worker().run_forever, args=(stop,), name=f"iod-worker-{n}")
+        for n in range(concurrency)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
