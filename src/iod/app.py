@@ -59,6 +59,7 @@ class Services:
                 poll_seconds=s.worker_poll_seconds,
                 backoff_seconds=s.job_backoff_seconds,
                 backoff_cap_seconds=s.job_backoff_cap_seconds,
+                batch_size=s.worker_batch_size,
             ),
             wakeup=self.wakeup,
         )

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     simulated_failure_rate: float = Field(default=0.0, ge=0, le=1)
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     job_lease_seconds: float = Field(default=60.0, gt=0)
+    worker_batch_size: int = Field(
+        default=8, ge=1, le=256, description="Jobs a worker claims and records per transaction."
+    )
     job_max_attempts: int = Field(default=5, ge=1)
     job_backoff_seconds: float = Field(default=1.0, ge=0)
     job_backoff_cap_seconds: float = Field(default=60.0, ge=0)

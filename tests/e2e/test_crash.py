@@ -75,7 +75,7 @@ def test_workers_killed_at_random_lose_nothing(tmp_path: Path) -> None:
     try:
         token = token_for(server.url, demo["client_id"], demo["client_secret"])
         http = httpx.Client(
-            base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+            base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=60
         )
 
         def create(_: int) -> str:
@@ -127,12 +127,16 @@ def test_workers_killed_at_random_lose_nothing(tmp_path: Path) -> None:
                 for c in listed
             )
 
-        wait_for(settled, timeout=120, interval=0.5)
+        wait_for(settled, timeout=300, interval=0.5)
     finally:
         for worker in workers:
             worker.terminate()
         for worker in workers:
-            worker.wait(timeout=30)
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
         server.stop()
 
     engine = create_engine(env["IOD_DATABASE_URL"])

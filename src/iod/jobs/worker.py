@@ -19,9 +19,13 @@ from iod.connections.tasks import TASKS, JobGone, JobRef, Task
 from iod.db import Database
 from iod.jobs import queue
 from iod.models import Job
-from iod.network.base import NetworkDriver
+from iod.network.base import ConnectionSpec, NetworkDriver
 
 log = structlog.get_logger("iod.worker")
+
+
+class _LeaseLost(Exception):
+    """This worker's lease on a job ran out before it could record the result."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class WorkerPolicy:
     poll_seconds: float = 0.5
     backoff_seconds: float = 1.0
     backoff_cap_seconds: float = 60.0
+    batch_size: int = 8
 
 
 class Worker:
@@ -51,47 +56,81 @@ class Worker:
         self.wakeup = wakeup or threading.Event()
         self._rng = random.Random()  # noqa: S311 - backoff jitter
 
-    def run_once(self) -> bool:
-        """Runs at most one due job; returns whether there was one."""
+    def run_once(self) -> int:
+        """Runs a batch of due jobs; returns how many there were (0: none was due).
+
+        Three steps, so no transaction stays open while the network works:
+        1. one transaction claims the batch and runs each task's `prepare` (in a savepoint,
+           so one job's failure keeps the others and the claim);
+        2. the driver carries out each job's operation, named by the job id;
+        3. one transaction records every result and finishes the jobs (again a savepoint
+           each). Failures are retried or recorded one by one, afterwards.
+        """
+        prepared: list[tuple[JobRef, Task | None, ConnectionSpec | None, Exception | None]] = []
         with self.db.write() as session:
-            job = queue.claim(session, self.clock.now(), self.policy.lease_seconds, self.worker_id)
-            if job is None:
-                return False
-            ref = JobRef(
-                job.id, job.kind, job.connection_id, job.change_id, job.attempts, job.max_attempts
+            jobs = queue.claim_batch(
+                session,
+                self.clock.now(),
+                self.policy.lease_seconds,
+                self.worker_id,
+                self.policy.batch_size,
             )
-        self._execute(ref)
-        return True
+            for job in jobs:
+                ref = JobRef(
+                    job.id, job.kind, job.connection_id, job.change_id, job.attempts,
+                    job.max_attempts,
+                )  # fmt: skip
+                task = TASKS.get(ref.kind)
+                try:
+                    with session.begin_nested():
+                        if task is None:
+                            raise JobGone(f"unknown job kind {ref.kind!r}")
+                        prepared.append((ref, task, task.prepare(session, ref), None))
+                except Exception as exc:  # handled once the claim is committed
+                    prepared.append((ref, task, None, exc))
+
+        failures: list[tuple[JobRef, Task | None, Exception]] = []
+        acted: list[tuple[JobRef, Task, ConnectionSpec | None]] = []
+        for ref, task, spec, failure in prepared:
+            if failure is not None or task is None:
+                failures.append((ref, task, failure or JobGone("no task")))
+                continue
+            try:
+                if spec is not None:
+                    task.act(self.driver, spec, f"job-{ref.id}")
+                acted.append((ref, task, spec))
+            except Exception as exc:  # retried or recorded below, never lost
+                failures.append((ref, task, exc))
+
+        if acted:
+            with self.db.write() as session:
+                for ref, task, spec in acted:
+                    try:
+                        with session.begin_nested():
+                            if spec is not None:
+                                task.record(session, ref, self.clock)
+                            if not queue.finish(session, ref.id, self.worker_id, self.clock.now()):
+                                raise _LeaseLost
+                        self._log(ref).info("job.done", attempts=ref.attempts)
+                    except _LeaseLost:
+                        # Another worker took the job after the lease ran out: it records.
+                        self._log(ref).warning("job.lease_lost")
+                    except Exception as exc:
+                        failures.append((ref, task, exc))
+        for ref, task, error in failures:
+            self._failed(ref, task, error, self._log(ref))
+        return len(prepared)
 
     def run_until_idle(self, limit: int = 1000) -> int:
         """Runs jobs until none is due; for tests and one-shot use."""
         count = 0
-        while count < limit and self.run_once():
-            count += 1
+        while count < limit and (ran := self.run_once()):
+            count += ran
         return count
 
-    def _execute(self, ref: JobRef) -> None:
-        bound = log.bind(job_id=ref.id, kind=ref.kind, connection_id=ref.connection_id)
-        task = TASKS.get(ref.kind)
-        try:
-            if task is None:
-                raise JobGone(f"unknown job kind {ref.kind!r}")
-            with self.db.write() as session:
-                spec = task.prepare(session, ref)
-            if spec is not None:
-                # The job id names the operation: a rerun after a crash is the same operation.
-                task.act(self.driver, spec, f"job-{ref.id}")
-            with self.db.write() as session:
-                if spec is not None:
-                    task.record(session, ref, self.clock)
-                if not queue.finish(session, ref.id, self.worker_id, self.clock.now()):
-                    # The lease ran out and another worker took the job: let it record.
-                    session.rollback()
-                    bound.warning("job.lease_lost")
-                    return
-            bound.info("job.done", attempts=ref.attempts)
-        except Exception as exc:  # any failure is retried or recorded, never lost
-            self._failed(ref, task, exc, bound)
+    @staticmethod
+    def _log(ref: JobRef) -> structlog.BoundLogger:
+        return log.bind(job_id=ref.id, kind=ref.kind, connection_id=ref.connection_id)  # type: ignore[no-any-return]
 
     def _failed(
         self, ref: JobRef, task: Task | None, exc: Exception, bound: structlog.BoundLogger

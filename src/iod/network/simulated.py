@@ -67,6 +67,8 @@ class SimulatedDriver:
         )
         if state_path is not None:
             self._db.execute("PRAGMA journal_mode=WAL")
+            # Survives a process crash (what the tests inflict); an OS crash is not simulated.
+            self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
     @contextmanager
