@@ -299,3 +299,19 @@ def test_bad_list_parameters_are_400(api, headers, query: str) -> None:
     response = api.get(f"{BASE}?{query}", headers=headers)
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_a_change_that_fails_for_good_leaves_the_connection_alone(
+    api, headers, services: Services, active
+) -> None:
+    services.driver.fail_next.extend(["set_bandwidth"] * 5)  # type: ignore[attr-defined]
+    put = api.put(f"{BASE}/{active['id']}/bandwidth", json={"bandwidth": "1 Gbps"}, headers=headers)
+    run_jobs(services)
+    change = api.get(
+        f"{BASE}/{active['id']}/bandwidth-changes/{put.json()['change']['id']}", headers=headers
+    ).json()
+    assert change["status"] == "failed"
+    assert "simulated failure of set_bandwidth" in change["failureReason"]
+    body = api.get(f"{BASE}/{active['id']}", headers=headers).json()
+    assert body["bandwidth"] == "100 Mbps" and body["status"] == "active"
+    assert body["pendingBandwidthChanges"] == []
