@@ -36,3 +36,21 @@ pytest: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .iod .pytest_cache .mypy_cache .ruff_cache
+
+## Benchmark: the service against a bare Starlette baseline, measured with wrk on 127.0.0.1
+## (docs/performance.md). bench: every row, under 10 minutes; bench-quick: one row of each
+## kind, about a minute. PostgreSQL: IOD_BENCH_DATABASE_URL, default the local iod_bench.
+## Extra options: BENCH_ARGS="--profile /tmp/iod-profile --json /tmp/bench.json".
+.PHONY: bench bench-quick bench-wrk
+bench: $(STAMP) bench-wrk
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-quick: $(STAMP) bench-wrk
+	$(BIN)/python bench/run.py --quick $(BENCH_ARGS)
+
+# wrk is a Debian package: installed here when missing and apt-get is available.
+bench-wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "install wrk (Debian/Ubuntu package wrk)"; exit 1; }; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }

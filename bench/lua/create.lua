@@ -1,0 +1,8 @@
+-- POST /internet-on-demand/connections: a 1 Mbps connection at the roomy location.
+dofile(os.getenv("IOD_BENCH_LUA_DIR") .. "/common.lua")
+
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer " .. bench.env("IOD_BENCH_TOKEN")
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"bandwidth": "1 Mbps", "locationId": "' .. bench.env("IOD_BENCH_LOCATION") ..
+  '", "description": "benchmark"}'
