@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from iod.cli import admin
+from iod.cli import admin, customer
 from iod.cli.common import console, open_db_or_exit
 from iod.config import get_settings
 
@@ -21,6 +21,9 @@ app.add_typer(admin.customers_app, name="customers")
 app.add_typer(admin.clients_app, name="clients")
 app.add_typer(admin.locations_app, name="locations")
 app.command("demo")(admin.demo)
+app.command("login")(customer.login)
+app.add_typer(customer.connections_app, name="connections")
+app.add_typer(customer.bandwidth_app, name="bandwidth")
 
 
 @app.command()

@@ -1,0 +1,556 @@
+"""Customer commands: `iod login`, `iod connections …`, `iod bandwidth …`, on the SDK.
+
+Unlike the admin commands they use the API, never the database. Credentials come from the
+profile `iod login` saved, overridden by IOD_URL, IOD_CLIENT_ID and IOD_CLIENT_SECRET.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Column, Table
+
+from iod.client import (
+    ApiError,
+    Client,
+    ConfigurationError,
+    Conflict,
+    Connection,
+    Forbidden,
+    IodError,
+    NotFound,
+    ServerError,
+    TransportError,
+    Unauthorized,
+    UnexpectedResponse,
+    WaitTimeout,
+)
+from iod.client.models import BandwidthUpdateResult
+
+connections_app = typer.Typer(
+    help="Your connections, through the API (customer commands; see `iod login`).",
+    no_args_is_help=True,
+)
+bandwidth_app = typer.Typer(
+    help="Change a connection's bandwidth, now or later.", no_args_is_help=True
+)
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+# Exit codes (also in the README).
+EXIT_REFUSED = 1  # the API refused the request (400, other 4xx), or a wait cannot succeed
+EXIT_USAGE = 2  # bad option, not logged in (Click uses 2 for usage errors too)
+EXIT_AUTH = 3  # 401, 403: credentials refused, token rejected, missing scope
+EXIT_NOT_FOUND = 4  # 404
+EXIT_CONFLICT = 5  # 409: capacity, the connection's state
+EXIT_UNAVAILABLE = 6  # unreachable, 5xx, an answer that is not the API's
+EXIT_TIMEOUT = 7  # --wait ran out of time
+EXIT_INTERRUPTED = 130  # Ctrl-C while waiting
+
+ENV = {"url": "IOD_URL", "client_id": "IOD_CLIENT_ID", "client_secret": "IOD_CLIENT_SECRET"}
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+ConnectionId = Annotated[str, typer.Argument(help="The connection's id (con_…).")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+WaitFlag = Annotated[bool, typer.Option("--wait", help="Wait until it is done (a spinner).")]
+
+
+# -- failures -------------------------------------------------------------------------------
+
+
+def fail(code: int, message: str) -> NoReturn:
+    """One line on stderr, then exit with `code`."""
+    line = " ".join(message.split())
+    err.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def explain(exc: IodError) -> tuple[int, str]:
+    """The exit code and the one-line message of an expected failure."""
+    if isinstance(exc, Unauthorized):
+        if exc.oauth_error:
+            return EXIT_AUTH, (
+                f"the credentials were refused ({exc.oauth_error}: {exc.detail}); "
+                "check the client id and secret, or run `iod login` again"
+            )
+        return EXIT_AUTH, f"not authorized: {exc.detail}"
+    if isinstance(exc, Forbidden):
+        return EXIT_AUTH, f"not allowed: {exc.detail}"
+    if isinstance(exc, NotFound):
+        return EXIT_NOT_FOUND, exc.detail
+    if isinstance(exc, Conflict):
+        return EXIT_CONFLICT, exc.detail
+    if isinstance(exc, ServerError):
+        where = f"; request id {exc.request_id}" if exc.request_id else ""
+        return EXIT_UNAVAILABLE, f"the server failed (HTTP {exc.status}{where}): {exc.detail}"
+    if isinstance(exc, ApiError):
+        return EXIT_REFUSED, exc.detail
+    if isinstance(exc, TransportError):
+        return EXIT_UNAVAILABLE, f"{exc}; is the server running and the URL right?"
+    if isinstance(exc, UnexpectedResponse):
+        return EXIT_UNAVAILABLE, f"{exc}; is the URL that of the API?"
+    if isinstance(exc, ConfigurationError):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, WaitTimeout):
+        return EXIT_TIMEOUT, f"{exc}; it continues on the server"
+    return EXIT_REFUSED, str(exc)
+
+
+@contextmanager
+def handled() -> Iterator[None]:
+    """Expected failures become a message and an exit code, never a traceback."""
+    try:
+        yield
+    except IodError as exc:
+        code, message = explain(exc)
+        fail(code, message)
+
+
+# -- the profile ----------------------------------------------------------------------------
+
+
+def profile_path() -> Path:
+    """`$XDG_CONFIG_HOME/iod/profile.json`, else `~/.config/iod/profile.json`."""
+    base = os.environ.get("XDG_CONFIG_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".config"
+    return root / "iod" / "profile.json"
+
+
+def load_profile() -> dict[str, str]:
+    path = profile_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        fail(EXIT_USAGE, f"cannot read the profile {path}: {exc.strerror}")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        fail(EXIT_USAGE, f"the profile {path} is damaged; run `iod login` again")
+    if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        err.print(f"warning: {path} is readable by others; chmod 600 it", soft_wrap=True)
+    return {key: value for key, value in data.items() if key in ENV and isinstance(value, str)}
+
+
+def save_profile(values: dict[str, str]) -> Path:
+    """Writes the profile with mode 0600 (its directory 0700), atomically."""
+    path = profile_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(values, handle, indent=2)
+        handle.write("\n")
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
+    return path
+
+
+def settings() -> dict[str, str]:
+    """The profile, each value overridden by its environment variable."""
+    values = load_profile()
+    for key, name in ENV.items():
+        if os.environ.get(name):
+            values[key] = os.environ[name]
+    return values
+
+
+def client() -> Client:
+    values = settings()
+    missing = [ENV[key] for key in ENV if not values.get(key)]
+    if missing:
+        fail(
+            EXIT_USAGE,
+            "not logged in: run `iod login`, or set IOD_URL, IOD_CLIENT_ID and "
+            f"IOD_CLIENT_SECRET (missing: {', '.join(missing)})",
+        )
+    with handled():
+        return Client(values["url"], values["client_id"], values["client_secret"])
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data))
+
+
+def when(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def pending_text(connection: Connection) -> str:
+    return "; ".join(
+        f"{p.bandwidth} {p.status} for {when(p.effective_date)}"
+        for p in connection.pending_bandwidth_changes
+    )
+
+
+def show_connection(connection: Connection) -> None:
+    table = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("id", connection.id),
+        ("status", connection.status),
+        ("bandwidth", connection.bandwidth),
+        ("location", connection.location),
+        ("description", connection.description or ""),
+        ("created", when(connection.created_at)),
+        ("updated", when(connection.updated_at)),
+    ]
+    for name, value in rows:
+        table.add_row(name, escape(value))
+    out.print(table)
+    if connection.pending_bandwidth_changes:
+        width = max(len(change.id) for change in connection.pending_bandwidth_changes)
+        pending = Table(
+            Column("pending change", no_wrap=True, min_width=width),
+            "bandwidth",
+            "effective",
+            "status",
+        )
+        for change in connection.pending_bandwidth_changes:
+            pending.add_row(change.id, change.bandwidth, when(change.effective_date), change.status)
+        out.print(pending)
+
+
+class Spinner:
+    """A spinner on stderr while waiting, when stderr is a terminal; silent otherwise."""
+
+    def __init__(self, message: str) -> None:
+        self.status = err.status(escape(message)) if err.is_terminal else None
+
+    def __enter__(self) -> Spinner:
+        if self.status is not None:
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+    def update(self, message: str) -> None:
+        if self.status is not None:
+            self.status.update(escape(message))
+
+
+@contextmanager
+def waiting(message: str, afterwards: str) -> Iterator[Spinner]:
+    """A spinner; Ctrl-C ends the wait (not the work on the server) with `afterwards`."""
+    try:
+        with Spinner(message) as spinner:
+            yield spinner
+    except KeyboardInterrupt:
+        fail(EXIT_INTERRUPTED, f"stopped waiting; {afterwards}")
+
+
+# -- login ----------------------------------------------------------------------------------
+
+
+def login(
+    url: Annotated[
+        str | None, typer.Option("--url", help="The API, e.g. https://iod.example.com.")
+    ] = None,
+    client_id: Annotated[str | None, typer.Option("--client-id", help="Your client id.")] = None,
+    client_secret: Annotated[
+        str | None,
+        typer.Option(
+            "--client-secret",
+            help="Your client secret; asked when missing (options show in `ps`).",
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check your API credentials and save them for the customer commands.
+
+    Missing values come from IOD_URL, IOD_CLIENT_ID and IOD_CLIENT_SECRET, or are asked. The
+    profile ($XDG_CONFIG_HOME/iod/profile.json, else ~/.config/iod/profile.json) has mode 0600;
+    the variables override it.
+    """
+    saved = load_profile()
+    url = url or os.environ.get(ENV["url"])
+    client_id = client_id or os.environ.get(ENV["client_id"])
+    client_secret = client_secret or os.environ.get(ENV["client_secret"])
+    try:
+        if not (url and client_id and client_secret) and not sys.stdin.isatty():
+            raise typer.Abort  # nobody to ask
+        url = url or typer.prompt("API URL", default=saved.get("url", DEFAULT_URL), err=True)
+        client_id = client_id or typer.prompt("Client id", default=saved.get("client_id"), err=True)
+        client_secret = client_secret or typer.prompt("Client secret", hide_input=True, err=True)
+    except typer.Abort:
+        fail(
+            EXIT_USAGE,
+            "login needs a URL, a client id and a secret: pass --url, --client-id and "
+            "--client-secret, or set IOD_URL, IOD_CLIENT_ID and IOD_CLIENT_SECRET",
+        )
+    assert url and client_id and client_secret
+    with handled():
+        with Client(url, client_id, client_secret) as api:
+            token = api.authenticate()
+        url = api.url
+    path = save_profile({"url": url, "client_id": client_id, "client_secret": client_secret})
+    if as_json:
+        print_json({"url": url, "client_id": client_id, "scope": token.scope, "profile": str(path)})
+        return
+    out.print(
+        f"logged in to {escape(url)} as {escape(client_id)} (scopes: {escape(token.scope)}); "
+        f"profile saved to {escape(str(path))}",
+        soft_wrap=True,
+    )
+
+
+# -- connections ----------------------------------------------------------------------------
+
+
+@connections_app.command("list")
+def connections_list(as_json: JsonFlag = False) -> None:
+    """List your connections."""
+    with handled(), client() as api:
+        rows = list(api.list_connections())
+    if as_json:
+        print_json({"connections": [row.to_json() for row in rows]})
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for name in ("id", "status", "bandwidth", "location"):
+        widest = max([len(name)] + [len(str(getattr(row, name))) for row in rows])
+        table.add_column(name, no_wrap=True, min_width=widest)
+    table.add_column("pending", no_wrap=True, overflow="ellipsis")
+    table.add_column("description", no_wrap=True, overflow="ellipsis")
+    for row in rows:
+        table.add_row(
+            row.id,
+            row.status,
+            row.bandwidth,
+            row.location,
+            ", ".join(
+                f"{p.bandwidth} {p.effective_date.astimezone():%m-%d %H:%M}"
+                for p in row.pending_bandwidth_changes
+            ),
+            escape(row.description or ""),
+        )
+    out.print(table)
+
+
+@connections_app.command("get")
+def connections_get(connection_id: ConnectionId, as_json: JsonFlag = False) -> None:
+    """Show one connection and its pending bandwidth changes."""
+    with handled(), client() as api:
+        connection = api.get_connection(connection_id)
+    if as_json:
+        print_json(connection.to_json())
+    else:
+        show_connection(connection)
+
+
+@connections_app.command("create")
+def connections_create(
+    location: Annotated[str, typer.Option("--location", help="A location id.")],
+    bandwidth: Annotated[str, typer.Option("--bandwidth", help='e.g. "1 Gbps".')],
+    description: Annotated[
+        str | None, typer.Option("--description", help="Your own reference.")
+    ] = None,
+    wait: WaitFlag = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds --wait waits at most.", min=0)
+    ] = 300.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Order a connection at a location; with --wait, return once it is active."""
+    with handled(), client() as api:
+        connection = api.create_connection(location, bandwidth, description)
+        if wait:
+            afterwards = f"follow it with `iod connections watch {connection.id}`"
+            with waiting(f"provisioning {connection.id}…", afterwards) as spinner:
+                connection = api.wait_until(
+                    connection.id,
+                    "active",
+                    timeout=timeout,
+                    on_poll=lambda c: spinner.update(f"{c.id} is {c.status}…"),
+                )
+    if as_json:
+        print_json(connection.to_json())
+        return
+    out.print(f"connection {connection.id} is {connection.status}", soft_wrap=True)
+    show_connection(connection)
+
+
+def state_of(connection: Connection) -> tuple[Any, ...]:
+    pending = tuple((p.id, p.status, p.bandwidth) for p in connection.pending_bandwidth_changes)
+    return connection.status, connection.bandwidth, pending
+
+
+@connections_app.command("watch")
+def connections_watch(
+    connection_id: ConnectionId,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Stop after so many seconds.", min=0)
+    ] = None,
+    interval: Annotated[
+        float, typer.Option("--interval", help="Seconds between polls.", min=0.2)
+    ] = 1.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Follow a connection's status, bandwidth and pending changes live, one line per change
+    (--json: one JSON document per line), until Ctrl-C, --timeout or termination."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last: tuple[Any, ...] | None = None
+    with handled(), client() as api, Spinner(f"watching {connection_id}; Ctrl-C stops") as spin:
+        try:
+            while True:
+                connection = api.get_connection(connection_id)
+                state = state_of(connection)
+                if state != last:
+                    last = state
+                    if as_json:
+                        print_json(connection.to_json())
+                    else:
+                        pending = pending_text(connection)
+                        out.print(
+                            f"{datetime.now().strftime('%H:%M:%S')} {connection.id}: "
+                            f"{connection.status}, {connection.bandwidth}"
+                            + (f" (pending: {pending})" if pending else ""),
+                            soft_wrap=True,
+                        )
+                spin.update(
+                    f"watching {connection.id}: {connection.status}, {connection.bandwidth}; "
+                    "Ctrl-C stops"
+                )
+                if connection.status == "terminated":
+                    return
+                pause = interval
+                if deadline is not None:
+                    pause = min(pause, deadline - time.monotonic())
+                    if pause <= 0:
+                        return
+                time.sleep(pause)
+        except KeyboardInterrupt:
+            return
+
+
+# -- bandwidth ------------------------------------------------------------------------------
+
+_DURATION = re.compile(
+    r"(?:(?P<d>\d+)\s*d)?\s*(?:(?P<h>\d+)\s*h)?\s*(?:(?P<m>\d+)\s*m(?:in)?)?\s*"
+    r"(?:(?P<s>\d+)\s*s)?",
+    re.IGNORECASE,
+)
+
+
+def parse_duration(text: str) -> timedelta:
+    match = _DURATION.fullmatch(text.strip())
+    if match is None or not any(match.groupdict().values()):
+        fail(EXIT_USAGE, f"--in: {text!r} is not a duration such as 90s, 15m, 2h or 1d2h")
+    parts = {key: int(value or 0) for key, value in match.groupdict().items()}
+    return timedelta(days=parts["d"], hours=parts["h"], minutes=parts["m"], seconds=parts["s"])
+
+
+def parse_at(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        fail(
+            EXIT_USAGE,
+            f"--at: {text!r} is not a date-time such as 2030-01-01T09:00 (local time) or "
+            "2030-01-01T09:00:00Z",
+        )
+    return moment if moment.tzinfo is not None else moment.astimezone()
+
+
+def effective_date(at: str | None, in_: str | None) -> datetime | None:
+    if at is not None and in_ is not None:
+        fail(EXIT_USAGE, "give --at or --in, not both")
+    if at is not None:
+        return parse_at(at)
+    if in_ is not None:
+        return (datetime.now(UTC) + parse_duration(in_)).replace(microsecond=0)
+    return None
+
+
+@bandwidth_app.command("set")
+def bandwidth_set(
+    connection_id: ConnectionId,
+    bandwidth: Annotated[str, typer.Argument(help='The new bandwidth, e.g. "500 Mbps".')],
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at", help="When: 2030-01-01T09:00 (local time) or with an offset (Z, +02:00)."
+        ),
+    ] = None,
+    in_: Annotated[
+        str | None, typer.Option("--in", help="When, from now: 90s, 15m, 2h, 1d2h.")
+    ] = None,
+    wait: WaitFlag = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="Seconds --wait waits after the effective time.", min=0),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Change a connection's bandwidth now, or later with --at or --in; with --wait, return
+    once it is in force."""
+    effective = effective_date(at, in_)
+    result: BandwidthUpdateResult
+    with handled(), client() as api:
+        if wait:
+            afterwards = f"follow it with `iod connections watch {connection_id}`"
+            with waiting(f"changing {connection_id} to {bandwidth}…", afterwards) as spinner:
+                budget = (
+                    None
+                    if timeout is None
+                    else timeout
+                    + max(
+                        0.0, (effective - datetime.now(UTC)).total_seconds() if effective else 0.0
+                    )
+                )
+                result = api.update_bandwidth(
+                    connection_id,
+                    bandwidth,
+                    effective,
+                    wait=True,
+                    timeout=budget,
+                    on_poll=lambda c: spinner.update(
+                        f"{c.id}: {c.bandwidth} in force"
+                        + (f", pending {pending_text(c)}" if c.pending_bandwidth_changes else "")
+                    ),
+                )
+        else:
+            result = api.update_bandwidth(connection_id, bandwidth, effective)
+    if as_json:
+        print_json(result.to_json())
+        return
+    change = result.change
+    if change.status == "applied":
+        out.print(
+            f"{change.bandwidth} in force on {result.id} (change {change.id} applied)",
+            soft_wrap=True,
+        )
+    else:
+        out.print(
+            f"change {change.id} accepted: {change.bandwidth} on {result.id} from "
+            f"{when(change.effective_date)} ({change.status}); "
+            f"`iod connections watch {result.id}` follows it",
+            soft_wrap=True,
+        )
+    show_connection(result)

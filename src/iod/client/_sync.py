@@ -1,0 +1,235 @@
+"""`Client`: the synchronous SDK."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from iod.client import _common as c
+from iod.client._config import resolve
+from iod.client.auth import ClientCredentialsAuth
+from iod.client.errors import ApiError, UnexpectedResponse
+from iod.client.models import ACTIVE, BandwidthUpdateResult, Connection, Token
+from iod.client.retry import RetryPolicy
+
+OnPoll = Callable[[Connection], None]
+
+
+class Client:
+    """The Internet On-Demand API, synchronously.
+
+    `url`, `client_id` and `client_secret` default to `IOD_URL`, `IOD_CLIENT_ID` and
+    `IOD_CLIENT_SECRET`. Tokens, retries (`retry`) and `Idempotency-Key`s are handled;
+    errors are raised as `iod.client.errors.ApiError` subclasses or `TransportError`.
+    Use it as a context manager, or call `close()`.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        *,
+        scope: str | None = None,
+        timeout: float = c.DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        config = resolve(url, client_id, client_secret)
+        self.url = config.url
+        self.client_id = config.client_id
+        self.retry = retry or RetryPolicy()
+        self.auth = ClientCredentialsAuth(
+            self.url + c.TOKEN_PATH, config.client_id, config.client_secret, scope=scope
+        )
+        self._http = httpx.Client(
+            base_url=self.url,
+            auth=self.auth,
+            timeout=timeout,
+            transport=transport,
+            headers={"Accept": "application/json", "User-Agent": "iod-python", **(headers or {})},
+        )
+        self._sleep: Callable[[float], None] = time.sleep
+        self._clock: Callable[[], float] = time.monotonic
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r}, client_id={self.client_id!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _retrying(self, send: Callable[[], httpx.Response]) -> httpx.Response:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return c.check(send())
+            except (httpx.TransportError, ApiError) as exc:
+                delay = c.retry_delay(self.retry, attempt, exc)
+                if delay is None:
+                    if isinstance(exc, httpx.TransportError):
+                        raise c.transport_error(self.url, exc, attempt) from exc
+                    raise
+            self._sleep(delay)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        """Any API call, with tokens, retries and errors handled; the decoded JSON."""
+        headers = c.request_headers(method)  # one Idempotency-Key for every attempt
+        response = self._retrying(
+            lambda: self._http.request(method, path, json=json, params=params, headers=headers)
+        )
+        return c.json_body(response)
+
+    # -- operations --------------------------------------------------------------------
+
+    def authenticate(self) -> Token:
+        """Fetches a fresh token now (checks the URL and the credentials)."""
+        response = self._retrying(lambda: self._http.send(self.auth.token_request(), auth=None))
+        self.auth.accept(response)
+        assert self.auth.granted is not None
+        return self.auth.granted
+
+    def list_connections(self, *, page_size: int | None = None) -> Iterator[Connection]:
+        """Every connection of the customer, following `nextCursor` page after page."""
+        params: dict[str, Any] = {} if page_size is None else {"limit": page_size}
+        seen: set[str] = set()
+        while True:
+            items, cursor = c.page(self.request("GET", c.CONNECTIONS, params=params))
+            for item in items:
+                yield c.parse(Connection, item)
+            if cursor is None:
+                return
+            if cursor in seen:
+                raise UnexpectedResponse(f"the server sent the cursor {cursor!r} twice")
+            seen.add(cursor)
+            params["cursor"] = cursor
+
+    def get_connection(self, connection_id: str) -> Connection:
+        return c.parse(Connection, self.request("GET", c.connection_path(connection_id)))
+
+    def create_connection(
+        self,
+        location_id: str,
+        bandwidth: str,
+        description: str | None = None,
+        *,
+        wait: bool = False,
+        timeout: float = c.DEFAULT_WAIT,
+        on_poll: OnPoll | None = None,
+    ) -> Connection:
+        """Orders a connection; with `wait`, returns once it is active."""
+        body = c.create_body(location_id, bandwidth, description)
+        connection = c.parse(Connection, self.request("POST", c.CONNECTIONS, json=body))
+        if wait:
+            return self.wait_until(connection.id, ACTIVE, timeout=timeout, on_poll=on_poll)
+        return connection
+
+    def update_bandwidth(
+        self,
+        connection_id: str,
+        bandwidth: str,
+        effective_date: datetime | str | None = None,
+        *,
+        wait: bool = False,
+        timeout: float | None = None,
+        on_poll: OnPoll | None = None,
+    ) -> BandwidthUpdateResult:
+        """Changes the bandwidth now, or at `effective_date` (timezone-aware).
+
+        With `wait`, returns once the change is in force (`timeout` defaults to 300 s after
+        the effective date); the result is then the connection as it is at that moment.
+        """
+        body = c.update_body(bandwidth, effective_date)
+        path = c.connection_path(connection_id) + "/bandwidth"
+        result = c.parse(BandwidthUpdateResult, self.request("PUT", path, json=body))
+        if not wait:
+            return result
+        change = result.change
+        connection = self.wait_for_change(
+            result.id,
+            change.id,
+            change.bandwidth,
+            effective_date=change.effective_date,
+            timeout=timeout,
+            on_poll=on_poll,
+        )
+        return c.applied(connection, change)
+
+    def wait_until(
+        self,
+        connection_id: str,
+        status: str = ACTIVE,
+        *,
+        timeout: float = c.DEFAULT_WAIT,
+        on_poll: OnPoll | None = None,
+    ) -> Connection:
+        """Polls (0.2 s, growing to 2 s) until the connection has `status`.
+
+        Raises `WaitTimeout` after `timeout` seconds and `WaitFailed` when it is terminated
+        instead."""
+        waiter = c.Waiter(
+            c.describe_wait(connection_id, status),
+            c.status_reached(status),
+            timeout,
+            clock=self._clock,
+        )
+        return self._wait(connection_id, waiter, on_poll)
+
+    def wait_for_change(
+        self,
+        connection_id: str,
+        change_id: str,
+        bandwidth: str,
+        *,
+        effective_date: datetime | str | None = None,
+        timeout: float | None = None,
+        on_poll: OnPoll | None = None,
+    ) -> Connection:
+        """Polls until change `change_id` is no longer pending and the connection's bandwidth
+        is `bandwidth` (canonical, as in the change); `ChangeNotApplied` if it left the
+        pending list otherwise."""
+        start_in = c.seconds_until(effective_date)
+        waiter = c.Waiter(
+            c.describe_change(connection_id, change_id, bandwidth),
+            c.change_applied(change_id, bandwidth),
+            timeout if timeout is not None else c.DEFAULT_WAIT + start_in,
+            start_in=start_in,
+            clock=self._clock,
+        )
+        return self._wait(connection_id, waiter, on_poll)
+
+    def _wait(self, connection_id: str, waiter: c.Waiter, on_poll: OnPoll | None) -> Connection:
+        while True:
+            connection = self.get_connection(connection_id)
+            if on_poll is not None:
+                on_poll(connection)
+            delay = waiter.after(connection)
+            if delay is None:
+                return connection
+            self._sleep(delay)
