@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2
 
@@ -36,7 +37,9 @@ def _challenge(error: str | None = None, description: str | None = None, scope: 
     return "Bearer " + ", ".join(parts)
 
 
-def authenticate(request: Request, authorization: str | None) -> Principal:
+async def authenticate(request: Request, authorization: str | None) -> Principal:
+    """Runs on the event loop: verified tokens and client states are cached, so only a stale
+    client state costs a (threadpool) database read."""
     services = request.app.state.services
     if not authorization:
         raise Unauthorized(
@@ -57,7 +60,10 @@ def authenticate(request: Request, authorization: str | None) -> Principal:
         raise Unauthorized(
             str(exc), headers={"WWW-Authenticate": _challenge("invalid_token", str(exc))}
         ) from exc
-    if not services.clients.is_enabled(principal.client_id):
+    enabled = services.clients.cached(principal.client_id)
+    if enabled is None:
+        enabled = await run_in_threadpool(services.clients.is_enabled, principal.client_id)
+    if not enabled:
         detail = "the client of this access token is disabled"
         raise Unauthorized(
             detail, headers={"WWW-Authenticate": _challenge("invalid_token", detail)}
@@ -66,12 +72,12 @@ def authenticate(request: Request, authorization: str | None) -> Principal:
     return principal
 
 
-def _require(scope: str) -> Callable[..., Principal]:
-    def dependency(
+def _require(scope: str) -> Callable[..., Awaitable[Principal]]:
+    async def dependency(
         request: Request,
         authorization: str | None = Security(oauth2_scheme),
     ) -> Principal:
-        principal = authenticate(request, authorization)
+        principal = await authenticate(request, authorization)
         if scope not in principal.scopes:
             detail = f"this operation needs the '{scope}' scope"
             raise Forbidden(

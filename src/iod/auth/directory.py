@@ -17,11 +17,18 @@ class ClientDirectory:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, bool]] = {}
 
-    def is_enabled(self, client_id: str) -> bool:
-        now = time.monotonic()
+    def cached(self, client_id: str) -> bool | None:
+        """The cached answer, or None when it is stale and the database must be asked."""
         entry = self._entries.get(client_id)
-        if entry is not None and now - entry[0] < self._ttl:
+        if entry is not None and time.monotonic() - entry[0] < self._ttl:
             return entry[1]
+        return None
+
+    def is_enabled(self, client_id: str) -> bool:
+        known = self.cached(client_id)
+        if known is not None:
+            return known
+        now = time.monotonic()
         with self._db.read() as session:
             state = repository.client_state(session, client_id)
         enabled = state is not None and state[0]
