@@ -203,7 +203,7 @@ def test_openapi_is_a_superset_of_the_contract(conformance_server: tuple[Server,
     assert {"getConnection", "updateBandwidth"} <= {link["operationId"] for link in links.values()}
     for item in own["paths"].values():
         for operation in item.values():
-            assert "422" not in operation["responses"]
+            assert "HTTPValidationError" not in str(operation["responses"])
 
 
 def test_docs_are_served_offline(conformance_server: tuple[Server, str]) -> None:

@@ -9,7 +9,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
 
+from iod import idempotency
 from iod.auth.dependencies import require_read, require_write
 from iod.auth.tokens import Principal
 from iod.connections import lifecycle, service
@@ -33,8 +35,9 @@ NOT_FOUND = problem("No such connection for this customer")
 CHANGE_NOT_FOUND = problem("No such connection or bandwidth change for this customer")
 CONFLICT = problem(
     "Not possible now: the location's capacity would be exceeded "
-    "(`/problems/capacity-exceeded`) or the connection is terminated "
-    "(`/problems/invalid-state`)"
+    "(`/problems/capacity-exceeded`), the connection is terminated "
+    "(`/problems/invalid-state`), or a request with the same Idempotency-Key is still running "
+    "(`/problems/idempotency-key-in-use`)"
 )
 ILLEGAL = problem("The state machine does not allow it (`/problems/invalid-state`)")
 BY_ID = {"connectionId": "$response.body#/id"}
@@ -153,25 +156,28 @@ def list_connections(
         201: {"description": "Connection created", "links": CONNECTION_LINKS},
         409: CONFLICT,
         **WRITE_ERRORS,
+        **idempotency.KEY_RESPONSES,
     },
 )
 def create_connection(
-    request: Request, response: Response, body: ConnectionRequest, principal: WRITE
-) -> Connection:
+    request: Request, body: ConnectionRequest, principal: WRITE, key: idempotency.KeyHeader = None
+) -> Response:
     """Provision a new internet on-demand connection.
 
     The connection starts `provisioning` and becomes `active` once the network is configured.
     The bandwidth must be a tier the location offers and fit its remaining capacity.
     """
     services = _services(request)
-    with services.db.write() as session:
+
+    def work(session: Session) -> idempotency.Outcome:
         connection = service.create_connection(
             session, services.clock, principal, body, services.policy
         )
+        location = f"/internet-on-demand/connections/{connection.id}"
         result = service.present(session, [connection])[0]
-    services.notify_worker()
-    response.headers["Location"] = f"/internet-on-demand/connections/{connection.id}"
-    return result
+        return idempotency.Outcome(201, result, {"Location": location})
+
+    return idempotency.run(services, request, principal, key, body, work)
 
 
 @router.get(
@@ -204,11 +210,16 @@ def get_connection(request: Request, connectionId: ConnectionId, principal: READ
         404: NOT_FOUND,
         409: CONFLICT,
         **WRITE_ERRORS,
+        **idempotency.KEY_RESPONSES,
     },
 )
 def update_bandwidth(
-    request: Request, connectionId: ConnectionId, body: BandwidthUpdate, principal: WRITE
-) -> BandwidthUpdateResult:
+    request: Request,
+    connectionId: ConnectionId,
+    body: BandwidthUpdate,
+    principal: WRITE,
+    key: idempotency.KeyHeader = None,
+) -> Response:
     """Dynamically adjust the bandwidth for an existing connection.
 
     Without `effectiveDate`, or with one not in the future, the change is applied now;
@@ -217,34 +228,41 @@ def update_bandwidth(
     is a boost that reverts by itself.
     """
     services = _services(request)
-    with services.db.write() as session:
+
+    def work(session: Session) -> idempotency.Outcome:
         connection, change, revert = service.update_bandwidth(
             session, services.clock, principal, connectionId, body, services.policy
         )
-        result = service.present_update(session, connection, change, revert)
-    services.notify_worker()
-    return result
+        return idempotency.Outcome(
+            200, service.present_update(session, connection, change, revert), {}
+        )
+
+    return idempotency.run(services, request, principal, key, body, work)
 
 
 def _action(
-    request: Request, connection_id: str, principal: Principal, action: Action
-) -> Connection:
+    request: Request, connection_id: str, principal: Principal, action: Action, key: str | None
+) -> Response:
     services = _services(request)
-    with services.db.write() as session:
+
+    def work(session: Session) -> idempotency.Outcome:
         connection = service.get_connection(session, principal, connection_id)
         lifecycle.request_action(
             session, services.clock, principal, connection, action, services.policy.max_attempts
         )
-        result = service.present(session, [connection])[0]
-    services.notify_worker()
-    return result
+        return idempotency.Outcome(202, service.present(session, [connection])[0], {})
+
+    return idempotency.run(services, request, principal, key, None, work)
 
 
+BAD_KEY = problem("A malformed Idempotency-Key header")
 ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"description": "Accepted: `targetStatus` shows where it is heading"},
+    400: BAD_KEY,
     404: NOT_FOUND,
     409: ILLEGAL,
     **READ_ERRORS,
+    **idempotency.KEY_RESPONSES,
 }
 
 
@@ -258,9 +276,14 @@ ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
     response_model_exclude_none=True,
     responses=ACTION_RESPONSES,
 )
-def suspend(request: Request, connectionId: ConnectionId, principal: WRITE) -> Connection:
+def suspend(
+    request: Request,
+    connectionId: ConnectionId,
+    principal: WRITE,
+    key: idempotency.KeyHeader = None,
+) -> Response:
     """Extension: block traffic and keep the configuration (active → suspended)."""
-    return _action(request, connectionId, principal, Action.SUSPEND)
+    return _action(request, connectionId, principal, Action.SUSPEND, key)
 
 
 @router.post(
@@ -273,9 +296,14 @@ def suspend(request: Request, connectionId: ConnectionId, principal: WRITE) -> C
     response_model_exclude_none=True,
     responses=ACTION_RESPONSES,
 )
-def resume(request: Request, connectionId: ConnectionId, principal: WRITE) -> Connection:
+def resume(
+    request: Request,
+    connectionId: ConnectionId,
+    principal: WRITE,
+    key: idempotency.KeyHeader = None,
+) -> Response:
     """Extension: let traffic flow again (suspended → active)."""
-    return _action(request, connectionId, principal, Action.RESUME)
+    return _action(request, connectionId, principal, Action.RESUME, key)
 
 
 @router.post(
@@ -288,10 +316,15 @@ def resume(request: Request, connectionId: ConnectionId, principal: WRITE) -> Co
     response_model_exclude_none=True,
     responses=ACTION_RESPONSES,
 )
-def terminate(request: Request, connectionId: ConnectionId, principal: WRITE) -> Connection:
+def terminate(
+    request: Request,
+    connectionId: ConnectionId,
+    principal: WRITE,
+    key: idempotency.KeyHeader = None,
+) -> Response:
     """Extension: remove the configuration; the record stays readable as `terminated` and
     accepts no further change. Scheduled bandwidth changes are cancelled."""
-    return _action(request, connectionId, principal, Action.TERMINATE)
+    return _action(request, connectionId, principal, Action.TERMINATE, key)
 
 
 @router.get(
@@ -367,15 +400,24 @@ def get_change(
     response_model_exclude_none=True,
     responses={
         404: CHANGE_NOT_FOUND,
+        400: BAD_KEY,
         409: problem("The change is no longer scheduled (`/problems/invalid-state`)"),
         **READ_ERRORS,
+        **idempotency.KEY_RESPONSES,
     },
 )
 def cancel_change(
-    request: Request, connectionId: ConnectionId, changeId: ChangeId, principal: WRITE
-) -> BandwidthChange:
+    request: Request,
+    connectionId: ConnectionId,
+    changeId: ChangeId,
+    principal: WRITE,
+    key: idempotency.KeyHeader = None,
+) -> Response:
     """Extension: cancel a change that is still `scheduled`; a boost's revert goes with it."""
     services = _services(request)
-    with services.db.write() as session:
+
+    def work(session: Session) -> idempotency.Outcome:
         change = service.cancel_change(session, services.clock, principal, connectionId, changeId)
-        return service.change_to_schema(change)
+        return idempotency.Outcome(200, service.change_to_schema(change), {})
+
+    return idempotency.run(services, request, principal, key, None, work)
