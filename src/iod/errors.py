@@ -138,6 +138,8 @@ PROBLEM_TYPES: dict[str, str] = {
 } | {
     "method-not-allowed": "Method not allowed",
     "http-error": "HTTP error",
+    "idempotency-key-in-use": "A request with this Idempotency-Key is still running",
+    "idempotency-key-reused": "Idempotency-Key reused with a different request",
     "not-acceptable": "Not acceptable",
     "internal-error": "Internal server error",
     "service-unavailable": "Service unavailable",

@@ -1,5 +1,7 @@
 """A TCP proxy on 127.0.0.1 that drops connections on demand: `drop(n)` makes the next n
-requests (on any connection) end with the connection closed before the server saw them."""
+requests (on any connection) end with the connection closed before the server saw them;
+`lose(n)` lets the server handle the next n requests but closes the connection before the
+response reaches the client (the "timeout, then retry" case)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ class DroppingProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self._lock = threading.Lock()
         self._to_drop = 0
+        self._to_lose = 0
         self.dropped = 0
+        self.lost = 0
         self.forwarded_connections = 0
         self._closed = False
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -38,6 +42,23 @@ class DroppingProxy:
     def drop(self, count: int) -> None:
         with self._lock:
             self._to_drop = count
+
+    def lose(self, count: int) -> None:
+        with self._lock:
+            self._to_lose = count
+
+    def _take_lose(self) -> bool:
+        with self._lock:
+            if self._to_lose > 0:
+                self._to_lose -= 1
+                self.lost += 1
+                return True
+            return False
+
+    def _lose_response(self, data: bytes) -> None:
+        with socket.create_connection(self.target) as upstream:
+            upstream.sendall(data)
+            upstream.recv(65536)  # the server answered: the work is done; the answer is lost
 
     def _take_drop(self) -> bool:
         with self._lock:
@@ -65,6 +86,9 @@ class DroppingProxy:
                 # Drops are armed between calls, so these are the first bytes of a request;
                 # even otherwise the server would only see a partial request and ignore it.
                 if self._take_drop():
+                    return
+                if self._take_lose():
+                    self._lose_response(data)
                     return
                 if upstream is None:
                     upstream = socket.create_connection(self.target)

@@ -195,3 +195,20 @@ def test_dropped_connections_are_retried(served: Served) -> None:
             == "active"
         )
     )
+
+
+def test_a_create_retried_after_a_lost_response_makes_one_connection(served: Served) -> None:
+    """The server did the work, the answer never arrived, the SDK retried with the same
+    Idempotency-Key: the server replays its answer instead of ordering a second connection."""
+    label = f"lost-{uuid.uuid4()}"
+    with DroppingProxy("127.0.0.1", served.server.port) as proxy:
+        retry = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.2)
+        with Client(
+            proxy.url, served.demo["client_id"], served.demo["client_secret"], retry=retry
+        ) as api:
+            api.authenticate()
+            proxy.lose(1)
+            made = api.create_connection(served.location, "10 Mbps", label)
+            assert proxy.lost == 1
+            mine = [c.id for c in api.list_connections() if c.description == label]
+    assert mine == [made.id]

@@ -90,6 +90,10 @@ def retry_delay(policy: RetryPolicy, attempt: int, error: Exception) -> float | 
         return policy.delay(attempt, None)
     if isinstance(error, ApiError) and error.status in policy.statuses:
         return policy.delay(attempt, error.retry_after)
+    if isinstance(error, ApiError) and str(error.type).endswith("/idempotency-key-in-use"):
+        # The first attempt of this very call is still running on the server: its answer
+        # will be replayed once it is done.
+        return policy.delay(attempt, None)
     return None
 
 
