@@ -54,3 +54,14 @@ bench-wrk:
 	  command -v apt-get >/dev/null 2>&1 || { echo "install wrk (Debian/Ubuntu package wrk)"; exit 1; }; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
+
+## Burst: 10,000 changes due at one instant, 2 worker processes on PostgreSQL, then the lag of
+## single changes at a steady 100/s. IOD_BURST_DATABASE_URL (default the local
+## iod_bench_burst, dropped and created anew).
+.PHONY: bench-burst crash-test
+bench-burst: $(STAMP)
+	$(BIN)/python bench/burst.py $(BURST_ARGS)
+
+## The crash test at the issue's size (make test runs it small): needs IOD_TEST_DATABASE_URL.
+crash-test: $(STAMP)
+	IOD_CRASH_CONNECTIONS=500 IOD_CRASH_CHANGES=2000 $(BIN)/pytest tests/e2e/test_crash.py -v

@@ -2,7 +2,7 @@
 
 Reports the time from the instant until all are applied, then the lag (applied_at minus
 effectiveDate) of single changes arriving at a steady rate. Run: `make bench-burst`
-(IOD_BENCH_DATABASE_URL, default a database `iod_bench_burst` on the local PostgreSQL).
+(IOD_BURST_DATABASE_URL, default a database `iod_bench_burst`, dropped and created anew, on the local PostgreSQL).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="steady changes per second")
     parser.add_argument("--steady-seconds", type=float, default=10.0)
     args = parser.parse_args()
-    url = os.environ.get("IOD_BENCH_DATABASE_URL", DEFAULT_URL)
+    url = os.environ.get("IOD_BURST_DATABASE_URL", DEFAULT_URL)
     fresh_database(url)
     ids = seed(url, args.changes)
     instant = datetime.now(UTC) + timedelta(seconds=8)
