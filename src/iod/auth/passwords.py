@@ -11,7 +11,6 @@ from argon2.exceptions import InvalidHashError, VerificationError
 _hasher = PasswordHasher()
 
 
-
 @cache
 def _dummy_hash() -> str:
     """Verifying against this keeps an unknown client id as slow as a wrong secret; made on

@@ -102,16 +102,21 @@ def _provision_abandon(session: Session, job: JobRef, clock: Clock, reason: str)
 # --- apply a bandwidth change ----------------------------------------------------------
 
 
-def _change_of(session: Session, job: JobRef) -> BandwidthChange:
-    # Locked, so a customer's cancel and the worker's start cannot both win.
-    change = repository.get_change_for_update(session, job.change_id or "")
+def _change_of(session: Session, job: JobRef, *, lock: bool = False) -> BandwidthChange:
+    change = (
+        repository.get_change_for_update(session, job.change_id or "")
+        if lock
+        else repository.get_change(session, job.change_id or "")
+    )
     if change is None:
         raise JobGone(f"bandwidth change {job.change_id} does not exist")
     return change
 
 
 def _apply_prepare(session: Session, job: JobRef) -> ConnectionSpec | None:
-    change = _change_of(session, job)
+    # Locked, so a customer's cancel and the worker's start cannot both win; once the change
+    # is `applying` no cancel touches it, so recording needs no lock.
+    change = _change_of(session, job, lock=True)
     if ChangeStatus(change.status) not in PENDING_CHANGE_STATUSES:
         return None
     connection = repository.get(session, change.connection_id)

@@ -103,23 +103,44 @@ class Worker:
                 failures.append((ref, task, exc))
 
         if acted:
-            with self.db.write() as session:
-                for ref, task, spec in acted:
-                    try:
-                        with session.begin_nested():
-                            if spec is not None:
-                                task.record(session, ref, self.clock)
-                            if not queue.finish(session, ref.id, self.worker_id, self.clock.now()):
-                                raise _LeaseLost
-                        self._log(ref).info("job.done", attempts=ref.attempts)
-                    except _LeaseLost:
-                        # Another worker took the job after the lease ran out: it records.
-                        self._log(ref).warning("job.lease_lost")
-                    except Exception as exc:
-                        failures.append((ref, task, exc))
+            failures += self._record(acted)
         for ref, task, error in failures:
             self._failed(ref, task, error, self._log(ref))
         return len(prepared)
+
+    def _record(
+        self, acted: list[tuple[JobRef, Task, ConnectionSpec | None]]
+    ) -> list[tuple[JobRef, Task | None, Exception]]:
+        """Records the batch in one transaction; if anything in it fails, records job by job
+        (a savepoint each) so one bad job cannot hold back the others."""
+        try:
+            with self.db.write() as session:
+                for ref, task, spec in acted:
+                    if spec is not None:
+                        task.record(session, ref, self.clock)
+                    if not queue.finish(session, ref.id, self.worker_id, self.clock.now()):
+                        raise _LeaseLost
+            for ref, _task, _spec in acted:
+                self._log(ref).info("job.done", attempts=ref.attempts)
+            return []
+        except Exception:  # noqa: S110 - sorted out one by one below
+            pass
+        failures: list[tuple[JobRef, Task | None, Exception]] = []
+        with self.db.write() as session:
+            for ref, task, spec in acted:
+                try:
+                    with session.begin_nested():
+                        if spec is not None:
+                            task.record(session, ref, self.clock)
+                        if not queue.finish(session, ref.id, self.worker_id, self.clock.now()):
+                            raise _LeaseLost
+                    self._log(ref).info("job.done", attempts=ref.attempts)
+                except _LeaseLost:
+                    # Another worker took the job after the lease ran out: it records.
+                    self._log(ref).warning("job.lease_lost")
+                except Exception as exc:
+                    failures.append((ref, task, exc))
+        return failures
 
     def run_until_idle(self, limit: int = 1000) -> int:
         """Runs jobs until none is due; for tests and one-shot use."""
