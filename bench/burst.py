@@ -103,7 +103,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--changes", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=128, help="IOD_WORKER_BATCH_SIZE")
     parser.add_argument("--rate", type=float, default=100.0, help="steady changes per second")
     parser.add_argument("--steady-seconds", type=float, default=10.0)
     args = parser.parse_args()
@@ -120,6 +121,7 @@ def main() -> None:
         IOD_DATA_DIR=str(data_dir),
         IOD_SIMULATED_CHANGE_SECONDS="0",
         IOD_WORKER_POLL_SECONDS="0.1",
+        IOD_WORKER_BATCH_SIZE=str(args.batch),
         IOD_LOG_LEVEL="WARNING",
     )
     workers = [
@@ -165,7 +167,10 @@ def main() -> None:
     lags.sort()
     p50 = statistics.median(lags)
     p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
-    print(f"machine: {os.cpu_count()} cores; {args.workers} worker processes x {args.concurrency}")
+    print(
+        f"machine: {os.cpu_count()} cores; {args.workers} worker processes x "
+        f"{args.concurrency} threads, batches of {args.batch}"
+    )
     print(f"burst: {args.changes} changes due at one instant, all applied after {burst:.2f} s "
           f"({args.changes / burst:.0f} changes/s); goal 5 s")  # fmt: skip
     print(f"steady: {len(lags)} changes at {args.rate:.0f}/s, lag p50 {p50:.0f} ms, "
