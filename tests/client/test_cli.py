@@ -139,3 +139,27 @@ def test_bad_input_gets_a_message_and_an_exit_code(served: Served, tmp_path: Pat
         failures = [failure for failure in pool.map(attempt, cases) if failure]
     assert not failures, "\n".join(failures)
     assert not (tmp_path / "fresh" / "config" / "iod" / "profile.json").exists()
+
+
+def test_lifecycle_and_change_commands(served: Served, tmp_path: Path) -> None:
+    env = {**clean_env(tmp_path), **served.credentials}
+    create = f'connections create --location {served.location} --bandwidth "100 Mbps"'
+    conn = as_json(sh(env, f"{create} --wait --json"))["id"]
+    start = (datetime.now(UTC) + timedelta(hours=1)).isoformat(timespec="seconds")
+    end = (datetime.now(UTC) + timedelta(hours=3)).isoformat(timespec="seconds")
+    boost = as_json(sh(env, f'bandwidth set {conn} "1 Gbps" --at {start} --until {end} --json'))
+    assert boost["revertChange"]["bandwidth"] == "100 Mbps"
+    listed = as_json(sh(env, f"bandwidth changes {conn} --json"))["bandwidthChanges"]
+    assert [c["status"] for c in listed] == ["scheduled", "scheduled"]
+    cancelled = as_json(sh(env, f"bandwidth cancel {conn} {boost['change']['id']} --json"))
+    assert cancelled["status"] == "cancelled"
+    listed = as_json(sh(env, f"bandwidth changes {conn} --json"))["bandwidthChanges"]
+    assert [c["status"] for c in listed] == ["cancelled", "cancelled"]
+    again = sh(env, f"bandwidth cancel {conn} {boost['change']['id']}")
+    assert again.returncode == 5 and "scheduled" in again.stderr + again.stdout
+    suspended = as_json(sh(env, f"connections suspend {conn} --json"))
+    assert suspended["targetStatus"] == "suspended"
+    terminated = as_json(sh(env, f"connections terminate {conn} --json"))
+    assert terminated["targetStatus"] == "terminated"
+    refused = sh(env, f"connections resume {conn}")
+    assert refused.returncode == 5

@@ -39,7 +39,7 @@ from iod.client import (
     UnexpectedResponse,
     WaitTimeout,
 )
-from iod.client.models import BandwidthUpdateResult
+from iod.client.models import BandwidthChange, BandwidthUpdateResult
 
 connections_app = typer.Typer(
     help="Your connections, through the API (customer commands; see `iod login`).",
@@ -501,6 +501,13 @@ def bandwidth_set(
     in_: Annotated[
         str | None, typer.Option("--in", help="When, from now: 90s, 15m, 2h, 1d2h.")
     ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            help="A boost: go back to the bandwidth before it at this time (like --at).",
+        ),
+    ] = None,
     wait: WaitFlag = False,
     timeout: Annotated[
         float | None,
@@ -511,6 +518,7 @@ def bandwidth_set(
     """Change a connection's bandwidth now, or later with --at or --in; with --wait, return
     once it is in force."""
     effective = effective_date(at, in_)
+    revert = parse_at(until) if until is not None else None
     result: BandwidthUpdateResult
     with handled(), client() as api:
         if wait:
@@ -528,6 +536,7 @@ def bandwidth_set(
                     connection_id,
                     bandwidth,
                     effective,
+                    revert_at=revert,
                     wait=True,
                     timeout=budget,
                     on_poll=lambda c: spinner.update(
@@ -536,7 +545,7 @@ def bandwidth_set(
                     ),
                 )
         else:
-            result = api.update_bandwidth(connection_id, bandwidth, effective)
+            result = api.update_bandwidth(connection_id, bandwidth, effective, revert_at=revert)
     if as_json:
         print_json(result.to_json())
         return
@@ -554,3 +563,71 @@ def bandwidth_set(
             soft_wrap=True,
         )
     show_connection(result)
+
+
+def change_rows(changes: list[BandwidthChange]) -> Table:
+    table = Table("change", "bandwidth", "from", "effective", "status", "applied", "note")
+    for ch in changes:
+        note = ch.failure_reason or (f"reverts {ch.revert_of}" if ch.revert_of else "")
+        table.add_row(
+            ch.id, ch.bandwidth, ch.from_bandwidth or "", when(ch.effective_date), ch.status,
+            when(ch.applied_at), note,
+        )  # fmt: skip
+    return table
+
+
+@bandwidth_app.command("changes")
+def bandwidth_changes(connection_id: ConnectionId, as_json: JsonFlag = False) -> None:
+    """List a connection's bandwidth changes, past and pending."""
+    with handled(), client() as api:
+        changes = api.list_bandwidth_changes(connection_id)
+    if as_json:
+        print_json({"bandwidthChanges": [ch.to_json() for ch in changes]})
+        return
+    out.print(change_rows(changes))
+
+
+@bandwidth_app.command("cancel")
+def bandwidth_cancel(
+    connection_id: ConnectionId,
+    change_id: Annotated[str, typer.Argument(help="The change id (see `iod bandwidth changes`).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Cancel a change that is still scheduled (a boost's revert is cancelled with it)."""
+    with handled(), client() as api:
+        change = api.cancel_bandwidth_change(connection_id, change_id)
+    if as_json:
+        print_json(change.to_json())
+        return
+    out.print(f"change {change.id} {change.status}", soft_wrap=True)
+
+
+def _act(connection_id: str, action: str, as_json: bool) -> None:
+    with handled(), client() as api:
+        connection = getattr(api, action)(connection_id)
+    if as_json:
+        print_json(connection.to_json())
+        return
+    out.print(
+        f"{connection.id}: {action} accepted; now {connection.status}, heading to "
+        f"{connection.target_status or connection.status}",
+        soft_wrap=True,
+    )
+
+
+@connections_app.command("suspend")
+def connections_suspend(connection_id: ConnectionId, as_json: JsonFlag = False) -> None:
+    """Suspend a connection: traffic blocked, configuration kept."""
+    _act(connection_id, "suspend", as_json)
+
+
+@connections_app.command("resume")
+def connections_resume(connection_id: ConnectionId, as_json: JsonFlag = False) -> None:
+    """Resume a suspended connection."""
+    _act(connection_id, "resume", as_json)
+
+
+@connections_app.command("terminate")
+def connections_terminate(connection_id: ConnectionId, as_json: JsonFlag = False) -> None:
+    """Terminate a connection: configuration removed, the record stays readable."""
+    _act(connection_id, "terminate", as_json)

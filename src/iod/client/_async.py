@@ -15,7 +15,7 @@ from iod.client import _common as c
 from iod.client._config import resolve
 from iod.client.auth import ClientCredentialsAuth
 from iod.client.errors import ApiError, UnexpectedResponse
-from iod.client.models import ACTIVE, BandwidthUpdateResult, Connection, Token
+from iod.client.models import ACTIVE, BandwidthChange, BandwidthUpdateResult, Connection, Token
 from iod.client.retry import RetryPolicy
 
 OnPoll = Callable[[Connection], None]
@@ -154,12 +154,13 @@ class AsyncClient:
         bandwidth: str,
         effective_date: datetime | str | None = None,
         *,
+        revert_at: datetime | str | None = None,
         wait: bool = False,
         timeout: float | None = None,
         on_poll: OnPoll | None = None,
     ) -> BandwidthUpdateResult:
         """Changes the bandwidth now, or at `effective_date`; see `Client.update_bandwidth`."""
-        body = c.update_body(bandwidth, effective_date)
+        body = c.update_body(bandwidth, effective_date, revert_at)
         path = c.connection_path(connection_id) + "/bandwidth"
         result = c.parse(BandwidthUpdateResult, await self.request("PUT", path, json=body))
         if not wait:
@@ -174,6 +175,31 @@ class AsyncClient:
             on_poll=on_poll,
         )
         return c.applied(connection, change)
+
+    async def list_bandwidth_changes(self, connection_id: str) -> list[BandwidthChange]:
+        """Every change of the connection, past and pending, in effective order."""
+        return c.parse_changes(await self.request("GET", c.changes_path(connection_id)))
+
+    async def cancel_bandwidth_change(self, connection_id: str, change_id: str) -> BandwidthChange:
+        """Cancels a change that is still scheduled (a boost's revert goes with it)."""
+        path = c.changes_path(connection_id, change_id) + "/cancel"
+        return c.parse(BandwidthChange, await self.request("POST", path))
+
+    async def suspend(self, connection_id: str) -> Connection:
+        """Asks for the connection to be suspended; `target_status` shows it is on its way."""
+        return c.parse(
+            Connection, await self.request("POST", c.action_path(connection_id, "suspend"))
+        )
+
+    async def resume(self, connection_id: str) -> Connection:
+        return c.parse(
+            Connection, await self.request("POST", c.action_path(connection_id, "resume"))
+        )
+
+    async def terminate(self, connection_id: str) -> Connection:
+        return c.parse(
+            Connection, await self.request("POST", c.action_path(connection_id, "terminate"))
+        )
 
     async def wait_until(
         self,

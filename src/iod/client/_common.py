@@ -132,11 +132,38 @@ def create_body(location_id: str, bandwidth: str, description: str | None) -> di
     return body
 
 
-def update_body(bandwidth: str, effective_date: datetime | str | None) -> dict[str, Any]:
+def update_body(
+    bandwidth: str,
+    effective_date: datetime | str | None,
+    revert_at: datetime | str | None = None,
+) -> dict[str, Any]:
     body: dict[str, Any] = {"bandwidth": bandwidth}
     if effective_date is not None:
         body["effectiveDate"] = aware(effective_date, "effective_date")
+    if revert_at is not None:
+        body["revertAt"] = aware(revert_at, "revert_at")
     return body
+
+
+ACTIONS = frozenset({"suspend", "resume", "terminate"})
+
+
+def action_path(connection_id: str, action: str) -> str:
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; one of {', '.join(sorted(ACTIONS))}")
+    return f"{connection_path(connection_id)}/{action}"
+
+
+def changes_path(connection_id: str, change_id: str | None = None) -> str:
+    path = f"{connection_path(connection_id)}/bandwidth-changes"
+    return path if change_id is None else f"{path}/{quote(change_id, safe='')}"
+
+
+def parse_changes(data: Any) -> list[BandwidthChange]:
+    items = data.get("bandwidthChanges", []) if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise UnexpectedResponse("the server's answer is not a list of bandwidth changes")
+    return [parse(BandwidthChange, item) for item in items]
 
 
 def poll_delays() -> Iterator[float]:

@@ -45,6 +45,7 @@ class Connection(Model):
     updated_at: datetime | None = None
     description: str | None = None
     pending_bandwidth_changes: list[PendingBandwidthChange] = []
+    target_status: str | None = None  # set while a suspend, resume or terminate is under way
 
     def pending(self, change_id: str) -> PendingBandwidthChange | None:
         """The pending change with this id, if it is still pending."""
@@ -61,13 +62,17 @@ class BandwidthChange(Model):
     requested_at: datetime | None = None
     applied_at: datetime | None = None
     from_bandwidth: str | None = None
+    requested_by: str | None = None
+    failure_reason: str | None = None
+    revert_of: str | None = None
 
 
 class BandwidthUpdateResult(Connection):
-    """The connection after an update was accepted (or applied, when waited for), and the
-    change the update created."""
+    """The connection after an update was accepted (or applied, when waited for), the
+    change the update created and, for a boost, the change that reverts it."""
 
     change: BandwidthChange
+    revert_change: BandwidthChange | None = None
 
 
 class Token(Model):
