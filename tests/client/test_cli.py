@@ -163,3 +163,11 @@ def test_lifecycle_and_change_commands(served: Served, tmp_path: Path) -> None:
     assert terminated["targetStatus"] == "terminated"
     refused = sh(env, f"connections resume {conn}")
     assert refused.returncode == 5
+    for _ in range(100):
+        if as_json(sh(env, f"connections get {conn} --json"))["status"] == "terminated":
+            break
+    listed = as_json(sh(env, "connections list --status terminated --json"))["connections"]
+    assert conn in [c["id"] for c in listed]
+    assert conn not in [c["id"] for c in as_json(sh(env, "connections list --json"))["connections"]]
+    bad = sh(env, f'bandwidth set {conn} "1 Gbps" --until 2h')
+    assert bad.returncode == 2 and "--until" in bad.stderr

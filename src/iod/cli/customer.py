@@ -325,10 +325,19 @@ def login(
 
 
 @connections_app.command("list")
-def connections_list(as_json: JsonFlag = False) -> None:
-    """List your connections."""
+def connections_list(
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status", help="Only these statuses (repeatable); terminated ones only when asked."
+        ),
+    ] = None,
+    location: Annotated[str | None, typer.Option("--location", help="Only this location.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List your connections (all but terminated ones, unless --status says otherwise)."""
     with handled(), client() as api:
-        rows = list(api.list_connections())
+        rows = list(api.list_connections(status=status, location=location))
     if as_json:
         print_json({"connections": [row.to_json() for row in rows]})
         return
@@ -466,13 +475,13 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(days=parts["d"], hours=parts["h"], minutes=parts["m"], seconds=parts["s"])
 
 
-def parse_at(text: str) -> datetime:
+def parse_at(text: str, option: str = "--at") -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         fail(
             EXIT_USAGE,
-            f"--at: {text!r} is not a date-time such as 2030-01-01T09:00 (local time) or "
+            f"{option}: {text!r} is not a date-time such as 2030-01-01T09:00 (local time) or "
             "2030-01-01T09:00:00Z",
         )
     return moment if moment.tzinfo is not None else moment.astimezone()
@@ -518,7 +527,7 @@ def bandwidth_set(
     """Change a connection's bandwidth now, or later with --at or --in; with --wait, return
     once it is in force."""
     effective = effective_date(at, in_)
-    revert = parse_at(until) if until is not None else None
+    revert = parse_at(until, "--until") if until is not None else None
     result: BandwidthUpdateResult
     with handled(), client() as api:
         if wait:
@@ -566,7 +575,10 @@ def bandwidth_set(
 
 
 def change_rows(changes: list[BandwidthChange]) -> Table:
-    table = Table("change", "bandwidth", "from", "effective", "status", "applied", "note")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for name in ("change", "bandwidth", "from", "effective", "status", "applied"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("note", overflow="fold")
     for ch in changes:
         note = ch.failure_reason or (f"reverts {ch.revert_of}" if ch.revert_of else "")
         table.add_row(

@@ -113,9 +113,19 @@ class AsyncClient:
         assert self.auth.granted is not None
         return self.auth.granted
 
-    async def list_connections(self, *, page_size: int | None = None) -> AsyncIterator[Connection]:
+    async def list_connections(
+        self,
+        *,
+        page_size: int | None = None,
+        status: list[str] | None = None,
+        location: str | None = None,
+    ) -> AsyncIterator[Connection]:
         """Every connection of the customer, following `nextCursor` page after page."""
         params: dict[str, Any] = {} if page_size is None else {"limit": page_size}
+        if status:
+            params["status"] = list(status)
+        if location is not None:
+            params["location"] = location
         seen: set[str] = set()
         while True:
             items, cursor = c.page(await self.request("GET", c.CONNECTIONS, params=params))

@@ -115,9 +115,19 @@ class Client:
         assert self.auth.granted is not None
         return self.auth.granted
 
-    def list_connections(self, *, page_size: int | None = None) -> Iterator[Connection]:
+    def list_connections(
+        self,
+        *,
+        page_size: int | None = None,
+        status: list[str] | None = None,
+        location: str | None = None,
+    ) -> Iterator[Connection]:
         """Every connection of the customer, following `nextCursor` page after page."""
         params: dict[str, Any] = {} if page_size is None else {"limit": page_size}
+        if status:
+            params["status"] = list(status)
+        if location is not None:
+            params["location"] = location
         seen: set[str] = set()
         while True:
             items, cursor = c.page(self.request("GET", c.CONNECTIONS, params=params))
