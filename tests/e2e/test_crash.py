@@ -85,25 +85,30 @@ def test_workers_killed_at_random_lose_nothing(tmp_path: Path) -> None:
 
         with ThreadPoolExecutor(8) as pool:
             ids = list(pool.map(create, range(CONNECTIONS)))
-        start = datetime.now(UTC) + timedelta(seconds=2)
+        # Far enough ahead that every change is still in the future when it is accepted
+        # (a past effectiveDate would mean "now" and change the order of the plan).
+        start = datetime.now(UTC) + timedelta(seconds=3 + CHANGES / 40)
         plan = [
             (rng.choice(ids), rng.choice(TIERS), start + timedelta(seconds=rng.uniform(0, 8)))
             for _ in range(CHANGES)
         ]
 
-        def schedule(item: tuple[str, str, datetime]) -> None:
+        def schedule(item: tuple[str, str, datetime]) -> tuple[str, str, datetime]:
             conn, bandwidth, when = item
             r = http.put(
                 f"{BASE}/{conn}/bandwidth",
                 json={"bandwidth": bandwidth, "effectiveDate": when.isoformat()},
             )
             assert r.status_code == 200, r.text
+            # A date already past when accepted means "now": the server's date is the truth.
+            return conn, bandwidth, datetime.fromisoformat(r.json()["change"]["effectiveDate"])
 
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(schedule, plan))
+            accepted = list(pool.map(schedule, plan))
 
         # Kill workers with SIGKILL at random moments while changes fall due; restart them.
-        deadline = time.monotonic() + 12
+        due_window = (start - datetime.now(UTC)).total_seconds() + 8
+        deadline = time.monotonic() + max(12.0, due_window + 2)
         kills = 0
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(0.3, 1.2))
@@ -115,7 +120,7 @@ def test_workers_killed_at_random_lose_nothing(tmp_path: Path) -> None:
         assert kills >= 5
 
         expected: dict[str, str] = {conn: "10 Mbps" for conn in ids}
-        for conn, bandwidth, _when in sorted(plan, key=lambda p: p[2]):
+        for conn, bandwidth, _when in sorted(accepted, key=lambda p: p[2]):
             expected[conn] = bandwidth
 
         def settled() -> bool:

@@ -154,6 +154,10 @@ def update_bandwidth(
     policy: Policy,
 ) -> tuple[Connection, BandwidthChange, BandwidthChange | None]:
     connection = get_connection(session, principal, connection_id)
+    location = locations.get_for_update(session, connection.location_id)
+    assert location is not None  # a foreign key guarantees it
+    # "Now" is read under the location lock, so changes of one connection that are accepted
+    # one after the other are also due one after the other, in that order.
     now = clock.now()
     effective = update.effectiveDate
     if effective is not None and effective > now + timedelta(days=policy.max_schedule_days):
@@ -168,8 +172,6 @@ def update_bandwidth(
             f"must be after the effective time and at most {policy.max_schedule_days} days ahead",
         )
     mbps = parse_bandwidth(update.bandwidth)
-    location = locations.get_for_update(session, connection.location_id)
-    assert location is not None  # a foreign key guarantees it
     # Re-read under the location lock: the status may have moved since the first read.
     session.refresh(connection)
     if not accepts_changes(target_of(connection)):
