@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from iod.clock import Clock
@@ -47,6 +48,7 @@ Prepare = Callable[[Session, JobRef], ConnectionSpec | None]
 Act = Callable[[NetworkDriver, ConnectionSpec, str], None]
 Record = Callable[[Session, JobRef, Clock], None]
 Abandon = Callable[[Session, JobRef, Clock, str], None]
+Preload = Callable[[Session, list[JobRef], bool], None]
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,14 @@ class Task:
     act: Act
     record: Record
     abandon: Abandon
+    preload: Preload = lambda session, jobs, lock: _load_connections(session, jobs)
+
+
+def _load_connections(session: Session, jobs: list[JobRef]) -> None:
+    """One query for a batch's connections; the tasks then find them in the session."""
+    ids = {job.connection_id for job in jobs}
+    if ids:
+        session.scalars(select(Connection).where(Connection.id.in_(ids))).all()
 
 
 # --- provision -------------------------------------------------------------------------
@@ -102,21 +112,26 @@ def _provision_abandon(session: Session, job: JobRef, clock: Clock, reason: str)
 # --- apply a bandwidth change ----------------------------------------------------------
 
 
-def _change_of(session: Session, job: JobRef, *, lock: bool = False) -> BandwidthChange:
-    change = (
-        repository.get_change_for_update(session, job.change_id or "")
-        if lock
-        else repository.get_change(session, job.change_id or "")
-    )
+def _apply_preload(session: Session, jobs: list[JobRef], lock: bool) -> None:
+    """The batch's changes in one query, locked when preparing: a customer's cancel and the
+    worker's start cannot both win. Once a change is `applying` no cancel touches it, so
+    recording needs no lock."""
+    ids = [job.change_id for job in jobs if job.change_id]
+    if ids:
+        query = select(BandwidthChange).where(BandwidthChange.id.in_(ids))
+        session.scalars(query.with_for_update() if lock else query).all()
+    _load_connections(session, jobs)
+
+
+def _change_of(session: Session, job: JobRef) -> BandwidthChange:
+    change = repository.get_change(session, job.change_id or "")
     if change is None:
         raise JobGone(f"bandwidth change {job.change_id} does not exist")
     return change
 
 
 def _apply_prepare(session: Session, job: JobRef) -> ConnectionSpec | None:
-    # Locked, so a customer's cancel and the worker's start cannot both win; once the change
-    # is `applying` no cancel touches it, so recording needs no lock.
-    change = _change_of(session, job, lock=True)
+    change = _change_of(session, job)  # locked by _apply_preload
     if ChangeStatus(change.status) not in PENDING_CHANGE_STATUSES:
         return None
     connection = repository.get(session, change.connection_id)
@@ -215,7 +230,11 @@ TASKS: dict[str, Task] = {
         _provision_abandon,
     ),
     JobKind.APPLY_BANDWIDTH.value: Task(
-        _apply_prepare, lambda d, s, op: d.set_bandwidth(s, op), _apply_record, _apply_abandon
+        _apply_prepare,
+        lambda d, s, op: d.set_bandwidth(s, op),
+        _apply_record,
+        _apply_abandon,
+        _apply_preload,
     ),
     **{
         kind.value: _action_task(kind)

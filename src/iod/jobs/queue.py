@@ -131,6 +131,19 @@ def finish(session: Session, job_id: int, worker_id: str, now: datetime) -> bool
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def finish_many(session: Session, job_ids: list[int], worker_id: str, now: datetime) -> set[int]:
+    """Marks the jobs done that this worker still holds; returns their ids."""
+    if not job_ids:
+        return set()
+    rows = session.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.locked_by == worker_id, Job.state == JobState.RUNNING.value)
+        .values(state=JobState.DONE.value, finished_at=now, lease_until=None, last_error=None)
+        .returning(Job.id)
+    )
+    return {int(row[0]) for row in rows}
+
+
 def backoff_seconds(attempts: int, base: float, cap: float, rng: random.Random) -> float:
     """Exponential with full jitter, capped."""
     exponent = min(max(attempts - 1, 0), 64)  # 2**64 s is past any cap; avoids float overflow
