@@ -48,7 +48,7 @@ Prepare = Callable[[Session, JobRef], ConnectionSpec | None]
 Act = Callable[[NetworkDriver, ConnectionSpec, str], None]
 Record = Callable[[Session, JobRef, Clock], None]
 Abandon = Callable[[Session, JobRef, Clock, str], None]
-Preload = Callable[[Session, list[JobRef], bool], None]
+Preload = Callable[[Session, list[JobRef], bool], list[object]]
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,13 @@ class Task:
     preload: Preload = lambda session, jobs, lock: _load_connections(session, jobs)
 
 
-def _load_connections(session: Session, jobs: list[JobRef]) -> None:
-    """One query for a batch's connections; the tasks then find them in the session."""
+def _load_connections(session: Session, jobs: list[JobRef]) -> list[object]:
+    """One query for a batch's connections; the tasks then find them in the session (whose
+    identity map holds rows weakly: the caller keeps the returned list while it works)."""
     ids = {job.connection_id for job in jobs}
-    if ids:
-        session.scalars(select(Connection).where(Connection.id.in_(ids))).all()
+    if not ids:
+        return []
+    return list(session.scalars(select(Connection).where(Connection.id.in_(ids))).all())
 
 
 # --- provision -------------------------------------------------------------------------
@@ -112,15 +114,16 @@ def _provision_abandon(session: Session, job: JobRef, clock: Clock, reason: str)
 # --- apply a bandwidth change ----------------------------------------------------------
 
 
-def _apply_preload(session: Session, jobs: list[JobRef], lock: bool) -> None:
+def _apply_preload(session: Session, jobs: list[JobRef], lock: bool) -> list[object]:
     """The batch's changes in one query, locked when preparing: a customer's cancel and the
     worker's start cannot both win. Once a change is `applying` no cancel touches it, so
     recording needs no lock."""
     ids = [job.change_id for job in jobs if job.change_id]
+    rows: list[object] = []
     if ids:
         query = select(BandwidthChange).where(BandwidthChange.id.in_(ids))
-        session.scalars(query.with_for_update() if lock else query).all()
-    _load_connections(session, jobs)
+        rows += session.scalars(query.with_for_update() if lock else query).all()
+    return rows + _load_connections(session, jobs)
 
 
 def _change_of(session: Session, job: JobRef) -> BandwidthChange:

@@ -114,7 +114,7 @@ class Worker:
                 JobRef(j.id, j.kind, j.connection_id, j.change_id, j.attempts, j.max_attempts)
                 for j in jobs
             ]
-            self._preload(session, refs, lock=True)
+            loaded = self._preload(session, refs, lock=True)  # noqa: F841 - kept alive
             for ref in refs:
                 task = TASKS.get(ref.kind)
                 if not careful:
@@ -132,14 +132,17 @@ class Worker:
         return prepared
 
     @staticmethod
-    def _preload(session: Session, refs: list[JobRef], *, lock: bool) -> None:
+    def _preload(session: Session, refs: list[JobRef], *, lock: bool) -> list[object]:
+        """Loads the batch's rows, a query per kind; keep the result while working on them."""
         by_kind: dict[str, list[JobRef]] = {}
         for ref in refs:
             by_kind.setdefault(ref.kind, []).append(ref)
+        rows: list[object] = []
         for kind, group in by_kind.items():
             task = TASKS.get(kind)
             if task is not None:
-                task.preload(session, group, lock)
+                rows += task.preload(session, group, lock)
+        return rows
 
     def _record(
         self, acted: list[tuple[JobRef, Task, ConnectionSpec | None]]
@@ -148,7 +151,7 @@ class Worker:
         (a savepoint each) so one bad job cannot hold back the others."""
         try:
             with self.db.write() as session:
-                self._preload(session, [ref for ref, _, _ in acted], lock=False)
+                loaded = self._preload(session, [r for r, _, _ in acted], lock=False)  # noqa: F841
                 for ref, task, spec in acted:
                     if spec is not None:
                         task.record(session, ref, self.clock)
