@@ -31,7 +31,11 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     job_lease_seconds: float = Field(default=60.0, gt=0)
     worker_batch_size: int = Field(
-        default=8, ge=1, le=256, description="Jobs a worker claims and records per transaction."
+        default=64,
+        ge=1,
+        le=1024,
+        description="Jobs a worker claims and records per transaction; what the network has "
+        "not carried out within half the lease goes back to the queue.",
     )
     job_max_attempts: int = Field(default=5, ge=1)
     job_backoff_seconds: float = Field(default=1.0, ge=0)

@@ -114,3 +114,27 @@ def test_failed_provisioning_is_retried(api: TestClient, headers, services: Serv
     conn = create(api, headers)
     run_jobs(services)
     assert api.get(f"{BASE}/{conn['id']}", headers=headers).json()["status"] == "active"
+
+
+def test_a_batch_the_network_cannot_finish_in_half_a_lease_is_handed_back(
+    api: TestClient, headers, services: Services
+) -> None:
+    from sqlalchemy import select
+
+    from iod.jobs.worker import Worker, WorkerPolicy
+    from iod.models import Job
+    from iod.network.simulated import SimulatedDriver
+
+    ids = [create(api, headers, "10 Mbps")["id"] for _ in range(3)]
+    slow = SimulatedDriver(provision_seconds=0.15)
+    worker = Worker(
+        services.db, slow, services.clock, WorkerPolicy(lease_seconds=0.2, batch_size=10)
+    )
+    assert worker.run_once() == 3  # claimed three; the first took longer than 0.1 s
+    with services.db.read() as session:
+        jobs = session.scalars(select(Job).order_by(Job.id)).all()
+        assert [j.state for j in jobs] == ["done", "queued", "queued"]
+        assert [j.attempts for j in jobs] == [1, 0, 0], "handing back is not an attempt"
+    worker.run_until_idle()
+    statuses = {api.get(f"{BASE}/{i}", headers=headers).json()["status"] for i in ids}
+    assert statuses == {"active"}

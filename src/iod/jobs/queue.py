@@ -144,6 +144,20 @@ def finish_many(session: Session, job_ids: list[int], worker_id: str, now: datet
     return {int(row[0]) for row in rows}
 
 
+def release(session: Session, job_ids: list[int], worker_id: str) -> None:
+    """Hands claimed jobs back untouched (not an attempt): another worker may take them."""
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.locked_by == worker_id, Job.state == JobState.RUNNING.value)
+        .values(
+            state=JobState.QUEUED.value,
+            attempts=Job.attempts - 1,
+            lease_until=None,
+            locked_by=None,
+        )
+    )
+
+
 def backoff_seconds(attempts: int, base: float, cap: float, rng: random.Random) -> float:
     """Exponential with full jitter, capped."""
     exponent = min(max(attempts - 1, 0), 64)  # 2**64 s is past any cap; avoids float overflow

@@ -10,6 +10,7 @@ import os
 import random
 import socket
 import threading
+import time
 from dataclasses import dataclass
 
 import structlog
@@ -35,7 +36,7 @@ class WorkerPolicy:
     poll_seconds: float = 0.5
     backoff_seconds: float = 1.0
     backoff_cap_seconds: float = 60.0
-    batch_size: int = 8
+    batch_size: int = 64
 
 
 class Worker:
@@ -55,6 +56,7 @@ class Worker:
         self.policy = policy
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.wakeup = wakeup or threading.Event()
+        self.stopping = threading.Event()  # set: finish the job in hand, release the rest
         self._rng = random.Random()  # noqa: S311 - backoff jitter
 
     def run_once(self) -> int:
@@ -76,9 +78,16 @@ class Worker:
 
         failures: list[tuple[JobRef, Task | None, Exception]] = []
         acted: list[tuple[JobRef, Task, ConnectionSpec | None]] = []
+        released: list[int] = []
+        # Half the lease for the batch: what is not carried out by then (or when asked to
+        # stop) goes back to the queue, so a slow network never outlives a lease.
+        deadline = time.monotonic() + self.policy.lease_seconds / 2
         for ref, task, spec, failure in prepared:
             if failure is not None or task is None:
                 failures.append((ref, task, failure or JobGone("no task")))
+                continue
+            if time.monotonic() > deadline or self.stopping.is_set():
+                released.append(ref.id)
                 continue
             try:
                 if spec is not None:
@@ -89,6 +98,9 @@ class Worker:
 
         if acted:
             failures += self._record(acted)
+        if released:
+            with self.db.write() as session:
+                queue.release(session, released, self.worker_id)
         for ref, task, error in failures:
             self._failed(ref, task, error, self._log(ref))
         return len(prepared)
@@ -219,6 +231,7 @@ class Worker:
             bound.warning("job.retry", attempts=ref.attempts, error=reason)
 
     def run_forever(self, stop: threading.Event) -> None:
+        self.stopping = stop
         log.info("worker.started", worker_id=self.worker_id, driver=self.driver.name)
         while not stop.is_set():
             try:
