@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=128, help="IOD_WORKER_BATCH_SIZE")
+    parser.add_argument("--batch", type=int, default=64, help="IOD_WORKER_BATCH_SIZE")
     parser.add_argument("--rate", type=float, default=100.0, help="steady changes per second")
     parser.add_argument("--steady-seconds", type=float, default=10.0)
     args = parser.parse_args()
