@@ -2,7 +2,8 @@
 
 Reports the time from the instant until all are applied, then the lag (applied_at minus
 effectiveDate) of single changes arriving at a steady rate. Run: `make bench-burst`
-(IOD_BURST_DATABASE_URL, default a database `iod_bench_burst`, dropped and created anew, on the local PostgreSQL).
+(IOD_BURST_DATABASE_URL, default a database `iod_bench_burst` on the local PostgreSQL,
+dropped and created anew).
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ def fresh_database(url: str) -> None:
 def seed(url: str, connections: int) -> list[str]:
     engine = make_engine(url)
     now = datetime.now(UTC)
-    ids = [new_id("con") for _ in range(connections)]
     with engine.begin() as conn:
         conn.execute(insert(Customer).values(id="cus_bench", name="bench", created_at=now))
         conn.execute(
@@ -52,17 +52,8 @@ def seed(url: str, connections: int) -> list[str]:
                 tiers_mbps=[10, 100], created_at=now, updated_at=now,
             )
         )  # fmt: skip
-        conn.execute(
-            insert(Connection),
-            [
-                {"id": i, "customer_id": "cus_bench", "location_id": "PL-BENCH",
-                 "status": "active", "bandwidth_mbps": 10, "created_by": "bench",
-                 "created_at": now, "updated_at": now}
-                for i in ids
-            ],
-        )  # fmt: skip
     engine.dispose()
-    return ids
+    return seed_more(url, connections)
 
 
 def schedule(url: str, connection_ids: list[str], at: datetime) -> None:
