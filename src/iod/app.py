@@ -23,6 +23,8 @@ from iod.connections.service import Policy
 from iod.db import Database, make_engine
 from iod.health import router as health_router
 from iod.jobs.worker import Worker, WorkerPolicy
+from iod.metrics import build_registry
+from iod.metrics import router as metrics_router
 from iod.middleware import RequestContextMiddleware
 from iod.network.base import NetworkDriver
 from iod.network.factory import make_driver
@@ -124,7 +126,13 @@ def create_app(services: Services, *, run_worker: bool = False) -> FastAPI:
         swagger_ui_parameters={"persistAuthorization": True},
     )
     app.state.services = services
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=services.settings.max_body_bytes)
+    metrics = None
+    if services.settings.metrics:
+        app.state.metrics_registry, metrics = build_registry(services)
+        app.include_router(metrics_router)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=services.settings.max_body_bytes, metrics=metrics
+    )
     install_error_handlers(app)
     app.include_router(connections_router)
     app.include_router(auth_router)

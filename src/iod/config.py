@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     inprocess_worker: bool = Field(
         default=True, description="Whether `iod serve` runs the job worker in each API process."
     )
+    metrics: bool = Field(default=True, description="Serve Prometheus metrics at /metrics.")
     log_level: str = "INFO"
     log_json: bool = True
 

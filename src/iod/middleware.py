@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iod.errors import PayloadTooLarge, ProblemError
+from iod.metrics import HttpMetrics
 from iod.problems import problem_response
 
 log = structlog.get_logger("iod.http")
@@ -18,9 +19,10 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: HttpMetrics | None = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,12 +83,16 @@ class RequestContextMiddleware:
             if not started_response:
                 await self._reject(scope, send_with_id, _internal_error(), request_id)
         finally:
+            elapsed = time.perf_counter() - started
+            if self.metrics is not None:
+                route = getattr(scope.get("route"), "path", "unmatched")
+                self.metrics.observe(scope["method"], route, status, elapsed)
             log.info(
                 "request",
                 method=scope["method"],
                 path=scope["path"],
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
             )
             structlog.contextvars.unbind_contextvars("request_id")
 

@@ -30,6 +30,7 @@ PUBLIC_PATHS = (
     "/healthz",
     "/readyz",
     "/problems/{problemType}",
+    "/metrics",
 )
 
 PROBLEM_SCHEMA: dict[str, Any] = {
