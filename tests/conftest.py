@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from iod import migrate
 from iod.app import Services, build_services, create_app
@@ -20,6 +21,7 @@ from iod.customers import service as customers
 from iod.db import Base, Database, make_engine
 from iod.locations import catalog
 from iod.locations import service as locations
+from iod.models import BandwidthChange, Connection, Job
 from iod.network.simulated import SimulatedDriver
 
 PG_URL = os.environ.get("IOD_TEST_DATABASE_URL")
@@ -166,3 +168,20 @@ def headers(api: TestClient, tenant: Tenant) -> dict[str, str]:
 def run_jobs(services: Services) -> int:
     """Runs every due job to completion, as the worker would."""
     return services.worker().run_until_idle()
+
+
+def counts(services: Services) -> tuple[int, int, int]:
+    """Rows in connections, bandwidth_changes and jobs."""
+    with services.db.read() as session:
+        return tuple(  # type: ignore[return-value]
+            session.scalar(select(func.count()).select_from(model)) or 0
+            for model in (Connection, BandwidthChange, Job)
+        )
+
+
+@contextmanager
+def nothing_written(services: Services) -> Iterator[None]:
+    """Asserts that the block (a rejected request) wrote no rows."""
+    before = counts(services)
+    yield
+    assert counts(services) == before, "a rejected request wrote rows"

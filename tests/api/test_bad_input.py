@@ -12,15 +12,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
 
 from iod import middleware
 from iod.app import Services
 from iod.clock import FrozenClock, rfc3339
 from iod.customers import service as customers
 from iod.ids import looks_like_id, new_id
-from iod.models import BandwidthChange, Client, Connection, Job
-from tests.conftest import run_jobs
+from iod.models import Client
+from tests.conftest import counts, nothing_written, run_jobs
 
 BASE = "/internet-on-demand/connections"
 LOC = "PL0001247634"  # Denver: 10 Gbps, the default tiers
@@ -30,22 +29,6 @@ LIMIT = 64 * 1024
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def counts(services: Services) -> tuple[int, int, int]:
-    """Rows in connections, bandwidth_changes and jobs."""
-    with services.db.read() as session:
-        return tuple(  # type: ignore[return-value]
-            session.scalar(select(func.count()).select_from(model)) or 0
-            for model in (Connection, BandwidthChange, Job)
-        )
-
-
-@contextmanager
-def nothing_written(services: Services) -> Iterator[None]:
-    before = counts(services)
-    yield
-    assert counts(services) == before, "a rejected request wrote rows"
 
 
 def assert_problem(

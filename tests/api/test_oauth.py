@@ -9,8 +9,6 @@ import functools
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -22,7 +20,6 @@ from argon2 import PasswordHasher
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
 
 from iod import middleware
 from iod.app import Services
@@ -30,8 +27,8 @@ from iod.auth.tokens import TokenService
 from iod.clock import FrozenClock
 from iod.customers import service as customers
 from iod.ids import new_id
-from iod.models import BandwidthChange, Client, Connection, Job
-from tests.conftest import Tenant, get_token
+from iod.models import Client
+from tests.conftest import Tenant, get_token, nothing_written
 
 BASE = "/internet-on-demand/connections"
 TOKEN = "/oauth2/token"
@@ -39,22 +36,6 @@ LOC = "PL0001247634"
 GRANT = {"grant_type": "client_credentials"}
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def counts(services: Services) -> tuple[int, int, int]:
-    """Rows in connections, bandwidth_changes and jobs."""
-    with services.db.read() as session:
-        return tuple(  # type: ignore[return-value]
-            session.scalar(select(func.count()).select_from(model)) or 0
-            for model in (Connection, BandwidthChange, Job)
-        )
-
-
-@contextmanager
-def nothing_written(services: Services) -> Iterator[None]:
-    before = counts(services)
-    yield
-    assert counts(services) == before, "a rejected request wrote rows"
 
 
 def b64url(data: bytes) -> str:
