@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
@@ -32,6 +33,8 @@ from iod.openapi import build_openapi
 from iod.problems import install_error_handlers
 from iod.problems import router as problems_router
 
+log = structlog.get_logger("iod.app")
+
 
 @dataclass
 class Services:
@@ -49,6 +52,18 @@ class Services:
 
     def notify_worker(self) -> None:
         self.wakeup.set()
+
+    def reconcile_network(self) -> None:
+        """Run at a worker's start (IOD_RECONCILE_ON_START): the network is mended to match
+        the database before jobs run. A failure is logged; the jobs still run."""
+        if not self.settings.reconcile_on_start:
+            return
+        from iod.network.reconcile import reconcile
+
+        try:
+            reconcile(self.db, self.driver, self.clock)
+        except Exception:
+            log.exception("network.reconcile_failed")
 
     def worker(self) -> Worker:
         s = self.settings
@@ -106,9 +121,12 @@ def create_app(services: Services, *, run_worker: bool = False) -> FastAPI:
         thread: threading.Thread | None = None
         if run_worker:
             worker = services.worker()
-            thread = threading.Thread(
-                target=worker.run_forever, args=(stop,), name="iod-worker", daemon=True
-            )
+
+            def work() -> None:
+                services.reconcile_network()
+                worker.run_forever(stop)
+
+            thread = threading.Thread(target=work, name="iod-worker", daemon=True)
             thread.start()
         try:
             yield

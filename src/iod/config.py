@@ -18,7 +18,10 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL; unset means a SQLite file under data_dir.",
     )
-    network_driver: Literal["simulated"] = "simulated"
+    network_driver: Literal["simulated", "linux"] = Field(
+        default="simulated",
+        description="simulated: a pretend network; linux: real namespaces, veth and HTB.",
+    )
     issuer: str = "http://127.0.0.1:8080"
     audience: str = "internet-on-demand"
     token_ttl: int = Field(default=3600, ge=5, le=86400)
@@ -28,6 +31,20 @@ class Settings(BaseSettings):
     simulated_provision_seconds: float = Field(default=2.0, ge=0)
     simulated_change_seconds: float = Field(default=1.0, ge=0)
     simulated_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    # The linux driver (docs/network.md). Names: namespaces `<prefix>-edge-<location>` and
+    # `<prefix>-<connection id>`, edge-side links `<prefix><hash of the connection id>`.
+    linux_name_prefix: str = Field(default="iod", pattern=r"^[a-z][a-z0-9]{0,4}$")
+    linux_customer_ifname: str = Field(
+        default="eth0",
+        pattern=r"^[A-Za-z0-9_.-]{1,15}$",
+        description="The interface name inside each customer namespace.",
+    )
+    linux_dry_run: bool = Field(
+        default=False, description="Print the netlink operations instead of applying them."
+    )
+    reconcile_on_start: bool = Field(
+        default=True, description="A worker compares the network with the database first."
+    )
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     job_lease_seconds: float = Field(default=60.0, gt=0)
     worker_batch_size: int = Field(

@@ -65,6 +65,11 @@ class CapacityExceeded(Conflict):
     title = "Location capacity exceeded"
 
 
+class AddressPoolExhausted(Conflict):
+    type_name = "address-pool-exhausted"
+    title = "No IPv4 block of that size is left at the location"
+
+
 class InvalidState(Conflict):
     type_name = "invalid-state"
     title = "Not allowed in the connection's current state"
@@ -129,6 +134,7 @@ PROBLEM_TYPES: dict[str, str] = {
         NotFound,
         Conflict,
         CapacityExceeded,
+        AddressPoolExhausted,
         InvalidState,
         Unauthorized,
         Forbidden,

@@ -48,8 +48,25 @@ class Location(Base):
     address: Mapped[str] = mapped_column(String(512))
     capacity_mbps: Mapped[int] = mapped_column(Integer)
     tiers_mbps: Mapped[list[int]] = mapped_column(JSON)
+    # Connections' IPv4 blocks come from this pool; `ipv4_next` is the offset (in addresses)
+    # where the next never-used block starts. Freed blocks are reused first (Ipv4Block).
+    ipv4_pool: Mapped[str] = mapped_column(String(18))
+    ipv4_next: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Ipv4Block(Base):
+    """A block carved from a location's pool; `connection_id` is None once it is free again."""
+
+    __tablename__ = "ipv4_blocks"
+    __table_args__ = (Index(None, "location_id", "prefix_length", "connection_id"),)
+
+    location_id: Mapped[str] = mapped_column(ForeignKey("locations.id"), primary_key=True)
+    offset: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prefix_length: Mapped[int] = mapped_column(Integer)
+    network: Mapped[str] = mapped_column(String(18))
+    connection_id: Mapped[str | None] = mapped_column(String(40), nullable=True, unique=True)
 
 
 class Connection(Base):
@@ -64,6 +81,8 @@ class Connection(Base):
     target_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     bandwidth_mbps: Mapped[int] = mapped_column(Integer)
     description: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # The IPv4 block the connection was given (CIDR); kept after termination, for history.
+    ipv4_block: Mapped[str | None] = mapped_column(String(18), nullable=True)
     created_by: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -8,6 +8,7 @@ import typer
 
 from iod.cli import admin, customer
 from iod.cli.common import console, open_db_or_exit
+from iod.cli.network import network_app
 from iod.config import get_settings
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app.command("demo")(admin.demo)
 app.command("login")(customer.login)
 app.add_typer(customer.connections_app, name="connections")
 app.add_typer(customer.bandwidth_app, name="bandwidth")
+app.add_typer(network_app, name="network")
 
 
 @app.command()

@@ -61,6 +61,7 @@ def work(concurrency: int) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    services.reconcile_network()
     threads = [
         threading.Thread(target=services.worker().run_forever, args=(stop,), name=f"iod-worker-{n}")
         for n in range(concurrency)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from iod.domain.addressing import PREFIX_LENGTHS
 from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
 
 _RFC3339 = re.compile(
@@ -56,6 +57,16 @@ class ConnectionRequest(BaseModel):
         examples=["Denver office primary uplink"],
     )
 
+    ipv4PrefixLength: int | SkipJsonSchema[None] = Field(
+        default=None,
+        description=(
+            "Extension: the size of the IPv4 block the connection gets from its location's "
+            "pool: 30 (the default: a gateway and one customer address), 29 or 28."
+        ),
+        examples=[30],
+        json_schema_extra={"enum": list(PREFIX_LENGTHS)},
+    )
+
     _bandwidth = field_validator("bandwidth", mode="before")(_canonical_bandwidth)
 
     @field_validator("description", mode="before")
@@ -69,6 +80,14 @@ class ConnectionRequest(BaseModel):
             raise ValueError("must be at most 255 characters")
         if _CONTROL.search(value):
             raise ValueError("must not contain control characters or lone surrogates")
+        return value
+
+    @field_validator("ipv4PrefixLength", mode="before")
+    @classmethod
+    def _prefix_length(cls, value: Any) -> Any:
+        value = _no_null(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value not in PREFIX_LENGTHS:
+            raise ValueError(f"must be one of {', '.join(map(str, PREFIX_LENGTHS))} (a number)")
         return value
 
     @field_validator("locationId")
@@ -148,6 +167,14 @@ class Connection(BaseModel):
         default=None, description="Extension: the text given at creation, if any."
     )
     updatedAt: datetime = Field(description="Extension: when the record last changed.")
+    ipv4Block: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description=(
+            "Extension: the IPv4 block (CIDR) of the connection. Its first usable address is "
+            "the provider edge's gateway, the second the customer's."
+        ),
+        examples=["10.0.0.4/30"],
+    )
     pendingBandwidthChanges: list[PendingBandwidthChange] = Field(
         default_factory=list,
         description="Extension: accepted changes not yet in force, in the order they apply.",

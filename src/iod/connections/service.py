@@ -22,13 +22,21 @@ from iod.connections.schemas import (
     PendingBandwidthChange,
 )
 from iod.connections.schemas import Connection as ConnectionOut
+from iod.domain.addressing import DEFAULT_PREFIX_LENGTH, PoolExhausted
 from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
 from iod.domain.capacity import fits
 from iod.domain.status import ChangeStatus, ConnectionStatus, accepts_changes, cancellable
 from iod.domain.tiers import is_offered
-from iod.errors import CapacityExceeded, InvalidState, NotFound, ValidationFailed
+from iod.errors import (
+    AddressPoolExhausted,
+    CapacityExceeded,
+    InvalidState,
+    NotFound,
+    ValidationFailed,
+)
 from iod.ids import looks_like_id, new_id
 from iod.jobs.queue import JobKind, enqueue
+from iod.locations import addressing
 from iod.locations import repository as locations
 from iod.models import BandwidthChange, Connection, Location
 
@@ -69,13 +77,24 @@ def create_connection(
     _offered_or_400(location, mbps)
     _check_capacity(location, repository.committed_at_location(session, location.id), mbps)
     now = clock.now()
+    connection_id = new_id("con")
+    try:
+        block = addressing.allocate(
+            session, location, request.ipv4PrefixLength or DEFAULT_PREFIX_LENGTH, connection_id
+        )
+    except PoolExhausted as exc:
+        raise AddressPoolExhausted(
+            f"location {location.id} has no /{request.ipv4PrefixLength or DEFAULT_PREFIX_LENGTH}"
+            f" block left in its pool {location.ipv4_pool}: {exc}"
+        ) from exc
     connection = Connection(
-        id=new_id("con"),
+        id=connection_id,
         customer_id=principal.customer_id,
         location_id=location.id,
         status=ConnectionStatus.PROVISIONING.value,
         bandwidth_mbps=mbps,
         description=request.description,
+        ipv4_block=block,
         created_by=principal.client_id,
         created_at=now,
         updated_at=now,
@@ -294,6 +313,7 @@ def to_schema(connection: Connection, pending: list[BandwidthChange]) -> Connect
         createdAt=connection.created_at,
         description=connection.description,
         updatedAt=connection.updated_at,
+        ipv4Block=connection.ipv4_block,
         pendingBandwidthChanges=[_pending_out(c) for c in pending],
         targetStatus=connection.target_status,
     )

@@ -26,6 +26,7 @@ from iod.domain.status import (
     can_transition,
 )
 from iod.jobs.queue import JobKind
+from iod.locations import addressing
 from iod.models import BandwidthChange, Connection
 from iod.network.base import ConnectionSpec, NetworkDriver
 
@@ -83,7 +84,16 @@ def _provision_prepare(session: Session, job: JobRef) -> ConnectionSpec | None:
     connection = _connection(session, job)
     if connection.status != ConnectionStatus.PROVISIONING.value:
         return None
-    return ConnectionSpec(connection.id, connection.location_id, connection.bandwidth_mbps)
+    return spec_of(connection)
+
+
+def spec_of(connection: Connection, mbps: int | None = None) -> ConnectionSpec:
+    return ConnectionSpec(
+        connection.id,
+        connection.location_id,
+        connection.bandwidth_mbps if mbps is None else mbps,
+        connection.ipv4_block,
+    )
 
 
 def _provision_record(session: Session, job: JobRef, clock: Clock) -> None:
@@ -109,6 +119,9 @@ def _provision_abandon(session: Session, job: JobRef, clock: Clock, reason: str)
     for change in repository.pending_changes(session, [connection.id])[connection.id]:
         change.status = ChangeStatus.FAILED.value
         change.failure_reason = f"provisioning failed: {reason}"
+    # Whatever a failed provisioning left on the network is an orphan that reconciliation
+    # removes; a driver given the block again replaces a stale holder (docs/network.md).
+    addressing.release(session, connection.id)
 
 
 # --- apply a bandwidth change ----------------------------------------------------------
@@ -145,7 +158,7 @@ def _apply_prepare(session: Session, job: JobRef) -> ConnectionSpec | None:
         change.failure_reason = "the connection was terminated before the change applied"
         return None
     change.status = ChangeStatus.APPLYING.value
-    return ConnectionSpec(connection.id, connection.location_id, change.to_mbps)
+    return spec_of(connection, change.to_mbps)
 
 
 def _apply_record(session: Session, job: JobRef, clock: Clock) -> None:
@@ -187,7 +200,7 @@ def _action_prepare(session: Session, job: JobRef) -> ConnectionSpec | None:
     wanted = ACTION_TARGETS[_ACTION_OF_KIND[job.kind]]
     if not can_transition(ConnectionStatus(connection.status), wanted):
         return None  # already there (a rerun), or overtaken (provisioning failed)
-    return ConnectionSpec(connection.id, connection.location_id, connection.bandwidth_mbps)
+    return spec_of(connection)
 
 
 def _action_act(driver: NetworkDriver, spec: ConnectionSpec, op_id: str, kind: str) -> None:
@@ -206,6 +219,8 @@ def _action_record(session: Session, job: JobRef, clock: Clock) -> None:
     wanted = ACTION_TARGETS[action]
     if can_transition(ConnectionStatus(connection.status), wanted):
         record_transition(session, connection, wanted, _REASONS[action], clock.now())
+        if wanted is ConnectionStatus.TERMINATED:
+            addressing.release(session, connection.id)  # the network has let it go
 
 
 def _action_abandon(session: Session, job: JobRef, clock: Clock, reason: str) -> None:

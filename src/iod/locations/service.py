@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.orm import Session
 
 from iod.clock import Clock
+from iod.domain.addressing import next_default_pool, parse_pool
 from iod.domain.bandwidth import BandwidthError, format_bandwidth, parse_bandwidth
 from iod.domain.tiers import DEFAULT_TIERS_MBPS, tiers_up_to
 from iod.errors import FieldError, ValidationFailed
@@ -25,6 +27,13 @@ class LocationIn(BaseModel):
     address: str = Field(min_length=1, max_length=512)
     capacity: str
     tiers: list[str] | None = None
+    # Where connections' IPv4 blocks come from; absent: the next free /16 of 10.0.0.0/8.
+    ipv4Pool: str | None = None
+
+    @field_validator("ipv4Pool")
+    @classmethod
+    def _pool(cls, value: str | None) -> str | None:
+        return None if value is None else str(parse_pool(value))
 
     @field_validator("capacity")
     @classmethod
@@ -57,7 +66,11 @@ def parse_catalog(data: Any) -> list[LocationIn]:
     for index, item in enumerate(data):
         try:
             entries.append(LocationIn.model_validate(item))
-        except (ValidationError, BandwidthError) as exc:
+        except ValidationError as exc:
+            for problem in exc.errors():
+                where = "/".join(str(part) for part in problem["loc"])
+                errors.append(FieldError(f"/{index}/{where}".rstrip("/"), problem["msg"]))
+        except BandwidthError as exc:
             errors.append(FieldError(f"/{index}", str(exc).splitlines()[0]))
     if errors:
         raise ValidationFailed("the catalog has invalid entries", errors=errors)
@@ -80,10 +93,13 @@ def upsert(session: Session, clock: Clock, entries: list[LocationIn]) -> tuple[i
                     address=entry.address,
                     capacity_mbps=capacity,
                     tiers_mbps=tiers,
+                    ipv4_pool=entry.ipv4Pool or str(_next_pool(session)),
+                    ipv4_next=0,
                     created_at=now,
                     updated_at=now,
                 )
             )
+            session.flush()
             created += 1
         elif (row.name, row.address, row.capacity_mbps, row.tiers_mbps) != (
             entry.name,
@@ -99,6 +115,11 @@ def upsert(session: Session, clock: Clock, entries: list[LocationIn]) -> tuple[i
     return created, updated
 
 
+def _next_pool(session: Session) -> IPv4Network:
+    taken = [IPv4Network(row.ipv4_pool) for row in repository.list_all(session)]
+    return next_default_pool(taken)
+
+
 def describe(location: Location) -> dict[str, Any]:
     return {
         "id": location.id,
@@ -106,4 +127,5 @@ def describe(location: Location) -> dict[str, Any]:
         "address": location.address,
         "capacity": format_bandwidth(location.capacity_mbps),
         "tiers": [format_bandwidth(t) for t in location.tiers_mbps],
+        "ipv4Pool": location.ipv4_pool,
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -11,6 +11,7 @@ class ConnectionSpec:
     connection_id: str
     location_id: str
     bandwidth_mbps: int
+    ipv4_block: str | None = None  # CIDR; None only for rows from before blocks existed
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,22 @@ class ConfiguredConnection:
     location_id: str
     bandwidth_mbps: int
     suspended: bool
+    ipv4_block: str | None = None
+
+
+@dataclass
+class ReconcileReport:
+    """What a reconciliation found and did; with dry_run, what it would have done."""
+
+    created: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    corrected: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    unchanged: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.removed or self.corrected)
 
 
 class DriverError(Exception):
@@ -45,3 +62,11 @@ class NetworkDriver(Protocol):
     def terminate(self, connection_id: str, op_id: str) -> None: ...
 
     def inventory(self) -> list[ConfiguredConnection]: ...
+
+    def reconcile(
+        self, desired: list[ConfiguredConnection], skip: frozenset[str], *, dry_run: bool = False
+    ) -> ReconcileReport:
+        """Make the network hold exactly `desired`: create what is missing, correct rates and
+        suspension, remove what is not desired. Connections in `skip` (a job is working on
+        them) are left as they are."""
+        ...

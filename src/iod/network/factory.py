@@ -15,4 +15,13 @@ def make_driver(settings: Settings) -> NetworkDriver:
             failure_rate=settings.simulated_failure_rate,
             state_path=settings.data_dir / "simulated-network.sqlite3",
         )
+    if settings.network_driver == "linux":
+        # Imported here: pyroute2 loads only where the linux driver is used.
+        from iod.network.linux.driver import LinuxDriver
+
+        return LinuxDriver(
+            prefix=settings.linux_name_prefix,
+            customer_ifname=settings.linux_customer_ifname,
+            dry_run=settings.linux_dry_run,
+        )
     raise ValueError(f"unknown network driver {settings.network_driver!r}")

@@ -17,7 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from iod.network.base import ConfiguredConnection, ConnectionSpec, DriverError
+from iod.network.base import (
+    ConfiguredConnection,
+    ConnectionSpec,
+    DriverError,
+    ReconcileReport,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS network (
@@ -167,6 +172,51 @@ class SimulatedDriver:
                 "ORDER BY connection_id"
             ).fetchall()
         return [ConfiguredConnection(r[0], r[1], r[2], bool(r[3])) for r in rows]
+
+    def reconcile(
+        self, desired: list[ConfiguredConnection], skip: frozenset[str], *, dry_run: bool = False
+    ) -> ReconcileReport:
+        """The same contract as the linux driver's, on the pretend network's table. Not
+        journaled: the journal records operations that jobs carried out."""
+        report = ReconcileReport()
+        wanted = {d.connection_id: d for d in desired}
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT connection_id, location_id, bandwidth_mbps, suspended FROM network"
+            ).fetchall()
+            have = {r[0]: ConfiguredConnection(r[0], r[1], r[2], bool(r[3])) for r in rows}
+            for connection_id in sorted(have.keys() - wanted.keys()):
+                if connection_id in skip:
+                    report.skipped.append(connection_id)
+                    continue
+                report.removed.append(f"{connection_id}: not in the database")
+                if not dry_run:
+                    db.execute("DELETE FROM network WHERE connection_id = ?", (connection_id,))
+            for connection_id, want in sorted(wanted.items()):
+                if connection_id in skip:
+                    continue
+                now = have.get(connection_id)
+                if now is None:
+                    report.created.append(f"{connection_id}: missing")
+                elif (now.location_id, now.bandwidth_mbps, now.suspended) != (
+                    want.location_id,
+                    want.bandwidth_mbps,
+                    want.suspended,
+                ):
+                    report.corrected.append(
+                        f"{connection_id}: {now.bandwidth_mbps} Mbps"
+                        f"{' suspended' if now.suspended else ''} -> {want.bandwidth_mbps} Mbps"
+                        f"{' suspended' if want.suspended else ''}"
+                    )
+                else:
+                    report.unchanged += 1
+                    continue
+                if not dry_run:
+                    db.execute(
+                        "INSERT OR REPLACE INTO network VALUES (?, ?, ?, ?)",
+                        (connection_id, want.location_id, want.bandwidth_mbps, int(want.suspended)),
+                    )
+        return report
 
     @property
     def operations(self) -> list[Operation]:

@@ -1,0 +1,73 @@
+"""`iod network`: what the network holds, and reconciling it with the database."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from iod.cli.common import console, open_db_or_exit
+from iod.clock import SystemClock
+from iod.config import get_settings
+from iod.domain.bandwidth import format_bandwidth
+from iod.network.factory import make_driver
+from iod.network.reconcile import reconcile
+
+network_app = typer.Typer(
+    help="The network the driver manages (IOD_NETWORK_DRIVER).", no_args_is_help=True
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+@network_app.command("reconcile")
+def network_reconcile(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report (and print the operations), change nothing.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Compare the network with the database and mend it: create what is missing, remove
+    orphans, correct rates and suspension. Safe to run any time, as often as you like."""
+    db = open_db_or_exit()
+    driver = make_driver(get_settings())
+    report = reconcile(db, driver, SystemClock(), dry_run=dry_run)
+    if as_json:
+        typer.echo(json.dumps(asdict(report) | {"changed": report.changed, "dryRun": dry_run}))
+        return
+    verb = "would be" if dry_run else ""
+    for title, items in (
+        ("created", report.created),
+        ("removed", report.removed),
+        ("corrected", report.corrected),
+        ("left to their jobs", report.skipped),
+    ):
+        for item in items:
+            console.print(f"{title} {verb}: {item}".replace("  ", " "))
+    console.print(
+        f"{driver.name}: {len(report.created)} created, {len(report.removed)} removed, "
+        f"{len(report.corrected)} corrected, {report.unchanged} unchanged, "
+        f"{len(report.skipped)} left to their jobs{' (dry run)' if dry_run else ''}"
+    )
+
+
+@network_app.command("show")
+def network_show(as_json: JsonFlag = False) -> None:
+    """What the network holds now, as the driver reads it."""
+    driver = make_driver(get_settings())
+    rows = driver.inventory()
+    if as_json:
+        typer.echo(json.dumps({"driver": driver.name, "connections": [asdict(r) for r in rows]}))
+        return
+    table = Table("connection", "location", "bandwidth", "suspended", title=driver.name)
+    for row in rows:
+        table.add_row(
+            row.connection_id,
+            row.location_id,
+            format_bandwidth(row.bandwidth_mbps),
+            "yes" if row.suspended else "no",
+        )
+    console.print(table)

@@ -1,0 +1,87 @@
+"""Each connection gets an IPv4 block from its location's pool (an extension property)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network
+
+import pytest
+from fastapi.testclient import TestClient
+
+from iod.app import Services
+from iod.locations import service as locations
+from tests.conftest import nothing_written, run_jobs
+
+BASE = "/internet-on-demand/connections"
+LOC = "PL0001247634"
+
+
+def create(api: TestClient, headers: dict[str, str], **extra: object) -> dict[str, object]:
+    response = api.post(
+        BASE, json={"bandwidth": "100 Mbps", "locationId": LOC, **extra}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+def test_blocks_are_distinct_aligned_and_sized(api, headers, services) -> None:
+    pool = IPv4Network(_pool(services, LOC))
+    made = [create(api, headers) for _ in range(3)]
+    made.append(create(api, headers, ipv4PrefixLength=29))
+    made.append(create(api, headers, ipv4PrefixLength=28))
+    blocks = [IPv4Network(str(c["ipv4Block"])) for c in made]
+    assert [b.prefixlen for b in blocks] == [30, 30, 30, 29, 28]
+    for index, block in enumerate(blocks):
+        assert block.subnet_of(pool)
+        assert not any(block.overlaps(other) for other in blocks[:index])
+    got = api.get(f"{BASE}/{made[3]['id']}", headers=headers).json()
+    assert got["ipv4Block"] == str(blocks[3])
+
+
+def _pool(services: Services, location_id: str) -> str:
+    with services.db.read() as session:
+        return str(locations.describe(locations.repository.get(session, location_id))["ipv4Pool"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [27, 31, "30", True, None, 30.0])
+def test_bad_prefix_length_is_a_400_with_a_pointer(api, headers, services, bad) -> None:
+    with nothing_written(services):
+        response = api.post(
+            BASE,
+            json={"bandwidth": "100 Mbps", "locationId": LOC, "ipv4PrefixLength": bad},
+            headers=headers,
+        )
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert any(e["pointer"] == "/ipv4PrefixLength" for e in response.json()["errors"])
+
+
+def test_terminated_connections_free_their_block(api, headers, services) -> None:
+    first = create(api, headers)
+    run_jobs(services)
+    assert api.post(f"{BASE}/{first['id']}/terminate", headers=headers).status_code == 202
+    run_jobs(services)
+    again = create(api, headers)
+    assert again["ipv4Block"] == first["ipv4Block"]  # reused once the network let it go
+    # The terminated record keeps its block, for history.
+    assert api.get(f"{BASE}/{first['id']}", headers=headers).json()["ipv4Block"]
+
+
+def test_an_exhausted_pool_is_a_409_and_writes_nothing(api, headers, services) -> None:
+    with services.db.write() as session:
+        locations.upsert(
+            session,
+            services.clock,
+            locations.parse_catalog(
+                [{"id": "TINY", "name": "Tiny", "address": "1 Main St", "capacity": "10 Gbps",
+                  "ipv4Pool": "192.168.7.0/29"}]
+            ),
+        )  # fmt: skip
+    body = {"bandwidth": "100 Mbps", "locationId": "TINY"}
+    assert api.post(BASE, json=body, headers=headers).status_code == 201
+    assert api.post(BASE, json=body, headers=headers).status_code == 201
+    with nothing_written(services):
+        refused = api.post(BASE, json=body, headers=headers)
+    assert refused.status_code == 409
+    assert refused.json()["type"].endswith("/problems/address-pool-exhausted")
+    assert "192.168.7.0/29" in refused.json()["detail"]
