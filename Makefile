@@ -62,6 +62,22 @@ bench-wrk:
 bench-burst: $(STAMP)
 	$(BIN)/python bench/burst.py $(BURST_ARGS)
 
+## The Linux data plane (root): its tests with the measured figures printed, and the scale
+## benchmark (1,000 connections on this host; docs/performance.md). iperf3 is installed when
+## missing and apt-get is available.
+.PHONY: test-dataplane bench-dataplane iperf3
+test-dataplane: $(STAMP) iperf3
+	IOD_REQUIRE_DATAPLANE=1 $(BIN)/pytest tests/dataplane -v -s $(PYTEST_ARGS)
+
+bench-dataplane: $(STAMP)
+	$(BIN)/python bench/dataplane.py $(DATAPLANE_ARGS)
+
+iperf3:
+	@command -v iperf3 >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "install iperf3 (Debian/Ubuntu package iperf3)"; exit 1; }; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq iperf3; }
+
 ## The crash test at the issue's size (make test runs it small): needs IOD_TEST_DATABASE_URL.
 crash-test: $(STAMP)
 	IOD_CRASH_CONNECTIONS=500 IOD_CRASH_CHANGES=2000 $(BIN)/pytest tests/e2e/test_crash.py -v

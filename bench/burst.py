@@ -49,7 +49,7 @@ def seed(url: str, connections: int) -> list[str]:
         conn.execute(
             insert(Location).values(
                 id="PL-BENCH", name="bench", address="-", capacity_mbps=1_000_000,
-                tiers_mbps=[10, 100], created_at=now, updated_at=now,
+                tiers_mbps=[10, 100], ipv4_pool="10.0.0.0/12", created_at=now, updated_at=now,
             )
         )  # fmt: skip
     engine.dispose()

@@ -198,3 +198,42 @@ def test_reconcile_rebuilds_a_half_built_connection(netdriver: LinuxDriver) -> N
     assert report.created == [f"{SPEC.connection_id}: incomplete, rebuilt"]
     port = netdriver.port(SPEC)
     assert port is not None and port.complete
+
+
+def test_provision_over_the_remnant_of_an_interrupted_build(netdriver: LinuxDriver) -> None:
+    """A crash between creating the veth pair and naming it (its alias) left a pair nobody
+    owns and a customer namespace; provisioning again cleans up and builds once."""
+    netdriver.provision(
+        ConnectionSpec("con_01KDATAPLANE0000000000002", SPEC.location_id, 50, "10.0.0.8/30"), "j"
+    )  # the edge namespace exists, with a neighbour
+    edge, customer = namespaces_of(netdriver, SPEC)
+    first_name = naming.edge_ifname(netdriver.prefix, SPEC.connection_id)
+    ip("netns", "add", customer)
+    ip("-n", edge, "link", "add", "name", first_name, "type", "veth", "peer", "name", "eth0",
+       "netns", customer)  # fmt: skip
+    netdriver.provision(SPEC, "job-1")
+    port = netdriver.port(SPEC)
+    assert port is not None and port.complete
+    names = [line.split(":")[1].strip().split("@")[0] for line in
+             ip("-n", edge, "-o", "link", "show").splitlines()]  # fmt: skip
+    assert sorted(names) == sorted(
+        [
+            "lo",
+            port.edge_ifname,
+            netdriver.port(
+                ConnectionSpec("con_01KDATAPLANE0000000000002", SPEC.location_id, 50, "10.0.0.8/30")
+            ).edge_ifname,
+        ]
+    )  # type: ignore[union-attr]  # the neighbour's and this one's: no remnant
+    # A pair cut off without an owner (its customer namespace gone) is removed on reconcile.
+    stray = f"{netdriver.prefix}zzzzzzzzzz"[:15]
+    ip("-n", edge, "link", "add", "name", stray, "type", "veth", "peer", "name", "x0")
+    report = netdriver.reconcile(
+        [
+            ConfiguredConnection(r.connection_id, r.location_id, r.bandwidth_mbps, False, b)
+            for r, b in zip(netdriver.inventory(), ["10.0.0.8/30", "10.0.0.4/30"], strict=True)
+        ],
+        frozenset(),
+    )
+    assert report.removed == [f"{edge}/{stray}: no owner"]
+    assert stray not in ip("-n", edge, "link", "show")

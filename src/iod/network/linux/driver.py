@@ -18,19 +18,22 @@ logged. All kernel calls go through pyroute2 (netlink); nothing shells out.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Any
 
 import structlog
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from iod.domain.addressing import customer_address, gateway
 from iod.network.base import ConfiguredConnection, ConnectionSpec, DriverError, ReconcileReport
 from iod.network.linux import naming
-from iod.network.linux.kernel import Emit, Kernel, Shaping
+from iod.network.linux.kernel import Emit, Kernel, Shaping, Snapshot
 
 log = structlog.get_logger("iod.network.linux")
+UNNAMED = "?"  # key prefix of edge links without an owner, in `ports()`
 
 
 @dataclass(frozen=True)
@@ -116,15 +119,51 @@ class LinuxDriver:
 
     def set_bandwidth(self, spec: ConnectionSpec, op_id: str) -> None:
         with self._lock:
-            self._converge(spec, suspended=None, op_id=op_id)
+            mbps = spec.bandwidth_mbps
+            if not self._on_both_ends(
+                spec, lambda ipr, dev, i: self.kernel.set_rate(ipr, dev, i, mbps)
+            ):
+                self._converge(spec, suspended=None, op_id=op_id)
 
     def suspend(self, spec: ConnectionSpec, op_id: str) -> None:
         with self._lock:
-            self._converge(spec, suspended=True, op_id=op_id)
+            if not self._on_both_ends(
+                spec, lambda ipr, dev, i: self.kernel.set_leaf(ipr, dev, i, True)
+            ):
+                self._converge(spec, suspended=True, op_id=op_id)
 
     def resume(self, spec: ConnectionSpec, op_id: str) -> None:
         with self._lock:
-            self._converge(spec, suspended=False, op_id=op_id)
+            if not self._on_both_ends(
+                spec, lambda ipr, dev, i: self.kernel.set_leaf(ipr, dev, i, False)
+            ):
+                self._converge(spec, suspended=False, op_id=op_id)
+
+    def _on_both_ends(
+        self, spec: ConnectionSpec, change: Callable[[IPRoute, str, int], None]
+    ) -> bool:
+        """The fast path of a change to a connection that exists: find both ends by name and
+        change them, a few netlink messages whatever the number of connections. False when
+        an end or its HTB tree is missing: the caller then converges the whole connection.
+        (Other damage, such as a lost address, is for reconciliation to find.)"""
+        edge_ns = self.edge_namespace(spec.location_id)
+        cust_ns = self.customer_namespace(spec.connection_id)
+        if not (self.kernel.exists(edge_ns) and self.kernel.exists(cust_ns)):
+            return False
+        with self.kernel.ns(edge_ns, keep=True) as edge, self.kernel.ns(cust_ns) as cust:
+            assert edge is not None and cust is not None
+            ifname, link = self._edge_link(edge, spec.connection_id)
+            peer = cust.link_lookup(ifname=self.customer_ifname)
+            if link is None or not peer:
+                return False
+            try:
+                change(edge, ifname, int(link["index"]))
+                change(cust, self.customer_ifname, int(peer[0]))
+            except DriverError as exc:
+                log.warning("linux.fast_path_failed", connection_id=spec.connection_id,
+                            error=str(exc))  # fmt: skip
+                return False
+        return True
 
     def terminate(self, connection_id: str, op_id: str) -> None:
         with self._lock:
@@ -160,20 +199,28 @@ class LinuxDriver:
 
     # --- reading ------------------------------------------------------------------------
 
-    def ports(self) -> dict[str, Port]:
+    def ports(self, blocks: dict[str, IPv4Network] | None = None) -> dict[str, Port]:
         """Every connection the kernel has a trace of, keyed by connection id: edge links
-        named by our prefix, and customer namespaces (which may have lost their link)."""
+        named by our prefix, and customer namespaces (which may have lost their link).
+        With `blocks`, a connection is complete only with exactly its block's addresses."""
         found: dict[str, Port] = {}
         namespaces = self.kernel.namespaces()
         for edge in sorted(n for n in namespaces if n.startswith(f"{self.prefix}-edge-")):
             with self.kernel.ns(edge, keep=True) as ipr:
                 assert ipr is not None
+                snapshot = self.kernel.snapshot(ipr)
                 for link in self.kernel.links(ipr):
                     owner = _parse_alias(link.get_attr("IFLA_IFALIAS"))
                     ifname = str(link.get_attr("IFLA_IFNAME"))
-                    if owner is None or not ifname.startswith(self.prefix):
+                    if not ifname.startswith(self.prefix) or ifname == "lo":
                         continue
-                    found[owner[0]] = self._read_port(ipr, edge, ifname, link, *owner)
+                    if owner is None:  # a pair cut off before it was named: nobody's
+                        found[f"{UNNAMED}{edge}/{ifname}"] = Port("", "", edge, ifname, False)
+                        continue
+                    block = (blocks or {}).get(owner[0])
+                    found[owner[0]] = self._read_port(
+                        ipr, edge, ifname, link, *owner, block, snapshot=snapshot
+                    )
         for name in namespaces:
             connection_id = naming.connection_of_namespace(self.prefix, name)
             if connection_id is not None and connection_id not in found:
@@ -189,12 +236,15 @@ class LinuxDriver:
         connection_id: str,
         location_id: str,
         block: IPv4Network | None = None,
+        *,
+        snapshot: Snapshot | None = None,
     ) -> Port:
         index = link["index"]
-        down = self.kernel.shaping(ipr, index)
+        snapshot = snapshot or self.kernel.snapshot(ipr)
+        down = self.kernel.shaping(ipr, index, snapshot)
         up: Shaping | None = None
         complete = down.rate_mbps is not None and down.leaf is not None
-        edge_addresses = self.kernel.addresses(ipr, index)
+        edge_addresses = snapshot.addresses.get(index, set())
         if block is not None:
             complete = complete and f"{gateway(block)}/{block.prefixlen}" in edge_addresses
         else:
@@ -207,8 +257,9 @@ class LinuxDriver:
                 if cust_link is None:
                     complete = False
                 else:
-                    up = self.kernel.shaping(cust, cust_link["index"])
-                    addresses = self.kernel.addresses(cust, cust_link["index"])
+                    inside = self.kernel.snapshot(cust)  # two interfaces: a cheap dump
+                    up = self.kernel.shaping(cust, cust_link["index"], inside)
+                    addresses = inside.addresses.get(cust_link["index"], set())
                     route = self.kernel.default_gateway(cust)
                     if block is not None:
                         wanted = f"{customer_address(block)}/{block.prefixlen}"
@@ -253,8 +304,9 @@ class LinuxDriver:
                 "linux.build", connection_id=spec.connection_id, op_id=op_id,
                 rebuild=port is not None,
             )  # fmt: skip
-            if port is not None:
-                self._remove(spec.connection_id)
+            # Whatever an interrupted build left (a namespace, a pair not yet named by its
+            # alias) goes first: removing the customer end takes the whole pair with it.
+            self._remove(spec.connection_id)
             self._build(spec, block, suspended=bool(suspended))
             return
         self._correct(spec, port, suspended)
@@ -296,7 +348,7 @@ class LinuxDriver:
                 if edge.get_links(loopback)[0].get_attr("IFLA_OPERSTATE") != "UNKNOWN":
                     k.run(edge, f"ip -n {edge_ns} link set lo up",
                           lambda i: i.link("set", index=loopback, state="up"))  # fmt: skip
-                self._evict_block_holders(edge, edge_ns, spec.connection_id, gw)
+                self._evict_block_holders(edge, edge_ns, spec.connection_id, block)
             ifname, _ = self._edge_link(edge, spec.connection_id)
             with k.ns(cust_ns, create=True) as cust:
                 peer = self.customer_ifname
@@ -342,13 +394,21 @@ class LinuxDriver:
         return int(found[0])
 
     def _evict_block_holders(
-        self, edge: IPRoute, edge_ns: str, connection_id: str, gw: object
+        self, edge: IPRoute, edge_ns: str, connection_id: str, block: IPv4Network
     ) -> None:
         """A block belongs to one live connection (the database guarantees it). A link that
-        holds the gateway address for another connection is a stale remnant (a provisioning
-        that failed for good, its block since given again): remove it."""
-        for address in edge.get_addr(family=2, address=str(gw)):
-            link = edge.get_links(address["index"])[0]
+        holds it for another connection is a stale remnant (a provisioning that failed for
+        good, its block since given again): remove it. Found by a route lookup of the
+        customer address, which names the link with the block's connected route."""
+        try:
+            routes = edge.route("get", dst=str(customer_address(block)))
+        except NetlinkError:
+            return  # unreachable: nobody holds the block
+        for route in routes:
+            index = route.get_attr("RTA_OIF")
+            if not index:
+                continue
+            link = edge.get_links(index)[0]
             owner = _parse_alias(link.get_attr("IFLA_IFALIAS"))
             if owner is not None and owner[0] != connection_id:
                 log.warning("linux.evict", stale=owner[0], block_for=connection_id)
@@ -382,10 +442,18 @@ class LinuxDriver:
         self, desired: list[ConfiguredConnection], skip: frozenset[str]
     ) -> ReconcileReport:
         report = ReconcileReport()
-        found = self.ports()
         wanted = {d.connection_id: d for d in desired}
-        for connection_id in sorted(found):
-            if connection_id in skip:
+        blocks = {d.connection_id: IPv4Network(d.ipv4_block) for d in desired if d.ipv4_block}
+        found = self.ports(blocks)
+        for connection_id, port in sorted(found.items()):
+            if connection_id.startswith(UNNAMED):
+                report.removed.append(f"{port.edge_namespace}/{port.edge_ifname}: no owner")
+                with self.kernel.ns(port.edge_namespace, keep=True) as edge:
+                    index = edge.link_lookup(ifname=port.edge_ifname) if edge else []
+                    if edge is not None and index:
+                        self._delete_link(edge, f"-n {port.edge_namespace}", port.edge_ifname,
+                                          index[0])  # fmt: skip
+            elif connection_id in skip:
                 report.skipped.append(connection_id)
             elif connection_id not in wanted:
                 report.removed.append(f"{connection_id}: not in the database")
@@ -399,14 +467,12 @@ class LinuxDriver:
             if spec.ipv4_block is None:
                 report.skipped.append(f"{connection_id}: no IPv4 block")
                 continue
-            block = IPv4Network(spec.ipv4_block)
-            current = self._port(spec, block)
-            if current is None or not current.complete:
-                why = "missing" if connection_id not in found else "incomplete, rebuilt"
+            current = found.get(connection_id)
+            if current is None or not current.complete or current.location_id != want.location_id:
+                why = "missing" if current is None else "incomplete, rebuilt"
                 report.created.append(f"{connection_id}: {why}")
-                if connection_id in found:
-                    self._remove(connection_id)
-                self._build(spec, block, suspended=want.suspended)
+                self._remove(connection_id)
+                self._build(spec, blocks[connection_id], suspended=want.suspended)
                 continue
             fixed = self._correct(spec, current, want.suspended)
             if fixed:
