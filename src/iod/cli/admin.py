@@ -155,10 +155,10 @@ def locations_list(as_json: JsonFlag = False) -> None:
     if as_json:
         typer.echo(json.dumps({"locations": rows}))
         return
-    table = Table("id", "name", "address", "capacity", "tiers")
+    table = Table("id", "name", "address", "capacity", "tiers", "ipv4 pool")
     for row in rows:
         table.add_row(row["id"], row["name"], row["address"], row["capacity"],
-                      ", ".join(row["tiers"]))  # fmt: skip
+                      ", ".join(row["tiers"]), row["ipv4Pool"])  # fmt: skip
     console.print(table)
 
 

@@ -216,6 +216,7 @@ def show_connection(connection: Connection) -> None:
         ("status", connection.status),
         ("bandwidth", connection.bandwidth),
         ("location", connection.location),
+        ("ipv4 block", connection.ipv4_block or ""),
         ("description", connection.description or ""),
         ("created", when(connection.created_at)),
         ("updated", when(connection.updated_at)),

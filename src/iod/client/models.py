@@ -44,6 +44,7 @@ class Connection(Model):
     created_at: datetime
     updated_at: datetime | None = None
     description: str | None = None
+    ipv4_block: str | None = None  # CIDR: the gateway is its first address, yours the second
     pending_bandwidth_changes: list[PendingBandwidthChange] = []
     target_status: str | None = None  # set while a suspend, resume or terminate is under way
 
