@@ -70,6 +70,11 @@ class InvalidState(Conflict):
     title = "Not allowed in the connection's current state"
 
 
+class TooManyPendingChanges(Conflict):
+    type_name = "too-many-pending-changes"
+    title = "Too many pending bandwidth changes"
+
+
 class Unauthorized(ProblemError):
     status = 401
     type_name = "unauthorized"
@@ -92,6 +97,24 @@ class UnsupportedMediaType(ProblemError):
     status = 415
     type_name = "unsupported-media-type"
     title = "Unsupported media type"
+
+
+class RequestTimeout(ProblemError):
+    status = 408
+    type_name = "request-timeout"
+    title = "Request body too slow"
+
+
+class PreconditionFailed(ProblemError):
+    status = 412
+    type_name = "precondition-failed"
+    title = "Precondition failed"
+
+
+class RateLimited(ProblemError):
+    status = 429
+    type_name = "rate-limited"
+    title = "Too many requests"
 
 
 @dataclass
@@ -134,6 +157,10 @@ PROBLEM_TYPES: dict[str, str] = {
         Forbidden,
         PayloadTooLarge,
         UnsupportedMediaType,
+        TooManyPendingChanges,
+        RequestTimeout,
+        PreconditionFailed,
+        RateLimited,
     )
 } | {
     "method-not-allowed": "Method not allowed",
