@@ -168,6 +168,7 @@ PROBLEM_TYPES: dict[str, str] = {
     "idempotency-key-in-use": "A request with this Idempotency-Key is still running",
     "idempotency-key-reused": "Idempotency-Key reused with a different request",
     "not-acceptable": "Not acceptable",
+    "headers-too-large": "Request header fields too large",
     "internal-error": "Internal server error",
     "service-unavailable": "Service unavailable",
 }
