@@ -39,16 +39,20 @@ class RequestContextMiddleware:
             return
         incoming = None
         declared_length = None
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
             elif name == b"content-length":
                 declared_length = value
+            elif name == b"transfer-encoding":
+                chunked = True
         request_id = incoming if incoming and _SAFE_ID.match(incoming) else uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
+        body_done = False
         status = 500
         limit = self.max_body_bytes
         started_response = False
@@ -64,12 +68,15 @@ class RequestContextMiddleware:
                 rate_limit = state.get("rate_limit")
                 if rate_limit is not None:
                     headers.extend(rate_limit.headers())
+                if not body_done and (chunked or declared_length not in (None, b"0")):
+                    # Answered before the body was read (413, 408, 401...): close, or the
+                    # rest of the body would keep the connection open and busy.
+                    headers.append((b"connection", b"close"))
                 message["headers"] = headers
             await send(message)
 
         received = 0
         body_deadline: float | None = None
-        body_done = False
 
         async def limited_receive() -> Message:
             nonlocal received, body_deadline, body_done
