@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Header, Request
 from pydantic import BaseModel
+from pydantic.json_schema import SkipJsonSchema
 
 from iod.errors import PreconditionFailed, UnsupportedMediaType
 
@@ -82,20 +83,22 @@ ETAG_HEADER: dict[str, Any] = {
         "schema": {"type": "string"},
     }
 }
-# Entity tags are quoted strings of visible ASCII; a list is separated by commas.
-_TAG = r'(?:W/)?"[!#-~]*"'
-_IF_MATCH = re.compile(rf"^(?:\*|{_TAG}(?: *, *{_TAG})*)$")
+# Entity tags are quoted strings of visible ASCII, optionally weak; a list has commas.
 _TAGS = re.compile(r'(W/)?"([!#-~]*)"')
 
 IfMatchHeader = Annotated[
-    str | None,
+    # Documented as a string only: an optional header is absent, never `null`.
+    str | SkipJsonSchema[None],
     Header(
         alias="If-Match",
-        max_length=2048,
-        pattern=_IF_MATCH.pattern,
+        # Neither a pattern nor a maximum length: a value that names no current tag, however
+        # it is spelt, is simply a condition that is false (412), and the server bounds every
+        # header's size (IOD_HTTP_MAX_HEADER_BYTES).
         description=(
-            "Extension: act only if the connection's current `ETag` is one of these (or `*`); "
-            "otherwise 412. Weak tags never match (strong comparison). Without it, no check."
+            'Extension: `"<etag>"`, a comma-separated list of them, or `*`. Act only if the '
+            "connection's current `ETag` is one of these (or `*`); otherwise 412, also for a "
+            "value that names no entity tag. Weak tags (`W/...`) never match (strong "
+            "comparison). Without the header, no check."
         ),
     ),
 ]
