@@ -80,7 +80,7 @@ def test_secret_guessing_is_throttled_per_source_address(limited: Any) -> None:
     assert guess(other, clients[0].client_id, SECRET).status_code == 200
 
 
-def test_failed_guesses_with_a_malformed_request_are_still_counted(limited: Any) -> None:
+def test_failed_guesses_by_form_post_are_counted_too(limited: Any) -> None:
     """Form-post credentials count like Basic ones."""
     app: Limited = limited()
     victim = add_client(app.services)
