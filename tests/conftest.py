@@ -108,6 +108,10 @@ def settings(tmp_path: Path) -> Settings:
         job_backoff_seconds=0,
         client_cache_seconds=0,
         token_ttl=86400,
+        # Off here, so a fast test machine cannot trip them; tests/security turns them on
+        # with a clock of its own.
+        rate_limit_reads_per_second=0,
+        rate_limit_writes_per_second=0,
     )
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from iod.network.factory import make_driver
 from iod.openapi import build_openapi
 from iod.problems import install_error_handlers
 from iod.problems import router as problems_router
+from iod.ratelimit import Limits, Rate, build_limits
 
 log = structlog.get_logger("iod.app")
 
@@ -48,6 +50,7 @@ class Services:
     clients: ClientDirectory
     driver: NetworkDriver
     policy: Policy
+    limits: Limits
     wakeup: threading.Event = field(default_factory=threading.Event)
 
     def notify_worker(self) -> None:
@@ -88,7 +91,9 @@ def build_services(
     db: Database | None = None,
     clock: Clock | None = None,
     driver: NetworkDriver | None = None,
+    ticker: Callable[[], float] = time.monotonic,
 ) -> Services:
+    """`ticker` is the rate limiters' monotonic clock (seconds); tests move it by hand."""
     clock = clock or SystemClock()
     db = db or Database(make_engine(settings.effective_database_url))
     keys = KeyStore(db, clock)
@@ -109,6 +114,18 @@ def build_services(
         policy=Policy(
             max_attempts=settings.job_max_attempts,
             max_schedule_days=settings.max_schedule_days,
+            max_pending_changes=settings.max_pending_changes,
+        ),
+        limits=build_limits(
+            reads=Rate(settings.rate_limit_reads_per_second, settings.rate_limit_reads_burst),
+            writes=Rate(settings.rate_limit_writes_per_second, settings.rate_limit_writes_burst),
+            token_requests=Rate(
+                settings.token_requests_per_minute / 60, settings.token_requests_burst
+            ),
+            token_failures=Rate(
+                settings.token_failures_per_minute / 60, settings.token_failures_burst
+            ),
+            ticker=ticker,
         ),
     )
 
@@ -149,7 +166,10 @@ def create_app(services: Services, *, run_worker: bool = False) -> FastAPI:
         app.state.metrics_registry, metrics = build_registry(services)
         app.include_router(metrics_router)
     app.add_middleware(
-        RequestContextMiddleware, max_body_bytes=services.settings.max_body_bytes, metrics=metrics
+        RequestContextMiddleware,
+        max_body_bytes=services.settings.max_body_bytes,
+        body_timeout=services.settings.http_body_timeout_seconds,
+        metrics=metrics,
     )
     install_error_handlers(app)
     app.include_router(connections_router)

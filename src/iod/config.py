@@ -59,6 +59,47 @@ class Settings(BaseSettings):
     job_backoff_cap_seconds: float = Field(default=60.0, ge=0)
     max_body_bytes: int = 64 * 1024
     max_schedule_days: int = 365
+    max_pending_changes: int = Field(
+        default=100,
+        ge=1,
+        description="Bandwidth changes a connection may have scheduled or applying at once; "
+        "one more is 409 /problems/too-many-pending-changes.",
+    )
+    # Per OAuth client and per API process (N processes: up to N times these); 0 disables.
+    rate_limit_reads_per_second: float = Field(default=100.0, ge=0)
+    rate_limit_reads_burst: int = Field(default=200, ge=0)
+    rate_limit_writes_per_second: float = Field(default=20.0, ge=0)
+    rate_limit_writes_burst: int = Field(default=40, ge=0)
+    # The token endpoint, per client id and per source address, per process; 0 disables.
+    token_requests_per_minute: float = Field(
+        default=60.0, ge=0, description="Every token request, refused or not."
+    )
+    token_requests_burst: int = Field(default=30, ge=0)
+    token_failures_per_minute: float = Field(
+        default=10.0, ge=0, description="Failed client authentications: wrong or unknown."
+    )
+    token_failures_burst: int = Field(default=10, ge=0)
+    # `iod serve` (uvicorn): slow or greedy clients.
+    http_keep_alive_seconds: int = Field(
+        default=5, ge=1, description="An idle keep-alive connection is closed after this."
+    )
+    http_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection must send a request's complete headers within this.",
+    )
+    http_max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, description="The request line and headers, at most."
+    )
+    http_body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="A request body must arrive completely within this."
+    )
+    http_max_concurrency: int = Field(
+        default=1000,
+        ge=0,
+        description="Connections plus requests in progress per process beyond which uvicorn "
+        "answers 503; 0 means no limit.",
+    )
     inprocess_worker: bool = Field(
         default=True, description="Whether `iod serve` runs the job worker in each API process."
     )

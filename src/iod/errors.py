@@ -75,6 +75,11 @@ class InvalidState(Conflict):
     title = "Not allowed in the connection's current state"
 
 
+class TooManyPendingChanges(Conflict):
+    type_name = "too-many-pending-changes"
+    title = "Too many pending bandwidth changes"
+
+
 class Unauthorized(ProblemError):
     status = 401
     type_name = "unauthorized"
@@ -97,6 +102,24 @@ class UnsupportedMediaType(ProblemError):
     status = 415
     type_name = "unsupported-media-type"
     title = "Unsupported media type"
+
+
+class RequestTimeout(ProblemError):
+    status = 408
+    type_name = "request-timeout"
+    title = "Request body too slow"
+
+
+class PreconditionFailed(ProblemError):
+    status = 412
+    type_name = "precondition-failed"
+    title = "Precondition failed"
+
+
+class RateLimited(ProblemError):
+    status = 429
+    type_name = "rate-limited"
+    title = "Too many requests"
 
 
 @dataclass
@@ -140,6 +163,10 @@ PROBLEM_TYPES: dict[str, str] = {
         Forbidden,
         PayloadTooLarge,
         UnsupportedMediaType,
+        TooManyPendingChanges,
+        RequestTimeout,
+        PreconditionFailed,
+        RateLimited,
     )
 } | {
     "method-not-allowed": "Method not allowed",
@@ -147,6 +174,7 @@ PROBLEM_TYPES: dict[str, str] = {
     "idempotency-key-in-use": "A request with this Idempotency-Key is still running",
     "idempotency-key-reused": "Idempotency-Key reused with a different request",
     "not-acceptable": "Not acceptable",
+    "headers-too-large": "Request header fields too large",
     "internal-error": "Internal server error",
     "service-unavailable": "Service unavailable",
 }

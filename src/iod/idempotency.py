@@ -174,7 +174,10 @@ def _store(
     row = session.get(IdempotencyKey, (customer_id, key))
     if row is not None:
         row.state, row.status_code, row.body = "done", status, body
-        row.headers = {k: v for k, v in headers.items() if k.lower() in ("location", "link")}
+        # The ETag names the representation in the stored body, so a replay carries it too.
+        row.headers = {
+            k: v for k, v in headers.items() if k.lower() in ("location", "link", "etag")
+        }
 
 
 def _release(services: Any, customer_id: str, key: str) -> None:

@@ -1,7 +1,9 @@
-"""Pure ASGI middleware: request id, body size limit, access log. Cheap on the hot path."""
+"""Pure ASGI middleware: request id, body size and time limits, rate-limit headers, access
+log. Cheap on the hot path."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -19,9 +21,16 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: HttpMetrics | None = None):
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        body_timeout: float = 30.0,
+        metrics: HttpMetrics | None = None,
+    ):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -30,15 +39,20 @@ class RequestContextMiddleware:
             return
         incoming = None
         declared_length = None
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
             elif name == b"content-length":
                 declared_length = value
+            elif name == b"transfer-encoding":
+                chunked = True
         request_id = incoming if incoming and _SAFE_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
+        body_done = False
         status = 500
         limit = self.max_body_bytes
         started_response = False
@@ -50,19 +64,43 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                # The authentication dependency leaves the client's rate-limit state here.
+                rate_limit = state.get("rate_limit")
+                if rate_limit is not None:
+                    headers.extend(rate_limit.headers())
+                if not body_done and (chunked or declared_length not in (None, b"0")):
+                    # Answered before the body was read (413, 408, 401...): close, or the
+                    # rest of the body would keep the connection open and busy.
+                    headers.append((b"connection", b"close"))
                 message["headers"] = headers
             await send(message)
 
         received = 0
+        body_deadline: float | None = None
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_deadline, body_done
+            if body_done:  # e.g. waiting for a disconnect: no deadline
+                return await receive()
+            # A client that trickles its body holds a request open: the whole body must
+            # arrive within body_timeout of the app starting to read it.
+            if body_deadline is None:
+                body_deadline = asyncio.get_running_loop().time() + self.body_timeout
+            try:
+                async with asyncio.timeout_at(body_deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPException(
+                    408, f"the request body did not arrive within {self.body_timeout:g} s"
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     # An HTTPException passes through FastAPI's body reading untouched.
                     raise HTTPException(413, f"the request body exceeds {limit} bytes")
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         try:

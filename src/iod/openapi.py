@@ -63,6 +63,17 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
+RATE_LIMIT_HEADERS: dict[str, Any] = {
+    name: {"description": description, "schema": {"type": "integer", "minimum": 0}}
+    for name, description in (
+        ("RateLimit-Limit", "The client's burst: requests of this kind (read or write) it "
+                            "may send at once"),
+        ("RateLimit-Remaining", "Requests of this kind left in the burst now"),
+        ("RateLimit-Reset", "Seconds until the burst is whole again"),
+    )
+}  # fmt: skip
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     types = ", ".join(f"`/problems/{name}` ({title})" for name, title in PROBLEM_TYPES.items())
     doc = get_openapi(
@@ -81,7 +92,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         schemas.pop(name, None)
     schemas["Problem"] = PROBLEM_SCHEMA
     schemas["OAuthError"] = OAuthError.model_json_schema()
-    for path_item in doc.get("paths", {}).values():
+    for path, path_item in doc.get("paths", {}).items():
         for operation in path_item.values():
             responses = operation.setdefault("responses", {})
             if "HTTPValidationError" in str(responses.get("422", "")):
@@ -89,6 +100,13 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             # Any request may be too large or meet an unexpected failure.
             responses.setdefault("413", problem("The request body is larger than 64 KiB"))
             responses.setdefault("500", problem("Unexpected server error"))
+            if "requestBody" in operation:
+                responses.setdefault("408", problem("The request body arrived too slowly"))
+            if path not in PUBLIC_PATHS:
+                # Authenticated operations: the client's rate limit on each answer.
+                for status, response in responses.items():
+                    if status.startswith("2") or status == "429":
+                        response.setdefault("headers", {}).update(RATE_LIMIT_HEADERS)
     # Authentication applies everywhere except where an operation says otherwise.
     doc["security"] = [{"oauth2": []}]
     for path in PUBLIC_PATHS:

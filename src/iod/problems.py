@@ -68,6 +68,7 @@ _STATUS_TYPES = {
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
     406: ("not-acceptable", "Not acceptable"),
+    408: ("request-timeout", "Request body too slow"),
     413: ("payload-too-large", "Request body too large"),
 }
 

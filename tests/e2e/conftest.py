@@ -98,6 +98,13 @@ def base_env(tmp_path: Path, backend: str, **extra: str) -> dict[str, str]:
         IOD_SIMULATED_CHANGE_SECONDS="0.1",
         IOD_WORKER_POLL_SECONDS="0.2",
         IOD_LOG_LEVEL="INFO",
+        # On, so their headers are served and checked, but far above what these tests send
+        # through one client at machine speed; tests/security tests the limits themselves.
+        IOD_RATE_LIMIT_READS_PER_SECOND="100000",
+        IOD_RATE_LIMIT_READS_BURST="100000",
+        IOD_RATE_LIMIT_WRITES_PER_SECOND="100000",
+        IOD_RATE_LIMIT_WRITES_BURST="100000",
+        IOD_TOKEN_REQUESTS_BURST="10000",
     )
     if backend == "postgres":
         db = _prepare_postgres()

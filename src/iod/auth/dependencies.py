@@ -10,7 +10,7 @@ from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2
 
 from iod.auth.tokens import SCOPES, Principal, TokenInvalid
-from iod.errors import Forbidden, Unauthorized
+from iod.errors import Forbidden, RateLimited, Unauthorized
 
 REALM = "internet-on-demand"
 
@@ -72,12 +72,33 @@ async def authenticate(request: Request, authorization: str | None) -> Principal
     return principal
 
 
+def _rate_limit(request: Request, principal: Principal, scope: str) -> None:
+    """Takes a token from the client's read or write bucket (reads and writes are limited
+    apart, so polling cannot starve orders). The middleware turns the decision into the
+    RateLimit-* headers of whatever the request answers."""
+    limits = request.app.state.services.limits
+    buckets = limits.reads if scope == "read" else limits.writes
+    if buckets is None:
+        return
+    decision = buckets.take(principal.client_id)
+    request.scope["state"]["rate_limit"] = decision
+    if not decision.allowed:
+        kind = "reads" if scope == "read" else "writes"
+        raise RateLimited(
+            f"this client is over its rate limit for {kind} ({buckets.rate.per_second:g}/s, "
+            f"bursts of {buckets.rate.burst}); retry after {decision.retry_after} s",
+            headers={"Retry-After": str(decision.retry_after)},
+        )
+
+
 def _require(scope: str) -> Callable[..., Awaitable[Principal]]:
     async def dependency(
         request: Request,
         authorization: str | None = Security(oauth2_scheme),
     ) -> Principal:
         principal = await authenticate(request, authorization)
+        # Counted before the scope check: refused requests cost the server too.
+        _rate_limit(request, principal, scope)
         if scope not in principal.scopes:
             detail = f"this operation needs the '{scope}' scope"
             raise Forbidden(

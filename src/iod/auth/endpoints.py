@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from iod.auth.passwords import verify_secret
 from iod.auth.tokens import SCOPES
 from iod.customers import repository as customers
+from iod.ratelimit import Limits
 
 router = APIRouter(tags=["OAuth 2.0"])
 
@@ -37,16 +38,26 @@ class OAuthError(BaseModel):
 
 
 class OAuthFailure(Exception):
-    def __init__(self, error: str, description: str, status: int = 400, basic: bool = False):
+    def __init__(
+        self,
+        error: str,
+        description: str,
+        status: int = 400,
+        basic: bool = False,
+        retry_after: int | None = None,
+    ):
         super().__init__(description)
         self.error = error
         self.description = description
         self.status = status
         self.basic = basic
+        self.retry_after = retry_after
 
 
 def oauth_error_response(exc: OAuthFailure) -> JSONResponse:
     headers = dict(NO_STORE)
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="internet-on-demand"'
     return JSONResponse(
@@ -74,6 +85,60 @@ def _basic_credentials(header: str) -> tuple[str, str]:
 def _plausible(client_id: str) -> bool:
     """Ids that cannot exist (too long, control characters) are never looked up."""
     return 0 < len(client_id) <= 64 and client_id.isprintable() and client_id.isascii()
+
+
+def _throttled(what: str, retry_after: int) -> OAuthFailure:
+    # RFC 6749 has no error code for this; `slow_down` (RFC 8628 §3.5) says what to do.
+    return OAuthFailure(
+        "slow_down", f"too many {what}; retry after {retry_after} s", 429, retry_after=retry_after
+    )
+
+
+class Throttle:
+    """Token endpoint throttling, per source address and per client id (in this process).
+
+    Every request takes a token from the address's request bucket, and from the client id's
+    once it is known: a generous limit, as each request may cost an argon2 check. Checking a
+    secret first takes a token from both failure buckets and gives them back when the secret
+    is right: concurrent guesses cannot overrun the limit, and guessing a secret, from one
+    address or from many at one client id, runs at the failure rate.
+    """
+
+    def __init__(self, limits: Limits, address: str) -> None:
+        self.limits = limits
+        self.keys = [("address", address)]
+        self.reserved: list[tuple[str, str]] = []
+        self._take_request(self.keys[0])
+
+    def add_client(self, client_id: str) -> None:
+        self.keys.append(("client", client_id))
+        self._take_request(self.keys[-1])
+
+    def _take_request(self, key: tuple[str, str]) -> None:
+        buckets = self.limits.token_requests
+        if buckets is not None:
+            decision = buckets.take(key)
+            if not decision.allowed:
+                raise _throttled("token requests", decision.retry_after)
+
+    def reserve_failure(self) -> None:
+        buckets = self.limits.token_failures
+        if buckets is None:
+            return
+        for key in self.keys:
+            decision = buckets.take(key)
+            if not decision.allowed:
+                self.release()
+                raise _throttled("failed client authentications", decision.retry_after)
+            self.reserved.append(key)
+
+    def release(self) -> None:
+        """The secret was right: the reserved failures did not happen."""
+        buckets = self.limits.token_failures
+        if buckets is not None:
+            for key in self.reserved:
+                buckets.give_back(key)
+        self.reserved.clear()
 
 
 def _single(form: dict[str, list[str]], name: str) -> str | None:
@@ -118,6 +183,11 @@ OAUTH_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/OAu
         400: {"description": "invalid_request, unsupported_grant_type or invalid_scope",
               "content": OAUTH_ERROR},
         401: {"description": "invalid_client", "content": OAUTH_ERROR},
+        429: {"description": "slow_down: too many requests or failed authentications from "
+                             "this address or for this client id; see `Retry-After`",
+              "content": OAUTH_ERROR,
+              "headers": {"Retry-After": {"description": "Seconds to wait",
+                                          "schema": {"type": "integer"}}}},
     },
 )  # fmt: skip
 async def token(request: Request) -> JSONResponse:
@@ -134,6 +204,9 @@ async def token(request: Request) -> JSONResponse:
 
 async def _token(request: Request) -> JSONResponse:
     services = request.app.state.services
+    # Behind a reverse proxy this is the proxy, unless uvicorn trusts its X-Forwarded-For
+    # (FORWARDED_ALLOW_IPS; see docs/operations.md).
+    throttle = Throttle(services.limits, request.client.host if request.client else "")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise OAuthFailure("invalid_request", "the body must be application/x-www-form-urlencoded")
@@ -159,6 +232,10 @@ async def _token(request: Request) -> JSONResponse:
         client_id, secret = form_id, form_secret
     else:
         raise OAuthFailure("invalid_client", "client authentication is required", 401)
+    # Ids that cannot exist get no bucket of their own: the address's limits them.
+    if _plausible(client_id):
+        throttle.add_client(client_id)
+    throttle.reserve_failure()
 
     def check() -> tuple[str, list[str]] | None:
         with services.db.read() as session:
@@ -171,6 +248,7 @@ async def _token(request: Request) -> JSONResponse:
     found = await run_in_threadpool(check)
     if found is None:
         raise OAuthFailure("invalid_client", "unknown client or wrong secret", 401, basic)
+    throttle.release()
     customer_id, allowed = found
 
     if grant_type != "client_credentials":

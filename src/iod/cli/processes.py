@@ -7,9 +7,10 @@ import signal
 import threading
 from typing import Any
 
+from iod import server
 from iod.app import build_services, create_app
 from iod.cli.common import console, open_db_or_exit
-from iod.config import get_settings
+from iod.config import Settings, get_settings
 from iod.logging import configure_logging
 
 
@@ -19,6 +20,20 @@ def app_from_environment() -> Any:
     configure_logging(settings.log_level, settings.log_json)
     db = open_db_or_exit()
     return create_app(build_services(settings, db=db), run_worker=settings.inprocess_worker)
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What every `iod serve` passes to uvicorn: quiet, and guarded against slow or greedy
+    clients (see iod/server.py and docs/operations.md)."""
+    return {
+        "access_log": False,
+        "log_level": "warning",
+        "server_header": False,
+        "timeout_graceful_shutdown": 10,
+        "http": server.IMPORT_PATH,
+        "timeout_keep_alive": settings.http_keep_alive_seconds,
+        "limit_concurrency": settings.http_max_concurrency or None,
+    }
 
 
 def serve(host: str, port: int, worker: bool, processes: int) -> None:
@@ -34,17 +49,13 @@ def serve(host: str, port: int, worker: bool, processes: int) -> None:
     )
     if processes == 1:
         app = create_app(build_services(settings, db=open_db_or_exit()), run_worker=worker)
-        uvicorn.run(
-            app, host=host, port=port, access_log=False, log_level="warning",
-            server_header=False, timeout_graceful_shutdown=10,
-        )  # fmt: skip
+        uvicorn.run(app, host=host, port=port, **uvicorn_options(settings))
         return
     # Children build their own app from the environment; this is how they learn the flag.
     os.environ["IOD_INPROCESS_WORKER"] = "true" if worker else "false"
     uvicorn.run(
         "iod.cli.processes:app_from_environment", factory=True, workers=processes,
-        host=host, port=port, access_log=False, log_level="warning", server_header=False,
-        timeout_graceful_shutdown=10,
+        host=host, port=port, **uvicorn_options(settings),
     )  # fmt: skip
 
 

@@ -27,7 +27,16 @@ from iod.connections.schemas import (
     StatusTransitionOut,
 )
 from iod.domain.status import Action, ConnectionStatus
-from iod.http import READ_ERRORS, WRITE_ERRORS, problem, require_json
+from iod.http import (
+    ETAG_HEADER,
+    PRECONDITION_FAILED,
+    READ_ERRORS,
+    WRITE_ERRORS,
+    IfMatchHeader,
+    check_if_match,
+    problem,
+    require_json,
+)
 
 router = APIRouter(prefix="/internet-on-demand")
 
@@ -41,6 +50,14 @@ CONFLICT = problem(
     "Not possible now: the location's capacity would be exceeded "
     "(`/problems/capacity-exceeded`), the connection is terminated "
     "(`/problems/invalid-state`), or a request with the same Idempotency-Key is still running "
+    "(`/problems/idempotency-key-in-use`)"
+)
+CHANGE_CONFLICT = problem(
+    "Not possible now: the location's capacity would be exceeded "
+    "(`/problems/capacity-exceeded`), the connection is terminated "
+    "(`/problems/invalid-state`), it already has the most pending bandwidth changes allowed "
+    "(`IOD_MAX_PENDING_CHANGES`, default 100: `/problems/too-many-pending-changes`), or a "
+    "request with the same Idempotency-Key is still running "
     "(`/problems/idempotency-key-in-use`)"
 )
 ILLEGAL = problem("The state machine does not allow it (`/problems/invalid-state`)")
@@ -157,7 +174,11 @@ async def list_connections(
     response_model_exclude_none=True,
     dependencies=[Depends(require_json)],
     responses={
-        201: {"description": "Connection created", "links": CONNECTION_LINKS},
+        201: {
+            "description": "Connection created",
+            "links": CONNECTION_LINKS,
+            "headers": ETAG_HEADER,
+        },
         409: CONFLICT,
         **WRITE_ERRORS,
         **idempotency.KEY_RESPONSES,
@@ -179,7 +200,8 @@ def create_connection(
         )
         location = f"/internet-on-demand/connections/{connection.id}"
         result = service.present(session, [connection])[0]
-        return idempotency.Outcome(201, result, {"Location": location})
+        headers = {"Location": location, "ETag": service.etag_of(result)}
+        return idempotency.Outcome(201, result, headers)
 
     return idempotency.run(services, request, principal, key, body, work)
 
@@ -191,16 +213,24 @@ def create_connection(
     tags=["Connections"],
     response_model=Connection,
     response_model_exclude_none=True,
-    responses={200: {"description": "Successful response"}, 404: NOT_FOUND, **READ_ERRORS},
+    responses={
+        200: {"description": "Successful response", "headers": ETAG_HEADER},
+        404: NOT_FOUND,
+        **READ_ERRORS,
+    },
 )
-async def get_connection(
-    request: Request, connectionId: ConnectionId, principal: READ
-) -> Connection:
-    """Retrieve details of a specific connection."""
+async def get_connection(request: Request, connectionId: ConnectionId, principal: READ) -> Response:
+    """Retrieve details of a specific connection, with its `ETag`."""
     services = _services(request)
     with services.db.read() as session:
         connection = service.get_connection(session, principal, connectionId)
-        return service.present(session, [connection])[0]
+        view = service.present(session, [connection])[0]
+    # Serialised once, here: the ETag is the digest of exactly these bytes' content.
+    return Response(
+        view.model_dump_json(exclude_none=True),
+        media_type="application/json",
+        headers={"ETag": service.etag_of(view)},
+    )
 
 
 @router.put(
@@ -212,9 +242,10 @@ async def get_connection(
     response_model_exclude_none=True,
     dependencies=[Depends(require_json)],
     responses={
-        200: {"description": "Bandwidth updated", "links": CHANGE_LINKS},
+        200: {"description": "Bandwidth updated", "links": CHANGE_LINKS, "headers": ETAG_HEADER},
         404: NOT_FOUND,
-        409: CONFLICT,
+        409: CHANGE_CONFLICT,
+        412: PRECONDITION_FAILED,
         **WRITE_ERRORS,
         **idempotency.KEY_RESPONSES,
     },
@@ -225,48 +256,64 @@ def update_bandwidth(
     body: BandwidthUpdate,
     principal: WRITE,
     key: idempotency.KeyHeader = None,
+    if_match: IfMatchHeader = None,
 ) -> Response:
     """Dynamically adjust the bandwidth for an existing connection.
 
     Without `effectiveDate`, or with one not in the future, the change is applied now;
     otherwise at that moment. Until it is in force the connection keeps its current
     `bandwidth` and lists the change in `pendingBandwidthChanges`. With `revertAt` the change
-    is a boost that reverts by itself.
+    is a boost that reverts by itself. With `If-Match`, only if the connection still has
+    that `ETag`.
     """
     services = _services(request)
 
     def work(session: Session) -> idempotency.Outcome:
         connection, change, revert = service.update_bandwidth(
-            session, services.clock, principal, connectionId, body, services.policy
+            session, services.clock, principal, connectionId, body, services.policy, if_match
         )
-        return idempotency.Outcome(
-            200, service.present_update(session, connection, change, revert), {}
-        )
+        result = service.present_update(session, connection, change, revert)
+        return idempotency.Outcome(200, result, {"ETag": service.etag_of(result)})
 
     return idempotency.run(services, request, principal, key, body, work)
 
 
 def _action(
-    request: Request, connection_id: str, principal: Principal, action: Action, key: str | None
+    request: Request,
+    connection_id: str,
+    principal: Principal,
+    action: Action,
+    key: str | None,
+    if_match: str | None,
 ) -> Response:
     services = _services(request)
 
     def work(session: Session) -> idempotency.Outcome:
         connection = service.get_connection(session, principal, connection_id)
+
+        def precondition(locked: Any) -> None:
+            check_if_match(if_match, service.etag(session, locked))
+
         lifecycle.request_action(
-            session, services.clock, principal, connection, action, services.policy.max_attempts
-        )
-        return idempotency.Outcome(202, service.present(session, [connection])[0], {})
+            session, services.clock, principal, connection, action,
+            services.policy.max_attempts, precondition if if_match is not None else None,
+        )  # fmt: skip
+        result = service.present(session, [connection])[0]
+        return idempotency.Outcome(202, result, {"ETag": service.etag_of(result)})
 
     return idempotency.run(services, request, principal, key, None, work)
 
 
 BAD_KEY = problem("A malformed Idempotency-Key header")
 ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
-    202: {"description": "Accepted: `targetStatus` shows where it is heading"},
-    400: BAD_KEY,
+    202: {
+        "description": "Accepted: `targetStatus` shows where it is heading",
+        "headers": ETAG_HEADER,
+    },
+    400: problem("A malformed Idempotency-Key or If-Match header"),
     404: NOT_FOUND,
     409: ILLEGAL,
+    412: PRECONDITION_FAILED,
     **READ_ERRORS,
     **idempotency.KEY_RESPONSES,
 }
@@ -287,9 +334,10 @@ def suspend(
     connectionId: ConnectionId,
     principal: WRITE,
     key: idempotency.KeyHeader = None,
+    if_match: IfMatchHeader = None,
 ) -> Response:
     """Extension: block traffic and keep the configuration (active → suspended)."""
-    return _action(request, connectionId, principal, Action.SUSPEND, key)
+    return _action(request, connectionId, principal, Action.SUSPEND, key, if_match)
 
 
 @router.post(
@@ -307,9 +355,10 @@ def resume(
     connectionId: ConnectionId,
     principal: WRITE,
     key: idempotency.KeyHeader = None,
+    if_match: IfMatchHeader = None,
 ) -> Response:
     """Extension: let traffic flow again (suspended → active)."""
-    return _action(request, connectionId, principal, Action.RESUME, key)
+    return _action(request, connectionId, principal, Action.RESUME, key, if_match)
 
 
 @router.post(
@@ -327,10 +376,11 @@ def terminate(
     connectionId: ConnectionId,
     principal: WRITE,
     key: idempotency.KeyHeader = None,
+    if_match: IfMatchHeader = None,
 ) -> Response:
     """Extension: remove the configuration; the record stays readable as `terminated` and
     accepts no further change. Scheduled bandwidth changes are cancelled."""
-    return _action(request, connectionId, principal, Action.TERMINATE, key)
+    return _action(request, connectionId, principal, Action.TERMINATE, key, if_match)
 
 
 @router.get(

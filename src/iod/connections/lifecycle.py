@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
@@ -74,9 +74,13 @@ def request_action(
     connection: Connection,
     action: Action,
     max_attempts: int,
+    precondition: Callable[[Connection], None] | None = None,
 ) -> Connection:
-    """Accepts the action if the state machine allows it after what is already pending."""
+    """Accepts the action if the state machine allows it after what is already pending.
+    `precondition` (If-Match) is checked with the row locked."""
     session.refresh(connection, with_for_update=True)
+    if precondition is not None:
+        precondition(connection)
     current = target_of(connection)
     wanted = ACTION_TARGETS[action]
     if not can_transition(current, wanted):

@@ -32,8 +32,10 @@ from iod.errors import (
     CapacityExceeded,
     InvalidState,
     NotFound,
+    TooManyPendingChanges,
     ValidationFailed,
 )
+from iod.http import check_if_match, entity_tag
 from iod.ids import looks_like_id, new_id
 from iod.jobs.queue import JobKind, enqueue
 from iod.locations import addressing
@@ -47,6 +49,7 @@ class Policy:
 
     max_attempts: int = 5
     max_schedule_days: int = 365
+    max_pending_changes: int = 100
 
 
 def _offered_or_400(location: Location, mbps: int) -> None:
@@ -171,10 +174,16 @@ def update_bandwidth(
     connection_id: str,
     update: BandwidthUpdate,
     policy: Policy,
+    if_match: str | None = None,
 ) -> tuple[Connection, BandwidthChange, BandwidthChange | None]:
     connection = get_connection(session, principal, connection_id)
     location = locations.get_for_update(session, connection.location_id)
     assert location is not None  # a foreign key guarantees it
+    if if_match is not None:
+        # Compared with the row locked (SQLite: the write lock), so nothing changes the
+        # connection between the check and the commit.
+        session.refresh(connection, with_for_update=True)
+        check_if_match(if_match, etag(session, connection))
     # "Now" is read under the location lock, so changes of one connection that are accepted
     # one after the other are also due one after the other, in that order.
     now = clock.now()
@@ -201,6 +210,14 @@ def update_bandwidth(
     # The connection commits the most it will have once this change joins its pending ones.
     others = repository.committed_at_location(session, location.id, connection.id)
     pending = repository.pending_changes(session, [connection.id])[connection.id]
+    # Each pending change is a row and a job; a client may not pile them up without end.
+    # Counted under the location lock, so concurrent requests cannot both take the last slot.
+    adding = 1 if update.revertAt is None else 2
+    if len(pending) + adding > policy.max_pending_changes:
+        raise TooManyPendingChanges(
+            f"connection {connection.id} has {len(pending)} pending bandwidth changes, at most "
+            f"{policy.max_pending_changes} are allowed; cancel some or wait until they apply"
+        )
     _check_capacity(
         location, others, max(connection.bandwidth_mbps, mbps, *(c.to_mbps for c in pending))
     )
@@ -317,6 +334,19 @@ def to_schema(connection: Connection, pending: list[BandwidthChange]) -> Connect
         pendingBandwidthChanges=[_pending_out(c) for c in pending],
         targetStatus=connection.target_status,
     )
+
+
+CONNECTION_FIELDS = set(ConnectionOut.model_fields)
+
+
+def etag_of(view: ConnectionOut) -> str:
+    """The ETag of a connection's representation; for a subclass (the PUT result), of its
+    connection part, so it equals what a GET answers for the same state."""
+    return entity_tag(view, CONNECTION_FIELDS)
+
+
+def etag(session: Session, connection: Connection) -> str:
+    return etag_of(present(session, [connection])[0])
 
 
 def present(session: Session, connections: Sequence[Connection]) -> list[ConnectionOut]:

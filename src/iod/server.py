@@ -1,0 +1,147 @@
+"""uvicorn's httptools protocol with the two guards against slow or greedy clients it lacks.
+
+uvicorn closes idle keep-alive connections (`timeout_keep_alive`) but gives a client all the
+time it likes to send a request's headers, and with httptools (which `iod serve` uses) it
+buffers headers of any size. Here a request's request line and headers must arrive within
+`IOD_HTTP_HEADER_TIMEOUT_SECONDS` of its first byte (or of the connection opening) and fit
+in `IOD_HTTP_MAX_HEADER_BYTES`; otherwise the connection gets 408 or 431 (problem+json) and
+is closed. Bodies are timed by the middleware (`IOD_HTTP_BODY_TIMEOUT_SECONDS`).
+
+`iod serve` names this class to uvicorn by its import path, so `--workers N` children
+load it too; it reads the settings from the environment like the rest of the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from iod.config import get_settings
+
+IMPORT_PATH = "iod.server:GuardedHttpToolsProtocol"
+
+
+def _problem(status: int, reason: str, type_name: str, detail: str) -> bytes:
+    body = json.dumps(
+        {"type": f"/problems/{type_name}", "title": reason, "status": status, "detail": detail}
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "content-type: application/problem+json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = get_settings()
+        self._header_timeout = settings.http_header_timeout_seconds
+        self._max_header_bytes = settings.http_max_header_bytes
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._pending_bytes = 0  # bytes received while the current headers are incomplete
+        self._header_bytes = 0  # size of the current request line and headers
+        self._request_started = False
+        self._refused = False
+
+    # -- the connection ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()  # a connection that never sends a byte is closed too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        super().data_received(data)
+        # httptools keeps a header that is not complete yet in its own buffer: bound it by
+        # what arrived while the headers were incomplete.
+        if self._header_timer is not None and not self._refused:
+            self._pending_bytes += len(data)
+            if self._pending_bytes > self._max_header_bytes:
+                self._too_large()
+
+    # -- parser callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:  # a later request on a keep-alive connection
+            self._arm()
+        self._request_started = True
+        self._header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._header_bytes += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        if self._refused:
+            return
+        if self._header_bytes > self._max_header_bytes:
+            self._too_large()
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._refused:
+            super().on_message_complete()
+
+    # -- the guards ---------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        self._pending_bytes = 0
+        self._request_started = False
+        self._header_timer = self.loop.call_later(self._header_timeout, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _too_large(self) -> None:
+        self._refuse(
+            _problem(
+                431, "Request Header Fields Too Large", "headers-too-large",
+                f"the request line and headers exceed {self._max_header_bytes} bytes",
+            )
+        )  # fmt: skip
+
+    def _timed_out(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        if not self._request_started:
+            self.transport.close()  # nothing sent at all: nobody to answer
+            return
+        self._refuse(
+            _problem(
+                408, "Request Timeout", "request-timeout",
+                f"the request headers did not arrive within {self._header_timeout:g} s",
+            )
+        )  # fmt: skip
+
+    def _refuse(self, response: bytes) -> None:
+        """Answers and closes; whatever else the client sends is ignored."""
+        self._refused = True
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(response)
+            self.transport.close()
