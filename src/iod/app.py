@@ -75,7 +75,7 @@ def build_services(
     driver: NetworkDriver | None = None,
 ) -> Services:
     clock = clock or SystemClock()
-    db = db or Database(make_engine(settings.effective_database_url))
+    db = db or Database(make_engine(settings.effective_database_url, **settings.engine_options))
     keys = KeyStore(db, clock)
     return Services(
         settings=settings,

@@ -94,6 +94,18 @@ class UnsupportedMediaType(ProblemError):
     title = "Unsupported media type"
 
 
+class ServiceUnavailable(ProblemError):
+    """The database cannot be used right now (down, restarting, locked): retry later."""
+
+    status = 503
+    type_name = "service-unavailable"
+    title = "Service unavailable"
+
+    @classmethod
+    def retry_later(cls, detail: str, seconds: int) -> ServiceUnavailable:
+        return cls(detail, headers={"Retry-After": str(seconds)})
+
+
 @dataclass
 class Problem:
     """The RFC 9457 document."""
@@ -134,6 +146,7 @@ PROBLEM_TYPES: dict[str, str] = {
         Forbidden,
         PayloadTooLarge,
         UnsupportedMediaType,
+        ServiceUnavailable,
     )
 } | {
     "method-not-allowed": "Method not allowed",
@@ -142,5 +155,4 @@ PROBLEM_TYPES: dict[str, str] = {
     "idempotency-key-reused": "Idempotency-Key reused with a different request",
     "not-acceptable": "Not acceptable",
     "internal-error": "Internal server error",
-    "service-unavailable": "Service unavailable",
 }

@@ -33,6 +33,10 @@ PUBLIC_PATHS = (
     "/metrics",
 )
 
+# Paths that answer without the database; every other operation may answer 503.
+NO_DATABASE = ("/healthz", "/problems/{problemType}", "/.well-known/oauth-authorization-server",
+               "/metrics")  # fmt: skip
+
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "title": "Problem",
@@ -81,7 +85,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         schemas.pop(name, None)
     schemas["Problem"] = PROBLEM_SCHEMA
     schemas["OAuthError"] = OAuthError.model_json_schema()
-    for path_item in doc.get("paths", {}).values():
+    for path, path_item in doc.get("paths", {}).items():
         for operation in path_item.values():
             responses = operation.setdefault("responses", {})
             if "HTTPValidationError" in str(responses.get("422", "")):
@@ -89,6 +93,11 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             # Any request may be too large or meet an unexpected failure.
             responses.setdefault("413", problem("The request body is larger than 64 KiB"))
             responses.setdefault("500", problem("Unexpected server error"))
+            if path not in NO_DATABASE:
+                responses.setdefault(
+                    "503",
+                    problem("The database is not available right now; retry after Retry-After"),
+                )
     # Authentication applies everywhere except where an operation says otherwise.
     doc["security"] = [{"oauth2": []}]
     for path in PUBLIC_PATHS:
