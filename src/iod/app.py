@@ -62,6 +62,7 @@ class Services:
                 backoff_seconds=s.job_backoff_seconds,
                 backoff_cap_seconds=s.job_backoff_cap_seconds,
                 batch_size=s.worker_batch_size,
+                outage_backoff_cap_seconds=s.worker_outage_backoff_cap,
             ),
             wakeup=self.wakeup,
         )

@@ -33,16 +33,16 @@ class Settings(BaseSettings):
         le=3600,
         description="Retry-After (seconds) of the 503 answered while the database is down.",
     )
-    shutdown_timeout: float = Field(
-        default=30.0,
+    shutdown_timeout: int = Field(
+        default=30,
         gt=0,
         description="On SIGTERM, seconds in-flight requests may take before they are cut.",
     )
     worker_outage_backoff_cap: float = Field(
         default=5.0,
         gt=0,
-        description="While the database is down the worker retries after 0.5 s, doubling "
-        "up to this many seconds.",
+        description="While the database is down the worker retries after "
+        "IOD_WORKER_POLL_SECONDS, doubling up to this many seconds.",
     )
     network_driver: Literal["simulated"] = "simulated"
     issuer: str = "http://127.0.0.1:8080"
