@@ -58,7 +58,7 @@ bench-wrk:
 ## Burst: 10,000 changes due at one instant, 2 worker processes on PostgreSQL, then the lag of
 ## single changes at a steady 100/s. IOD_BURST_DATABASE_URL (default the local
 ## iod_bench_burst, dropped and created anew).
-.PHONY: bench-burst crash-test
+.PHONY: bench-burst crash-test test-faults
 bench-burst: $(STAMP)
 	$(BIN)/python bench/burst.py $(BURST_ARGS)
 
@@ -81,3 +81,9 @@ iperf3:
 ## The crash test at the issue's size (make test runs it small): needs IOD_TEST_DATABASE_URL.
 crash-test: $(STAMP)
 	IOD_CRASH_CONNECTIONS=500 IOD_CRASH_CHANGES=2000 $(BIN)/pytest tests/e2e/test_crash.py -v
+
+## The fault tests at full size (make test runs them short): PostgreSQL restarted under load,
+## the API and workers killed with SIGKILL, SIGTERM drains (docs/reliability.md). Needs
+## IOD_TEST_DATABASE_URL on a local cluster it may restart (as root); prints FAULTS lines.
+test-faults: $(STAMP)
+	IOD_FAULTS_LONG=1 $(BIN)/pytest tests/faults -v -s -p no:randomly $(PYTEST_ARGS)

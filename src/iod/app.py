@@ -80,6 +80,7 @@ class Services:
                 backoff_seconds=s.job_backoff_seconds,
                 backoff_cap_seconds=s.job_backoff_cap_seconds,
                 batch_size=s.worker_batch_size,
+                outage_backoff_cap_seconds=s.worker_outage_backoff_cap,
             ),
             wakeup=self.wakeup,
         )
@@ -95,7 +96,7 @@ def build_services(
 ) -> Services:
     """`ticker` is the rate limiters' monotonic clock (seconds); tests move it by hand."""
     clock = clock or SystemClock()
-    db = db or Database(make_engine(settings.effective_database_url))
+    db = db or Database(make_engine(settings.effective_database_url, **settings.engine_options))
     keys = KeyStore(db, clock)
     return Services(
         settings=settings,

@@ -18,6 +18,32 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL; unset means a SQLite file under data_dir.",
     )
+    database_connect_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds to open a PostgreSQL connection."
+    )
+    database_pool_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a request waits for a pooled connection."
+    )
+    sqlite_busy_timeout: float = Field(
+        default=10.0, ge=0, description="Seconds a SQLite writer waits for the write lock."
+    )
+    unavailable_retry_after: int = Field(
+        default=2,
+        ge=0,
+        le=3600,
+        description="Retry-After (seconds) of the 503 answered while the database is down.",
+    )
+    shutdown_timeout: int = Field(
+        default=30,
+        gt=0,
+        description="On SIGTERM, seconds in-flight requests may take before they are cut.",
+    )
+    worker_outage_backoff_cap: float = Field(
+        default=5.0,
+        gt=0,
+        description="While the database is down the worker retries after "
+        "IOD_WORKER_POLL_SECONDS, doubling up to this many seconds.",
+    )
     network_driver: Literal["simulated", "linux"] = Field(
         default="simulated",
         description="simulated: a pretend network; linux: real namespaces, veth and HTB.",
@@ -112,6 +138,15 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'iod.sqlite3').resolve()}"
+
+    @property
+    def engine_options(self) -> dict[str, float]:
+        """make_engine()'s timeouts."""
+        return {
+            "connect_timeout": self.database_connect_timeout,
+            "pool_timeout": self.database_pool_timeout,
+            "busy_timeout": self.sqlite_busy_timeout,
+        }
 
     @property
     def is_sqlite(self) -> bool:

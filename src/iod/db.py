@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, TypeDecorator, create_engine, event
+from sqlalchemy import DateTime, Engine, MetaData, TypeDecorator, create_engine, event, exc
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -48,15 +48,20 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else as_utc(value)
 
 
-def _sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-    # Let SQLAlchemy emit BEGIN itself (see _sqlite_begin) and tune the file for concurrency.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+def _sqlite_connect(busy_timeout_ms: int) -> Any:
+    def connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Let SQLAlchemy emit BEGIN itself (see _sqlite_begin) and tune the file for
+        # concurrency. A writer waits busy_timeout for the write lock, then gets "database
+        # is locked" (an OperationalError: 503 at the API, see is_unavailable).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")
+        cursor.close()
+
+    return connect
 
 
 def _sqlite_begin(conn: Any) -> None:
@@ -66,17 +71,39 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    connect_timeout: float = 10.0,
+    pool_timeout: float = 30.0,
+    busy_timeout: float = 10.0,
+    **kwargs: Any,
+) -> Engine:
+    """The engine for `url`. The timeouts bound how long a request waits for the database
+    before it is answered 503: `connect_timeout` for a new PostgreSQL connection,
+    `pool_timeout` for a pooled one, `busy_timeout` for SQLite's write lock."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
-        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "connect", _sqlite_connect(round(busy_timeout * 1000)))
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_timeout", pool_timeout)
+    # A pooled connection is tested before use, so after a database restart the first
+    # request reconnects instead of failing on a dead socket: recovery needs no restart.
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("connect_args", {"connect_timeout": 10})
+    kwargs.setdefault("connect_args", {"connect_timeout": max(1, round(connect_timeout))})
     return create_engine(url, **kwargs)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether `error` means the database cannot be used right now (down, restarting,
+    unreachable, out of pooled connections, SQLite locked beyond its busy timeout) rather
+    than a bug: such a request is answered 503 with Retry-After and may be retried."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, exc.OperationalError | exc.InterfaceError | exc.TimeoutError)
 
 
 class Database:

@@ -122,6 +122,18 @@ class RateLimited(ProblemError):
     title = "Too many requests"
 
 
+class ServiceUnavailable(ProblemError):
+    """The database cannot be used right now (down, restarting, locked): retry later."""
+
+    status = 503
+    type_name = "service-unavailable"
+    title = "Service unavailable"
+
+    @classmethod
+    def retry_later(cls, detail: str, seconds: int) -> ServiceUnavailable:
+        return cls(detail, headers={"Retry-After": str(seconds)})
+
+
 @dataclass
 class Problem:
     """The RFC 9457 document."""
@@ -167,6 +179,7 @@ PROBLEM_TYPES: dict[str, str] = {
         RequestTimeout,
         PreconditionFailed,
         RateLimited,
+        ServiceUnavailable,
     )
 } | {
     "method-not-allowed": "Method not allowed",
@@ -176,5 +189,4 @@ PROBLEM_TYPES: dict[str, str] = {
     "not-acceptable": "Not acceptable",
     "headers-too-large": "Request header fields too large",
     "internal-error": "Internal server error",
-    "service-unavailable": "Service unavailable",
 }

@@ -8,16 +8,10 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
-from iod.errors import ProblemError
+from iod.errors import ServiceUnavailable
 from iod.http import problem
 
 router = APIRouter(tags=["Health"])
-
-
-class NotReady(ProblemError):
-    status = 503
-    type_name = "service-unavailable"
-    title = "Service unavailable"
 
 
 @router.get("/healthz", operation_id="getHealth", summary="Liveness")
@@ -33,8 +27,9 @@ def healthz() -> dict[str, str]:
     responses={503: problem("The database is not reachable")},
 )
 async def readyz(request: Request) -> dict[str, Any]:
-    """Answers 200 only when the database is reachable."""
-    db = request.app.state.services.db
+    """Answers 200 only when the database is reachable (503 with Retry-After while not)."""
+    services = request.app.state.services
+    db = services.db
 
     def ping() -> None:
         with db.read() as session:
@@ -43,5 +38,7 @@ async def readyz(request: Request) -> dict[str, Any]:
     try:
         await run_in_threadpool(ping)
     except Exception as exc:
-        raise NotReady("the database is not reachable") from exc
+        raise ServiceUnavailable.retry_later(
+            "the database is not reachable", services.settings.unavailable_retry_after
+        ) from exc
     return {"status": "ready"}

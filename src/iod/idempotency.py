@@ -1,14 +1,23 @@
 """Idempotency-Key: a retried POST or PUT replays the first response instead of acting twice.
 
-The key is claimed in a short transaction of its own (so a concurrent duplicate sees it and
-gets 409), and the response is stored in the same transaction as the work it describes, so
-the two commit or roll back together. A request that dies in between leaves a claim that
-expires after CLAIM_SECONDS; a 5xx releases the key so the client may retry.
+The key is claimed in a short transaction of its own (so a concurrent duplicate sees it), and
+the response is stored in the same transaction as the work it describes, so the two commit or
+roll back together. The claim carries a random token (in `body` while it is `running`); the
+work transaction starts by locking the key's row and checking the token is still its own.
+
+So a claim is in one of two places: inside its work transaction, where its row is locked (a
+duplicate waits for the lock and then replays the stored answer; SQLite's single writer does
+the same), or outside it, which means its request has not started its work yet or has died
+(a crash, a killed process, a database outage). A duplicate then takes the claim over at
+once, and should the first request still be alive, its token check fails and it answers 409
+without acting: the work is done exactly once, and a client retrying after a crash is not
+kept waiting. A 5xx releases the key so the client may retry.
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,7 +37,6 @@ from iod.problems import problem_response
 
 HEADER = "Idempotency-Key"
 KEEP = timedelta(hours=24)
-CLAIM_SECONDS = 60
 
 
 class KeyReused(ProblemError):
@@ -40,6 +48,10 @@ class KeyReused(ProblemError):
 class KeyInUse(Conflict):
     type_name = "idempotency-key-in-use"
     title = "A request with this Idempotency-Key is still running"
+
+
+class _ClaimLost(Exception):
+    """A repeat of this request took its claim over: the repeat does the work."""
 
 
 KeyHeader = Annotated[
@@ -98,63 +110,67 @@ def run(
         services.notify_worker()
         return _render(outcome)
     print_ = fingerprint(request, body)
-    replay = _claim(services, principal.customer_id, key, print_)
+    token = uuid.uuid4().hex
+    replay = _claim(services, principal.customer_id, key, print_, token)
     if replay is not None:
         return replay
     try:
         with services.db.write() as session:
+            _hold(session, principal.customer_id, key, token)
             outcome = work(session)
-            _store(session, principal.customer_id, key, outcome.status,
+            _store(session, principal.customer_id, key, token, outcome.status,
                    outcome.model.model_dump_json(exclude_none=True), outcome.headers)  # fmt: skip
+    except _ClaimLost as exc:
+        raise KeyInUse(f"a repeat of this request with {HEADER} {key!r} is running") from exc
     except ProblemError as exc:
         if exc.status >= 500:
-            _release(services, principal.customer_id, key)
+            _release(services, principal.customer_id, key, token)
             raise
         # The first answer, even a refusal, is what a retry gets.
         response = problem_response(exc, instance=request.url.path)
         with services.db.write() as session:
-            _store(session, principal.customer_id, key, exc.status,
+            _store(session, principal.customer_id, key, token, exc.status,
                    bytes(response.body).decode(), dict(exc.headers))  # fmt: skip
         raise
     except BaseException:
-        _release(services, principal.customer_id, key)
+        _release(services, principal.customer_id, key, token)
         raise
     services.notify_worker()
     return _render(outcome)
 
 
-def _claim(services: Any, customer_id: str, key: str, print_: str) -> Response | None:
+def _claim(services: Any, customer_id: str, key: str, print_: str, token: str) -> Response | None:
+    """Claims the key (None: go ahead) or answers from it (a replay, 409 or 422)."""
     now = services.clock.now()
     for _ in range(2):
         try:
             with services.db.write() as session:
+                # Waits while the key's work transaction runs (it holds the row's lock).
                 row = session.get(IdempotencyKey, (customer_id, key), with_for_update=True)
-                if row is not None and (
-                    row.expires_at <= now
-                    or (
-                        row.state == "running"
-                        and row.created_at + timedelta(seconds=CLAIM_SECONDS) <= now
+                if row is not None and row.expires_at <= now:
+                    session.delete(row)  # expired: the key may be used afresh
+                    session.flush()
+                    row = None
+                if row is not None and row.fingerprint != print_:
+                    raise KeyReused(
+                        f"{HEADER} {key!r} was first used for a different request; "
+                        "use a new key for a new request"
                     )
-                ):
-                    session.delete(row)  # expired, or its request died: start afresh
+                if row is not None and row.state == "running":
+                    # Claimed by a request that is not working on it (not started yet, or
+                    # dead): this one takes over; see the module's docstring.
+                    session.delete(row)
                     session.flush()
                     row = None
                 if row is None:
                     session.add(
                         IdempotencyKey(
                             customer_id=customer_id, key=key, fingerprint=print_,
-                            state="running", created_at=now, expires_at=now + KEEP,
+                            state="running", body=token, created_at=now, expires_at=now + KEEP,
                         )
                     )  # fmt: skip
                     return None
-                if row.fingerprint != print_:
-                    raise KeyReused(
-                        f"{HEADER} {key!r} was first used for a different request; "
-                        "use a new key for a new request"
-                    )
-                if row.state == "running":
-                    raise KeyInUse(f"the first request with {HEADER} {key!r} is still running")
-                response = Response(
+                return Response(
                     content=row.body or "",
                     status_code=row.status_code or 200,
                     headers={**(row.headers or {}), "Idempotent-Replayed": "true"},
@@ -162,16 +178,34 @@ def _claim(services: Any, customer_id: str, key: str, print_: str) -> Response |
                     if (row.status_code or 200) >= 400
                     else "application/json",
                 )
-                return response
         except IntegrityError:
             continue  # a concurrent request claimed it first: look again
     raise KeyInUse(f"the first request with {HEADER} {key!r} is still running")
 
 
+def _owned(session: Session, customer_id: str, key: str, token: str) -> IdempotencyKey | None:
+    row = session.get(
+        IdempotencyKey, (customer_id, key), with_for_update=True, populate_existing=True
+    )
+    return row if row is not None and row.state == "running" and row.body == token else None
+
+
+def _hold(session: Session, customer_id: str, key: str, token: str) -> None:
+    """Locks the claim for the work transaction; raises _ClaimLost if it was taken over."""
+    if _owned(session, customer_id, key, token) is None:
+        raise _ClaimLost
+
+
 def _store(
-    session: Session, customer_id: str, key: str, status: int, body: str, headers: dict[str, str]
+    session: Session,
+    customer_id: str,
+    key: str,
+    token: str,
+    status: int,
+    body: str,
+    headers: dict[str, str],
 ) -> None:
-    row = session.get(IdempotencyKey, (customer_id, key))
+    row = _owned(session, customer_id, key, token)
     if row is not None:
         row.state, row.status_code, row.body = "done", status, body
         # The ETag names the representation in the stored body, so a replay carries it too.
@@ -180,8 +214,8 @@ def _store(
         }
 
 
-def _release(services: Any, customer_id: str, key: str) -> None:
+def _release(services: Any, customer_id: str, key: str, token: str) -> None:
     with services.db.write() as session:
-        row = session.get(IdempotencyKey, (customer_id, key))
-        if row is not None and row.state == "running":
+        row = _owned(session, customer_id, key, token)
+        if row is not None:
             session.delete(row)

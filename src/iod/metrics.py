@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,6 +24,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from iod.db import is_unavailable
 from iod.models import BandwidthChange, Job
 
 LAG_WINDOW = timedelta(minutes=5)
@@ -86,19 +87,18 @@ class DatabaseCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         db, now = self.services.db, self.services.clock.now()
-        with db.read() as session:
-            states = session.execute(
-                select(Job.state, func.count()).where(Job.state != "done").group_by(Job.state)
-            ).all()
-            lags = sorted(
-                (applied - effective).total_seconds()
-                for applied, effective in session.execute(
-                    select(BandwidthChange.applied_at, BandwidthChange.effective_at).where(
-                        BandwidthChange.applied_at >= now - LAG_WINDOW
-                    )
-                )
-                if applied is not None
-            )
+        up = GaugeMetricFamily("iod_database_up", "1 if the database answered this scrape")
+        try:
+            states, lags = self._query(db, now)
+        except Exception as exc:
+            # During an outage the request metrics are still served (they show the 503s).
+            if not is_unavailable(exc):
+                raise
+            up.add_metric([], 0.0)
+            yield up
+            return
+        up.add_metric([], 1.0)
+        yield up
         jobs = GaugeMetricFamily("iod_jobs", "Jobs not yet done, by state", labels=["state"])
         for state in ("queued", "running", "failed"):
             jobs.add_metric([state], float(dict(states).get(state, 0)))
@@ -112,6 +112,23 @@ class DatabaseCollector(Collector):
             value = lags[min(len(lags) - 1, int(len(lags) * quantile))] if lags else 0.0
             lag.add_metric([str(quantile)], value)
         yield lag
+
+    @staticmethod
+    def _query(db: Any, now: datetime) -> tuple[list[Any], list[float]]:
+        with db.read() as session:
+            states = session.execute(
+                select(Job.state, func.count()).where(Job.state != "done").group_by(Job.state)
+            ).all()
+            lags = sorted(
+                (applied - effective).total_seconds()
+                for applied, effective in session.execute(
+                    select(BandwidthChange.applied_at, BandwidthChange.effective_at).where(
+                        BandwidthChange.applied_at >= now - LAG_WINDOW
+                    )
+                )
+                if applied is not None
+            )
+        return list(states), lags
 
 
 def build_registry(services: Any) -> tuple[CollectorRegistry, HttpMetrics]:

@@ -33,6 +33,10 @@ PUBLIC_PATHS = (
     "/metrics",
 )
 
+# Paths that answer without the database; every other operation may answer 503.
+NO_DATABASE = ("/healthz", "/problems/{problemType}", "/.well-known/oauth-authorization-server",
+               "/metrics")  # fmt: skip
+
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
     "title": "Problem",
@@ -107,6 +111,11 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                 for status, response in responses.items():
                     if status.startswith("2") or status == "429":
                         response.setdefault("headers", {}).update(RATE_LIMIT_HEADERS)
+            if path not in NO_DATABASE:
+                responses.setdefault(
+                    "503",
+                    problem("The database is not available right now; retry after Retry-After"),
+                )
     # Authentication applies everywhere except where an operation says otherwise.
     doc["security"] = [{"oauth2": []}]
     for path in PUBLIC_PATHS:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from iod.db import is_unavailable
 from iod.errors import (
     PROBLEM_BASE,
     PROBLEM_TYPES,
@@ -17,11 +20,13 @@ from iod.errors import (
     NotFound,
     Problem,
     ProblemError,
+    ServiceUnavailable,
     ValidationFailed,
 )
 from iod.http import problem
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = structlog.get_logger("iod.http")
 
 
 def problem_response(
@@ -120,6 +125,21 @@ def install_error_handlers(app: FastAPI) -> None:
             instance=request.url.path,
             request_id=_request_id(request),
         )
+
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if not is_unavailable(exc):
+            raise exc  # a bug, not an outage: the middleware answers 500
+        # The transaction was rolled back, so nothing of this request is stored.
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        log.warning("database.unavailable", path=request.url.path, error=reason)
+        problem = ServiceUnavailable.retry_later(
+            "the database is not available right now; retry later",
+            request.app.state.services.settings.unavailable_retry_after,
+        )
+        return problem_response(problem, instance=request.url.path, request_id=_request_id(request))
+
+    for kind in (sa_exc.DBAPIError, sa_exc.TimeoutError):
+        app.add_exception_handler(kind, _database)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

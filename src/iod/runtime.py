@@ -25,7 +25,7 @@ def open_database(settings: Settings, *, auto_migrate: bool | None = None) -> Da
 def _open(settings: Settings, auto_migrate: bool | None) -> Database:
     if settings.is_sqlite and settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, **settings.engine_options)
     db = Database(engine)
     if auto_migrate is None:
         auto_migrate = db.is_sqlite

@@ -29,7 +29,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "access_log": False,
         "log_level": "warning",
         "server_header": False,
-        "timeout_graceful_shutdown": 10,
+        "timeout_graceful_shutdown": settings.shutdown_timeout,
         "http": server.IMPORT_PATH,
         "timeout_keep_alive": settings.http_keep_alive_seconds,
         "limit_concurrency": settings.http_max_concurrency or None,
@@ -47,8 +47,12 @@ def serve(host: str, port: int, worker: bool, processes: int) -> None:
         f"(docs: /docs; worker: {'in-process' if worker else 'off'}); Ctrl-C stops gracefully",
         highlight=False,
     )
+    # On SIGTERM or Ctrl-C uvicorn stops accepting, lets in-flight requests finish (for up to
+    # IOD_SHUTDOWN_TIMEOUT seconds), then runs the lifespan's end: the in-process worker
+    # finishes its job in hand and hands the rest of its batch back to the queue.
     if processes == 1:
         app = create_app(build_services(settings, db=open_db_or_exit()), run_worker=worker)
+        _exit_zero_after_graceful_stop()
         uvicorn.run(app, host=host, port=port, **uvicorn_options(settings))
         return
     # Children build their own app from the environment; this is how they learn the flag.
@@ -57,6 +61,15 @@ def serve(host: str, port: int, worker: bool, processes: int) -> None:
         "iod.cli.processes:app_from_environment", factory=True, workers=processes,
         host=host, port=port, **uvicorn_options(settings),
     )  # fmt: skip
+
+
+def _exit_zero_after_graceful_stop() -> None:
+    """uvicorn, once it has shut down gracefully, raises the signal again for the handler
+    that was there before its own; the default one would end the process as killed by
+    SIGTERM although it stopped cleanly. With these no-op handlers `iod serve` returns and
+    exits 0 (uvicorn's own handlers are in place while it serves)."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: None)
 
 
 def work(concurrency: int) -> None:

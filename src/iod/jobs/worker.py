@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from iod.clock import Clock
 from iod.connections.tasks import TASKS, JobGone, JobRef, Task
-from iod.db import Database
+from iod.db import Database, is_unavailable
 from iod.jobs import queue
 from iod.models import Job
 from iod.network.base import ConnectionSpec, NetworkDriver
@@ -37,6 +37,7 @@ class WorkerPolicy:
     backoff_seconds: float = 1.0
     backoff_cap_seconds: float = 60.0
     batch_size: int = 64
+    outage_backoff_cap_seconds: float = 5.0
 
 
 class Worker:
@@ -58,6 +59,11 @@ class Worker:
         self.wakeup = wakeup or threading.Event()
         self.stopping = threading.Event()  # set: finish the job in hand, release the rest
         self._rng = random.Random()  # noqa: S311 - backoff jitter
+        # Jobs the network carried out whose results could not be recorded because the
+        # database went away: recorded first once it is back (before their leases run out,
+        # nobody else takes them; after, another worker reruns them and the driver, which
+        # knows the operation id, does nothing twice).
+        self._held: list[tuple[JobRef, Task, ConnectionSpec | None]] = []
 
     def run_once(self) -> int:
         """Runs a batch of due jobs; returns how many there were (0: none was due).
@@ -69,9 +75,20 @@ class Worker:
         3. one transaction records every result and finishes the jobs (again a savepoint
            each). Failures are retried or recorded one by one, afterwards.
         """
+        if self._held:
+            held, self._held = self._held, []
+            try:
+                late = self._record(held)
+            except Exception:
+                self._held = held
+                raise
+            for ref, task, error in late:
+                self._failed(ref, task, error, self._log(ref))
         try:
             prepared = self._claim_and_prepare(careful=False)
-        except Exception:
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise  # the careful way would fail the same
             prepared = self._claim_and_prepare(careful=True)
         if not prepared:
             return 0
@@ -97,7 +114,12 @@ class Worker:
                 failures.append((ref, task, exc))
 
         if acted:
-            failures += self._record(acted)
+            try:
+                failures += self._record(acted)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    self._held = acted
+                raise
         if released:
             with self.db.write() as session:
                 queue.release(session, released, self.worker_id)
@@ -174,8 +196,10 @@ class Worker:
             for ref, _task, _spec in acted:
                 self._log(ref).info("job.done", attempts=ref.attempts)
             return []
-        except Exception:  # noqa: S110 - sorted out one by one below
-            pass
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise  # the caller holds the results until the database is back
+            # Otherwise sorted out one by one below.
         failures: list[tuple[JobRef, Task | None, Exception]] = []
         with self.db.write() as session:
             for ref, task, spec in acted:
@@ -190,6 +214,8 @@ class Worker:
                     # Another worker took the job after the lease ran out: it records.
                     self._log(ref).warning("job.lease_lost")
                 except Exception as exc:
+                    if is_unavailable(exc):
+                        raise
                     failures.append((ref, task, exc))
         return failures
 
@@ -231,19 +257,46 @@ class Worker:
             bound.warning("job.retry", attempts=ref.attempts, error=reason)
 
     def run_forever(self, stop: threading.Event) -> None:
+        """Works until `stop` is set. While the database is unavailable it pauses: one
+        warning, then retries after poll_seconds, doubling up to outage_backoff_cap_seconds,
+        and one message when the database is back. Jobs in hand keep their leases."""
         self.stopping = stop
         log.info("worker.started", worker_id=self.worker_id, driver=self.driver.name)
+        outage_since: float | None = None
+        pause = self.policy.poll_seconds
         while not stop.is_set():
             try:
-                if self.run_once():
+                ran = self.run_once()
+                if outage_since is not None:
+                    log.warning(
+                        "worker.database_back",
+                        worker_id=self.worker_id,
+                        paused_seconds=round(time.monotonic() - outage_since, 2),
+                    )
+                    outage_since = None
+                if ran:
                     continue
                 timeout = self._idle_timeout()
-            except Exception:  # the database may be briefly unreachable: keep going
-                log.exception("worker.loop_error")
-                timeout = self.policy.poll_seconds
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    log.exception("worker.loop_error")
+                    timeout = self.policy.poll_seconds
+                elif outage_since is None:
+                    outage_since = time.monotonic()
+                    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                    log.warning(
+                        "worker.database_unavailable",
+                        worker_id=self.worker_id,
+                        held=len(self._held),
+                        error=reason[:200],
+                    )
+                    timeout = pause = self.policy.poll_seconds
+                else:
+                    pause = min(pause * 2, self.policy.outage_backoff_cap_seconds)
+                    timeout = pause
             self.wakeup.wait(timeout)
             self.wakeup.clear()
-        log.info("worker.stopped", worker_id=self.worker_id)
+        log.info("worker.stopped", worker_id=self.worker_id, held=len(self._held))
 
     def _idle_timeout(self) -> float:
         with self.db.read() as session:
