@@ -76,7 +76,7 @@ def build_services(
 ) -> Services:
     clock = clock or SystemClock()
     db = db or Database(make_engine(settings.effective_database_url))
-    keys = KeyStore(db, clock)
+    keys = KeyStore(db, clock, settings.key_refresh_seconds)
     return Services(
         settings=settings,
         db=db,
