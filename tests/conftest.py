@@ -21,7 +21,7 @@ from iod.customers import service as customers
 from iod.db import Base, Database, make_engine
 from iod.locations import catalog
 from iod.locations import service as locations
-from iod.models import BandwidthChange, Connection, Job
+from iod.models import AuditEvent, BandwidthChange, Connection, Job
 from iod.network.simulated import SimulatedDriver
 
 PG_URL = os.environ.get("IOD_TEST_DATABASE_URL")
@@ -179,9 +179,14 @@ def counts(services: Services) -> tuple[int, int, int]:
         )
 
 
+def audit_count(services: Services) -> int:
+    with services.db.read() as session:
+        return session.scalar(select(func.count()).select_from(AuditEvent)) or 0
+
+
 @contextmanager
 def nothing_written(services: Services) -> Iterator[None]:
-    """Asserts that the block (a rejected request) wrote no rows."""
-    before = counts(services)
+    """Asserts that the block (a rejected request) wrote no rows, audit records included."""
+    before = counts(services), audit_count(services)
     yield
-    assert counts(services) == before, "a rejected request wrote rows"
+    assert (counts(services), audit_count(services)) == before, "a rejected request wrote rows"
