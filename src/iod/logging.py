@@ -7,7 +7,6 @@ import sys
 
 import structlog
 
-
 # Defence in depth: nothing logs these today, and if a future call passes one it is masked.
 SENSITIVE_KEYS = frozenset(
     {"authorization", "access_token", "token", "client_secret", "secret", "password", "cookie"}

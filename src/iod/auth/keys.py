@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from iod.clock import Clock
+from iod.clock import Clock, rfc3339
 from iod.db import Database
 from iod.errors import Conflict, NotFound
 from iod.models import SigningKey
@@ -74,6 +74,8 @@ def _load(row: SigningKey) -> LoadedKey:
 
 
 def _create(session: Session, now: datetime, activates_at: datetime | None = None) -> SigningKey:
+    now = now.replace(microsecond=0)  # whole seconds: readable, and what `keys list` shows
+    activates_at = activates_at.replace(microsecond=0) if activates_at is not None else None
     private = ec.generate_private_key(ec.SECP256R1())
     pem = private.private_bytes(
         serialization.Encoding.PEM,
@@ -248,7 +250,7 @@ def retire(
     if info.state == "verifying" and not force:
         assert info.retirable_at is not None
         raise KeyInUse(
-            f"tokens signed by key {kid} may be valid until {info.retirable_at.isoformat()}; "
+            f"tokens signed by key {kid} may be valid until {rfc3339(info.retirable_at)}; "
             "retire it after that, or with --force to refuse them now"
         )
     row = session.get(SigningKey, kid)
