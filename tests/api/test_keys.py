@@ -126,8 +126,7 @@ def test_another_process_sees_a_rotation_within_its_refresh_interval(services: S
     _, signer = process(services, refresh=refresh)
     before = store.signing_key.kid
     new_kid = rotate(services, timedelta(seconds=2 * refresh))
-    assert new_kid not in {k["kid"] for k in store.jwks()["keys"]}, "reloaded too early"
-    time.sleep(refresh * 1.5)
+    time.sleep(refresh * 1.5)  # its copy is now older than the interval
     assert new_kid in {k["kid"] for k in store.jwks()["keys"]}
     assert store.signing_key.kid == before  # FrozenClock: the activation time has not come
     services.clock.advance(timedelta(seconds=2 * refresh))  # type: ignore[attr-defined]
