@@ -65,6 +65,20 @@ def _duration(text: str, option: str) -> timedelta:
     return timedelta(days=parts["d"], hours=parts["h"], minutes=parts["m"], seconds=parts["s"])
 
 
+def _audit(
+    session: Session,
+    action: str,
+    target_type: str,
+    target_id: str,
+    *,
+    customer_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """The audit record of an operator's change, in the transaction of the change."""
+    audit.record(session, clock, audit.operator(), action, target_type, target_id,
+                 customer_id=customer_id, details=details)  # fmt: skip
+
+
 def _when(value: datetime | None) -> str:
     return rfc3339(value.replace(microsecond=0)) if value is not None else ""
 
@@ -89,10 +103,8 @@ def customers_create(name: str, as_json: JsonFlag = False) -> None:
     try:
         with _db().write() as session:
             customer = customers.create_customer(session, clock, name)
-            audit.record(
+            _audit(
                 session,
-                clock,
-                audit.operator(),
                 "customer.create",
                 "customer",
                 customer.id,
@@ -143,10 +155,8 @@ def clients_create(
 
 
 def _audit_client_created(session: Session, new: customers.NewClient, name: str) -> None:
-    audit.record(
+    _audit(
         session,
-        clock,
-        audit.operator(),
         "client.create",
         "client",
         new.client_id,
@@ -160,10 +170,8 @@ def _set_enabled(client_id: str, enabled: bool, as_json: bool) -> None:
         with _db().write() as session:
             client = customers.set_client_enabled(session, clock, client_id, enabled)
             action = "client.enable" if enabled else "client.disable"
-            audit.record(
+            _audit(
                 session,
-                clock,
-                audit.operator(),
                 action,
                 "client",
                 client_id,
@@ -208,10 +216,8 @@ def clients_rotate_secret(
             rotated = customers.rotate_secret(session, clock, client_id, period)
             client = customers_repo.get_client(session, client_id)
             assert client is not None
-            audit.record(
+            _audit(
                 session,
-                clock,
-                audit.operator(),
                 "client.rotate_secret",
                 "client",
                 client_id,
@@ -301,10 +307,8 @@ def locations_import(
         entries = locations.parse_catalog(data)
         with _db().write() as session:
             created, updated = locations.upsert(session, clock, entries)
-            audit.record(
+            _audit(
                 session,
-                clock,
-                audit.operator(),
                 "location.import",
                 "catalog",
                 "locations",
@@ -332,15 +336,12 @@ def demo(
     """Create the demo catalog, customer and client (idempotent) and print the credentials."""
     db = _db()
     secret_file = _demo_secret_file()
-    operator = audit.operator()
     with db.write() as session:
         demo_catalog = locations.parse_catalog(catalog.DEMO_LOCATIONS)
         created, updated = locations.upsert(session, clock, demo_catalog)
         if created:
-            audit.record(
+            _audit(
                 session,
-                clock,
-                operator,
                 "location.import",
                 "catalog",
                 "locations",
@@ -354,10 +355,8 @@ def demo(
         customer = customers_repo.find_customer_by_name(session, catalog.DEMO_CUSTOMER_NAME)
         if customer is None:
             customer = customers.create_customer(session, clock, catalog.DEMO_CUSTOMER_NAME)
-            audit.record(
+            _audit(
                 session,
-                clock,
-                operator,
                 "customer.create",
                 "customer",
                 customer.id,
@@ -388,10 +387,8 @@ def demo(
                 secret = customers.rotate_secret(
                     session, clock, catalog.DEMO_CLIENT_ID
                 ).client_secret
-                audit.record(
+                _audit(
                     session,
-                    clock,
-                    operator,
                     "client.rotate_secret",
                     "client",
                     catalog.DEMO_CLIENT_ID,
@@ -401,10 +398,8 @@ def demo(
         client = customers_repo.get_client(session, catalog.DEMO_CLIENT_ID)
         if client is not None and not client.enabled:
             customers.set_client_enabled(session, clock, catalog.DEMO_CLIENT_ID, True)
-            audit.record(
+            _audit(
                 session,
-                clock,
-                operator,
                 "client.enable",
                 "client",
                 catalog.DEMO_CLIENT_ID,
@@ -519,10 +514,8 @@ def keys_rotate(
             i for i in keys.describe(session, clock.now(), settings.token_ttl) if i.kid == row.kid
         )
         retirable = clock.now() + delay + timedelta(seconds=settings.token_ttl) + keys.CLOCK_LEEWAY
-        audit.record(
+        _audit(
             session,
-            clock,
-            audit.operator(),
             "key.rotate",
             "signing_key",
             row.kid,
@@ -567,10 +560,8 @@ def keys_retire(
     try:
         with _db().write() as session:
             info = keys.retire(session, clock.now(), kid, settings.token_ttl, force=force)
-            audit.record(
+            _audit(
                 session,
-                clock,
-                audit.operator(),
                 "key.retire",
                 "signing_key",
                 kid,
