@@ -513,7 +513,8 @@ def keys_rotate(
         info = next(
             i for i in keys.describe(session, clock.now(), settings.token_ttl) if i.kid == row.kid
         )
-        retirable = clock.now() + delay + timedelta(seconds=settings.token_ttl) + keys.CLOCK_LEEWAY
+        # The replaced key's last token is issued when the new key activates.
+        retirable = info.activates_at + timedelta(seconds=settings.token_ttl) + keys.CLOCK_LEEWAY
         _audit(
             session,
             "key.rotate",
