@@ -74,8 +74,10 @@ def _load(row: SigningKey) -> LoadedKey:
 
 
 def _create(session: Session, now: datetime, activates_at: datetime | None = None) -> SigningKey:
-    now = now.replace(microsecond=0)  # whole seconds: readable, and what `keys list` shows
-    activates_at = activates_at.replace(microsecond=0) if activates_at is not None else None
+    # Whole seconds, as `iod keys list` shows them; an activation is rounded up, never earlier.
+    now = now.replace(microsecond=0)
+    if activates_at is not None and activates_at.microsecond:
+        activates_at = activates_at.replace(microsecond=0) + timedelta(seconds=1)
     private = ec.generate_private_key(ec.SECP256R1())
     pem = private.private_bytes(
         serialization.Encoding.PEM,
