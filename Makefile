@@ -38,7 +38,7 @@ pytest: $(STAMP)
 ## against a served process's own /openapi.json, at least FUZZ_MIN_CASES generated cases and
 ## zero failures; then the hypothesis fuzz tests of the bandwidth and date-time parsers with
 ## FUZZ_EXAMPLES examples each (and PUT bandwidth through the app with FUZZ_API_EXAMPLES).
-FUZZ_SCHEMATHESIS_EXAMPLES ?= 600
+FUZZ_SCHEMATHESIS_EXAMPLES ?= 1000
 FUZZ_MIN_CASES ?= 10000
 FUZZ_EXAMPLES ?= 20000
 FUZZ_API_EXAMPLES ?= 2000
