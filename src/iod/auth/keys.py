@@ -137,7 +137,10 @@ class KeyStore:
     def reload(self) -> None:
         with self._db.read() as session:
             rows = _ordered(list(session.scalars(select(SigningKey)).all()))
-        loaded = [_load(row) for row in rows]
+        # Keys already loaded are kept as they are (a key's row never changes); only new ones
+        # cost parsing.
+        known = self._keys
+        loaded = [known.get(row.kid) or _load(row) for row in rows]
         with self._lock:
             self._reloaded_at = time.monotonic()
             self._keys = {key.kid: key for key in loaded}
