@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run test lint typecheck pytest clean
+.PHONY: install run test lint typecheck pytest clean fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,23 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## Fuzzing, longer than `make test` runs it: schemathesis with every phase (stateful too)
+## against a served process's own /openapi.json, at least FUZZ_MIN_CASES generated cases and
+## zero failures; then the hypothesis fuzz tests of the bandwidth and date-time parsers with
+## FUZZ_EXAMPLES examples each (and PUT bandwidth through the app with FUZZ_API_EXAMPLES).
+FUZZ_SCHEMATHESIS_EXAMPLES ?= 1000
+FUZZ_MIN_CASES ?= 10000
+FUZZ_EXAMPLES ?= 20000
+FUZZ_API_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	IOD_SCHEMATHESIS_MAX_EXAMPLES=$(FUZZ_SCHEMATHESIS_EXAMPLES) IOD_FUZZ_MIN_CASES=$(FUZZ_MIN_CASES) \
+	  $(BIN)/pytest tests/e2e/test_conformance.py -k servers_own_openapi -p no:randomly -s \
+	  --timeout 7200 $(PYTEST_ARGS)
+	IOD_HYPOTHESIS_PROFILE=fuzz IOD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+	  IOD_FUZZ_API_EXAMPLES=$(FUZZ_API_EXAMPLES) \
+	  $(BIN)/pytest tests/unit/test_fuzz.py tests/api/test_fuzz_api.py -p no:randomly \
+	  --hypothesis-show-statistics --timeout 7200 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .iod .pytest_cache .mypy_cache .ruff_cache

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import func, select, text
 
 from iod import migrate
@@ -21,8 +22,17 @@ from iod.customers import service as customers
 from iod.db import Base, Database, make_engine
 from iod.locations import catalog
 from iod.locations import service as locations
-from iod.models import BandwidthChange, Connection, Job
+from iod.models import AuditEvent, BandwidthChange, Connection, Job
 from iod.network.simulated import SimulatedDriver
+
+# Hypothesis example counts: "ci" (the default, `make test`) keeps hypothesis's own 100 for
+# tests that do not set a count; "fuzz" (`make fuzz`) runs the fuzz tests (tests/unit/
+# test_fuzz.py, tests/api/test_fuzz_api.py) with IOD_FUZZ_EXAMPLES each, without deadlines.
+hypothesis_settings.register_profile("ci", max_examples=100)
+hypothesis_settings.register_profile(
+    "fuzz", max_examples=int(os.environ.get("IOD_FUZZ_EXAMPLES", "20000")), deadline=None
+)
+hypothesis_settings.load_profile(os.environ.get("IOD_HYPOTHESIS_PROFILE", "ci"))
 
 PG_URL = os.environ.get("IOD_TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("IOD_REQUIRE_POSTGRES") == "1"
@@ -183,9 +193,14 @@ def counts(services: Services) -> tuple[int, int, int]:
         )
 
 
+def audit_count(services: Services) -> int:
+    with services.db.read() as session:
+        return session.scalar(select(func.count()).select_from(AuditEvent)) or 0
+
+
 @contextmanager
 def nothing_written(services: Services) -> Iterator[None]:
-    """Asserts that the block (a rejected request) wrote no rows."""
-    before = counts(services)
+    """Asserts that the block (a rejected request) wrote no rows, audit records included."""
+    before = counts(services), audit_count(services)
     yield
-    assert counts(services) == before, "a rejected request wrote rows"
+    assert (counts(services), audit_count(services)) == before, "a rejected request wrote rows"

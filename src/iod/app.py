@@ -97,7 +97,7 @@ def build_services(
     """`ticker` is the rate limiters' monotonic clock (seconds); tests move it by hand."""
     clock = clock or SystemClock()
     db = db or Database(make_engine(settings.effective_database_url, **settings.engine_options))
-    keys = KeyStore(db, clock)
+    keys = KeyStore(db, clock, settings.key_refresh_seconds)
     return Services(
         settings=settings,
         db=db,

@@ -52,7 +52,17 @@ class Settings(BaseSettings):
     audience: str = "internet-on-demand"
     token_ttl: int = Field(default=3600, ge=5, le=86400)
     client_cache_seconds: float = Field(
-        default=2.0, ge=0, le=4.0, description="How long a client's enabled state is cached."
+        default=2.0,
+        ge=0,
+        le=4.0,
+        description="How long a client's state (enabled, secret generation) is cached.",
+    )
+    key_refresh_seconds: float = Field(
+        default=5.0,
+        ge=0.1,
+        le=60,
+        description="How often each process reloads the signing keys; `iod keys rotate` "
+        "activates a new key two intervals later, so every process knows it first.",
     )
     simulated_provision_seconds: float = Field(default=2.0, ge=0)
     simulated_change_seconds: float = Field(default=1.0, ge=0)

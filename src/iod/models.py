@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -29,6 +30,12 @@ class Client(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Secret rotation: the generation counts rotations and is a claim of every token, so the
+    # tokens obtained with a replaced secret stop when its grace period ends. The replaced
+    # secret's hash is kept only until then.
+    secret_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    previous_secret_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class SigningKey(Base):
@@ -38,6 +45,9 @@ class SigningKey(Base):
     algorithm: Mapped[str] = mapped_column(String(16))
     private_pem: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # When it starts signing (a rotation publishes the key ahead of that, so every process
+    # can verify its tokens first); NULL means from creation.
+    activates_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Location(Base):
@@ -157,3 +167,29 @@ class IdempotencyKey(Base):
     headers: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class AuditEvent(Base):
+    """Who changed what, when and from where; written in the transaction of the change."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index(None, "at"),
+        Index(None, "customer_id", "id"),
+        Index(None, "target_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # "client" (actor_id is the client id) or "operator" (the OS user running `iod`).
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str] = mapped_column(String(255))
+    # The caller's address for API requests, "cli" for the admin command line.
+    source: Mapped[str] = mapped_column(String(255))
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(String(255))
+    # The customer the target belongs to, when it belongs to one (not for signing keys).
+    customer_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)

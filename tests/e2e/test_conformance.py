@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +24,9 @@ ST = Path(sys.executable).with_name("st")
 SEED = os.environ.get("IOD_SCHEMATHESIS_SEED", "20261126")
 MAX_EXAMPLES = os.environ.get("IOD_SCHEMATHESIS_MAX_EXAMPLES", "60")
 BUDGET = ["--max-examples", MAX_EXAMPLES] + ([] if SEED == "random" else ["--seed", SEED])
+MIN_CASES = int(os.environ.get("IOD_FUZZ_MIN_CASES", "1"))
+# Generous: 100 ms for each of the ~18 operations' cases, never less than ten minutes.
+TIMEOUT = max(600, int(MAX_EXAMPLES) * 18 // 10)
 
 # A catalog whose demo location has room for everything schemathesis orders, so a valid
 # order is never refused for capacity (a 409 the contract does not document).
@@ -60,7 +64,7 @@ def schemathesis(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]
         [str(ST), *args],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=TIMEOUT,
         cwd=cwd,
         check=False,
     )
@@ -107,6 +111,11 @@ def test_schemathesis_against_the_servers_own_openapi(
     )  # fmt: skip
     assert result.returncode == 0, _report(result)
     assert "API Links" in result.stdout, "the stateful phase did not run"
+    # `make fuzz` asks for at least IOD_FUZZ_MIN_CASES generated cases and shows the summary.
+    generated = re.search(r"(\d+) generated", result.stdout)
+    assert generated is not None, _report(result)
+    assert int(generated.group(1)) >= MIN_CASES, _report(result)
+    print(result.stdout[result.stdout.rfind("SUMMARY") :])
 
 
 def test_generated_client_from_the_contract(

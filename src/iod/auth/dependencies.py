@@ -60,11 +60,15 @@ async def authenticate(request: Request, authorization: str | None) -> Principal
         raise Unauthorized(
             str(exc), headers={"WWW-Authenticate": _challenge("invalid_token", str(exc))}
         ) from exc
-    enabled = services.clients.cached(principal.client_id)
-    if enabled is None:
-        enabled = await run_in_threadpool(services.clients.is_enabled, principal.client_id)
-    if not enabled:
+    state = services.clients.cached(principal.client_id)
+    if state is None:
+        state = await run_in_threadpool(services.clients.state, principal.client_id)
+    detail = None
+    if not state.enabled:
         detail = "the client of this access token is disabled"
+    elif not state.accepts_generation(principal.secret_generation, services.clock.now()):
+        detail = "the client secret this access token was obtained with has been replaced"
+    if detail is not None:
         raise Unauthorized(
             detail, headers={"WWW-Authenticate": _challenge("invalid_token", detail)}
         )

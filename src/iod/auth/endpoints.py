@@ -12,9 +12,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from iod.auth.passwords import verify_secret
 from iod.auth.tokens import SCOPES
 from iod.customers import repository as customers
+from iod.customers.service import client_secret_generation
 from iod.ratelimit import Limits
 
 router = APIRouter(tags=["OAuth 2.0"])
@@ -237,19 +237,19 @@ async def _token(request: Request) -> JSONResponse:
         throttle.add_client(client_id)
     throttle.reserve_failure()
 
-    def check() -> tuple[str, list[str]] | None:
+    def check() -> tuple[str, list[str], int] | None:
         with services.db.read() as session:
             client = customers.get_client(session, client_id) if _plausible(client_id) else None
-            stored = client.secret_hash if client is not None else None
-            if not verify_secret(stored, secret) or client is None or not client.enabled:
+            generation = client_secret_generation(client, secret, services.clock.now())
+            if client is None or generation is None or not client.enabled:
                 return None
-            return client.customer_id, client.scopes.split()
+            return client.customer_id, client.scopes.split(), generation
 
     found = await run_in_threadpool(check)
     if found is None:
         raise OAuthFailure("invalid_client", "unknown client or wrong secret", 401, basic)
     throttle.release()
-    customer_id, allowed = found
+    customer_id, allowed, generation = found
 
     if grant_type != "client_credentials":
         raise OAuthFailure("unsupported_grant_type", "only client_credentials is supported")
@@ -263,7 +263,7 @@ async def _token(request: Request) -> JSONResponse:
                 "invalid_scope", f"this client may ask for: {' '.join(allowed) or 'nothing'}"
             )
         scopes = [s for s in SCOPES if s in wanted]
-    access_token = services.tokens.issue(client_id, customer_id, scopes)
+    access_token = services.tokens.issue(client_id, customer_id, scopes, generation)
     return JSONResponse(
         {
             "access_token": access_token,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,10 @@ class Principal:
     customer_id: str
     scopes: frozenset[str]
     expires_at: float
+    # The signing key, and the generation of the client secret the token was obtained with:
+    # a retired key or a replaced secret (after its grace period) ends the token early.
+    kid: str = field(default="", compare=False)
+    secret_generation: int = field(default=0, compare=False)
 
 
 class TokenInvalid(Exception):
@@ -50,7 +54,9 @@ class TokenService:
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
-    def issue(self, client_id: str, customer_id: str, scopes: list[str]) -> str:
+    def issue(
+        self, client_id: str, customer_id: str, scopes: list[str], secret_generation: int = 0
+    ) -> str:
         now = self.clock.now()
         iat = int(now.timestamp())
         key = self.keys.signing_key
@@ -65,6 +71,7 @@ class TokenService:
             "exp": iat + self.ttl,
             "jti": new_id("jti"),
             "scope": " ".join(scopes),
+            "sgen": secret_generation,
         }
         return jwt.encode(
             claims, key.private_key, algorithm=ALGORITHM, headers={"typ": "at+jwt", "kid": key.kid}
@@ -76,6 +83,9 @@ class TokenService:
         if cached is not None:
             if cached.expires_at <= now:
                 raise TokenInvalid("the access token has expired")
+            if not self.keys.knows(cached.kid):
+                self._cache.pop(token, None)
+                raise TokenInvalid("the access token is signed by an unknown key")
             return cached
         principal = self._verify_signature(token, self.clock.now())
         with self._lock:
@@ -134,9 +144,14 @@ class TokenService:
         scope = claims.get("scope", "")
         if not isinstance(customer_id, str) or not isinstance(scope, str):
             raise TokenInvalid("the access token lacks its customer or scope")
+        generation = claims.get("sgen", 0)  # tokens issued before rotation existed lack it
+        if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+            raise TokenInvalid("the access token's secret generation is not a whole number")
         return Principal(
             client_id=str(claims["client_id"]),
             customer_id=customer_id,
             scopes=frozenset(scope.split()),
             expires_at=float(claims["exp"]),
+            kid=str(kid),
+            secret_generation=generation,
         )

@@ -1,18 +1,26 @@
-"""Admin commands: customers, clients, locations and the demo data."""
+"""Admin commands: customers, clients, signing keys, locations, the audit log, the demo data.
+
+Every change is recorded in the audit log in its own transaction, as operator = the OS user,
+source "cli"."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from sqlalchemy.orm import Session
 
+from iod import audit
+from iod.auth import keys
 from iod.cli.common import console, err, open_db_or_exit
-from iod.clock import SystemClock
+from iod.clock import SystemClock, rfc3339
 from iod.config import get_settings
 from iod.customers import repository as customers_repo
 from iod.customers import service as customers
@@ -30,10 +38,49 @@ locations_app = typer.Typer(help="The location catalog.", no_args_is_help=True)
 clock = SystemClock()
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+MAX_GRACE = timedelta(days=30)
 
 
 def _db() -> Database:
     return open_db_or_exit()
+
+
+_DURATION = re.compile(
+    r"(?:(?P<d>\d+)\s*d)?\s*(?:(?P<h>\d+)\s*h)?\s*(?:(?P<m>\d+)\s*m(?:in)?)?\s*"
+    r"(?:(?P<s>\d+)\s*s)?",
+    re.IGNORECASE,
+)
+
+
+def _duration(text: str, option: str) -> timedelta:
+    """90s, 15m, 24h, 1d2h, or 0."""
+    match = _DURATION.fullmatch(text.strip())
+    if text.strip() == "0":
+        return timedelta(0)
+    if match is None or not any(match.groupdict().values()):
+        raise typer.BadParameter(
+            f"{text!r} is not a duration such as 90s, 15m, 24h or 1d2h", param_hint=option
+        )
+    parts = {key: int(value or 0) for key, value in match.groupdict().items()}
+    return timedelta(days=parts["d"], hours=parts["h"], minutes=parts["m"], seconds=parts["s"])
+
+
+def _audit(
+    session: Session,
+    action: str,
+    target_type: str,
+    target_id: str,
+    *,
+    customer_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """The audit record of an operator's change, in the transaction of the change."""
+    audit.record(session, clock, audit.operator(), action, target_type, target_id,
+                 customer_id=customer_id, details=details)  # fmt: skip
+
+
+def _when(value: datetime | None) -> str:
+    return rfc3339(value.replace(microsecond=0)) if value is not None else ""
 
 
 def _fail(exc: ProblemError) -> typer.Exit:
@@ -56,6 +103,14 @@ def customers_create(name: str, as_json: JsonFlag = False) -> None:
     try:
         with _db().write() as session:
             customer = customers.create_customer(session, clock, name)
+            _audit(
+                session,
+                "customer.create",
+                "customer",
+                customer.id,
+                customer_id=customer.id,
+                details={"name": customer.name},
+            )
     except ProblemError as exc:
         raise _fail(exc) from exc
     _print({"id": customer.id, "name": customer.name}, as_json, f"customer {customer.id}")
@@ -86,6 +141,7 @@ def clients_create(
     try:
         with _db().write() as session:
             new = customers.create_client(session, clock, customer, scopes, name=name)
+            _audit_client_created(session, new, name)
     except ProblemError as exc:
         raise _fail(exc) from exc
     data = {"client_id": new.client_id, "client_secret": new.client_secret,
@@ -98,10 +154,29 @@ def clients_create(
     )
 
 
+def _audit_client_created(session: Session, new: customers.NewClient, name: str) -> None:
+    _audit(
+        session,
+        "client.create",
+        "client",
+        new.client_id,
+        customer_id=new.customer_id,
+        details={"scopes": " ".join(new.scopes), "name": name},
+    )
+
+
 def _set_enabled(client_id: str, enabled: bool, as_json: bool) -> None:
     try:
         with _db().write() as session:
-            customers.set_client_enabled(session, clock, client_id, enabled)
+            client = customers.set_client_enabled(session, clock, client_id, enabled)
+            action = "client.enable" if enabled else "client.disable"
+            _audit(
+                session,
+                action,
+                "client",
+                client_id,
+                customer_id=client.customer_id,
+            )
     except ProblemError as exc:
         raise _fail(exc) from exc
     state = "enabled" if enabled else "disabled"
@@ -118,6 +193,60 @@ def clients_disable(client_id: str, as_json: JsonFlag = False) -> None:
 def clients_enable(client_id: str, as_json: JsonFlag = False) -> None:
     """Enable a disabled client again."""
     _set_enabled(client_id, True, as_json)
+
+
+@clients_app.command("rotate-secret")
+def clients_rotate_secret(
+    client_id: str,
+    grace: Annotated[
+        str,
+        typer.Option(
+            help="How long the current secret (and the tokens obtained with it) keeps working: "
+            "90s, 15m, 24h, 7d; 0 ends it now (a leaked secret). At most 30d."
+        ),
+    ] = "24h",
+    as_json: JsonFlag = False,
+) -> None:
+    """Issue a new secret for a client and print it once; the old one works for --grace."""
+    period = _duration(grace, "--grace")
+    if period > MAX_GRACE:
+        raise typer.BadParameter("at most 30d", param_hint="--grace")
+    try:
+        with _db().write() as session:
+            rotated = customers.rotate_secret(session, clock, client_id, period)
+            client = customers_repo.get_client(session, client_id)
+            assert client is not None
+            _audit(
+                session,
+                "client.rotate_secret",
+                "client",
+                client_id,
+                customer_id=client.customer_id,
+                details={
+                    "graceSeconds": int(period.total_seconds()),
+                    "previousSecretValidUntil": _when(rotated.previous_valid_until) or None,
+                    "secretGeneration": client.secret_generation,
+                },
+            )
+    except ProblemError as exc:
+        raise _fail(exc) from exc
+    until = rotated.previous_valid_until
+    data = {
+        "client_id": client_id,
+        "client_secret": rotated.client_secret,
+        "previous_secret_valid_until": _when(until) or None,
+    }
+    _print(
+        data,
+        as_json,
+        f"client_id:     {client_id}\nclient_secret: {rotated.client_secret}\n"
+        "(shown only now) "
+        + (
+            f"the previous secret works until {_when(until)}"
+            if until
+            else "the previous secret no longer works"
+        ),
+    )
 
 
 @clients_app.command("list")
@@ -178,6 +307,13 @@ def locations_import(
         entries = locations.parse_catalog(data)
         with _db().write() as session:
             created, updated = locations.upsert(session, clock, entries)
+            _audit(
+                session,
+                "location.import",
+                "catalog",
+                "locations",
+                details={"created": created, "updated": updated, "ids": [e.id for e in entries]},
+            )
     except ProblemError as exc:
         raise _fail(exc) from exc
     _print({"created": created, "updated": updated}, as_json,
@@ -201,10 +337,32 @@ def demo(
     db = _db()
     secret_file = _demo_secret_file()
     with db.write() as session:
-        locations.upsert(session, clock, locations.parse_catalog(catalog.DEMO_LOCATIONS))
+        demo_catalog = locations.parse_catalog(catalog.DEMO_LOCATIONS)
+        created, updated = locations.upsert(session, clock, demo_catalog)
+        if created:
+            _audit(
+                session,
+                "location.import",
+                "catalog",
+                "locations",
+                details={
+                    "created": created,
+                    "updated": updated,
+                    "demo": True,
+                    "ids": [e.id for e in demo_catalog],
+                },
+            )
         customer = customers_repo.find_customer_by_name(session, catalog.DEMO_CUSTOMER_NAME)
         if customer is None:
             customer = customers.create_customer(session, clock, catalog.DEMO_CUSTOMER_NAME)
+            _audit(
+                session,
+                "customer.create",
+                "customer",
+                customer.id,
+                customer_id=customer.id,
+                details={"name": customer.name},
+            )
         client = customers_repo.get_client(session, catalog.DEMO_CLIENT_ID)
         secret = None
         if client is not None and secret_file.exists():
@@ -215,13 +373,38 @@ def demo(
         if secret is None:
             # First run, or the saved secret is gone: issue a fresh one.
             if client is None:
-                secret = customers.create_client(
-                    session, clock, customer.id, "read write", name="demo",
+                new = customers.create_client(
+                    session,
+                    clock,
+                    customer.id,
+                    "read write",
+                    name="demo",
                     client_id=catalog.DEMO_CLIENT_ID,
-                ).client_secret  # fmt: skip
+                )
+                _audit_client_created(session, new, "demo")
+                secret = new.client_secret
             else:
-                secret = customers.rotate_secret(session, catalog.DEMO_CLIENT_ID)
-        customers.set_client_enabled(session, clock, catalog.DEMO_CLIENT_ID, True)
+                secret = customers.rotate_secret(
+                    session, clock, catalog.DEMO_CLIENT_ID
+                ).client_secret
+                _audit(
+                    session,
+                    "client.rotate_secret",
+                    "client",
+                    catalog.DEMO_CLIENT_ID,
+                    customer_id=customer.id,
+                    details={"graceSeconds": 0, "demo": True},
+                )
+        client = customers_repo.get_client(session, catalog.DEMO_CLIENT_ID)
+        if client is not None and not client.enabled:
+            customers.set_client_enabled(session, clock, catalog.DEMO_CLIENT_ID, True)
+            _audit(
+                session,
+                "client.enable",
+                "client",
+                catalog.DEMO_CLIENT_ID,
+                customer_id=customer.id,
+            )
         customer_id = customer.id
         location = locations_repo.get(session, catalog.DEMO_LOCATION_ID)
         assert location is not None
@@ -265,3 +448,187 @@ def demo(
         f"-d grant_type=client_credentials {url.rstrip('/')}/oauth2/token "
         "| python3 -c 'import sys, json; print(json.load(sys.stdin)[\"access_token\"])')\n"
     )
+
+
+# -- signing keys -----------------------------------------------------------------------------
+
+keys_app = typer.Typer(help="Token signing keys: list, rotate, retire.", no_args_is_help=True)
+
+
+def _key_row(info: keys.KeyInfo) -> dict[str, Any]:
+    return {
+        "kid": info.kid,
+        "state": info.state,
+        "created_at": _when(info.created_at),
+        "activates_at": _when(info.activates_at),
+        "retirable_at": _when(info.retirable_at) or None,
+    }
+
+
+@keys_app.command("list")
+def keys_list(as_json: JsonFlag = False) -> None:
+    """Every signing key: the one that signs, the next one, and old ones that still verify
+    (until their last tokens expire) or may be retired."""
+    settings = get_settings()
+    with _db().read() as session:
+        rows = [_key_row(i) for i in keys.describe(session, clock.now(), settings.token_ttl)]
+    if as_json:
+        typer.echo(json.dumps({"keys": rows}))
+        return
+    table = Table("kid", "state", "created", "signs from", "retirable from")
+    for row in rows:
+        table.add_row(
+            row["kid"],
+            row["state"],
+            row["created_at"],
+            row["activates_at"],
+            row["retirable_at"] or "",
+        )
+    console.print(table)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    now: Annotated[
+        bool,
+        typer.Option(
+            "--now",
+            help="Sign with the new key at once (a compromised key). Processes that have not "
+            "reloaded the keys refuse its tokens for up to a second.",
+        ),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Add a signing key. Every server publishes it within IOD_KEY_REFRESH_SECONDS and signs
+    with it from twice that; the previous key keeps verifying its tokens until they expire."""
+    settings = get_settings()
+    delay = timedelta(0) if now else timedelta(seconds=2 * settings.key_refresh_seconds)
+    with _db().write() as session:
+        previous = [
+            i.kid
+            for i in keys.describe(session, clock.now(), settings.token_ttl)
+            if i.state == "signing"
+        ]
+        row = keys.rotate(session, clock.now(), delay)
+        info = next(
+            i for i in keys.describe(session, clock.now(), settings.token_ttl) if i.kid == row.kid
+        )
+        # The replaced key's last token is issued when the new key activates.
+        retirable = info.activates_at + timedelta(seconds=settings.token_ttl) + keys.CLOCK_LEEWAY
+        _audit(
+            session,
+            "key.rotate",
+            "signing_key",
+            row.kid,
+            details={
+                "activatesAt": _when(info.activates_at),
+                "replaces": previous[0] if previous else None,
+            },
+        )
+    data = {
+        **_key_row(info),
+        "replaces": previous[0] if previous else None,
+        "replaced_key_retirable_at": _when(retirable),
+    }
+    _print(
+        data,
+        as_json,
+        f"key {row.kid} signs from {_when(info.activates_at)}; "
+        + (
+            f"{previous[0]} keeps verifying and may be retired from {_when(retirable)}"
+            if previous
+            else "there was no key before"
+        ),
+    )
+
+
+@keys_app.command("retire")
+def keys_retire(
+    kid: str,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Retire it even though tokens it signed may still be valid (they are "
+            "refused within IOD_KEY_REFRESH_SECONDS): for a compromised key.",
+        ),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete a signing key that no longer signs, once no token it signed can still be valid
+    (refused before that without --force). The private key is destroyed."""
+    settings = get_settings()
+    try:
+        with _db().write() as session:
+            info = keys.retire(session, clock.now(), kid, settings.token_ttl, force=force)
+            _audit(
+                session,
+                "key.retire",
+                "signing_key",
+                kid,
+                details={"forced": force, "state": info.state},
+            )
+    except ProblemError as exc:
+        raise _fail(exc) from exc
+    _print({"kid": kid, "retired": True, "forced": force}, as_json, f"key {kid} retired")
+
+
+# -- audit log --------------------------------------------------------------------------------
+
+audit_app = typer.Typer(
+    help="The audit log: who changed what, when, from where.", no_args_is_help=True
+)
+
+
+def _since(text: str) -> datetime:
+    """An RFC 3339 time (local if it has no offset) or a duration back from now (2h, 7d)."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return clock.now() - _duration(text, "--since")
+    return moment if moment.tzinfo is not None else moment.astimezone()
+
+
+@audit_app.command("list")
+def audit_list(
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="From this time (2030-01-01T09:00, local unless it has an offset) "
+            "or this long ago (90m, 24h, 7d)."
+        ),
+    ] = None,
+    customer: Annotated[str | None, typer.Option(help="Only this customer's.")] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Only this target: a connection, client, customer or key id.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """The newest audit events first."""
+    start = _since(since) if since is not None else None
+    with _db().read() as session:
+        events = [
+            audit.to_dict(e)
+            for e in audit.query(
+                session, since=start, customer_id=customer, target_id=target, limit=limit
+            )
+        ]
+    if as_json:
+        typer.echo(json.dumps({"events": events}))
+        return
+    table = Table("at", "actor", "source", "action", "target", "customer", "details")
+    for event in events:
+        who = f"{event['actor']} ({event['actorType']})"
+        where = event["source"] + (f"\n{event['requestId']}" if event["requestId"] else "")
+        details = json.dumps({k: v for k, v in event["details"].items() if v is not None})
+        table.add_row(
+            event["at"],
+            who,
+            where,
+            event["action"],
+            event["target"],
+            event["customerId"] or "",
+            details,
+        )
+    console.print(table)

@@ -9,10 +9,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from iod import audit
 from iod.cli.common import console, open_db_or_exit
 from iod.clock import SystemClock
 from iod.config import get_settings
 from iod.domain.bandwidth import format_bandwidth
+from iod.logging import configure_logging
 from iod.network.factory import make_driver
 from iod.network.reconcile import reconcile
 
@@ -32,9 +34,19 @@ def network_reconcile(
 ) -> None:
     """Compare the network with the database and mend it: create what is missing, remove
     orphans, correct rates and suspension. Safe to run any time, as often as you like."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)  # logs on stderr, not in --json
     db = open_db_or_exit()
-    driver = make_driver(get_settings())
-    report = reconcile(db, driver, SystemClock(), dry_run=dry_run)
+    driver = make_driver(settings)
+    clock = SystemClock()
+    report = reconcile(db, driver, clock, dry_run=dry_run)
+    if report.changed and not dry_run:
+        with db.write() as session:  # an operator changed the network: on the record
+            audit.record(
+                session, clock, audit.operator(), "network.reconcile", "network", driver.name,
+                details={"created": report.created, "removed": report.removed,
+                         "corrected": report.corrected},
+            )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(asdict(report) | {"changed": report.changed, "dryRun": dry_run}))
         return
@@ -57,7 +69,9 @@ def network_reconcile(
 @network_app.command("show")
 def network_show(as_json: JsonFlag = False) -> None:
     """What the network holds now, as the driver reads it."""
-    driver = make_driver(get_settings())
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    driver = make_driver(settings)
     rows = driver.inventory()
     if as_json:
         typer.echo(json.dumps({"driver": driver.name, "connections": [asdict(r) for r in rows]}))

@@ -11,9 +11,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from iod import idempotency
+from iod import audit, idempotency
 from iod.auth.dependencies import require_read, require_write
 from iod.auth.tokens import Principal
+from iod.clock import rfc3339
 from iod.connections import lifecycle, service
 from iod.connections.schemas import (
     BandwidthChange,
@@ -26,6 +27,7 @@ from iod.connections.schemas import (
     StatusHistory,
     StatusTransitionOut,
 )
+from iod.domain.bandwidth import format_bandwidth
 from iod.domain.status import Action, ConnectionStatus
 from iod.http import (
     ETAG_HEADER,
@@ -99,6 +101,21 @@ WRITE = Annotated[Principal, require_write]
 
 def _services(request: Request) -> Any:
     return request.app.state.services
+
+
+def _audit(
+    session: Session,
+    request: Request,
+    principal: Principal,
+    action: str,
+    connection_id: str,
+    **details: Any,
+) -> None:
+    """The audit record of an accepted change, in the transaction that makes it."""
+    audit.record(
+        session, _services(request).clock, audit.from_request(request, principal), action,
+        "connection", connection_id, customer_id=principal.customer_id, details=details,
+    )  # fmt: skip
 
 
 @router.get(
@@ -198,6 +215,16 @@ def create_connection(
         connection = service.create_connection(
             session, services.clock, principal, body, services.policy
         )
+        _audit(
+            session,
+            request,
+            principal,
+            "connection.create",
+            connection.id,
+            bandwidth=body.bandwidth,
+            locationId=body.locationId,
+            description=body.description,
+        )
         location = f"/internet-on-demand/connections/{connection.id}"
         result = service.present(session, [connection])[0]
         headers = {"Location": location, "ETag": service.etag_of(result)}
@@ -272,6 +299,18 @@ def update_bandwidth(
         connection, change, revert = service.update_bandwidth(
             session, services.clock, principal, connectionId, body, services.policy, if_match
         )
+        _audit(
+            session,
+            request,
+            principal,
+            "bandwidth.change",
+            connection.id,
+            bandwidth=body.bandwidth,
+            changeId=change.id,
+            effectiveDate=rfc3339(change.effective_at),
+            revertAt=rfc3339(revert.effective_at) if revert is not None else None,
+            revertChangeId=revert.id if revert is not None else None,
+        )
         result = service.present_update(session, connection, change, revert)
         return idempotency.Outcome(200, result, {"ETag": service.etag_of(result)})
 
@@ -298,6 +337,15 @@ def _action(
             session, services.clock, principal, connection, action,
             services.policy.max_attempts, precondition if if_match is not None else None,
         )  # fmt: skip
+        _audit(
+            session,
+            request,
+            principal,
+            f"connection.{action.value}",
+            connection.id,
+            status=connection.status,
+            targetStatus=connection.target_status,
+        )
         result = service.present(session, [connection])[0]
         return idempotency.Outcome(202, result, {"ETag": service.etag_of(result)})
 
@@ -476,6 +524,15 @@ def cancel_change(
 
     def work(session: Session) -> idempotency.Outcome:
         change = service.cancel_change(session, services.clock, principal, connectionId, changeId)
+        _audit(
+            session,
+            request,
+            principal,
+            "bandwidth.cancel",
+            change.connection_id,
+            changeId=change.id,
+            bandwidth=format_bandwidth(change.to_mbps),
+        )
         return idempotency.Outcome(200, service.change_to_schema(change), {})
 
     return idempotency.run(services, request, principal, key, None, work)

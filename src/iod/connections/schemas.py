@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -139,9 +139,12 @@ class BandwidthUpdate(BaseModel):
         if match.group("offset") is None:
             raise ValueError("must include a UTC offset, e.g. Z or +02:00")
         try:
-            return datetime.fromisoformat(value.replace("z", "Z"))
-        except ValueError as exc:
+            moment = datetime.fromisoformat(value.replace("z", "Z"))
+            # Found by fuzzing: 0001-01-01T00:00:00+00:01 parses but is before year 1 in UTC.
+            moment.astimezone(UTC)
+        except (ValueError, OverflowError) as exc:
             raise ValueError(f"is not a valid date-time: {exc}") from exc
+        return moment
 
 
 class PendingBandwidthChange(BaseModel):

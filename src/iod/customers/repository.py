@@ -29,10 +29,3 @@ def list_clients(session: Session, customer_id: str | None = None) -> list[Clien
     if customer_id is not None:
         query = query.where(Client.customer_id == customer_id)
     return list(session.scalars(query))
-
-
-def client_state(session: Session, client_id: str) -> tuple[bool, str] | None:
-    row = session.execute(
-        select(Client.enabled, Client.customer_id).where(Client.id == client_id)
-    ).first()
-    return None if row is None else (bool(row[0]), str(row[1]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -65,6 +66,7 @@ def create_client(
         scopes=" ".join(scope_list),
         enabled=True,
         created_at=clock.now(),
+        secret_generation=0,
     )
     session.add(client)
     session.flush()
@@ -85,12 +87,48 @@ def secret_matches(client: Client, secret: str) -> bool:
     return verify_secret(client.secret_hash, secret)
 
 
-def rotate_secret(session: Session, client_id: str) -> str:
-    """Replace a client's secret; the new one exists in clear only in the return value."""
+def client_secret_generation(client: Client | None, secret: str, now: datetime) -> int | None:
+    """The generation of the secret presented: the current one, or the previous one during its
+    grace period; None when it is neither. An unknown client costs one argon2 verification,
+    like a wrong secret; a client in a grace period costs two for a wrong secret."""
+    if verify_secret(client.secret_hash if client is not None else None, secret):
+        assert client is not None
+        return client.secret_generation
+    if (
+        client is not None
+        and client.previous_secret_hash is not None
+        and client.previous_secret_until is not None
+        and now < client.previous_secret_until
+        and verify_secret(client.previous_secret_hash, secret)
+    ):
+        return client.secret_generation - 1
+    return None
+
+
+@dataclass(frozen=True)
+class RotatedSecret:
+    client_secret: str
+    # When the replaced secret, and the tokens obtained with it, stop working (None: now).
+    previous_valid_until: datetime | None
+
+
+def rotate_secret(
+    session: Session, clock: Clock, client_id: str, grace: timedelta = timedelta(0)
+) -> RotatedSecret:
+    """Replace a client's secret; the new one exists in clear only in the return value.
+
+    The replaced secret keeps working for `grace` (only the last one: a second rotation
+    within the grace period ends the first secret at once)."""
+    if grace < timedelta(0):
+        raise ValidationFailed.field("/grace", "the grace period cannot be negative")
     client = repository.get_client(session, client_id)
     if client is None:
         raise NotFound(f"no client {client_id}")
     secret = new_secret()
+    until = clock.now() + grace if grace > timedelta(0) else None
+    client.previous_secret_hash = client.secret_hash if until is not None else None
+    client.previous_secret_until = until
     client.secret_hash = hash_secret(secret)
+    client.secret_generation = (client.secret_generation or 0) + 1
     session.flush()
-    return secret
+    return RotatedSecret(secret, until)
