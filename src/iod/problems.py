@@ -102,6 +102,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = []
+        labels = []  # how the detail names each error: a pointer, "body", or the parameter
         for error in exc.errors():
             loc = tuple(error.get("loc", ()))
             kind = error.get("type")
@@ -113,11 +114,17 @@ def install_error_handlers(app: FastAPI) -> None:
                 errors.append(FieldError("", "the body must be a JSON object"))
             elif loc and loc[0] == "body":
                 errors.append(FieldError(_pointer(loc), _message(error)))
-            else:
-                where = ".".join(str(p) for p in loc)
+            else:  # a query, path or header parameter: named as such, not as the body
+                where = f"{loc[0]} parameter {'.'.join(str(p) for p in loc[1:])}".strip()
                 errors.append(FieldError("", f"{where}: {_message(error)}"))
+                labels.append(where)
+                continue
+            labels.append(errors[-1].pointer or "body")
         detail = (
-            "; ".join(f"{e.pointer or 'body'}: {e.detail}" for e in errors)
+            "; ".join(
+                e.detail if not e.pointer and label not in ("body",) else f"{label}: {e.detail}"
+                for label, e in zip(labels, errors, strict=True)
+            )
             or "the request is invalid"
         )
         return problem_response(

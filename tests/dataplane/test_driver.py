@@ -237,3 +237,18 @@ def test_provision_over_the_remnant_of_an_interrupted_build(netdriver: LinuxDriv
     )
     assert report.removed == [f"{edge}/{stray}: no owner"]
     assert stray not in ip("-n", edge, "link", "show")
+
+
+def test_an_edge_namespace_deleted_behind_the_drivers_back_is_made_again(
+    netdriver: LinuxDriver,
+) -> None:
+    netdriver.provision(SPEC, "job-1")
+    edge, _ = namespaces_of(netdriver, SPEC)
+    netdriver.terminate(SPEC.connection_id, "job-2")
+    ip("netns", "del", edge)  # an operator retiring the location by hand
+    other = ConnectionSpec("con_01KDATAPLANE0000000000002", SPEC.location_id, 50, "10.0.0.8/30")
+    netdriver.provision(other, "job-3")  # the cached socket of the old namespace is dropped
+    assert edge in ip("netns", "list").split()
+    port = netdriver.port(other)
+    assert port is not None and port.complete
+    assert port.edge_ifname in ip("-n", edge, "link", "show")

@@ -84,6 +84,10 @@ def _when(value: datetime | None) -> str:
 
 
 def _fail(exc: ProblemError) -> typer.Exit:
+    if len(exc.errors) == 1:  # the detail already says it: "pointer: what is wrong"
+        item = exc.errors[0]
+        err.print(f"[red]error:[/red] {item.pointer or '/'}: {item.detail}")
+        return typer.Exit(1)
     err.print(f"[red]error:[/red] {exc.detail}")
     for item in exc.errors:
         err.print(f"  {item.pointer or '/'}: {item.detail}")

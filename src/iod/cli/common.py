@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 from rich.console import Console
 
@@ -9,7 +12,9 @@ from iod.config import get_settings
 from iod.db import Database
 from iod.runtime import SchemaBehind, open_database
 
-console = Console()
+# Piped output (no terminal) would be cut to 80 columns, ids included: tables get room.
+WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "240"))
+console = Console(width=WIDTH)
 err = Console(stderr=True)
 
 

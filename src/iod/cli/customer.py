@@ -49,7 +49,10 @@ bandwidth_app = typer.Typer(
     help="Change a connection's bandwidth, now or later.", no_args_is_help=True
 )
 
-out = Console(highlight=False)
+# Piped output (no terminal) would be cut to 80 columns, ids included: tables get room.
+out = Console(
+    highlight=False, width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "240"))
+)
 err = Console(stderr=True, highlight=False)
 
 # Exit codes (also in the README).

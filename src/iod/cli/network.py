@@ -25,6 +25,10 @@ network_app = typer.Typer(
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
+def _quiet(level: str) -> str:
+    return "WARNING" if level.upper() == "INFO" else level
+
+
 @network_app.command("reconcile")
 def network_reconcile(
     dry_run: Annotated[
@@ -35,7 +39,8 @@ def network_reconcile(
     """Compare the network with the database and mend it: create what is missing, remove
     orphans, correct rates and suspension. Safe to run any time, as often as you like."""
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_json)  # logs on stderr, not in --json
+    # Logs on stderr, and only warnings: the command prints its own report.
+    configure_logging(_quiet(settings.log_level), settings.log_json)
     db = open_db_or_exit()
     driver = make_driver(settings)
     clock = SystemClock()
@@ -70,7 +75,7 @@ def network_reconcile(
 def network_show(as_json: JsonFlag = False) -> None:
     """What the network holds now, as the driver reads it."""
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(_quiet(settings.log_level), settings.log_json)
     driver = make_driver(settings)
     rows = driver.inventory()
     if as_json:

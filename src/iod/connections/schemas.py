@@ -85,7 +85,6 @@ class ConnectionRequest(BaseModel):
     @field_validator("ipv4PrefixLength", mode="before")
     @classmethod
     def _prefix_length(cls, value: Any) -> Any:
-        value = _no_null(value)
         if isinstance(value, bool) or not isinstance(value, int) or value not in PREFIX_LENGTHS:
             raise ValueError(f"must be one of {', '.join(map(str, PREFIX_LENGTHS))} (a number)")
         return value
@@ -143,6 +142,8 @@ class BandwidthUpdate(BaseModel):
             # Found by fuzzing: 0001-01-01T00:00:00+00:01 parses but is before year 1 in UTC.
             moment.astimezone(UTC)
         except (ValueError, OverflowError) as exc:
+            if "offset" in str(exc):  # Python's message quotes timedelta reprs: say it plainly
+                raise ValueError("has a UTC offset out of range (at most ±23:59)") from exc
             raise ValueError(f"is not a valid date-time: {exc}") from exc
         return moment
 

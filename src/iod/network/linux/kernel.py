@@ -109,8 +109,14 @@ class Kernel:
         opening one costs a few ms). Callers serialise (the driver holds its lock)."""
         cached = self._handles.get(name)
         if cached is not None:
-            yield cached
-            return
+            handle, inode = cached
+            if self._inode(name) == inode:
+                yield handle
+                return
+            # Deleted (and perhaps made again) behind our back: the socket would still
+            # talk to the old namespace, which lives on anonymously while it is open.
+            handle.close()
+            del self._handles[name]
         if not self.exists(name):
             if not create:
                 raise DriverError(f"network namespace {name} does not exist")
@@ -120,7 +126,7 @@ class Kernel:
             self._create_namespace(name)
         handle = self._open(name)
         if keep:
-            self._handles[name] = handle
+            self._handles[name] = (handle, self._inode(name))
             self._all.append(handle)
             yield handle
             return
@@ -129,9 +135,18 @@ class Kernel:
         finally:
             handle.close()
 
+    @staticmethod
+    def _inode(name: str) -> int | None:
+        try:
+            return os.stat(os.path.join(netns.NETNS_RUN_DIR, name)).st_ino
+        except FileNotFoundError:
+            return None
+
     @property
-    def _handles(self) -> dict[str, IPRoute]:
-        handles: dict[str, IPRoute] | None = getattr(self._local, "handles", None)
+    def _handles(self) -> dict[str, tuple[IPRoute, int | None]]:
+        handles: dict[str, tuple[IPRoute, int | None]] | None = getattr(
+            self._local, "handles", None
+        )
         if handles is None:
             handles = self._local.handles = {}
         return handles
