@@ -189,7 +189,9 @@ def create_app(services: Services, *, run_worker: bool = False) -> FastAPI:
     app.include_router(problems_router)
     # Innermost first: the fast GET runs inside the request context (id, headers, metrics).
     app.add_middleware(
-        ConnectionReadFastPath, services=services, route=_route(connections_router, ROUTE_PATH, "GET")
+        ConnectionReadFastPath,
+        services=services,
+        route=_route(connections_router, ROUTE_PATH, "GET"),
     )
     app.add_middleware(
         RequestContextMiddleware,

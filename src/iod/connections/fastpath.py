@@ -36,7 +36,7 @@ def connection_response(db: Database, principal: Principal, connection_id: str) 
     """The connection as JSON with its ETag: one statement on a plain database connection
     (no ORM session), serialised once. For a `Connection` the ETag's fields are all of its
     fields, so its digest is the digest of this very body (see `service.etag_of`)."""
-    with db.engine.connect() as conn:
+    with db.statement() as conn:
         view = service.view(conn, principal, connection_id)
     body = view.model_dump_json(exclude_none=True).encode()
     return Response(body, media_type="application/json", headers={"ETag": entity_tag_of(body)})

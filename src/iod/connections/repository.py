@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 from sqlalchemy import Connection as DbConnection
-from sqlalchemy import Row, and_, bindparam, func, select
+from sqlalchemy import Row, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from iod.domain.status import PENDING_CHANGE_STATUSES, ConnectionStatus
@@ -40,6 +40,10 @@ _PENDING_COLUMNS = (
     _changes.status,
 )
 
+# `status IN (...)` spelt out as `=` ... OR: SQLAlchemy renders an IN list anew on every
+# execution (an "expanding" parameter), which cost a fifth of this read.
+_pending_status = or_(*(_changes.status == status for status in _PENDING))
+
 # A connection of one customer and its pending changes in one statement: one row per pending
 # change in the order they apply, or a single row with NULL change columns when it has none.
 _VIEW = (
@@ -53,7 +57,7 @@ _VIEW = (
     .select_from(
         Connection.__table__.outerjoin(
             BandwidthChange.__table__,
-            and_(_changes.connection_id == _connections.id, _changes.status.in_(_PENDING)),
+            and_(_changes.connection_id == _connections.id, _pending_status),
         )
     )
     .where(
