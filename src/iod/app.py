@@ -141,16 +141,22 @@ def _route(router: APIRouter, path: str, method: str) -> APIRoute:
     raise LookupError(f"no route {method} {path}")
 
 
-def create_app(services: Services, *, run_worker: bool = False) -> FastAPI:
+def create_app(
+    services: Services, *, run_worker: bool = False, freeze_heap: bool = False
+) -> FastAPI:
+    """`freeze_heap`: for a served process (`iod serve`), see the lifespan. Not for tests,
+    which build many apps in one process and would collect the whole heap at each start."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.keys.ensure()
-        # Everything alive now (modules, routes, schemas, compiled statements: some 100,000
-        # objects) lives as long as the process. Moved out of the cyclic garbage collector's
-        # reach, a full collection no longer walks them all: those walks paused every
-        # request for 50 to 250 ms at a time, which was most of the GET's p99.
-        gc.collect()
-        gc.freeze()
+        if freeze_heap:
+            # Everything alive now (modules, routes, schemas: some 100,000 objects) lives as
+            # long as the process. Moved out of the cyclic garbage collector's reach, a full
+            # collection no longer walks them all: those walks paused every request for 50
+            # to 250 ms at a time, which was most of the GET's p99.
+            gc.collect()
+            gc.freeze()
         stop = threading.Event()
         thread: threading.Thread | None = None
         if run_worker:
@@ -169,6 +175,8 @@ def create_app(services: Services, *, run_worker: bool = False) -> FastAPI:
             services.wakeup.set()
             if thread is not None:
                 thread.join(timeout=30)
+            if freeze_heap:
+                gc.unfreeze()
 
     app = FastAPIOffline(
         title="Internet On-Demand API",
