@@ -11,7 +11,16 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, TypeDecorator, create_engine, event, exc
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    MetaData,
+    TypeDecorator,
+    create_engine,
+    event,
+    exc,
+)
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -67,8 +76,10 @@ def _sqlite_connect(busy_timeout_ms: int) -> Any:
 def _sqlite_begin(conn: Any) -> None:
     # A writing transaction takes SQLite's write lock at BEGIN, so its reads (capacity, state)
     # cannot be overtaken by another writer before it writes.
-    immediate = conn.get_execution_options().get("sqlite_immediate", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    options = conn.get_execution_options()
+    if options.get("sqlite_single_statement", False):
+        return  # see Database.statement()
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("sqlite_immediate", False) else "BEGIN")
 
 
 def make_engine(
@@ -113,6 +124,7 @@ class Database:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         writer = engine.execution_options(sqlite_immediate=True) if self.is_sqlite else engine
+        self._single = engine.execution_options(sqlite_single_statement=True)
         self._read = sessionmaker(engine, expire_on_commit=False, autoflush=False)
         self._write = sessionmaker(writer, expire_on_commit=False, autoflush=False)
 
@@ -121,6 +133,12 @@ class Database:
         # Closing (not rolling back) ends the transaction without expiring loaded rows.
         with self._read() as session:
             yield session
+
+    def statement(self) -> Connection:
+        """A plain connection (SQLAlchemy Core, no ORM session) for a read of one statement,
+        which is consistent by itself: on SQLite it runs without the BEGIN, a statement
+        of its own, that a transaction costs. Use it as a context manager."""
+        return self._single.connect()
 
     @contextmanager
     def write(self) -> Iterator[Session]:

@@ -106,7 +106,11 @@ IfMatchHeader = Annotated[
 
 def entity_tag(model: BaseModel, fields: set[str] | None = None) -> str:
     """A strong ETag: a digest of the JSON representation (only `fields`, when given)."""
-    body = model.model_dump_json(include=fields, exclude_none=True).encode()
+    return entity_tag_of(model.model_dump_json(include=fields, exclude_none=True).encode())
+
+
+def entity_tag_of(body: bytes) -> str:
+    """The ETag of a representation already serialised, as `entity_tag` would make it."""
     return f'"{hashlib.sha256(body).hexdigest()[:32]}"'
 
 

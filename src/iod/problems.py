@@ -46,6 +46,19 @@ def problem_response(
     )
 
 
+def unavailable_response(
+    exc: Exception, retry_after: int, *, instance: str, request_id: str | None
+) -> JSONResponse:
+    """503 for a database error that `is_unavailable`; logged with its first line."""
+    # The transaction was rolled back, so nothing of this request is stored.
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+    log.warning("database.unavailable", path=instance, error=reason)
+    problem = ServiceUnavailable.retry_later(
+        "the database is not available right now; retry later", retry_after
+    )
+    return problem_response(problem, instance=instance, request_id=request_id)
+
+
 def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
@@ -136,14 +149,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _database(request: Request, exc: Exception) -> JSONResponse:
         if not is_unavailable(exc):
             raise exc  # a bug, not an outage: the middleware answers 500
-        # The transaction was rolled back, so nothing of this request is stored.
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
-        log.warning("database.unavailable", path=request.url.path, error=reason)
-        problem = ServiceUnavailable.retry_later(
-            "the database is not available right now; retry later",
+        return unavailable_response(
+            exc,
             request.app.state.services.settings.unavailable_retry_after,
+            instance=request.url.path,
+            request_id=_request_id(request),
         )
-        return problem_response(problem, instance=request.url.path, request_id=_request_id(request))
 
     for kind in (sa_exc.DBAPIError, sa_exc.TimeoutError):
         app.add_exception_handler(kind, _database)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import Request, Security
 from fastapi.concurrency import run_in_threadpool
@@ -37,10 +38,12 @@ def _challenge(error: str | None = None, description: str | None = None, scope: 
     return "Bearer " + ", ".join(parts)
 
 
-async def authenticate(request: Request, authorization: str | None) -> Principal:
+async def authenticate(
+    services: Any, state: dict[str, Any], authorization: str | None
+) -> Principal:
     """Runs on the event loop: verified tokens and client states are cached, so only a stale
-    client state costs a (threadpool) database read."""
-    services = request.app.state.services
+    client state costs a (threadpool) database read. `state` is the ASGI scope's state (what
+    `request.state` reads); the client id is left there."""
     if not authorization:
         raise Unauthorized(
             "an access token is required: send 'Authorization: Bearer <token>'",
@@ -60,32 +63,32 @@ async def authenticate(request: Request, authorization: str | None) -> Principal
         raise Unauthorized(
             str(exc), headers={"WWW-Authenticate": _challenge("invalid_token", str(exc))}
         ) from exc
-    state = services.clients.cached(principal.client_id)
-    if state is None:
-        state = await run_in_threadpool(services.clients.state, principal.client_id)
+    client = services.clients.cached(principal.client_id)
+    if client is None:
+        client = await run_in_threadpool(services.clients.state, principal.client_id)
     detail = None
-    if not state.enabled:
+    if not client.enabled:
         detail = "the client of this access token is disabled"
-    elif not state.accepts_generation(principal.secret_generation, services.clock.now()):
+    elif not client.accepts_generation(principal.secret_generation, services.clock.now()):
         detail = "the client secret this access token was obtained with has been replaced"
     if detail is not None:
         raise Unauthorized(
             detail, headers={"WWW-Authenticate": _challenge("invalid_token", detail)}
         )
-    request.state.client_id = principal.client_id
+    state["client_id"] = principal.client_id
     return principal
 
 
-def _rate_limit(request: Request, principal: Principal, scope: str) -> None:
+def _rate_limit(services: Any, state: dict[str, Any], principal: Principal, scope: str) -> None:
     """Takes a token from the client's read or write bucket (reads and writes are limited
     apart, so polling cannot starve orders). The middleware turns the decision into the
     RateLimit-* headers of whatever the request answers."""
-    limits = request.app.state.services.limits
+    limits = services.limits
     buckets = limits.reads if scope == "read" else limits.writes
     if buckets is None:
         return
     decision = buckets.take(principal.client_id)
-    request.scope["state"]["rate_limit"] = decision
+    state["rate_limit"] = decision
     if not decision.allowed:
         kind = "reads" if scope == "read" else "writes"
         raise RateLimited(
@@ -95,21 +98,32 @@ def _rate_limit(request: Request, principal: Principal, scope: str) -> None:
         )
 
 
+async def authorize(
+    services: Any, state: dict[str, Any], authorization: str | None, scope: str
+) -> Principal:
+    """The whole bearer check of one request: the token and its client (401), a rate-limit
+    token (429), the scope (403). Shared by the dependency and the fast GET
+    (connections/fastpath.py), so both answer alike."""
+    principal = await authenticate(services, state, authorization)
+    # Counted before the scope check: refused requests cost the server too.
+    _rate_limit(services, state, principal, scope)
+    if scope not in principal.scopes:
+        detail = f"this operation needs the '{scope}' scope"
+        raise Forbidden(
+            detail,
+            headers={"WWW-Authenticate": _challenge("insufficient_scope", detail, scope=scope)},
+        )
+    return principal
+
+
 def _require(scope: str) -> Callable[..., Awaitable[Principal]]:
     async def dependency(
         request: Request,
         authorization: str | None = Security(oauth2_scheme),
     ) -> Principal:
-        principal = await authenticate(request, authorization)
-        # Counted before the scope check: refused requests cost the server too.
-        _rate_limit(request, principal, scope)
-        if scope not in principal.scopes:
-            detail = f"this operation needs the '{scope}' scope"
-            raise Forbidden(
-                detail,
-                headers={"WWW-Authenticate": _challenge("insufficient_scope", detail, scope=scope)},
-            )
-        return principal
+        # `request.state` reads and writes the scope's "state" dict.
+        state = request.scope.setdefault("state", {})
+        return await authorize(request.app.state.services, state, authorization, scope)
 
     return dependency
 

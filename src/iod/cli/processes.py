@@ -19,7 +19,9 @@ def app_from_environment() -> Any:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
     db = open_db_or_exit()
-    return create_app(build_services(settings, db=db), run_worker=settings.inprocess_worker)
+    return create_app(
+        build_services(settings, db=db), run_worker=settings.inprocess_worker, freeze_heap=True
+    )
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -51,7 +53,8 @@ def serve(host: str, port: int, worker: bool, processes: int) -> None:
     # IOD_SHUTDOWN_TIMEOUT seconds), then runs the lifespan's end: the in-process worker
     # finishes its job in hand and hands the rest of its batch back to the queue.
     if processes == 1:
-        app = create_app(build_services(settings, db=open_db_or_exit()), run_worker=worker)
+        services = build_services(settings, db=open_db_or_exit())
+        app = create_app(services, run_worker=worker, freeze_heap=True)
         _exit_zero_after_graceful_stop()
         uvicorn.run(app, host=host, port=port, **uvicorn_options(settings))
         return

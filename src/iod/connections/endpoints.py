@@ -16,6 +16,7 @@ from iod.auth.dependencies import require_read, require_write
 from iod.auth.tokens import Principal
 from iod.clock import rfc3339
 from iod.connections import lifecycle, service
+from iod.connections.fastpath import connection_response
 from iod.connections.schemas import (
     BandwidthChange,
     BandwidthChangeList,
@@ -133,7 +134,6 @@ def _audit(
 )
 async def list_connections(
     request: Request,
-    response: Response,
     principal: READ,
     status: Annotated[
         list[ConnectionStatus] | None,
@@ -158,7 +158,7 @@ async def list_connections(
             description="Extension: `nextCursor` of the previous page.",
         ),
     ] = None,
-) -> ConnectionList:
+) -> Response:
     """Retrieve a list of internet on-demand connections (only the caller's customer's).
 
     Pages are in creation order and stable under concurrent inserts; the next page is named
@@ -174,11 +174,16 @@ async def list_connections(
             cursor=cursor,
             limit=limit,
         )
-        page = ConnectionList(connections=service.present(session, rows), nextCursor=next_cursor)
+        page = ConnectionList(
+            connections=service.present_rows(session, rows), nextCursor=next_cursor
+        )
+    # Serialised here, as FastAPI would for the response model, without validating the page
+    # a second time.
+    answer = Response(page.model_dump_json(exclude_none=True), media_type="application/json")
     if next_cursor is not None:
         url = request.url.include_query_params(cursor=next_cursor)
-        response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
-    return page
+        answer.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+    return answer
 
 
 @router.post(
@@ -248,16 +253,8 @@ def create_connection(
 )
 async def get_connection(request: Request, connectionId: ConnectionId, principal: READ) -> Response:
     """Retrieve details of a specific connection, with its `ETag`."""
-    services = _services(request)
-    with services.db.read() as session:
-        connection = service.get_connection(session, principal, connectionId)
-        view = service.present(session, [connection])[0]
-    # Serialised once, here: the ETag is the digest of exactly these bytes' content.
-    return Response(
-        view.model_dump_json(exclude_none=True),
-        media_type="application/json",
-        headers={"ETag": service.etag_of(view)},
-    )
+    # Usually answered before it gets here, by connections/fastpath.py, with the same code.
+    return connection_response(_services(request).db, principal, connectionId)
 
 
 @router.put(

@@ -6,12 +6,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import Connection as DbConnection
 from sqlalchemy.orm import Session
 
 from iod.auth.tokens import Principal
 from iod.clock import Clock
 from iod.connections import repository
 from iod.connections.lifecycle import record_creation, target_of
+from iod.connections.repository import AnyRow
 from iod.connections.schemas import (
     BandwidthChange as BandwidthChangeOut,
 )
@@ -150,7 +152,7 @@ def list_connections(
     location_id: str | None = None,
     cursor: str | None = None,
     limit: int = 100,
-) -> tuple[Sequence[Connection], str | None]:
+) -> tuple[Sequence[AnyRow], str | None]:
     """One page, and the cursor of the next one. Terminated connections only when asked."""
     wanted = [s.value for s in statuses] or list(LIVE_STATUSES)
     after = cursor or None
@@ -312,16 +314,23 @@ def get_change(
     return change
 
 
-def _pending_out(change: BandwidthChange) -> PendingBandwidthChange:
+def _pending(change_id: str, mbps: int, at: datetime, status: str) -> PendingBandwidthChange:
     return PendingBandwidthChange(
-        id=change.id,
-        bandwidth=format_bandwidth(change.to_mbps),
-        effectiveDate=change.effective_at,
-        status="applying" if change.status == ChangeStatus.APPLYING.value else "scheduled",
+        id=change_id,
+        bandwidth=format_bandwidth(mbps),
+        effectiveDate=at,
+        status="applying" if status == ChangeStatus.APPLYING.value else "scheduled",
     )
 
 
-def to_schema(connection: Connection, pending: list[BandwidthChange]) -> ConnectionOut:
+def _pending_out(change: BandwidthChange | AnyRow) -> PendingBandwidthChange:
+    return _pending(change.id, change.to_mbps, change.effective_at, change.status)
+
+
+def to_schema(
+    connection: Connection | AnyRow, pending: list[PendingBandwidthChange]
+) -> ConnectionOut:
+    """From a model or a plain row of `repository.CONNECTION_COLUMNS` (the same names)."""
     return ConnectionOut(
         id=connection.id,
         status=ConnectionStatus(connection.status).value,
@@ -331,7 +340,7 @@ def to_schema(connection: Connection, pending: list[BandwidthChange]) -> Connect
         description=connection.description,
         updatedAt=connection.updated_at,
         ipv4Block=connection.ipv4_block,
-        pendingBandwidthChanges=[_pending_out(c) for c in pending],
+        pendingBandwidthChanges=pending,
         targetStatus=connection.target_status,
     )
 
@@ -351,7 +360,31 @@ def etag(session: Session, connection: Connection) -> str:
 
 def present(session: Session, connections: Sequence[Connection]) -> list[ConnectionOut]:
     pending = repository.pending_changes(session, [c.id for c in connections])
-    return [to_schema(c, pending[c.id]) for c in connections]
+    return [to_schema(c, [_pending_out(p) for p in pending[c.id]]) for c in connections]
+
+
+def present_rows(session: Session, rows: Sequence[AnyRow]) -> list[ConnectionOut]:
+    """`present` for plain rows (a list page): one query for all their pending changes."""
+    pending = repository.pending_change_rows(session, [r.id for r in rows])
+    return [to_schema(r, [_pending_out(p) for p in pending[r.id]]) for r in rows]
+
+
+def view(db: DbConnection, principal: Principal, connection_id: str) -> ConnectionOut:
+    """What GET /connections/{id} answers, from one statement (`repository.view_rows`);
+    404 like `get_connection` for an id that cannot exist or is another customer's."""
+    rows = (
+        repository.view_rows(db, principal.customer_id, connection_id)
+        if looks_like_id(connection_id)
+        else ()
+    )
+    if not rows:
+        raise NotFound(f"no connection {connection_id!r}")
+    pending = [
+        _pending(r.change_id, r.change_mbps, r.change_at, r.change_status)
+        for r in rows
+        if r.change_id is not None
+    ]
+    return to_schema(rows[0], pending)
 
 
 def change_to_schema(change: BandwidthChange) -> BandwidthChangeOut:
