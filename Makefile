@@ -52,7 +52,7 @@ fuzz: $(STAMP)
 	  --hypothesis-show-statistics --timeout 7200 $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .iod .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .iod .iod-linux .pytest_cache .mypy_cache .ruff_cache
 
 ## Benchmark: the service against a bare Starlette baseline, measured with wrk on 127.0.0.1
 ## (docs/performance.md). bench: every row, under 10 minutes; bench-quick: one row of each
