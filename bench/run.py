@@ -673,6 +673,7 @@ def run_target(
     rows: list[Row],
     notes: list[str],
     log: Callable[[str], None],
+    separate_worker: bool = False,
 ) -> None:
     pg = target.database == "postgres"
     label = "PostgreSQL" if pg else "SQLite"
@@ -695,6 +696,12 @@ def run_target(
     argv = [str(VENV_BIN / "iod"), "serve"]
     if target.processes > 1:
         argv += ["--workers", str(target.processes)]
+    worker: subprocess.Popen[bytes] | None = None
+    if separate_worker:  # the production layout: API processes alone, one `iod worker`
+        argv.append("--no-worker")
+        with (data_dir / "worker.log").open("ab") as handle:
+            worker = subprocess.Popen([str(VENV_BIN / "iod"), "worker"], env=env,
+                                      stdout=handle, stderr=subprocess.STDOUT)  # fmt: skip
     server = Server(f"iod serve ({label})", argv, env, data_dir / "server.log")
     try:
         server.wait_ready("/readyz")
@@ -723,6 +730,9 @@ def run_target(
         raise
     finally:
         server.stop()
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
 
 
 def _errors(row: Row) -> str:
@@ -814,6 +824,9 @@ def main() -> int:
                         help="also profile the SQLite GET row with py-spy into DIR")  # fmt: skip
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
+    parser.add_argument("--separate-worker", action="store_true",
+                        help="API processes with --no-worker and one `iod worker` beside them "
+                             "(the production layout) instead of a worker in each")  # fmt: skip
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -903,6 +916,7 @@ def main() -> int:
                 rows=rows,
                 notes=notes,
                 log=log,
+                separate_worker=args.separate_worker,
             )
         if "postgres" in databases:
             with contextlib.suppress(Exception):
