@@ -30,6 +30,7 @@ from iod.errors import ProblemError
 from iod.locations import catalog
 from iod.locations import repository as locations_repo
 from iod.locations import service as locations
+from iod.models import Customer
 
 customers_app = typer.Typer(help="Customers: who owns connections.", no_args_is_help=True)
 clients_app = typer.Typer(help="API clients of customers.", no_args_is_help=True)
@@ -107,14 +108,7 @@ def customers_create(name: str, as_json: JsonFlag = False) -> None:
     try:
         with _db().write() as session:
             customer = customers.create_customer(session, clock, name)
-            _audit(
-                session,
-                "customer.create",
-                "customer",
-                customer.id,
-                customer_id=customer.id,
-                details={"name": customer.name},
-            )
+            _audit_customer_created(session, customer)
     except ProblemError as exc:
         raise _fail(exc) from exc
     _print({"id": customer.id, "name": customer.name}, as_json, f"customer {customer.id}")
@@ -155,6 +149,17 @@ def clients_create(
         as_json,
         f"client_id:     {new.client_id}\nclient_secret: {new.client_secret}\n"
         "(the secret is not stored in clear and cannot be shown again)",
+    )
+
+
+def _audit_customer_created(session: Session, customer: Customer) -> None:
+    _audit(
+        session,
+        "customer.create",
+        "customer",
+        customer.id,
+        customer_id=customer.id,
+        details={"name": customer.name},
     )
 
 
@@ -359,14 +364,7 @@ def demo(
         customer = customers_repo.find_customer_by_name(session, catalog.DEMO_CUSTOMER_NAME)
         if customer is None:
             customer = customers.create_customer(session, clock, catalog.DEMO_CUSTOMER_NAME)
-            _audit(
-                session,
-                "customer.create",
-                "customer",
-                customer.id,
-                customer_id=customer.id,
-                details={"name": customer.name},
-            )
+            _audit_customer_created(session, customer)
         client = customers_repo.get_client(session, catalog.DEMO_CLIENT_ID)
         secret = None
         if client is not None and secret_file.exists():

@@ -245,32 +245,26 @@ class Kernel:
 
     def shape(self, ipr: IPRoute | None, dev: str, index: int, mbps: int, suspended: bool) -> None:
         """Build the HTB tree on a fresh interface's egress."""
-        rate, burst = f"{mbps}mbit", burst_bytes(mbps)
         self.run(
             ipr,
             f"tc qdisc add dev {dev} root handle {ROOT} htb default {DEFAULT_MINOR:x}",
             lambda i: i.tc("add", "htb", index=index, handle=ROOT, default=DEFAULT_MINOR),
         )
-        self.run(
-            ipr,
-            f"tc class add dev {dev} parent {ROOT} classid {CLASS} htb rate {rate} ceil {rate}"
-            f" burst {burst} cburst {burst}",
-            lambda i: i.tc(
-                "add-class", "htb", index=index, handle=CLASS, parent=ROOT,
-                rate=rate, ceil=rate, burst=burst, cburst=burst,
-            ),
-        )  # fmt: skip
+        self._rate_class(ipr, "add", dev, index, mbps)
         self.set_leaf(ipr, dev, index, suspended, verb="add")
 
     def set_rate(self, ipr: IPRoute | None, dev: str, index: int, mbps: int) -> None:
         """Change the class in place: queued packets and established flows carry on."""
+        self._rate_class(ipr, "change", dev, index, mbps)
+
+    def _rate_class(self, ipr: IPRoute | None, verb: str, dev: str, index: int, mbps: int) -> None:
         rate, burst = f"{mbps}mbit", burst_bytes(mbps)
         self.run(
             ipr,
-            f"tc class change dev {dev} parent {ROOT} classid {CLASS} htb rate {rate}"
+            f"tc class {verb} dev {dev} parent {ROOT} classid {CLASS} htb rate {rate}"
             f" ceil {rate} burst {burst} cburst {burst}",
             lambda i: i.tc(
-                "change-class", "htb", index=index, handle=CLASS, parent=ROOT,
+                f"{verb}-class", "htb", index=index, handle=CLASS, parent=ROOT,
                 rate=rate, ceil=rate, burst=burst, cburst=burst,
             ),
         )  # fmt: skip
@@ -278,30 +272,17 @@ class Kernel:
     def set_leaf(
         self, ipr: IPRoute | None, dev: str, index: int, suspended: bool, verb: str = "replace"
     ) -> None:
-        if suspended:
-            self.run(
-                ipr,
-                f"tc qdisc {verb} dev {dev} parent {CLASS} handle {LEAF} pfifo limit 0",
-                lambda i: i.tc(
-                    verb, "pfifo", index=index, handle=LEAF, parent=CLASS, limit=SUSPENDED_LIMIT
-                ),
-            )
-            return
-        kind = self.best_leaf(ipr, index)
+        """The leaf under the class: an empty FIFO when suspended, else the best there is."""
+        kind = "pfifo" if suspended else self.best_leaf(ipr, index)
+        options: dict[str, int] = {}
         if kind == "pfifo":
-            self.run(
-                ipr,
-                f"tc qdisc {verb} dev {dev} parent {CLASS} handle {LEAF} pfifo limit {FIFO_LIMIT}",
-                lambda i: i.tc(
-                    verb, "pfifo", index=index, handle=LEAF, parent=CLASS, limit=FIFO_LIMIT
-                ),
-            )
-        else:
-            self.run(
-                ipr,
-                f"tc qdisc {verb} dev {dev} parent {CLASS} handle {LEAF} {kind}",
-                lambda i: i.tc(verb, kind, index=index, handle=LEAF, parent=CLASS),
-            )
+            options["limit"] = SUSPENDED_LIMIT if suspended else FIFO_LIMIT
+        described = "".join(f" {name} {value}" for name, value in options.items())
+        self.run(
+            ipr,
+            f"tc qdisc {verb} dev {dev} parent {CLASS} handle {LEAF} {kind}{described}",
+            lambda i: i.tc(verb, kind, index=index, handle=LEAF, parent=CLASS, **options),
+        )
 
     def best_leaf(self, ipr: IPRoute | None, index: int) -> str:
         """The best leaf qdisc this kernel offers, found once by trying each candidate as the
