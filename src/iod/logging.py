@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import orjson
 import structlog
 
 # Defence in depth: nothing logs these today, and if a future call passes one it is masked.
@@ -30,14 +31,22 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
     ]
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    wrapper_class = structlog.make_filtering_bound_logger(
+        logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     )
+    if json:
+        # orjson renders bytes, written as they are: half the cost of the standard json
+        # module and a str logger, and every request writes its access line (issue 6).
+        structlog.configure(
+            processors=[*processors, structlog.processors.JSONRenderer(serializer=orjson.dumps)],
+            wrapper_class=wrapper_class,
+            logger_factory=structlog.BytesLoggerFactory(sys.stderr.buffer),
+            cache_logger_on_first_use=True,
+        )
+        return
     structlog.configure(
-        processors=[*processors, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
+        processors=[*processors, structlog.dev.ConsoleRenderer()],
+        wrapper_class=wrapper_class,
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import uuid
+from secrets import token_hex
 
 import structlog
 from starlette.exceptions import HTTPException
@@ -47,7 +47,8 @@ class RequestContextMiddleware:
                 declared_length = value
             elif name == b"transfer-encoding":
                 chunked = True
-        request_id = incoming if incoming and _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        # 128 random bits as 32 hex digits: what uuid4().hex gave, at a fraction of its cost.
+        request_id = incoming if incoming and _SAFE_ID.match(incoming) else token_hex(16)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)

@@ -164,21 +164,17 @@ async def list_connections(
     Pages are in creation order and stable under concurrent inserts; the next page is named
     by `nextCursor` and by an RFC 8288 `Link: <…>; rel="next"` header.
     """
-    services = _services(request)
-    with services.db.read() as session:
-        rows, next_cursor = service.list_connections(
-            session,
-            principal,
-            statuses=status or (),
-            location_id=location,
-            cursor=cursor,
-            limit=limit,
-        )
-        page = ConnectionList(
-            connections=service.present_rows(session, rows), nextCursor=next_cursor
-        )
-    # Serialised here, as FastAPI would for the response model, without validating the page
-    # a second time.
+    documents, next_cursor = service.list_connections(
+        _services(request).db,
+        principal,
+        statuses=status or (),
+        location_id=location,
+        cursor=cursor,
+        limit=limit,
+    )
+    # Validated once as the response model (in pydantic's core, not per connection in
+    # Python) and serialised here, as FastAPI would, without validating it a second time.
+    page = ConnectionList.model_validate({"connections": documents, "nextCursor": next_cursor})
     answer = Response(page.model_dump_json(exclude_none=True), media_type="application/json")
     if next_cursor is not None:
         url = request.url.include_query_params(cursor=next_cursor)

@@ -32,13 +32,16 @@ PREFIX = "/internet-on-demand/connections/"
 ROUTE_PATH = PREFIX + "{connectionId}"
 
 
+def connection_document(db: Database, principal: Principal, connection_id: str) -> bytes:
+    """The connection as JSON: one prepared statement (no ORM session, see
+    `PreparedSelect`), serialised once."""
+    return service.view(db, principal, connection_id).model_dump_json(exclude_none=True).encode()
+
+
 def connection_response(db: Database, principal: Principal, connection_id: str) -> Response:
-    """The connection as JSON with its ETag: one statement on a plain database connection
-    (no ORM session), serialised once. For a `Connection` the ETag's fields are all of its
+    """The document with its ETag. For a `Connection` the ETag's fields are all of its
     fields, so its digest is the digest of this very body (see `service.etag_of`)."""
-    with db.statement() as conn:
-        view = service.view(conn, principal, connection_id)
-    body = view.model_dump_json(exclude_none=True).encode()
+    body = connection_document(db, principal, connection_id)
     return Response(body, media_type="application/json", headers={"ETag": entity_tag_of(body)})
 
 
@@ -74,7 +77,7 @@ class ConnectionReadFastPath:
         response: Response
         try:
             principal = await authorize(self.services, state, authorization or None, "read")
-            response = connection_response(self.services.db, principal, connection_id)
+            body = connection_document(self.services.db, principal, connection_id)
         except ProblemError as exc:
             response = problem_response(exc, instance=path, request_id=state.get("request_id"))
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
@@ -86,4 +89,18 @@ class ConnectionReadFastPath:
                 instance=path,
                 request_id=state.get("request_id"),
             )
+        else:
+            # What `connection_response` would send, without building a Response.
+            start = {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"etag", entity_tag_of(body).encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+            await send(start)
+            await send({"type": "http.response.body", "body": body})
+            return
         await response(scope, receive, send)

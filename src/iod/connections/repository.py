@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeAlias
 
-from sqlalchemy import Connection as DbConnection
-from sqlalchemy import Row, and_, bindparam, func, or_, select
+from sqlalchemy import FromClause, Row, Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
+from iod.db import Database
 from iod.domain.status import PENDING_CHANGE_STATUSES, ConnectionStatus
 from iod.models import BandwidthChange, Connection
 
@@ -44,22 +44,28 @@ _PENDING_COLUMNS = (
 # execution (an "expanding" parameter), which cost a fifth of this read.
 _pending_status = or_(*(_changes.status == status for status in _PENDING))
 
-# A connection of one customer and its pending changes in one statement: one row per pending
-# change in the order they apply, or a single row with NULL change columns when it has none.
-_VIEW = (
-    select(
-        *CONNECTION_COLUMNS,
+
+def _with_pending(connections: FromClause, columns: Iterable[Any], id_column: Any) -> Select[Any]:
+    """`columns` of `connections` with their pending changes: one row per pending change,
+    or a single row with NULL change columns for a connection without any. The caller
+    orders the rows (by connection, then `_changes.effective_at, _changes.id`)."""
+    return select(
+        *columns,
         _changes.id.label("change_id"),
         _changes.to_mbps.label("change_mbps"),
         _changes.effective_at.label("change_at"),
         _changes.status.label("change_status"),
-    )
-    .select_from(
-        Connection.__table__.outerjoin(
+    ).select_from(
+        connections.outerjoin(
             BandwidthChange.__table__,
-            and_(_changes.connection_id == _connections.id, _pending_status),
+            and_(_changes.connection_id == id_column, _pending_status),
         )
     )
+
+
+# A connection of one customer and its pending changes, in the order they apply.
+_VIEW = (
+    _with_pending(Connection.__table__, CONNECTION_COLUMNS, _connections.id)
     .where(
         _connections.id == bindparam("connection_id"),
         _connections.customer_id == bindparam("customer_id"),
@@ -67,29 +73,11 @@ _VIEW = (
     .order_by(_changes.effective_at, _changes.id)
 )
 
-_PENDING_ROWS = (
-    select(*_PENDING_COLUMNS)
-    .where(
-        _changes.connection_id.in_(bindparam("ids", expanding=True)),
-        _changes.status.in_(_PENDING),
-    )
-    .order_by(_changes.effective_at, _changes.id)
-)
 
-
-def view_rows(db: DbConnection, customer_id: str, connection_id: str) -> Sequence[AnyRow]:
-    """The rows of `_VIEW`; none when the customer has no such connection."""
-    result = db.execute(_VIEW, {"connection_id": connection_id, "customer_id": customer_id})
-    return result.all()
-
-
-def pending_change_rows(session: Session, connection_ids: Sequence[str]) -> dict[str, list[AnyRow]]:
-    """`pending_changes` as plain rows (id, to_mbps, effective_at, status)."""
-    result: dict[str, list[AnyRow]] = {cid: [] for cid in connection_ids}
-    if connection_ids:
-        for row in session.execute(_PENDING_ROWS, {"ids": list(connection_ids)}):
-            result[row.connection_id].append(row)
-    return result
+def view_rows(db: Database, customer_id: str, connection_id: str) -> Sequence[Any]:
+    """The rows of `_VIEW` (named tuples); none when the customer has no such connection.
+    The hottest read: run as a `PreparedSelect`, see there."""
+    return db.prepared(_VIEW).rows(connection_id=connection_id, customer_id=customer_id)
 
 
 def get_for_customer(session: Session, customer_id: str, connection_id: str) -> Connection | None:
@@ -177,23 +165,48 @@ def revert_of(session: Session, change_id: str) -> BandwidthChange | None:
     return session.scalar(select(BandwidthChange).where(BandwidthChange.revert_of == change_id))
 
 
+def _page_statement(statuses: int, by_location: bool, after: bool) -> Select[Any]:
+    """One page of a customer's connections and their pending changes in one statement: one
+    row per pending change, in the order they apply, or one row with NULL change columns.
+    Binds: customer_id, wanted_0.., location_id, after_id, limit."""
+    page = select(*CONNECTION_COLUMNS).where(
+        _connections.customer_id == bindparam("customer_id"),
+        or_(*(_connections.status == bindparam(f"wanted_{i}") for i in range(statuses))),
+    )
+    if by_location:
+        page = page.where(_connections.location_id == bindparam("location_id"))
+    if after:
+        page = page.where(_connections.id > bindparam("after_id"))
+    rows = page.order_by(_connections.id).limit(bindparam("limit")).subquery("page")
+    return _with_pending(rows, rows.c, rows.c.id).order_by(
+        rows.c.id, _changes.effective_at, _changes.id
+    )
+
+
+# Built once per shape (how many statuses, whether by location, whether after a cursor).
+_PAGES: dict[tuple[int, bool, bool], Select[Any]] = {}
+
+
 def page_for_customer(
-    session: Session,
+    db: Database,
     customer_id: str,
     *,
     statuses: Sequence[str],
     location_id: str | None,
     after_id: str | None,
     limit: int,
-) -> Sequence[AnyRow]:
+) -> Sequence[Any]:
     """Keyset pagination on the id, which sorts by creation time: rows inserted while a
     client pages land after its cursor or before it, never twice and never shifting a page.
-    Plain rows with `CONNECTION_COLUMNS`."""
-    query = select(*CONNECTION_COLUMNS).where(
-        _connections.customer_id == customer_id, _connections.status.in_(statuses)
-    )
+    The rows of `_page_statement` (named tuples): the page and its pending changes read in
+    one statement, so consistent with each other."""
+    shape = (len(statuses), location_id is not None, after_id is not None)
+    statement = _PAGES.get(shape)
+    if statement is None:
+        statement = _PAGES[shape] = _page_statement(*shape)
+    params: dict[str, Any] = {f"wanted_{i}": status for i, status in enumerate(statuses)}
     if location_id is not None:
-        query = query.where(_connections.location_id == location_id)
+        params["location_id"] = location_id
     if after_id is not None:
-        query = query.where(_connections.id > after_id)
-    return session.execute(query.order_by(_connections.id).limit(limit)).all()
+        params["after_id"] = after_id
+    return db.prepared(statement).rows(customer_id=customer_id, limit=limit, **params)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection as DbConnection
 from sqlalchemy.orm import Session
 
 from iod.auth.tokens import Principal
@@ -24,6 +24,7 @@ from iod.connections.schemas import (
     PendingBandwidthChange,
 )
 from iod.connections.schemas import Connection as ConnectionOut
+from iod.db import Database
 from iod.domain.addressing import DEFAULT_PREFIX_LENGTH, PoolExhausted
 from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
 from iod.domain.capacity import fits
@@ -145,28 +146,36 @@ def encode_cursor(last_id: str) -> str:
 
 
 def list_connections(
-    session: Session,
+    db: Database,
     principal: Principal,
     *,
     statuses: Sequence[ConnectionStatus] = (),
     location_id: str | None = None,
     cursor: str | None = None,
     limit: int = 100,
-) -> tuple[Sequence[AnyRow], str | None]:
-    """One page, and the cursor of the next one. Terminated connections only when asked."""
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page as `Connection` documents (plain dicts, validated by the caller's response
+    model), and the cursor of the next one. Terminated connections only when asked."""
     wanted = [s.value for s in statuses] or list(LIVE_STATUSES)
-    after = cursor or None
     rows = repository.page_for_customer(
-        session,
+        db,
         principal.customer_id,
         statuses=wanted,
         location_id=location_id,
-        after_id=after,
+        after_id=cursor or None,
         limit=limit + 1,
     )
-    if len(rows) > limit:
-        return rows[:limit], encode_cursor(rows[limit - 1].id)
-    return rows, None
+    documents: list[dict[str, Any]] = []
+    for row in rows:  # one row per pending change, or one for a connection without any
+        if not documents or documents[-1]["id"] != row.id:
+            documents.append(connection_fields(row))
+        if row.change_id is not None:
+            documents[-1]["pendingBandwidthChanges"].append(
+                _pending_fields(row.change_id, row.change_mbps, row.change_at, row.change_status)
+            )
+    if len(documents) > limit:
+        return documents[:limit], encode_cursor(documents[limit - 1]["id"])
+    return documents, None
 
 
 def update_bandwidth(
@@ -314,13 +323,17 @@ def get_change(
     return change
 
 
+def _pending_fields(change_id: str, mbps: int, at: datetime, status: str) -> dict[str, Any]:
+    return {
+        "id": change_id,
+        "bandwidth": format_bandwidth(mbps),
+        "effectiveDate": at,
+        "status": "applying" if status == ChangeStatus.APPLYING.value else "scheduled",
+    }
+
+
 def _pending(change_id: str, mbps: int, at: datetime, status: str) -> PendingBandwidthChange:
-    return PendingBandwidthChange(
-        id=change_id,
-        bandwidth=format_bandwidth(mbps),
-        effectiveDate=at,
-        status="applying" if status == ChangeStatus.APPLYING.value else "scheduled",
-    )
+    return PendingBandwidthChange(**_pending_fields(change_id, mbps, at, status))
 
 
 def _pending_out(change: BandwidthChange | AnyRow) -> PendingBandwidthChange:
@@ -331,18 +344,24 @@ def to_schema(
     connection: Connection | AnyRow, pending: list[PendingBandwidthChange]
 ) -> ConnectionOut:
     """From a model or a plain row of `repository.CONNECTION_COLUMNS` (the same names)."""
-    return ConnectionOut(
-        id=connection.id,
-        status=ConnectionStatus(connection.status).value,
-        bandwidth=format_bandwidth(connection.bandwidth_mbps),
-        location=connection.location_id,
-        createdAt=connection.created_at,
-        description=connection.description,
-        updatedAt=connection.updated_at,
-        ipv4Block=connection.ipv4_block,
-        pendingBandwidthChanges=pending,
-        targetStatus=connection.target_status,
-    )
+    return ConnectionOut(**{**connection_fields(connection), "pendingBandwidthChanges": pending})
+
+
+def connection_fields(connection: Connection | Any) -> dict[str, Any]:
+    """The fields of a `Connection` document (no pending changes yet) from a model or a row
+    with the columns' names; the response model validates them."""
+    return {
+        "id": connection.id,
+        "status": connection.status,
+        "bandwidth": format_bandwidth(connection.bandwidth_mbps),
+        "location": connection.location_id,
+        "createdAt": connection.created_at,
+        "description": connection.description,
+        "updatedAt": connection.updated_at,
+        "ipv4Block": connection.ipv4_block,
+        "pendingBandwidthChanges": [],
+        "targetStatus": connection.target_status,
+    }
 
 
 CONNECTION_FIELDS = set(ConnectionOut.model_fields)
@@ -363,13 +382,7 @@ def present(session: Session, connections: Sequence[Connection]) -> list[Connect
     return [to_schema(c, [_pending_out(p) for p in pending[c.id]]) for c in connections]
 
 
-def present_rows(session: Session, rows: Sequence[AnyRow]) -> list[ConnectionOut]:
-    """`present` for plain rows (a list page): one query for all their pending changes."""
-    pending = repository.pending_change_rows(session, [r.id for r in rows])
-    return [to_schema(r, [_pending_out(p) for p in pending[r.id]]) for r in rows]
-
-
-def view(db: DbConnection, principal: Principal, connection_id: str) -> ConnectionOut:
+def view(db: Database, principal: Principal, connection_id: str) -> ConnectionOut:
     """What GET /connections/{id} answers, from one statement (`repository.view_rows`);
     404 like `get_connection` for an id that cannot exist or is another customer's."""
     rows = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 _PATTERN = re.compile(r"^(\d{1,9}(?:\.\d{1,6})?) ?(mbps|gbps)$", re.IGNORECASE | re.ASCII)
 MAX_MBPS = 1_000_000  # 1 Tbps: far above any port, small enough for every integer column
@@ -34,6 +35,7 @@ def parse_bandwidth(text: str) -> int:
     return int(mbps)
 
 
+@lru_cache(maxsize=4096)  # a few tiers cover most connections; a page formats 100
 def format_bandwidth(mbps: int) -> str:
     """Canonical text: "100 Mbps", "1 Gbps", "1.5 Gbps"."""
     if mbps <= 0:
