@@ -11,6 +11,7 @@ in the same run. It is served by uvicorn with the settings `iod serve` uses
 from __future__ import annotations
 
 import argparse
+import os
 
 import uvicorn
 from starlette.applications import Starlette
@@ -46,6 +47,7 @@ def main() -> None:
     uvicorn.run(
         app, host=args.host, port=args.port, access_log=False, log_level="warning",
         server_header=False, timeout_graceful_shutdown=10,
+        loop=os.environ.get("IOD_HTTP_LOOP", "auto"),  # as `--server-env IOD_HTTP_LOOP=...`
     )  # fmt: skip
 
 

@@ -55,7 +55,7 @@ PROTECTED_DATABASES = {"test", "iod_dev", "iod_helper_api", "postgres", "templat
 BULK_CONNECTIONS = 100_000
 PAGE = 100
 PREFIX = "/internet-on-demand/connections"
-ROWS = ("get", "list", "token", "create", "bandwidth")
+ROWS = ("get", "list", "list-latency", "token", "create", "bandwidth")
 
 
 # --- the machine and the versions ---------------------------------------------------------
@@ -524,6 +524,13 @@ def cases(seeded: Seeded, tokens: dict[str, str], paginated: bool) -> dict[str, 
     else:
         list_name = f"list ({len(reader.connection_ids)} connections; pagination not yet available)"
         list_path, list_token, want = PREFIX, tokens["reader"], len(reader.connection_ids)
+    list_check = expect(
+        "GET",
+        list_path,
+        200,
+        {"Authorization": f"Bearer {list_token}"},
+        shape=lambda d: len(d["connections"]) == want,
+    )
     create_body = json.dumps(
         {"bandwidth": "1 Mbps", "locationId": seeded.location_id, "description": "benchmark"}
     ).encode()
@@ -542,13 +549,19 @@ def cases(seeded: Seeded, tokens: dict[str, str], paginated: bool) -> dict[str, 
             "get_bearer.lua",
             list_path,
             {"IOD_BENCH_TOKEN": list_token},
-            expect(
-                "GET",
-                list_path,
-                200,
-                {"Authorization": f"Bearer {list_token}"},
-                shape=lambda d: len(d["connections"]) == want,
-            ),
+            list_check,
+        ),
+        # The same page, one request at a time: its latency without queueing. At 32
+        # connections on one process each request waits for the 31 ahead of it, so the
+        # row above measures throughput and its latency is mostly the queue.
+        "list-latency": Case(
+            "list-latency",
+            list_name + "; 1 connection",
+            "get_bearer.lua",
+            list_path,
+            {"IOD_BENCH_TOKEN": list_token},
+            list_check,
+            connections=1,
         ),
         "token": Case(
             "token",
@@ -878,7 +891,8 @@ def main() -> int:
         server = Server(
             "baseline",
             [sys.executable, str(BENCH / "baseline_app.py")],
-            {k: v for k, v in os.environ.items() if not k.startswith("IOD_")},
+            # The service's environment: the same event loop when --server-env names one.
+            server_env("", work, args.server_env),
             work / "baseline.log",
         )
         try:

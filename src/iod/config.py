@@ -115,7 +115,13 @@ class Settings(BaseSettings):
         default=10.0, ge=0, description="Failed client authentications: wrong or unknown."
     )
     token_failures_burst: int = Field(default=10, ge=0)
-    # `iod serve` (uvicorn): slow or greedy clients.
+    # `iod serve` (uvicorn): the event loop, and slow or greedy clients.
+    http_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        default="auto",
+        description="The event loop of `iod serve`: auto is uvloop when installed. uvloop "
+        "serves more requests per second; asyncio's loop shares a saturated process more "
+        "fairly among connections (see docs/performance.md).",
+    )
     http_keep_alive_seconds: int = Field(
         default=5, ge=1, description="An idle keep-alive connection is closed after this."
     )

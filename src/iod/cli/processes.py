@@ -33,6 +33,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "server_header": False,
         "timeout_graceful_shutdown": settings.shutdown_timeout,
         "http": server.IMPORT_PATH,
+        "loop": settings.http_loop,
         "timeout_keep_alive": settings.http_keep_alive_seconds,
         "limit_concurrency": settings.http_max_concurrency or None,
     }
