@@ -82,15 +82,20 @@ def machine() -> dict[str, str]:
     }
 
 
-def versions(wrk: str) -> dict[str, str]:
+def versions(wrk: str, loop_setting: str) -> dict[str, str]:
     found = {"iod": _code_under_test(), "python": platform.python_version()}
     for name in ("fastapi", "starlette", "pydantic", "uvicorn", "sqlalchemy", "psycopg"):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
-    # uvicorn's "auto" picks uvloop and httptools when they are installed.
-    loop = "uvloop" if _installed("uvloop") else "asyncio"
+    # IOD_HTTP_LOOP (asyncio by default); uvicorn's "auto" picks uvloop when installed. The
+    # HTTP parser is httptools (iod's guarded protocol).
+    loop = (
+        loop_setting
+        if loop_setting != "auto"
+        else ("uvloop" if _installed("uvloop") else "asyncio")
+    )
     http = "httptools" if _installed("httptools") else "h11"
     found["uvicorn loop/http"] = f"{loop}/{http}"
     out = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
@@ -859,7 +864,8 @@ def main() -> int:
     def log(message: str) -> None:
         print(f"[{time.monotonic() - started:5.0f} s] {message}", flush=True)
 
-    info, vers = machine(), versions(wrk_path)
+    loop_setting = server_env("", Path("."), args.server_env).get("IOD_HTTP_LOOP", "asyncio")
+    info, vers = machine(), versions(wrk_path, loop_setting)
     pg_url = os.environ.get("IOD_BENCH_DATABASE_URL") or DEFAULT_PG_URL
     paginated = list_has_limit()
     workers = serve_supports_workers()
