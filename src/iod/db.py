@@ -6,6 +6,7 @@ The edge (a request handler or the job runner) opens a session with `Database.re
 
 from __future__ import annotations
 
+import threading
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from sqlalchemy import (
     exc,
 )
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from iod.clock import as_utc
 
@@ -93,6 +94,7 @@ def make_engine(
     before it is answered 503: `connect_timeout` for a new PostgreSQL connection,
     `pool_timeout` for a pooled one, `busy_timeout` for SQLite's write lock."""
     if url.startswith("sqlite"):
+        kwargs.setdefault("pool_timeout", pool_timeout)  # the pool timeout holds on SQLite too
         engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
         event.listen(engine, "connect", _sqlite_connect(round(busy_timeout * 1000)))
         event.listen(engine, "begin", _sqlite_begin)
@@ -126,6 +128,7 @@ class Database:
         self._read = sessionmaker(engine, expire_on_commit=False, autoflush=False)
         self._write = sessionmaker(writer, expire_on_commit=False, autoflush=False)
         self._prepared: dict[int, PreparedSelect] = {}
+        self._readers = _Readers(engine)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -137,7 +140,8 @@ class Database:
         """`statement` (a module-level constant) compiled once for this database."""
         prepared = self._prepared.get(id(statement))
         if prepared is None:
-            prepared = self._prepared[id(statement)] = PreparedSelect(self.engine, statement)
+            prepared = PreparedSelect(self.engine, self._readers, statement)
+            self._prepared[id(statement)] = prepared
         return prepared
 
     @contextmanager
@@ -151,30 +155,93 @@ class Database:
                 raise
 
     def dispose(self) -> None:
+        self._readers.close_all()
         self.engine.dispose()
 
 
+class _Readers:
+    """One DBAPI connection per thread, in autocommit mode, kept for `PreparedSelect` reads
+    (in practice the event loop's thread: the fast GET and the list run there).
+
+    Checking a connection out of the pool for each read costs the pool's bookkeeping and,
+    on PostgreSQL, two round trips that wait on the event loop: `pool_pre_ping`'s SELECT 1
+    and the ROLLBACK when it goes back. A kept autocommit connection costs neither; a
+    connection the server has closed (a restart) is noticed by the read itself, which is
+    then tried once more on a new one. The kept connections come from a pool of their own,
+    configured as the engine's (`Pool.recreate`: the same size, timeout and connect
+    events), so they never take a connection the sessions need and never go back to a pool
+    in autocommit mode: a kept connection is closed when it fails or when the database is
+    disposed."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.pool = engine.pool.recreate()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._kept: list[PoolProxiedConnection] = []
+
+    def get(self) -> PoolProxiedConnection:
+        connection: PoolProxiedConnection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect()
+            dbapi_connection = connection.dbapi_connection
+            assert dbapi_connection is not None  # a connection just checked out
+            self._engine.dialect.set_isolation_level(dbapi_connection, "AUTOCOMMIT")
+            self._local.connection = connection
+            with self._lock:
+                self._kept.append(connection)
+        return connection
+
+    def drop(self, error: BaseException | None = None) -> None:
+        connection: PoolProxiedConnection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            self._local.connection = None
+            self._close(connection, error)
+
+    def close_all(self) -> None:
+        with self._lock:
+            kept = list(self._kept)
+        for connection in kept:
+            self._close(connection, None)
+        self.pool.dispose()
+
+    def _connect(self) -> PoolProxiedConnection:
+        try:
+            return self.pool.connect()
+        except self._engine.dialect.loaded_dbapi.Error as error:  # as Engine.connect() does
+            raise exc.DBAPIError.instance(
+                None, None, error, self._engine.dialect.loaded_dbapi.Error,
+                dialect=self._engine.dialect,
+            ) from error  # fmt: skip
+
+    def _close(self, connection: PoolProxiedConnection, error: BaseException | None) -> None:
+        with self._lock:
+            if connection not in self._kept:
+                return
+            self._kept.remove(connection)
+        connection.invalidate(error)  # closed and forgotten by the pool
+
+
 class PreparedSelect:
-    """A SELECT compiled once and run straight on a pooled DBAPI connection, for the hottest
-    read (GET one connection, issue 6).
+    """A SELECT compiled once and run straight on a DBAPI connection, for the hottest reads
+    (GET one connection, a list page; issue 6).
 
     SQLAlchemy's execution (a `Connection`, the execution context, the result object) costs
     about 60 µs a statement here; the read itself, in SQLite, 8 µs. This keeps what matters
-    from SQLAlchemy (the SQL as the dialect renders it, the pool, the column types' result
-    conversions, e.g. `UTCDateTime`) and skips the rest: the statement is compiled once,
+    from SQLAlchemy (the SQL as the dialect renders it, its connections, the column types'
+    result conversions, e.g. `UTCDateTime`) and skips the rest: the statement is compiled once,
     each row goes through its columns' result processors and comes back as a named tuple
     with the statement's column names. Bound parameters must be plain values that need no
     conversion on the way in (strings here).
 
-    One statement is consistent by itself: on SQLite the pooled connections are in
-    autocommit mode (no BEGIN is sent); on PostgreSQL the pool rolls the implicit
-    transaction back when the connection is returned. A DBAPI error comes out as
-    SQLAlchemy's wrapped exception (`exc.OperationalError`...), as from any other query,
-    and the connection is dropped from the pool when the error says it is dead.
+    It runs on the calling thread's kept autocommit connection (`_Readers`): one statement
+    is consistent by itself. A DBAPI error comes out as SQLAlchemy's wrapped exception
+    (`exc.OperationalError`...), as from any other query, and closes that connection.
     """
 
-    def __init__(self, engine: Engine, statement: Select[Any]) -> None:
+    def __init__(self, engine: Engine, readers: _Readers, statement: Select[Any]) -> None:
         self._engine = engine
+        self._readers = readers
         dialect = engine.dialect
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
@@ -194,24 +261,7 @@ class PreparedSelect:
         bound: Any = (
             values if self._positions is None else tuple(values[k] for k in self._positions)
         )
-        connection = self._engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(self.sql, bound)
-                fetched = cursor.fetchall()
-            finally:
-                cursor.close()
-        except self._error as error:
-            dead = self._engine.dialect.is_disconnect(error, connection.dbapi_connection, None)
-            if dead:
-                connection.invalidate(error)
-            connection.close()
-            raise exc.DBAPIError.instance(
-                self.sql, bound, error, self._error, connection_invalidated=dead,
-                dialect=self._engine.dialect,
-            ) from error  # fmt: skip
-        connection.close()
+        fetched = self._fetch(bound)
         make, convert = self._make, self._convert
         if not convert:
             return [make(row) for row in fetched]
@@ -222,3 +272,25 @@ class PreparedSelect:
                 values_[index] = process(values_[index])
             result.append(make(values_))
         return result
+
+    def _fetch(self, bound: Any) -> list[Any]:
+        for attempt in (1, 2):
+            connection = self._readers.get()
+            try:
+                cursor = connection.cursor()
+                try:
+                    cursor.execute(self.sql, bound)
+                    return list(cursor.fetchall())
+                finally:
+                    cursor.close()
+            except self._error as error:
+                dialect = self._engine.dialect
+                dead = dialect.is_disconnect(error, connection.dbapi_connection, None)
+                self._readers.drop(error)
+                if dead and attempt == 1:
+                    continue  # the server closed it (e.g. restarted): once more, on a new one
+                raise exc.DBAPIError.instance(
+                    self.sql, bound, error, self._error, connection_invalidated=dead,
+                    dialect=dialect,
+                ) from error  # fmt: skip
+        raise AssertionError("unreachable")

@@ -78,6 +78,7 @@ def test_a_page_and_its_pending_changes_in_one_statement(database: Database) -> 
 def test_database_errors_come_out_as_sqlalchemy_exceptions(database: Database) -> None:
     broken = PreparedSelect(
         database.engine,
+        database._readers,
         select(Connection.__table__.c.id).where(
             Connection.__table__.c.id == bindparam("connection_id")
         ),
