@@ -161,6 +161,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI's "There was an error parsing the body" for bytes that are not UTF-8:
+            # said like the other JSON body errors, with the pointer to the whole body.
+            detail = "the body is not valid JSON: it is not UTF-8"
+            problem_ = ValidationFailed(f"body: {detail}", errors=[FieldError("", detail)])
+            return problem_response(
+                problem_, instance=request.url.path, request_id=_request_id(request)
+            )
         type_name, title = _STATUS_TYPES.get(exc.status_code, ("http-error", "HTTP error"))
         headers = dict(exc.headers or {})
         if exc.status_code == 405:

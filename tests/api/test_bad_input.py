@@ -973,3 +973,22 @@ def test_problem_types_resolve(api, auth) -> None:
         described = api.get(problem_type)
         assert described.status_code == 200, problem_type
         assert described.json()["title"] == response.json()["title"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b'{"bandwidth": "100 Mbps", "locationId": "\xff\xfe"}', id="in-a-string"),
+        pytest.param(b'{"bandwidth": "100 Mbps", "description": "caf\xe9"}', id="latin-1"),
+    ],
+)
+def test_a_body_that_is_not_utf8_says_so_with_a_pointer(
+    api, auth, services, content: bytes
+) -> None:
+    with nothing_written(services):
+        response = api.post(BASE, content=content, headers={**auth, **JSON_HEADERS})
+    body = assert_problem(response, 400)
+    assert body["type"] == "/problems/validation-error"
+    assert body["errors"] == [
+        {"pointer": "", "detail": "the body is not valid JSON: it is not UTF-8"}
+    ]

@@ -235,3 +235,9 @@ def test_arbitrary_text_parses_or_raises_bandwidth_error(text: str) -> None:
 @given(st.from_regex(r"\s*[-+]?[0-9.,eE_]{0,14} ?[MmGgKkTt]?[Bb]?[Pp]?[Ss]?\s*", fullmatch=True))
 def test_near_miss_text_parses_or_raises_bandwidth_error(text: str) -> None:
     _check_total(text)
+
+
+@pytest.mark.parametrize("text", ["1.0000000001 Gbps", "0.5 Mbps", "1.0001 Gbps"])
+def test_a_fraction_of_a_mbps_is_refused_as_such(text: str) -> None:
+    with pytest.raises(BandwidthError, match="whole number of Mbps"):
+        parse_bandwidth(text)

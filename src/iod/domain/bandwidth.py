@@ -6,7 +6,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
-_PATTERN = re.compile(r"^(\d{1,9}(?:\.\d{1,6})?) ?(mbps|gbps)$", re.IGNORECASE | re.ASCII)
+# Up to 20 decimals: "1.0000001 Gbps" is understood and refused as not a whole number of Mbps.
+_PATTERN = re.compile(r"^(\d{1,9}(?:\.\d{1,20})?) ?(mbps|gbps)$", re.IGNORECASE | re.ASCII)
 MAX_MBPS = 1_000_000  # 1 Tbps: far above any port, small enough for every integer column
 
 
