@@ -51,7 +51,7 @@ def _backfill(bind: sa.engine.Connection) -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("locations", schema=None) as batch_op:
-        batch_op.drop_column("committed_mbps")
-    with op.batch_alter_table("connections", schema=None) as batch_op:
-        batch_op.drop_column("committed_mbps")
+    # A plain DROP COLUMN (SQLite >= 3.35 has it): a batch operation would copy `locations`
+    # and drop the original, which SQLite's foreign keys refuse once connections exist.
+    op.execute("ALTER TABLE locations DROP COLUMN committed_mbps")
+    op.execute("ALTER TABLE connections DROP COLUMN committed_mbps")
