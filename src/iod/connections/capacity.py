@@ -22,11 +22,12 @@ it, and `check(..., repair=True)` rewrites them (`iod db check-capacity`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from iod.connections import repository
 from iod.domain.bandwidth import format_bandwidth
@@ -36,9 +37,8 @@ from iod.errors import CapacityExceeded
 from iod.models import Connection, Location
 
 _locations = Location.__table__.c
-_connections = Connection.__table__.c
 # The counters are written with UPDATE statements, not through loaded objects (which
-# `_forget_location_figures` expires instead of synchronising).
+# `_sync_location` brings up to date instead).
 _NO_SYNC = {"synchronize_session": False}
 _TERMINATED = ConnectionStatus.TERMINATED.value
 
@@ -85,8 +85,7 @@ def recommit(
             .values(committed_mbps=_locations.committed_mbps + delta)
             .execution_options(**_NO_SYNC)
         )
-    if check or delta:
-        _forget_location_figures(session, connection.location_id)
+        _sync_location(session, connection.location_id)
 
 
 def _reserve(session: Session, location_id: str, old: int, new: int) -> None:
@@ -99,28 +98,39 @@ def _reserve(session: Session, location_id: str, old: int, new: int) -> None:
             _locations.committed_mbps + delta <= _locations.capacity_mbps,
         )
         .values(committed_mbps=_locations.committed_mbps + delta)
-        .returning(_locations.id)
+        .returning(_locations.committed_mbps, _locations.ipv4_next)
         .execution_options(**_NO_SYNC)
     ).first()
-    if done is None:
-        row = session.execute(
-            select(_locations.capacity_mbps, _locations.committed_mbps).where(
-                _locations.id == location_id
-            )
-        ).one()
-        free = max(row.capacity_mbps - (row.committed_mbps - old), 0)
-        raise CapacityExceeded(
-            f"location {location_id} has {format_bandwidth(row.capacity_mbps)} of capacity "
-            f"and {free} Mbps uncommitted; {format_bandwidth(new)} does not fit"
+    if done is not None:
+        _sync_location(session, location_id, done.committed_mbps, done.ipv4_next)
+        return
+    row = session.execute(
+        select(_locations.capacity_mbps, _locations.committed_mbps).where(
+            _locations.id == location_id
         )
+    ).one()
+    free = max(row.capacity_mbps - (row.committed_mbps - old), 0)
+    raise CapacityExceeded(
+        f"location {location_id} has {format_bandwidth(row.capacity_mbps)} of capacity "
+        f"and {free} Mbps uncommitted; {format_bandwidth(new)} does not fit"
+    )
 
 
-def _forget_location_figures(session: Session, location_id: str) -> None:
-    """A Location loaded in this session has stale counters after the UPDATE above (it is
-    not the ORM that wrote it): the next read of them loads the stored values, now locked."""
+def _sync_location(
+    session: Session, location_id: str, committed: int | None = None, ipv4_next: int | None = None
+) -> None:
+    """A Location loaded in this session has stale counters after an UPDATE that the ORM did
+    not write: they take the values the UPDATE returned (the row is locked from then on, so
+    they stay true), or are expired, and the next read of them loads the stored ones. The
+    order's IPv4 block is then allocated from the fresh `ipv4_next` without another query."""
     location = session.identity_map.get(session.identity_key(Location, location_id))
-    if location is not None:
+    if location is None:
+        return
+    if committed is None or ipv4_next is None:
         session.expire(location, ["committed_mbps", "ipv4_next"])
+    else:
+        set_committed_value(location, "committed_mbps", committed)
+        set_committed_value(location, "ipv4_next", ipv4_next)
 
 
 @dataclass(frozen=True)
@@ -140,40 +150,45 @@ def check(session: Session, *, repair: bool = False) -> list[Mismatch]:
     tables, holds writers back until it commits, so what it compares is one state."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("LOCK TABLE connections, bandwidth_changes, locations IN SHARE MODE"))
-    found: list[Mismatch] = []
-    expected = repository.committed_per_connection(session)
-    for row in session.execute(select(_connections.id, _connections.committed_mbps)):
-        want = expected.get(row.id, 0)
-        if row.committed_mbps != want:
-            found.append(Mismatch("connection", row.id, row.committed_mbps, want))
-            if repair:
-                session.execute(
-                    update(Connection)
-                    .where(_connections.id == row.id)
-                    .values(committed_mbps=want)
-                    .execution_options(**_NO_SYNC)
-                )
-    for row in session.execute(select(_locations.id, _locations.committed_mbps)):
-        want = repository.committed_at_location(session, row.id)
-        if row.committed_mbps != want:
-            found.append(Mismatch("location", row.id, row.committed_mbps, want))
-            if repair:
-                session.execute(
-                    update(Location)
-                    .where(_locations.id == row.id)
-                    .values(committed_mbps=want)
-                    .execution_options(**_NO_SYNC)
-                )
+    per_connection = repository.committed_per_connection(session)
+    found = _compare(
+        session,
+        "connection",
+        Connection,
+        lambda cid: per_connection.get(cid, 0),
+        repair=repair,
+    )
+    found += _compare(
+        session,
+        "location",
+        Location,
+        lambda lid: repository.committed_at_location(session, lid),
+        repair=repair,
+    )
     if repair:
         session.expire_all()
     return found
 
 
-def location_total(session: Session, location_id: str) -> int:
-    """The sum of the stored per-connection figures at a location (for tests and checks)."""
-    total = session.scalar(
-        select(func.coalesce(func.sum(_connections.committed_mbps), 0)).where(
-            _connections.location_id == location_id
-        )
-    )
-    return int(total or 0)
+def _compare(
+    session: Session,
+    kind: str,
+    model: type[Connection] | type[Location],
+    expected_of: Callable[[str], int],
+    *,
+    repair: bool,
+) -> list[Mismatch]:
+    """The rows of `model` whose stored figure is not `expected_of(id)`; rewritten if asked."""
+    found = []
+    for row_id, stored in session.execute(select(model.id, model.committed_mbps)).all():
+        want = expected_of(row_id)
+        if stored != want:
+            found.append(Mismatch(kind, row_id, stored, want))
+            if repair:
+                session.execute(
+                    update(model)
+                    .where(model.id == row_id)
+                    .values(committed_mbps=want)
+                    .execution_options(**_NO_SYNC)
+                )
+    return found

@@ -349,6 +349,12 @@ def etag(session: Session, connection: Connection) -> str:
     return etag_of(present(session, [connection])[0])
 
 
+def present_new(connection: Connection) -> ConnectionOut:
+    """`present` for a connection just created: it has no pending change yet, so no query
+    (create runs this with the location's row locked)."""
+    return to_schema(connection, [])
+
+
 def present(session: Session, connections: Sequence[Connection]) -> list[ConnectionOut]:
     pending = repository.pending_changes(session, [c.id for c in connections])
     return [to_schema(c, [_pending_out(p) for p in pending[c.id]]) for c in connections]
