@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import create_engine, insert, select, text, update
 from sqlalchemy.engine import make_url
 
 from iod import migrate
@@ -177,11 +177,18 @@ def seed_more(url: str, count: int) -> list[str]:
             insert(Connection),
             [
                 {"id": i, "customer_id": "cus_bench", "location_id": "PL-BENCH",
-                 "status": "active", "bandwidth_mbps": 10, "created_by": "bench",
-                 "created_at": now, "updated_at": now}
+                 "status": "active", "bandwidth_mbps": 10, "committed_mbps": 10,
+                 "created_by": "bench", "created_at": now, "updated_at": now}
                 for i in ids
             ],
         )  # fmt: skip
+        # The capacity counter as orders would have left it (`schedule` does not raise it:
+        # the roomy location never refuses, and applying the change settles the figures).
+        conn.execute(
+            update(Location)
+            .where(Location.id == "PL-BENCH")
+            .values(committed_mbps=Location.committed_mbps + 10 * count)
+        )
     engine.dispose()
     return ids
 

@@ -692,6 +692,7 @@ def run_target(
     notes: list[str],
     log: Callable[[str], None],
     separate_worker: bool = False,
+    no_worker: bool = False,
 ) -> None:
     pg = target.database == "postgres"
     label = "PostgreSQL" if pg else "SQLite"
@@ -715,7 +716,9 @@ def run_target(
     if target.processes > 1:
         argv += ["--workers", str(target.processes)]
     worker: subprocess.Popen[bytes] | None = None
-    if separate_worker:  # the production layout: API processes alone, one `iod worker`
+    if no_worker:  # the API's own work alone: jobs wait in the queue, nothing runs them
+        argv.append("--no-worker")
+    elif separate_worker:  # the production layout: API processes alone, one `iod worker`
         argv.append("--no-worker")
         with (data_dir / "worker.log").open("ab") as handle:
             worker = subprocess.Popen([str(VENV_BIN / "iod"), "worker"], env=env,
@@ -845,6 +848,9 @@ def main() -> int:
     parser.add_argument("--separate-worker", action="store_true",
                         help="API processes with --no-worker and one `iod worker` beside them "
                              "(the production layout) instead of a worker in each")  # fmt: skip
+    parser.add_argument("--no-worker", action="store_true",
+                        help="API processes with --no-worker and no worker at all: what the "
+                             "API's requests cost alone, jobs left queued")  # fmt: skip
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -937,6 +943,7 @@ def main() -> int:
                 notes=notes,
                 log=log,
                 separate_worker=args.separate_worker,
+                no_worker=args.no_worker,
             )
         if "postgres" in databases:
             with contextlib.suppress(Exception):

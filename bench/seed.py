@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, text
+from sqlalchemy import insert, text, update
 
 from iod.clock import SystemClock
 from iod.customers import service as customers
@@ -24,7 +24,7 @@ from iod.db import Database, make_engine
 from iod.domain.status import ConnectionStatus
 from iod.ids import new_id
 from iod.locations import service as locations
-from iod.models import Connection
+from iod.models import Connection, Location
 
 # A roomy location for writes (1000 Gbps, every default tier) and one that holds the bulk.
 ROOMY_LOCATION = "BENCH-ROOMY-0001"
@@ -92,6 +92,7 @@ def _insert_connections(
                         "location_id": location_id,
                         "status": ConnectionStatus.ACTIVE.value,
                         "bandwidth_mbps": mbps,
+                        "committed_mbps": mbps,
                         "description": None,
                         "created_by": client_id,
                         "created_at": now,
@@ -99,6 +100,12 @@ def _insert_connections(
                     }
                 )
             conn.execute(insert(Connection), rows)
+        # What `capacity.recommit` would have counted, had they been ordered one by one.
+        conn.execute(
+            update(Location)
+            .where(Location.id == location_id)
+            .values(committed_mbps=Location.committed_mbps + mbps * count)
+        )
     return ids
 
 

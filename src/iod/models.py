@@ -62,6 +62,10 @@ class Location(Base):
     # where the next never-used block starts. Freed blocks are reused first (Ipv4Block).
     ipv4_pool: Mapped[str] = mapped_column(String(18))
     ipv4_next: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The sum of its connections' `committed_mbps`, kept in step by
+    # `iod.connections.capacity.recommit` so an order's capacity check is one row, not a sum
+    # over every connection at the location (docs/decisions.md, "Capacity counter").
+    committed_mbps: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -90,6 +94,9 @@ class Connection(Base):
     # The status the accepted actions lead to; equals `status` when none is pending.
     target_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     bandwidth_mbps: Mapped[int] = mapped_column(Integer)
+    # What it commits at its location: the most it has or will have (its bandwidth or a
+    # pending change's), 0 once terminated. Maintained by `capacity.recommit` only.
+    committed_mbps: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     description: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # The IPv4 block the connection was given (CIDR); kept after termination, for history.
     ipv4_block: Mapped[str | None] = mapped_column(String(18), nullable=True)

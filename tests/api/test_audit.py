@@ -135,18 +135,18 @@ def test_a_failure_after_the_change_rolls_the_record_back(
     the connection nor its record exist."""
     from iod.connections import service
 
-    real = service.present
+    real = service.present_new  # what create answers with, after the audit record
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom after the audit record was added")
 
-    monkeypatch.setattr(service, "present", broken)
+    monkeypatch.setattr(service, "present_new", broken)
     with nothing_written(services):
         response = api.post(
             BASE, json={"bandwidth": "100 Mbps", "locationId": LOC}, headers=headers
         )
     assert response.status_code == 500
-    monkeypatch.setattr(service, "present", real)
+    monkeypatch.setattr(service, "present_new", real)
     assert events(services) == []
 
 

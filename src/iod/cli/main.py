@@ -69,6 +69,28 @@ def db_upgrade() -> None:
     console.print(f"schema at {migrate.current_revision(db.engine)}")
 
 
+@db_app.command("check-capacity")
+def db_check_capacity(
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Rewrite the figures that differ.")
+    ] = False,
+) -> None:
+    """Compare the maintained committed-capacity figures (per connection and per location)
+    with their recomputation from the connections; exit 1 if any differ (and were not
+    repaired)."""
+    from iod.connections import capacity
+
+    db = open_db_or_exit()
+    with db.write() as session:
+        found = capacity.check(session, repair=repair)
+    for m in found:
+        console.print(f"{m.kind} {m.id}: stored {m.stored} Mbps, recomputed {m.expected} Mbps")
+    verdict = "repaired" if repair else "differ"
+    console.print(f"{len(found)} figures {verdict}" if found else "capacity figures agree")
+    if found and not repair:
+        raise typer.Exit(1)
+
+
 @db_app.command("current")
 def db_current() -> None:
     """Print the schema revision of the database and of this release."""

@@ -227,7 +227,7 @@ def create_connection(
             description=body.description,
         )
         location = f"/internet-on-demand/connections/{connection.id}"
-        result = service.present(session, [connection])[0]
+        result = service.present_new(connection)
         headers = {"Location": location, "ETag": service.etag_of(result)}
         return idempotency.Outcome(201, result, headers)
 

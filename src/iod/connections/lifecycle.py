@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from iod.auth.tokens import Principal
 from iod.clock import Clock
-from iod.connections import repository
+from iod.connections import capacity, repository
 from iod.domain.status import (
     ACTION_TARGETS,
     Action,
@@ -53,6 +53,10 @@ def record_transition(
             connection_id=connection.id, from_status=old, to_status=new.value, reason=reason, at=at
         )
     )
+    if new is ConnectionStatus.TERMINATED:
+        # The only status that changes what a connection commits (a suspended one keeps its
+        # port): it gives its capacity back.
+        capacity.recommit(session, connection)
 
 
 def record_creation(session: Session, connection: Connection, reason: str) -> None:
@@ -96,6 +100,7 @@ def request_action(
             if change.status == ChangeStatus.SCHEDULED.value:
                 change.status = ChangeStatus.CANCELLED.value
                 change.failure_reason = "the connection is being terminated"
+        capacity.recommit(session, connection)
     enqueue(
         session,
         kind=_JOB_KINDS[action],

@@ -92,6 +92,12 @@ def get(session: Session, connection_id: str) -> Connection | None:
     return session.get(Connection, connection_id)
 
 
+def get_for_update(session: Session, connection_id: str) -> Connection | None:
+    """The connection with its row locked (PostgreSQL). Writers that touch a connection and
+    its changes lock the connection first, then the changes, then the location."""
+    return session.get(Connection, connection_id, with_for_update=True, populate_existing=True)
+
+
 def pending_changes(
     session: Session, connection_ids: Sequence[str]
 ) -> dict[str, list[BandwidthChange]]:
@@ -115,10 +121,9 @@ def get_change(session: Session, change_id: str) -> BandwidthChange | None:
     return session.get(BandwidthChange, change_id)
 
 
-def committed_at_location(
-    session: Session, location_id: str, exclude_connection_id: str | None = None
-) -> int:
-    """Sum over live connections of the most each has or will have (pending changes)."""
+def _committed_per_connection(session: Session) -> tuple[Any, Any]:
+    """What each live connection commits, as a SQL expression over `connections` outer-joined
+    to the max of its pending changes (the join's right side is returned too)."""
     pending_max = (
         select(
             BandwidthChange.connection_id.label("cid"),
@@ -134,6 +139,17 @@ def committed_at_location(
         else func.greatest(Connection.bandwidth_mbps, pending_max.c.mx),
         Connection.bandwidth_mbps,
     )
+    return per_connection, pending_max
+
+
+def committed_at_location(
+    session: Session, location_id: str, exclude_connection_id: str | None = None
+) -> int:
+    """Sum over live connections of the most each has or will have (pending changes).
+
+    The reference the maintained counters (`capacity.recommit`) are checked against; it
+    costs O(connections at the location), so the request paths no longer call it."""
+    per_connection, pending_max = _committed_per_connection(session)
     query = (
         select(func.coalesce(func.sum(per_connection), 0))
         .select_from(Connection)
@@ -146,6 +162,29 @@ def committed_at_location(
     if exclude_connection_id is not None:
         query = query.where(Connection.id != exclude_connection_id)
     return int(session.scalar(query) or 0)
+
+
+def committed_per_connection(session: Session) -> dict[str, int]:
+    """What every live connection commits, recomputed (terminated ones are absent: 0)."""
+    per_connection, pending_max = _committed_per_connection(session)
+    query = (
+        select(Connection.id, per_connection)
+        .outerjoin(pending_max, pending_max.c.cid == Connection.id)
+        .where(Connection.status != ConnectionStatus.TERMINATED.value)
+    )
+    return {cid: int(mbps) for cid, mbps in session.execute(query)}
+
+
+def pending_mbps(session: Session, connection_id: str) -> list[int]:
+    """The `to_mbps` of the connection's pending changes."""
+    return list(
+        session.scalars(
+            select(BandwidthChange.to_mbps).where(
+                BandwidthChange.connection_id == connection_id,
+                BandwidthChange.status.in_(_PENDING),
+            )
+        )
+    )
 
 
 def get_change_for_update(session: Session, change_id: str) -> BandwidthChange | None:

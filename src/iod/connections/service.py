@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from iod.auth.tokens import Principal
 from iod.clock import Clock
-from iod.connections import repository
+from iod.connections import capacity, repository
 from iod.connections.lifecycle import record_creation, target_of
 from iod.connections.repository import AnyRow
 from iod.connections.schemas import (
@@ -27,12 +27,10 @@ from iod.connections.schemas import Connection as ConnectionOut
 from iod.db import Database
 from iod.domain.addressing import DEFAULT_PREFIX_LENGTH, PoolExhausted
 from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
-from iod.domain.capacity import fits
 from iod.domain.status import ChangeStatus, ConnectionStatus, accepts_changes, cancellable
 from iod.domain.tiers import is_offered
 from iod.errors import (
     AddressPoolExhausted,
-    CapacityExceeded,
     InvalidState,
     NotFound,
     TooManyPendingChanges,
@@ -64,49 +62,28 @@ def _offered_or_400(location: Location, mbps: int) -> None:
         )
 
 
-def _check_capacity(location: Location, committed: int, mbps: int) -> None:
-    if not fits(location.capacity_mbps, committed, mbps):
-        free = max(location.capacity_mbps - committed, 0)
-        raise CapacityExceeded(
-            f"location {location.id} has {format_bandwidth(location.capacity_mbps)} of capacity "
-            f"and {free} Mbps uncommitted; {format_bandwidth(mbps)} does not fit"
-        )
-
-
 def create_connection(
     session: Session, clock: Clock, principal: Principal, request: ConnectionRequest, policy: Policy
 ) -> Connection:
     mbps = parse_bandwidth(request.bandwidth)
-    location = locations.get_for_update(session, request.locationId)
+    location = locations.get(session, request.locationId)
     if location is None:
         raise ValidationFailed.field("/locationId", f"unknown location {request.locationId!r}")
     _offered_or_400(location, mbps)
-    _check_capacity(location, repository.committed_at_location(session, location.id), mbps)
     now = clock.now()
-    connection_id = new_id("con")
-    try:
-        block = addressing.allocate(
-            session, location, request.ipv4PrefixLength or DEFAULT_PREFIX_LENGTH, connection_id
-        )
-    except PoolExhausted as exc:
-        raise AddressPoolExhausted(
-            f"location {location.id} has no /{request.ipv4PrefixLength or DEFAULT_PREFIX_LENGTH}"
-            f" block left in its pool {location.ipv4_pool}: {exc}"
-        ) from exc
     connection = Connection(
-        id=connection_id,
+        id=new_id("con"),
         customer_id=principal.customer_id,
         location_id=location.id,
         status=ConnectionStatus.PROVISIONING.value,
         bandwidth_mbps=mbps,
+        committed_mbps=0,  # until `recommit` below counts it at the location
         description=request.description,
-        ipv4_block=block,
         created_by=principal.client_id,
         created_at=now,
         updated_at=now,
     )
     session.add(connection)
-    session.flush()
     record_creation(session, connection, f"ordered by client {principal.client_id}")
     enqueue(
         session,
@@ -116,6 +93,17 @@ def create_connection(
         now=now,
         max_attempts=policy.max_attempts,
     )
+    # The location's row last (the capacity, then the IPv4 block): it is locked from here to
+    # the commit, so orders at one location overlap everything above (docs/performance.md).
+    capacity.recommit(session, connection, (), check=True)
+    prefix = request.ipv4PrefixLength or DEFAULT_PREFIX_LENGTH
+    try:
+        connection.ipv4_block = addressing.allocate(session, location, prefix, connection.id)
+    except PoolExhausted as exc:
+        raise AddressPoolExhausted(
+            f"location {location.id} has no /{prefix} block left in its pool"
+            f" {location.ipv4_pool}: {exc}"
+        ) from exc
     session.flush()
     return connection
 
@@ -188,15 +176,17 @@ def update_bandwidth(
     if_match: str | None = None,
 ) -> tuple[Connection, BandwidthChange, BandwidthChange | None]:
     connection = get_connection(session, principal, connection_id)
-    location = locations.get_for_update(session, connection.location_id)
-    assert location is not None  # a foreign key guarantees it
+    # The connection's row lock serialises its changes (and, on PostgreSQL, anything else
+    # that would move what it commits); the location's row is only locked at the end, by the
+    # capacity check. With If-Match, compared with the row locked, so nothing changes the
+    # connection between the check and the commit.
+    session.refresh(connection, with_for_update=True)
     if if_match is not None:
-        # Compared with the row locked (SQLite: the write lock), so nothing changes the
-        # connection between the check and the commit.
-        session.refresh(connection, with_for_update=True)
         check_if_match(if_match, etag(session, connection))
-    # "Now" is read under the location lock, so changes of one connection that are accepted
-    # one after the other are also due one after the other, in that order.
+    location = locations.get(session, connection.location_id)
+    assert location is not None  # a foreign key guarantees it
+    # "Now" is read under the connection's lock, so its changes that are accepted one after
+    # the other are also due one after the other, in that order.
     now = clock.now()
     effective = update.effectiveDate
     if effective is not None and effective > now + timedelta(days=policy.max_schedule_days):
@@ -211,27 +201,21 @@ def update_bandwidth(
             f"must be after the effective time and at most {policy.max_schedule_days} days ahead",
         )
     mbps = parse_bandwidth(update.bandwidth)
-    # Re-read under the location lock: the status may have moved since the first read.
-    session.refresh(connection)
     if not accepts_changes(target_of(connection)):
         raise InvalidState(
             f"connection {connection.id} is {target_of(connection).value}; it cannot change"
         )
     _offered_or_400(location, mbps)
-    # The connection commits the most it will have once this change joins its pending ones.
-    others = repository.committed_at_location(session, location.id, connection.id)
     pending = repository.pending_changes(session, [connection.id])[connection.id]
     # Each pending change is a row and a job; a client may not pile them up without end.
-    # Counted under the location lock, so concurrent requests cannot both take the last slot.
+    # Counted under the connection's lock, so concurrent requests cannot both take the last
+    # slot.
     adding = 1 if update.revertAt is None else 2
     if len(pending) + adding > policy.max_pending_changes:
         raise TooManyPendingChanges(
             f"connection {connection.id} has {len(pending)} pending bandwidth changes, at most "
             f"{policy.max_pending_changes} are allowed; cancel some or wait until they apply"
         )
-    _check_capacity(
-        location, others, max(connection.bandwidth_mbps, mbps, *(c.to_mbps for c in pending))
-    )
     change = _new_change(session, principal, connection, mbps, run_at, now, policy)
     revert = None
     if update.revertAt is not None:
@@ -240,6 +224,10 @@ def update_bandwidth(
             session, principal, connection, before, update.revertAt, now, policy, change.id
         )
     connection.updated_at = now
+    # The connection commits the most it will have once these changes join its pending
+    # ones; checked last, for the location's row lock to be held briefly.
+    added = [c.to_mbps for c in (change, revert) if c is not None]
+    capacity.recommit(session, connection, [*(c.to_mbps for c in pending), *added], check=True)
     session.flush()
     return connection, change, revert
 
@@ -292,6 +280,9 @@ def cancel_change(
 ) -> BandwidthChange:
     """Cancels a change still scheduled; cancelling a boost cancels its revert too."""
     change = get_change(session, principal, connection_id, change_id)
+    # The connection's row first, then the change's: the order every writer takes them in.
+    connection = repository.get_for_update(session, change.connection_id)
+    assert connection is not None  # a foreign key guarantees it
     change = repository.get_change_for_update(session, change.id) or change
     session.refresh(change)
     if not cancellable(ChangeStatus(change.status)):
@@ -305,7 +296,7 @@ def cancel_change(
     if revert is not None and revert.status == ChangeStatus.SCHEDULED.value:
         revert.status = ChangeStatus.CANCELLED.value
         revert.failure_reason = f"{reason} (its boost was cancelled)"
-    session.flush()
+    capacity.recommit(session, connection)
     return change
 
 
@@ -375,6 +366,12 @@ def etag_of(view: ConnectionOut) -> str:
 
 def etag(session: Session, connection: Connection) -> str:
     return etag_of(present(session, [connection])[0])
+
+
+def present_new(connection: Connection) -> ConnectionOut:
+    """`present` for a connection just created: it has no pending change yet, so no query
+    (create runs this with the location's row locked)."""
+    return to_schema(connection, [])
 
 
 def present(session: Session, connections: Sequence[Connection]) -> list[ConnectionOut]:

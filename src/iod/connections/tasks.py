@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from iod.clock import Clock
-from iod.connections import repository
+from iod.connections import capacity, repository
 from iod.connections.lifecycle import record_transition
 from iod.domain.status import (
     ACTION_TARGETS,
@@ -58,16 +58,22 @@ class Task:
     act: Act
     record: Record
     abandon: Abandon
-    preload: Preload = lambda session, jobs, lock: _load_connections(session, jobs)
+    preload: Preload = lambda session, jobs, preparing: _load_connections(session, jobs, preparing)
 
 
-def _load_connections(session: Session, jobs: list[JobRef]) -> list[object]:
+def _load_connections(session: Session, jobs: list[JobRef], preparing: bool) -> list[object]:
     """One query for a batch's connections; the tasks then find them in the session (whose
-    identity map holds rows weakly: the caller keeps the returned list while it works)."""
-    ids = {job.connection_id for job in jobs}
+    identity map holds rows weakly: the caller keeps the returned list while it works).
+
+    Recording locks them: recording moves what connections commit at their locations
+    (`capacity.recommit`), and every connection's row must be locked before the first
+    location's row, the order an order or a change takes them in; otherwise a batch holding
+    a location could wait for a connection whose change waits for that location."""
+    ids = sorted({job.connection_id for job in jobs})
     if not ids:
         return []
-    return list(session.scalars(select(Connection).where(Connection.id.in_(ids))).all())
+    query = select(Connection).where(Connection.id.in_(ids)).order_by(Connection.id)
+    return list(session.scalars(query if preparing else query.with_for_update()).all())
 
 
 # --- provision -------------------------------------------------------------------------
@@ -106,7 +112,7 @@ def _provision_record(session: Session, job: JobRef, clock: Clock) -> None:
 
 def _provision_abandon(session: Session, job: JobRef, clock: Clock, reason: str) -> None:
     """Provisioning failed for good: the connection is terminated and its changes fail."""
-    connection = repository.get(session, job.connection_id)
+    connection = repository.get_for_update(session, job.connection_id)
     if connection is None or connection.status != ConnectionStatus.PROVISIONING.value:
         return
     record_transition(
@@ -119,6 +125,7 @@ def _provision_abandon(session: Session, job: JobRef, clock: Clock, reason: str)
     for change in repository.pending_changes(session, [connection.id])[connection.id]:
         change.status = ChangeStatus.FAILED.value
         change.failure_reason = f"provisioning failed: {reason}"
+    # (record_transition has already given its capacity back: a terminated one commits 0.)
     # Whatever a failed provisioning left on the network is an orphan that reconciliation
     # removes; a driver given the block again replaces a stale holder (docs/network.md).
     addressing.release(session, connection.id)
@@ -127,16 +134,16 @@ def _provision_abandon(session: Session, job: JobRef, clock: Clock, reason: str)
 # --- apply a bandwidth change ----------------------------------------------------------
 
 
-def _apply_preload(session: Session, jobs: list[JobRef], lock: bool) -> list[object]:
+def _apply_preload(session: Session, jobs: list[JobRef], preparing: bool) -> list[object]:
     """The batch's changes in one query, locked when preparing: a customer's cancel and the
     worker's start cannot both win. Once a change is `applying` no cancel touches it, so
-    recording needs no lock."""
+    recording needs no lock on it (but does on the connections: `_load_connections`)."""
     ids = [job.change_id for job in jobs if job.change_id]
     rows: list[object] = []
     if ids:
         query = select(BandwidthChange).where(BandwidthChange.id.in_(ids))
-        rows += session.scalars(query.with_for_update() if lock else query).all()
-    return rows + _load_connections(session, jobs)
+        rows += session.scalars(query.with_for_update() if preparing else query).all()
+    return rows + _load_connections(session, jobs, preparing)
 
 
 def _change_of(session: Session, job: JobRef) -> BandwidthChange:
@@ -154,6 +161,8 @@ def _apply_prepare(session: Session, job: JobRef) -> ConnectionSpec | None:
     if connection is None:
         raise JobGone(f"connection {change.connection_id} does not exist")
     if connection.status == ConnectionStatus.TERMINATED.value:
+        # What it commits stays 0 (terminated): no `capacity.recommit` needed, nor the
+        # connection's lock it would take after the change's.
         change.status = ChangeStatus.CANCELLED.value
         change.failure_reason = "the connection was terminated before the change applied"
         return None
@@ -172,13 +181,18 @@ def _apply_record(session: Session, job: JobRef, clock: Clock) -> None:
     change.applied_at = now
     connection.bandwidth_mbps = change.to_mbps
     connection.updated_at = now
+    capacity.recommit(session, connection)  # the change is no longer pending
 
 
 def _apply_abandon(session: Session, job: JobRef, clock: Clock, reason: str) -> None:
+    # The connection's row before the change's, the order every writer takes them in.
+    connection = repository.get_for_update(session, job.connection_id)
     change = repository.get_change(session, job.change_id or "")
     if change is not None and ChangeStatus(change.status) in PENDING_CHANGE_STATUSES:
         change.status = ChangeStatus.FAILED.value
         change.failure_reason = reason
+        if connection is not None:
+            capacity.recommit(session, connection)
 
 
 # --- suspend, resume, terminate --------------------------------------------------------

@@ -148,7 +148,7 @@ class Worker:
                 JobRef(j.id, j.kind, j.connection_id, j.change_id, j.attempts, j.max_attempts)
                 for j in jobs
             ]
-            loaded = self._preload(session, refs, lock=True)  # noqa: F841 - kept alive
+            loaded = self._preload(session, refs, preparing=True)  # noqa: F841 - kept alive
             for ref in refs:
                 task = TASKS.get(ref.kind)
                 if not careful:
@@ -166,8 +166,9 @@ class Worker:
         return prepared
 
     @staticmethod
-    def _preload(session: Session, refs: list[JobRef], *, lock: bool) -> list[object]:
-        """Loads the batch's rows, a query per kind; keep the result while working on them."""
+    def _preload(session: Session, refs: list[JobRef], *, preparing: bool) -> list[object]:
+        """Loads (and locks, as each task needs for `prepare` or for `record`) the batch's
+        rows, a query per kind; keep the result while working on them."""
         by_kind: dict[str, list[JobRef]] = {}
         for ref in refs:
             by_kind.setdefault(ref.kind, []).append(ref)
@@ -175,7 +176,7 @@ class Worker:
         for kind, group in by_kind.items():
             task = TASKS.get(kind)
             if task is not None:
-                rows += task.preload(session, group, lock)
+                rows += task.preload(session, group, preparing)
         return rows
 
     def _record(
@@ -185,7 +186,7 @@ class Worker:
         (a savepoint each) so one bad job cannot hold back the others."""
         try:
             with self.db.write() as session:
-                loaded = self._preload(session, [r for r, _, _ in acted], lock=False)  # noqa: F841
+                loaded = self._preload(session, [r for r, _, _ in acted], preparing=False)
                 for ref, task, spec in acted:
                     if spec is not None:
                         task.record(session, ref, self.clock)
@@ -202,6 +203,7 @@ class Worker:
             # Otherwise sorted out one by one below.
         failures: list[tuple[JobRef, Task | None, Exception]] = []
         with self.db.write() as session:
+            loaded = self._preload(session, [r for r, _, _ in acted], preparing=False)  # noqa: F841
             for ref, task, spec in acted:
                 try:
                     with session.begin_nested():

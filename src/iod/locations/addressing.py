@@ -1,8 +1,9 @@
 """Handing out and taking back connections' IPv4 blocks, in the caller's transaction.
 
-The caller holds the location's row lock (create does, for the capacity check), so two
-creates at one location never pick the same block; the unique primary key would refuse it
-anyway. A freed block of the asked size is reused before the pool's untouched tail is cut.
+The caller holds the location's row lock (create takes it just before, with the capacity
+counter's UPDATE, and allocates from the `ipv4_next` that UPDATE returned), so two creates at
+one location never pick the same block; the unique primary key would refuse it anyway. A
+freed block of the asked size is reused before the pool's untouched tail is cut.
 """
 
 from __future__ import annotations
