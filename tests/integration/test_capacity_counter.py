@@ -17,7 +17,7 @@ from iod.clock import FrozenClock
 from iod.connections import capacity, repository
 from iod.models import Connection, Location
 from iod.network.simulated import SimulatedDriver
-from tests.conftest import get_token, postgres_url, run_jobs
+from tests.conftest import get_token, run_jobs
 
 BASE = "/internet-on-demand/connections"
 SMALL = "PL0002290011"  # a 1 Gbps port: orders and boosts run into it
@@ -148,15 +148,14 @@ def test_a_change_at_a_location_over_its_capacity_is_refused_as_before(
     assert_figures_agree(services, within_capacity=False)
 
 
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)  # SQLite: one writer at a time
 def test_concurrent_orders_never_over_commit_on_postgres(  # type: ignore[no-untyped-def]
     api: TestClient, services: Services, tenant
 ) -> None:
     """Many orders and boosts at once at a nearly full port, on PostgreSQL (real row locks
     and concurrent transactions): the committed total never passes the capacity, and the
     maintained figures still equal the recomputed ones."""
-    if services.db.is_sqlite:
-        postgres_url()  # skips, or fails under IOD_REQUIRE_POSTGRES, like the other PG tests
-        pytest.skip("PostgreSQL only: SQLite serialises every writer")
+    assert not services.db.is_sqlite
     headers = {"Authorization": f"Bearer {get_token(api, tenant)}"}
     base = [
         api.post(BASE, json={"bandwidth": "300 Mbps", "locationId": SMALL}, headers=headers)
