@@ -7,6 +7,7 @@ The edge (a request handler or the job runner) opens a session with `Database.re
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,9 +23,10 @@ from sqlalchemy import (
     create_engine,
     event,
     exc,
+    make_url,
 )
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
 from iod.clock import as_utc
 
@@ -94,7 +96,8 @@ def make_engine(
     before it is answered 503: `connect_timeout` for a new PostgreSQL connection,
     `pool_timeout` for a pooled one, `busy_timeout` for SQLite's write lock."""
     if url.startswith("sqlite"):
-        kwargs.setdefault("pool_timeout", pool_timeout)  # the pool timeout holds on SQLite too
+        if make_url(url).database not in (None, "", ":memory:"):  # a file: a QueuePool
+            kwargs.setdefault("pool_timeout", pool_timeout)
         engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
         event.listen(engine, "connect", _sqlite_connect(round(busy_timeout * 1000)))
         event.listen(engine, "begin", _sqlite_begin)
@@ -127,7 +130,7 @@ class Database:
         writer = engine.execution_options(sqlite_immediate=True) if self.is_sqlite else engine
         self._read = sessionmaker(engine, expire_on_commit=False, autoflush=False)
         self._write = sessionmaker(writer, expire_on_commit=False, autoflush=False)
-        self._prepared: dict[int, PreparedSelect] = {}
+        self._prepared: dict[int, tuple[Select[Any], PreparedSelect]] = {}
         self._readers = _Readers(engine)
 
     @contextmanager
@@ -137,12 +140,13 @@ class Database:
             yield session
 
     def prepared(self, statement: Select[Any]) -> PreparedSelect:
-        """`statement` (a module-level constant) compiled once for this database."""
-        prepared = self._prepared.get(id(statement))
-        if prepared is None:
-            prepared = PreparedSelect(self.engine, self._readers, statement)
-            self._prepared[id(statement)] = prepared
-        return prepared
+        """`statement` compiled once for this database. The statement is kept with it, so
+        its id cannot be reused by another one."""
+        entry = self._prepared.get(id(statement))
+        if entry is None or entry[0] is not statement:
+            entry = (statement, PreparedSelect(self.engine, self._readers, statement))
+            self._prepared[id(statement)] = entry
+        return entry[1]
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -160,8 +164,10 @@ class Database:
 
 
 class _Readers:
-    """One DBAPI connection per thread, in autocommit mode, kept for `PreparedSelect` reads
-    (in practice the event loop's thread: the fast GET and the list run there).
+    """One DBAPI connection per thread, in autocommit mode, kept for `PreparedSelect` reads.
+    In `iod serve` one thread reads this way, the event loop's (the fast GET and the list
+    run there), so each API process holds one more database connection than its pool's:
+    count it in PostgreSQL's `max_connections`. A thread that ends closes its own.
 
     Checking a connection out of the pool for each read costs the pool's bookkeeping and,
     on PostgreSQL, two round trips that wait on the event loop: `pool_pre_ping`'s SELECT 1
@@ -175,35 +181,45 @@ class _Readers:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self.pool = engine.pool.recreate()
+        # An in-memory SQLite database lives in its connections: there is no second pool.
+        self.pool = engine.pool.recreate() if isinstance(engine.pool, QueuePool) else engine.pool
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._kept: list[PoolProxiedConnection] = []
+        self._kept: set[PoolProxiedConnection] = set()
 
     def get(self) -> PoolProxiedConnection:
-        connection: PoolProxiedConnection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._connect()
+        holder: _Kept | None = getattr(self._local, "kept", None)
+        if holder is not None and holder.connection.is_valid:
+            return holder.connection
+        connection = self._connect()
+        try:
             dbapi_connection = connection.dbapi_connection
             assert dbapi_connection is not None  # a connection just checked out
             self._engine.dialect.set_isolation_level(dbapi_connection, "AUTOCOMMIT")
-            self._local.connection = connection
-            with self._lock:
-                self._kept.append(connection)
+        except BaseException as error:
+            connection.invalidate(error if isinstance(error, Exception) else None)
+            raise
+        with self._lock:
+            self._kept.add(connection)
+        holder = self._local.kept = _Kept(connection)
+        # A thread that ends takes its holder with it: its connection is closed then.
+        weakref.finalize(holder, self._close, connection, None)
         return connection
 
     def drop(self, error: BaseException | None = None) -> None:
-        connection: PoolProxiedConnection | None = getattr(self._local, "connection", None)
-        if connection is not None:
-            self._local.connection = None
-            self._close(connection, error)
+        """Closes the calling thread's kept connection, if any."""
+        holder: _Kept | None = getattr(self._local, "kept", None)
+        if holder is not None:
+            self._local.kept = None
+            self._close(holder.connection, error)
 
     def close_all(self) -> None:
         with self._lock:
             kept = list(self._kept)
         for connection in kept:
             self._close(connection, None)
-        self.pool.dispose()
+        if self.pool is not self._engine.pool:
+            self.pool.dispose()
 
     def _connect(self) -> PoolProxiedConnection:
         try:
@@ -217,9 +233,17 @@ class _Readers:
     def _close(self, connection: PoolProxiedConnection, error: BaseException | None) -> None:
         with self._lock:
             if connection not in self._kept:
-                return
-            self._kept.remove(connection)
-        connection.invalidate(error)  # closed and forgotten by the pool
+                return  # closed already (by drop, close_all or the thread's end)
+            self._kept.discard(connection)
+        connection.invalidate(error)  # closed and forgotten by the pool; a thread that still
+        # holds it sees `is_valid` false and takes a new one
+
+
+class _Kept:
+    """A thread's kept connection, in that thread's `threading.local`."""
+
+    def __init__(self, connection: PoolProxiedConnection) -> None:
+        self.connection = connection
 
 
 class PreparedSelect:
@@ -247,6 +271,8 @@ class PreparedSelect:
         self.sql = str(compiled)
         self._positions: Sequence[str] | None = compiled.positiontup
         self._fixed = compiled.params  # the values bound in the statement itself
+        # The binds the statement leaves to each call: a missing one is an error, not NULL.
+        self._required = frozenset(k for k, v in self._fixed.items() if v is None)
         self._convert: list[tuple[int, Callable[[Any], Any]]] = []
         for index, column in enumerate(statement.selected_columns):
             process = column.type.dialect_impl(dialect).result_processor(dialect, None)
@@ -257,6 +283,8 @@ class PreparedSelect:
         self._error = dialect.loaded_dbapi.Error
 
     def rows(self, **params: Any) -> list[Any]:
+        if not self._required <= params.keys():
+            raise TypeError(f"missing parameters: {sorted(self._required - params.keys())}")
         values = {**self._fixed, **params}
         bound: Any = (
             values if self._positions is None else tuple(values[k] for k in self._positions)

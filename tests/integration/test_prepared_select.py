@@ -3,6 +3,8 @@ rows and values as SQLAlchemy Core gives, and database errors as SQLAlchemy's ex
 
 from __future__ import annotations
 
+import gc
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -89,7 +91,8 @@ def test_database_errors_come_out_as_sqlalchemy_exceptions(database: Database) -
     with pytest.raises(exc.DBAPIError) as raised:
         broken.rows(connection_id="con_0")
     assert "no_such_table" in str(raised.value)
-    # The connection went back to the pool and still works.
+    # The failed read closed the thread's kept connection; the next read takes a new one.
+    assert not database._readers._kept
     _seed(database)
     assert database.prepared(repository._VIEW).rows(connection_id="con_1", customer_id="cus_a")
 
@@ -105,6 +108,35 @@ def test_a_dead_pooled_connection_is_replaced() -> None:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-    # The pool tests each connection it hands out (pool_pre_ping): the read just works.
+    # The kept connection is dead: the read notices and is tried once more on a new one.
     assert prepared.rows(connection_id="con_1", customer_id="cus_a")
     database.dispose()
+
+
+def test_a_missing_parameter_is_an_error_not_null(database: Database) -> None:
+    with pytest.raises(TypeError, match="customer_id"):
+        database.prepared(repository._VIEW).rows(connection_id="con_0")
+
+
+def test_a_thread_that_ends_gives_its_connection_back(database: Database) -> None:
+    """Each reading thread keeps one connection from a pool as large as the engine's: when
+    threads come and go, the pool must not run dry."""
+    _seed(database)
+    prepared = database.prepared(repository._VIEW)
+    for _ in range(database._readers.pool.size() + 5):
+        worker = threading.Thread(
+            target=prepared.rows, kwargs={"connection_id": "con_1", "customer_id": "cus_a"}
+        )
+        worker.start()
+        worker.join()
+        gc.collect()
+    assert len(database._readers._kept) <= 1
+    assert prepared.rows(connection_id="con_1", customer_id="cus_a")
+
+
+def test_reads_after_dispose_reconnect(database: Database) -> None:
+    _seed(database)
+    prepared = database.prepared(repository._VIEW)
+    assert prepared.rows(connection_id="con_1", customer_id="cus_a")
+    database.dispose()
+    assert prepared.rows(connection_id="con_1", customer_id="cus_a")

@@ -237,7 +237,11 @@ def test_near_miss_text_parses_or_raises_bandwidth_error(text: str) -> None:
     _check_total(text)
 
 
-@pytest.mark.parametrize("text", ["1.0000000001 Gbps", "0.5 Mbps", "1.0001 Gbps"])
+@pytest.mark.parametrize(
+    "text", ["1.0000000001 Gbps", "0.00000000000000000001 Gbps", "2.1234567 Mbps"]
+)
 def test_a_fraction_of_a_mbps_is_refused_as_such(text: str) -> None:
+    """Up to 20 decimals (more than the six before) are read, and a fraction of a Mbps is
+    refused for what it is."""
     with pytest.raises(BandwidthError, match="whole number of Mbps"):
         parse_bandwidth(text)

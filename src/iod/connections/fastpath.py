@@ -4,7 +4,8 @@ Issue 6's profile showed FastAPI's routing, dependency solving and response hand
 more than the read itself. This layer sits just inside `RequestContextMiddleware` (request
 id, RateLimit-* headers, metrics, access log) and answers that one request with the same
 code the FastAPI route uses: `authorize` for the bearer token, rate limit and scope, and
-`connection_response` for the body and ETag. Errors are rendered by the same renderer as
+`connection_document` / `connection_headers` for the body and its headers, sent as two ASGI
+messages without a Starlette `Response`. Errors are rendered by the same renderer as
 the app's exception handlers. Anything else, including ids that cannot exist (their 404
 comes from the route), goes on to FastAPI untouched. The route itself stays: it documents
 the operation in /openapi.json and serves the request when the app is mounted under a
@@ -38,11 +39,22 @@ def connection_document(db: Database, principal: Principal, connection_id: str) 
     return service.view(db, principal, connection_id).model_dump_json(exclude_none=True).encode()
 
 
+def connection_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers of a connection document: its ETag (for a `Connection` the ETag's fields
+    are all of its fields, so its digest is the digest of this very body, see
+    `service.etag_of`), length and type."""
+    return [
+        (b"etag", entity_tag_of(body).encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"content-type", b"application/json"),
+    ]
+
+
 def connection_response(db: Database, principal: Principal, connection_id: str) -> Response:
-    """The document with its ETag. For a `Connection` the ETag's fields are all of its
-    fields, so its digest is the digest of this very body (see `service.etag_of`)."""
+    """What the FastAPI route answers; the fast path sends the same body and headers."""
     body = connection_document(db, principal, connection_id)
-    return Response(body, media_type="application/json", headers={"ETag": entity_tag_of(body)})
+    headers = {name.decode(): value.decode() for name, value in connection_headers(body)}
+    return Response(body, headers=headers)
 
 
 class ConnectionReadFastPath:
@@ -90,15 +102,11 @@ class ConnectionReadFastPath:
                 request_id=state.get("request_id"),
             )
         else:
-            # What `connection_response` would send, without building a Response.
+            # What `connection_response` sends, without building a Response.
             start = {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [
-                    (b"etag", entity_tag_of(body).encode()),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"content-type", b"application/json"),
-                ],
+                "headers": connection_headers(body),
             }
             await send(start)
             await send({"type": "http.response.body", "body": body})

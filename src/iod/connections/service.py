@@ -144,7 +144,8 @@ def list_connections(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page as `Connection` documents (plain dicts, validated by the caller's response
     model), and the cursor of the next one. Terminated connections only when asked."""
-    wanted = [s.value for s in statuses] or list(LIVE_STATUSES)
+    # Each distinct set size is a statement of its own: repeats must not make new ones.
+    wanted = sorted({s.value for s in statuses}) or list(LIVE_STATUSES)
     rows = repository.page_for_customer(
         db,
         principal.customer_id,
