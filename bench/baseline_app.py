@@ -47,7 +47,7 @@ def main() -> None:
     uvicorn.run(
         app, host=args.host, port=args.port, access_log=False, log_level="warning",
         server_header=False, timeout_graceful_shutdown=10,
-        loop=os.environ.get("IOD_HTTP_LOOP", "asyncio"),  # as `--server-env IOD_HTTP_LOOP=...`
+        loop=os.environ.get("IOD_HTTP_LOOP", "auto"),  # as `--server-env IOD_HTTP_LOOP=...`
     )  # fmt: skip
 
 

@@ -89,7 +89,7 @@ def versions(wrk: str, loop_setting: str) -> dict[str, str]:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
-    # IOD_HTTP_LOOP (asyncio by default); uvicorn's "auto" picks uvloop when installed. The
+    # IOD_HTTP_LOOP (auto by default: uvicorn picks uvloop when installed). The
     # HTTP parser is httptools (iod's guarded protocol).
     loop = (
         loop_setting
@@ -870,7 +870,7 @@ def main() -> int:
     def log(message: str) -> None:
         print(f"[{time.monotonic() - started:5.0f} s] {message}", flush=True)
 
-    loop_setting = server_env("", Path("."), args.server_env).get("IOD_HTTP_LOOP", "asyncio")
+    loop_setting = server_env("", Path("."), args.server_env).get("IOD_HTTP_LOOP", "auto")
     info, vers = machine(), versions(wrk_path, loop_setting)
     pg_url = os.environ.get("IOD_BENCH_DATABASE_URL") or DEFAULT_PG_URL
     paginated = list_has_limit()

@@ -116,11 +116,11 @@ class Settings(BaseSettings):
     )
     token_failures_burst: int = Field(default=10, ge=0)
     # `iod serve` (uvicorn): the event loop, and slow or greedy clients.
-    http_loop: Literal["asyncio", "uvloop", "auto"] = Field(
-        default="asyncio",
-        description="The event loop of `iod serve` (auto: uvloop when installed). Measured "
-        "here, asyncio's serves this service as fast as uvloop and shares a saturated "
-        "process fairly among connections, where uvloop let some wait ten times longer "
+    http_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        default="auto",
+        description="The event loop of `iod serve` (auto: uvloop, installed with the "
+        "service). asyncio's shares one saturated process more fairly among slow requests, "
+        "but accepts greedily: with --workers N one process may take every connection "
         "(docs/performance.md).",
     )
     http_keep_alive_seconds: int = Field(
