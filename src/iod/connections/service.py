@@ -154,14 +154,7 @@ def list_connections(
         after_id=cursor or None,
         limit=limit + 1,
     )
-    documents: list[dict[str, Any]] = []
-    for row in rows:  # one row per pending change, or one for a connection without any
-        if not documents or documents[-1]["id"] != row.id:
-            documents.append(connection_fields(row))
-        if row.change_id is not None:
-            documents[-1]["pendingBandwidthChanges"].append(
-                _pending_fields(row.change_id, row.change_mbps, row.change_at, row.change_status)
-            )
+    documents = _documents(rows)
     if len(documents) > limit:
         return documents[:limit], encode_cursor(documents[limit - 1]["id"])
     return documents, None
@@ -390,12 +383,22 @@ def view(db: Database, principal: Principal, connection_id: str) -> ConnectionOu
     )
     if not rows:
         raise NotFound(f"no connection {connection_id!r}")
-    pending = [
-        _pending(r.change_id, r.change_mbps, r.change_at, r.change_status)
-        for r in rows
-        if r.change_id is not None
-    ]
-    return to_schema(rows[0], pending)
+    return ConnectionOut.model_validate(_documents(rows)[0])
+
+
+def _documents(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """`Connection` documents from rows of a connection and its pending changes
+    (`repository._with_pending`): one row per pending change, in the order they apply, or a
+    single row for a connection without any."""
+    documents: list[dict[str, Any]] = []
+    for row in rows:
+        if not documents or documents[-1]["id"] != row.id:
+            documents.append(connection_fields(row))
+        if row.change_id is not None:
+            documents[-1]["pendingBandwidthChanges"].append(
+                _pending_fields(row.change_id, row.change_mbps, row.change_at, row.change_status)
+            )
+    return documents
 
 
 def change_to_schema(change: BandwidthChange) -> BandwidthChangeOut:
