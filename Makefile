@@ -103,4 +103,4 @@ crash-test: $(STAMP)
 ## the API and workers killed with SIGKILL, SIGTERM drains (docs/reliability.md). Needs
 ## IOD_TEST_DATABASE_URL on a local cluster it may restart (as root); prints FAULTS lines.
 test-faults: $(STAMP)
-	IOD_FAULTS_LONG=1 $(BIN)/pytest tests/faults -v -s -p no:randomly $(PYTEST_ARGS)
+	IOD_FAULTS_LONG=1 IOD_TEST_RESTART_POSTGRES=1 $(BIN)/pytest tests/faults -v -s -p no:randomly $(PYTEST_ARGS)

@@ -3,7 +3,9 @@ every write it acknowledged, and recovers by itself (no restart of the service).
 
 It restarts the local cluster that serves IOD_TEST_DATABASE_URL once (`pg_ctlcluster …
 restart`, a few seconds), so it needs to run as root or postgres on the database's machine.
-Other users of the cluster see the same few seconds of outage.
+Other users of the cluster see the same few seconds of outage, so it runs only when
+IOD_TEST_RESTART_POSTGRES=1 says so (.ci/run and `make test-faults` do), never on a developer's
+shared cluster by surprise.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ TIERS = ["10 Mbps", "20 Mbps", "50 Mbps", "100 Mbps"]
 
 def local_cluster(url: str) -> tuple[str, str, int]:
     """(version, name, port) of the local cluster serving `url`, or skip with the reason."""
+    if os.environ.get("IOD_TEST_RESTART_POSTGRES") != "1":
+        pytest.skip(
+            "restarts the whole local PostgreSQL cluster: enabled only with "
+            "IOD_TEST_RESTART_POSTGRES=1 (.ci/run and make test-faults set it)"
+        )
     parts = urlsplit(url.replace("postgresql+psycopg", "postgresql"))
     port = parts.port or 5432
     if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
