@@ -15,9 +15,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import insert, text, update
 
+from iod.auth.passwords import SecretHasher, open_hasher
 from iod.clock import SystemClock
 from iod.customers import service as customers
 from iod.db import Database, make_engine
@@ -67,10 +69,12 @@ class Seeded:
     seconds: float
 
 
-def _principal(db: Database, clock: SystemClock, name: str) -> Principal:
+def _principal(db: Database, clock: SystemClock, name: str, hasher: SecretHasher) -> Principal:
     with db.write() as session:
         customer = customers.create_customer(session, clock, name)
-        client = customers.create_client(session, clock, customer.id, "read write", name=name)
+        client = customers.create_client(
+            session, clock, customer.id, "read write", hasher=hasher, name=name
+        )
     return Principal(customer.id, client.client_id, client.client_secret)
 
 
@@ -109,23 +113,25 @@ def _insert_connections(
     return ids
 
 
-def seed(url: str, *, bulk: int, small: int = 100) -> Seeded:
-    """Seed the database at `url` (already migrated, with no benchmark data yet)."""
+def seed(url: str, key_file: Path, *, bulk: int, small: int = 100) -> Seeded:
+    """Seed the database at `url` (already migrated, with no benchmark data yet); client
+    secrets are hashed with the key in `key_file`, the served processes' key."""
     started = time.monotonic()
     clock = SystemClock()
+    hasher = open_hasher(key_file)
     db = Database(make_engine(url))
     try:
         with db.write() as session:
             locations.upsert(session, clock, locations.parse_catalog(CATALOG))
-        reader = _principal(db, clock, "bench reader")
-        writer = _principal(db, clock, "bench writer")
+        reader = _principal(db, clock, "bench reader", hasher)
+        writer = _principal(db, clock, "bench writer", hasher)
         for who in (reader, writer):
             who.connection_ids = _insert_connections(
                 db, who, who.client_id, ROOMY_LOCATION, small, 100
             )
         owner = None
         if bulk:
-            owner = _principal(db, clock, "bench bulk")
+            owner = _principal(db, clock, "bench bulk", hasher)
             # The bulk customer's ids are not needed by any request; keep just a few.
             owner.connection_ids = _insert_connections(
                 db, owner, owner.client_id, BULK_LOCATION, bulk, 1
@@ -141,7 +147,9 @@ def seed(url: str, *, bulk: int, small: int = 100) -> Seeded:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3):
-        sys.exit("usage: python bench/seed.py DATABASE_URL [BULK_CONNECTIONS]")
-    result = seed(sys.argv[1], bulk=int(sys.argv[2]) if len(sys.argv) == 3 else 100_000)
+    if len(sys.argv) not in (3, 4):
+        sys.exit("usage: python bench/seed.py DATABASE_URL KEY_FILE [BULK_CONNECTIONS]")
+    result = seed(
+        sys.argv[1], Path(sys.argv[2]), bulk=int(sys.argv[3]) if len(sys.argv) == 4 else 100_000
+    )
     print(json.dumps(asdict(result), indent=2))

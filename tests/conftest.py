@@ -147,7 +147,9 @@ def make_tenant(services: Services):  # type: ignore[no-untyped-def]
     def make(scopes: str = "read write", name: str = "Acme") -> Tenant:
         with services.db.write() as session:
             customer = customers.create_customer(session, services.clock, name)
-            new = customers.create_client(session, services.clock, customer.id, scopes)
+            new = customers.create_client(
+                session, services.clock, customer.id, scopes, hasher=services.secret_hasher
+            )
         return Tenant(customer.id, new.client_id, new.client_secret)
 
     return make

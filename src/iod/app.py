@@ -19,6 +19,7 @@ from iod import __version__
 from iod.auth.directory import ClientDirectory
 from iod.auth.endpoints import router as auth_router
 from iod.auth.keys import KeyStore
+from iod.auth.passwords import SecretHasher, open_hasher
 from iod.auth.tokens import TokenService
 from iod.clock import Clock, SystemClock
 from iod.config import Settings
@@ -54,6 +55,7 @@ class Services:
     driver: NetworkDriver
     policy: Policy
     limits: Limits
+    secret_hasher: SecretHasher
     wakeup: threading.Event = field(default_factory=threading.Event)
 
     def notify_worker(self) -> None:
@@ -131,6 +133,7 @@ def build_services(
             ),
             ticker=ticker,
         ),
+        secret_hasher=open_hasher(settings.effective_secret_hash_key_file),
     )
 
 

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         le=4.0,
         description="How long a client's state (enabled, secret generation) is cached.",
     )
+    secret_hash_key_file: Path | None = Field(
+        default=None,
+        description="The key of the client secrets' keyed hash (HMAC-SHA-256); unset means "
+        "data_dir/secret-hash.key, created (mode 0600) on first use. Every process of one "
+        "installation (API, worker, admin commands) must read the same key.",
+    )
     key_refresh_seconds: float = Field(
         default=5.0,
         ge=0.1,
@@ -164,6 +170,10 @@ class Settings(BaseSettings):
             "pool_timeout": self.database_pool_timeout,
             "busy_timeout": self.sqlite_busy_timeout,
         }
+
+    @property
+    def effective_secret_hash_key_file(self) -> Path:
+        return self.secret_hash_key_file or self.data_dir / "secret-hash.key"
 
     @property
     def is_sqlite(self) -> bool:

@@ -259,7 +259,12 @@ def test_basic_auth_with_form_encoded_credentials(api, services) -> None:
     with services.db.write() as session:
         customer = customers.create_customer(session, services.clock, "Encoded")
         client = customers.create_client(
-            session, services.clock, customer.id, "read", client_secret=secret
+            session,
+            services.clock,
+            customer.id,
+            "read",
+            hasher=services.secret_hasher,
+            client_secret=secret,
         )
     response = api.post(TOKEN, data=GRANT, headers=basic(client.client_id, secret))
     assert_token(response, "read")

@@ -121,7 +121,9 @@ def _services_on(db: Database, tmp_path: Path) -> tuple[Services, Tenant]:
     with db.write() as session:
         locations.upsert(session, clock, locations.parse_catalog(catalog.DEMO_LOCATIONS))
         customer = customers.create_customer(session, clock, "Acme")
-        client = customers.create_client(session, clock, customer.id, "read write")
+        client = customers.create_client(
+            session, clock, customer.id, "read write", hasher=services.secret_hasher
+        )
     return services, Tenant(customer.id, client.client_id, client.client_secret)
 
 

@@ -19,7 +19,7 @@ BASE = "/internet-on-demand/connections"
 def rotate(services: Services, tenant: Tenant, grace: timedelta) -> str:
     with services.db.write() as session:
         return customers.rotate_secret(
-            session, services.clock, tenant.client_id, grace
+            session, services.clock, tenant.client_id, grace, hasher=services.secret_hasher
         ).client_secret
 
 
@@ -103,13 +103,21 @@ def test_rotation_refuses_unknown_clients_and_negative_grace(
     from iod.errors import NotFound, ValidationFailed
 
     with pytest.raises(NotFound), services.db.write() as session:
-        customers.rotate_secret(session, services.clock, "cli_nope", timedelta(hours=1))
+        customers.rotate_secret(
+            session, services.clock, "cli_nope", timedelta(hours=1), hasher=services.secret_hasher
+        )
     with pytest.raises(ValidationFailed), services.db.write() as session:
-        customers.rotate_secret(session, services.clock, tenant.client_id, timedelta(hours=-1))
+        customers.rotate_secret(
+            session,
+            services.clock,
+            tenant.client_id,
+            timedelta(hours=-1),
+            hasher=services.secret_hasher,
+        )
     with services.db.read() as session:
         client = customers.repository.get_client(session, tenant.client_id)
         assert client is not None and client.secret_generation == 0
-        assert customers.secret_matches(client, tenant.client_secret)
+        assert customers.secret_matches(client, tenant.client_secret, services.secret_hasher)
 
 
 def test_a_disabled_client_stays_refused_whatever_its_secrets(

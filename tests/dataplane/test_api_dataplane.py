@@ -44,7 +44,9 @@ def stack(
     with db.write() as session:
         locations.upsert(session, services.clock, locations.parse_catalog(catalog.DEMO_LOCATIONS))
         customer = customers.create_customer(session, services.clock, "Dataplane")
-        client = customers.create_client(session, services.clock, customer.id, "read write")
+        client = customers.create_client(
+            session, services.clock, customer.id, "read write", hasher=services.secret_hasher
+        )
     with TestClient(create_app(services), raise_server_exceptions=False) as api:
         token = api.post(
             "/oauth2/token", data={"grant_type": "client_credentials"},

@@ -74,7 +74,9 @@ def test_killed_mid_provisioning_then_reconciled(prefix: str, tmp_path: Path, ba
     with db.write() as session:
         locations.upsert(session, services.clock, locations.parse_catalog(catalog.DEMO_LOCATIONS))
         customer = customers.create_customer(session, services.clock, "Recovery")
-        client = customers.create_client(session, services.clock, customer.id, "read write")
+        client = customers.create_client(
+            session, services.clock, customer.id, "read write", hasher=services.secret_hasher
+        )
     ordered: dict[str, int] = {}
     with TestClient(create_app(services)) as api:
         token = api.post(

@@ -7,15 +7,19 @@ import binascii
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from iod.auth.tokens import SCOPES
 from iod.customers import repository as customers
-from iod.customers.service import client_secret_generation
+from iod.customers.service import check_client_secret, upgrade_secret_hashes
 from iod.ratelimit import Limits
+
+log = structlog.get_logger("iod.auth")
 
 router = APIRouter(tags=["OAuth 2.0"])
 
@@ -240,10 +244,14 @@ async def _token(request: Request) -> JSONResponse:
     def check() -> tuple[str, list[str], int] | None:
         with services.db.read() as session:
             client = customers.get_client(session, client_id) if _plausible(client_id) else None
-            generation = client_secret_generation(client, secret, services.clock.now())
-            if client is None or generation is None or not client.enabled:
+            now = services.clock.now()
+            result = check_client_secret(client, secret, now, services.secret_hasher)
+            if client is None or result.generation is None or not client.enabled:
                 return None
-            return client.customer_id, client.scopes.split(), generation
+            found = client.customer_id, client.scopes.split(), result.generation
+        if result.upgrades:
+            _upgrade(services.db, client_id, result.upgrades)
+        return found
 
     found = await run_in_threadpool(check)
     if found is None:
@@ -273,6 +281,18 @@ async def _token(request: Request) -> JSONResponse:
         },
         headers=NO_STORE,
     )
+
+
+def _upgrade(db: Any, client_id: str, upgrades: dict[str, tuple[str, str]]) -> None:
+    """An argon2-stored secret was right: store its keyed hash, so its next check is fast. A
+    failure only postpones that to the next success; the token is issued all the same."""
+    try:
+        with db.write() as session:
+            upgrade_secret_hashes(session, client_id, upgrades)
+    except SQLAlchemyError as exc:
+        log.warning("secret_hash.upgrade_failed", client_id=client_id, error=type(exc).__name__)
+    else:
+        log.info("secret_hash.upgraded", client_id=client_id, columns=sorted(upgrades))
 
 
 @router.get("/.well-known/jwks.json", operation_id="getJwks", summary="Token signing keys")

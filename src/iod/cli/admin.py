@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from iod import audit
 from iod.auth import keys
+from iod.auth.passwords import SecretHasher, SecretHashKeyError, open_hasher
 from iod.cli.common import console, err, open_db_or_exit
 from iod.clock import SystemClock, rfc3339
 from iod.config import get_settings
@@ -44,6 +45,15 @@ MAX_GRACE = timedelta(days=30)
 
 def _db() -> Database:
     return open_db_or_exit()
+
+
+def _hasher() -> SecretHasher:
+    """The key the API processes verify client secrets with (IOD_SECRET_HASH_KEY_FILE)."""
+    try:
+        return open_hasher(get_settings().effective_secret_hash_key_file)
+    except SecretHashKeyError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
 
 
 _DURATION = re.compile(
@@ -138,7 +148,9 @@ def clients_create(
     """Create an API client; its secret is shown only now."""
     try:
         with _db().write() as session:
-            new = customers.create_client(session, clock, customer, scopes, name=name)
+            new = customers.create_client(
+                session, clock, customer, scopes, hasher=_hasher(), name=name
+            )
             _audit_client_created(session, new, name)
     except ProblemError as exc:
         raise _fail(exc) from exc
@@ -222,7 +234,7 @@ def clients_rotate_secret(
         raise typer.BadParameter("at most 30d", param_hint="--grace")
     try:
         with _db().write() as session:
-            rotated = customers.rotate_secret(session, clock, client_id, period)
+            rotated = customers.rotate_secret(session, clock, client_id, period, hasher=_hasher())
             client = customers_repo.get_client(session, client_id)
             assert client is not None
             _audit(
@@ -370,7 +382,9 @@ def demo(
         if client is not None and secret_file.exists():
             saved = json.loads(secret_file.read_text(encoding="utf-8"))
             secret = saved.get("client_secret")
-            if not isinstance(secret, str) or not customers.secret_matches(client, secret):
+            if not isinstance(secret, str) or not customers.secret_matches(
+                client, secret, _hasher()
+            ):
                 secret = None
         if secret is None:
             # First run, or the saved secret is gone: issue a fresh one.
@@ -380,6 +394,7 @@ def demo(
                     clock,
                     customer.id,
                     "read write",
+                    hasher=_hasher(),
                     name="demo",
                     client_id=catalog.DEMO_CLIENT_ID,
                 )
@@ -387,7 +402,7 @@ def demo(
                 secret = new.client_secret
             else:
                 secret = customers.rotate_secret(
-                    session, clock, catalog.DEMO_CLIENT_ID
+                    session, clock, catalog.DEMO_CLIENT_ID, hasher=_hasher()
                 ).client_secret
                 _audit(
                     session,

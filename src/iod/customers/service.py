@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from iod.auth.passwords import hash_secret, new_secret, verify_secret
+from iod.auth.passwords import SecretHasher, new_secret
 from iod.auth.tokens import SCOPES
 from iod.clock import Clock
 from iod.customers import repository
@@ -50,6 +50,7 @@ def create_client(
     customer_id: str,
     scopes: str,
     *,
+    hasher: SecretHasher,
     name: str = "",
     client_id: str | None = None,
     client_secret: str | None = None,
@@ -62,7 +63,7 @@ def create_client(
         id=client_id or new_id("cli"),
         customer_id=customer_id,
         name=name,
-        secret_hash=hash_secret(secret),
+        secret_hash=hasher.hash(secret),
         scopes=" ".join(scope_list),
         enabled=True,
         created_at=clock.now(),
@@ -83,26 +84,56 @@ def set_client_enabled(session: Session, clock: Clock, client_id: str, enabled: 
     return client
 
 
-def secret_matches(client: Client, secret: str) -> bool:
-    return verify_secret(client.secret_hash, secret)
+def secret_matches(client: Client, secret: str, hasher: SecretHasher) -> bool:
+    return hasher.verify(client.secret_hash, secret).ok
 
 
-def client_secret_generation(client: Client | None, secret: str, now: datetime) -> int | None:
-    """The generation of the secret presented: the current one, or the previous one during its
-    grace period; None when it is neither. An unknown client costs one argon2 verification,
-    like a wrong secret; a client in a grace period costs two for a wrong secret."""
-    if verify_secret(client.secret_hash if client is not None else None, secret):
+@dataclass(frozen=True)
+class SecretCheck:
+    """The generation of the secret presented (None: no match), and the keyed hashes to store
+    in place of argon2 ones that matched (column name -> (stored value, new value))."""
+
+    generation: int | None
+    upgrades: dict[str, tuple[str, str]]
+
+
+def check_client_secret(
+    client: Client | None, secret: str, now: datetime, hasher: SecretHasher
+) -> SecretCheck:
+    """The current secret, or the previous one during its grace period. An unknown client
+    costs one keyed hash, like a wrong secret; a client in a grace period costs two."""
+    current = hasher.verify(client.secret_hash if client is not None else None, secret)
+    if current.ok:
         assert client is not None
-        return client.secret_generation
+        upgrades = {}
+        if current.upgrade is not None:
+            upgrades["secret_hash"] = (client.secret_hash, current.upgrade)
+        return SecretCheck(client.secret_generation, upgrades)
     if (
         client is not None
         and client.previous_secret_hash is not None
         and client.previous_secret_until is not None
         and now < client.previous_secret_until
-        and verify_secret(client.previous_secret_hash, secret)
     ):
-        return client.secret_generation - 1
-    return None
+        previous = hasher.verify(client.previous_secret_hash, secret)
+        if previous.ok:
+            upgrades = {}
+            if previous.upgrade is not None:
+                upgrades["previous_secret_hash"] = (client.previous_secret_hash, previous.upgrade)
+            return SecretCheck(client.secret_generation - 1, upgrades)
+    return SecretCheck(None, {})
+
+
+def upgrade_secret_hashes(
+    session: Session, client_id: str, upgrades: dict[str, tuple[str, str]]
+) -> int:
+    """Store the keyed hashes of secrets that were verified with argon2; each only where its
+    column still holds the value that was verified (a rotation in between wins). Rows
+    changed."""
+    return sum(
+        repository.replace_secret_hash(session, client_id, column, old, new)
+        for column, (old, new) in upgrades.items()
+    )
 
 
 @dataclass(frozen=True)
@@ -113,7 +144,12 @@ class RotatedSecret:
 
 
 def rotate_secret(
-    session: Session, clock: Clock, client_id: str, grace: timedelta = timedelta(0)
+    session: Session,
+    clock: Clock,
+    client_id: str,
+    grace: timedelta = timedelta(0),
+    *,
+    hasher: SecretHasher,
 ) -> RotatedSecret:
     """Replace a client's secret; the new one exists in clear only in the return value.
 
@@ -128,7 +164,7 @@ def rotate_secret(
     until = clock.now() + grace if grace > timedelta(0) else None
     client.previous_secret_hash = client.secret_hash if until is not None else None
     client.previous_secret_until = until
-    client.secret_hash = hash_secret(secret)
+    client.secret_hash = hasher.hash(secret)
     client.secret_generation = (client.secret_generation or 0) + 1
     session.flush()
     return RotatedSecret(secret, until)
