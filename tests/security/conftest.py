@@ -157,9 +157,11 @@ class Limited:
     ticker: Ticker
 
     def client_from(self, address: str) -> TestClient:
-        """The same app as seen from another source address."""
+        """The same app as seen from another source address. Not entered (the app is running
+        already): each request runs in a thread of its own, as a served process's requests
+        all run on one. An entered client would keep a thread, and its kept read connection
+        (`db._Readers`), per address: a pool's worth of addresses would exhaust it."""
         client = TestClient(self.api.app, raise_server_exceptions=False, client=(address, 4242))
-        client.__enter__()
         self._others.append(client)
         return client
 
@@ -168,7 +170,7 @@ class Limited:
 
     def close(self) -> None:
         for client in self._others:
-            client.__exit__(None, None, None)
+            client.close()
 
 
 @pytest.fixture

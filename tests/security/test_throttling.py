@@ -7,7 +7,10 @@ a clock the test moves (Ticker), so nothing here sleeps or depends on the machin
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+import httpx
 
 from iod.config import Settings
 from tests.security.conftest import (
@@ -96,6 +99,32 @@ def test_successful_token_requests_do_not_count_as_failures(limited: Any) -> Non
     for _ in range(FAILURE_BURST * 3):
         assert guess(app.api, client.client_id, SECRET).status_code == 200
     assert guess(app.api, client.client_id).status_code == 401
+
+
+def test_concurrent_successful_token_requests_are_not_taken_for_guesses(limited: Any) -> None:
+    """Many good requests at once from one address and one client id (a scheduler at the top
+    of the hour behind one proxy): the failure buckets are reserved for each check and given
+    back, so the checks must not overlap; 5 times the failure burst at once all get tokens.
+    Then the failure limit still holds: the burst of wrong guesses, and no more."""
+    app: Limited = limited(token_requests_burst=1000)
+    client = add_client(app.services)
+    # The first success upgrades the secret's argon2 hash to the keyed one (a worker thread);
+    # the checks after that run on the event loop.
+    assert guess(app.api, client.client_id, SECRET).status_code == 200
+
+    async def burst(count: int, secret: str) -> list[int]:
+        transport = httpx.ASGITransport(app.api.app, client=("192.0.2.9", 4242))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            responses = await asyncio.gather(
+                *(http.post(TOKEN, data=GRANT, auth=(client.client_id, secret))
+                  for _ in range(count))
+            )  # fmt: skip
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(burst(FAILURE_BURST * 5, SECRET)) == [200] * (FAILURE_BURST * 5)
+    statuses = asyncio.run(burst(FAILURE_BURST * 2, "wrong-secret"))
+    assert statuses.count(401) == FAILURE_BURST
+    assert statuses.count(429) == FAILURE_BURST
 
 
 def test_token_requests_have_a_generous_limit(limited: Any) -> None:

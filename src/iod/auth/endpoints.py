@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from iod.auth.tokens import SCOPES
 from iod.customers import repository as customers
-from iod.customers.service import check_client_secret, upgrade_secret_hashes
+from iod.customers.service import check_client_secret, needs_slow_check, upgrade_secret_hashes
 from iod.ratelimit import Limits
 
 log = structlog.get_logger("iod.auth")
@@ -240,20 +240,11 @@ async def _token(request: Request) -> JSONResponse:
     if _plausible(client_id):
         throttle.add_client(client_id)
     throttle.reserve_failure()
-
-    def check() -> tuple[str, list[str], int] | None:
-        with services.db.read() as session:
-            client = customers.get_client(session, client_id) if _plausible(client_id) else None
-            now = services.clock.now()
-            result = check_client_secret(client, secret, now, services.secret_hasher)
-            if client is None or result.generation is None or not client.enabled:
-                return None
-            found = client.customer_id, client.scopes.split(), result.generation
-        if result.upgrades:
-            _upgrade(services.db, client_id, result.upgrades)
-        return found
-
-    found = await run_in_threadpool(check)
+    try:
+        found = await _authenticate(services, client_id, secret)
+    except BaseException:
+        throttle.release()  # not a failed authentication: the check could not be made
+        raise
     if found is None:
         raise OAuthFailure("invalid_client", "unknown client or wrong secret", 401, basic)
     throttle.release()
@@ -281,6 +272,32 @@ async def _token(request: Request) -> JSONResponse:
         },
         headers=NO_STORE,
     )
+
+
+async def _authenticate(
+    services: Any, client_id: str, secret: str
+) -> tuple[str, list[str], int] | None:
+    """(customer, its scopes, the secret's generation) of an enabled client whose secret this
+    is, else None.
+
+    A keyed hash (nearly every client) is checked here, on the event loop, with no await
+    between the caller's failure reservation and its release: one query on a kept connection
+    (as the GET's) and an HMAC, tens of microseconds. So concurrent good requests never hold
+    each other's reservations, and only real failures use up the failure buckets. An argon2
+    hash (a secret stored before issue 14, until its first use) goes to a worker thread."""
+    client = customers.credentials(services.db, client_id) if _plausible(client_id) else None
+    now = services.clock.now()
+    if needs_slow_check(client):
+        result = await run_in_threadpool(
+            check_client_secret, client, secret, now, services.secret_hasher
+        )
+    else:
+        result = check_client_secret(client, secret, now, services.secret_hasher)
+    if client is None or result.generation is None or not client.enabled:
+        return None
+    if result.upgrades:
+        await run_in_threadpool(_upgrade, services.db, client_id, result.upgrades)
+    return client.customer_id, client.scopes.split(), result.generation
 
 
 def _upgrade(db: Any, client_id: str, upgrades: dict[str, tuple[str, str]]) -> None:

@@ -61,6 +61,11 @@ def is_generated(secret: str) -> bool:
     return len(secret) >= GENERATED_LENGTH and all(c in _URLSAFE for c in secret)
 
 
+def is_slow_hash(stored: str | None) -> bool:
+    """An argon2 hash: its verification costs ~100 ms of CPU (a keyed one, microseconds)."""
+    return stored is not None and stored.startswith("$argon2")
+
+
 def hash_password(password: str) -> str:
     """argon2id, for anything a person chooses."""
     return _argon2.hash(password)

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from typing import Any
+
+from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from iod.db import Database
 from iod.models import Client, Customer
+
+# What the token endpoint needs of a client, by id: one statement, run as a `PreparedSelect`.
+_CREDENTIAL_COLUMNS: list[Any] = [
+    Client.customer_id,
+    Client.scopes,
+    Client.enabled,
+    Client.secret_hash,
+    Client.secret_generation,
+    Client.previous_secret_hash,
+    Client.previous_secret_until,
+]
+_CREDENTIALS: Select[Any] = select(*_CREDENTIAL_COLUMNS).where(Client.id == bindparam("client_id"))
 
 
 def get_customer(session: Session, customer_id: str) -> Customer | None:
@@ -22,6 +37,13 @@ def list_customers(session: Session) -> list[Customer]:
 
 def get_client(session: Session, client_id: str) -> Client | None:
     return session.get(Client, client_id)
+
+
+def credentials(db: Database, client_id: str) -> Any | None:
+    """The client's `_CREDENTIALS` row (a named tuple with the columns' names), or None.
+    Runs on the calling thread's kept connection, without a transaction: one statement."""
+    rows = db.prepared(_CREDENTIALS).rows(client_id=client_id)
+    return rows[0] if rows else None
 
 
 def list_clients(session: Session, customer_id: str | None = None) -> list[Client]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from iod.auth.passwords import SecretHasher, new_secret
+from iod.auth.passwords import SecretHasher, is_slow_hash, new_secret
 from iod.auth.tokens import SCOPES
 from iod.clock import Clock
 from iod.customers import repository
@@ -88,6 +89,27 @@ def secret_matches(client: Client, secret: str, hasher: SecretHasher) -> bool:
     return hasher.verify(client.secret_hash, secret).ok
 
 
+class ClientSecrets(Protocol):
+    """A client's stored secrets: a `Client`, or the token endpoint's `credentials` row."""
+
+    @property
+    def secret_hash(self) -> str: ...
+    @property
+    def secret_generation(self) -> int: ...
+    @property
+    def previous_secret_hash(self) -> str | None: ...
+    @property
+    def previous_secret_until(self) -> datetime | None: ...
+
+
+def needs_slow_check(client: ClientSecrets | None) -> bool:
+    """Whether checking a secret of this client may take an argon2 verification (~100 ms of
+    CPU): one for a worker thread, not for the event loop."""
+    return client is not None and (
+        is_slow_hash(client.secret_hash) or is_slow_hash(client.previous_secret_hash)
+    )
+
+
 @dataclass(frozen=True)
 class SecretCheck:
     """The generation of the secret presented (None: no match), and the keyed hashes to store
@@ -98,7 +120,7 @@ class SecretCheck:
 
 
 def check_client_secret(
-    client: Client | None, secret: str, now: datetime, hasher: SecretHasher
+    client: ClientSecrets | None, secret: str, now: datetime, hasher: SecretHasher
 ) -> SecretCheck:
     """The current secret, or the previous one during its grace period. An unknown client
     costs one keyed hash, like a wrong secret; a client in a grace period costs two."""
