@@ -56,6 +56,7 @@ BULK_CONNECTIONS = 100_000
 PAGE = 100
 PREFIX = "/internet-on-demand/connections"
 ROWS = ("get", "list", "list-latency", "token", "create", "bandwidth")
+WRITE_ROWS = {"create": "POST …/connections", "bandwidth": "PUT …/{id}/bandwidth"}
 
 
 # --- the machine and the versions ---------------------------------------------------------
@@ -284,6 +285,9 @@ class Row:
     other_cpu: float = 0.0
     connections: int = 0
     note: str = ""
+    # Write rows: requests/s over the durable-write baseline's of the same kind, database and
+    # run (bench/baseline_writes.py); None where there is none.
+    write_ratio: float | None = None
 
     @property
     def rps(self) -> float:
@@ -676,6 +680,73 @@ def profile(
     return summary
 
 
+def write_baseline(
+    target: Target,
+    keys: list[str],
+    *,
+    wrk_path: str,
+    load: Load,
+    data_dir: Path,
+    extra_env: list[str],
+    rows: list[Row],
+    notes: list[str],
+    log: Callable[[str], None],
+) -> dict[str, float]:
+    """The durable-write baseline (bench/baseline_writes.py) for the write rows among `keys`,
+    on a database of its own with the same engine and settings, seeded as the service's:
+    requests/s by row key."""
+    wanted = [key for key in keys if key in WRITE_ROWS]
+    if not wanted:
+        return {}
+    pg = target.database == "postgres"
+    label = "PostgreSQL" if pg else "SQLite"
+    base_dir = data_dir / "write-baseline"
+    base_dir.mkdir(parents=True, exist_ok=True)
+    if pg:
+        parsed = make_url(target.url)
+        url = parsed.set(database=f"{parsed.database}_writes").render_as_string(hide_password=False)
+        problem = prepare_postgres(url)
+        if problem:
+            notes.append(f"{label} write baseline: {problem}")
+            return {}
+    else:
+        url = f"sqlite:///{base_dir / 'iod.sqlite3'}"
+    env = server_env(url, base_dir, extra_env)
+    iod_cli(env, "db", "upgrade")
+    seeded = seed(url, base_dir / "secret-hash.key", bulk=0)
+    env.update(
+        IOD_BENCH_BASELINE_DATABASE=url, IOD_BENCH_BASELINE_CUSTOMER=seeded.writer.customer_id
+    )
+    server = Server(
+        f"write baseline ({label})",
+        [sys.executable, str(BENCH / "baseline_writes.py")],
+        env,
+        base_dir / "server.log",
+    )
+    found: dict[str, float] = {}
+    try:
+        server.wait_ready("/readyz")
+        # The same requests as the service's rows; the baseline ignores the bearer token.
+        table = cases(seeded, {"reader": "baseline", "writer": "baseline"}, False)
+        for key in wanted:
+            row = Row(
+                f"baseline: bare Starlette {WRITE_ROWS[key]} writing the same rows "
+                "(DB-API, one transaction)",
+                label,
+                "1 process",
+            )
+            rows.append(row)
+            measure(wrk_path, server, table[key], load, row, log,
+                    make_url(url).database if pg else None)  # fmt: skip
+            found[key] = row.rps
+    except Exception:
+        log(f"write baseline log ({server.log}):\n{server.tail()}")
+        raise
+    finally:
+        server.stop()
+    return found
+
+
 def run_target(
     target: Target,
     keys: list[str],
@@ -706,6 +777,11 @@ def run_target(
         if problem:
             rows.extend(Row(k, label, procs, note=problem) for k in keys)
             return
+    baselines = (
+        write_baseline(target, keys, wrk_path=wrk_path, load=load, data_dir=data_dir,
+                       extra_env=extra_env, rows=rows, notes=notes, log=log)
+        if target.processes == 1 else {}
+    )  # fmt: skip
     env = server_env(url, data_dir, extra_env)
     log(f"{label}, {procs}: migrating and seeding")
     iod_cli(env, "db", "upgrade")
@@ -737,6 +813,8 @@ def run_target(
             row = Row(case.name, label, procs)
             rows.append(row)
             measure(wrk_path, server, case, load, row, log, make_url(url).database if pg else None)
+            if baselines.get(key):
+                row.write_ratio = row.rps / baselines[key]
             if profile_dir is not None and key == "get" and target.database == "sqlite":
                 summary = profile(wrk_path, server, server.url, case, load, profile_dir)
                 log(f"  profile of {case.name} (py-spy --gil): {summary}")
@@ -778,14 +856,19 @@ def render(
         "server, the PostgreSQL backends of the benchmark database, wrk, and everything else "
         "(near 0 on a quiet machine)",
         "",
+        "ratio to write baseline: a write row's requests/s over the bare Starlette endpoint "
+        "that writes the same rows in one transaction on the same database (bench/"
+        "baseline_writes.py), measured in the same run",
+        "",
         "| row | database | processes | requests/s | p50 ms | p99 ms | ratio to baseline "
-        "| server CPU ms/request | cores: server / postgres / wrk / other | errors |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|---:|",
+        "| ratio to write baseline | server CPU ms/request "
+        "| cores: server / postgres / wrk / other | errors |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for row in rows:
         if row.result is None:
             cells = [row.name, row.database, row.processes, row.note or "not run",
-                     *[""] * 6]  # fmt: skip
+                     *[""] * 7]  # fmt: skip
         else:
             cells = [
                 row.name,
@@ -795,6 +878,7 @@ def render(
                 f"{row.result['p50_us'] / 1000:.2f}",
                 f"{row.result['p99_us'] / 1000:.2f}",
                 f"{row.rps / baseline:.3f}" if baseline else "",
+                f"{row.write_ratio:.3f}" if row.write_ratio is not None else "",
                 f"{row.cpu_ms_per_request:.3f}",
                 f"{row.cpu:.2f} / {row.db_cpu:.2f} / {row.wrk_cpu:.2f} / {row.other_cpu:.2f}",
                 _errors(row),
@@ -844,6 +928,10 @@ def main() -> int:
                         help="also profile the SQLite GET row with py-spy into DIR")  # fmt: skip
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
+    parser.add_argument("--idempotency-keys", action="store_true",
+                        help="write rows send a new Idempotency-Key with each request, as the "
+                             "SDK does (the service and the write baseline then store the "
+                             "idempotency record too)")  # fmt: skip
     parser.add_argument("--separate-worker", action="store_true",
                         help="API processes with --no-worker and one `iod worker` beside them "
                              "(the production layout) instead of a worker in each")  # fmt: skip
@@ -853,6 +941,8 @@ def main() -> int:
     args = parser.parse_args()
 
     started = time.monotonic()
+    if args.idempotency_keys:
+        os.environ["IOD_BENCH_IDEMPOTENCY"] = "1"  # read by bench/lua/common.lua
     wrk_path = shutil.which("wrk")
     if wrk_path is None:
         print("wrk is not installed: apt-get install -y wrk (make bench does it)", file=sys.stderr)

@@ -29,6 +29,29 @@ function bench.rotate(requests)
   end
 end
 
+function bench.keyed()
+  return os.getenv("IOD_BENCH_IDEMPOTENCY") == "1"
+end
+
+-- Requests formatted one by one, each with an Idempotency-Key of its own: a random prefix
+-- per thread (wrk's threads share no state) and a counter.
+function bench.keyed_requests(method, paths, bodies)
+  local f = io.open("/dev/urandom", "rb")
+  local prefix = string.gsub(f:read(8), ".", function(c) return string.format("%02x", c:byte()) end)
+  f:close()
+  local n = 0
+  function request()
+    n = n + 1
+    local i = n % #paths + 1
+    local headers = {}
+    for k, v in pairs(wrk.headers) do
+      headers[k] = v
+    end
+    headers["Idempotency-Key"] = "bench-" .. prefix .. "-" .. n
+    return wrk.format(method, paths[i], headers, bodies[i])
+  end
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
