@@ -79,6 +79,13 @@ bench-wrk:
 bench-burst: $(STAMP)
 	$(BIN)/python bench/burst.py $(BURST_ARGS)
 
+## Surge (issue 14): 1,000 clients with credentials of their own, each a token then a bandwidth
+## change, at once, against 2 API processes and 1 worker on PostgreSQL.
+## IOD_SURGE_DATABASE_URL (default the local iod_bench_surge, created anew and dropped).
+.PHONY: bench-surge
+bench-surge: $(STAMP)
+	$(BIN)/python bench/surge.py $(SURGE_ARGS)
+
 ## The Linux data plane (root): its tests with the measured figures printed, and the scale
 ## benchmark (1,000 connections on this host; docs/performance.md). iperf3 is installed when
 ## missing and apt-get is available.

@@ -1,0 +1,354 @@
+"""Surge benchmark (issue 14): the top of the hour. N clients, each with credentials of its own,
+fetch a token and then change one connection's bandwidth, all at once and as fast as they can,
+against `iod serve --workers 2 --no-worker` and one `iod worker` on PostgreSQL.
+
+Reports the time until every change was accepted and until every one was applied (the
+simulated network answering at once), errors by status for each step, and p50/p99 latency
+per step. Run: `make bench-surge` (IOD_SURGE_DATABASE_URL, default a database
+`iod_bench_surge` on the local PostgreSQL, created anew and dropped at the end).
+
+The clients run in this process (asyncio and httpx, one connection each) on the same
+machine as the servers, so their CPU is taken from the servers': on a shared 2-CPU machine
+the figures are a floor. The token endpoint's per-address limits are raised (every client
+comes from 127.0.0.1, where in production they come from many addresses); the per-client
+write limits stay as configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy.engine import make_url
+
+from iod import migrate
+from iod.auth.passwords import open_hasher
+from iod.clock import SystemClock
+from iod.customers import service as customers
+from iod.db import Database, make_engine
+from iod.ids import new_id
+from iod.models import BandwidthChange, Connection, Customer, Location
+
+DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/iod_bench_surge"
+PROTECTED = {"test", "iod_dev", "iod_helper_api", "postgres", "template0", "template1"}
+LOCATION = "PL-SURGE"
+PREFIX = "/internet-on-demand/connections"
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Client:
+    client_id: str
+    secret: str
+    connection_id: str
+    token_status: int | str = 0
+    put_status: int | str = 0
+    token_ms: float = 0.0
+    put_ms: float = 0.0
+    answered_at: float = 0.0  # time.perf_counter() when the PUT was answered
+    change_id: str | None = None
+
+
+@dataclass
+class Result:
+    clients: list[Client] = field(default_factory=list)
+    all_accepted_s: float | None = None
+    all_applied_s: float | None = None
+    applied: int = 0
+
+
+def refuse_unsafe(url: str) -> None:
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("postgresql") or not parsed.database:
+        sys.exit(f"not a PostgreSQL URL with a database: {parsed.render_as_string()}")
+    if parsed.database in PROTECTED:
+        sys.exit(f"refusing to drop the database {parsed.database!r}: it belongs to something else")
+    if (parsed.host or "127.0.0.1") not in ("127.0.0.1", "localhost", "::1"):
+        sys.exit(f"refusing a non-loopback PostgreSQL host {parsed.host!r}")
+
+
+def recreate(url: str, *, drop_only: bool = False) -> None:
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+            if not drop_only:
+                conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    finally:
+        admin.dispose()
+
+
+def seed(url: str, key_file: Path, count: int) -> list[Client]:
+    """`count` customers, each with a client (through the service's code, so the secret gets
+    the keyed hash of `key_file`) and one active 100 Mbps connection at a roomy location."""
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    db = Database(engine)
+    clock = SystemClock()
+    hasher = open_hasher(key_file)
+    now = datetime.now(UTC)
+    made: list[Client] = []
+    try:
+        with db.write() as session:
+            session.execute(
+                insert(Location).values(
+                    id=LOCATION, name="surge", address="-", capacity_mbps=10_000_000,
+                    tiers_mbps=[100, 200], ipv4_pool="10.0.0.0/8",
+                    committed_mbps=100 * count, created_at=now, updated_at=now,
+                )
+            )  # fmt: skip
+            customer_ids = [new_id("cus") for _ in range(count)]
+            session.execute(
+                insert(Customer),
+                [{"id": c, "name": f"surge {n}", "created_at": now}
+                 for n, c in enumerate(customer_ids)],
+            )  # fmt: skip
+            connection_ids = [new_id("con") for _ in range(count)]
+            session.execute(
+                insert(Connection),
+                [{"id": i, "customer_id": c, "location_id": LOCATION, "status": "active",
+                  "bandwidth_mbps": 100, "committed_mbps": 100, "created_by": "surge",
+                  "created_at": now, "updated_at": now}
+                 for i, c in zip(connection_ids, customer_ids, strict=True)],
+            )  # fmt: skip
+            for customer_id, connection_id in zip(customer_ids, connection_ids, strict=True):
+                new = customers.create_client(
+                    session, clock, customer_id, "read write", hasher=hasher, name="surge"
+                )
+                made.append(Client(new.client_id, new.client_secret, connection_id))
+    finally:
+        db.dispose()
+    return made
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in processes):
+            raise RuntimeError("a server process exited; see its log")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready in {timeout:.0f} s")
+
+
+async def one_client(http: httpx.AsyncClient, client: Client, gate: asyncio.Event) -> None:
+    await gate.wait()
+    began = time.perf_counter()
+    try:
+        response = await http.post(
+            "/oauth2/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client.client_id, client.secret),
+        )
+        client.token_status = response.status_code
+    except httpx.HTTPError as exc:
+        client.token_status = type(exc).__name__
+        return
+    finally:
+        client.token_ms = (time.perf_counter() - began) * 1000
+    if response.status_code != 200:
+        return
+    token = response.json()["access_token"]
+    began = time.perf_counter()
+    try:
+        response = await http.put(
+            f"{PREFIX}/{client.connection_id}/bandwidth",
+            json={"bandwidth": "200 Mbps"},
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": new_id("key")},
+        )
+        client.put_status = response.status_code
+        if response.status_code == 200:
+            client.change_id = response.json()["change"]["id"]
+    except httpx.HTTPError as exc:
+        client.put_status = type(exc).__name__
+    finally:
+        client.answered_at = time.perf_counter()
+        client.put_ms = (client.answered_at - began) * 1000
+
+
+async def surge(base_url: str, clients: list[Client]) -> float:
+    limits = httpx.Limits(max_connections=len(clients), max_keepalive_connections=len(clients))
+    timeout = httpx.Timeout(60.0)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as http:
+        gate = asyncio.Event()
+        tasks = [asyncio.create_task(one_client(http, c, gate)) for c in clients]
+        await asyncio.sleep(0)  # every task is waiting at the gate
+        start = time.perf_counter()
+        gate.set()
+        await asyncio.gather(*tasks)
+        return start
+
+
+def applied_count(engine) -> int:  # type: ignore[no-untyped-def]
+    """Changes applied: every change in this database is one of the surge's."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(BandwidthChange)
+                .where(BandwidthChange.status == "applied")
+            ).scalar_one()
+        )
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--api-processes", type=int, default=2)
+    parser.add_argument("--apply-timeout", type=float, default=120.0,
+                        help="seconds to wait for every change to be applied")  # fmt: skip
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the database and the work directory")  # fmt: skip
+    args = parser.parse_args()
+    url = os.environ.get("IOD_SURGE_DATABASE_URL", DEFAULT_URL)
+    refuse_unsafe(url)
+    work = Path(tempfile.mkdtemp(prefix="iod-surge-"))
+    print(f"work directory: {work}", flush=True)
+    recreate(url)
+    seeded_at = time.monotonic()
+    clients = seed(url, work / "secret-hash.key", args.clients)
+    print(f"seeded {len(clients)} customers, clients and connections in "
+          f"{time.monotonic() - seeded_at:.1f} s", flush=True)  # fmt: skip
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOD_")}
+    env.update(
+        IOD_DATABASE_URL=url,
+        IOD_DATA_DIR=str(work),
+        IOD_SIMULATED_PROVISION_SECONDS="0",
+        IOD_SIMULATED_CHANGE_SECONDS="0",
+        IOD_LOG_LEVEL="WARNING",
+        # Every client is on 127.0.0.1: the per-address token limits would see one client.
+        IOD_TOKEN_REQUESTS_PER_MINUTE="1000000",
+        IOD_TOKEN_REQUESTS_BURST="1000000",
+    )
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    log = (work / "servers.log").open("ab")
+    api = subprocess.Popen(
+        [str(VENV_BIN / "iod"), "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(args.api_processes), "--no-worker"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [str(VENV_BIN / "iod"), "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    engine = make_engine(url)
+    result = Result(clients=clients)
+    accepted: list[Client] = []
+    try:
+        wait_ready(base_url, [api, worker])
+        time.sleep(1.0)  # the worker's reconciliation at its start
+        start = asyncio.run(surge(base_url, clients))
+        accepted = [c for c in clients if c.put_status == 200]
+        if accepted:
+            result.all_accepted_s = max(c.answered_at for c in accepted) - start
+        deadline = time.perf_counter() + args.apply_timeout
+        while time.perf_counter() < deadline:
+            result.applied = applied_count(engine)
+            if result.applied >= len(accepted):
+                result.all_applied_s = time.perf_counter() - start
+                break
+            time.sleep(0.05)
+    finally:
+        for process in (api, worker):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in (api, worker):
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        engine.dispose()
+        log.close()
+        if not args.keep:
+            recreate(url, drop_only=True)
+    report(args, result, url)
+    return 0 if result.all_applied_s is not None and len(accepted) == len(clients) else 1
+
+
+def report(args: argparse.Namespace, result: Result, url: str) -> None:
+    clients = result.clients
+    tokens = Counter(str(c.token_status) for c in clients)
+    puts = Counter(str(c.put_status) for c in clients if c.token_status == 200)
+    token_ms = [c.token_ms for c in clients]
+    put_ms = [c.put_ms for c in clients if c.token_status == 200]
+    accepted = sum(1 for c in clients if c.put_status == 200)
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    lines = [
+        f"machine: {len(os.sched_getaffinity(0))} CPUs, load average now {load}; PostgreSQL "
+        f"{make_url(url).database}; {args.api_processes} API processes (--no-worker) and 1 "
+        "`iod worker`; the clients in this process (asyncio + httpx), one connection each",
+        f"{len(clients)} clients: token, then PUT bandwidth (with an Idempotency-Key)",
+        "",
+        "| step | answers by status | p50 ms | p99 ms | max ms |",
+        "|---|---|---:|---:|---:|",
+        f"| POST /oauth2/token | {dict(sorted(tokens.items()))} | "
+        f"{percentile(token_ms, 0.5):.0f} | {percentile(token_ms, 0.99):.0f} | "
+        f"{max(token_ms, default=0):.0f} |",
+        f"| PUT …/bandwidth | {dict(sorted(puts.items()))} | {percentile(put_ms, 0.5):.0f} | "
+        f"{percentile(put_ms, 0.99):.0f} | {max(put_ms, default=0):.0f} |",
+        "",
+        f"accepted: {accepted} of {len(clients)}"
+        + (f", the last {result.all_accepted_s:.2f} s after the start"
+           if result.all_accepted_s is not None else ""),
+        f"applied: {result.applied} of {accepted}"
+        + (f", the last {result.all_applied_s:.2f} s after the start "
+           f"({result.all_applied_s - (result.all_accepted_s or 0):.2f} s after the last "
+           "acceptance)" if result.all_applied_s is not None else
+           f" within {args.apply_timeout:.0f} s"),
+        "goal (issue 14): all accepted within 5 s, all applied within 5 s after that, no 5xx",
+    ]  # fmt: skip
+    print("\n".join(lines))
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "clients": len(clients),
+                    "token_status": tokens,
+                    "put_status": puts,
+                    "token_ms": {"p50": percentile(token_ms, 0.5),
+                                 "p99": percentile(token_ms, 0.99)},
+                    "put_ms": {"p50": percentile(put_ms, 0.5), "p99": percentile(put_ms, 0.99)},
+                    "all_accepted_s": result.all_accepted_s,
+                    "all_applied_s": result.all_applied_s,
+                    "applied": result.applied,
+                },
+                indent=2,
+            )
+        )  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
