@@ -119,6 +119,8 @@ def test_the_customer_commands_alone(served: Served, sdk_venv: Path, tmp_path: P
     env = clean_env(tmp_path, **served.credentials)
     env.pop("PYTHONPATH", None)
     assert run(iod, "--version", env=env).strip() == "iod 0.1.0 (iod-client)"
+    module = run(sdk_venv / "bin" / "python", "-m", "iod.client", "--version", env=env)
+    assert module.strip() == "iod 0.1.0 (iod-client)"
     help_text = run(iod, "--help", env=env)
     assert "connections" in help_text and "bandwidth" in help_text and "login" in help_text
     assert "serve" not in help_text and "customers" not in help_text  # no server commands

@@ -73,7 +73,7 @@ WaitFlag = Annotated[bool, typer.Option("--wait", help="Wait until it is done (a
 
 def fail(code: int, message: str) -> NoReturn:
     """One line on stderr, then exit with `code`."""
-    line = " ".join(clean(message).split())
+    line = " ".join(message.split())  # one line, then every control character shown
     err.print(f"[red]error:[/red] {safe(line)}", soft_wrap=True)
     raise typer.Exit(code)
 
