@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +25,12 @@ SERVER_ONLY = ("fastapi", "sqlalchemy", "alembic", "uvicorn", "pydantic_settings
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 600) -> str:
+    """Runs a command outside the repository (whose working tree holds the server's metadata,
+    internet_on_demand.egg-info, which `python -m` would find in its working directory)."""
     result = subprocess.run(
         [str(a) for a in args],
         env=env,
+        cwd=tempfile.gettempdir(),
         capture_output=True,
         text=True,
         timeout=timeout,
