@@ -15,6 +15,7 @@ from iod.cli import admin
 from iod.cli.common import console, open_db_or_exit
 from iod.cli.network import network_app
 from iod.client import cli as customer
+from iod.client.terminal import safe
 
 app = typer.Typer(
     help="Internet On-Demand: the service and its admin tools.",
@@ -88,7 +89,9 @@ def db_check_capacity(
     with db.write() as session:
         found = capacity.check(session, repair=repair)
     for m in found:
-        console.print(f"{m.kind} {m.id}: stored {m.stored} Mbps, recomputed {m.expected} Mbps")
+        console.print(
+            f"{m.kind} {safe(m.id)}: stored {m.stored} Mbps, recomputed {m.expected} Mbps"
+        )
     verdict = "repaired" if repair else "differ"
     console.print(f"{len(found)} figures {verdict}" if found else "capacity figures agree")
     if found and not repair:
