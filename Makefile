@@ -25,11 +25,11 @@ run: $(STAMP)
 test: $(STAMP) lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src clients tests
+	$(BIN)/ruff format --check src clients tests
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict src
+	$(BIN)/mypy --strict src clients/python/src
 
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -107,15 +107,16 @@ def versions(wrk: str, loop_setting: str) -> dict[str, str]:
 
 def _code_under_test() -> str:
     """The commit of the `iod` that is imported and served, and whether it has local edits."""
-    import iod
+    import iod.version
+    from iod.version import __version__
 
-    root = Path(iod.__file__).resolve().parents[2]
+    root = Path(iod.version.__file__).resolve().parents[2]
     out = subprocess.run(
         ["git", "-C", str(root), "describe", "--always", "--dirty"],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     commit = out.stdout.strip() if out.returncode == 0 else "no git"
-    return f"{iod.__version__} ({commit}, {root})"
+    return f"{__version__} ({commit}, {root})"
 
 
 def _installed(name: str) -> bool:

@@ -15,7 +15,6 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
-from iod import __version__
 from iod.auth.directory import ClientDirectory
 from iod.auth.endpoints import router as auth_router
 from iod.auth.keys import KeyStore
@@ -38,6 +37,7 @@ from iod.openapi import build_openapi
 from iod.problems import install_error_handlers
 from iod.problems import router as problems_router
 from iod.ratelimit import Limits, Rate, build_limits
+from iod.version import __version__
 
 log = structlog.get_logger("iod.app")
 

@@ -159,7 +159,7 @@ def test_lifecycle_and_change_commands(served: Served, tmp_path: Path) -> None:
     assert again.returncode == 5 and "scheduled" in again.stderr + again.stdout
     suspended = as_json(sh(env, f"connections suspend {conn} --json"))
     assert suspended["targetStatus"] == "suspended"
-    terminated = as_json(sh(env, f"connections terminate {conn} --json"))
+    terminated = as_json(sh(env, f"connections terminate {conn} --yes --json"))
     assert terminated["targetStatus"] == "terminated"
     refused = sh(env, f"connections resume {conn}")
     assert refused.returncode == 5

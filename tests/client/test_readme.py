@@ -26,9 +26,14 @@ def block(section: str, language: str) -> str:
 
 
 def test_the_sdk_example_runs(served: Served, tmp_path: Path) -> None:
+    # Run as the README says: saved as example.py, with the project's Python (.venv/bin/python,
+    # this interpreter's environment; a system python3 has no iod.client).
+    readme = (ROOT / "README.md").read_text()
+    assert "`.venv/bin/python example.py`" in readme.split("## Python SDK\n", 1)[1].split("```")[0]
+    (tmp_path / "example.py").write_text(block("Python SDK", "python"))
     env = clean_env(tmp_path, **served.credentials, IOD_LOCATION_ID=served.location)
     result = subprocess.run(
-        [sys.executable, "-c", block("Python SDK", "python")],
+        [sys.executable, "example.py"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

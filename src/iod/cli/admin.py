@@ -1,7 +1,10 @@
 """Admin commands: customers, clients, signing keys, locations, the audit log, the demo data.
 
 Every change is recorded in the audit log in its own transaction, as operator = the OS user,
-source "cli"."""
+source "cli". The server's modules are imported inside the commands, so that `iod --help` and
+the customer commands do not pay for them (see main.py). Everything printed that came from the
+database goes through `safe()`: names, descriptions and details are customers' text.
+"""
 
 from __future__ import annotations
 
@@ -11,27 +14,26 @@ import re
 import shlex
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
-from sqlalchemy.orm import Session
 
-from iod import audit
-from iod.auth import keys
-from iod.auth.passwords import SecretHasher, SecretHashKeyError, open_hasher
 from iod.cli.common import console, err, open_db_or_exit
+from iod.client.terminal import safe
 from iod.clock import SystemClock, rfc3339
-from iod.config import get_settings
-from iod.customers import repository as customers_repo
-from iod.customers import service as customers
-from iod.db import Database
 from iod.domain.bandwidth import format_bandwidth
 from iod.errors import ProblemError
 from iod.locations import catalog
-from iod.locations import repository as locations_repo
-from iod.locations import service as locations
-from iod.models import Customer
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from iod.auth import keys
+    from iod.auth.passwords import SecretHasher
+    from iod.customers import service as customers
+    from iod.db import Database
+    from iod.models import Customer
 
 customers_app = typer.Typer(help="Customers: who owns connections.", no_args_is_help=True)
 clients_app = typer.Typer(help="API clients of customers.", no_args_is_help=True)
@@ -49,6 +51,9 @@ def _db() -> Database:
 
 def _hasher() -> SecretHasher:
     """The key the API processes verify client secrets with (IOD_SECRET_HASH_KEY_FILE)."""
+    from iod.auth.passwords import SecretHashKeyError, open_hasher
+    from iod.config import get_settings
+
     try:
         return open_hasher(get_settings().effective_secret_hash_key_file)
     except SecretHashKeyError as exc:
@@ -86,6 +91,8 @@ def _audit(
     details: dict[str, Any] | None = None,
 ) -> None:
     """The audit record of an operator's change, in the transaction of the change."""
+    from iod import audit
+
     audit.record(session, clock, audit.operator(), action, target_type, target_id,
                  customer_id=customer_id, details=details)  # fmt: skip
 
@@ -97,11 +104,11 @@ def _when(value: datetime | None) -> str:
 def _fail(exc: ProblemError) -> typer.Exit:
     if len(exc.errors) == 1:  # the detail already says it: "pointer: what is wrong"
         item = exc.errors[0]
-        err.print(f"[red]error:[/red] {item.pointer or '/'}: {item.detail}")
+        err.print(f"[red]error:[/red] {safe(item.pointer or '/')}: {safe(item.detail)}")
         return typer.Exit(1)
-    err.print(f"[red]error:[/red] {exc.detail}")
+    err.print(f"[red]error:[/red] {safe(exc.detail)}")
     for item in exc.errors:
-        err.print(f"  {item.pointer or '/'}: {item.detail}")
+        err.print(f"  {safe(item.pointer or '/')}: {safe(item.detail)}")
     return typer.Exit(1)
 
 
@@ -109,24 +116,28 @@ def _print(data: dict[str, Any], as_json: bool, human: str) -> None:
     if as_json:
         typer.echo(json.dumps(data))
     else:
-        console.print(human)
+        console.print(human, highlight=False)
 
 
 @customers_app.command("create")
 def customers_create(name: str, as_json: JsonFlag = False) -> None:
     """Create a customer."""
+    from iod.customers import service as customers
+
     try:
         with _db().write() as session:
             customer = customers.create_customer(session, clock, name)
             _audit_customer_created(session, customer)
     except ProblemError as exc:
         raise _fail(exc) from exc
-    _print({"id": customer.id, "name": customer.name}, as_json, f"customer {customer.id}")
+    _print({"id": customer.id, "name": customer.name}, as_json, f"customer {safe(customer.id)}")
 
 
 @customers_app.command("list")
 def customers_list(as_json: JsonFlag = False) -> None:
     """List customers."""
+    from iod.customers import repository as customers_repo
+
     with _db().read() as session:
         rows = [{"id": c.id, "name": c.name} for c in customers_repo.list_customers(session)]
     if as_json:
@@ -134,7 +145,7 @@ def customers_list(as_json: JsonFlag = False) -> None:
         return
     table = Table("id", "name")
     for row in rows:
-        table.add_row(row["id"], row["name"])
+        table.add_row(safe(row["id"]), safe(row["name"]))
     console.print(table)
 
 
@@ -146,6 +157,8 @@ def clients_create(
     as_json: JsonFlag = False,
 ) -> None:
     """Create an API client; its secret is shown only now."""
+    from iod.customers import service as customers
+
     try:
         with _db().write() as session:
             new = customers.create_client(
@@ -187,6 +200,8 @@ def _audit_client_created(session: Session, new: customers.NewClient, name: str)
 
 
 def _set_enabled(client_id: str, enabled: bool, as_json: bool) -> None:
+    from iod.customers import service as customers
+
     try:
         with _db().write() as session:
             client = customers.set_client_enabled(session, clock, client_id, enabled)
@@ -201,7 +216,9 @@ def _set_enabled(client_id: str, enabled: bool, as_json: bool) -> None:
     except ProblemError as exc:
         raise _fail(exc) from exc
     state = "enabled" if enabled else "disabled"
-    _print({"client_id": client_id, "enabled": enabled}, as_json, f"client {client_id} {state}")
+    _print(
+        {"client_id": client_id, "enabled": enabled}, as_json, f"client {safe(client_id)} {state}"
+    )
 
 
 @clients_app.command("disable")
@@ -229,6 +246,9 @@ def clients_rotate_secret(
     as_json: JsonFlag = False,
 ) -> None:
     """Issue a new secret for a client and print it once; the old one works for --grace."""
+    from iod.customers import repository as customers_repo
+    from iod.customers import service as customers
+
     period = _duration(grace, "--grace")
     if period > MAX_GRACE:
         raise typer.BadParameter("at most 30d", param_hint="--grace")
@@ -260,7 +280,7 @@ def clients_rotate_secret(
     _print(
         data,
         as_json,
-        f"client_id:     {client_id}\nclient_secret: {rotated.client_secret}\n"
+        f"client_id:     {safe(client_id)}\nclient_secret: {rotated.client_secret}\n"
         "(shown only now) "
         + (
             f"the previous secret works until {_when(until)}"
@@ -276,6 +296,8 @@ def clients_list(
     as_json: JsonFlag = False,
 ) -> None:
     """List clients (never their secrets)."""
+    from iod.customers import repository as customers_repo
+
     with _db().read() as session:
         rows = [
             {
@@ -292,14 +314,18 @@ def clients_list(
     table = Table("client_id", "customer_id", "scopes", "enabled")
     for row in rows:
         table.add_row(
-            str(row["client_id"]), str(row["customer_id"]), str(row["scopes"]), str(row["enabled"])
-        )
+            safe(row["client_id"]), safe(row["customer_id"]), safe(row["scopes"]),
+            safe(row["enabled"]),
+        )  # fmt: skip
     console.print(table)
 
 
 @locations_app.command("list")
 def locations_list(as_json: JsonFlag = False) -> None:
     """List the catalog."""
+    from iod.locations import repository as locations_repo
+    from iod.locations import service as locations
+
     with _db().read() as session:
         rows = [locations.describe(loc) for loc in locations_repo.list_all(session)]
     if as_json:
@@ -307,8 +333,9 @@ def locations_list(as_json: JsonFlag = False) -> None:
         return
     table = Table("id", "name", "address", "capacity", "tiers", "ipv4 pool")
     for row in rows:
-        table.add_row(row["id"], row["name"], row["address"], row["capacity"],
-                      ", ".join(row["tiers"]), row["ipv4Pool"])  # fmt: skip
+        table.add_row(safe(row["id"]), safe(row["name"]), safe(row["address"]),
+                      safe(row["capacity"]), safe(", ".join(row["tiers"])),
+                      safe(row["ipv4Pool"]))  # fmt: skip
     console.print(table)
 
 
@@ -319,10 +346,12 @@ def locations_import(
 ) -> None:
     """Create or update locations from a JSON file: a list of {id, name, address, capacity,
     tiers?}, with capacity and tiers as bandwidth strings."""
+    from iod.locations import service as locations
+
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        err.print(f"[red]error:[/red] {file} is not JSON: {exc}")
+        err.print(f"[red]error:[/red] {safe(file)} is not JSON: {safe(exc)}")
         raise typer.Exit(1) from exc
     try:
         entries = locations.parse_catalog(data)
@@ -342,6 +371,8 @@ def locations_import(
 
 
 def _demo_secret_file() -> Path:
+    from iod.config import get_settings
+
     return get_settings().data_dir / "demo-client.json"
 
 
@@ -355,6 +386,11 @@ def demo(
     ),
 ) -> None:
     """Create the demo catalog, customer and client (idempotent) and print the credentials."""
+    from iod.customers import repository as customers_repo
+    from iod.customers import service as customers
+    from iod.locations import repository as locations_repo
+    from iod.locations import service as locations
+
     db = _db()
     secret_file = _demo_secret_file()
     with db.write() as session:
@@ -486,6 +522,9 @@ def _key_row(info: keys.KeyInfo) -> dict[str, Any]:
 def keys_list(as_json: JsonFlag = False) -> None:
     """Every signing key: the one that signs, the next one, and old ones that still verify
     (until their last tokens expire) or may be retired."""
+    from iod.auth import keys
+    from iod.config import get_settings
+
     settings = get_settings()
     with _db().read() as session:
         rows = [_key_row(i) for i in keys.describe(session, clock.now(), settings.token_ttl)]
@@ -495,11 +534,11 @@ def keys_list(as_json: JsonFlag = False) -> None:
     table = Table("kid", "state", "created", "signs from", "retirable from")
     for row in rows:
         table.add_row(
-            row["kid"],
-            row["state"],
-            row["created_at"],
-            row["activates_at"],
-            row["retirable_at"] or "",
+            safe(row["kid"]),
+            safe(row["state"]),
+            safe(row["created_at"]),
+            safe(row["activates_at"]),
+            safe(row["retirable_at"] or ""),
         )
     console.print(table)
 
@@ -518,6 +557,9 @@ def keys_rotate(
 ) -> None:
     """Add a signing key. Every server publishes it within IOD_KEY_REFRESH_SECONDS and signs
     with it from twice that; the previous key keeps verifying its tokens until they expire."""
+    from iod.auth import keys
+    from iod.config import get_settings
+
     settings = get_settings()
     delay = timedelta(0) if now else timedelta(seconds=2 * settings.key_refresh_seconds)
     with _db().write() as session:
@@ -574,6 +616,9 @@ def keys_retire(
 ) -> None:
     """Delete a signing key that no longer signs, once no token it signed can still be valid
     (refused before that without --force). The private key is destroyed."""
+    from iod.auth import keys
+    from iod.config import get_settings
+
     settings = get_settings()
     try:
         with _db().write() as session:
@@ -587,7 +632,7 @@ def keys_retire(
             )
     except ProblemError as exc:
         raise _fail(exc) from exc
-    _print({"kid": kid, "retired": True, "forced": force}, as_json, f"key {kid} retired")
+    _print({"kid": kid, "retired": True, "forced": force}, as_json, f"key {safe(kid)} retired")
 
 
 # -- audit log --------------------------------------------------------------------------------
@@ -623,6 +668,8 @@ def audit_list(
     as_json: JsonFlag = False,
 ) -> None:
     """The newest audit events first."""
+    from iod import audit
+
     start = _since(since) if since is not None else None
     with _db().read() as session:
         events = [
@@ -637,15 +684,17 @@ def audit_list(
     table = Table("at", "actor", "source", "action", "target", "customer", "details")
     for event in events:
         who = f"{event['actor']} ({event['actorType']})"
-        where = event["source"] + (f"\n{event['requestId']}" if event["requestId"] else "")
+        where = safe(event["source"]) + (
+            f"\n{safe(event['requestId'])}" if event["requestId"] else ""
+        )
         details = json.dumps({k: v for k, v in event["details"].items() if v is not None})
         table.add_row(
-            event["at"],
-            who,
+            safe(event["at"]),
+            safe(who),
             where,
-            event["action"],
-            event["target"],
-            event["customerId"] or "",
-            details,
+            safe(event["action"]),
+            safe(event["target"]),
+            safe(event["customerId"] or ""),
+            safe(details),
         )
     console.print(table)

@@ -1,4 +1,6 @@
-"""`iod network`: what the network holds, and reconciling it with the database."""
+"""`iod network`: what the network holds, and reconciling it with the database.
+
+The server's modules are imported when a command runs (see main.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +11,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from iod import audit
 from iod.cli.common import console, open_db_or_exit
+from iod.client.terminal import safe
 from iod.clock import SystemClock
-from iod.config import get_settings
 from iod.domain.bandwidth import format_bandwidth
-from iod.logging import configure_logging
-from iod.network.factory import make_driver
-from iod.network.reconcile import reconcile
 
 network_app = typer.Typer(
     help="The network the driver manages (IOD_NETWORK_DRIVER).", no_args_is_help=True
@@ -38,6 +36,12 @@ def network_reconcile(
 ) -> None:
     """Compare the network with the database and mend it: create what is missing, remove
     orphans, correct rates and suspension. Safe to run any time, as often as you like."""
+    from iod import audit
+    from iod.config import get_settings
+    from iod.logging import configure_logging
+    from iod.network.factory import make_driver
+    from iod.network.reconcile import reconcile
+
     settings = get_settings()
     # Logs on stderr, and only warnings: the command prints its own report.
     configure_logging(_quiet(settings.log_level), settings.log_json)
@@ -63,7 +67,7 @@ def network_reconcile(
         ("left to their jobs", report.skipped),
     ):
         for item in items:
-            console.print(f"{title} {verb}: {item}".replace("  ", " "))
+            console.print(f"{title} {verb}: {safe(item)}".replace("  ", " "))
     console.print(
         f"{driver.name}: {len(report.created)} created, {len(report.removed)} removed, "
         f"{len(report.corrected)} corrected, {report.unchanged} unchanged, "
@@ -74,6 +78,10 @@ def network_reconcile(
 @network_app.command("show")
 def network_show(as_json: JsonFlag = False) -> None:
     """What the network holds now, as the driver reads it."""
+    from iod.config import get_settings
+    from iod.logging import configure_logging
+    from iod.network.factory import make_driver
+
     settings = get_settings()
     configure_logging(_quiet(settings.log_level), settings.log_json)
     driver = make_driver(settings)
@@ -84,8 +92,8 @@ def network_show(as_json: JsonFlag = False) -> None:
     table = Table("connection", "location", "bandwidth", "suspended", title=driver.name)
     for row in rows:
         table.add_row(
-            row.connection_id,
-            row.location_id,
+            safe(row.connection_id),
+            safe(row.location_id),
             format_bandwidth(row.bandwidth_mbps),
             "yes" if row.suspended else "no",
         )

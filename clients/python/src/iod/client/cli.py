@@ -2,6 +2,10 @@
 
 Unlike the admin commands they use the API, never the database. Credentials come from the
 profile `iod login` saved, overridden by IOD_URL, IOD_CLIENT_ID and IOD_CLIENT_SECRET.
+
+This module is the `iod` command of the iod-client distribution (`main`); the server's `iod`
+adds the same commands to its own (`register`). It must stay quick to import: nothing of the
+server, and only what the customer commands need.
 """
 
 from __future__ import annotations
@@ -16,30 +20,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Column, Table
 
-from iod.client import (
-    ApiError,
-    Client,
-    ConfigurationError,
-    Conflict,
-    Connection,
-    Forbidden,
-    IodError,
-    NotFound,
-    ServerError,
-    TransportError,
-    Unauthorized,
-    UnexpectedResponse,
-    WaitTimeout,
-)
-from iod.client.models import BandwidthChange, BandwidthUpdateResult
+from iod.client.terminal import clean, safe
+
+if TYPE_CHECKING:  # the SDK (httpx, pydantic) is imported when a command runs, not for --help
+    from iod.client import Client, Connection, IodError
+    from iod.client.models import BandwidthChange, BandwidthUpdateResult
 
 connections_app = typer.Typer(
     help="Your connections, through the API (customer commands; see `iod login`).",
@@ -50,10 +42,13 @@ bandwidth_app = typer.Typer(
 )
 
 # Piped output (no terminal) would be cut to 80 columns, ids included: tables get room.
+# No highlighting or emoji codes: what the API returns is printed as it is (see `safe`).
 out = Console(
-    highlight=False, width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "240"))
+    highlight=False,
+    emoji=False,
+    width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "240")),
 )
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, emoji=False)
 
 # Exit codes (also in the README).
 EXIT_REFUSED = 1  # the API refused the request (400, other 4xx), or a wait cannot succeed
@@ -78,13 +73,26 @@ WaitFlag = Annotated[bool, typer.Option("--wait", help="Wait until it is done (a
 
 def fail(code: int, message: str) -> NoReturn:
     """One line on stderr, then exit with `code`."""
-    line = " ".join(message.split())
-    err.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
+    line = " ".join(message.split())  # one line, then every control character shown
+    err.print(f"[red]error:[/red] {safe(line)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
 def explain(exc: IodError) -> tuple[int, str]:
     """The exit code and the one-line message of an expected failure."""
+    from iod.client import (
+        ApiError,
+        ConfigurationError,
+        Conflict,
+        Forbidden,
+        NotFound,
+        ServerError,
+        TransportError,
+        Unauthorized,
+        UnexpectedResponse,
+        WaitTimeout,
+    )
+
     if isinstance(exc, Unauthorized):
         if exc.oauth_error:
             return EXIT_AUTH, (
@@ -117,6 +125,8 @@ def explain(exc: IodError) -> tuple[int, str]:
 @contextmanager
 def handled() -> Iterator[None]:
     """Expected failures become a message and an exit code, never a traceback."""
+    from iod.client import IodError
+
     try:
         yield
     except IodError as exc:
@@ -149,7 +159,7 @@ def load_profile() -> dict[str, str]:
     if not isinstance(data, dict):
         fail(EXIT_USAGE, f"the profile {path} is damaged; run `iod login` again")
     if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        err.print(f"warning: {path} is readable by others; chmod 600 it", soft_wrap=True)
+        err.print(f"warning: {safe(path)} is readable by others; chmod 600 it", soft_wrap=True)
     return {key: value for key, value in data.items() if key in ENV and isinstance(value, str)}
 
 
@@ -178,6 +188,8 @@ def settings() -> dict[str, str]:
 
 
 def client() -> Client:
+    from iod.client import Client
+
     values = settings()
     missing = [ENV[key] for key in ENV if not values.get(key)]
     if missing:
@@ -225,7 +237,7 @@ def show_connection(connection: Connection) -> None:
         ("updated", when(connection.updated_at)),
     ]
     for name, value in rows:
-        table.add_row(name, escape(value))
+        table.add_row(name, safe(value))
     out.print(table)
     if connection.pending_bandwidth_changes:
         width = max(len(change.id) for change in connection.pending_bandwidth_changes)
@@ -236,7 +248,12 @@ def show_connection(connection: Connection) -> None:
             "status",
         )
         for change in connection.pending_bandwidth_changes:
-            pending.add_row(change.id, change.bandwidth, when(change.effective_date), change.status)
+            pending.add_row(
+                safe(change.id),
+                safe(change.bandwidth),
+                when(change.effective_date),
+                safe(change.status),
+            )
         out.print(pending)
 
 
@@ -244,7 +261,7 @@ class Spinner:
     """A spinner on stderr while waiting, when stderr is a terminal; silent otherwise."""
 
     def __init__(self, message: str) -> None:
-        self.status = err.status(escape(message)) if err.is_terminal else None
+        self.status = err.status(safe(message)) if err.is_terminal else None
 
     def __enter__(self) -> Spinner:
         if self.status is not None:
@@ -257,7 +274,7 @@ class Spinner:
 
     def update(self, message: str) -> None:
         if self.status is not None:
-            self.status.update(escape(message))
+            self.status.update(safe(message))
 
 
 @contextmanager
@@ -310,6 +327,8 @@ def login(
             "--client-secret, or set IOD_URL, IOD_CLIENT_ID and IOD_CLIENT_SECRET",
         )
     assert url and client_id and client_secret
+    from iod.client import Client
+
     with handled():
         with Client(url, client_id, client_secret) as api:
             token = api.authenticate()
@@ -319,8 +338,8 @@ def login(
         print_json({"url": url, "client_id": client_id, "scope": token.scope, "profile": str(path)})
         return
     out.print(
-        f"logged in to {escape(url)} as {escape(client_id)} (scopes: {escape(token.scope)}); "
-        f"profile saved to {escape(str(path))}",
+        f"logged in to {safe(url)} as {safe(client_id)} (scopes: {safe(token.scope)}); "
+        f"profile saved to {safe(path)}",
         soft_wrap=True,
     )
 
@@ -347,21 +366,23 @@ def connections_list(
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for name in ("id", "status", "bandwidth", "location"):
-        widest = max([len(name)] + [len(str(getattr(row, name))) for row in rows])
+        widest = max([len(name)] + [len(clean(getattr(row, name))) for row in rows])
         table.add_column(name, no_wrap=True, min_width=widest)
     table.add_column("pending", no_wrap=True, overflow="ellipsis")
     table.add_column("description", no_wrap=True, overflow="ellipsis")
     for row in rows:
         table.add_row(
-            row.id,
-            row.status,
-            row.bandwidth,
-            row.location,
-            ", ".join(
-                f"{p.bandwidth} {p.effective_date.astimezone():%m-%d %H:%M}"
-                for p in row.pending_bandwidth_changes
+            safe(row.id),
+            safe(row.status),
+            safe(row.bandwidth),
+            safe(row.location),
+            safe(
+                ", ".join(
+                    f"{p.bandwidth} {p.effective_date.astimezone():%m-%d %H:%M}"
+                    for p in row.pending_bandwidth_changes
+                )
             ),
-            escape(row.description or ""),
+            safe(row.description or ""),
         )
     out.print(table)
 
@@ -405,7 +426,7 @@ def connections_create(
     if as_json:
         print_json(connection.to_json())
         return
-    out.print(f"connection {connection.id} is {connection.status}", soft_wrap=True)
+    out.print(f"connection {safe(connection.id)} is {safe(connection.status)}", soft_wrap=True)
     show_connection(connection)
 
 
@@ -441,9 +462,9 @@ def connections_watch(
                     else:
                         pending = pending_text(connection)
                         out.print(
-                            f"{datetime.now().strftime('%H:%M:%S')} {connection.id}: "
-                            f"{connection.status}, {connection.bandwidth}"
-                            + (f" (pending: {pending})" if pending else ""),
+                            f"{datetime.now().strftime('%H:%M:%S')} {safe(connection.id)}: "
+                            f"{safe(connection.status)}, {safe(connection.bandwidth)}"
+                            + (f" (pending: {safe(pending)})" if pending else ""),
                             soft_wrap=True,
                         )
                 spin.update(
@@ -565,14 +586,15 @@ def bandwidth_set(
     change = result.change
     if change.status == "applied":
         out.print(
-            f"{change.bandwidth} in force on {result.id} (change {change.id} applied)",
+            f"{safe(change.bandwidth)} in force on {safe(result.id)} "
+            f"(change {safe(change.id)} applied)",
             soft_wrap=True,
         )
     else:
         out.print(
-            f"change {change.id} accepted: {change.bandwidth} on {result.id} from "
-            f"{when(change.effective_date)} ({change.status}); "
-            f"`iod connections watch {result.id}` follows it",
+            f"change {safe(change.id)} accepted: {safe(change.bandwidth)} on {safe(result.id)} "
+            f"from {when(change.effective_date)} ({safe(change.status)}); "
+            f"`iod connections watch {safe(result.id)}` follows it",
             soft_wrap=True,
         )
     show_connection(result)
@@ -586,8 +608,8 @@ def change_rows(changes: list[BandwidthChange]) -> Table:
     for ch in changes:
         note = ch.failure_reason or (f"reverts {ch.revert_of}" if ch.revert_of else "")
         table.add_row(
-            ch.id, ch.bandwidth, ch.from_bandwidth or "", when(ch.effective_date), ch.status,
-            when(ch.applied_at), note,
+            safe(ch.id), safe(ch.bandwidth), safe(ch.from_bandwidth or ""),
+            when(ch.effective_date), safe(ch.status), when(ch.applied_at), safe(note),
         )  # fmt: skip
     return table
 
@@ -615,7 +637,7 @@ def bandwidth_cancel(
     if as_json:
         print_json(change.to_json())
         return
-    out.print(f"change {change.id} {change.status}", soft_wrap=True)
+    out.print(f"change {safe(change.id)} {safe(change.status)}", soft_wrap=True)
 
 
 def _act(connection_id: str, action: str, as_json: bool) -> None:
@@ -625,8 +647,8 @@ def _act(connection_id: str, action: str, as_json: bool) -> None:
         print_json(connection.to_json())
         return
     out.print(
-        f"{connection.id}: {action} accepted; now {connection.status}, heading to "
-        f"{connection.target_status or connection.status}",
+        f"{safe(connection.id)}: {action} accepted; now {safe(connection.status)}, heading to "
+        f"{safe(connection.target_status or connection.status)}",
         soft_wrap=True,
     )
 
@@ -644,6 +666,82 @@ def connections_resume(connection_id: ConnectionId, as_json: JsonFlag = False) -
 
 
 @connections_app.command("terminate")
-def connections_terminate(connection_id: ConnectionId, as_json: JsonFlag = False) -> None:
-    """Terminate a connection: configuration removed, the record stays readable."""
+def connections_terminate(
+    connection_id: ConnectionId,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (scripts).")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Terminate a connection: configuration removed, the record stays readable. It cannot be
+    undone, so it asks first unless --yes (without a terminal to ask, --yes is needed)."""
+    if not yes:
+        if not sys.stdin.isatty():
+            fail(
+                EXIT_USAGE,
+                f"terminating {connection_id} cannot be undone: "
+                "confirm with --yes (there is no terminal to ask)",
+            )
+        try:
+            confirmed = typer.confirm(
+                f"Terminate {clean(connection_id)}? This cannot be undone", err=True
+            )
+        except typer.Abort:  # Ctrl-D or Ctrl-C at the question
+            confirmed = False
+        if not confirmed:
+            fail(EXIT_REFUSED, f"{connection_id} not terminated")
     _act(connection_id, "terminate", as_json)
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def version_text() -> str:
+    """`iod <version> (<distribution>)`: the server's distribution when it is installed (it
+    includes these commands), else the SDK's."""
+    from importlib import metadata
+
+    for distribution in ("internet-on-demand", "iod-client"):
+        try:
+            return f"iod {metadata.version(distribution)} ({distribution})"
+        except metadata.PackageNotFoundError:
+            continue
+    return "iod (not installed: running from a source tree)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Options of `iod` itself (the callback of the server's command too)."""
+
+
+def register(target: typer.Typer) -> None:
+    """Adds the customer commands to an `iod` command (this module's, or the server's)."""
+    target.command("login")(login)
+    target.add_typer(connections_app, name="connections")
+    target.add_typer(bandwidth_app, name="bandwidth")
+
+
+app = typer.Typer(
+    help="Internet On-Demand: your connections through the API (iod login first).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold secrets
+)
+app.callback()(root)
+register(app)
+
+
+def main() -> None:
+    """The `iod` command of the iod-client distribution (the customer commands alone)."""
+    app()
