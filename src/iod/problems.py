@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Annotated, Any
 
@@ -23,7 +24,7 @@ from iod.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
-from iod.http import problem
+from iod.http import body_fields, problem
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = structlog.get_logger("iod.http")
@@ -71,6 +72,47 @@ def _pointer(loc: tuple[Any, ...]) -> str:
 def _message(error: dict[str, Any]) -> str:
     message = str(error.get("msg", "is invalid"))
     return message.removeprefix("Value error, ")
+
+
+# Names a client may reach for that are the response's, not the request's.
+_REQUEST_NAMES = {"location": "locationId"}
+
+
+def _unknown_field(name: str, known: list[str]) -> str:
+    """An unknown body field, with the closest known one (difflib, case-insensitive)."""
+    if _REQUEST_NAMES.get(name) in known:
+        return (
+            f"unknown field; the request's field is `{_REQUEST_NAMES[name]}` "
+            f"(`{name}` is how the answer names it)"
+        )
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    if close:
+        return f"unknown field; did you mean `{by_lower[close[0]]}`?"
+    if known:
+        return "unknown field; the known fields are " + ", ".join(f"`{k}`" for k in known)
+    return "unknown field"
+
+
+def _parameter_message(error: dict[str, Any]) -> str:
+    """Query, path and header parameter errors in our words rather than pydantic's."""
+    kind = error.get("type")
+    ctx = error.get("ctx") or {}
+    given = error.get("input")
+    if kind == "enum":
+        allowed = ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
+        return f"{given!r} is not one of the allowed values: {allowed}"
+    if kind == "int_parsing":
+        return f"{given!r} is not a whole number"
+    if kind in ("greater_than_equal", "less_than_equal"):
+        word = "at least" if kind == "greater_than_equal" else "at most"
+        bound = ctx.get("ge", ctx.get("le"))
+        return f"must be {word} {bound} (got {given})"
+    if kind == "string_pattern_mismatch":
+        return f"{given!r} does not have the expected form ({ctx.get('pattern')})"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters"
+    return _message(error)
 
 
 class _HttpProblem(ProblemError):
@@ -123,13 +165,21 @@ def install_error_handlers(app: FastAPI) -> None:
                 errors.append(FieldError("", "the body is not valid JSON"))
             elif loc == ("body",) and kind == "missing":
                 errors.append(FieldError("", "a JSON body is required"))
+            elif kind == "duplicate_key":
+                pointer = str((error.get("ctx") or {}).get("pointer", ""))
+                errors.append(FieldError(pointer, "duplicate key; send each field once"))
             elif loc == ("body",):
                 errors.append(FieldError("", "the body must be a JSON object"))
+            elif kind == "extra_forbidden" and len(loc) == 2:
+                known = body_fields(request.scope.get("route"))
+                errors.append(FieldError(_pointer(loc), _unknown_field(str(loc[1]), known)))
             elif loc and loc[0] == "body":
                 errors.append(FieldError(_pointer(loc), _message(error)))
             else:  # a query, path or header parameter: named as such, not as the body
-                where = f"{loc[0]} parameter {'.'.join(str(p) for p in loc[1:])}".strip()
-                errors.append(FieldError("", f"{where}: {_message(error)}"))
+                # (an index into a repeated parameter is not part of its name)
+                name = ".".join(str(p) for p in loc[1:] if not isinstance(p, int))
+                where = f"{loc[0]} parameter {name}".strip()
+                errors.append(FieldError("", f"{where}: {_parameter_message(error)}"))
                 labels.append(where)
                 continue
             labels.append(errors[-1].pointer or "body")
