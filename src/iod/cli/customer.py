@@ -563,7 +563,9 @@ def bandwidth_set(
         print_json(result.to_json())
         return
     change = result.change
-    if change.status == "applied":
+    if change is None:
+        out.print(f"{result.id} will have {bandwidth} then anyway: no change recorded")
+    elif change.status == "applied":
         out.print(
             f"{change.bandwidth} in force on {result.id} (change {change.id} applied)",
             soft_wrap=True,

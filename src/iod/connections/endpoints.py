@@ -334,7 +334,8 @@ def update_bandwidth(
     otherwise at that moment. Until it is in force the connection keeps its current
     `bandwidth` and lists the change in `pendingBandwidthChanges`. With `revertAt` the change
     is a boost that reverts by itself. With `If-Match`, only if the connection still has
-    that `ETag`.
+    that `ETag`. A change to the bandwidth the connection will have at that time anyway
+    records nothing: 200 with the connection as it is and no `change`.
     """
     services = _services(request)
 
@@ -342,6 +343,9 @@ def update_bandwidth(
         connection, change, revert = service.update_bandwidth(
             session, services.clock, principal, connectionId, body, services.policy, if_match
         )
+        if change is None:  # it will have that bandwidth then anyway: nothing was recorded
+            result = service.present_update(session, connection, None, None)
+            return idempotency.Outcome(200, result, {"ETag": service.etag_of(result)})
         _audit(
             session,
             request,

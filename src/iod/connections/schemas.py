@@ -254,7 +254,13 @@ class BandwidthUpdateResult(Connection):
 
     model_config = ConfigDict(title="BandwidthUpdateResult")
 
-    change: BandwidthChange = Field(description="Extension: the change this request created.")
+    change: BandwidthChange | SkipJsonSchema[None] = Field(
+        default=None,
+        description=(
+            "Extension: the change this request created; absent when it created none, "
+            "because the connection will have that bandwidth at that time anyway."
+        ),
+    )
     revertChange: BandwidthChange | SkipJsonSchema[None] = Field(
         default=None, description="Extension: for a boost, the change that reverts it."
     )
