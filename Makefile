@@ -16,12 +16,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Start the complete system: demo data, credentials, API and worker on SQLite.
+## Start the complete system: demo data, credentials, API and worker on SQLite. Refused
+## before anything starts when something already listens on HOST:PORT (a `make run` running).
 run: $(STAMP)
+	@if $(BIN)/python -c 'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1).close()' \
+	  $(HOST) $(PORT) 2>/dev/null; then \
+	  echo "make run: $(HOST):$(PORT) is taken (is \`make run\` already running?); stop it, or use another port: make run PORT=8081" >&2; \
+	  exit 1; fi
 	$(BIN)/iod demo --url http://$(HOST):$(PORT)
 	$(BIN)/iod serve --host $(HOST) --port $(PORT)
 
-## ruff, mypy --strict, then pytest (PostgreSQL too when IOD_TEST_DATABASE_URL is set).
+## ruff, mypy --strict, then pytest (PostgreSQL too when IOD_TEST_DATABASE_URL is set, or
+## in a throwaway database, dropped after, when a local PostgreSQL answers: tests/local_postgres.py).
 test: $(STAMP) lint typecheck pytest
 
 lint: $(STAMP)
@@ -32,7 +38,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict src clients/python/src
 
 pytest: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/python -m tests.local_postgres -- $(BIN)/pytest $(PYTEST_ARGS)
 
 ## Fuzzing, longer than `make test` runs it: schemathesis with every phase (stateful too)
 ## against a served process's own /openapi.json, at least FUZZ_MIN_CASES generated cases and

@@ -155,6 +155,13 @@ class Settings(BaseSettings):
     metrics: bool = Field(default=True, description="Serve Prometheus metrics at /metrics.")
     log_level: str = "INFO"
     log_json: bool = True
+    list_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Threads per API process that serve list answers (connections, "
+        "bandwidth changes) off the event loop; each keeps one database connection.",
+    )
 
     @property
     def effective_database_url(self) -> str:

@@ -75,6 +75,13 @@ class InvalidState(Conflict):
     title = "Not allowed in the connection's current state"
 
 
+class ChangeInvalidState(InvalidState):
+    """The same problem type, about a bandwidth change's state rather than its
+    connection's (e.g. cancelling a change that is no longer scheduled)."""
+
+    title = "Not allowed in the bandwidth change's current state"
+
+
 class TooManyPendingChanges(Conflict):
     type_name = "too-many-pending-changes"
     title = "Too many pending bandwidth changes"

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Header, Request
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
+from starlette.responses import Response
 
 from iod.errors import PreconditionFailed, UnsupportedMediaType
 
@@ -127,3 +132,104 @@ def check_if_match(if_match: str | None, current: str) -> None:
         "changed since it was read; read it again and retry",
         headers={"ETag": current},
     )
+
+
+# --- Strict JSON bodies: duplicate keys -------------------------------------------------
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+class JsonObjectWithDuplicates(dict[str, Any]):
+    """A parsed body object in which some key occurred twice (the last value kept, as
+    `json.loads` does); `pointers` name each repeated key. Validation refuses it
+    (`refuse_duplicate_keys`), so it answers 400 where any other invalid body would: after
+    the token and scope checks."""
+
+    def __init__(self, data: dict[str, Any], pointers: list[str]) -> None:
+        super().__init__(data)
+        self.pointers = pointers
+
+
+def loads_strict(body: bytes | str) -> Any:
+    """`json.loads`, but a repeated key in any object is noted: parsers disagree on which
+    of two values wins, so a body that means different things to different readers (a
+    proxy, a WAF, us) is refused instead of guessed at."""
+    repeated: list[tuple[dict[str, Any], str]] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in items:
+            if key in result:
+                repeated.append((result, key))
+            result[key] = value
+        return result
+
+    data = json.loads(body, object_pairs_hook=pairs)
+    if not repeated or not isinstance(data, dict):
+        return data
+    return JsonObjectWithDuplicates(data, _pointers(data, repeated))
+
+
+def _pointers(root: Any, repeated: list[tuple[dict[str, Any], str]]) -> list[str]:
+    """JSON Pointers (RFC 6901) to the repeated keys, found by walking from the root."""
+    wanted: dict[int, list[str]] = {}
+    for obj, key in repeated:
+        wanted.setdefault(id(obj), []).append(key)
+    found: list[str] = []
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            found.extend(f"{path}/{_escape(k)}" for k in wanted.get(id(node), ()))
+            stack.extend((v, f"{path}/{_escape(str(k))}") for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}/{i}") for i, v in enumerate(node))
+    return sorted(set(found))
+
+
+def refuse_duplicate_keys(data: Any) -> Any:
+    """A `model_validator(mode="before")` body: the error names the first repeated key's
+    pointer (`ctx.pointer`), which the 400 renderer uses as the error's pointer."""
+    if isinstance(data, JsonObjectWithDuplicates):
+        pointer = data.pointers[0]
+        raise PydanticCustomError(
+            "duplicate_key",
+            "duplicate key: {pointer} appears more than once in the body; send each field once",
+            {"pointer": pointer},
+        )
+    return data
+
+
+class StrictJsonRequest(Request):
+    """A request whose JSON body is parsed by `loads_strict`."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = loads_strict(await self.body())
+        return self._json
+
+
+class StrictJsonRoute(APIRoute):
+    """Routes whose bodies are parsed by `loads_strict` (FastAPI's documented way to
+    change how a route reads its request)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(StrictJsonRequest(request.scope, request.receive))
+
+        return strict
+
+
+def body_fields(route: Any) -> list[str]:
+    """The field names of a route's body model(s), for naming the closest known field of
+    an unknown one; empty for a route without one."""
+    names: list[str] = []
+    for param in getattr(getattr(route, "dependant", None), "body_params", ()):
+        model = getattr(getattr(param, "field_info", None), "annotation", None)
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            names.extend(f.alias or name for name, f in model.model_fields.items())
+    return names

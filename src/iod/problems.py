@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
+import html
 import re
 from typing import Annotated, Any
 
+import orjson
 import structlog
 from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -23,7 +27,7 @@ from iod.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
-from iod.http import problem
+from iod.http import body_fields, problem
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = structlog.get_logger("iod.http")
@@ -71,6 +75,47 @@ def _pointer(loc: tuple[Any, ...]) -> str:
 def _message(error: dict[str, Any]) -> str:
     message = str(error.get("msg", "is invalid"))
     return message.removeprefix("Value error, ")
+
+
+# Names a client may reach for that are the response's, not the request's.
+_REQUEST_NAMES = {"location": "locationId"}
+
+
+def _unknown_field(name: str, known: list[str]) -> str:
+    """An unknown body field, with the closest known one (difflib, case-insensitive)."""
+    if _REQUEST_NAMES.get(name) in known:
+        return (
+            f"unknown field; the request's field is `{_REQUEST_NAMES[name]}` "
+            f"(`{name}` is how the answer names it)"
+        )
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    if close:
+        return f"unknown field; did you mean `{by_lower[close[0]]}`?"
+    if known:
+        return "unknown field; the known fields are " + ", ".join(f"`{k}`" for k in known)
+    return "unknown field"
+
+
+def _parameter_message(error: dict[str, Any]) -> str:
+    """Query, path and header parameter errors in our words rather than pydantic's."""
+    kind = error.get("type")
+    ctx = error.get("ctx") or {}
+    given = error.get("input")
+    if kind == "enum":
+        allowed = ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
+        return f"{given!r} is not one of the allowed values: {allowed}"
+    if kind == "int_parsing":
+        return f"{given!r} is not a whole number"
+    if kind in ("greater_than_equal", "less_than_equal"):
+        word = "at least" if kind == "greater_than_equal" else "at most"
+        bound = ctx.get("ge", ctx.get("le"))
+        return f"must be {word} {bound} (got {given})"
+    if kind == "string_pattern_mismatch":
+        return f"{given!r} does not have the expected form ({ctx.get('pattern')})"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters"
+    return _message(error)
 
 
 class _HttpProblem(ProblemError):
@@ -123,13 +168,21 @@ def install_error_handlers(app: FastAPI) -> None:
                 errors.append(FieldError("", "the body is not valid JSON"))
             elif loc == ("body",) and kind == "missing":
                 errors.append(FieldError("", "a JSON body is required"))
+            elif kind == "duplicate_key":
+                pointer = str((error.get("ctx") or {}).get("pointer", ""))
+                errors.append(FieldError(pointer, "duplicate key; send each field once"))
             elif loc == ("body",):
                 errors.append(FieldError("", "the body must be a JSON object"))
+            elif kind == "extra_forbidden" and len(loc) == 2:
+                known = body_fields(request.scope.get("route"))
+                errors.append(FieldError(_pointer(loc), _unknown_field(str(loc[1]), known)))
             elif loc and loc[0] == "body":
                 errors.append(FieldError(_pointer(loc), _message(error)))
             else:  # a query, path or header parameter: named as such, not as the body
-                where = f"{loc[0]} parameter {'.'.join(str(p) for p in loc[1:])}".strip()
-                errors.append(FieldError("", f"{where}: {_message(error)}"))
+                # (an index into a repeated parameter is not part of its name)
+                name = ".".join(str(p) for p in loc[1:] if not isinstance(p, int))
+                where = f"{loc[0]} parameter {name}".strip()
+                errors.append(FieldError("", f"{where}: {_parameter_message(error)}"))
                 labels.append(where)
                 continue
             labels.append(errors[-1].pointer or "body")
@@ -177,20 +230,142 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(problem, instance=request.url.path, request_id=_request_id(request))
 
 
+# What each problem type means to a person reading it, and what to do about it.
+PROBLEM_HELP: dict[str, str] = {
+    "validation-error": "The request is not valid: a body field, a query parameter or a "
+    "header. `errors` names each invalid body field with a JSON Pointer (`/bandwidth`) and "
+    "says what is wrong; an unknown field names the closest known one. Correct the request "
+    "and send it again.",
+    "bad-request": "The request is not valid. `detail` says why.",
+    "not-found": "There is no such resource for your customer: the id is unknown, "
+    "mistyped, or another customer's (which is answered the same way, on purpose).",
+    "method-not-allowed": "This path does not take this HTTP method; the `Allow` header "
+    "lists those it takes.",
+    "conflict": "The request is valid but not possible in the current state. `detail` says why.",
+    "capacity-exceeded": "The location's port capacity would be exceeded by this order or "
+    "change. Choose a smaller bandwidth, another location, or wait until capacity is freed.",
+    "address-pool-exhausted": "The location's IPv4 pool has no free block of the size "
+    "asked for (`ipv4PrefixLength`). Ask for a smaller block or another location.",
+    "invalid-state": "The connection's status (or, for a cancel, the bandwidth change's "
+    "status) does not allow this now: e.g. a change to a terminated connection, suspending "
+    "a suspended one, or cancelling a change that is no longer scheduled. `detail` names "
+    "the state; `GET` the resource to see where it stands.",
+    "too-many-pending-changes": "The connection already has the most bandwidth changes "
+    "waiting to apply that are allowed. Cancel some, or wait until they have applied.",
+    "unauthorized": "No access token, or one that is malformed, expired, revoked, or of a "
+    "disabled client. Get a new token from `POST /oauth2/token` and send it as "
+    "`Authorization: Bearer <token>`.",
+    "insufficient-scope": "The access token lacks the scope this operation needs: `read` "
+    "for reads, `write` for changes. Ask for that scope when getting the token.",
+    "payload-too-large": "The request body is larger than the server accepts (64 KiB by default).",
+    "unsupported-media-type": "Bodies are JSON: send `Content-Type: application/json`.",
+    "request-timeout": "The request's headers or body arrived too slowly; send it again.",
+    "precondition-failed": "`If-Match` names none of the connection's current entity tags: "
+    "it changed since you read it. Read it again (its `ETag`) and decide again.",
+    "rate-limited": "This client sent more requests than its rate limit allows (reads and "
+    "writes apart; a list costs one read plus one per 100 rows). Wait `Retry-After` "
+    "seconds; the `RateLimit-*` headers say how much is left.",
+    "service-unavailable": "The service cannot reach its database right now. Nothing of "
+    "the request was stored: retry after `Retry-After` seconds, with the same "
+    "`Idempotency-Key` for a write.",
+    "http-error": "An HTTP error without a more specific type; `detail` says what it is.",
+    "idempotency-key-in-use": "A repeat of this request with the same `Idempotency-Key` "
+    "took it over; that repeat gets the answer.",
+    "idempotency-key-reused": "This `Idempotency-Key` was first used for a different "
+    "request. Use a new key for a new request.",
+    "not-acceptable": "The server cannot answer in a media type the `Accept` header allows.",
+    "headers-too-large": "The request line and headers are larger than the server accepts "
+    "(16 KiB by default).",
+    "internal-error": "A bug on our side. Nothing is expected of you; quote the "
+    "`requestId` of the answer when you report it.",
+}
+
+
+class ProblemType(BaseModel):
+    """A problem type, for a program: its URI, title and explanation."""
+
+    type: str
+    title: str
+    description: str
+
+
+def _wants_html(request: Request) -> bool:
+    """A browser (it asks for text/html before JSON); programs and curl get JSON."""
+    accept = request.headers.get("accept", "").lower()
+    if "text/html" not in accept:
+        return False
+    json_at = accept.find("json")
+    return json_at < 0 or accept.find("text/html") < json_at
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding:0 1rem;
+line-height:1.5}}code{{background:#f3f3f3;padding:0 .2em}}</style></head>
+<body>
+{body}
+</body></html>
+"""
+
+
+def _page(title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(_PAGE.format(title=html.escape(title), body=body))
+
+
+def _code(text: str) -> str:
+    """Escaped text with `backticks` as <code>."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
 router = APIRouter(tags=["Problems"])
+HTML_CONTENT: dict[str, Any] = {"text/html": {"schema": {"type": "string"}}}
 
 
 @router.get(
     "/problems/{problemType}",
     operation_id="getProblemType",
     summary="Describe a problem type",
-    responses={404: problem("Unknown problem type")},
+    response_model=ProblemType,
+    responses={
+        200: {"description": "The problem type; a page for a browser", "content": HTML_CONTENT},
+        404: problem("Unknown problem type"),
+    },
 )
 def describe_problem(
+    request: Request,
     problemType: Annotated[str, Path(examples=sorted(PROBLEM_TYPES))],
-) -> dict[str, str]:
-    """Problem `type` URIs resolve here, so every error names a readable description."""
+) -> Response:
+    """Problem `type` URIs resolve here, so every error names a readable description: JSON
+    for programs, a page for a person in a browser (`Accept: text/html`)."""
     title = PROBLEM_TYPES.get(problemType)
     if title is None:
         raise NotFound(f"no problem type {problemType!r}")
-    return {"type": PROBLEM_BASE + problemType, "title": title}
+    uri = PROBLEM_BASE + problemType
+    description = PROBLEM_HELP.get(problemType, title)
+    if not _wants_html(request):
+        body = ProblemType(type=uri, title=title, description=description)
+        return Response(body.model_dump_json(), media_type="application/json")
+    return _page(
+        title,
+        f"<h1>{html.escape(title)}</h1>\n<p>Problem type <code>{html.escape(uri)}</code>.</p>"
+        f"\n<p>{_code(description)}</p>\n<p>Every error answer of this API is "
+        "<code>application/problem+json</code> with a <code>requestId</code>; the operations "
+        'are described at <a href="/docs">/docs</a>.</p>',
+    )
+
+
+@router.get("/", include_in_schema=False)
+def home(request: Request) -> Response:
+    """Where a person who opens the server's address should go: the interactive docs."""
+    links = {"docs": "/docs", "openapi": "/openapi.json", "problems": "/problems/{type}"}
+    if not _wants_html(request):
+        body = {"name": "Internet On-Demand API", **links}
+        return Response(orjson.dumps(body), media_type="application/json")
+    return _page(
+        "Internet On-Demand API",
+        "<h1>Internet On-Demand API</h1>\n<p>This is an API for programs. Its documentation, "
+        'which you can try out in the browser, is at <a href="/docs">/docs</a>; the OpenAPI '
+        'document at <a href="/openapi.json">/openapi.json</a>.</p>',
+    )

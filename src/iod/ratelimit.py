@@ -86,9 +86,29 @@ class TokenBuckets:
         return Decision(
             allowed=allowed,
             limit=burst,
-            remaining=int(tokens),
+            remaining=max(0, int(tokens)),
             reset=math.ceil((burst - tokens) / rate),
             retry_after=retry_after,
+        )
+
+    def charge(self, key: Hashable, cost: float) -> Decision:
+        """Takes `cost` more tokens for a request already allowed, whose price is known
+        only once it is done (a list page: its rows): the bucket may go below zero, and the
+        client's next requests wait until it has paid the debt off."""
+        rate, burst = self.rate.per_second, self.rate.burst
+        now = self._ticker()
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = [float(burst), now]
+            tokens = min(float(burst), bucket[0] + (now - bucket[1]) * rate) - cost
+            bucket[0], bucket[1] = tokens, now
+        return Decision(
+            allowed=True,
+            limit=burst,
+            remaining=max(0, int(tokens)),
+            reset=math.ceil((burst - tokens) / rate),
+            retry_after=0,
         )
 
     def give_back(self, key: Hashable, cost: float = 1.0) -> None:
@@ -136,3 +156,13 @@ def build_limits(
         return TokenBuckets(rate, ticker=ticker) if rate.enabled else None
 
     return Limits(make(reads), make(writes), make(token_requests), make(token_failures))
+
+
+# A read costs one token, taken before it runs; a list answer costs one more per this many
+# rows it returns, charged once they are known (docs/api.md, "Limits").
+ROWS_PER_TOKEN = 100
+
+
+def row_charge(rows: int) -> int:
+    """The tokens a list answer of `rows` rows costs beyond the one every read takes."""
+    return rows // ROWS_PER_TOKEN

@@ -17,9 +17,9 @@ from iod import middleware
 from iod.app import Services
 from iod.clock import FrozenClock, rfc3339
 from iod.customers import service as customers
-from iod.ids import looks_like_id, new_id
+from iod.ids import new_id
 from iod.models import Client
-from tests.conftest import counts, nothing_written, run_jobs
+from tests.conftest import nothing_written, run_jobs
 
 BASE = "/internet-on-demand/connections"
 LOC = "PL0001247634"  # Denver: 10 Gbps, the default tiers
@@ -558,11 +558,10 @@ def test_exactly_a_year_ahead_is_accepted(api, auth, conn, clock: FrozenClock) -
 
 
 def _padded(size: int, **fields: Any) -> bytes:
-    """A JSON object of exactly `size` bytes, padded with an unknown field."""
-    body = {**fields, "padding": ""}
-    overhead = len(raw(body))
-    body["padding"] = "x" * (size - overhead)
-    data = raw(body)
+    """A JSON object of exactly `size` bytes, padded with whitespace (unknown fields are
+    refused)."""
+    data = raw(fields)
+    data = data[:-1] + b" " * (size - len(data)) + data[-1:]
     assert len(data) == size
     return data
 
@@ -634,6 +633,13 @@ def test_413_does_not_need_a_token(api, services) -> None:
         pytest.param("bell\u0007", id="bel"),
         pytest.param("escape\u001b[31m", id="ansi-escape"),
         pytest.param("del\u007f", id="del"),
+        pytest.param("invoice \u202efdp.exe", id="right-to-left-override"),
+        pytest.param("zero\u200bwidth", id="zero-width-space"),
+        pytest.param("\u2066isolate\u2069", id="isolates"),
+        pytest.param("\u2067rtl\u2069", id="rtl-isolate"),
+        pytest.param("soft\u00adhyphen", id="soft-hyphen"),
+        pytest.param("\ufeffbom", id="byte-order-mark"),
+        pytest.param("tag\U000e0041", id="tag-character"),
     ],
 )
 def test_bad_description_is_400(api, auth, services, description: str) -> None:
@@ -641,6 +647,14 @@ def test_bad_description_is_400(api, auth, services, description: str) -> None:
     with nothing_written(services):
         response = api.post(BASE, json=body, headers=auth)
     assert_problem(response, 400, pointer="/description")
+
+
+def test_invisible_format_character_is_named(api, auth, services) -> None:
+    body = {"bandwidth": "100 Mbps", "locationId": LOC, "description": "a\u202eb"}
+    with nothing_written(services):
+        response = api.post(BASE, json=body, headers=auth)
+    got = assert_problem(response, 400, pointer="/description")
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE" in got["errors"][0]["detail"]
 
 
 @pytest.mark.parametrize(
@@ -651,6 +665,7 @@ def test_bad_description_is_400(api, auth, services, description: str) -> None:
         pytest.param("\U0001f600" * 255, id="255-emoji"),
         pytest.param("line one\nline two\ttabbed\r", id="whitespace"),
         pytest.param("", id="empty"),
+        pytest.param("שלום office 東京 Ωmega", id="other-scripts"),
     ],
 )
 def test_description_up_to_255_characters_is_kept(api, auth, description: str) -> None:
@@ -731,7 +746,7 @@ def test_json_media_types_are_accepted(api, auth, media_type: str) -> None:
 # --- fields -----------------------------------------------------------------------------------
 
 
-def test_unknown_fields_are_ignored(api, auth, services, clock: FrozenClock) -> None:
+def test_unknown_fields_are_400_each_named(api, auth, services) -> None:
     body = {
         "bandwidth": "100 Mbps",
         "locationId": LOC,
@@ -739,17 +754,82 @@ def test_unknown_fields_are_ignored(api, auth, services, clock: FrozenClock) -> 
         "nested": {"a": [1, 2, {"b": None}]},
         "bandwidthMbps": 5000,
     }
-    response = api.post(BASE, json=body, headers=auth)
-    assert response.status_code == 201, response.text
-    got = response.json()
-    assert got["bandwidth"] == "100 Mbps"
-    assert "colour" not in got and "nested" not in got and "bandwidthMbps" not in got
-    assert counts(services) == (1, 0, 1)
+    with nothing_written(services):
+        response = api.post(BASE, json=body, headers=auth)
+    got = assert_problem(response, 400)
+    errors = {e["pointer"]: e["detail"] for e in got["errors"]}
+    assert set(errors) == {"/colour", "/nested", "/bandwidthMbps"}
+    assert errors["/bandwidthMbps"] == "unknown field; did you mean `bandwidth`?"
+    assert errors["/colour"].startswith("unknown field; the known fields are `bandwidth`")
 
 
-def test_server_owned_fields_cannot_be_set_on_create(
-    api, auth, services, clock: FrozenClock
+def test_a_misspelt_effective_date_is_400_naming_the_right_one(api, auth, services, conn) -> None:
+    # Before, the misspelling was ignored and the change applied now.
+    body = {"bandwidth": "1 Gbps", "effectivedate": "2030-01-01T09:00:00Z"}
+    with connection_unchanged(api, auth, services, conn["id"]):
+        response = api.put(f"{BASE}/{conn['id']}/bandwidth", json=body, headers=auth)
+    got = assert_problem(response, 400, pointer="/effectivedate")
+    assert got["errors"][0]["detail"] == "unknown field; did you mean `effectiveDate`?"
+    assert "/effectivedate: unknown field; did you mean `effectiveDate`?" in got["detail"]
+
+
+def test_location_on_create_names_location_id(api, auth, services) -> None:
+    with nothing_written(services):
+        response = api.post(BASE, json={"bandwidth": "100 Mbps", "location": LOC}, headers=auth)
+    got = assert_problem(response, 400)
+    errors = {e["pointer"]: e["detail"] for e in got["errors"]}
+    assert "`locationId`" in errors["/location"] and "request's field" in errors["/location"]
+    assert "/locationId" in errors  # and the required one is missing
+
+
+@pytest.mark.parametrize(
+    ("content", "pointer"),
+    [
+        pytest.param(
+            b'{"bandwidth": "100 Mbps", "locationId": "PL0001247634", "bandwidth": "10 Gbps"}',
+            "/bandwidth",
+            id="top-level",
+        ),
+        pytest.param(
+            b'{"bandwidth": "100 Mbps", "locationId": "PL0001247634", "locationId": "x"}',
+            "/locationId",
+            id="location",
+        ),
+        pytest.param(
+            b'{"bandwidth": "100 Mbps", "locationId": "PL0001247634", "x": {"a/b": 1, "a/b": 2}}',
+            "/x/a~1b",
+            id="nested-escaped",
+        ),
+    ],
+)
+def test_duplicate_keys_are_400_with_a_pointer(
+    api, auth, services, content: bytes, pointer: str
 ) -> None:
+    with nothing_written(services):
+        response = api.post(BASE, content=content, headers={**auth, **JSON_HEADERS})
+    got = assert_problem(response, 400)
+    assert pointer in [e["pointer"] for e in got["errors"]], got
+    duplicate = next(e for e in got["errors"] if e["pointer"] == pointer)
+    assert "duplicate key" in duplicate["detail"]
+
+
+def test_duplicate_keys_on_update_are_400(api, auth, services, conn) -> None:
+    content = b'{"bandwidth": "1 Gbps", "bandwidth": "100 Mbps"}'
+    with connection_unchanged(api, auth, services, conn["id"]):
+        response = api.put(
+            f"{BASE}/{conn['id']}/bandwidth", content=content, headers={**auth, **JSON_HEADERS}
+        )
+    assert_problem(response, 400, pointer="/bandwidth")
+
+
+def test_duplicate_keys_without_a_token_are_401_first(api, services) -> None:
+    content = b'{"bandwidth": "1 Gbps", "bandwidth": "100 Mbps", "locationId": "PL0001247634"}'
+    with nothing_written(services):
+        response = api.post(BASE, content=content, headers=JSON_HEADERS)
+    assert response.status_code == 401, response.text
+
+
+def test_server_owned_fields_cannot_be_set_on_create(api, auth, services) -> None:
     chosen = new_id("con")
     body = {
         "bandwidth": "100 Mbps",
@@ -764,19 +844,14 @@ def test_server_owned_fields_cannot_be_set_on_create(
             {"id": "chg_x", "bandwidth": "1 Gbps", "effectiveDate": "2030-01-01T00:00:00Z"}
         ],
     }
-    response = api.post(BASE, json=body, headers=auth)
-    assert response.status_code == 201, response.text
-    got = response.json()
-    assert got["id"] != chosen and looks_like_id(got["id"]) and got["id"].startswith("con_")
-    assert got["status"] == "provisioning"
-    assert got["createdAt"] == rfc3339(clock.now())
-    assert got["updatedAt"] == rfc3339(clock.now())
-    assert got["location"] == LOC
-    assert got["pendingBandwidthChanges"] == []
-    assert response.headers["location"] == f"{BASE}/{got['id']}"
+    with nothing_written(services):
+        response = api.post(BASE, json=body, headers=auth)
+    got = assert_problem(response, 400)
+    assert {e["pointer"] for e in got["errors"]} == {f"/{k}" for k in body} - {
+        "/bandwidth",
+        "/locationId",
+    }
     assert api.get(f"{BASE}/{chosen}", headers=auth).status_code == 404
-    assert api.get(f"{BASE}/{got['id']}", headers=auth).json()["status"] == "provisioning"
-    assert counts(services) == (1, 0, 1)
 
 
 def test_server_owned_fields_cannot_be_set_on_update(api, auth, services, conn) -> None:
@@ -788,14 +863,10 @@ def test_server_owned_fields_cannot_be_set_on_update(api, auth, services, conn) 
         "createdAt": "2000-01-01T00:00:00Z",
         "change": {"status": "applied"},
     }
-    response = api.put(f"{BASE}/{conn['id']}/bandwidth", json=body, headers=auth)
-    assert response.status_code == 200, response.text
-    got = response.json()
-    assert got["id"] == conn["id"]
-    assert got["status"] == "active"
-    assert got["location"] == LOC
-    assert got["createdAt"] == conn["createdAt"]
-    assert got["change"]["status"] == "scheduled"
+    with connection_unchanged(api, auth, services, conn["id"]):
+        response = api.put(f"{BASE}/{conn['id']}/bandwidth", json=body, headers=auth)
+    got = assert_problem(response, 400)
+    assert {e["pointer"] for e in got["errors"]} == {f"/{k}" for k in body} - {"/bandwidth"}
 
 
 # --- tenancy ----------------------------------------------------------------------------------

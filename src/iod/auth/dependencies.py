@@ -12,6 +12,7 @@ from fastapi.security import OAuth2
 
 from iod.auth.tokens import SCOPES, Principal, TokenInvalid
 from iod.errors import Forbidden, RateLimited, Unauthorized
+from iod.ratelimit import row_charge
 
 REALM = "internet-on-demand"
 
@@ -96,6 +97,17 @@ def _rate_limit(services: Any, state: dict[str, Any], principal: Principal, scop
             f"bursts of {buckets.rate.burst}); retry after {decision.retry_after} s",
             headers={"Retry-After": str(decision.retry_after)},
         )
+
+
+def charge_rows(services: Any, state: dict[str, Any], principal: Principal, rows: int) -> None:
+    """Charges a list answer's rows to the client's read bucket (`ratelimit.row_charge`),
+    after the one token its read took: a page of 1,000 costs 11 reads, so paging through
+    everything at full size cannot take a process's time from other clients. The answer's
+    RateLimit-* headers show the charge."""
+    buckets = services.limits.reads
+    extra = row_charge(rows)
+    if buckets is not None and extra > 0:
+        state["rate_limit"] = buckets.charge(principal.client_id, extra)
 
 
 async def authorize(

@@ -5,14 +5,20 @@ Endpoints parse, call one service function inside one transaction, and return a 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import asyncio
+import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
+from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
 from iod import audit, idempotency
-from iod.auth.dependencies import require_read, require_write
+from iod.auth.dependencies import charge_rows, require_read, require_write
 from iod.auth.tokens import Principal
 from iod.clock import rfc3339
 from iod.connections import lifecycle, service
@@ -36,16 +42,20 @@ from iod.http import (
     READ_ERRORS,
     WRITE_ERRORS,
     IfMatchHeader,
+    StrictJsonRoute,
     check_if_match,
     problem,
     require_json,
 )
 
-router = APIRouter(prefix="/internet-on-demand")
+router = APIRouter(prefix="/internet-on-demand", route_class=StrictJsonRoute)
+T = TypeVar("T")
 
-# Reads are `async def` and query the database on the event loop: primary-key and index reads
-# that never wait for locks (SQLite WAL, PostgreSQL MVCC) cost less than the hop to a thread.
-# Writes stay plain `def` (in the threadpool): they may wait for SQLite's write lock.
+# Reads of one thing are `async def` and query the database on the event loop: primary-key
+# and index reads that never wait for locks (SQLite WAL, PostgreSQL MVCC) cost less than the
+# hop to a thread. Lists, whose cost grows with their rows, run on the list threads
+# (`off_the_loop`). Writes stay plain `def` (in the threadpool): they may wait for SQLite's
+# write lock.
 
 NOT_FOUND = problem("No such connection for this customer")
 CHANGE_NOT_FOUND = problem("No such connection or bandwidth change for this customer")
@@ -119,6 +129,38 @@ def _audit(
     )  # fmt: skip
 
 
+# A cursor is the id of the last connection of the previous page (service.encode_cursor).
+CURSOR_PATTERN = r"^con_[0-9a-hjkmnp-tv-z]{29}$"
+
+
+def _cursor(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(CURSOR_PATTERN, value):
+        raise ValueError(
+            f"{value[:64]!r} is not a cursor: pass the `nextCursor` of the previous page"
+        )
+    return value
+
+
+_list_pool: ThreadPoolExecutor | None = None
+_list_pool_lock = threading.Lock()
+
+
+async def off_the_loop(services: Any, work: Callable[[], T]) -> T:
+    """Runs a list answer's work (query, validation, JSON) on the process's list threads
+    (`IOD_LIST_THREADS`), not on the event loop: a page of 1,000 takes milliseconds of CPU,
+    and other clients' requests (the fast GET above all) must not wait behind it. A pool of
+    its own, not the threadpool of the writes: its threads keep a database connection each
+    (`db.PreparedSelect`), so they are few, and heavy listers queue behind one another."""
+    global _list_pool
+    if _list_pool is None:
+        with _list_pool_lock:
+            if _list_pool is None:
+                _list_pool = ThreadPoolExecutor(
+                    services.settings.list_threads, thread_name_prefix="iod-list"
+                )
+    return await asyncio.get_running_loop().run_in_executor(_list_pool, work)
+
+
 @router.get(
     "/connections",
     operation_id="listConnections",
@@ -153,29 +195,37 @@ async def list_connections(
     cursor: Annotated[
         str | None,
         Query(
-            max_length=64,
-            pattern=r"^[A-Za-z0-9_-]+$",
             description="Extension: `nextCursor` of the previous page.",
+            json_schema_extra={"pattern": CURSOR_PATTERN},
         ),
+        AfterValidator(_cursor),
     ] = None,
 ) -> Response:
     """Retrieve a list of internet on-demand connections (only the caller's customer's).
 
     Pages are in creation order and stable under concurrent inserts; the next page is named
-    by `nextCursor` and by an RFC 8288 `Link: <…>; rel="next"` header.
+    by `nextCursor` and by an RFC 8288 `Link: <…>; rel="next"` header. An answer costs one
+    read of the rate limit plus one per 100 connections in it.
     """
-    documents, next_cursor = service.list_connections(
-        _services(request).db,
-        principal,
-        statuses=status or (),
-        location_id=location,
-        cursor=cursor,
-        limit=limit,
-    )
-    # Validated once as the response model (in pydantic's core, not per connection in
-    # Python) and serialised here, as FastAPI would, without validating it a second time.
-    page = ConnectionList.model_validate({"connections": documents, "nextCursor": next_cursor})
-    answer = Response(page.model_dump_json(exclude_none=True), media_type="application/json")
+    services = _services(request)
+
+    def page() -> tuple[bytes, str | None, int]:
+        documents, next_cursor = service.list_connections(
+            services.db,
+            principal,
+            statuses=status or (),
+            location_id=location,
+            cursor=cursor,
+            limit=limit,
+        )
+        # Validated once as the response model (in pydantic's core, not per connection in
+        # Python) and serialised here, as FastAPI would, without validating it a second time.
+        page = ConnectionList.model_validate({"connections": documents, "nextCursor": next_cursor})
+        return page.model_dump_json(exclude_none=True).encode(), next_cursor, len(documents)
+
+    body, next_cursor, rows = await off_the_loop(services, page)
+    charge_rows(services, request.scope.setdefault("state", {}), principal, rows)
+    answer = Response(body, media_type="application/json")
     if next_cursor is not None:
         url = request.url.include_query_params(cursor=next_cursor)
         answer.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
@@ -284,7 +334,8 @@ def update_bandwidth(
     otherwise at that moment. Until it is in force the connection keeps its current
     `bandwidth` and lists the change in `pendingBandwidthChanges`. With `revertAt` the change
     is a boost that reverts by itself. With `If-Match`, only if the connection still has
-    that `ETag`.
+    that `ETag`. A change to the bandwidth the connection will have at that time anyway
+    records nothing: 200 with the connection as it is and no `change`.
     """
     services = _services(request)
 
@@ -292,6 +343,9 @@ def update_bandwidth(
         connection, change, revert = service.update_bandwidth(
             session, services.clock, principal, connectionId, body, services.policy, if_match
         )
+        if change is None:  # it will have that bandwidth then anyway: nothing was recorded
+            result = service.present_update(session, connection, None, None)
+            return idempotency.Outcome(200, result, {"ETag": service.etag_of(result)})
         _audit(
             session,
             request,
@@ -463,12 +517,21 @@ async def status_history(
 async def list_changes(
     request: Request, connectionId: ConnectionId, principal: READ
 ) -> BandwidthChangeList:
-    """Extension: every change, past and pending, in the order they take effect."""
+    """Extension: every change, past and pending, in the order they take effect. An answer
+    costs one read of the rate limit plus one per 100 changes in it."""
     services = _services(request)
-    with services.db.read() as session:
-        connection = service.get_connection(session, principal, connectionId)
-        changes = service.changes_of(session, connection.id)
-        return BandwidthChangeList(bandwidthChanges=[service.change_to_schema(c) for c in changes])
+
+    def changes() -> BandwidthChangeList:
+        with services.db.read() as session:
+            connection = service.get_connection(session, principal, connectionId)
+            rows = service.changes_of(session, connection.id)
+            return BandwidthChangeList(bandwidthChanges=[service.change_to_schema(c) for c in rows])
+
+    answer = await off_the_loop(services, changes)
+    charge_rows(
+        services, request.scope.setdefault("state", {}), principal, len(answer.bandwidthChanges)
+    )
+    return answer
 
 
 @router.get(

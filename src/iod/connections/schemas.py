@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from iod.domain.addressing import PREFIX_LENGTHS
 from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
+from iod.http import refuse_duplicate_keys
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?$"
 )
 # Control characters, and lone UTF-16 surrogates that no database can store.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def invisible_format_character(value: str) -> str | None:
+    """The first Unicode format character (category Cf: bidirectional overrides and
+    isolates, zero-width spaces and joiners, soft hyphens, ...) in `value`, named, or None.
+    They render as nothing or reorder the text around them, so what an operator reads would
+    not be what the customer sent (Trojan Source, CVE-2021-42574)."""
+    if value.isascii():
+        return None
+    for char in value:
+        if unicodedata.category(char) == "Cf":
+            name = unicodedata.name(char, "a format character")
+            return f"U+{ord(char):04X} {name}"
+    return None
+
 
 BANDWIDTH_DESCRIPTION = (
     "A positive number and a unit, Mbps or Gbps, case-insensitive, with an optional space: "
@@ -37,10 +54,21 @@ def _no_null(value: Any) -> Any:
     return value
 
 
-class ConnectionRequest(BaseModel):
+class StrictBody(BaseModel):
+    """A write body: duplicate keys are refused here, unknown fields by `extra="forbid"`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _duplicates(cls, data: Any) -> Any:
+        return refuse_duplicate_keys(data)
+
+
+class ConnectionRequest(StrictBody):
     """Order a connection at a catalog location with one of its tiers."""
 
-    model_config = ConfigDict(extra="ignore", title="ConnectionRequest")
+    # Unknown fields are refused (400 naming the closest known one, problems.py): a
+    # misspelt optional field must never be silently dropped.
+    model_config = ConfigDict(extra="forbid", title="ConnectionRequest")
 
     bandwidth: str = Field(
         description=BANDWIDTH_DESCRIPTION, examples=["100 Mbps", "1 Gbps"], strict=True
@@ -80,6 +108,12 @@ class ConnectionRequest(BaseModel):
             raise ValueError("must be at most 255 characters")
         if _CONTROL.search(value):
             raise ValueError("must not contain control characters or lone surrogates")
+        invisible = invisible_format_character(value)
+        if invisible is not None:
+            raise ValueError(
+                f"must not contain invisible format characters such as bidirectional "
+                f"overrides or zero-width spaces (found {invisible})"
+            )
         return value
 
     @field_validator("ipv4PrefixLength", mode="before")
@@ -97,10 +131,10 @@ class ConnectionRequest(BaseModel):
         return value
 
 
-class BandwidthUpdate(BaseModel):
+class BandwidthUpdate(StrictBody):
     """Change a connection's bandwidth now, or at `effectiveDate`."""
 
-    model_config = ConfigDict(extra="ignore", title="BandwidthUpdate")
+    model_config = ConfigDict(extra="forbid", title="BandwidthUpdate")
 
     bandwidth: str = Field(
         description=BANDWIDTH_DESCRIPTION, examples=["500 Mbps", "1 Gbps"], strict=True
@@ -220,7 +254,13 @@ class BandwidthUpdateResult(Connection):
 
     model_config = ConfigDict(title="BandwidthUpdateResult")
 
-    change: BandwidthChange = Field(description="Extension: the change this request created.")
+    change: BandwidthChange | SkipJsonSchema[None] = Field(
+        default=None,
+        description=(
+            "Extension: the change this request created; absent when it created none, "
+            "because the connection will have that bandwidth at that time anyway."
+        ),
+    )
     revertChange: BandwidthChange | SkipJsonSchema[None] = Field(
         default=None, description="Extension: for a boost, the change that reverts it."
     )

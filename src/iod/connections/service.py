@@ -31,6 +31,7 @@ from iod.domain.status import ChangeStatus, ConnectionStatus, accepts_changes, c
 from iod.domain.tiers import is_offered
 from iod.errors import (
     AddressPoolExhausted,
+    ChangeInvalidState,
     InvalidState,
     NotFound,
     TooManyPendingChanges,
@@ -168,7 +169,9 @@ def update_bandwidth(
     update: BandwidthUpdate,
     policy: Policy,
     if_match: str | None = None,
-) -> tuple[Connection, BandwidthChange, BandwidthChange | None]:
+) -> tuple[Connection, BandwidthChange | None, BandwidthChange | None]:
+    """The connection and the change (and a boost's revert) it accepted; no change when the
+    bandwidth asked for is what will be in force then anyway (`is_no_op`)."""
     connection = get_connection(session, principal, connection_id)
     # The connection's row lock serialises its changes (and, on PostgreSQL, anything else
     # that would move what it commits); the location's row is only locked at the end, by the
@@ -201,6 +204,8 @@ def update_bandwidth(
         )
     _offered_or_400(location, mbps)
     pending = repository.pending_changes(session, [connection.id])[connection.id]
+    if is_no_op(connection.bandwidth_mbps, pending, mbps, run_at, update.revertAt):
+        return connection, None, None
     # Each pending change is a row and a job; a client may not pile them up without end.
     # Counted under the connection's lock, so concurrent requests cannot both take the last
     # slot.
@@ -224,6 +229,25 @@ def update_bandwidth(
     capacity.recommit(session, connection, [*(c.to_mbps for c in pending), *added], check=True)
     session.flush()
     return connection, change, revert
+
+
+def is_no_op(
+    current: int,
+    pending: Sequence[BandwidthChange],
+    mbps: int,
+    at: datetime,
+    revert_at: datetime | None,
+) -> bool:
+    """Whether a change to `mbps` at `at` would change nothing: the connection will have
+    `mbps` then anyway (its bandwidth after its pending changes due by `at`, which apply
+    first). A boost is one only if no pending change falls before its revert, which would
+    otherwise undo it."""
+    for change in pending:  # ordered by effective time
+        if change.effective_at <= at:
+            current = change.to_mbps
+        elif revert_at is not None and change.effective_at <= revert_at:
+            return False
+    return current == mbps
 
 
 def bandwidth_at(current: int, pending: Sequence[BandwidthChange], moment: datetime) -> int:
@@ -280,9 +304,7 @@ def cancel_change(
     change = repository.get_change_for_update(session, change.id) or change
     session.refresh(change)
     if not cancellable(ChangeStatus(change.status)):
-        raise InvalidState(
-            f"change {change.id} is {change.status}; only a scheduled change can be cancelled"
-        )
+        raise ChangeInvalidState(_not_cancellable(change))
     reason = f"cancelled by client {principal.client_id}"
     change.status = ChangeStatus.CANCELLED.value
     change.failure_reason = reason
@@ -292,6 +314,20 @@ def cancel_change(
         revert.failure_reason = f"{reason} (its boost was cancelled)"
     capacity.recommit(session, connection)
     return change
+
+
+def _not_cancellable(change: BandwidthChange) -> str:
+    """Says it is the change's own state that refuses the cancel."""
+    state = {
+        ChangeStatus.CANCELLED.value: "is already cancelled",
+        ChangeStatus.APPLIED.value: "is already applied",
+        ChangeStatus.FAILED.value: "has already failed",
+        ChangeStatus.APPLYING.value: "is being applied now",
+    }.get(change.status, f"is {change.status}")
+    return (
+        f"the change {state} (bandwidth change {change.id}); only a scheduled change can be "
+        "cancelled"
+    )
 
 
 def changes_of(session: Session, connection_id: str) -> Sequence[BandwidthChange]:
@@ -419,12 +455,12 @@ def change_to_schema(change: BandwidthChange) -> BandwidthChangeOut:
 def present_update(
     session: Session,
     connection: Connection,
-    change: BandwidthChange,
+    change: BandwidthChange | None,
     revert: BandwidthChange | None,
 ) -> BandwidthUpdateResult:
     base = present(session, [connection])[0]
     return BandwidthUpdateResult(
         **base.model_dump(),
-        change=change_to_schema(change),
+        change=change_to_schema(change) if change is not None else None,
         revertChange=change_to_schema(revert) if revert is not None else None,
     )

@@ -173,9 +173,9 @@ class AsyncClient:
         body = c.update_body(bandwidth, effective_date, revert_at)
         path = c.connection_path(connection_id) + "/bandwidth"
         result = c.parse(BandwidthUpdateResult, await self.request("PUT", path, json=body))
-        if not wait:
-            return result
         change = result.change
+        if not wait or change is None:  # no change: it has that bandwidth then anyway
+            return result
         connection = await self.wait_for_change(
             result.id,
             change.id,

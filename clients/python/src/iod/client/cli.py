@@ -584,7 +584,9 @@ def bandwidth_set(
         print_json(result.to_json())
         return
     change = result.change
-    if change.status == "applied":
+    if change is None:
+        out.print(f"{result.id} will have {bandwidth} then anyway: no change recorded")
+    elif change.status == "applied":
         out.print(
             f"{safe(change.bandwidth)} in force on {safe(result.id)} "
             f"(change {safe(change.id)} applied)",

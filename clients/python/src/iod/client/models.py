@@ -72,7 +72,9 @@ class BandwidthUpdateResult(Connection):
     """The connection after an update was accepted (or applied, when waited for), the
     change the update created and, for a boost, the change that reverts it."""
 
-    change: BandwidthChange
+    # None when the server recorded no change: the connection will have that bandwidth at
+    # that time anyway.
+    change: BandwidthChange | None = None
     revert_change: BandwidthChange | None = None
 
 
