@@ -37,6 +37,7 @@ from iod.openapi import build_openapi
 from iod.problems import install_error_handlers
 from iod.problems import router as problems_router
 from iod.ratelimit import Limits, Rate, build_limits
+from iod.secure import key_encryption_key
 
 log = structlog.get_logger("iod.app")
 
@@ -100,7 +101,7 @@ def build_services(
     """`ticker` is the rate limiters' monotonic clock (seconds); tests move it by hand."""
     clock = clock or SystemClock()
     db = db or Database(make_engine(settings.effective_database_url, **settings.engine_options))
-    keys = KeyStore(db, clock, settings.key_refresh_seconds)
+    keys = KeyStore(db, clock, settings.key_refresh_seconds, key_encryption_key(settings))
     return Services(
         settings=settings,
         db=db,

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -63,6 +63,22 @@ class Settings(BaseSettings):
         le=60,
         description="How often each process reloads the signing keys; `iod keys rotate` "
         "activates a new key two intervals later, so every process knows it first.",
+    )
+    # Secrets at rest (docs/security.md, "Secrets at rest"; iod/secure.py).
+    key_encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Encrypts the signing keys' private PEM at rest (at least 32 bytes); "
+        "keys stored unencrypted before are encrypted at the next start.",
+    )
+    key_encryption_key_file: Path | None = Field(
+        default=None,
+        description="A file holding the key encryption key (mode 0600), instead of "
+        "IOD_KEY_ENCRYPTION_KEY.",
+    )
+    allow_insecure_key_store: bool = Field(
+        default=False,
+        description="Start even if the key store (a SQLite file outside the data directory, "
+        "the key encryption key file) is readable by group or others; warns instead.",
     )
     simulated_provision_seconds: float = Field(default=2.0, ge=0)
     simulated_change_seconds: float = Field(default=1.0, ge=0)

@@ -31,6 +31,7 @@ from iod.locations import catalog
 from iod.locations import repository as locations_repo
 from iod.locations import service as locations
 from iod.models import Customer
+from iod.secure import key_encryption_key
 
 customers_app = typer.Typer(help="Customers: who owns connections.", no_args_is_help=True)
 clients_app = typer.Typer(help="API clients of customers.", no_args_is_help=True)
@@ -511,7 +512,7 @@ def keys_rotate(
             for i in keys.describe(session, clock.now(), settings.token_ttl)
             if i.state == "signing"
         ]
-        row = keys.rotate(session, clock.now(), delay)
+        row = keys.rotate(session, clock.now(), delay, key_encryption_key(settings))
         info = next(
             i for i in keys.describe(session, clock.now(), settings.token_ttl) if i.kid == row.kid
         )
