@@ -14,6 +14,7 @@ import structlog
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from iod import __version__
 from iod.auth.directory import ClientDirectory
@@ -212,6 +213,13 @@ def create_app(
         body_timeout=services.settings.http_body_timeout_seconds,
         metrics=metrics,
     )
+
+    if services.settings.trusted_proxy_list:
+        # Outermost: the peer address every layer sees (token throttle, audit) is the one
+        # a trusted proxy forwarded; from anyone else the headers are ignored.
+        app.add_middleware(
+            ProxyHeadersMiddleware, trusted_hosts=services.settings.trusted_proxy_list
+        )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

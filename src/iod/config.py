@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -159,12 +160,29 @@ class Settings(BaseSettings):
         description="Connections plus requests in progress per process beyond which uvicorn "
         "answers 503; 0 means no limit.",
     )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or networks (e.g. `10.0.0.5, 10.1.0.0/16`) "
+        "whose X-Forwarded-For and X-Forwarded-Proto are believed; empty: none, the peer "
+        "address is the client's.",
+    )
     inprocess_worker: bool = Field(
         default=True, description="Whether `iod serve` runs the job worker in each API process."
     )
     metrics: bool = Field(default=True, description="Serve Prometheus metrics at /metrics.")
     log_level: str = "INFO"
     log_json: bool = True
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
+        return value
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [part.strip() for part in self.trusted_proxies.split(",") if part.strip()]
 
     @property
     def effective_database_url(self) -> str:

@@ -47,11 +47,19 @@ class RequestContextMiddleware:
                 declared_length = value
             elif name == b"transfer-encoding":
                 chunked = True
-        # 128 random bits as 32 hex digits: what uuid4().hex gave, at a fraction of its cost.
-        request_id = incoming if incoming and _SAFE_ID.match(incoming) else token_hex(16)
+        # Always our own id: 128 random bits as 32 hex digits (what uuid4().hex gave, at a
+        # fraction of its cost). A client's X-Request-Id is logged beside it, never instead:
+        # a chosen id would let a client forge or collide with other requests' log lines.
+        request_id = token_hex(16)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        if incoming is not None and _SAFE_ID.match(incoming):
+            structlog.contextvars.bind_contextvars(
+                request_id=request_id, client_request_id=incoming
+            )
+        else:
+            incoming = None
+            structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         body_done = False
         status = 500
@@ -133,7 +141,10 @@ class RequestContextMiddleware:
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
             )
-            structlog.contextvars.unbind_contextvars("request_id")
+            if incoming is None:
+                structlog.contextvars.unbind_contextvars("request_id")
+            else:
+                structlog.contextvars.unbind_contextvars("request_id", "client_request_id")
 
     async def _reject(
         self, scope: Scope, send: Send, problem: ProblemError, request_id: str

@@ -31,6 +31,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "access_log": False,
         "log_level": "warning",
         "server_header": False,
+        # X-Forwarded-* are believed only from IOD_TRUSTED_PROXIES, by the app itself
+        # (uvicorn's default trusts them from the loopback, as FORWARDED_ALLOW_IPS says).
+        "proxy_headers": False,
         "timeout_graceful_shutdown": settings.shutdown_timeout,
         "http": server.IMPORT_PATH,
         "loop": settings.http_loop,
