@@ -17,6 +17,7 @@ from fastapi_offline import FastAPIOffline
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from iod import __version__
+from iod.auth.dependencies import authenticate
 from iod.auth.directory import ClientDirectory
 from iod.auth.endpoints import router as auth_router
 from iod.auth.keys import KeyStore
@@ -27,6 +28,7 @@ from iod.connections.endpoints import router as connections_router
 from iod.connections.fastpath import ROUTE_PATH, ConnectionReadFastPath
 from iod.connections.service import Policy
 from iod.db import Database, make_engine
+from iod.errors import ProblemError, Unauthorized
 from iod.health import router as health_router
 from iod.jobs.worker import Worker, WorkerPolicy
 from iod.metrics import build_registry
@@ -38,6 +40,7 @@ from iod.openapi import build_openapi
 from iod.problems import install_error_handlers
 from iod.problems import router as problems_router
 from iod.ratelimit import Limits, Rate, build_limits
+from iod.redirects import relative_slash_redirects
 from iod.secure import key_encryption_key
 
 log = structlog.get_logger("iod.app")
@@ -197,6 +200,7 @@ def create_app(
         app.state.metrics_registry, metrics = build_registry(services)
         app.include_router(metrics_router)
     install_error_handlers(app)
+    relative_slash_redirects(app.router)
     app.include_router(connections_router)
     app.include_router(auth_router)
     app.include_router(health_router)
@@ -207,11 +211,24 @@ def create_app(
         services=services,
         route=_route(connections_router, ROUTE_PATH, "GET"),
     )
+
+    async def authenticate_early(
+        state: dict[str, Any], authorization: str | None
+    ) -> ProblemError | None:
+        try:
+            await authenticate(services, state, authorization)
+        except Unauthorized as exc:
+            return exc
+        except Exception:  # e.g. the database is down: the route answers it properly
+            return None
+        return None
+
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=services.settings.max_body_bytes,
         body_timeout=services.settings.http_body_timeout_seconds,
         metrics=metrics,
+        authenticate=authenticate_early,
     )
 
     if services.settings.trusted_proxy_list:

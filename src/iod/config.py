@@ -144,9 +144,10 @@ class Settings(BaseSettings):
         default=5, ge=1, description="An idle keep-alive connection is closed after this."
     )
     http_header_timeout_seconds: float = Field(
-        default=10.0,
+        default=5.0,
         gt=0,
-        description="A connection must send a request's complete headers within this.",
+        description="A connection must send a request's complete headers within this (its "
+        "first request: of the connection opening), or it is closed.",
     )
     http_max_header_bytes: int = Field(
         default=16 * 1024, ge=1024, description="The request line and headers, at most."
@@ -157,8 +158,20 @@ class Settings(BaseSettings):
     http_max_concurrency: int = Field(
         default=1000,
         ge=0,
-        description="Connections plus requests in progress per process beyond which uvicorn "
-        "answers 503; 0 means no limit.",
+        description="Requests in progress per process beyond which a request is answered "
+        "503 problem+json with Retry-After; idle connections do not count; 0: no limit.",
+    )
+    http_max_connections: int = Field(
+        default=4096,
+        ge=0,
+        description="Open connections per process; one more is answered 503 and closed. "
+        "`iod serve` raises its open-files limit to the hard limit; 0: no limit.",
+    )
+    http_max_connections_per_address: int = Field(
+        default=128,
+        ge=0,
+        description="Open connections per client address and process (trusted proxies "
+        "exempt); one more is answered 429 and closed; 0: no limit.",
     )
     trusted_proxies: str = Field(
         default="",
@@ -170,6 +183,11 @@ class Settings(BaseSettings):
         default=True, description="Whether `iod serve` runs the job worker in each API process."
     )
     metrics: bool = Field(default=True, description="Serve Prometheus metrics at /metrics.")
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="The bearer token /metrics requires; unset: /metrics answers the "
+        "loopback only (404 to anyone else).",
+    )
     log_level: str = "INFO"
     log_json: bool = True
 
