@@ -31,12 +31,19 @@ KEK = b"k" * 40
 UNPRIVILEGED = "nobody"
 
 
-@pytest.fixture
-def loose_umask() -> Iterator[None]:
-    """The usual umask (022): without the service's care files would be 0644."""
+@pytest.fixture(autouse=True)
+def keep_umask() -> Iterator[None]:
+    """open_database() makes the process umask 077: the test session gets its own back."""
     previous = os.umask(0o022)
+    os.umask(previous)
     yield
     os.umask(previous)
+
+
+@pytest.fixture
+def loose_umask() -> None:
+    """The usual umask (022): without the service's care files would be 0644."""
+    os.umask(0o022)
 
 
 @pytest.fixture
