@@ -14,7 +14,9 @@ import structlog
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from iod.auth.dependencies import authenticate
 from iod.auth.directory import ClientDirectory
 from iod.auth.endpoints import router as auth_router
 from iod.auth.keys import KeyStore
@@ -26,6 +28,7 @@ from iod.connections.endpoints import router as connections_router
 from iod.connections.fastpath import ROUTE_PATH, ConnectionReadFastPath
 from iod.connections.service import Policy
 from iod.db import Database, make_engine
+from iod.errors import ProblemError, Unauthorized
 from iod.health import router as health_router
 from iod.jobs.worker import Worker, WorkerPolicy
 from iod.metrics import build_registry
@@ -37,6 +40,8 @@ from iod.openapi import build_openapi
 from iod.problems import install_error_handlers
 from iod.problems import router as problems_router
 from iod.ratelimit import Limits, Rate, build_limits
+from iod.redirects import relative_slash_redirects
+from iod.secure import key_encryption_key
 from iod.version import __version__
 
 log = structlog.get_logger("iod.app")
@@ -102,7 +107,7 @@ def build_services(
     """`ticker` is the rate limiters' monotonic clock (seconds); tests move it by hand."""
     clock = clock or SystemClock()
     db = db or Database(make_engine(settings.effective_database_url, **settings.engine_options))
-    keys = KeyStore(db, clock, settings.key_refresh_seconds)
+    keys = KeyStore(db, clock, settings.key_refresh_seconds, key_encryption_key(settings))
     return Services(
         settings=settings,
         db=db,
@@ -198,6 +203,7 @@ def create_app(
         app.state.metrics_registry, metrics = build_registry(services)
         app.include_router(metrics_router)
     install_error_handlers(app)
+    relative_slash_redirects(app.router)
     app.include_router(connections_router)
     app.include_router(auth_router)
     app.include_router(health_router)
@@ -208,12 +214,32 @@ def create_app(
         services=services,
         route=_route(connections_router, ROUTE_PATH, "GET"),
     )
+
+    async def authenticate_early(
+        state: dict[str, Any], authorization: str | None
+    ) -> ProblemError | None:
+        try:
+            await authenticate(services, state, authorization)
+        except Unauthorized as exc:
+            return exc
+        except Exception:  # e.g. the database is down: the route answers it properly
+            return None
+        return None
+
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=services.settings.max_body_bytes,
         body_timeout=services.settings.http_body_timeout_seconds,
         metrics=metrics,
+        authenticate=authenticate_early,
     )
+
+    if services.settings.trusted_proxy_list:
+        # Outermost: the peer address every layer sees (token throttle, audit) is the one
+        # a trusted proxy forwarded; from anyone else the headers are ignored.
+        app.add_middleware(
+            ProxyHeadersMiddleware, trusted_hosts=services.settings.trusted_proxy_list
+        )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

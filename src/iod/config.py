@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -69,6 +70,22 @@ class Settings(BaseSettings):
         le=60,
         description="How often each process reloads the signing keys; `iod keys rotate` "
         "activates a new key two intervals later, so every process knows it first.",
+    )
+    # Secrets at rest (docs/security.md, "Secrets at rest"; iod/secure.py).
+    key_encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Encrypts the signing keys' private PEM at rest (at least 32 bytes); "
+        "keys stored unencrypted before are encrypted at the next start.",
+    )
+    key_encryption_key_file: Path | None = Field(
+        default=None,
+        description="A file holding the key encryption key (mode 0600), instead of "
+        "IOD_KEY_ENCRYPTION_KEY.",
+    )
+    allow_insecure_key_store: bool = Field(
+        default=False,
+        description="Start even if the key store (a SQLite file outside the data directory, "
+        "the key encryption key file) is readable by group or others; warns instead.",
     )
     simulated_provision_seconds: float = Field(default=2.0, ge=0)
     simulated_change_seconds: float = Field(default=1.0, ge=0)
@@ -133,9 +150,10 @@ class Settings(BaseSettings):
         default=5, ge=1, description="An idle keep-alive connection is closed after this."
     )
     http_header_timeout_seconds: float = Field(
-        default=10.0,
+        default=5.0,
         gt=0,
-        description="A connection must send a request's complete headers within this.",
+        description="A connection must send a request's complete headers within this (its "
+        "first request: of the connection opening), or it is closed.",
     )
     http_max_header_bytes: int = Field(
         default=16 * 1024, ge=1024, description="The request line and headers, at most."
@@ -146,13 +164,36 @@ class Settings(BaseSettings):
     http_max_concurrency: int = Field(
         default=1000,
         ge=0,
-        description="Connections plus requests in progress per process beyond which uvicorn "
-        "answers 503; 0 means no limit.",
+        description="Requests in progress per process beyond which a request is answered "
+        "503 problem+json with Retry-After; idle connections do not count; 0: no limit.",
+    )
+    http_max_connections: int = Field(
+        default=4096,
+        ge=0,
+        description="Open connections per process; one more is answered 503 and closed. "
+        "`iod serve` raises its open-files limit to the hard limit; 0: no limit.",
+    )
+    http_max_connections_per_address: int = Field(
+        default=128,
+        ge=0,
+        description="Open connections per client address and process (trusted proxies "
+        "exempt); one more is answered 429 and closed; 0: no limit.",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or networks (e.g. `10.0.0.5, 10.1.0.0/16`) "
+        "whose X-Forwarded-For and X-Forwarded-Proto are believed; empty: none, the peer "
+        "address is the client's.",
     )
     inprocess_worker: bool = Field(
         default=True, description="Whether `iod serve` runs the job worker in each API process."
     )
     metrics: bool = Field(default=True, description="Serve Prometheus metrics at /metrics.")
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="The bearer token /metrics requires; unset: /metrics answers the "
+        "loopback only (404 to anyone else).",
+    )
     log_level: str = "INFO"
     log_json: bool = True
     list_threads: int = Field(
@@ -162,6 +203,17 @@ class Settings(BaseSettings):
         description="Threads per API process that serve list answers (connections, "
         "bandwidth changes) off the event loop; each keeps one database connection.",
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
+        return value
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [part.strip() for part in self.trusted_proxies.split(",") if part.strip()]
 
     @property
     def effective_database_url(self) -> str:

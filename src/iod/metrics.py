@@ -7,8 +7,10 @@ database when scraped, so they are the same whichever process (API or worker) di
 from __future__ import annotations
 
 import bisect
+import hmac
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from ipaddress import ip_address, ip_network
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -22,9 +24,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from iod.db import is_unavailable
+from iod.errors import NotFound, Unauthorized
+from iod.http import problem
 from iod.models import BandwidthChange, Job
 
 LAG_WINDOW = timedelta(minutes=5)
@@ -141,17 +146,52 @@ def build_registry(services: Any) -> tuple[CollectorRegistry, HttpMetrics]:
 
 router = APIRouter(tags=["Health"])
 
+_LOOPBACK = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
+
+
+def _from_loopback(request: Request) -> bool:
+    try:
+        address = ip_address(request.client.host if request.client else "")
+    except ValueError:
+        return False
+    return any(address in network for network in _LOOPBACK)
+
+
+def check_access(request: Request, token: SecretStr | None) -> None:
+    """/metrics shows every route's traffic and the queue: not for customers. With
+    IOD_METRICS_TOKEN a scraper sends it as a bearer token; without one only the loopback
+    (the peer, or the client a trusted proxy forwarded) is answered."""
+    if token is None:
+        if not _from_loopback(request):
+            # As if there were nothing here: customers need not learn of it.
+            raise NotFound("no such resource")
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        raise Unauthorized(
+            "metrics need 'Authorization: Bearer <IOD_METRICS_TOKEN>'",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+
 
 @router.get(
     "/metrics",
     operation_id="getMetrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+        401: problem("IOD_METRICS_TOKEN is set and the request does not carry it"),
+        404: problem("No IOD_METRICS_TOKEN is set and the caller is not on the loopback"),
+    },
 )
 async def metrics(request: Request) -> Response:
     """Request counts and latency by route and status (this process), job queue depth and
-    the lag between a change's effectiveDate and its application (from the database)."""
+    the lag between a change's effectiveDate and its application (from the database).
+    For operators: with `Authorization: Bearer <IOD_METRICS_TOKEN>`, or from the loopback
+    when no token is set."""
+    check_access(request, request.app.state.services.settings.metrics_token)
     registry = request.app.state.metrics_registry
     body = await run_in_threadpool(generate_latest, registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Awaitable, Callable
 from secrets import token_hex
+from typing import Any
 
 import structlog
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iod.errors import PayloadTooLarge, ProblemError
@@ -20,6 +23,15 @@ log = structlog.get_logger("iod.http")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+# nginx's status for "the client closed the connection before the answer": counted and
+# logged as such, never as a 5xx.
+CLIENT_CLOSED_REQUEST = 499
+
+# The bearer check of a request that carries a body, before the body is read: the problem
+# to answer (401), or None to let the application go on.
+EarlyAuthentication = Callable[[dict[str, Any], str | None], Awaitable[ProblemError | None]]
+
+
 class RequestContextMiddleware:
     def __init__(
         self,
@@ -27,11 +39,15 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         body_timeout: float = 30.0,
         metrics: HttpMetrics | None = None,
+        authenticate: EarlyAuthentication | None = None,
+        authenticated_prefix: str = "/internet-on-demand/",
     ):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.metrics = metrics
+        self.authenticate = authenticate
+        self.authenticated_prefix = authenticated_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,6 +56,7 @@ class RequestContextMiddleware:
         incoming = None
         declared_length = None
         chunked = False
+        authorization = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
@@ -47,11 +64,21 @@ class RequestContextMiddleware:
                 declared_length = value
             elif name == b"transfer-encoding":
                 chunked = True
-        # 128 random bits as 32 hex digits: what uuid4().hex gave, at a fraction of its cost.
-        request_id = incoming if incoming and _SAFE_ID.match(incoming) else token_hex(16)
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+        # Always our own id: 128 random bits as 32 hex digits (what uuid4().hex gave, at a
+        # fraction of its cost). A client's X-Request-Id is logged beside it, never instead:
+        # a chosen id would let a client forge or collide with other requests' log lines.
+        request_id = token_hex(16)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        if incoming is not None and _SAFE_ID.match(incoming):
+            structlog.contextvars.bind_contextvars(
+                request_id=request_id, client_request_id=incoming
+            )
+        else:
+            incoming = None
+            structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         body_done = False
         status = 500
@@ -78,9 +105,10 @@ class RequestContextMiddleware:
 
         received = 0
         body_deadline: float | None = None
+        disconnected = False
 
         async def limited_receive() -> Message:
-            nonlocal received, body_deadline, body_done
+            nonlocal received, body_deadline, body_done, disconnected
             if body_done:  # e.g. waiting for a disconnect: no deadline
                 return await receive()
             # A client that trickles its body holds a request open: the whole body must
@@ -101,6 +129,9 @@ class RequestContextMiddleware:
                     raise HTTPException(413, f"the request body exceeds {limit} bytes")
                 body_done = not message.get("more_body", False)
             else:
+                # The client hung up before its body was complete: whatever the app makes
+                # of it, the request is counted and logged as a client disconnect.
+                disconnected = True
                 body_done = True
             return message
 
@@ -111,18 +142,34 @@ class RequestContextMiddleware:
                     too_large = int(declared_length) > limit
                 except ValueError:
                     too_large = False
+            refused: ProblemError | None = None
             if too_large:
-                problem = PayloadTooLarge(f"the request body exceeds {limit} bytes")
-                await self._reject(scope, send_with_id, problem, request_id)
+                refused = PayloadTooLarge(f"the request body exceeds {limit} bytes")
+            elif (
+                self.authenticate is not None
+                and (chunked or declared_length not in (None, b"0"))
+                and scope["path"].startswith(self.authenticated_prefix)
+            ):
+                # A request with a body and no valid token is answered before its body is
+                # read (the connection is then closed): no one without a token makes the
+                # server wait for, or buffer, a body.
+                refused = await self.authenticate(state, authorization)
+            if refused is not None:
+                await self._reject(scope, send_with_id, refused, request_id)
             else:
                 await self.app(scope, limited_receive, send_with_id)
+        except ClientDisconnect:
+            disconnected = True
         except Exception:
-            # Unexpected errors still get a problem document and the request id header.
-            log.exception("request.failed", path=scope["path"])
-            if not started_response:
-                await self._reject(scope, send_with_id, _internal_error(), request_id)
+            if not disconnected:
+                # Unexpected errors still get a problem document and the request id header.
+                log.exception("request.failed", path=scope["path"])
+                if not started_response:
+                    await self._reject(scope, send_with_id, _internal_error(), request_id)
         finally:
             elapsed = time.perf_counter() - started
+            if disconnected:
+                status = CLIENT_CLOSED_REQUEST
             if self.metrics is not None:
                 route = getattr(scope.get("route"), "path", "unmatched")
                 self.metrics.observe(scope["method"], route, status, elapsed)
@@ -133,7 +180,10 @@ class RequestContextMiddleware:
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
             )
-            structlog.contextvars.unbind_contextvars("request_id")
+            if incoming is None:
+                structlog.contextvars.unbind_contextvars("request_id")
+            else:
+                structlog.contextvars.unbind_contextvars("request_id", "client_request_id")
 
     async def _reject(
         self, scope: Scope, send: Send, problem: ProblemError, request_id: str

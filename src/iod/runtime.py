@@ -8,6 +8,7 @@ from sqlalchemy.exc import OperationalError
 from iod import migrate
 from iod.config import Settings
 from iod.db import Database, make_engine
+from iod.secure import InsecureKeyStore, secure_storage
 
 
 class SchemaBehind(Exception):
@@ -16,6 +17,10 @@ class SchemaBehind(Exception):
 
 def open_database(settings: Settings, *, auto_migrate: bool | None = None) -> Database:
     try:
+        secure_storage(settings)
+    except InsecureKeyStore as exc:
+        raise SchemaBehind(str(exc)) from exc
+    try:
         return _open(settings, auto_migrate)
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
@@ -23,8 +28,6 @@ def open_database(settings: Settings, *, auto_migrate: bool | None = None) -> Da
 
 
 def _open(settings: Settings, auto_migrate: bool | None) -> Database:
-    if settings.is_sqlite and settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.effective_database_url, **settings.engine_options)
     db = Database(engine)
     if auto_migrate is None:

@@ -7,6 +7,18 @@ buffers headers of any size. Here a request's request line and headers must arri
 in `IOD_HTTP_MAX_HEADER_BYTES`; otherwise the connection gets 408 or 431 (problem+json) and
 is closed. Bodies are timed by the middleware (`IOD_HTTP_BODY_TIMEOUT_SECONDS`).
 
+Idle sockets must not crowd out real requests (issue 12: 1,050 sockets that sent nothing
+made every request fail with uvicorn's plain-text 503). So, per process:
+- a connection that has not sent a complete request head within the header timeout is
+  closed, including one that never sends a byte;
+- each client address holds at most `IOD_HTTP_MAX_CONNECTIONS_PER_ADDRESS` connections (a
+  trusted proxy, IOD_TRUSTED_PROXIES, is exempt), and the process at most
+  `IOD_HTTP_MAX_CONNECTIONS`: one more is answered 429 (the address) or 503 (the process),
+  problem+json with `Retry-After`, and closed;
+- only requests in progress count towards `IOD_HTTP_MAX_CONCURRENCY` (uvicorn's own limit
+  counts idle connections too): beyond it a request is answered 503 problem+json with
+  `Retry-After` by uvicorn's request cycle (so its body is read and the connection kept).
+
 `iod serve` names this class to uvicorn by its import path, so `--workers N` children
 load it too; it reads the settings from the environment like the rest of the process.
 """
@@ -16,8 +28,11 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from typing import Any
+from collections import Counter
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from typing import Any, ClassVar
 
+from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from iod.config import get_settings
@@ -25,17 +40,62 @@ from iod.config import get_settings
 IMPORT_PATH = "iod.server:GuardedHttpToolsProtocol"
 
 
-def _problem(status: int, reason: str, type_name: str, detail: str) -> bytes:
-    body = json.dumps(
-        {"type": f"/problems/{type_name}", "title": reason, "status": status, "detail": detail}
+# Seconds a client is told to wait after a refusal for lack of room.
+RETRY_AFTER = 1
+
+
+def _problem_body(status: int, title: str, type_name: str, detail: str) -> bytes:
+    return json.dumps(
+        {"type": f"/problems/{type_name}", "title": title, "status": status, "detail": detail}
     ).encode()
+
+
+def _problem(
+    status: int, reason: str, type_name: str, detail: str, retry_after: int | None = None
+) -> bytes:
+    body = _problem_body(status, reason, type_name, detail)
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"
         "content-type: application/problem+json\r\n"
         f"content-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
+        + (f"retry-after: {retry_after}\r\n" if retry_after is not None else "")
+        + "connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
+
+
+_OVERLOADED = _problem_body(
+    503, "Service unavailable", "service-unavailable",
+    "the server has too many requests in progress; retry after the Retry-After seconds",
+)  # fmt: skip
+
+
+async def _overloaded(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    """uvicorn's answer beyond the concurrency limit, as problem+json with Retry-After."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(_OVERLOADED)).encode()),
+                (b"retry-after", str(RETRY_AFTER).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _OVERLOADED})
+
+
+def _networks(addresses: list[str]) -> list[IPv4Network | IPv6Network]:
+    return [ip_network(address, strict=False) for address in addresses]
+
+
+def _in(host: str, networks: list[IPv4Network | IPv6Network]) -> bool:
+    try:
+        address = ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 def _no_delay(transport: asyncio.Transport) -> None:
@@ -51,11 +111,21 @@ def _no_delay(transport: asyncio.Transport) -> None:
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    # Open connections per client address, in this process (one event loop: no lock).
+    per_address: ClassVar[Counter[str]] = Counter()
+    _exempt: ClassVar[list[IPv4Network | IPv6Network] | None] = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         settings = get_settings()
         self._header_timeout = settings.http_header_timeout_seconds
         self._max_header_bytes = settings.http_max_header_bytes
+        self._max_connections = settings.http_max_connections
+        self._max_per_address = settings.http_max_connections_per_address
+        self._max_requests = settings.http_max_concurrency
+        if GuardedHttpToolsProtocol._exempt is None:
+            GuardedHttpToolsProtocol._exempt = _networks(settings.trusted_proxy_list)
+        self._counted: str | None = None  # the address this connection is counted under
         self._header_timer: asyncio.TimerHandle | None = None
         self._pending_bytes = 0  # bytes received while the current headers are incomplete
         self._header_bytes = 0  # size of the current request line and headers
@@ -67,10 +137,38 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         _no_delay(transport)
+        if self._max_connections and len(self.connections) > self._max_connections:
+            self._refuse(
+                _problem(
+                    503, "Service Unavailable", "service-unavailable",
+                    "the server has too many open connections", RETRY_AFTER,
+                )
+            )  # fmt: skip
+            return
+        host = self.client[0] if self.client else ""
+        if self._max_per_address and not _in(host, self._exempt or []):
+            if self.per_address[host] >= self._max_per_address:
+                self._refuse(
+                    _problem(
+                        429, "Too Many Requests", "rate-limited",
+                        f"this address has {self._max_per_address} connections open already",
+                        RETRY_AFTER,
+                    )
+                )  # fmt: skip
+                return
+            self.per_address[host] += 1
+            self._counted = host
         self._arm()  # a connection that never sends a byte is closed too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._counted is not None:
+            left = self.per_address[self._counted] - 1
+            if left > 0:
+                self.per_address[self._counted] = left
+            else:
+                del self.per_address[self._counted]
+            self._counted = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -107,6 +205,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._header_bytes > self._max_header_bytes:
             self._too_large()
+            return
+        if self._max_requests and len(self.tasks) >= self._max_requests:
+            # uvicorn's request cycle answers with this app instead (body read and dropped,
+            # keep-alive kept); its own limit_concurrency is off (see uvicorn_options).
+            app, self.app = self.app, _overloaded
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
             return
         super().on_headers_complete()
 

@@ -69,7 +69,8 @@ def test_every_accepted_change_is_recorded_with_who_what_when_where(
         assert event.customer_id == tenant.customer_id
         assert event.at == clock.now()
     first = recorded[0]
-    assert first.request_id == "req-create-1"
+    # Our own id, the one answered in X-Request-Id; the client's is only logged beside it.
+    assert first.request_id == created.headers["X-Request-Id"] != "req-create-1"
     assert [e.request_id for e in recorded[3:]] == answered
     assert first.details == {"bandwidth": "100 Mbps", "locationId": LOC, "description": "Denver"}
     assert recorded[1].details["changeId"] == change

@@ -11,7 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from fastapi.testclient import TestClient
+from structlog.testing import capture_logs
 
 from iod import middleware
 from iod.app import Services
@@ -996,11 +998,23 @@ def test_every_response_has_a_request_id(api, auth, conn) -> None:
 
 
 @pytest.mark.parametrize("incoming", ["abc-123", "7f3e2b1c9d8a4e6f", "req.1:2_3", "x" * 128])
-def test_incoming_request_id_is_echoed(api, auth, conn, incoming: str) -> None:
-    for response in _requests(api, conn["id"], auth, {"X-Request-ID": incoming}):
-        assert response.headers["x-request-id"] == incoming, response.request.url
+def test_incoming_request_id_is_logged_beside_ours_never_instead(
+    api, auth, conn, incoming: str
+) -> None:
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        responses = _requests(api, conn["id"], auth, {"X-Request-ID": incoming})
+    ours = set()
+    for response in responses:
+        request_id = response.headers["x-request-id"]
+        assert request_id != incoming and len(request_id) == 32, response.request.url
         if response.headers["content-type"] == "application/problem+json":
-            assert response.json()["requestId"] == incoming
+            assert response.json()["requestId"] == request_id
+        ours.add(request_id)
+    access = [e for e in logs if e["event"] == "request"]
+    assert len(access) == len(responses)
+    assert {(e["request_id"], e["client_request_id"]) for e in access} == {
+        (request_id, incoming) for request_id in ours
+    }
 
 
 @pytest.mark.parametrize(
@@ -1024,9 +1038,9 @@ def test_server_error_still_has_request_id_and_problem(api, auth, services, monk
     monkeypatch.setattr(middleware, "log", log)
     response = api.get(BASE, headers={**auth, "X-Request-ID": "trace-500"})
     body = assert_problem(response, 500)
-    assert response.headers["x-request-id"] == "trace-500"
+    assert response.headers["x-request-id"] != "trace-500"
     assert "exploded" not in response.text
-    assert body["requestId"] == "trace-500"
+    assert body["requestId"] == response.headers["x-request-id"]
     assert log.exceptions == ["request.failed"]
 
 

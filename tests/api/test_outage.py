@@ -32,6 +32,7 @@ from iod.locations import service as locations
 from iod.models import IdempotencyKey, Job
 from iod.network.base import ConnectionSpec
 from iod.network.simulated import SimulatedDriver
+from tests.api.test_metrics import scrape
 from tests.conftest import Tenant, counts, get_token, nothing_written, postgres_url, run_jobs
 
 BASE = "/internet-on-demand/connections"
@@ -98,7 +99,7 @@ def test_every_request_that_needs_the_database_is_503_then_recovers(
         assert_unavailable(api.post(f"{url}/suspend", headers=headers))
         assert_unavailable(api.get("/readyz"))
         assert api.get("/healthz").status_code == 200  # alive, not ready
-        scraped = api.get("/metrics")
+        scraped = scrape(api)
         assert scraped.status_code == 200
         assert "iod_database_up 0.0" in scraped.text
         assert "iod_jobs{" not in scraped.text
@@ -108,7 +109,7 @@ def test_every_request_that_needs_the_database_is_503_then_recovers(
     assert api.get(url, headers=headers).status_code == 200
     created = api.post(BASE, json=ORDER, headers={**headers, "Idempotency-Key": "during-outage"})
     assert created.status_code == 201, "the key of a request refused with 503 is free"
-    assert "iod_database_up 1.0" in api.get("/metrics").text
+    assert "iod_database_up 1.0" in scrape(api).text
 
 
 def _services_on(db: Database, tmp_path: Path) -> tuple[Services, Tenant]:

@@ -117,7 +117,12 @@ def test_admin_changes_are_audited_and_readable(tmp_path: Path, backend: str) ->
         token = token_for(server.url, client["client_id"], rotated["client_secret"])
         old = token_for(server.url, client["client_id"], client["client_secret"])  # in grace
         assert kid_of(token) == kid_of(old)
-        h = {"Authorization": f"Bearer {token}", "X-Request-Id": "audit-e2e-1"}
+        # A forged X-Forwarded-For from the loopback: no trusted proxy, so not believed.
+        h = {
+            "Authorization": f"Bearer {token}",
+            "X-Request-Id": "audit-e2e-1",
+            "X-Forwarded-For": "203.0.113.7",
+        }
         created = httpx.post(
             f"{server.url}{BASE}",
             json={"bandwidth": "100 Mbps", "locationId": demo["location_id"]},
@@ -140,7 +145,8 @@ def test_admin_changes_are_audited_and_readable(tmp_path: Path, backend: str) ->
     ]
     api_event, *cli_events = mine
     assert api_event["actorType"] == "client" and api_event["actor"] == client["client_id"]
-    assert api_event["source"] == "127.0.0.1" and api_event["requestId"] == "audit-e2e-1"
+    assert api_event["source"] == "127.0.0.1"
+    assert api_event["requestId"] == created.headers["x-request-id"] != "audit-e2e-1"
     assert api_event["target"] == conn_id
     for event in cli_events:
         assert event["actorType"] == "operator" and event["source"] == "cli"

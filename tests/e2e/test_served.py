@@ -159,19 +159,21 @@ def test_request_ids_reach_the_structured_logs(served: tuple[Server, dict[str, A
 
     server, _ = served
     response = httpx.get(f"{server.url}/healthz", headers={"X-Request-ID": "trace-e2e-1"})
-    assert response.headers["x-request-id"] == "trace-e2e-1"
+    ours = response.headers["x-request-id"]
+    assert ours != "trace-e2e-1"  # the client's id is logged beside ours, never instead
     missing = httpx.get(f"{server.url}{BASE}/con_x")
     problem_id = missing.json()["requestId"]
     assert missing.headers["x-request-id"] == problem_id
 
-    def logged() -> set[str]:
+    def logged() -> set[tuple[str, str]]:
         ids = set()
         for line in server.log.read_text().splitlines():
             if line.startswith("{"):
-                ids.add(json.loads(line).get("request_id", ""))
+                entry = json.loads(line)
+                ids.add((entry.get("request_id", ""), entry.get("client_request_id", "")))
         return ids
 
-    wait_for(lambda: {"trace-e2e-1", problem_id} <= logged(), timeout=5)
+    wait_for(lambda: {(ours, "trace-e2e-1"), (problem_id, "")} <= logged(), timeout=5)
 
 
 def test_separate_worker_process_executes_jobs(tmp_path: Path, backend: str) -> None:

@@ -9,7 +9,7 @@ their documented status (problem+json), and nothing is stored.
 | description | 255 characters | 400 |
 | Idempotency-Key | 255 characters | 400 |
 | request line and headers | 16 KiB (IOD_HTTP_MAX_HEADER_BYTES) | 431 /problems/headers-too-large |
-| headers arriving slowly | 10 s (IOD_HTTP_HEADER_TIMEOUT_SECONDS) | 408 /problems/request-timeout |
+| headers arriving slowly | 5 s (IOD_HTTP_HEADER_TIMEOUT_SECONDS) | 408 /problems/request-timeout |
 | body arriving slowly | 30 s (IOD_HTTP_BODY_TIMEOUT_SECONDS) | 408 /problems/request-timeout |
 """
 

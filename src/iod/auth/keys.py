@@ -6,6 +6,10 @@ one whose `activates_at` has passed. `rotate()` adds a key that activates two re
 intervals later, so every process that could sign or verify has loaded it (and publishes it
 in the JWKS) before any token carries its key id. The key it replaces keeps verifying until
 its last tokens have expired; `retire()` refuses to delete it earlier unless forced.
+
+With a key encryption key (IOD_KEY_ENCRYPTION_KEY[_FILE]) private keys are stored as
+encrypted PKCS #8 PEM (cryptography's BestAvailableEncryption: PBES2, AES-256-CBC); keys
+stored unencrypted before stay readable and are encrypted in place by `ensure()` at start.
 """
 
 from __future__ import annotations
@@ -63,9 +67,57 @@ def _activation(row: SigningKey) -> datetime:
     return row.activates_at or row.created_at
 
 
-def _load(row: SigningKey) -> LoadedKey:
-    private = serialization.load_pem_private_key(row.private_pem.encode(), password=None)
+ENCRYPTED_PEM = "-----BEGIN ENCRYPTED PRIVATE KEY-----"
+
+
+class KeyDecryptionError(Exception):
+    """A stored private key cannot be read with the configured key encryption key."""
+
+
+def _private_key(row: SigningKey, encryption_key: bytes | None) -> ec.EllipticCurvePrivateKey:
+    encrypted = row.private_pem.startswith(ENCRYPTED_PEM)
+    if encrypted and encryption_key is None:
+        raise KeyDecryptionError(
+            f"signing key {row.kid} is encrypted: set IOD_KEY_ENCRYPTION_KEY_FILE "
+            "(or IOD_KEY_ENCRYPTION_KEY) to the key it was encrypted with"
+        )
+    try:
+        private = serialization.load_pem_private_key(
+            row.private_pem.encode(), password=encryption_key if encrypted else None
+        )
+    except ValueError as exc:
+        raise KeyDecryptionError(
+            f"signing key {row.kid} cannot be decrypted with the configured key "
+            "encryption key (was it encrypted with another one?)"
+        ) from exc
     assert isinstance(private, ec.EllipticCurvePrivateKey)
+    return private
+
+
+def _pem(private: ec.EllipticCurvePrivateKey, encryption_key: bytes | None) -> str:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(encryption_key)
+        if encryption_key is not None
+        else serialization.NoEncryption()
+    )
+    return private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    ).decode()
+
+
+def encrypt_stored_keys(session: Session, encryption_key: bytes) -> list[str]:
+    """Encrypts the private keys still stored in the clear; returns their key ids."""
+    done = []
+    for row in session.scalars(select(SigningKey)).all():
+        if not row.private_pem.startswith(ENCRYPTED_PEM):
+            row.private_pem = _pem(_private_key(row, None), encryption_key)
+            done.append(row.kid)
+    session.flush()
+    return done
+
+
+def _load(row: SigningKey, encryption_key: bytes | None = None) -> LoadedKey:
+    private = _private_key(row, encryption_key)
     jwk = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
     jwk.update({"kid": row.kid, "use": "sig", "alg": ALGORITHM})
     return LoadedKey(
@@ -73,17 +125,18 @@ def _load(row: SigningKey) -> LoadedKey:
     )
 
 
-def _create(session: Session, now: datetime, activates_at: datetime | None = None) -> SigningKey:
+def _create(
+    session: Session,
+    now: datetime,
+    activates_at: datetime | None = None,
+    encryption_key: bytes | None = None,
+) -> SigningKey:
     # Whole seconds, as `iod keys list` shows them; an activation is rounded up, never earlier.
     now = now.replace(microsecond=0)
     if activates_at is not None and activates_at.microsecond:
         activates_at = activates_at.replace(microsecond=0) + timedelta(seconds=1)
     private = ec.generate_private_key(ec.SECP256R1())
-    pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
+    pem = _pem(private, encryption_key)
     jwk = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
     row = SigningKey(
         kid=_thumbprint_kid(jwk),
@@ -112,8 +165,15 @@ def _signer_index(activations: list[datetime], now: datetime) -> int:
 class KeyStore:
     """One process's view of the signing keys table, refreshed every `refresh_seconds`."""
 
-    def __init__(self, db: Database, clock: Clock, refresh_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        refresh_seconds: float = 5.0,
+        encryption_key: bytes | None = None,
+    ) -> None:
         self._db = db
+        self._encryption_key = encryption_key
         self._clock = clock
         self.refresh_seconds = refresh_seconds
         self._lock = threading.Lock()
@@ -122,16 +182,23 @@ class KeyStore:
         self._reloaded_at = float("-inf")
 
     def ensure(self) -> None:
-        """Creates the first key on a fresh database, then loads the table."""
+        """Creates the first key on a fresh database, encrypts keys stored in the clear when
+        a key encryption key is configured, then loads the table."""
         with self._db.read() as session:
-            exists = session.scalar(select(SigningKey.kid).limit(1)) is not None
-        if not exists:
+            pems = list(session.scalars(select(SigningKey.private_pem)))
+        if not pems:
             try:
                 with self._db.write() as session:
                     if session.scalar(select(SigningKey.kid).limit(1)) is None:
-                        _create(session, self._clock.now())
+                        _create(session, self._clock.now(), encryption_key=self._encryption_key)
             except IntegrityError:  # pragma: no cover - another process won the race
                 pass
+        elif self._encryption_key is not None and any(
+            not pem.startswith(ENCRYPTED_PEM) for pem in pems
+        ):
+            with self._db.write() as session:
+                encrypted = encrypt_stored_keys(session, self._encryption_key)
+            log.info("keys.encrypted_at_rest", kids=encrypted)
         self.reload()
 
     def reload(self) -> None:
@@ -140,7 +207,7 @@ class KeyStore:
         # Keys already loaded are kept as they are (a key's row never changes); only new ones
         # cost parsing.
         known = self._keys
-        loaded = [known.get(row.kid) or _load(row) for row in rows]
+        loaded = [known.get(row.kid) or _load(row, self._encryption_key) for row in rows]
         with self._lock:
             self._reloaded_at = time.monotonic()
             self._keys = {key.kid: key for key in loaded}
@@ -226,9 +293,11 @@ def describe(session: Session, now: datetime, token_ttl: int) -> list[KeyInfo]:
     return infos
 
 
-def rotate(session: Session, now: datetime, activate_in: timedelta) -> SigningKey:
+def rotate(
+    session: Session, now: datetime, activate_in: timedelta, encryption_key: bytes | None = None
+) -> SigningKey:
     """Adds a key that signs from `now + activate_in`; the current one keeps verifying."""
-    return _create(session, now, now + activate_in)
+    return _create(session, now, now + activate_in, encryption_key)
 
 
 class KeyInUse(Conflict):

@@ -28,6 +28,9 @@ class Principal:
     # a retired key or a replaced secret (after its grace period) ends the token early.
     kid: str = field(default="", compare=False)
     secret_generation: int = field(default=0, compare=False)
+    # The token's identity (its `jti` claim), for any revocation or replay check: never the
+    # token string, since an ECDSA signature can be altered into another valid one.
+    jti: str = field(default="", compare=False)
 
 
 class TokenInvalid(Exception):
@@ -154,4 +157,5 @@ class TokenService:
             expires_at=float(claims["exp"]),
             kid=str(kid),
             secret_generation=generation,
+            jti=str(claims["jti"]),
         )

@@ -559,6 +559,7 @@ def keys_rotate(
     with it from twice that; the previous key keeps verifying its tokens until they expire."""
     from iod.auth import keys
     from iod.config import get_settings
+    from iod.secure import key_encryption_key
 
     settings = get_settings()
     delay = timedelta(0) if now else timedelta(seconds=2 * settings.key_refresh_seconds)
@@ -568,7 +569,7 @@ def keys_rotate(
             for i in keys.describe(session, clock.now(), settings.token_ttl)
             if i.state == "signing"
         ]
-        row = keys.rotate(session, clock.now(), delay)
+        row = keys.rotate(session, clock.now(), delay, key_encryption_key(settings))
         info = next(
             i for i in keys.describe(session, clock.now(), settings.token_ttl) if i.kid == row.kid
         )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import signal
 import threading
 from typing import Any
@@ -31,11 +33,16 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "access_log": False,
         "log_level": "warning",
         "server_header": False,
+        # X-Forwarded-* are believed only from IOD_TRUSTED_PROXIES, by the app itself
+        # (uvicorn's default trusts them from the loopback, as FORWARDED_ALLOW_IPS says).
+        "proxy_headers": False,
         "timeout_graceful_shutdown": settings.shutdown_timeout,
         "http": server.IMPORT_PATH,
         "loop": settings.http_loop,
         "timeout_keep_alive": settings.http_keep_alive_seconds,
-        "limit_concurrency": settings.http_max_concurrency or None,
+        # iod/server.py limits requests in progress, connections per address and in all;
+        # uvicorn's limit counted idle connections and answered in plain text.
+        "limit_concurrency": None,
     }
 
 
@@ -44,6 +51,7 @@ def serve(host: str, port: int, worker: bool, processes: int) -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
+    _raise_open_files_limit()
     open_db_or_exit().dispose()  # migrate (SQLite) or check (PostgreSQL) once, up front
     console.print(
         f"serving http://{host}:{port} with {processes} API process(es) "
@@ -65,6 +73,16 @@ def serve(host: str, port: int, worker: bool, processes: int) -> None:
         "iod.cli.processes:app_from_environment", factory=True, workers=processes,
         host=host, port=port, **uvicorn_options(settings),
     )  # fmt: skip
+
+
+def _raise_open_files_limit() -> None:
+    """Every connection is a file descriptor: the soft limit (often 1024) would refuse
+    connections long before IOD_HTTP_MAX_CONNECTIONS; children inherit the raised one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):  # a platform that refuses: keep it
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def _exit_zero_after_graceful_stop() -> None:

@@ -5,15 +5,19 @@ from __future__ import annotations
 from iod.config import Settings
 from iod.network.base import NetworkDriver
 from iod.network.simulated import SimulatedDriver
+from iod.secure import create_private_file
 
 
 def make_driver(settings: Settings) -> NetworkDriver:
     if settings.network_driver == "simulated":
+        state_path = settings.data_dir / "simulated-network.sqlite3"
+        state_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        create_private_file(state_path)  # its WAL and SHM get the same mode (iod/secure.py)
         return SimulatedDriver(
             provision_seconds=settings.simulated_provision_seconds,
             change_seconds=settings.simulated_change_seconds,
             failure_rate=settings.simulated_failure_rate,
-            state_path=settings.data_dir / "simulated-network.sqlite3",
+            state_path=state_path,
         )
     if settings.network_driver == "linux":
         # Imported here: pyroute2 loads only where the linux driver is used.
