@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
-from iod import __version__
+from iod import __version__, features
 from iod.auth.directory import ClientDirectory
 from iod.auth.endpoints import router as auth_router
 from iod.auth.keys import KeyStore
@@ -56,6 +56,11 @@ class Services:
     limits: Limits
     wakeup: threading.Event = field(default_factory=threading.Event)
 
+    def __post_init__(self) -> None:
+        # A commit that enqueued a job due now wakes this process's worker (the unit of
+        # work's "jobs" topic); other processes hear the same commit through NOTIFY.
+        self.db.listen("jobs", self.wakeup.set)
+
     def notify_worker(self) -> None:
         self.wakeup.set()
 
@@ -86,6 +91,8 @@ class Services:
                 outage_backoff_cap_seconds=s.worker_outage_backoff_cap,
             ),
             wakeup=self.wakeup,
+            settings=s,
+            periodic=s.periodic_tasks,
         )
 
 
@@ -98,6 +105,7 @@ def build_services(
     ticker: Callable[[], float] = time.monotonic,
 ) -> Services:
     """`ticker` is the rate limiters' monotonic clock (seconds); tests move it by hand."""
+    features.load()  # their tasks, periodic tasks and event subscribers
     clock = clock or SystemClock()
     db = db or Database(make_engine(settings.effective_database_url, **settings.engine_options))
     keys = KeyStore(db, clock, settings.key_refresh_seconds)

@@ -149,6 +149,18 @@ class Settings(BaseSettings):
     metrics: bool = Field(default=True, description="Serve Prometheus metrics at /metrics.")
     log_level: str = "INFO"
     log_json: bool = True
+    periodic_tasks: bool = Field(
+        default=True,
+        description="Whether this process's workers enqueue the periodic tasks' periods (each "
+        "period runs once however many do; off: leave it to other processes).",
+    )
+    # Retention (the periodic tasks of iod.retention, hourly).
+    events_retention_days: float = Field(
+        default=30, gt=0, description="Domain events older than this are pruned."
+    )
+    jobs_retention_days: float = Field(
+        default=7, gt=0, description="Finished (done or failed) jobs older than this are purged."
+    )
 
     @property
     def effective_database_url(self) -> str:

@@ -28,6 +28,7 @@ app.command("login")(customer.login)
 app.add_typer(customer.connections_app, name="connections")
 app.add_typer(customer.bandwidth_app, name="bandwidth")
 app.add_typer(network_app, name="network")
+app.add_typer(__import__("iod.cli.jobs").cli.jobs.jobs_app, name="jobs")  # cli/jobs.py
 
 
 @app.command()
