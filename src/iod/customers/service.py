@@ -7,9 +7,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from iod import events
 from iod.auth.passwords import hash_secret, new_secret, verify_secret
 from iod.auth.tokens import SCOPES
-from iod.clock import Clock
+from iod.clock import Clock, rfc3339
 from iod.customers import repository
 from iod.errors import NotFound, ValidationFailed
 from iod.ids import new_id
@@ -130,5 +131,15 @@ def rotate_secret(
     client.previous_secret_until = until
     client.secret_hash = hash_secret(secret)
     client.secret_generation = (client.secret_generation or 0) + 1
+    events.record(
+        session,
+        "client.secret_rotated",
+        customer_id=client.customer_id,
+        subject_id=client.id,
+        at=clock.now(),
+        clientId=client.id,
+        generation=client.secret_generation,
+        previousSecretValidUntil=rfc3339(until) if until is not None else None,
+    )
     session.flush()
     return RotatedSecret(secret, until)

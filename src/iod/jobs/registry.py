@@ -171,7 +171,11 @@ class Schedule:
         if self.cron is not None:
             return f"cron {self.cron}"
         assert self.every is not None
-        return f"every {self.every}"
+        seconds = int(self.every.total_seconds())
+        for unit in ("d", "h", "m"):
+            if seconds % _UNITS[unit] == 0:
+                return f"every {seconds // _UNITS[unit]}{unit}"
+        return f"every {seconds}s"
 
 
 @dataclass(frozen=True)
