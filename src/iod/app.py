@@ -61,9 +61,6 @@ class Services:
         # work's "jobs" topic); other processes hear the same commit through NOTIFY.
         self.db.listen("jobs", self.wakeup.set)
 
-    def notify_worker(self) -> None:
-        self.wakeup.set()
-
     def reconcile_network(self) -> None:
         """Run at a worker's start (IOD_RECONCILE_ON_START): the network is mended to match
         the database before jobs run. A failure is logged; the jobs still run."""

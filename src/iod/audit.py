@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from iod import events
 from iod.auth.tokens import Principal
 from iod.clock import Clock
-from iod.models import AuditEvent, Event
+from iod.models import AuditEvent
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ _AUDITED: dict[str, tuple[str, tuple[str, ...]]] = {
 
 
 @events.subscribe
-def _from_events(session: Session, written: list[Event]) -> None:
+def _from_events(session: Session, written: list[events.WrittenEvent]) -> None:
     """The audit rows of the events a client or an operator caused: one per request, so a
     boost's revert (scheduled with `revertOf`) and what a cancel or a termination drags
     along (`reason` other than "request") are not separate records."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from iod.db import insert_new, uow
@@ -57,7 +57,20 @@ class PendingEvent:
     at: datetime
 
 
-Subscriber = Callable[[Session, list[Event]], None]
+@dataclass(frozen=True)
+class WrittenEvent:
+    """An event as its subscribers see it: written, with its position."""
+
+    customer_id: str
+    position: int
+    name: str
+    subject_id: str
+    payload: dict[str, Any]
+    actor: dict[str, Any] | None
+    at: datetime
+
+
+Subscriber = Callable[[Session, list[WrittenEvent]], None]
 _subscribers: list[Subscriber] = []
 
 
@@ -96,26 +109,20 @@ def _write(session: Session, pending: list[Any]) -> None:
     by_customer: dict[str, list[PendingEvent]] = {}
     for event in pending:
         by_customer.setdefault(event.customer_id, []).append(event)
-    rows: list[Event] = []
+    rows: list[WrittenEvent] = []
     # Customers in a fixed order, so two transactions never wait on each other's rows.
     for customer_id in sorted(by_customer):
         events = by_customer[customer_id]
         last = _advance(session, customer_id, len(events))
         first = last - len(events) + 1
         rows += [
-            Event(
-                customer_id=customer_id,
-                position=first + offset,
-                name=e.name,
-                subject_id=e.subject_id,
-                payload=e.payload,
-                actor=e.actor,
-                at=e.at,
+            WrittenEvent(
+                customer_id, first + offset, e.name, e.subject_id, e.payload, e.actor, e.at
             )
             for offset, e in enumerate(events)
         ]
-    session.add_all(rows)
-    session.flush()
+    # A Core INSERT (one statement, many rows): the rows are never read back here.
+    session.execute(insert(Event), [vars(row) for row in rows])
     for subscriber in _subscribers:
         subscriber(session, rows)
     uow.wake(session, "events")
