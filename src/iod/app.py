@@ -89,6 +89,7 @@ class Services:
             ),
             wakeup=self.wakeup,
             settings=s,
+            queues=[q.strip() for q in s.worker_queues.split(",") if q.strip()] or None,
             periodic=s.periodic_tasks,
         )
 

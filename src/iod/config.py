@@ -149,6 +149,10 @@ class Settings(BaseSettings):
     metrics: bool = Field(default=True, description="Serve Prometheus metrics at /metrics.")
     log_level: str = "INFO"
     log_json: bool = True
+    worker_queues: str = Field(
+        default="",
+        description="Comma-separated job queues this process's workers take; empty: all.",
+    )
     periodic_tasks: bool = Field(
         default=True,
         description="Whether this process's workers enqueue the periodic tasks' periods (each "

@@ -116,8 +116,9 @@ def test_a_worker_takes_only_its_queues(services: Services) -> None:
     other.queues = frozenset({"default"})
     assert other.run_until_idle() == 0
     assert _states(services)[job] == ("queued", 0)
+    services.settings.worker_queues = "other, greetings"
     mine = services.worker()
-    mine.queues = frozenset({"greetings"})
+    assert mine.queues == {"other", "greetings"}
     assert mine.run_until_idle() == 1
 
 
