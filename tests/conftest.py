@@ -122,6 +122,8 @@ def settings(tmp_path: Path) -> Settings:
         # with a clock of its own.
         rate_limit_reads_per_second=0,
         rate_limit_writes_per_second=0,
+        # Tests count jobs; tests/integration/test_periodic.py runs the scheduler itself.
+        periodic_tasks=False,
     )
 
 

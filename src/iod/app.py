@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from iod import features
 from iod.auth.dependencies import authenticate
 from iod.auth.directory import ClientDirectory
 from iod.auth.endpoints import router as auth_router
@@ -63,8 +64,10 @@ class Services:
     secret_hasher: SecretHasher
     wakeup: threading.Event = field(default_factory=threading.Event)
 
-    def notify_worker(self) -> None:
-        self.wakeup.set()
+    def __post_init__(self) -> None:
+        # A commit that enqueued a job due now wakes this process's worker (the unit of
+        # work's "jobs" topic); other processes hear the same commit through NOTIFY.
+        self.db.listen("jobs", self.wakeup.set)
 
     def reconcile_network(self) -> None:
         """Run at a worker's start (IOD_RECONCILE_ON_START): the network is mended to match
@@ -93,6 +96,9 @@ class Services:
                 outage_backoff_cap_seconds=s.worker_outage_backoff_cap,
             ),
             wakeup=self.wakeup,
+            settings=s,
+            queues=[q.strip() for q in s.worker_queues.split(",") if q.strip()] or None,
+            periodic=s.periodic_tasks,
         )
 
 
@@ -105,6 +111,7 @@ def build_services(
     ticker: Callable[[], float] = time.monotonic,
 ) -> Services:
     """`ticker` is the rate limiters' monotonic clock (seconds); tests move it by hand."""
+    features.load()  # their tasks, periodic tasks and event subscribers
     clock = clock or SystemClock()
     db = db or Database(make_engine(settings.effective_database_url, **settings.engine_options))
     keys = KeyStore(db, clock, settings.key_refresh_seconds, key_encryption_key(settings))

@@ -6,6 +6,11 @@ recorded by their endpoint (the client, its address, the request id), admin comm
 CLI (operator: the OS user, source "cli"). What the worker does on its own (a connection
 becoming active, a change applied) is in the status history and the changes, not here.
 Secrets and tokens are never part of the details.
+
+The connections' records come from domain events: the endpoint says who acts
+(`act_for`), the service records the event, and `_from_events` (a subscriber of the events
+writer) adds the audit row in the same transaction, for the events an API client or an
+operator caused. Other admin commands still call `record` directly.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from iod import events
 from iod.auth.tokens import Principal
 from iod.clock import Clock
 from iod.models import AuditEvent
@@ -50,6 +56,60 @@ def operator() -> Actor:
     except (KeyError, OSError):  # no name for the uid (e.g. a bare container)
         user = "unknown"
     return Actor("operator", user, "cli")
+
+
+def act_for(session: Session, actor: Actor) -> None:
+    """The events this transaction records are caused by `actor` (and audited)."""
+    events.act_as(
+        session,
+        {"type": actor.type, "id": actor.id, "source": actor.source, "requestId": actor.request_id},
+    )
+
+
+# event name -> (audit action, the payload's keys that are the audit details)
+_AUDITED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "connection.ordered": ("connection.create", ("bandwidth", "locationId", "description")),
+    "bandwidth_change.scheduled": (
+        "bandwidth.change",
+        ("bandwidth", "changeId", "effectiveDate", "revertAt", "revertChangeId"),
+    ),
+    "bandwidth_change.cancelled": ("bandwidth.cancel", ("changeId", "bandwidth")),
+    "connection.suspend_requested": ("connection.suspend", ("status", "targetStatus")),
+    "connection.resume_requested": ("connection.resume", ("status", "targetStatus")),
+    "connection.terminate_requested": ("connection.terminate", ("status", "targetStatus")),
+}
+
+
+@events.subscribe
+def _from_events(session: Session, written: list[events.WrittenEvent]) -> None:
+    """The audit rows of the events a client or an operator caused: one per request, so a
+    boost's revert (scheduled with `revertOf`) and what a cancel or a termination drags
+    along (`reason` other than "request") are not separate records."""
+    for event in written:
+        audited = _AUDITED.get(event.name)
+        actor = event.actor
+        if audited is None or actor is None or actor.get("type") not in ("client", "operator"):
+            continue
+        payload = event.payload
+        if event.name == "bandwidth_change.scheduled" and payload.get("revertOf") is not None:
+            continue
+        if payload.get("reason", "request") != "request":
+            continue
+        action, keys = audited
+        session.add(
+            AuditEvent(
+                at=event.at,
+                actor_type=actor["type"],
+                actor_id=str(actor["id"])[:255],
+                source=str(actor["source"])[:255],
+                request_id=actor.get("requestId"),
+                action=action,
+                target_type="connection",
+                target_id=event.subject_id,
+                customer_id=event.customer_id,
+                details={k: payload.get(k) for k in keys},
+            )
+        )
 
 
 def record(

@@ -196,6 +196,22 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     log_json: bool = True
+    worker_queues: str = Field(
+        default="",
+        description="Comma-separated job queues this process's workers take; empty: all.",
+    )
+    periodic_tasks: bool = Field(
+        default=True,
+        description="Whether this process's workers enqueue the periodic tasks' periods (each "
+        "period runs once however many do; off: leave it to other processes).",
+    )
+    # Retention (the periodic tasks of iod.retention, hourly).
+    events_retention_days: float = Field(
+        default=30, gt=0, description="Domain events older than this are pruned."
+    )
+    jobs_retention_days: float = Field(
+        default=7, gt=0, description="Finished (done or failed) jobs older than this are purged."
+    )
     list_threads: int = Field(
         default=2,
         ge=1,

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Header, Request
 from fastapi.responses import JSONResponse, Response
@@ -34,6 +34,9 @@ from iod.errors import Conflict, ProblemError
 from iod.http import problem
 from iod.models import IdempotencyKey
 from iod.problems import problem_response
+
+if TYPE_CHECKING:
+    from iod.app import Services
 
 HEADER = "Idempotency-Key"
 KEEP = timedelta(hours=24)
@@ -96,7 +99,7 @@ def _render(outcome: Outcome) -> JSONResponse:
 
 
 def run(
-    services: Any,
+    services: Services,
     request: Request,
     principal: Principal,
     key: str | None,
@@ -107,7 +110,6 @@ def run(
     if key is None:
         with services.db.write() as session:
             outcome = work(session)
-        services.notify_worker()
         return _render(outcome)
     print_ = fingerprint(request, body)
     token = uuid.uuid4().hex
@@ -135,11 +137,12 @@ def run(
     except BaseException:
         _release(services, principal.customer_id, key, token)
         raise
-    services.notify_worker()
     return _render(outcome)
 
 
-def _claim(services: Any, customer_id: str, key: str, print_: str, token: str) -> Response | None:
+def _claim(
+    services: Services, customer_id: str, key: str, print_: str, token: str
+) -> Response | None:
     """Claims the key (None: go ahead) or answers from it (a replay, 409 or 422)."""
     now = services.clock.now()
     for _ in range(2):
@@ -214,7 +217,7 @@ def _store(
         }
 
 
-def _release(services: Any, customer_id: str, key: str, token: str) -> None:
+def _release(services: Services, customer_id: str, key: str, token: str) -> None:
     with services.db.write() as session:
         row = _owned(session, customer_id, key, token)
         if row is not None:

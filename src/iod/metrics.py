@@ -11,7 +11,7 @@ import hmac
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from ipaddress import ip_address, ip_network
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -25,12 +25,15 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from pydantic import SecretStr
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from iod.db import is_unavailable
 from iod.errors import NotFound, Unauthorized
 from iod.http import problem
 from iod.models import BandwidthChange, Job
+
+if TYPE_CHECKING:
+    from iod.app import Services
 
 LAG_WINDOW = timedelta(minutes=5)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -87,7 +90,7 @@ class HttpMetrics(Collector):
 class DatabaseCollector(Collector):
     """Queue depth by state, and the lag of the changes applied in the last five minutes."""
 
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -121,9 +124,7 @@ class DatabaseCollector(Collector):
     @staticmethod
     def _query(db: Any, now: datetime) -> tuple[list[Any], list[float]]:
         with db.read() as session:
-            states = session.execute(
-                select(Job.state, func.count()).where(Job.state != "done").group_by(Job.state)
-            ).all()
+            states = session.execute(queue_depth_query()).all()
             lags = sorted(
                 (applied - effective).total_seconds()
                 for applied, effective in session.execute(
@@ -136,7 +137,7 @@ class DatabaseCollector(Collector):
         return list(states), lags
 
 
-def build_registry(services: Any) -> tuple[CollectorRegistry, HttpMetrics]:
+def build_registry(services: Services) -> tuple[CollectorRegistry, HttpMetrics]:
     registry = CollectorRegistry()
     registry.register(DatabaseCollector(services))
     http = HttpMetrics()
@@ -195,3 +196,14 @@ async def metrics(request: Request) -> Response:
     registry = request.app.state.metrics_registry
     body = await run_in_threadpool(generate_latest, registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def queue_depth_query() -> Select[Any]:
+    """Jobs per state, done ones left out: `state IN (…)` is a range of the (state, run_at)
+    index, so the done jobs (most of the table) are never read; `!=` would scan them."""
+    statement: Select[Any] = (
+        select(Job.state, func.count())  # type: ignore[assignment]
+        .where(Job.state.in_(("queued", "running", "failed")))
+        .group_by(Job.state)
+    )
+    return statement

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from iod.db import Base, UTCDateTime
@@ -138,16 +138,27 @@ class StatusTransition(Base):
 
 
 class Job(Base):
+    """A task to run (`kind` names it in the task registry, `args` are its JSON arguments).
+
+    Jobs sharing a `lock_key` run one at a time in (scheduled_at, id) order (a connection's
+    jobs use `connection:<id>`); jobs without one run as soon as they are due. `queue` lets a
+    worker take only some tasks. `connection_id`/`change_id` are kept for the connection
+    tasks (and the jobs of earlier releases)."""
+
     __tablename__ = "jobs"
     __table_args__ = (
         Index(None, "state", "run_at"),
-        Index(None, "connection_id", "state", "scheduled_at"),
+        Index(None, "lock_key", "state", "scheduled_at"),
+        Index(None, "finished_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    connection_id: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(64))
+    connection_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     change_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    lock_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    queue: Mapped[str] = mapped_column(String(32), default="default", server_default="default")
     state: Mapped[str] = mapped_column(String(16))
     run_at: Mapped[datetime] = mapped_column(UTCDateTime())
     scheduled_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -158,6 +169,51 @@ class Job(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class PeriodicRun(Base):
+    """One row per periodic task and period: the primary key is what makes a period run
+    once across every process (the job is enqueued in the transaction that inserts it)."""
+
+    __tablename__ = "periodic_runs"
+
+    task: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Event(Base):
+    """A domain event, appended in the transaction of the change it describes (an outbox).
+
+    `position` counts each customer's events from 1 without gaps, in commit order (see
+    `iod.events`); rows are never updated, only pruned past their retention."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "position"),
+        Index(None, "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(40))
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Who caused it ({"type", "id", "source", "requestId"}), None for the worker's own.
+    actor: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class EventStream(Base):
+    """Each customer's last event position: the row its writers update at commit, which
+    serialises them and so hands out positions in commit order."""
+
+    __tablename__ = "event_streams"
+
+    customer_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
 
 
 class IdempotencyKey(Base):

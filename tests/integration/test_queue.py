@@ -8,7 +8,7 @@ from datetime import timedelta
 from iod.clock import FrozenClock
 from iod.db import Database
 from iod.jobs import queue
-from iod.jobs.queue import JobKind, JobState
+from iod.jobs.queue import JobState
 from iod.models import Job
 
 
@@ -16,8 +16,9 @@ def _enqueue(db: Database, clock: FrozenClock, connection_id: str, delay: float 
     with db.write() as session:
         job = queue.enqueue(
             session,
-            kind=JobKind.PROVISION,
+            "provision",
             connection_id=connection_id,
+            lock_key=f"connection:{connection_id}",
             run_at=clock.now() + timedelta(seconds=delay),
             now=clock.now(),
             max_attempts=3,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request, Security
 from fastapi.concurrency import run_in_threadpool
@@ -13,6 +13,9 @@ from fastapi.security import OAuth2
 from iod.auth.tokens import SCOPES, Principal, TokenInvalid
 from iod.errors import Forbidden, RateLimited, Unauthorized
 from iod.ratelimit import row_charge
+
+if TYPE_CHECKING:
+    from iod.app import Services
 
 REALM = "internet-on-demand"
 
@@ -40,7 +43,7 @@ def _challenge(error: str | None = None, description: str | None = None, scope: 
 
 
 async def authenticate(
-    services: Any, state: dict[str, Any], authorization: str | None
+    services: Services, state: dict[str, Any], authorization: str | None
 ) -> Principal:
     """Runs on the event loop: verified tokens and client states are cached, so only a stale
     client state costs a (threadpool) database read. `state` is the ASGI scope's state (what
@@ -80,7 +83,9 @@ async def authenticate(
     return principal
 
 
-def _rate_limit(services: Any, state: dict[str, Any], principal: Principal, scope: str) -> None:
+def _rate_limit(
+    services: Services, state: dict[str, Any], principal: Principal, scope: str
+) -> None:
     """Takes a token from the client's read or write bucket (reads and writes are limited
     apart, so polling cannot starve orders). The middleware turns the decision into the
     RateLimit-* headers of whatever the request answers."""
@@ -111,7 +116,7 @@ def charge_rows(services: Any, state: dict[str, Any], principal: Principal, rows
 
 
 async def authorize(
-    services: Any, state: dict[str, Any], authorization: str | None, scope: str
+    services: Services, state: dict[str, Any], authorization: str | None, scope: str
 ) -> Principal:
     """The whole bearer check of one request: the token and its client (401), a rate-limit
     token (429), the scope (403). Shared by the dependency and the fast GET

@@ -13,6 +13,7 @@ import typer
 
 from iod.cli import admin
 from iod.cli.common import console, open_db_or_exit
+from iod.cli.jobs import jobs_app
 from iod.cli.network import network_app
 from iod.client import cli as customer
 from iod.client.terminal import safe
@@ -33,6 +34,7 @@ app.add_typer(admin.audit_app, name="audit")
 app.command("demo")(admin.demo)
 customer.register(app)
 app.add_typer(network_app, name="network")
+app.add_typer(jobs_app, name="jobs")
 
 
 @app.command()

@@ -10,7 +10,7 @@ import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from iod import audit, idempotency
 from iod.auth.dependencies import charge_rows, require_read, require_write
 from iod.auth.tokens import Principal
-from iod.clock import rfc3339
 from iod.connections import lifecycle, service
 from iod.connections.fastpath import connection_response
 from iod.connections.schemas import (
@@ -34,7 +33,6 @@ from iod.connections.schemas import (
     StatusHistory,
     StatusTransitionOut,
 )
-from iod.domain.bandwidth import format_bandwidth
 from iod.domain.status import Action, ConnectionStatus
 from iod.http import (
     ETAG_HEADER,
@@ -47,6 +45,9 @@ from iod.http import (
     problem,
     require_json,
 )
+
+if TYPE_CHECKING:
+    from iod.app import Services
 
 router = APIRouter(prefix="/internet-on-demand", route_class=StrictJsonRoute)
 T = TypeVar("T")
@@ -110,23 +111,14 @@ READ = Annotated[Principal, require_read]
 WRITE = Annotated[Principal, require_write]
 
 
-def _services(request: Request) -> Any:
-    return request.app.state.services
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
 
 
-def _audit(
-    session: Session,
-    request: Request,
-    principal: Principal,
-    action: str,
-    connection_id: str,
-    **details: Any,
-) -> None:
-    """The audit record of an accepted change, in the transaction that makes it."""
-    audit.record(
-        session, _services(request).clock, audit.from_request(request, principal), action,
-        "connection", connection_id, customer_id=principal.customer_id, details=details,
-    )  # fmt: skip
+def _act_for(session: Session, request: Request, principal: Principal) -> None:
+    """The events of this transaction are the client's doing (and audited as such)."""
+    audit.act_for(session, audit.from_request(request, principal))
 
 
 # A cursor is the id of the last connection of the previous page (service.encode_cursor).
@@ -263,18 +255,9 @@ def create_connection(
     services = _services(request)
 
     def work(session: Session) -> idempotency.Outcome:
+        _act_for(session, request, principal)
         connection = service.create_connection(
             session, services.clock, principal, body, services.policy
-        )
-        _audit(
-            session,
-            request,
-            principal,
-            "connection.create",
-            connection.id,
-            bandwidth=body.bandwidth,
-            locationId=body.locationId,
-            description=body.description,
         )
         location = f"/internet-on-demand/connections/{connection.id}"
         result = service.present_new(connection)
@@ -340,24 +323,13 @@ def update_bandwidth(
     services = _services(request)
 
     def work(session: Session) -> idempotency.Outcome:
+        _act_for(session, request, principal)
         connection, change, revert = service.update_bandwidth(
             session, services.clock, principal, connectionId, body, services.policy, if_match
         )
         if change is None:  # it will have that bandwidth then anyway: nothing was recorded
             result = service.present_update(session, connection, None, None)
             return idempotency.Outcome(200, result, {"ETag": service.etag_of(result)})
-        _audit(
-            session,
-            request,
-            principal,
-            "bandwidth.change",
-            connection.id,
-            bandwidth=body.bandwidth,
-            changeId=change.id,
-            effectiveDate=rfc3339(change.effective_at),
-            revertAt=rfc3339(revert.effective_at) if revert is not None else None,
-            revertChangeId=revert.id if revert is not None else None,
-        )
         result = service.present_update(session, connection, change, revert)
         return idempotency.Outcome(200, result, {"ETag": service.etag_of(result)})
 
@@ -375,6 +347,7 @@ def _action(
     services = _services(request)
 
     def work(session: Session) -> idempotency.Outcome:
+        _act_for(session, request, principal)
         connection = service.get_connection(session, principal, connection_id)
 
         def precondition(locked: Any) -> None:
@@ -384,15 +357,6 @@ def _action(
             session, services.clock, principal, connection, action,
             services.policy.max_attempts, precondition if if_match is not None else None,
         )  # fmt: skip
-        _audit(
-            session,
-            request,
-            principal,
-            f"connection.{action.value}",
-            connection.id,
-            status=connection.status,
-            targetStatus=connection.target_status,
-        )
         result = service.present(session, [connection])[0]
         return idempotency.Outcome(202, result, {"ETag": service.etag_of(result)})
 
@@ -579,16 +543,8 @@ def cancel_change(
     services = _services(request)
 
     def work(session: Session) -> idempotency.Outcome:
+        _act_for(session, request, principal)
         change = service.cancel_change(session, services.clock, principal, connectionId, changeId)
-        _audit(
-            session,
-            request,
-            principal,
-            "bandwidth.cancel",
-            change.connection_id,
-            changeId=change.id,
-            bandwidth=format_bandwidth(change.to_mbps),
-        )
         return idempotency.Outcome(200, service.change_to_schema(change), {})
 
     return idempotency.run(services, request, principal, key, None, work)

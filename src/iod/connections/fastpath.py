@@ -14,7 +14,7 @@ root path.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Response
 from sqlalchemy import exc as sa_exc
@@ -28,6 +28,9 @@ from iod.errors import ProblemError
 from iod.http import entity_tag_of
 from iod.ids import looks_like_id
 from iod.problems import problem_response, unavailable_response
+
+if TYPE_CHECKING:
+    from iod.app import Services
 
 PREFIX = "/internet-on-demand/connections/"
 ROUTE_PATH = PREFIX + "{connectionId}"
@@ -58,7 +61,7 @@ def connection_response(db: Database, principal: Principal, connection_id: str) 
 
 
 class ConnectionReadFastPath:
-    def __init__(self, app: ASGIApp, services: Any, route: Any) -> None:
+    def __init__(self, app: ASGIApp, services: Services, route: Any) -> None:
         self.app = app
         self.services = services
         self.route = route  # the APIRoute the router would match: metrics label it

@@ -8,9 +8,11 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from iod import events
 from iod.auth.tokens import Principal
 from iod.clock import Clock
-from iod.connections import capacity, repository
+from iod.connections import capacity, jobs, repository
+from iod.domain.bandwidth import format_bandwidth
 from iod.domain.status import (
     ACTION_TARGETS,
     Action,
@@ -20,13 +22,12 @@ from iod.domain.status import (
     transition,
 )
 from iod.errors import InvalidState
-from iod.jobs.queue import JobKind, enqueue
-from iod.models import Connection, StatusTransition
+from iod.models import BandwidthChange, Connection, StatusTransition
 
 _JOB_KINDS = {
-    Action.SUSPEND: JobKind.SUSPEND,
-    Action.RESUME: JobKind.RESUME,
-    Action.TERMINATE: JobKind.TERMINATE,
+    Action.SUSPEND: jobs.SUSPEND,
+    Action.RESUME: jobs.RESUME,
+    Action.TERMINATE: jobs.TERMINATE,
 }
 
 
@@ -35,10 +36,35 @@ def target_of(connection: Connection) -> ConnectionStatus:
     return ConnectionStatus(connection.target_status or connection.status)
 
 
+# The domain event of each arrival in a status (from -> to; None: from any).
+_ARRIVALS = {
+    (ConnectionStatus.PROVISIONING.value, ConnectionStatus.ACTIVE): "connection.activated",
+    (ConnectionStatus.SUSPENDED.value, ConnectionStatus.ACTIVE): "connection.resumed",
+    (None, ConnectionStatus.SUSPENDED): "connection.suspended",
+    (None, ConnectionStatus.TERMINATED): "connection.terminated",
+}
+
+
+def record_event(
+    session: Session, name: str, connection: Connection, at: datetime, **payload: object
+) -> None:
+    """A domain event about `connection`, on the transaction's unit of work."""
+    events.record(
+        session,
+        name,
+        customer_id=connection.customer_id,
+        subject_id=connection.id,
+        at=at,
+        connectionId=connection.id,
+        **payload,
+    )
+
+
 def record_transition(
     session: Session, connection: Connection, new: ConnectionStatus, reason: str, at: datetime
 ) -> None:
-    """Moves the connection along the state machine and writes why, in one place."""
+    """Moves the connection along the state machine and writes why, in one place (and
+    records the domain event of the arrival)."""
     old = connection.status
     connection.status = transition(ConnectionStatus(old), new).value
     connection.updated_at = at
@@ -53,6 +79,9 @@ def record_transition(
             connection_id=connection.id, from_status=old, to_status=new.value, reason=reason, at=at
         )
     )
+    name = _ARRIVALS.get((old, new)) or _ARRIVALS.get((None, new))
+    if name is not None:
+        record_event(session, name, connection, at, fromStatus=old, reason=reason)
     if new is ConnectionStatus.TERMINATED:
         # The only status that changes what a connection commits (a suspended one keeps its
         # port): it gives its capacity back.
@@ -100,17 +129,48 @@ def request_action(
             if change.status == ChangeStatus.SCHEDULED.value:
                 change.status = ChangeStatus.CANCELLED.value
                 change.failure_reason = "the connection is being terminated"
+                change_event(session, "bandwidth_change.cancelled", connection, change, now,
+                             reason="termination")  # fmt: skip
         capacity.recommit(session, connection)
-    enqueue(
+    record_event(
         session,
-        kind=_JOB_KINDS[action],
-        connection_id=connection.id,
+        f"connection.{action.value}_requested",
+        connection,
+        now,
+        status=connection.status,
+        targetStatus=connection.target_status,
+    )
+    jobs.enqueue(
+        session,
+        _JOB_KINDS[action],
+        connection.id,
         run_at=now,
         now=now,
         max_attempts=max_attempts,
     )
     session.flush()
     return connection
+
+
+def change_event(
+    session: Session,
+    name: str,
+    connection: Connection,
+    change: BandwidthChange,
+    at: datetime,
+    **payload: object,
+) -> None:
+    """A domain event about a bandwidth change (its subject is the connection)."""
+    record_event(
+        session,
+        name,
+        connection,
+        at,
+        changeId=change.id,
+        bandwidth=format_bandwidth(change.to_mbps),
+        revertOf=change.revert_of,
+        **payload,
+    )
 
 
 def history(session: Session, connection_id: str) -> Sequence[StatusTransition]:

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from iod.auth.tokens import Principal
-from iod.clock import Clock
-from iod.connections import capacity, repository
-from iod.connections.lifecycle import record_creation, target_of
+from iod.clock import Clock, rfc3339
+from iod.connections import capacity, jobs, repository
+from iod.connections.lifecycle import change_event, record_creation, record_event, target_of
 from iod.connections.repository import AnyRow
 from iod.connections.schemas import (
     BandwidthChange as BandwidthChangeOut,
@@ -39,7 +39,6 @@ from iod.errors import (
 )
 from iod.http import check_if_match, entity_tag
 from iod.ids import looks_like_id, new_id
-from iod.jobs.queue import JobKind, enqueue
 from iod.locations import addressing
 from iod.locations import repository as locations
 from iod.models import BandwidthChange, Connection, Location
@@ -86,10 +85,19 @@ def create_connection(
     )
     session.add(connection)
     record_creation(session, connection, f"ordered by client {principal.client_id}")
-    enqueue(
+    record_event(
         session,
-        kind=JobKind.PROVISION,
-        connection_id=connection.id,
+        "connection.ordered",
+        connection,
+        now,
+        bandwidth=format_bandwidth(mbps),
+        locationId=location.id,
+        description=request.description,
+    )
+    jobs.enqueue(
+        session,
+        jobs.PROVISION,
+        connection.id,
         run_at=now,
         now=now,
         max_attempts=policy.max_attempts,
@@ -223,6 +231,15 @@ def update_bandwidth(
             session, principal, connection, before, update.revertAt, now, policy, change.id
         )
     connection.updated_at = now
+    change_event(
+        session, "bandwidth_change.scheduled", connection, change, now,
+        effectiveDate=rfc3339(change.effective_at),
+        revertAt=rfc3339(revert.effective_at) if revert is not None else None,
+        revertChangeId=revert.id if revert is not None else None,
+    )  # fmt: skip
+    if revert is not None:
+        change_event(session, "bandwidth_change.scheduled", connection, revert, now,
+                     effectiveDate=rfc3339(revert.effective_at))  # fmt: skip
     # The connection commits the most it will have once these changes join its pending
     # ones; checked last, for the location's row lock to be held briefly.
     added = [c.to_mbps for c in (change, revert) if c is not None]
@@ -281,10 +298,10 @@ def _new_change(
     )
     session.add(change)
     session.flush()
-    enqueue(
+    jobs.enqueue(
         session,
-        kind=JobKind.APPLY_BANDWIDTH,
-        connection_id=connection.id,
+        jobs.APPLY_BANDWIDTH,
+        connection.id,
         change_id=change.id,
         run_at=at,
         now=now,
@@ -308,10 +325,15 @@ def cancel_change(
     reason = f"cancelled by client {principal.client_id}"
     change.status = ChangeStatus.CANCELLED.value
     change.failure_reason = reason
+    now = clock.now()
+    change_event(session, "bandwidth_change.cancelled", connection, change, now,
+                 reason="request")  # fmt: skip
     revert = repository.revert_of(session, change.id)
     if revert is not None and revert.status == ChangeStatus.SCHEDULED.value:
         revert.status = ChangeStatus.CANCELLED.value
         revert.failure_reason = f"{reason} (its boost was cancelled)"
+        change_event(session, "bandwidth_change.cancelled", connection, revert, now,
+                     reason="boost_cancelled")  # fmt: skip
     capacity.recommit(session, connection)
     return change
 

@@ -1,22 +1,22 @@
-"""What the worker does for each job kind: read the intent, act on the network, record it.
+"""The connection tasks, registered with the worker's task registry: read the intent, act
+on the network, record it (and the domain event of what happened).
 
 Each task has three steps so no database transaction stays open while the network works:
 `prepare` (a write transaction: returns what the network must do, or None when nothing is
-left to do), the driver call, and `record` (a write transaction that also finishes the job).
-Every step reloads by id and is safe to run again after a crash.
+left to do), the driver call, and `record` (a write transaction that also finishes the job);
+`abandon` is the final-failure hook. Every step reloads by id and is safe to run again after
+a crash. Their jobs carry the connection (and change) id and the lock key
+`connection:<id>` (`jobs.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from iod.clock import Clock
-from iod.connections import capacity, repository
-from iod.connections.lifecycle import record_transition
+from iod.connections import capacity, jobs, repository
+from iod.connections.lifecycle import change_event, record_event, record_transition
+from iod.domain.bandwidth import format_bandwidth
 from iod.domain.status import (
     ACTION_TARGETS,
     PENDING_CHANGE_STATUSES,
@@ -25,40 +25,10 @@ from iod.domain.status import (
     ConnectionStatus,
     can_transition,
 )
-from iod.jobs.queue import JobKind
+from iod.jobs.registry import JobGone, JobRef, Task, TaskContext, register
 from iod.locations import addressing
 from iod.models import BandwidthChange, Connection
 from iod.network.base import ConnectionSpec, NetworkDriver
-
-
-class JobGone(Exception):
-    """The row a job points at no longer exists: fail loudly, never guess."""
-
-
-@dataclass(frozen=True)
-class JobRef:
-    id: int
-    kind: str
-    connection_id: str
-    change_id: str | None
-    attempts: int
-    max_attempts: int
-
-
-Prepare = Callable[[Session, JobRef], ConnectionSpec | None]
-Act = Callable[[NetworkDriver, ConnectionSpec, str], None]
-Record = Callable[[Session, JobRef, Clock], None]
-Abandon = Callable[[Session, JobRef, Clock, str], None]
-Preload = Callable[[Session, list[JobRef], bool], list[object]]
-
-
-@dataclass(frozen=True)
-class Task:
-    prepare: Prepare
-    act: Act
-    record: Record
-    abandon: Abandon
-    preload: Preload = lambda session, jobs, preparing: _load_connections(session, jobs, preparing)
 
 
 def _load_connections(session: Session, jobs: list[JobRef], preparing: bool) -> list[object]:
@@ -69,7 +39,7 @@ def _load_connections(session: Session, jobs: list[JobRef], preparing: bool) -> 
     (`capacity.recommit`), and every connection's row must be locked before the first
     location's row, the order an order or a change takes them in; otherwise a batch holding
     a location could wait for a connection whose change waits for that location."""
-    ids = sorted({job.connection_id for job in jobs})
+    ids = sorted({job.connection_id for job in jobs if job.connection_id})
     if not ids:
         return []
     query = select(Connection).where(Connection.id.in_(ids)).order_by(Connection.id)
@@ -80,13 +50,13 @@ def _load_connections(session: Session, jobs: list[JobRef], preparing: bool) -> 
 
 
 def _connection(session: Session, job: JobRef) -> Connection:
-    connection = repository.get(session, job.connection_id)
+    connection = repository.get(session, job.connection_id or "")
     if connection is None:
         raise JobGone(f"connection {job.connection_id} does not exist")
     return connection
 
 
-def _provision_prepare(session: Session, job: JobRef) -> ConnectionSpec | None:
+def _provision_prepare(session: Session, job: JobRef, ctx: TaskContext) -> ConnectionSpec | None:
     connection = _connection(session, job)
     if connection.status != ConnectionStatus.PROVISIONING.value:
         return None
@@ -102,29 +72,38 @@ def spec_of(connection: Connection, mbps: int | None = None) -> ConnectionSpec:
     )
 
 
-def _provision_record(session: Session, job: JobRef, clock: Clock) -> None:
+def _provision_record(session: Session, job: JobRef, ctx: TaskContext) -> None:
     connection = _connection(session, job)
     if connection.status == ConnectionStatus.PROVISIONING.value:
         record_transition(
-            session, connection, ConnectionStatus.ACTIVE, "the network is configured", clock.now()
+            session,
+            connection,
+            ConnectionStatus.ACTIVE,
+            "the network is configured",
+            ctx.clock.now(),
         )
 
 
-def _provision_abandon(session: Session, job: JobRef, clock: Clock, reason: str) -> None:
+def _provision_abandon(session: Session, job: JobRef, ctx: TaskContext, reason: str) -> None:
     """Provisioning failed for good: the connection is terminated and its changes fail."""
-    connection = repository.get_for_update(session, job.connection_id)
+    connection = repository.get_for_update(session, job.connection_id or "")
     if connection is None or connection.status != ConnectionStatus.PROVISIONING.value:
         return
+    now = ctx.clock.now()
+    record_event(session, "connection.provisioning_failed", connection, now,
+                 attempts=job.attempts, error=reason)  # fmt: skip
     record_transition(
         session,
         connection,
         ConnectionStatus.TERMINATED,
         f"provisioning failed after {job.attempts} attempts: {reason}",
-        clock.now(),
+        now,
     )
     for change in repository.pending_changes(session, [connection.id])[connection.id]:
         change.status = ChangeStatus.FAILED.value
         change.failure_reason = f"provisioning failed: {reason}"
+        change_event(session, "bandwidth_change.failed", connection, change, now,
+                     error=change.failure_reason)  # fmt: skip
     # (record_transition has already given its capacity back: a terminated one commits 0.)
     # Whatever a failed provisioning left on the network is an orphan that reconciliation
     # removes; a driver given the block again replaces a stale holder (docs/network.md).
@@ -153,7 +132,7 @@ def _change_of(session: Session, job: JobRef) -> BandwidthChange:
     return change
 
 
-def _apply_prepare(session: Session, job: JobRef) -> ConnectionSpec | None:
+def _apply_prepare(session: Session, job: JobRef, ctx: TaskContext) -> ConnectionSpec | None:
     change = _change_of(session, job)  # locked by _apply_preload
     if ChangeStatus(change.status) not in PENDING_CHANGE_STATUSES:
         return None
@@ -165,42 +144,48 @@ def _apply_prepare(session: Session, job: JobRef) -> ConnectionSpec | None:
         # connection's lock it would take after the change's.
         change.status = ChangeStatus.CANCELLED.value
         change.failure_reason = "the connection was terminated before the change applied"
+        change_event(session, "bandwidth_change.cancelled", connection, change,
+                     ctx.clock.now(), reason="termination")  # fmt: skip
         return None
     change.status = ChangeStatus.APPLYING.value
     return spec_of(connection, change.to_mbps)
 
 
-def _apply_record(session: Session, job: JobRef, clock: Clock) -> None:
+def _apply_record(session: Session, job: JobRef, ctx: TaskContext) -> None:
     change = _change_of(session, job)
     connection = repository.get(session, change.connection_id)
     if connection is None:
         raise JobGone(f"connection {change.connection_id} does not exist")
-    now = clock.now()
+    now = ctx.clock.now()
     change.from_mbps = connection.bandwidth_mbps
     change.status = ChangeStatus.APPLIED.value
     change.applied_at = now
     connection.bandwidth_mbps = change.to_mbps
     connection.updated_at = now
     capacity.recommit(session, connection)  # the change is no longer pending
+    change_event(session, "bandwidth_change.applied", connection, change, now,
+                 fromBandwidth=format_bandwidth(change.from_mbps))  # fmt: skip
 
 
-def _apply_abandon(session: Session, job: JobRef, clock: Clock, reason: str) -> None:
+def _apply_abandon(session: Session, job: JobRef, ctx: TaskContext, reason: str) -> None:
     # The connection's row before the change's, the order every writer takes them in.
-    connection = repository.get_for_update(session, job.connection_id)
+    connection = repository.get_for_update(session, job.connection_id or "")
     change = repository.get_change(session, job.change_id or "")
     if change is not None and ChangeStatus(change.status) in PENDING_CHANGE_STATUSES:
         change.status = ChangeStatus.FAILED.value
         change.failure_reason = reason
         if connection is not None:
             capacity.recommit(session, connection)
+            change_event(session, "bandwidth_change.failed", connection, change,
+                         ctx.clock.now(), error=reason)  # fmt: skip
 
 
 # --- suspend, resume, terminate --------------------------------------------------------
 
 _ACTION_OF_KIND = {
-    JobKind.SUSPEND.value: Action.SUSPEND,
-    JobKind.RESUME.value: Action.RESUME,
-    JobKind.TERMINATE.value: Action.TERMINATE,
+    jobs.SUSPEND: Action.SUSPEND,
+    jobs.RESUME: Action.RESUME,
+    jobs.TERMINATE: Action.TERMINATE,
 }
 _REASONS = {
     Action.SUSPEND: "suspended at the customer's request: traffic blocked, configuration kept",
@@ -209,7 +194,7 @@ _REASONS = {
 }
 
 
-def _action_prepare(session: Session, job: JobRef) -> ConnectionSpec | None:
+def _action_prepare(session: Session, job: JobRef, ctx: TaskContext) -> ConnectionSpec | None:
     connection = _connection(session, job)
     wanted = ACTION_TARGETS[_ACTION_OF_KIND[job.kind]]
     if not can_transition(ConnectionStatus(connection.status), wanted):
@@ -227,49 +212,56 @@ def _action_act(driver: NetworkDriver, spec: ConnectionSpec, op_id: str, kind: s
         driver.terminate(spec.connection_id, op_id)
 
 
-def _action_record(session: Session, job: JobRef, clock: Clock) -> None:
+def _action_record(session: Session, job: JobRef, ctx: TaskContext) -> None:
     connection = _connection(session, job)
     action = _ACTION_OF_KIND[job.kind]
     wanted = ACTION_TARGETS[action]
     if can_transition(ConnectionStatus(connection.status), wanted):
-        record_transition(session, connection, wanted, _REASONS[action], clock.now())
+        record_transition(session, connection, wanted, _REASONS[action], ctx.clock.now())
         if wanted is ConnectionStatus.TERMINATED:
             addressing.release(session, connection.id)  # the network has let it go
 
 
-def _action_abandon(session: Session, job: JobRef, clock: Clock, reason: str) -> None:
+def _action_abandon(session: Session, job: JobRef, ctx: TaskContext, reason: str) -> None:
     """The network refused for good: the connection stays as it is, and says so."""
-    connection = repository.get(session, job.connection_id)
+    connection = repository.get(session, job.connection_id or "")
     if connection is not None:
         connection.target_status = None
-        connection.updated_at = clock.now()
+        connection.updated_at = ctx.clock.now()
+        record_event(session, "connection.action_failed", connection, connection.updated_at,
+                     action=_ACTION_OF_KIND[job.kind].value, error=reason)  # fmt: skip
 
 
-def _action_task(kind: JobKind) -> Task:
+def _action_task(kind: str) -> Task[ConnectionSpec]:
     return Task(
+        kind,
         _action_prepare,
-        lambda d, s, op: _action_act(d, s, op, kind.value),
+        lambda ctx, s, op: _action_act(ctx.driver, s, op, kind),
         _action_record,
         _action_abandon,
+        _load_connections,
     )
 
 
-TASKS: dict[str, Task] = {
-    JobKind.PROVISION.value: Task(
+register(
+    Task(
+        jobs.PROVISION,
         _provision_prepare,
-        lambda d, s, op: d.provision(s, op),
+        lambda ctx, s, op: ctx.driver.provision(s, op),
         _provision_record,
         _provision_abandon,
-    ),
-    JobKind.APPLY_BANDWIDTH.value: Task(
+        _load_connections,
+    )
+)
+register(
+    Task(
+        jobs.APPLY_BANDWIDTH,
         _apply_prepare,
-        lambda d, s, op: d.set_bandwidth(s, op),
+        lambda ctx, s, op: ctx.driver.set_bandwidth(s, op),
         _apply_record,
         _apply_abandon,
         _apply_preload,
-    ),
-    **{
-        kind.value: _action_task(kind)
-        for kind in (JobKind.SUSPEND, JobKind.RESUME, JobKind.TERMINATE)
-    },
-}
+    )
+)
+for _kind in (jobs.SUSPEND, jobs.RESUME, jobs.TERMINATE):
+    register(_action_task(_kind))

@@ -8,9 +8,10 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from iod import events
 from iod.auth.passwords import SecretHasher, is_slow_hash, new_secret
 from iod.auth.tokens import SCOPES
-from iod.clock import Clock
+from iod.clock import Clock, rfc3339
 from iod.customers import repository
 from iod.errors import NotFound, ValidationFailed
 from iod.ids import new_id
@@ -188,5 +189,15 @@ def rotate_secret(
     client.previous_secret_until = until
     client.secret_hash = hasher.hash(secret)
     client.secret_generation = (client.secret_generation or 0) + 1
+    events.record(
+        session,
+        "client.secret_rotated",
+        customer_id=client.customer_id,
+        subject_id=client.id,
+        at=clock.now(),
+        clientId=client.id,
+        generation=client.secret_generation,
+        previousSecretValidUntil=rfc3339(until) if until is not None else None,
+    )
     session.flush()
     return RotatedSecret(secret, until)

@@ -1,19 +1,24 @@
 """Enqueue inside the caller's transaction; claim with a lease; finish or retry with backoff.
 
-Jobs of one connection run one at a time and in (scheduled_at, id) order: a job is claimable
-only when no earlier unfinished job of its connection exists and none holds a live lease.
-`run_at` moves forward on retries; `scheduled_at` never does, so a retry keeps its place.
+A job names a registered task (`iod.jobs.registry`) and carries JSON arguments. Jobs of one
+lock key (a connection's are `connection:<id>`) run one at a time and in (scheduled_at, id)
+order: a job is claimable only when no earlier unfinished job of its key exists and none
+holds a live lease. Jobs without a key are never held back. `run_at` moves forward on
+retries; `scheduled_at` never does, so a retry keeps its place.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from iod.db import uow
 from iod.models import Job
 
 
@@ -24,30 +29,30 @@ class JobState(StrEnum):
     FAILED = "failed"
 
 
-class JobKind(StrEnum):
-    PROVISION = "provision"
-    APPLY_BANDWIDTH = "apply_bandwidth"
-    SUSPEND = "suspend"
-    RESUME = "resume"
-    TERMINATE = "terminate"
-
-
 UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
+FINISHED = (JobState.DONE.value, JobState.FAILED.value)
 
 
 def enqueue(
     session: Session,
+    task: str,
     *,
-    kind: JobKind,
-    connection_id: str,
     run_at: datetime,
     now: datetime,
     max_attempts: int,
+    args: dict[str, Any] | None = None,
+    lock_key: str | None = None,
+    queue: str = "default",
+    connection_id: str | None = None,
     change_id: str | None = None,
 ) -> Job:
-    """Adds the job to the caller's transaction: it commits or rolls back with the data."""
+    """Adds the job to the caller's transaction: it commits or rolls back with the data.
+    A job due now wakes the workers once the transaction commits (the unit of work)."""
     job = Job(
-        kind=kind.value,
+        kind=task,
+        args=args or {},
+        lock_key=lock_key,
+        queue=queue,
         connection_id=connection_id,
         change_id=change_id,
         state=JobState.QUEUED.value,
@@ -58,13 +63,15 @@ def enqueue(
         created_at=now,
     )
     session.add(job)
+    if run_at <= now:
+        uow.wake(session, "jobs")
     return job
 
 
 def _not_blocked(now: datetime):  # type: ignore[no-untyped-def]
     earlier = aliased(Job)
     return ~exists().where(
-        earlier.connection_id == Job.connection_id,
+        earlier.lock_key == Job.lock_key,  # NULL = NULL is not true: no key, never blocked
         earlier.id != Job.id,
         earlier.state.in_(UNFINISHED),
         or_(
@@ -76,12 +83,18 @@ def _not_blocked(now: datetime):  # type: ignore[no-untyped-def]
 
 
 def claim_batch(
-    session: Session, now: datetime, lease_seconds: float, worker_id: str, limit: int
+    session: Session,
+    now: datetime,
+    lease_seconds: float,
+    worker_id: str,
+    limit: int,
+    queues: Collection[str] | None = None,
 ) -> list[Job]:
-    """Takes up to `limit` due jobs and leases them; concurrent workers skip locked rows.
+    """Takes up to `limit` due jobs (of `queues`, or any) and leases them; concurrent
+    workers skip locked rows.
 
-    At most one job per connection can be due at a time (the others are blocked behind it),
-    so a batch never holds two jobs of one connection. Queued jobs are looked for first and
+    At most one job per lock key can be due at a time (the others are blocked behind it),
+    so a batch never holds two jobs of one key. Queued jobs are looked for first and
     jobs whose lease ran out second: two queries that each follow an index, rather than one
     OR that scans the table.
     """
@@ -93,10 +106,11 @@ def claim_batch(
     for due in candidates:
         if len(jobs) >= limit:
             break
+        query = select(Job).where(due, _not_blocked(now))
+        if queues is not None:
+            query = query.where(Job.queue.in_(list(queues)))
         jobs += session.scalars(
-            select(Job)
-            .where(due, _not_blocked(now))
-            .order_by(Job.run_at, Job.id)
+            query.order_by(Job.run_at, Job.id)
             .limit(limit - len(jobs))
             .with_for_update(skip_locked=True, of=Job)
         ).all()
@@ -119,6 +133,18 @@ def next_due(session: Session) -> datetime | None:
     return session.scalar(
         select(Job.run_at).where(Job.state == JobState.QUEUED.value).order_by(Job.run_at).limit(1)
     )
+
+
+def purge_finished(session: Session, before: datetime, batch: int = 10_000) -> int:
+    """Deletes up to `batch` jobs finished (done or failed) before `before`; how many."""
+    ids = session.scalars(
+        select(Job.id).where(Job.finished_at < before, Job.state.in_(FINISHED)).limit(batch)
+    ).all()
+    if ids:
+        session.execute(
+            Job.__table__.delete().where(Job.id.in_(ids))  # type: ignore[attr-defined]
+        )
+    return len(ids)
 
 
 def finish(session: Session, job_id: int, worker_id: str, now: datetime) -> bool:

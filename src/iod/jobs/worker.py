@@ -1,7 +1,9 @@
-"""The worker: claims due jobs, runs their task against the network driver, retries failures.
+"""The worker: claims due jobs, runs their registered task, retries failures, and enqueues
+the periods of periodic tasks as they come due.
 
 It runs inside `iod serve` (a thread) or alone as `iod worker`; on PostgreSQL any number of
-them share the queue.
+them share the queue, and a LISTEN on `iod_jobs` wakes every idle one when a job is due now.
+It knows tasks only by name (`iod.jobs.registry`): features register theirs.
 """
 
 from __future__ import annotations
@@ -11,17 +13,24 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from sqlalchemy.orm import Session
 
 from iod.clock import Clock
-from iod.connections.tasks import TASKS, JobGone, JobRef, Task
+from iod.config import Settings
 from iod.db import Database, is_unavailable
 from iod.jobs import queue
+from iod.jobs.periodic import Scheduler
+from iod.jobs.registry import TASKS, JobGone, JobRef, Task, TaskContext
 from iod.models import Job
-from iod.network.base import ConnectionSpec, NetworkDriver
+from iod.network.base import NetworkDriver
+
+Prepared = tuple[JobRef, Task[Any] | None, object | None, Exception | None]
+Acted = tuple[JobRef, Task[Any], object | None]
 
 log = structlog.get_logger("iod.worker")
 
@@ -50,11 +59,19 @@ class Worker:
         *,
         worker_id: str | None = None,
         wakeup: threading.Event | None = None,
+        settings: Settings | None = None,
+        queues: Collection[str] | None = None,
+        periodic: bool = True,
     ) -> None:
         self.db = db
         self.driver = driver
         self.clock = clock
         self.policy = policy
+        self.settings = settings or Settings()
+        self.context = TaskContext(clock, self.settings, driver)
+        self.queues = frozenset(queues) if queues is not None else None
+        self.scheduler = Scheduler(db, clock, self.settings.job_max_attempts)
+        self.periodic = periodic
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.wakeup = wakeup or threading.Event()
         self.stopping = threading.Event()  # set: finish the job in hand, release the rest
@@ -63,7 +80,7 @@ class Worker:
         # database went away: recorded first once it is back (before their leases run out,
         # nobody else takes them; after, another worker reruns them and the driver, which
         # knows the operation id, does nothing twice).
-        self._held: list[tuple[JobRef, Task, ConnectionSpec | None]] = []
+        self._held: list[Acted] = []
 
     def run_once(self) -> int:
         """Runs a batch of due jobs; returns how many there were (0: none was due).
@@ -93,8 +110,8 @@ class Worker:
         if not prepared:
             return 0
 
-        failures: list[tuple[JobRef, Task | None, Exception]] = []
-        acted: list[tuple[JobRef, Task, ConnectionSpec | None]] = []
+        failures: list[tuple[JobRef, Task[Any] | None, Exception]] = []
+        acted: list[Acted] = []
         released: list[int] = []
         # Half the lease for the batch: what is not carried out by then (or when asked to
         # stop) goes back to the queue, so a slow network never outlives a lease.
@@ -107,8 +124,8 @@ class Worker:
                 released.append(ref.id)
                 continue
             try:
-                if spec is not None:
-                    task.act(self.driver, spec, f"job-{ref.id}")
+                if spec is not None and task.act is not None:
+                    task.act(self.context, spec, f"job-{ref.id}")
                 acted.append((ref, task, spec))
             except Exception as exc:  # retried or recorded below, never lost
                 failures.append((ref, task, exc))
@@ -127,15 +144,13 @@ class Worker:
             self._failed(ref, task, error, self._log(ref))
         return len(prepared)
 
-    def _claim_and_prepare(
-        self, *, careful: bool
-    ) -> list[tuple[JobRef, Task | None, ConnectionSpec | None, Exception | None]]:
+    def _claim_and_prepare(self, *, careful: bool) -> list[Prepared]:
         """One transaction: claim a batch, load its rows in a query per kind, prepare each.
 
         The fast way prepares without savepoints; if anything fails the transaction (claim
         included) is rolled back and the careful way claims again with a savepoint per job,
         so one bad job keeps the claim of the others and its own failure is recorded."""
-        prepared: list[tuple[JobRef, Task | None, ConnectionSpec | None, Exception | None]] = []
+        prepared: list[Prepared] = []
         with self.db.write() as session:
             jobs = queue.claim_batch(
                 session,
@@ -143,9 +158,19 @@ class Worker:
                 self.policy.lease_seconds,
                 self.worker_id,
                 self.policy.batch_size,
+                self.queues,
             )
             refs = [
-                JobRef(j.id, j.kind, j.connection_id, j.change_id, j.attempts, j.max_attempts)
+                JobRef(
+                    j.id,
+                    j.kind,
+                    j.connection_id,
+                    j.change_id,
+                    j.attempts,
+                    j.max_attempts,
+                    dict(j.args or {}),
+                    j.lock_key,
+                )
                 for j in jobs
             ]
             loaded = self._preload(session, refs, preparing=True)  # noqa: F841 - kept alive
@@ -154,13 +179,13 @@ class Worker:
                 if not careful:
                     if task is None:
                         raise JobGone(f"unknown job kind {ref.kind!r}")
-                    prepared.append((ref, task, task.prepare(session, ref), None))
+                    prepared.append((ref, task, task.prepare(session, ref, self.context), None))
                     continue
                 try:
                     with session.begin_nested():
                         if task is None:
                             raise JobGone(f"unknown job kind {ref.kind!r}")
-                        prepared.append((ref, task, task.prepare(session, ref), None))
+                        prepared.append((ref, task, task.prepare(session, ref, self.context), None))
                 except Exception as exc:  # handled once the claim is committed
                     prepared.append((ref, task, None, exc))
         return prepared
@@ -179,9 +204,7 @@ class Worker:
                 rows += task.preload(session, group, preparing)
         return rows
 
-    def _record(
-        self, acted: list[tuple[JobRef, Task, ConnectionSpec | None]]
-    ) -> list[tuple[JobRef, Task | None, Exception]]:
+    def _record(self, acted: list[Acted]) -> list[tuple[JobRef, Task[Any] | None, Exception]]:
         """Records the batch in one transaction; if anything in it fails, records job by job
         (a savepoint each) so one bad job cannot hold back the others."""
         try:
@@ -189,7 +212,7 @@ class Worker:
                 loaded = self._preload(session, [r for r, _, _ in acted], preparing=False)
                 for ref, task, spec in acted:
                     if spec is not None:
-                        task.record(session, ref, self.clock)
+                        task.record(session, ref, self.context)
                 session.flush()
                 ids = [ref.id for ref, _, _ in acted]
                 if queue.finish_many(session, ids, self.worker_id, self.clock.now()) != set(ids):
@@ -201,14 +224,14 @@ class Worker:
             if is_unavailable(exc):
                 raise  # the caller holds the results until the database is back
             # Otherwise sorted out one by one below.
-        failures: list[tuple[JobRef, Task | None, Exception]] = []
+        failures: list[tuple[JobRef, Task[Any] | None, Exception]] = []
         with self.db.write() as session:
             loaded = self._preload(session, [r for r, _, _ in acted], preparing=False)  # noqa: F841
             for ref, task, spec in acted:
                 try:
                     with session.begin_nested():
                         if spec is not None:
-                            task.record(session, ref, self.clock)
+                            task.record(session, ref, self.context)
                         if not queue.finish(session, ref.id, self.worker_id, self.clock.now()):
                             raise _LeaseLost
                     self._log(ref).info("job.done", attempts=ref.attempts)
@@ -230,10 +253,10 @@ class Worker:
 
     @staticmethod
     def _log(ref: JobRef) -> structlog.BoundLogger:
-        return log.bind(job_id=ref.id, kind=ref.kind, connection_id=ref.connection_id)  # type: ignore[no-any-return]
+        return log.bind(job_id=ref.id, kind=ref.kind, lock_key=ref.lock_key)  # type: ignore[no-any-return]
 
     def _failed(
-        self, ref: JobRef, task: Task | None, exc: Exception, bound: structlog.BoundLogger
+        self, ref: JobRef, task: Task[Any] | None, exc: Exception, bound: structlog.BoundLogger
     ) -> None:
         reason = f"{type(exc).__name__}: {exc}"
         with self.db.write() as session:
@@ -251,8 +274,8 @@ class Worker:
                 cap=self.policy.backoff_cap_seconds,
                 rng=self._rng,
             )
-            if final and task is not None:
-                task.abandon(session, ref, self.clock, reason)
+            if final and task is not None and task.abandon is not None:
+                task.abandon(session, ref, self.context, reason)
         if final:
             bound.error("job.failed", attempts=ref.attempts, error=reason)
         else:
@@ -264,10 +287,18 @@ class Worker:
         and one message when the database is back. Jobs in hand keep their leases."""
         self.stopping = stop
         log.info("worker.started", worker_id=self.worker_id, driver=self.driver.name)
+        listener = None
+        if not self.db.is_sqlite:
+            from iod.jobs.listener import Listener
+
+            listener = Listener(self.db.engine.url, "iod_jobs", self.wakeup, stop)
+            listener.start()
         outage_since: float | None = None
         pause = self.policy.poll_seconds
         while not stop.is_set():
             try:
+                if self.periodic:
+                    self.scheduler.run_if_due()
                 ran = self.run_once()
                 if outage_since is not None:
                     log.warning(
@@ -298,11 +329,16 @@ class Worker:
                     timeout = pause
             self.wakeup.wait(timeout)
             self.wakeup.clear()
+        if listener is not None:
+            listener.join(timeout=5)
         log.info("worker.stopped", worker_id=self.worker_id, held=len(self._held))
 
     def _idle_timeout(self) -> float:
         with self.db.read() as session:
             due = queue.next_due(session)
+        tick = self.scheduler.next_tick if self.periodic else None
+        if tick is not None and (due is None or tick < due):
+            due = tick
         if due is None:
             return self.policy.poll_seconds
         seconds = (due - self.clock.now()).total_seconds()

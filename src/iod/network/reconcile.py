@@ -46,9 +46,10 @@ def desired_state(db: Database, clock: Clock) -> tuple[list[ConfiguredConnection
                     (Job.state == JobState.QUEUED.value) & (Job.run_at <= clock.now() + HORIZON),
                 )
             )
+            .where(Job.connection_id.is_not(None))
             .distinct()
         ).all()
-    skip = set(busy)
+    skip = {connection_id for connection_id in busy if connection_id is not None}
     desired = []
     for connection_id, location_id, mbps, status, block in rows:
         if status not in _IN_FORCE:

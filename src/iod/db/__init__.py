@@ -2,6 +2,8 @@
 
 The edge (a request handler or the job runner) opens a session with `Database.read()` or
 `Database.write()` and that context manager commits or rolls back; services only flush.
+`Database.write()` is the unit of work (`uow.py`): its commit writes the domain events the
+transaction recorded and then wakes the listeners of the topics it touched.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from sqlalchemy import (
     event,
     exc,
     make_url,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
 from iod.clock import as_utc
+from iod.db import uow
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -130,6 +134,10 @@ class Database:
         writer = engine.execution_options(sqlite_immediate=True) if self.is_sqlite else engine
         self._read = sessionmaker(engine, expire_on_commit=False, autoflush=False)
         self._write = sessionmaker(writer, expire_on_commit=False, autoflush=False)
+        event.listen(self._write, "after_soft_rollback", uow.discard_savepoint)
+        # topic -> callables run after a commit that woke it (`uow.wake`), in this process;
+        # on PostgreSQL the commit also NOTIFYs channel `iod_<topic>` for other processes.
+        self._listeners: dict[str, list[Callable[[], None]]] = {}
         self._prepared: dict[int, tuple[Select[Any], PreparedSelect]] = {}
         self._readers = _Readers(engine)
 
@@ -148,15 +156,30 @@ class Database:
             self._prepared[id(statement)] = entry
         return entry[1]
 
+    def listen(self, topic: str, callback: Callable[[], None]) -> None:
+        """Calls `callback` after each commit of this process that woke `topic`."""
+        self._listeners.setdefault(topic, []).append(callback)
+
     @contextmanager
     def write(self) -> Iterator[Session]:
+        """One transaction, committed at the end (rolled back on any exception): the unit
+        of work. Recorded events are written just before the commit, in the transaction."""
         with self._write() as session:
             try:
                 yield session
+                uow.before_commit(session)
+                topics = uow.take_topics(session)
+                if topics and not self.is_sqlite:
+                    for topic in sorted(topics):  # delivered by PostgreSQL at the commit only
+                        session.execute(text("SELECT pg_notify(:c, '')"), {"c": f"iod_{topic}"})
                 session.commit()
             except BaseException:
+                uow.discard(session)
                 session.rollback()
                 raise
+        for topic in topics:
+            for callback in self._listeners.get(topic, ()):
+                callback()
 
     def dispose(self) -> None:
         self._readers.close_all()
@@ -322,3 +345,17 @@ class PreparedSelect:
                     dialect=dialect,
                 ) from error  # fmt: skip
         raise AssertionError("unreachable")
+
+
+def insert_new(session: Session, table: Any, values: dict[str, Any]) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING on either database; True if the row was inserted.
+    On PostgreSQL a concurrent insert of the same key waits for the other transaction and
+    then does nothing, so exactly one of them inserts."""
+    if session.get_bind().dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    # RETURNING, not the row count: psycopg's count is not 0 for a conflict skipped.
+    key = next(iter(table.primary_key.columns))
+    statement = insert(table).values(**values).on_conflict_do_nothing().returning(key)
+    return session.execute(statement).first() is not None

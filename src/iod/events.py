@@ -1,0 +1,165 @@
+"""Domain events: recorded by services and worker tasks on the unit of work, written by its
+commit to the append-only `events` table in the same transaction (a transactional outbox).
+
+Each customer's events get positions 1, 2, 3, … without gaps and in commit order: the commit
+takes the next positions from the customer's `event_streams` row with one UPDATE, which
+holds that row's lock until the transaction ends, so a second transaction of the same
+customer takes its positions only after the first has committed (or rolled back, giving
+them back). Then the in-transaction subscribers run (the audit log), and after the commit
+the listeners of the topic "events" are woken (`Database.listen`, NOTIFY `iod_events` on
+PostgreSQL). The names and payloads are documented in docs/events.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from iod.db import insert_new, uow
+from iod.models import Event, EventStream
+
+# Names in use, for documentation and a guard against typos (docs/events.md).
+NAMES = frozenset(
+    {
+        "connection.ordered",
+        "connection.activated",
+        "connection.provisioning_failed",
+        "connection.suspend_requested",
+        "connection.resume_requested",
+        "connection.terminate_requested",
+        "connection.suspended",
+        "connection.resumed",
+        "connection.terminated",
+        "connection.action_failed",
+        "bandwidth_change.scheduled",
+        "bandwidth_change.applied",
+        "bandwidth_change.failed",
+        "bandwidth_change.cancelled",
+        "client.secret_rotated",
+    }
+)
+
+_ACTOR_KEY = "iod.actor"
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    name: str
+    customer_id: str
+    subject_id: str
+    payload: dict[str, Any]
+    actor: dict[str, Any] | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class WrittenEvent:
+    """An event as its subscribers see it: written, with its position."""
+
+    customer_id: str
+    position: int
+    name: str
+    subject_id: str
+    payload: dict[str, Any]
+    actor: dict[str, Any] | None
+    at: datetime
+
+
+Subscriber = Callable[[Session, list[WrittenEvent]], None]
+_subscribers: list[Subscriber] = []
+
+
+def subscribe(subscriber: Subscriber) -> Subscriber:
+    """Runs `subscriber` in every transaction that writes events, after they are written
+    (with their positions): what it writes commits or rolls back with them."""
+    if subscriber not in _subscribers:
+        _subscribers.append(subscriber)
+    return subscriber
+
+
+def act_as(session: Session, actor: dict[str, Any] | None) -> None:
+    """Who the transaction acts for (the edge sets it: an API client, an operator); the
+    events recorded in it carry it. None: the service itself (the worker)."""
+    session.info[_ACTOR_KEY] = actor
+
+
+def record(
+    session: Session,
+    name: str,
+    *,
+    customer_id: str,
+    subject_id: str,
+    at: datetime,
+    **payload: Any,
+) -> None:
+    """Records a domain event on the session's unit of work; written at its commit."""
+    if name not in NAMES:
+        raise ValueError(f"unknown event name {name!r}: add it to iod.events.NAMES and docs")
+    actor = session.info.get(_ACTOR_KEY)
+    uow.record(session, PendingEvent(name, customer_id, subject_id, payload, actor, at))
+
+
+@uow.on_commit
+def _write(session: Session, pending: list[Any]) -> None:
+    by_customer: dict[str, list[PendingEvent]] = {}
+    for event in pending:
+        by_customer.setdefault(event.customer_id, []).append(event)
+    rows: list[WrittenEvent] = []
+    # Customers in a fixed order, so two transactions never wait on each other's rows.
+    for customer_id in sorted(by_customer):
+        events = by_customer[customer_id]
+        last = _advance(session, customer_id, len(events))
+        first = last - len(events) + 1
+        rows += [
+            WrittenEvent(
+                customer_id, first + offset, e.name, e.subject_id, e.payload, e.actor, e.at
+            )
+            for offset, e in enumerate(events)
+        ]
+    # A Core INSERT (one statement, many rows): the rows are never read back here.
+    session.execute(insert(Event), [vars(row) for row in rows])
+    for subscriber in _subscribers:
+        subscriber(session, rows)
+    uow.wake(session, "events")
+
+
+def _advance(session: Session, customer_id: str, count: int) -> int:
+    """Moves the customer's position on by `count` (locking its row to the commit) and
+    returns the new last position."""
+    statement = (
+        update(EventStream)
+        .where(EventStream.customer_id == customer_id)
+        .values(position=EventStream.position + count)
+        .returning(EventStream.position)
+    )
+    last = session.execute(statement).scalar()
+    if last is None:
+        insert_new(session, EventStream.__table__, {"customer_id": customer_id, "position": 0})
+        last = session.execute(statement).scalar_one()
+    return int(last)
+
+
+def stream(session: Session, customer_id: str, after: int = 0, limit: int = 100) -> list[Event]:
+    """A customer's events after `after`, in position order."""
+    return list(
+        session.scalars(
+            select(Event)
+            .where(Event.customer_id == customer_id, Event.position > after)
+            .order_by(Event.position)
+            .limit(limit)
+        ).all()
+    )
+
+
+def prune(session: Session, before: datetime, batch: int = 10_000) -> int:
+    """Deletes up to `batch` events older than `before`; returns how many. Positions are
+    not reused: a customer's counter row stays."""
+    ids = session.scalars(select(Event.id).where(Event.at < before).limit(batch)).all()
+    if ids:
+        session.execute(delete(Event).where(Event.id.in_(ids)))
+    return len(ids)

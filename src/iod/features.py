@@ -1,0 +1,19 @@
+"""The features of the service: importing each registers its tasks, periodic tasks and
+event subscribers. A new feature adds its modules here (and nowhere in `jobs/` or `app.py`).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+FEATURES = (
+    "iod.audit",  # subscribes to the domain events it records
+    "iod.connections.tasks",
+    "iod.retention.tasks",
+)
+
+
+def load() -> None:
+    """Imports every feature's registering modules (idempotent)."""
+    for name in FEATURES:
+        importlib.import_module(name)
