@@ -174,7 +174,10 @@ def test_postgres_restart_under_load(tmp_path: Path) -> None:
         def settled() -> bool:
             with engine.connect() as conn:
                 return not conn.execute(
-                    text("SELECT count(*) FROM jobs WHERE state <> 'done'")
+                    text(
+                        "SELECT count(*) FROM jobs WHERE connection_id IS NOT NULL"
+                        " AND state <> 'done'"
+                    )
                 ).scalar_one()
 
         wait_for(settled, timeout=120, interval=0.5)
