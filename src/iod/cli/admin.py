@@ -31,6 +31,7 @@ from iod.errors import ProblemError
 from iod.locations import catalog
 from iod.locations import repository as locations_repo
 from iod.locations import service as locations
+from iod.logging import configure_logging
 from iod.models import Customer
 
 customers_app = typer.Typer(help="Customers: who owns connections.", no_args_is_help=True)
@@ -49,8 +50,13 @@ def _db() -> Database:
 
 def _hasher() -> SecretHasher:
     """The key the API processes verify client secrets with (IOD_SECRET_HASH_KEY_FILE)."""
+    settings = get_settings()
+    # Its logs (a key created, a key file others may read) on stderr, and only warnings at
+    # the default level: stdout is the command's own output (--json), as `iod network` does.
+    level = "WARNING" if settings.log_level.upper() == "INFO" else settings.log_level
+    configure_logging(level, settings.log_json)
     try:
-        return open_hasher(get_settings().effective_secret_hash_key_file)
+        return open_hasher(settings.effective_secret_hash_key_file)
     except SecretHashKeyError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from exc
