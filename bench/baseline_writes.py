@@ -96,7 +96,10 @@ def _transaction(work: Any) -> Any:
     try:
         result = work(cur, store)
     except BaseException:
-        conn.rollback() if not store.sqlite else cur.execute("ROLLBACK")
+        if store.sqlite:
+            cur.execute("ROLLBACK")
+        else:
+            conn.rollback()
         raise
     if store.sqlite:
         cur.execute("COMMIT")

@@ -43,6 +43,7 @@ class Outage:
     """Between begin() and end() the database is unreachable."""
 
     def __init__(self, db: Database) -> None:
+        self.db = db
         self.engine = db.engine
         self.error: type[Exception] = (
             sqlite3.OperationalError if db.is_sqlite else psycopg.OperationalError
@@ -53,7 +54,9 @@ class Outage:
 
     def begin(self) -> None:
         event.listen(self.engine, "do_connect", self._refuse)
-        self.engine.dispose()  # the pooled connections die with the server
+        # The pooled connections die with the server, and so do the kept ones of the
+        # prepared reads (the GET, the token endpoint's client lookup).
+        self.db.dispose()
 
     def end(self) -> None:
         event.remove(self.engine, "do_connect", self._refuse)
@@ -163,7 +166,10 @@ def test_no_pooled_connection_within_the_pool_timeout_is_503(
     db = Database(make_engine(url, pool_size=1, max_overflow=0, pool_timeout=0.2))
     services, tenant = _services_on(db, tmp_path)
     with TestClient(create_app(services), raise_server_exceptions=False) as api:
-        headers = {"Authorization": f"Bearer {get_token(api, tenant)}"}
+        # Minted, not fetched: the token endpoint's client lookup is a hot read too, and
+        # would keep the app's reader connection (see below).
+        token = services.tokens.issue(tenant.client_id, tenant.customer_id, ["read", "write"])
+        headers = {"Authorization": f"Bearer {token}"}
         with db.engine.connect():  # the only pooled connection is busy
             assert_unavailable(api.post(BASE, json=ORDER, headers=headers))
             # The hot reads keep connections from a pool of their own (db._Readers), the

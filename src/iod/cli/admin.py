@@ -53,9 +53,15 @@ def _hasher() -> SecretHasher:
     """The key the API processes verify client secrets with (IOD_SECRET_HASH_KEY_FILE)."""
     from iod.auth.passwords import SecretHashKeyError, open_hasher
     from iod.config import get_settings
+    from iod.logging import configure_logging
 
+    settings = get_settings()
+    # Its logs (a key created, a key file others may read) on stderr, and only warnings at
+    # the default level: stdout is the command's own output (--json), as `iod network` does.
+    level = "WARNING" if settings.log_level.upper() == "INFO" else settings.log_level
+    configure_logging(level, settings.log_json)
     try:
-        return open_hasher(get_settings().effective_secret_hash_key_file)
+        return open_hasher(settings.effective_secret_hash_key_file)
     except SecretHashKeyError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from exc
