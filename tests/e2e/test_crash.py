@@ -93,18 +93,20 @@ def test_workers_killed_at_random_lose_nothing(tmp_path: Path) -> None:
             for _ in range(CHANGES)
         ]
 
-        def schedule(item: tuple[str, str, datetime]) -> tuple[str, str, datetime]:
+        def schedule(item: tuple[str, str, datetime]) -> tuple[str, str, datetime] | None:
             conn, bandwidth, when = item
             r = http.put(
                 f"{BASE}/{conn}/bandwidth",
                 json={"bandwidth": bandwidth, "effectiveDate": when.isoformat()},
             )
             assert r.status_code == 200, r.text
+            if "change" not in r.json():
+                return None  # it would have that bandwidth then anyway: nothing recorded
             # A date already past when accepted means "now": the server's date is the truth.
             return conn, bandwidth, datetime.fromisoformat(r.json()["change"]["effectiveDate"])
 
         with ThreadPoolExecutor(8) as pool:
-            accepted = list(pool.map(schedule, plan))
+            accepted = [each for each in pool.map(schedule, plan) if each is not None]
 
         # Kill workers with SIGKILL at random moments while changes fall due; restart them.
         due_window = (start - datetime.now(UTC)).total_seconds() + 8
@@ -164,7 +166,8 @@ def test_workers_killed_at_random_lose_nothing(tmp_path: Path) -> None:
         ).scalar_one()
     engine.dispose()
     assert left == 0, "no job is left behind"
-    assert applied == CHANGES
+    # Every change recorded is applied once; the plan's no-ops recorded none.
+    assert applied == len(accepted) and len(accepted) >= CHANGES // 2
     journal = sqlite3.connect(Path(env["IOD_DATA_DIR"]) / "simulated-network.sqlite3")
     ops = [
         row[0] for row in journal.execute("SELECT op_id FROM journal WHERE name = 'set_bandwidth'")

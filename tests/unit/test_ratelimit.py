@@ -74,3 +74,17 @@ def test_headers() -> None:
         (b"ratelimit-reset", b"1"),
     ]
     assert not Rate(0, 10).enabled and not Rate(1, 0).enabled and Rate(1, 1).enabled
+
+
+def test_a_charge_after_the_fact_may_leave_a_debt_that_is_waited_out() -> None:
+    ticker = Ticker()
+    buckets = TokenBuckets(Rate(per_second=2, burst=4), ticker=ticker)
+    assert buckets.take("a").allowed  # 3 left
+    charged = buckets.charge("a", 5)  # -2: allowed (the work is done), in debt
+    assert charged.allowed and charged.remaining == 0 and charged.reset == 3
+    refused = buckets.take("a")
+    assert not refused.allowed and refused.retry_after == 2  # 3 tokens at 2/s
+    ticker.now += 1.5  # +3: one token
+    assert buckets.take("a").allowed
+    assert not buckets.take("a").allowed
+    assert buckets.charge("b", 1).remaining == 3  # another key: its own full bucket
