@@ -42,8 +42,8 @@ class Actor:
 def from_request(request: Request, principal: Principal) -> Actor:
     """The API caller: its client id, the address it connected from and the request id.
 
-    Behind a proxy the address is the one uvicorn derives from X-Forwarded-For, which it
-    trusts only from the addresses in FORWARDED_ALLOW_IPS (default 127.0.0.1)."""
+    Behind a proxy listed in IOD_TRUSTED_PROXIES the address is the one derived from its
+    X-Forwarded-For; from anyone else it is the TCP peer (docs/operations.md)."""
     address = request.client.host if request.client is not None else "unknown"
     request_id = getattr(request.state, "request_id", None)
     return Actor("client", principal.client_id, address, request_id)

@@ -229,7 +229,10 @@ class Settings(BaseSettings):
 
     @property
     def trusted_proxy_list(self) -> list[str]:
-        return [part.strip() for part in self.trusted_proxies.split(",") if part.strip()]
+        """Normalised networks (`10.1.0.5/16` → `10.1.0.0/16`): uvicorn's proxy middleware
+        parses them strictly, and must trust exactly what the connection bounds exempt."""
+        parts = (part.strip() for part in self.trusted_proxies.split(","))
+        return [str(ipaddress.ip_network(part, strict=False)) for part in parts if part]
 
     @property
     def effective_database_url(self) -> str:

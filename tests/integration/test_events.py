@@ -206,3 +206,14 @@ def test_concurrent_writers_of_one_customer_commit_in_position_order(
             assert [by_subject[f"w{n}-{i}-{k}"] for k in range(1 + (i % 3))] == list(
                 range(first, first + 1 + (i % 3))
             )
+
+
+def test_a_rollback_of_the_whole_transaction_inside_write_drops_its_events(
+    database: Database, clock: FrozenClock
+) -> None:
+    with database.write() as session:
+        session.connection()  # the transaction has begun (it has read or written)
+        _record(session, "cus_a", "con_gone", clock)
+        session.rollback()  # the caller gave up on what it did so far, and goes on
+        _record(session, "cus_a", "con_kept", clock)
+    assert [(e.position, e.subject_id) for e in _all(database)] == [(1, "con_kept")]

@@ -133,3 +133,78 @@ def test_an_unknown_task_fails_loudly(services: Services) -> None:
         row = session.get(Job, job_id)
         assert row is not None and row.state == "failed"
         assert "unknown job kind" in (row.last_error or "")
+
+
+def test_a_job_is_queued_on_its_tasks_queue_by_default(services: Services) -> None:
+    registry.register(Task("test.queued", _prepare, queue="reports"))
+    try:
+        now = services.clock.now()
+        with services.db.write() as session:
+            job = queue.enqueue(session, "test.queued", run_at=now, now=now, max_attempts=1)
+            unknown = queue.enqueue(session, "test.unknown", run_at=now, now=now, max_attempts=1)
+            session.flush()
+            assert (job.queue, unknown.queue) == ("reports", "default")
+    finally:
+        registry.unregister("test.queued")
+
+
+def test_a_database_only_task_is_never_handed_back_once_its_work_committed(
+    services: Services,
+) -> None:
+    """Its handler ran in the claim's transaction: a worker asked to stop finishes it
+    instead of releasing it to run a second time."""
+    ran: list[int] = []
+
+    @registry.task("test.once")
+    def once(session: Session, job: JobRef, ctx: TaskContext) -> None:
+        ran.append(job.id)
+
+    try:
+        now = services.clock.now()
+        with services.db.write() as session:
+            job = queue.enqueue(session, "test.once", run_at=now, now=now, max_attempts=3)
+            session.flush()
+            job_id = job.id
+        worker = services.worker()
+        worker.stopping.set()  # as if SIGTERM arrived while the batch was prepared
+        worker.run_once()
+        worker.stopping.clear()
+        worker.run_until_idle()
+        assert ran == [job_id]
+        assert _states(services)[job_id] == ("done", 1)
+    finally:
+        registry.unregister("test.once")
+
+
+def test_a_failing_scheduler_does_not_stop_the_jobs(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    worker = services.worker()
+    worker.periodic = True
+
+    def broken() -> None:
+        raise ValueError("a periodic task's name is too long for its column")
+
+    monkeypatch.setattr(worker.scheduler, "run_if_due", broken)
+    ran: list[int] = []
+
+    @registry.task("test.still_runs")
+    def still(session: Session, job: JobRef, ctx: TaskContext) -> None:
+        ran.append(job.id)
+        stop.set()
+
+    stop = threading.Event()
+    try:
+        now = services.clock.now()
+        with services.db.write() as session:
+            queue.enqueue(session, "test.still_runs", run_at=now, now=now, max_attempts=1)
+        thread = threading.Thread(target=worker.run_forever, args=(stop,), daemon=True)
+        thread.start()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        assert len(ran) == 1
+    finally:
+        stop.set()
+        registry.unregister("test.still_runs")

@@ -85,3 +85,15 @@ def test_the_audit_source_is_the_peer_unless_a_trusted_proxy_forwarded_it(
 def test_trusted_proxies_must_be_addresses_or_networks(value: str) -> None:
     with pytest.raises(ValidationError, match="trusted_proxies"):
         Settings(trusted_proxies=value)
+
+
+def test_a_network_written_with_host_bits_is_trusted_as_the_network_everywhere() -> None:
+    """`10.1.0.5/16` is accepted as 10.1.0.0/16 by the settings; uvicorn's proxy middleware
+    (strict parsing) must then trust that same network, as the connection bounds do."""
+    from uvicorn.middleware.proxy_headers import _TrustedHosts
+
+    settings = Settings(trusted_proxies="10.1.0.5/16, 127.0.0.1")
+    assert settings.trusted_proxy_list == ["10.1.0.0/16", "127.0.0.1/32"]
+    trusted = _TrustedHosts(settings.trusted_proxy_list)
+    assert "10.1.200.7" in trusted
+    assert "10.2.0.1" not in trusted

@@ -208,8 +208,8 @@ async def token(request: Request) -> JSONResponse:
 
 async def _token(request: Request) -> JSONResponse:
     services = request.app.state.services
-    # Behind a reverse proxy this is the proxy, unless uvicorn trusts its X-Forwarded-For
-    # (FORWARDED_ALLOW_IPS; see docs/operations.md).
+    # The TCP peer, or what a proxy listed in IOD_TRUSTED_PROXIES forwarded (see
+    # docs/operations.md).
     throttle = Throttle(services.limits, request.client.host if request.client else "")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":

@@ -382,14 +382,21 @@ def _demo_secret_file() -> Path:
     return get_settings().data_dir / "demo-client.json"
 
 
+DEMO_URL = "http://127.0.0.1:8080"
+
+
 def demo(
     as_json: JsonFlag = False,
     as_env: Annotated[
         bool, typer.Option("--env", help='Print shell exports: eval "$(iod demo --env)".')
     ] = False,
-    url: Annotated[str, typer.Option(help="Where the API will be served.")] = (
-        "http://127.0.0.1:8080"
-    ),
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the API will be served. Default: what the last `iod demo --url` "
+            "said (`make run PORT=…` passes it), else http://127.0.0.1:8080."
+        ),
+    ] = None,
 ) -> None:
     """Create the demo catalog, customer and client (idempotent) and print the credentials."""
     from iod.customers import repository as customers_repo
@@ -421,8 +428,13 @@ def demo(
             _audit_customer_created(session, customer)
         client = customers_repo.get_client(session, catalog.DEMO_CLIENT_ID)
         secret = None
-        if client is not None and secret_file.exists():
+        saved: dict[str, Any] = {}
+        if secret_file.exists():
             saved = json.loads(secret_file.read_text(encoding="utf-8"))
+        remembered = saved.get("url")
+        if url is None:
+            url = remembered if isinstance(remembered, str) else DEMO_URL
+        if client is not None and saved:
             secret = saved.get("client_secret")
             if not isinstance(secret, str) or not customers.secret_matches(
                 client, secret, _hasher()
@@ -471,7 +483,9 @@ def demo(
     secret_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump({"client_id": catalog.DEMO_CLIENT_ID, "client_secret": secret}, handle)
+        json.dump(
+            {"client_id": catalog.DEMO_CLIENT_ID, "client_secret": secret, "url": url}, handle
+        )
     data = {
         "customer_id": customer_id,
         "client_id": catalog.DEMO_CLIENT_ID,

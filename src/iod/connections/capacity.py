@@ -13,8 +13,10 @@ the figure, and applies the difference to the location's row in place. An increa
 checked (an order, a change) is a conditional `UPDATE ... WHERE committed + d <= capacity`:
 atomic on both databases, so concurrent orders can never over-commit a location, and the
 location's row is locked only from that statement to the commit. Callers therefore call it
-last, so the location's lock is the last one a transaction takes (connection rows first:
-no deadlock between an order, a change and the worker's batches).
+last, so the location's lock is the last row lock the service takes (connection rows
+first: no deadlock between an order, a change and the worker's batches). Only the commit's
+event writer comes after it: the customer's `event_streams` counter row, taken in customer
+order by every transaction, never before a location.
 
 `repository.committed_at_location` stays the reference: `check` compares every figure with
 it, and `check(..., repair=True)` rewrites them (`iod db check-capacity`).

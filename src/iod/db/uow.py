@@ -89,9 +89,16 @@ def discard(session: Session) -> None:
 
 def discard_savepoint(session: Session, previous: SessionTransaction) -> None:
     """`after_soft_rollback` listener: drops the events recorded inside a rolled-back
-    savepoint (or inside savepoints nested in it)."""
+    savepoint (or inside savepoints nested in it); a rollback of the whole transaction
+    drops everything it collected, so nothing carries over into the next one."""
     current: UnitOfWork | None = session.info.get(_KEY)
-    if current is None or not current.events or not previous.nested:
+    if current is None:
+        return
+    if not previous.nested:
+        if previous.parent is None:
+            discard(session)
+        return
+    if not current.events:
         return
     current.events = [
         (where, event) for where, event in current.events if not _inside(where, previous)

@@ -19,6 +19,7 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from iod.db import uow
+from iod.jobs.registry import TASKS
 from iod.models import Job
 
 
@@ -42,12 +43,16 @@ def enqueue(
     max_attempts: int,
     args: dict[str, Any] | None = None,
     lock_key: str | None = None,
-    queue: str = "default",
+    queue: str | None = None,
     connection_id: str | None = None,
     change_id: str | None = None,
 ) -> Job:
     """Adds the job to the caller's transaction: it commits or rolls back with the data.
-    A job due now wakes the workers once the transaction commits (the unit of work)."""
+    A job due now wakes the workers once the transaction commits (the unit of work).
+    `queue`: by default the queue the task was registered with (`"default"` if unknown)."""
+    if queue is None:
+        registered = TASKS.get(task)
+        queue = registered.queue if registered is not None else "default"
     job = Job(
         kind=task,
         args=args or {},

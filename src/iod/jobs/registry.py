@@ -109,7 +109,9 @@ def task(
     on_failure: Callable[[Session, JobRef, TaskContext, str], None] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Registers a task whose work is all in the database: `handler(session, job, ctx)`
-    runs in the claim's transaction and the job is done when it commits."""
+    runs in the claim's transaction, and once that commits the job is finished (never handed
+    back). A crash between that commit and the job's `finish` runs it again: handlers are
+    at least once and must be idempotent (a periodic one by `job.args["period"]`)."""
 
     def decorate(handler: Handler) -> Handler:
         def prepare(session: Session, job: JobRef, ctx: TaskContext) -> None:

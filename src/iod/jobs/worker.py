@@ -120,11 +120,14 @@ class Worker:
             if failure is not None or task is None:
                 failures.append((ref, task, failure or JobGone("no task")))
                 continue
-            if time.monotonic() > deadline or self.stopping.is_set():
+            acts = spec is not None and task.act is not None
+            # A job whose work is all in `prepare` (a `@task`, a periodic task) has committed
+            # its effects with the claim: it is finished, never handed back to run again.
+            if acts and (time.monotonic() > deadline or self.stopping.is_set()):
                 released.append(ref.id)
                 continue
             try:
-                if spec is not None and task.act is not None:
+                if acts and task.act is not None:
                     task.act(self.context, spec, f"job-{ref.id}")
                 acted.append((ref, task, spec))
             except Exception as exc:  # retried or recorded below, never lost
@@ -298,7 +301,7 @@ class Worker:
         while not stop.is_set():
             try:
                 if self.periodic:
-                    self.scheduler.run_if_due()
+                    self._schedule()
                 ran = self.run_once()
                 if outage_since is not None:
                     log.warning(
@@ -332,6 +335,16 @@ class Worker:
         if listener is not None:
             listener.join(timeout=5)
         log.info("worker.stopped", worker_id=self.worker_id, held=len(self._held))
+
+    def _schedule(self) -> None:
+        """Enqueues the periodic tasks' due periods. An outage is the loop's to handle; any
+        other failure of the scheduler is logged and must not keep the jobs from running."""
+        try:
+            self.scheduler.run_if_due()
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            log.exception("worker.scheduler_error")
 
     def _idle_timeout(self) -> float:
         with self.db.read() as session:

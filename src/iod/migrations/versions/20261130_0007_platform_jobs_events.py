@@ -40,8 +40,11 @@ def upgrade() -> None:
             "ix_jobs_lock_key_state_scheduled_at", ["lock_key", "state", "scheduled_at"]
         )
         batch_op.create_index("ix_jobs_finished_at", ["finished_at"])
+    # Only unfinished jobs take part in ordering: the history (never purged before 0007) is
+    # left as it is, so the upgrade does not rewrite every job row ever written.
     op.execute(
-        "UPDATE jobs SET lock_key = 'connection:' || connection_id WHERE connection_id IS NOT NULL"
+        "UPDATE jobs SET lock_key = 'connection:' || connection_id"
+        " WHERE connection_id IS NOT NULL AND state IN ('queued', 'running')"
     )
     op.create_table(
         "periodic_runs",

@@ -1,0 +1,21 @@
+"""`make run PORT=8099` runs `iod demo --url http://127.0.0.1:8099`; the README's next step,
+`eval "$(iod demo --env)"`, must then point at 8099, not the default port."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.e2e.conftest import base_env, iod
+
+
+def test_demo_env_remembers_the_url_make_run_gave(tmp_path: Path) -> None:
+    env = base_env(tmp_path, "sqlite")
+    assert "export IOD_URL=http://127.0.0.1:8080" in iod(env, "demo", "--env").stdout
+    iod(env, "demo", "--url", "http://127.0.0.1:8099/")
+    exports = iod(env, "demo", "--env").stdout
+    assert "export IOD_URL=http://127.0.0.1:8099\n" in exports
+    assert "http://127.0.0.1:8099/oauth2/token" in iod(env, "demo").stdout
+    # An explicit --url still wins, and is remembered in its turn.
+    assert "export IOD_URL=http://10.0.0.1:80" in iod(
+        env, "demo", "--env", "--url", "http://10.0.0.1:80"
+    ).stdout
