@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from iod import events
 from iod.auth.tokens import Principal
-from iod.clock import Clock
+from iod.infra.clock import Clock
 from iod.models import AuditEvent
 
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from iod import audit
 from iod.app import Services
-from iod.clock import FrozenClock, rfc3339
+from iod.infra.clock import FrozenClock, rfc3339
 from iod.models import AuditEvent
 from tests.conftest import Tenant, audit_count, get_token, nothing_written, run_jobs
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 
 from iod.app import Services
-from iod.clock import FrozenClock, rfc3339
+from iod.infra.clock import FrozenClock, rfc3339
 from tests.conftest import run_jobs
 
 BASE = "/internet-on-demand/connections"

@@ -11,8 +11,8 @@ from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2
 
 from iod.auth.tokens import SCOPES, Principal, TokenInvalid
-from iod.errors import Forbidden, RateLimited, Unauthorized
-from iod.ratelimit import row_charge
+from iod.infra.errors import Forbidden, RateLimited, Unauthorized
+from iod.infra.ratelimit import row_charge
 
 if TYPE_CHECKING:
     from iod.app import Services

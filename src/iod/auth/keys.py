@@ -31,9 +31,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from iod.clock import Clock, rfc3339
-from iod.db import Database
-from iod.errors import Conflict, NotFound
+from iod.infra.clock import Clock, rfc3339
+from iod.infra.db import Database
+from iod.infra.errors import Conflict, NotFound
 from iod.models import SigningKey
 
 log = structlog.get_logger("iod.keys")

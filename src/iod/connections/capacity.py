@@ -33,7 +33,7 @@ from iod.connections import repository
 from iod.domain.bandwidth import format_bandwidth
 from iod.domain.capacity import committed_mbps
 from iod.domain.status import ConnectionStatus
-from iod.errors import CapacityExceeded
+from iod.infra.errors import CapacityExceeded
 from iod.models import Connection, Location
 
 _locations = Location.__table__.c

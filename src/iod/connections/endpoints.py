@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
-from iod import audit, idempotency
+from iod import audit
 from iod.auth.dependencies import charge_rows, require_read, require_write
 from iod.auth.tokens import Principal
 from iod.connections import lifecycle, service
@@ -34,7 +34,8 @@ from iod.connections.schemas import (
     StatusTransitionOut,
 )
 from iod.domain.status import Action, ConnectionStatus
-from iod.http import (
+from iod.infra import idempotency
+from iod.infra.http import (
     ETAG_HEADER,
     PRECONDITION_FAILED,
     READ_ERRORS,

@@ -8,8 +8,8 @@ from typing import Any, TypeAlias
 from sqlalchemy import FromClause, Row, Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from iod.db import Database
 from iod.domain.status import PENDING_CHANGE_STATUSES, ConnectionStatus
+from iod.infra.db import Database
 from iod.models import BandwidthChange, Connection
 
 _PENDING = [s.value for s in PENDING_CHANGE_STATUSES]

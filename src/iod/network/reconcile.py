@@ -13,9 +13,9 @@ from datetime import timedelta
 import structlog
 from sqlalchemy import or_, select
 
-from iod.clock import Clock
-from iod.db import Database
 from iod.domain.status import ConnectionStatus
+from iod.infra.clock import Clock
+from iod.infra.db import Database
 from iod.jobs.queue import JobState
 from iod.models import Connection, Job
 from iod.network.base import ConfiguredConnection, NetworkDriver, ReconcileReport

@@ -15,7 +15,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 from starlette.responses import Response
 
-from iod.errors import PreconditionFailed, UnsupportedMediaType
+from iod.infra.errors import PreconditionFailed, UnsupportedMediaType
 
 
 def problem(description: str) -> dict[str, Any]:
