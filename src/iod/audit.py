@@ -8,9 +8,10 @@ becoming active, a change applied) is in the status history and the changes, not
 Secrets and tokens are never part of the details.
 
 The connections' records come from domain events: the endpoint says who acts
-(`act_for`), the service records the event, and `_from_events` (a subscriber of the events
-writer) adds the audit row in the same transaction, for the events an API client or an
-operator caused. Other admin commands still call `record` directly.
+(`act_for`, with the actor the HTTP edge derives: `auth.dependencies.actor`), the service
+records the event, and `_from_events` (a subscriber of the events writer) adds the audit row
+in the same transaction, for the events an API client or an operator caused. Other admin
+commands still call `record` directly. Nothing here knows HTTP.
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from iod import events
-from iod.auth.tokens import Principal
 from iod.infra.clock import Clock
 from iod.models import AuditEvent
 
@@ -37,16 +36,6 @@ class Actor:
     id: str
     source: str
     request_id: str | None = None
-
-
-def from_request(request: Request, principal: Principal) -> Actor:
-    """The API caller: its client id, the address it connected from and the request id.
-
-    Behind a proxy the address is the one uvicorn derives from X-Forwarded-For, which it
-    trusts only from the addresses in FORWARDED_ALLOW_IPS (default 127.0.0.1)."""
-    address = request.client.host if request.client is not None else "unknown"
-    request_id = getattr(request.state, "request_id", None)
-    return Actor("client", principal.client_id, address, request_id)
 
 
 def operator() -> Actor:

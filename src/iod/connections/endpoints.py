@@ -18,7 +18,7 @@ from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
 from iod import audit
-from iod.auth.dependencies import charge_rows, require_read, require_write
+from iod.auth.dependencies import actor, charge_rows, require_read, require_write
 from iod.auth.tokens import Principal
 from iod.connections import lifecycle, service
 from iod.connections.fastpath import connection_response
@@ -119,7 +119,7 @@ def _services(request: Request) -> Services:
 
 def _act_for(session: Session, request: Request, principal: Principal) -> None:
     """The events of this transaction are the client's doing (and audited as such)."""
-    audit.act_for(session, audit.from_request(request, principal))
+    audit.act_for(session, actor(request, principal))
 
 
 # A cursor is the id of the last connection of the previous page (service.encode_cursor).

@@ -37,8 +37,8 @@ from iod.infra.errors import (
     TooManyPendingChanges,
     ValidationFailed,
 )
-from iod.infra.http import check_if_match, entity_tag
 from iod.infra.ids import looks_like_id, new_id
+from iod.infra.representation import check_if_match, entity_tag
 from iod.locations import addressing
 from iod.locations import repository as locations
 from iod.models import BandwidthChange, Connection, Location
