@@ -74,7 +74,7 @@ class Services:
         the database before jobs run. A failure is logged; the jobs still run."""
         if not self.settings.reconcile_on_start:
             return
-        from iod.network.reconcile import reconcile
+        from iod.connections.reconcile import reconcile
 
         try:
             reconcile(self.db, self.driver, self.clock)

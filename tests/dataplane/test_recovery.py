@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from iod.app import build_services, create_app
+from iod.connections.reconcile import reconcile
 from iod.customers import service as customers
 from iod.infra.clock import SystemClock
 from iod.infra.config import Settings
@@ -28,7 +29,6 @@ from iod.locations import catalog
 from iod.locations import service as locations
 from iod.models import Connection
 from iod.network.linux.driver import LinuxDriver
-from iod.network.reconcile import reconcile
 from tests.e2e.conftest import base_env
 
 BASE = "/internet-on-demand/connections"

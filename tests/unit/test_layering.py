@@ -123,6 +123,7 @@ def test_only_the_http_edge_imports_fastapi_or_starlette() -> None:
     ("package", "forbidden"),
     [
         ("iod.domain", ("sqlalchemy", "fastapi", "starlette", "iod.infra", "iod.models")),
+        ("iod.network", ("iod.models", "iod.jobs", "iod.connections", "iod.infra.db")),
     ],
 )
 def test_plain_packages_import_no_database_or_framework(

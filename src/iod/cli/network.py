@@ -37,10 +37,10 @@ def network_reconcile(
     """Compare the network with the database and mend it: create what is missing, remove
     orphans, correct rates and suspension. Safe to run any time, as often as you like."""
     from iod import audit
+    from iod.connections.reconcile import reconcile
     from iod.infra.config import get_settings
     from iod.infra.logging import configure_logging
     from iod.network.factory import make_driver
-    from iod.network.reconcile import reconcile
 
     settings = get_settings()
     # Logs on stderr, and only warnings: the command prints its own report.
