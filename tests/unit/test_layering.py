@@ -108,7 +108,8 @@ def test_the_walk_covers_the_services() -> None:
         "iod.connections.repository",
         "iod.connections.tasks",
         "iod.connections.lifecycle",
-        "iod.audit",
+        "iod.audit.service",
+        "iod.audit.subscribers",
         "iod.events",
         "iod.infra.db",
     ):

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2
 
-from iod.audit import Actor
+from iod.audit.service import Actor
 from iod.auth.tokens import SCOPES, Principal, TokenInvalid
 from iod.infra.errors import Forbidden, RateLimited, Unauthorized
 from iod.infra.ratelimit import row_charge

@@ -97,7 +97,7 @@ def _audit(
     details: dict[str, Any] | None = None,
 ) -> None:
     """The audit record of an operator's change, in the transaction of the change."""
-    from iod import audit
+    from iod.audit import service as audit
 
     audit.record(session, clock, audit.operator(), action, target_type, target_id,
                  customer_id=customer_id, details=details)  # fmt: skip
@@ -675,7 +675,7 @@ def audit_list(
     as_json: JsonFlag = False,
 ) -> None:
     """The newest audit events first."""
-    from iod import audit
+    from iod.audit import service as audit
 
     start = _since(since) if since is not None else None
     with _db().read() as session:

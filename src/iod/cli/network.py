@@ -36,7 +36,7 @@ def network_reconcile(
 ) -> None:
     """Compare the network with the database and mend it: create what is missing, remove
     orphans, correct rates and suspension. Safe to run any time, as often as you like."""
-    from iod import audit
+    from iod.audit import service as audit
     from iod.connections.reconcile import reconcile
     from iod.infra.config import get_settings
     from iod.infra.logging import configure_logging

@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
-from iod import audit
+from iod.audit import service as audit
 from iod.auth.dependencies import actor, charge_rows, require_read, require_write
 from iod.auth.tokens import Principal
 from iod.connections import lifecycle, service
