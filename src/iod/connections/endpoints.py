@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session
@@ -53,11 +54,13 @@ if TYPE_CHECKING:
 router = APIRouter(prefix="/internet-on-demand", route_class=StrictJsonRoute)
 T = TypeVar("T")
 
-# Reads of one thing are `async def` and query the database on the event loop: primary-key
-# and index reads that never wait for locks (SQLite WAL, PostgreSQL MVCC) cost less than the
-# hop to a thread. Lists, whose cost grows with their rows, run on the list threads
-# (`off_the_loop`). Writes stay plain `def` (in the threadpool): they may wait for SQLite's
-# write lock.
+# Reads of one thing are `async def`; the fast GET queries the database on the event loop
+# (primary-key reads that never wait for locks, SQLite WAL, PostgreSQL MVCC, cost less than
+# the hop to a thread) on the loop's kept connection (`db.PreparedSelect`), which never waits
+# for a pool. Reads through a session (the shared pool, which writers may exhaust) wait in a
+# thread (`run_in_threadpool`), never on the loop. Lists, whose cost grows with their rows,
+# run on the list threads (`off_the_loop`). Writes stay plain `def` (in the threadpool): they
+# may wait for SQLite's write lock.
 
 NOT_FOUND = problem("No such connection for this customer")
 CHANGE_NOT_FOUND = problem("No such connection or bandwidth change for this customer")
@@ -457,17 +460,23 @@ async def status_history(
 ) -> StatusHistory:
     """Extension: every status transition with its time and reason, oldest first."""
     services = _services(request)
-    with services.db.read() as session:
-        connection = service.get_connection(session, principal, connectionId)
-        rows = lifecycle.history(session, connection.id)
-    return StatusHistory(
-        transitions=[
-            StatusTransitionOut(
-                fromStatus=t.from_status, toStatus=t.to_status, reason=t.reason, at=t.at
-            )
-            for t in rows
-        ]
-    )
+
+    def history() -> StatusHistory:
+        with services.db.read() as session:
+            connection = service.get_connection(session, principal, connectionId)
+            rows = lifecycle.history(session, connection.id)
+        return StatusHistory(
+            transitions=[
+                StatusTransitionOut(
+                    fromStatus=t.from_status, toStatus=t.to_status, reason=t.reason, at=t.at
+                )
+                for t in rows
+            ]
+        )
+
+    # A session takes a connection of the shared pool, which writers may hold: wait in a
+    # thread, never on the event loop.
+    return await run_in_threadpool(history)
 
 
 @router.get(
@@ -513,9 +522,13 @@ async def get_change(
 ) -> BandwidthChange:
     """Extension: one change, with its status and timestamps."""
     services = _services(request)
-    with services.db.read() as session:
-        change = service.get_change(session, principal, connectionId, changeId)
-        return service.change_to_schema(change)
+
+    def one() -> BandwidthChange:
+        with services.db.read() as session:
+            change = service.get_change(session, principal, connectionId, changeId)
+            return service.change_to_schema(change)
+
+    return await run_in_threadpool(one)  # the shared pool: waited for in a thread
 
 
 @router.post(
