@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from iod.ids import new_id
+from iod.infra.ids import new_id
 
 PREFIX = "/internet-on-demand/connections"
 PENDING = ("scheduled", "applying")

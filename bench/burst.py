@@ -21,9 +21,9 @@ from pathlib import Path
 from sqlalchemy import create_engine, insert, select, text, update
 from sqlalchemy.engine import make_url
 
-from iod import migrate
-from iod.db import make_engine
-from iod.ids import new_id
+from iod.infra import migrate
+from iod.infra.db import make_engine
+from iod.infra.ids import new_id
 from iod.models import BandwidthChange, Connection, Customer, Job, Location
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/iod_bench_burst"

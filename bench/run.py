@@ -43,7 +43,7 @@ from seed import Seeded, seed
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
-from iod.db import Base, make_engine
+from iod.infra.db import Base, make_engine
 from iod.models import Connection
 
 BENCH = Path(__file__).resolve().parent

@@ -20,11 +20,11 @@ from pathlib import Path
 from sqlalchemy import insert, text, update
 
 from iod.auth.passwords import SecretHasher, open_hasher
-from iod.clock import SystemClock
 from iod.customers import service as customers
-from iod.db import Database, make_engine
 from iod.domain.status import ConnectionStatus
-from iod.ids import new_id
+from iod.infra.clock import SystemClock
+from iod.infra.db import Database, make_engine
+from iod.infra.ids import new_id
 from iod.locations import service as locations
 from iod.models import Connection, Location
 

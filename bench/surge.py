@@ -36,12 +36,12 @@ import httpx
 from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
-from iod import migrate
 from iod.auth.passwords import open_hasher
-from iod.clock import SystemClock
 from iod.customers import service as customers
-from iod.db import Database, make_engine
-from iod.ids import new_id
+from iod.infra import migrate
+from iod.infra.clock import SystemClock
+from iod.infra.db import Database, make_engine
+from iod.infra.ids import new_id
 from iod.models import BandwidthChange, Connection, Customer, Location
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/iod_bench_surge"

@@ -14,12 +14,12 @@ from fastapi.testclient import TestClient
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import func, select, text
 
-from iod import migrate
 from iod.app import Services, build_services, create_app
-from iod.clock import FrozenClock
-from iod.config import Settings
 from iod.customers import service as customers
-from iod.db import Base, Database, make_engine
+from iod.infra import migrate
+from iod.infra.clock import FrozenClock
+from iod.infra.config import Settings
+from iod.infra.db import Base, Database, make_engine
 from iod.locations import catalog
 from iod.locations import service as locations
 from iod.models import AuditEvent, BandwidthChange, Connection, Job

@@ -23,26 +23,26 @@ from iod.auth.endpoints import router as auth_router
 from iod.auth.keys import KeyStore
 from iod.auth.passwords import SecretHasher, open_hasher
 from iod.auth.tokens import TokenService
-from iod.clock import Clock, SystemClock
-from iod.config import Settings
 from iod.connections.endpoints import router as connections_router
 from iod.connections.fastpath import ROUTE_PATH, ConnectionReadFastPath
 from iod.connections.service import Policy
-from iod.db import Database, make_engine
-from iod.errors import ProblemError, Unauthorized
-from iod.health import router as health_router
+from iod.infra.clock import Clock, SystemClock
+from iod.infra.config import Settings
+from iod.infra.db import Database, make_engine
+from iod.infra.errors import ProblemError, Unauthorized
+from iod.infra.health import router as health_router
+from iod.infra.metrics import build_registry
+from iod.infra.metrics import router as metrics_router
+from iod.infra.middleware import RequestContextMiddleware
+from iod.infra.openapi import build_openapi
+from iod.infra.problems import install_error_handlers
+from iod.infra.problems import router as problems_router
+from iod.infra.ratelimit import Limits, Rate, build_limits
+from iod.infra.redirects import relative_slash_redirects
+from iod.infra.secure import key_encryption_key
 from iod.jobs.worker import Worker, WorkerPolicy
-from iod.metrics import build_registry
-from iod.metrics import router as metrics_router
-from iod.middleware import RequestContextMiddleware
 from iod.network.base import NetworkDriver
 from iod.network.factory import make_driver
-from iod.openapi import build_openapi
-from iod.problems import install_error_handlers
-from iod.problems import router as problems_router
-from iod.ratelimit import Limits, Rate, build_limits
-from iod.redirects import relative_slash_redirects
-from iod.secure import key_encryption_key
 from iod.version import __version__
 
 log = structlog.get_logger("iod.app")
@@ -74,7 +74,7 @@ class Services:
         the database before jobs run. A failure is logged; the jobs still run."""
         if not self.settings.reconcile_on_start:
             return
-        from iod.network.reconcile import reconcile
+        from iod.connections.reconcile import reconcile
 
         try:
             reconcile(self.db, self.driver, self.clock)

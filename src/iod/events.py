@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from iod.db import insert_new, uow
+from iod.infra.db import insert_new, uow
 from iod.models import Event, EventStream
 
 # Names in use, for documentation and a guard against typos (docs/events.md).

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 
 FEATURES = (
-    "iod.audit",  # subscribes to the domain events it records
+    "iod.audit.subscribers",  # subscribes to the domain events it records
     "iod.connections.tasks",
     "iod.retention.tasks",
 )

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from iod.db import Base, UTCDateTime
+from iod.infra.db import Base, UTCDateTime
 
 
 class Customer(Base):

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from iod import audit
 from iod.app import Services
-from iod.clock import FrozenClock, rfc3339
+from iod.audit import service as audit
+from iod.infra.clock import FrozenClock, rfc3339
 from iod.models import AuditEvent
 from tests.conftest import Tenant, audit_count, get_token, nothing_written, run_jobs
 

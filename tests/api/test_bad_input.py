@@ -15,11 +15,11 @@ import structlog
 from fastapi.testclient import TestClient
 from structlog.testing import capture_logs
 
-from iod import middleware
 from iod.app import Services
-from iod.clock import FrozenClock, rfc3339
 from iod.customers import service as customers
-from iod.ids import new_id
+from iod.infra import middleware
+from iod.infra.clock import FrozenClock, rfc3339
+from iod.infra.ids import new_id
 from iod.models import Client
 from tests.conftest import nothing_written, run_jobs
 

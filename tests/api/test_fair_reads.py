@@ -12,12 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from iod.app import Services
-from iod.clock import FrozenClock
-from iod.config import Settings
 from iod.connections import service
-from iod.ids import new_id
+from iod.infra.clock import FrozenClock
+from iod.infra.config import Settings
+from iod.infra.ids import new_id
+from iod.infra.ratelimit import row_charge
 from iod.models import Connection
-from iod.ratelimit import row_charge
 from tests.conftest import Tenant, get_token
 
 BASE = "/internet-on-demand/connections"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 
 from iod.app import Services
-from iod.clock import FrozenClock, rfc3339
+from iod.infra.clock import FrozenClock, rfc3339
 from tests.conftest import run_jobs
 
 BASE = "/internet-on-demand/connections"
@@ -107,6 +108,26 @@ def test_capacity_is_enforced(api: TestClient, headers, services: Services) -> N
     assert second.status_code == 409
     assert second.headers["content-type"] == "application/problem+json"
     assert second.json()["type"] == "/problems/capacity-exceeded"
+
+
+def test_the_capacity_rule_is_the_domain_one(
+    api: TestClient, headers, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The conditional UPDATE's condition is built by `domain.capacity.fits`, not a second
+    copy: a stricter rule there (10 Mbps of headroom kept free) refuses what fits today."""
+    from iod.connections import capacity
+    from iod.domain.capacity import fits
+
+    def stricter(capacity_mbps, committed_total, extra_mbps):  # type: ignore[no-untyped-def]
+        return fits(capacity_mbps, committed_total, extra_mbps + 10)
+
+    monkeypatch.setattr(capacity, "fits", stricter)
+    body = {"bandwidth": "100 Mbps", "locationId": "PL0000774102"}  # its capacity: 100 Mbps
+    refused = api.post(BASE, json=body, headers=headers)
+    assert refused.status_code == 409
+    assert refused.json()["type"] == "/problems/capacity-exceeded"
+    body["bandwidth"] = "50 Mbps"
+    assert api.post(BASE, json=body, headers=headers).status_code == 201
 
 
 def test_failed_provisioning_is_retried(api: TestClient, headers, services: Services) -> None:

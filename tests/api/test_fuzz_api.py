@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iod.app import Services
-from iod.clock import FrozenClock, rfc3339
+from iod.infra.clock import FrozenClock, rfc3339
 from tests.conftest import audit_count, counts, run_jobs
 from tests.unit.test_fuzz import json_values, near_bandwidth, rfc3339_spellings
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from iod.app import build_services, create_app
-from iod.config import Settings
-from iod.db import Database, make_engine
+from iod.infra.config import Settings
+from iod.infra.db import Database, make_engine
 from iod.network.simulated import SimulatedDriver
 
 

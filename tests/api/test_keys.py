@@ -13,8 +13,8 @@ from iod.app import Services
 from iod.auth import keys
 from iod.auth.keys import KeyStore
 from iod.auth.tokens import TokenInvalid, TokenService
-from iod.clock import FrozenClock
-from iod.errors import NotFound
+from iod.infra.clock import FrozenClock
+from iod.infra.errors import NotFound
 
 CLIENT = "cli_0123456789abcdefghjkmnpqrst"
 CUSTOMER = "cus_0123456789abcdefghjkmnpqrst"

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from iod.app import Services
-from iod.clock import FrozenClock, rfc3339
+from iod.infra.clock import FrozenClock, rfc3339
 from tests.conftest import get_token, run_jobs
 
 BASE = "/internet-on-demand/connections"

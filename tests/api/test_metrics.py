@@ -11,8 +11,8 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from iod.app import Services, build_services, create_app
-from iod.clock import FrozenClock
-from iod.db import Database
+from iod.infra.clock import FrozenClock
+from iod.infra.db import Database
 from iod.network.simulated import SimulatedDriver
 from tests.conftest import run_jobs
 

@@ -21,12 +21,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 
-from iod import middleware
 from iod.app import Services
 from iod.auth.tokens import TokenService
-from iod.clock import FrozenClock
 from iod.customers import service as customers
-from iod.ids import new_id
+from iod.infra import middleware
+from iod.infra.clock import FrozenClock
+from iod.infra.ids import new_id
 from iod.models import Client
 from tests.conftest import Tenant, get_token, nothing_written
 

@@ -22,11 +22,11 @@ import structlog
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
-from iod import idempotency
 from iod.app import Services, build_services, create_app
-from iod.clock import FrozenClock
-from iod.config import Settings
-from iod.db import Database, make_engine
+from iod.infra import idempotency
+from iod.infra.clock import FrozenClock
+from iod.infra.config import Settings
+from iod.infra.db import Database, make_engine
 from iod.locations import catalog
 from iod.locations import service as locations
 from iod.models import IdempotencyKey, Job

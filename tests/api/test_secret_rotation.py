@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from iod.app import Services
-from iod.clock import FrozenClock
 from iod.customers import service as customers
+from iod.infra.clock import FrozenClock
 from tests.conftest import Tenant
 
 BASE = "/internet-on-demand/connections"
@@ -100,7 +100,7 @@ def test_a_second_rotation_ends_the_first_secret(
 def test_rotation_refuses_unknown_clients_and_negative_grace(
     services: Services, tenant: Tenant
 ) -> None:
-    from iod.errors import NotFound, ValidationFailed
+    from iod.infra.errors import NotFound, ValidationFailed
 
     with pytest.raises(NotFound), services.db.write() as session:
         customers.rotate_secret(

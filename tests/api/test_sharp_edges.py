@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from iod.app import Services
-from iod.clock import FrozenClock, rfc3339
-from iod.errors import PROBLEM_TYPES
-from iod.ids import new_id
-from iod.problems import PROBLEM_HELP
+from iod.infra.clock import FrozenClock, rfc3339
+from iod.infra.errors import PROBLEM_TYPES
+from iod.infra.ids import new_id
+from iod.infra.problems import PROBLEM_HELP
 from tests.conftest import audit_count, counts, nothing_written, run_jobs
 
 BASE = "/internet-on-demand/connections"

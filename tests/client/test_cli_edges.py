@@ -17,7 +17,8 @@ from tests.e2e.conftest import free_port
 
 # What `iod --help` and the customer commands must not import: the server and its libraries.
 SERVER = ("fastapi", "starlette", "sqlalchemy", "alembic", "uvicorn", "pydantic_settings",
-          "psycopg", "argon2", "pyroute2", "jwt", "iod.config", "iod.db", "iod.app")  # fmt: skip
+          "psycopg", "argon2", "pyroute2", "jwt", "iod.infra.config", "iod.infra.db",
+          "iod.app")  # fmt: skip
 SDK = ("httpx", "pydantic")  # what only a customer command that calls the API needs
 
 # Runs `iod ARGS…` in this process and reports, at exit, every module it imported.
@@ -80,7 +81,7 @@ def test_the_server_command_groups_import_the_server_only_when_run(tmp_path: Pat
     )
     assert result.returncode == 0, result.stderr
     modules = set(json.loads(result.stderr.strip().splitlines()[-1]))
-    assert "sqlalchemy" in modules and "iod.config" in modules
+    assert "sqlalchemy" in modules and "iod.infra.config" in modules
 
 
 def test_version(tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ def test_the_sdk_installs_alone_without_the_server(sdk_venv: Path) -> None:
         import iod.client, iod.client.cli
         print(json.dumps({{
             "missing": [m for m in {SERVER_ONLY!r} if importlib.util.find_spec(m) is None],
-            "server": importlib.util.find_spec("iod.config") is not None,
+            "server": importlib.util.find_spec("iod.infra") is not None,
             "sdk": iod.client.__file__,
             "distributions": sorted(d.metadata["Name"] for d in importlib.metadata.distributions()),
         }}))

@@ -15,11 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from iod.app import Services, build_services, create_app
-from iod.clock import SystemClock
-from iod.config import Settings
 from iod.customers import service as customers
-from iod.db import Database, make_engine
 from iod.domain.addressing import customer_address, gateway
+from iod.infra.clock import SystemClock
+from iod.infra.config import Settings
+from iod.infra.db import Database, make_engine
 from iod.locations import catalog
 from iod.locations import service as locations
 from iod.network.base import ConnectionSpec

@@ -20,15 +20,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from iod.app import build_services, create_app
-from iod.clock import SystemClock
-from iod.config import Settings
+from iod.connections.reconcile import reconcile
 from iod.customers import service as customers
+from iod.infra.clock import SystemClock
+from iod.infra.config import Settings
+from iod.infra.runtime import open_database
 from iod.locations import catalog
 from iod.locations import service as locations
 from iod.models import Connection
 from iod.network.linux.driver import LinuxDriver
-from iod.network.reconcile import reconcile
-from iod.runtime import open_database
 from tests.e2e.conftest import base_env
 
 BASE = "/internet-on-demand/connections"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sqlalchemy import update
 
-from iod.clock import SystemClock
-from iod.db import Database, make_engine
+from iod.infra.clock import SystemClock
+from iod.infra.db import Database, make_engine
 from iod.models import AuditEvent, Location
 from tests.e2e.conftest import base_env, iod
 

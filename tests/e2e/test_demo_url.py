@@ -16,6 +16,7 @@ def test_demo_env_remembers_the_url_make_run_gave(tmp_path: Path) -> None:
     assert "export IOD_URL=http://127.0.0.1:8099\n" in exports
     assert "http://127.0.0.1:8099/oauth2/token" in iod(env, "demo").stdout
     # An explicit --url still wins, and is remembered in its turn.
-    assert "export IOD_URL=http://10.0.0.1:80" in iod(
-        env, "demo", "--env", "--url", "http://10.0.0.1:80"
-    ).stdout
+    assert (
+        "export IOD_URL=http://10.0.0.1:80"
+        in iod(env, "demo", "--env", "--url", "http://10.0.0.1:80").stdout
+    )

@@ -28,7 +28,7 @@ def register(every: str) -> None:
 def main(url: str, seconds: float) -> None:
     """One worker process: runs the worker loop (periodic scheduler included) for a while."""
     from iod.app import build_services
-    from iod.config import Settings
+    from iod.infra.config import Settings
 
     register("1s")
     settings = Settings(

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from iod.app import Services
-from iod.clock import FrozenClock
 from iod.connections import capacity, repository
+from iod.infra.clock import FrozenClock
 from iod.models import Connection, Location
 from iod.network.simulated import SimulatedDriver
 from tests.conftest import get_token, run_jobs
@@ -183,7 +183,7 @@ def test_migration_backfills_the_figures(services: Services, api: TestClient, he
     """Revision 0006 computes the figures from the rows that exist when it runs."""
     from alembic import command
 
-    from iod import migrate
+    from iod.infra import migrate
 
     created = api.post(BASE, json={"bandwidth": "100 Mbps", "locationId": SMALL}, headers=headers)
     url = f"{BASE}/{created.json()['id']}/bandwidth"

@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 
 from iod import events
 from iod.app import Services
-from iod.clock import FrozenClock
-from iod.db import Database
+from iod.infra.clock import FrozenClock
+from iod.infra.db import Database
 from iod.models import AuditEvent, Event, EventStream
 from tests.conftest import Tenant, run_jobs
 

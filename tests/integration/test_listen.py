@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import pytest
 
-from iod.clock import FrozenClock
-from iod.db import Database, make_engine
+from iod.infra.clock import FrozenClock
+from iod.infra.db import Database, make_engine
 from iod.jobs import queue
 from iod.jobs.listener import Listener
 from tests.conftest import _prepare_postgres, postgres_url

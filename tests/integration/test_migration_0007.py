@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from alembic import command
 from sqlalchemy import text
 
-from iod import migrate
-from iod.db import Database
+from iod.infra import migrate
+from iod.infra.db import Database
 from iod.jobs import queue
 
 BEFORE = "20261126_0006"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from iod import migrate
-from iod.db import Base, Database
+from iod.infra import migrate
+from iod.infra.db import Base, Database
 
 
 def test_schema_matches_models(database: Database) -> None:

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from iod.app import Services
-from iod.db import Database
+from iod.infra.db import Database
 from iod.jobs import registry
 from iod.jobs.periodic import Scheduler, due_periods
 from iod.jobs.registry import Periodic, Schedule, parse_every

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import bindparam, exc, insert, select
 
 from iod.connections import repository
-from iod.db import Database, PreparedSelect
+from iod.infra.db import Database, PreparedSelect
 from iod.models import BandwidthChange, Connection, Customer, Location
 from tests.conftest import _prepare_postgres
 

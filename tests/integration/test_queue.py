@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from iod.clock import FrozenClock
-from iod.db import Database
+from iod.infra.clock import FrozenClock
+from iod.infra.db import Database
 from iod.jobs import queue
 from iod.jobs.queue import JobState
 from iod.models import Job

@@ -13,12 +13,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from iod.app import Services, build_services, create_app
-from iod.config import Settings
+from iod.connections.reconcile import desired_state, reconcile
+from iod.infra.config import Settings
+from iod.infra.runtime import open_database
 from iod.models import AuditEvent
 from iod.network.base import ConnectionSpec
-from iod.network.reconcile import desired_state, reconcile
 from iod.network.simulated import SimulatedDriver
-from iod.runtime import open_database
 from tests.conftest import run_jobs
 
 BASE = "/internet-on-demand/connections"

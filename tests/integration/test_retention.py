@@ -91,7 +91,7 @@ def test_finished_jobs_past_their_retention_are_purged(services: Services) -> No
 def test_the_queue_depth_query_does_not_scan_finished_jobs(services: Services) -> None:
     """/metrics counts unfinished and failed jobs through the (state, run_at) index, so the
     done jobs (most of the table) are never read."""
-    from iod.metrics import queue_depth_query
+    from iod.infra.metrics import queue_depth_query
 
     with services.db.read() as session:
         statement = queue_depth_query().compile(

@@ -19,11 +19,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from iod.app import Services, build_services, create_app
-from iod.clock import FrozenClock
-from iod.config import Settings
 from iod.customers import service as customers
-from iod.db import Base, Database
-from iod.ids import new_id
+from iod.infra.clock import FrozenClock
+from iod.infra.config import Settings
+from iod.infra.db import Base, Database
+from iod.infra.ids import new_id
 from iod.models import Client
 from iod.network.simulated import SimulatedDriver
 from tests.conftest import Tenant, run_jobs

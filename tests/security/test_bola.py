@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from iod.ids import new_id
+from iod.infra.ids import new_id
 from tests.security.conftest import BASE, World, assert_problem, snapshot
 
 # (name, method, path template, JSON body or None)

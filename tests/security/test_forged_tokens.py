@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from iod.customers import service as customers
-from iod.ids import new_id
+from iod.infra.ids import new_id
 from tests.security.conftest import BASE, World, assert_problem, bearer, snapshot
 
 

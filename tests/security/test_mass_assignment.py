@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from iod.ids import new_id
+from iod.infra.ids import new_id
 from iod.models import BandwidthChange, Connection
 from tests.security.conftest import BASE, LOC, World, assert_problem, snapshot
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from iod.config import Settings
+from iod.infra.config import Settings
 from tests.e2e.conftest import Server, base_env, iod, token_for
 from tests.security.conftest import BASE, LOC, World, assert_problem, snapshot
 

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from iod.config import Settings
+from iod.infra.config import Settings
 from iod.models import AuditEvent
 from tests.security.conftest import BASE, GRANT, LOC, TOKEN, Limited, add_client, mint
 

@@ -20,12 +20,12 @@ from structlog.testing import capture_logs
 from iod.auth import keys
 from iod.auth.keys import ENCRYPTED_PEM, KeyDecryptionError, KeyStore
 from iod.auth.tokens import TokenService
-from iod.clock import FrozenClock
-from iod.config import Settings
-from iod.db import Database
+from iod.infra.clock import FrozenClock
+from iod.infra.config import Settings
+from iod.infra.db import Database
+from iod.infra.runtime import SchemaBehind, open_database
 from iod.models import SigningKey
 from iod.network.factory import make_driver
-from iod.runtime import SchemaBehind, open_database
 
 KEK = b"k" * 40
 UNPRIVILEGED = "nobody"

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from iod.config import Settings
+from iod.infra.config import Settings
 from tests.security.conftest import (
     BASE,
     GRANT,

@@ -8,8 +8,8 @@ import base64
 
 from iod.auth.keys import KeyStore
 from iod.auth.tokens import TokenService
-from iod.clock import FrozenClock
-from iod.db import Database
+from iod.infra.clock import FrozenClock
+from iod.infra.db import Database
 
 # The order of the P-256 group (SEC 2, secp256r1 "n").
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551

@@ -185,3 +185,12 @@ def test_admitting_only_what_fits_never_overcommits(
         if fits(capacity, total, need):
             total += need
         assert total <= capacity
+
+
+def test_fits_builds_the_sql_condition_of_the_checked_update() -> None:
+    """One rule: on the location's columns, `fits` is the WHERE of the conditional UPDATE."""
+    from sqlalchemy import column
+
+    condition = fits(column("capacity_mbps"), column("committed_mbps"), 100)
+    compiled = condition.compile(compile_kwargs={"literal_binds": True})
+    assert str(compiled) == "committed_mbps + 100 <= capacity_mbps"

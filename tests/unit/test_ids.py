@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iod.ids import looks_like_id, new_id
+from iod.infra.ids import looks_like_id, new_id
 
 # Crockford base32, written out independently of the module under test.
 CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iod.ratelimit import Rate, TokenBuckets
+from iod.infra.ratelimit import Rate, TokenBuckets
 
 
 class Ticker:

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from iod.auth.keys import KeyStore
 from iod.auth.tokens import Principal, TokenInvalid, TokenService
-from iod.clock import FrozenClock
-from iod.db import Database
-from iod.ids import looks_like_id
+from iod.infra.clock import FrozenClock
+from iod.infra.db import Database
+from iod.infra.ids import looks_like_id
 
 ISSUER = "https://iod.example"
 AUDIENCE = "https://iod.example/internet-on-demand"

@@ -10,9 +10,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2
 
+from iod.audit.service import Actor
 from iod.auth.tokens import SCOPES, Principal, TokenInvalid
-from iod.errors import Forbidden, RateLimited, Unauthorized
-from iod.ratelimit import row_charge
+from iod.infra.errors import Forbidden, RateLimited, Unauthorized
+from iod.infra.ratelimit import row_charge
 
 if TYPE_CHECKING:
     from iod.app import Services
@@ -29,6 +30,17 @@ oauth2_scheme = OAuth2(
     scheme_name="oauth2",
     auto_error=False,
 )
+
+
+def actor(request: Request, principal: Principal) -> Actor:
+    """The API caller as the audit log names it: its client id, the address it connected
+    from and the request id (the HTTP edge's part; services only see the `Actor`).
+
+    Behind a proxy listed in IOD_TRUSTED_PROXIES the address is the one derived from its
+    X-Forwarded-For; from anyone else it is the TCP peer (docs/operations.md)."""
+    address = request.client.host if request.client is not None else "unknown"
+    request_id = getattr(request.state, "request_id", None)
+    return Actor("client", principal.client_id, address, request_id)
 
 
 def _challenge(error: str | None = None, description: str | None = None, scope: str = "") -> str:

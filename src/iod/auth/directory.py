@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from iod.customers import repository
-from iod.db import Database
+from iod.infra.db import Database
 
 
 @dataclass(frozen=True)

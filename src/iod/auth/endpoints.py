@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from iod.auth.tokens import SCOPES
 from iod.customers import repository as customers
 from iod.customers.service import check_client_secret, needs_slow_check, upgrade_secret_hashes
-from iod.ratelimit import Limits
+from iod.infra.ratelimit import Limits
 
 log = structlog.get_logger("iod.auth")
 

@@ -27,13 +27,13 @@ import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from iod.clock import Clock, rfc3339
-from iod.db import Database
-from iod.errors import Conflict, NotFound
+from iod.infra.clock import Clock, rfc3339
+from iod.infra.db import Database
+from iod.infra.errors import Conflict, NotFound
 from iod.models import SigningKey
 
 log = structlog.get_logger("iod.keys")
@@ -162,6 +162,17 @@ def _signer_index(activations: list[datetime], now: datetime) -> int:
     return active[-1] if active else 0
 
 
+# Every column of a key, as plain rows with the model's attribute names (`KeyStore.reload`).
+_KEY_COLUMNS: list[Any] = [
+    SigningKey.kid,
+    SigningKey.algorithm,
+    SigningKey.private_pem,
+    SigningKey.created_at,
+    SigningKey.activates_at,
+]
+_KEY_ROWS: Select[Any] = select(*_KEY_COLUMNS)
+
+
 class KeyStore:
     """One process's view of the signing keys table, refreshed every `refresh_seconds`."""
 
@@ -202,8 +213,9 @@ class KeyStore:
         self.reload()
 
     def reload(self) -> None:
-        with self._db.read() as session:
-            rows = _ordered(list(session.scalars(select(SigningKey)).all()))
+        # On the event loop too (a token checked when the keys are stale): the loop's kept
+        # connection (`Database.prepared`), never a wait for the shared pool.
+        rows = _ordered(self._db.prepared(_KEY_ROWS).rows())
         # Keys already loaded are kept as they are (a key's row never changes); only new ones
         # cost parsing.
         known = self._keys

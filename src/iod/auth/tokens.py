@@ -10,8 +10,8 @@ from typing import Any
 import jwt
 
 from iod.auth.keys import ALGORITHM, KeyStore
-from iod.clock import Clock
-from iod.ids import new_id
+from iod.infra.clock import Clock
+from iod.infra.ids import new_id
 
 SCOPES = ("read", "write")
 

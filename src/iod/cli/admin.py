@@ -21,9 +21,9 @@ from rich.table import Table
 
 from iod.cli.common import console, err, open_db_or_exit
 from iod.client.terminal import safe
-from iod.clock import SystemClock, rfc3339
 from iod.domain.bandwidth import format_bandwidth
-from iod.errors import ProblemError
+from iod.infra.clock import SystemClock, rfc3339
+from iod.infra.errors import ProblemError
 from iod.locations import catalog
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from iod.auth import keys
     from iod.auth.passwords import SecretHasher
     from iod.customers import service as customers
-    from iod.db import Database
+    from iod.infra.db import Database
     from iod.models import Customer
 
 customers_app = typer.Typer(help="Customers: who owns connections.", no_args_is_help=True)
@@ -52,8 +52,8 @@ def _db() -> Database:
 def _hasher() -> SecretHasher:
     """The key the API processes verify client secrets with (IOD_SECRET_HASH_KEY_FILE)."""
     from iod.auth.passwords import SecretHashKeyError, open_hasher
-    from iod.config import get_settings
-    from iod.logging import configure_logging
+    from iod.infra.config import get_settings
+    from iod.infra.logging import configure_logging
 
     settings = get_settings()
     # Its logs (a key created, a key file others may read) on stderr, and only warnings at
@@ -97,7 +97,7 @@ def _audit(
     details: dict[str, Any] | None = None,
 ) -> None:
     """The audit record of an operator's change, in the transaction of the change."""
-    from iod import audit
+    from iod.audit import service as audit
 
     audit.record(session, clock, audit.operator(), action, target_type, target_id,
                  customer_id=customer_id, details=details)  # fmt: skip
@@ -377,7 +377,7 @@ def locations_import(
 
 
 def _demo_secret_file() -> Path:
-    from iod.config import get_settings
+    from iod.infra.config import get_settings
 
     return get_settings().data_dir / "demo-client.json"
 
@@ -543,7 +543,7 @@ def keys_list(as_json: JsonFlag = False) -> None:
     """Every signing key: the one that signs, the next one, and old ones that still verify
     (until their last tokens expire) or may be retired."""
     from iod.auth import keys
-    from iod.config import get_settings
+    from iod.infra.config import get_settings
 
     settings = get_settings()
     with _db().read() as session:
@@ -578,8 +578,8 @@ def keys_rotate(
     """Add a signing key. Every server publishes it within IOD_KEY_REFRESH_SECONDS and signs
     with it from twice that; the previous key keeps verifying its tokens until they expire."""
     from iod.auth import keys
-    from iod.config import get_settings
-    from iod.secure import key_encryption_key
+    from iod.infra.config import get_settings
+    from iod.infra.secure import key_encryption_key
 
     settings = get_settings()
     delay = timedelta(0) if now else timedelta(seconds=2 * settings.key_refresh_seconds)
@@ -638,7 +638,7 @@ def keys_retire(
     """Delete a signing key that no longer signs, once no token it signed can still be valid
     (refused before that without --force). The private key is destroyed."""
     from iod.auth import keys
-    from iod.config import get_settings
+    from iod.infra.config import get_settings
 
     settings = get_settings()
     try:
@@ -689,7 +689,7 @@ def audit_list(
     as_json: JsonFlag = False,
 ) -> None:
     """The newest audit events first."""
-    from iod import audit
+    from iod.audit import service as audit
 
     start = _since(since) if since is not None else None
     with _db().read() as session:

@@ -12,7 +12,7 @@ from rich.console import Console
 from iod.client.terminal import safe
 
 if TYPE_CHECKING:  # the server's modules are imported when a command runs (see main.py)
-    from iod.db import Database
+    from iod.infra.db import Database
 
 # Piped output (no terminal) would be cut to 80 columns, ids included: tables get room.
 # No emoji codes: customers' text is printed as it is (iod.client.terminal.safe).
@@ -22,8 +22,8 @@ err = Console(stderr=True, emoji=False)
 
 
 def open_db_or_exit(*, auto_migrate: bool | None = None) -> Database:
-    from iod.config import get_settings
-    from iod.runtime import SchemaBehind, open_database
+    from iod.infra.config import get_settings
+    from iod.infra.runtime import SchemaBehind, open_database
 
     try:
         return open_database(get_settings(), auto_migrate=auto_migrate)

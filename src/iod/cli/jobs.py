@@ -13,7 +13,7 @@ from rich.table import Table
 
 from iod.cli.common import console, open_db_or_exit
 from iod.client.terminal import safe
-from iod.clock import rfc3339
+from iod.infra.clock import rfc3339
 
 jobs_app = typer.Typer(help="The job queue and the periodic tasks.", no_args_is_help=True)
 
@@ -91,7 +91,7 @@ def jobs_periodic(
 ) -> None:
     """The periodic tasks: their schedule, the last period enqueued and the next one."""
     from iod import features
-    from iod.clock import SystemClock
+    from iod.infra.clock import SystemClock
     from iod.jobs import periodic as scheduling
     from iod.jobs.registry import PERIODIC
 

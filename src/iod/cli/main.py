@@ -70,7 +70,7 @@ def run_worker(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the database to this release's schema."""
-    from iod import migrate
+    from iod.infra import migrate
 
     db = open_db_or_exit(auto_migrate=True)
     console.print(f"schema at {migrate.current_revision(db.engine)}")
@@ -103,9 +103,9 @@ def db_check_capacity(
 @db_app.command("current")
 def db_current() -> None:
     """Print the schema revision of the database and of this release."""
-    from iod import migrate
-    from iod.config import get_settings
-    from iod.db import make_engine
+    from iod.infra import migrate
+    from iod.infra.config import get_settings
+    from iod.infra.db import make_engine
 
     settings = get_settings()
     engine = make_engine(settings.effective_database_url)

@@ -13,8 +13,8 @@ from rich.table import Table
 
 from iod.cli.common import console, open_db_or_exit
 from iod.client.terminal import safe
-from iod.clock import SystemClock
 from iod.domain.bandwidth import format_bandwidth
+from iod.infra.clock import SystemClock
 
 network_app = typer.Typer(
     help="The network the driver manages (IOD_NETWORK_DRIVER).", no_args_is_help=True
@@ -36,11 +36,11 @@ def network_reconcile(
 ) -> None:
     """Compare the network with the database and mend it: create what is missing, remove
     orphans, correct rates and suspension. Safe to run any time, as often as you like."""
-    from iod import audit
-    from iod.config import get_settings
-    from iod.logging import configure_logging
+    from iod.audit import service as audit
+    from iod.connections.reconcile import reconcile
+    from iod.infra.config import get_settings
+    from iod.infra.logging import configure_logging
     from iod.network.factory import make_driver
-    from iod.network.reconcile import reconcile
 
     settings = get_settings()
     # Logs on stderr, and only warnings: the command prints its own report.
@@ -78,8 +78,8 @@ def network_reconcile(
 @network_app.command("show")
 def network_show(as_json: JsonFlag = False) -> None:
     """What the network holds now, as the driver reads it."""
-    from iod.config import get_settings
-    from iod.logging import configure_logging
+    from iod.infra.config import get_settings
+    from iod.infra.logging import configure_logging
     from iod.network.factory import make_driver
 
     settings = get_settings()

@@ -9,11 +9,11 @@ import signal
 import threading
 from typing import Any
 
-from iod import server
 from iod.app import build_services, create_app
 from iod.cli.common import console, open_db_or_exit
-from iod.config import Settings, get_settings
-from iod.logging import configure_logging
+from iod.infra import server
+from iod.infra.config import Settings, get_settings
+from iod.infra.logging import configure_logging
 
 
 def app_from_environment() -> Any:

@@ -10,7 +10,8 @@ connection stores its figure (`connections.committed_mbps`) and each location th
 commits (an order, a change scheduled, applied, failed or cancelled, a termination) calls it
 in the same transaction, after the change. It takes the connection's row lock, recomputes
 the figure, and applies the difference to the location's row in place. An increase that is
-checked (an order, a change) is a conditional `UPDATE ... WHERE committed + d <= capacity`:
+checked (an order, a change) is a conditional `UPDATE ... WHERE committed + d <= capacity`
+(the condition built by `iod.domain.capacity.fits`, the rule's one statement):
 atomic on both databases, so concurrent orders can never over-commit a location, and the
 location's row is locked only from that statement to the commit. Callers therefore call it
 last, so the location's lock is the last row lock the service takes (connection rows
@@ -33,9 +34,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from iod.connections import repository
 from iod.domain.bandwidth import format_bandwidth
-from iod.domain.capacity import committed_mbps
+from iod.domain.capacity import committed_mbps, fits
 from iod.domain.status import ConnectionStatus
-from iod.errors import CapacityExceeded
+from iod.infra.errors import CapacityExceeded
 from iod.models import Connection, Location
 
 _locations = Location.__table__.c
@@ -97,7 +98,7 @@ def _reserve(session: Session, location_id: str, old: int, new: int) -> None:
         update(Location)
         .where(
             _locations.id == location_id,
-            _locations.committed_mbps + delta <= _locations.capacity_mbps,
+            fits(_locations.capacity_mbps, _locations.committed_mbps, delta),
         )
         .values(committed_mbps=_locations.committed_mbps + delta)
         .returning(_locations.committed_mbps, _locations.ipv4_next)

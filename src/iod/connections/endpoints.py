@@ -13,12 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
-from iod import audit, idempotency
-from iod.auth.dependencies import charge_rows, require_read, require_write
+from iod.audit import service as audit
+from iod.auth.dependencies import actor, charge_rows, require_read, require_write
 from iod.auth.tokens import Principal
 from iod.connections import lifecycle, service
 from iod.connections.fastpath import connection_response
@@ -34,7 +35,8 @@ from iod.connections.schemas import (
     StatusTransitionOut,
 )
 from iod.domain.status import Action, ConnectionStatus
-from iod.http import (
+from iod.infra import idempotency
+from iod.infra.http import (
     ETAG_HEADER,
     PRECONDITION_FAILED,
     READ_ERRORS,
@@ -52,11 +54,13 @@ if TYPE_CHECKING:
 router = APIRouter(prefix="/internet-on-demand", route_class=StrictJsonRoute)
 T = TypeVar("T")
 
-# Reads of one thing are `async def` and query the database on the event loop: primary-key
-# and index reads that never wait for locks (SQLite WAL, PostgreSQL MVCC) cost less than the
-# hop to a thread. Lists, whose cost grows with their rows, run on the list threads
-# (`off_the_loop`). Writes stay plain `def` (in the threadpool): they may wait for SQLite's
-# write lock.
+# Reads of one thing are `async def`; the fast GET queries the database on the event loop
+# (primary-key reads that never wait for locks, SQLite WAL, PostgreSQL MVCC, cost less than
+# the hop to a thread) on the loop's kept connection (`db.PreparedSelect`), which never waits
+# for a pool. Reads through a session (the shared pool, which writers may exhaust) wait in a
+# thread (`run_in_threadpool`), never on the loop. Lists, whose cost grows with their rows,
+# run on the list threads (`off_the_loop`). Writes stay plain `def` (in the threadpool): they
+# may wait for SQLite's write lock.
 
 NOT_FOUND = problem("No such connection for this customer")
 CHANGE_NOT_FOUND = problem("No such connection or bandwidth change for this customer")
@@ -118,7 +122,7 @@ def _services(request: Request) -> Services:
 
 def _act_for(session: Session, request: Request, principal: Principal) -> None:
     """The events of this transaction are the client's doing (and audited as such)."""
-    audit.act_for(session, audit.from_request(request, principal))
+    audit.act_for(session, actor(request, principal))
 
 
 # A cursor is the id of the last connection of the previous page (service.encode_cursor).
@@ -456,17 +460,23 @@ async def status_history(
 ) -> StatusHistory:
     """Extension: every status transition with its time and reason, oldest first."""
     services = _services(request)
-    with services.db.read() as session:
-        connection = service.get_connection(session, principal, connectionId)
-        rows = lifecycle.history(session, connection.id)
-    return StatusHistory(
-        transitions=[
-            StatusTransitionOut(
-                fromStatus=t.from_status, toStatus=t.to_status, reason=t.reason, at=t.at
-            )
-            for t in rows
-        ]
-    )
+
+    def history() -> StatusHistory:
+        with services.db.read() as session:
+            connection = service.get_connection(session, principal, connectionId)
+            rows = lifecycle.history(session, connection.id)
+        return StatusHistory(
+            transitions=[
+                StatusTransitionOut(
+                    fromStatus=t.from_status, toStatus=t.to_status, reason=t.reason, at=t.at
+                )
+                for t in rows
+            ]
+        )
+
+    # A session takes a connection of the shared pool, which writers may hold: wait in a
+    # thread, never on the event loop.
+    return await run_in_threadpool(history)
 
 
 @router.get(
@@ -512,9 +522,13 @@ async def get_change(
 ) -> BandwidthChange:
     """Extension: one change, with its status and timestamps."""
     services = _services(request)
-    with services.db.read() as session:
-        change = service.get_change(session, principal, connectionId, changeId)
-        return service.change_to_schema(change)
+
+    def one() -> BandwidthChange:
+        with services.db.read() as session:
+            change = service.get_change(session, principal, connectionId, changeId)
+            return service.change_to_schema(change)
+
+    return await run_in_threadpool(one)  # the shared pool: waited for in a thread
 
 
 @router.post(

@@ -23,11 +23,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from iod.auth.dependencies import authorize
 from iod.auth.tokens import Principal
 from iod.connections import service
-from iod.db import Database, is_unavailable
-from iod.errors import ProblemError
-from iod.http import entity_tag_of
-from iod.ids import looks_like_id
-from iod.problems import problem_response, unavailable_response
+from iod.infra.db import Database, is_unavailable
+from iod.infra.errors import ProblemError
+from iod.infra.http import entity_tag_of
+from iod.infra.ids import looks_like_id
+from iod.infra.problems import problem_response, unavailable_response
 
 if TYPE_CHECKING:
     from iod.app import Services

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from iod import events
 from iod.auth.tokens import Principal
-from iod.clock import Clock
 from iod.connections import capacity, jobs, repository
 from iod.domain.bandwidth import format_bandwidth
 from iod.domain.status import (
@@ -21,7 +20,8 @@ from iod.domain.status import (
     can_transition,
     transition,
 )
-from iod.errors import InvalidState
+from iod.infra.clock import Clock
+from iod.infra.errors import InvalidState
 from iod.models import BandwidthChange, Connection, StatusTransition
 
 _JOB_KINDS = {

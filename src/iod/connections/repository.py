@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any, TypeAlias
 
 from sqlalchemy import FromClause, Row, Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from iod.db import Database
 from iod.domain.status import PENDING_CHANGE_STATUSES, ConnectionStatus
-from iod.models import BandwidthChange, Connection
+from iod.infra.db import Database
+from iod.jobs.queue import JobState
+from iod.models import BandwidthChange, Connection, Job
 
 _PENDING = [s.value for s in PENDING_CHANGE_STATUSES]
 # A plain result row of any columns (SQLAlchemy Core).
@@ -249,3 +251,32 @@ def page_for_customer(
     if after_id is not None:
         params["after_id"] = after_id
     return db.prepared(statement).rows(customer_id=customer_id, limit=limit, **params)
+
+
+def not_terminated(session: Session) -> Sequence[AnyRow]:
+    """Every connection the network may hold: id, location, Mbps, status, IPv4 block."""
+    return session.execute(
+        select(
+            Connection.id,
+            Connection.location_id,
+            Connection.bandwidth_mbps,
+            Connection.status,
+            Connection.ipv4_block,
+        ).where(Connection.status != ConnectionStatus.TERMINATED.value)
+    ).all()
+
+
+def with_work_due(session: Session, until: datetime) -> set[str]:
+    """The connections with a job running, or queued to run by `until`."""
+    busy = session.scalars(
+        select(Job.connection_id)
+        .where(
+            or_(
+                Job.state == JobState.RUNNING.value,
+                (Job.state == JobState.QUEUED.value) & (Job.run_at <= until),
+            )
+        )
+        .where(Job.connection_id.is_not(None))
+        .distinct()
+    ).all()
+    return {connection_id for connection_id in busy if connection_id is not None}

@@ -12,7 +12,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from iod.domain.addressing import PREFIX_LENGTHS
 from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
-from iod.http import refuse_duplicate_keys
+from iod.infra.representation import refuse_duplicate_keys
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?$"

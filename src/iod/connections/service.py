@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from iod.auth.tokens import Principal
-from iod.clock import Clock, rfc3339
 from iod.connections import capacity, jobs, repository
 from iod.connections.lifecycle import change_event, record_creation, record_event, target_of
 from iod.connections.repository import AnyRow
@@ -24,12 +23,13 @@ from iod.connections.schemas import (
     PendingBandwidthChange,
 )
 from iod.connections.schemas import Connection as ConnectionOut
-from iod.db import Database
 from iod.domain.addressing import DEFAULT_PREFIX_LENGTH, PoolExhausted
 from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
 from iod.domain.status import ChangeStatus, ConnectionStatus, accepts_changes, cancellable
 from iod.domain.tiers import is_offered
-from iod.errors import (
+from iod.infra.clock import Clock, rfc3339
+from iod.infra.db import Database
+from iod.infra.errors import (
     AddressPoolExhausted,
     ChangeInvalidState,
     InvalidState,
@@ -37,8 +37,8 @@ from iod.errors import (
     TooManyPendingChanges,
     ValidationFailed,
 )
-from iod.http import check_if_match, entity_tag
-from iod.ids import looks_like_id, new_id
+from iod.infra.ids import looks_like_id, new_id
+from iod.infra.representation import check_if_match, entity_tag
 from iod.locations import addressing
 from iod.locations import repository as locations
 from iod.models import BandwidthChange, Connection, Location

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from iod.db import Database
+from iod.infra.db import Database
 from iod.models import Client, Customer
 
 # What the token endpoint needs of a client, by id: one statement, run as a `PreparedSelect`.

@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 from iod import events
 from iod.auth.passwords import SecretHasher, is_slow_hash, new_secret
 from iod.auth.tokens import SCOPES
-from iod.clock import Clock, rfc3339
 from iod.customers import repository
-from iod.errors import NotFound, ValidationFailed
-from iod.ids import new_id
+from iod.infra.clock import Clock, rfc3339
+from iod.infra.errors import NotFound, ValidationFailed
+from iod.infra.ids import new_id
 from iod.models import Client, Customer
 
 

@@ -19,8 +19,8 @@ import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from iod.clock import Clock
-from iod.db import Database, insert_new
+from iod.infra.clock import Clock
+from iod.infra.db import Database, insert_new
 from iod.jobs import queue
 from iod.jobs.registry import PERIODIC, Periodic
 from iod.models import PeriodicRun

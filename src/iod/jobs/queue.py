@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from iod.db import uow
+from iod.infra.db import uow
 from iod.jobs.registry import TASKS
 from iod.models import Job
 

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from croniter import croniter
 from sqlalchemy.orm import Session
 
-from iod.clock import Clock
+from iod.infra.clock import Clock
 
 if TYPE_CHECKING:
-    from iod.config import Settings
+    from iod.infra.config import Settings
     from iod.network.base import NetworkDriver
 
 P = TypeVar("P")

@@ -20,9 +20,9 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session
 
-from iod.clock import Clock
-from iod.config import Settings
-from iod.db import Database, is_unavailable
+from iod.infra.clock import Clock
+from iod.infra.config import Settings
+from iod.infra.db import Database, is_unavailable
 from iod.jobs import queue
 from iod.jobs.periodic import Scheduler
 from iod.jobs.registry import TASKS, JobGone, JobRef, Task, TaskContext

@@ -8,11 +8,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.orm import Session
 
-from iod.clock import Clock
 from iod.domain.addressing import next_default_pool, parse_pool
 from iod.domain.bandwidth import BandwidthError, format_bandwidth, parse_bandwidth
 from iod.domain.tiers import DEFAULT_TIERS_MBPS, tiers_up_to
-from iod.errors import FieldError, ValidationFailed
+from iod.infra.clock import Clock
+from iod.infra.errors import FieldError, ValidationFailed
 from iod.locations import repository
 from iod.models import Location
 

@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from the caller (iod.migrate) or from Settings."""
+"""Alembic environment: the URL comes from the caller (iod.infra.migrate) or from Settings."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from alembic import context
 from sqlalchemy import Connection, pool
 
 import iod.models  # noqa: F401  (registers the tables on the metadata)
-from iod.config import get_settings
-from iod.db import Base, make_engine
+from iod.infra.config import get_settings
+from iod.infra.db import Base, make_engine
 
 config = context.config
 target_metadata = Base.metadata

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from iod.config import Settings
+from iod.infra.config import Settings
+from iod.infra.secure import create_private_file
 from iod.network.base import NetworkDriver
 from iod.network.simulated import SimulatedDriver
-from iod.secure import create_private_file
 
 
 def make_driver(settings: Settings) -> NetworkDriver:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import iod.db
+import iod.infra.db
 
 revision: str = "20261126_0001"
 down_revision: str | None = None
@@ -24,7 +24,7 @@ def upgrade() -> None:
         "customers",
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("name", sa.String(length=255), nullable=False),
-        sa.Column("created_at", iod.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_customers")),
     )
     op.create_table(
@@ -34,15 +34,15 @@ def upgrade() -> None:
         sa.Column("connection_id", sa.String(length=40), nullable=False),
         sa.Column("change_id", sa.String(length=40), nullable=True),
         sa.Column("state", sa.String(length=16), nullable=False),
-        sa.Column("run_at", iod.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("scheduled_at", iod.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("run_at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("scheduled_at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("max_attempts", sa.Integer(), nullable=False),
-        sa.Column("lease_until", iod.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lease_until", iod.infra.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("locked_by", sa.String(length=64), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
-        sa.Column("created_at", iod.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("finished_at", iod.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", iod.infra.db.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
     )
     with op.batch_alter_table("jobs", schema=None) as batch_op:
@@ -60,8 +60,8 @@ def upgrade() -> None:
         sa.Column("address", sa.String(length=512), nullable=False),
         sa.Column("capacity_mbps", sa.Integer(), nullable=False),
         sa.Column("tiers_mbps", sa.JSON(), nullable=False),
-        sa.Column("created_at", iod.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", iod.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_locations")),
     )
     op.create_table(
@@ -69,7 +69,7 @@ def upgrade() -> None:
         sa.Column("kid", sa.String(length=64), nullable=False),
         sa.Column("algorithm", sa.String(length=16), nullable=False),
         sa.Column("private_pem", sa.Text(), nullable=False),
-        sa.Column("created_at", iod.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("kid", name=op.f("pk_signing_keys")),
     )
     op.create_table(
@@ -80,8 +80,8 @@ def upgrade() -> None:
         sa.Column("secret_hash", sa.String(length=255), nullable=False),
         sa.Column("scopes", sa.String(length=255), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
-        sa.Column("created_at", iod.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("disabled_at", iod.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("disabled_at", iod.infra.db.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["customer_id"], ["customers.id"], name=op.f("fk_clients_customer_id_customers")
         ),
@@ -99,8 +99,8 @@ def upgrade() -> None:
         sa.Column("bandwidth_mbps", sa.Integer(), nullable=False),
         sa.Column("description", sa.String(length=255), nullable=True),
         sa.Column("created_by", sa.String(length=40), nullable=False),
-        sa.Column("created_at", iod.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", iod.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["customer_id"], ["customers.id"], name=op.f("fk_connections_customer_id_customers")
         ),
@@ -123,11 +123,11 @@ def upgrade() -> None:
         sa.Column("connection_id", sa.String(length=40), nullable=False),
         sa.Column("from_mbps", sa.Integer(), nullable=True),
         sa.Column("to_mbps", sa.Integer(), nullable=False),
-        sa.Column("effective_at", iod.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("effective_at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("requested_by", sa.String(length=40), nullable=False),
-        sa.Column("requested_at", iod.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("applied_at", iod.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("requested_at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("applied_at", iod.infra.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("failure_reason", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
             ["connection_id"],

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import iod.db
+import iod.infra.db
 
 revision: str = "20261126_0002"
 down_revision: str | None = "20261126_0001"
@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.Column("from_status", sa.String(length=16), nullable=True),
         sa.Column("to_status", sa.String(length=16), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
-        sa.Column("at", iod.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["connection_id"],
             ["connections.id"],

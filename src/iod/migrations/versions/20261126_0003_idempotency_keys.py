@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import iod.db
+import iod.infra.db
 
 revision: str = "20261126_0003"
 down_revision: str | None = "20261126_0002"
@@ -29,8 +29,8 @@ def upgrade() -> None:
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("body", sa.Text(), nullable=True),
         sa.Column("headers", sa.JSON(), nullable=True),
-        sa.Column("created_at", iod.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", iod.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("customer_id", "key", name=op.f("pk_idempotency_keys")),
     )
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import iod.db
+import iod.infra.db
 
 revision: str = "20261126_0005"
 down_revision: str | None = "20261126_0004"
@@ -23,7 +23,7 @@ def upgrade() -> None:
     op.create_table(
         "audit_events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("at", iod.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("actor_type", sa.String(length=16), nullable=False),
         sa.Column("actor_id", sa.String(length=255), nullable=False),
         sa.Column("source", sa.String(length=255), nullable=False),
@@ -50,12 +50,14 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("previous_secret_hash", sa.String(length=255), nullable=True))
         batch_op.add_column(
-            sa.Column("previous_secret_until", iod.db.UTCDateTime(timezone=True), nullable=True)
+            sa.Column(
+                "previous_secret_until", iod.infra.db.UTCDateTime(timezone=True), nullable=True
+            )
         )
 
     with op.batch_alter_table("signing_keys", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("activates_at", iod.db.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("activates_at", iod.infra.db.UTCDateTime(timezone=True), nullable=True)
         )
 
     # ### end Alembic commands ###

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import iod.db
+import iod.infra.db
 
 revision: str = "20261130_0007"
 down_revision: str | None = "20261126_0006"
@@ -49,9 +49,9 @@ def upgrade() -> None:
     op.create_table(
         "periodic_runs",
         sa.Column("task", sa.String(length=64), nullable=False),
-        sa.Column("period_at", iod.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("period_at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("job_id", sa.Integer(), nullable=True),
-        sa.Column("created_at", iod.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("task", "period_at", name=op.f("pk_periodic_runs")),
     )
     op.create_table(
@@ -63,7 +63,7 @@ def upgrade() -> None:
         sa.Column("subject_id", sa.String(length=64), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("actor", sa.JSON(), nullable=True),
-        sa.Column("at", iod.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", iod.infra.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
         sa.UniqueConstraint("customer_id", "position", name=op.f("uq_events_customer_id_position")),
     )

@@ -30,10 +30,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from iod.auth.tokens import Principal
-from iod.errors import Conflict, ProblemError
-from iod.http import problem
+from iod.infra.errors import Conflict, ProblemError
+from iod.infra.http import problem
+from iod.infra.problems import problem_response
 from iod.models import IdempotencyKey
-from iod.problems import problem_response
 
 if TYPE_CHECKING:
     from iod.app import Services

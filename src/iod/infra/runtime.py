@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from sqlalchemy.exc import OperationalError
 
-from iod import migrate
-from iod.config import Settings
-from iod.db import Database, make_engine
-from iod.secure import InsecureKeyStore, secure_storage
+from iod.infra import migrate
+from iod.infra.config import Settings
+from iod.infra.db import Database, make_engine
+from iod.infra.secure import InsecureKeyStore, secure_storage
 
 
 class SchemaBehind(Exception):

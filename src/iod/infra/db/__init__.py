@@ -8,6 +8,7 @@ transaction recorded and then wakes the listeners of the topics it touched.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import weakref
 from collections import namedtuple
@@ -31,8 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
-from iod.clock import as_utc
-from iod.db import uow
+from iod.infra.clock import as_utc
+from iod.infra.db import uow
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -205,7 +206,13 @@ class _Readers:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         # An in-memory SQLite database lives in its connections: there is no second pool.
-        self.pool = engine.pool.recreate() if isinstance(engine.pool, QueuePool) else engine.pool
+        pooled = isinstance(engine.pool, QueuePool)
+        self.pool = engine.pool.recreate() if pooled else engine.pool
+        # Event loop threads take theirs from a pool no other thread uses, so a loop never
+        # waits for a pool that threads hold (the threadpool's token checks, the list threads
+        # keep one each): its first checkout and a reconnect wait for nothing but the
+        # database. One loop per process (a few in tests), far below the pool's size.
+        self.loop_pool = engine.pool.recreate() if pooled else engine.pool
         self._local = threading.local()
         self._lock = threading.Lock()
         self._kept: set[PoolProxiedConnection] = set()
@@ -241,12 +248,14 @@ class _Readers:
             kept = list(self._kept)
         for connection in kept:
             self._close(connection, None)
-        if self.pool is not self._engine.pool:
-            self.pool.dispose()
+        for pool in (self.pool, self.loop_pool):
+            if pool is not self._engine.pool:
+                pool.dispose()
 
     def _connect(self) -> PoolProxiedConnection:
+        pool = self.loop_pool if _on_event_loop() else self.pool
         try:
-            return self.pool.connect()
+            return pool.connect()
         except self._engine.dialect.loaded_dbapi.Error as error:  # as Engine.connect() does
             raise exc.DBAPIError.instance(
                 None, None, error, self._engine.dialect.loaded_dbapi.Error,
@@ -260,6 +269,15 @@ class _Readers:
             self._kept.discard(connection)
         connection.invalidate(error)  # closed and forgotten by the pool; a thread that still
         # holds it sees `is_valid` false and takes a new one
+
+
+def _on_event_loop() -> bool:
+    """Whether the calling thread is running an asyncio event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class _Kept:

@@ -8,8 +8,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from iod.auth.endpoints import OAuthError
-from iod.errors import PROBLEM_TYPES
-from iod.http import problem
+from iod.infra.errors import PROBLEM_TYPES
+from iod.infra.http import problem
 
 DESCRIPTION = """\
 Provision internet connections and change their bandwidth, now or at a future

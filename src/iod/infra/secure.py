@@ -19,7 +19,7 @@ from pathlib import Path
 import structlog
 from sqlalchemy.engine import make_url
 
-from iod.config import Settings
+from iod.infra.config import Settings
 
 log = structlog.get_logger("iod.secure")
 

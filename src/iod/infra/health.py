@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
-from iod.errors import ServiceUnavailable
-from iod.http import problem
+from iod.infra.errors import ServiceUnavailable
+from iod.infra.http import problem
 
 router = APIRouter(tags=["Health"])
 

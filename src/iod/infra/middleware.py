@@ -15,9 +15,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from iod.errors import PayloadTooLarge, ProblemError
-from iod.metrics import HttpMetrics
-from iod.problems import problem_response
+from iod.infra.errors import PayloadTooLarge, ProblemError
+from iod.infra.metrics import HttpMetrics
+from iod.infra.problems import problem_response
 
 log = structlog.get_logger("iod.http")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -27,9 +27,9 @@ from prometheus_client.registry import Collector
 from pydantic import SecretStr
 from sqlalchemy import Select, func, select
 
-from iod.db import is_unavailable
-from iod.errors import NotFound, Unauthorized
-from iod.http import problem
+from iod.infra.db import is_unavailable
+from iod.infra.errors import NotFound, Unauthorized
+from iod.infra.http import problem
 from iod.models import BandwidthChange, Job
 
 if TYPE_CHECKING:

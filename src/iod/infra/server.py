@@ -35,9 +35,9 @@ from typing import Any, ClassVar
 from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from iod.config import get_settings
+from iod.infra.config import get_settings
 
-IMPORT_PATH = "iod.server:GuardedHttpToolsProtocol"
+IMPORT_PATH = "iod.infra.server:GuardedHttpToolsProtocol"
 
 
 # Seconds a client is told to wait after a refusal for lack of room.

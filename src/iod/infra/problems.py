@@ -16,8 +16,8 @@ from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from iod.db import is_unavailable
-from iod.errors import (
+from iod.infra.db import is_unavailable
+from iod.infra.errors import (
     PROBLEM_BASE,
     PROBLEM_TYPES,
     FieldError,
@@ -27,7 +27,7 @@ from iod.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
-from iod.http import body_fields, problem
+from iod.infra.http import body_fields, problem
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = structlog.get_logger("iod.http")

@@ -1,0 +1,58 @@
+"""The audit log as a subscriber of the domain events: importing this module subscribes it
+(`features.FEATURES`). Each event an API client or an operator caused adds its audit row
+in the transaction that records the event, so a change and its record commit or roll back
+together (a refused request records nothing)."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from iod import events
+from iod.audit import repository
+from iod.models import AuditEvent
+
+# event name -> (audit action, the payload's keys that are the audit details)
+_AUDITED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "connection.ordered": ("connection.create", ("bandwidth", "locationId", "description")),
+    "bandwidth_change.scheduled": (
+        "bandwidth.change",
+        ("bandwidth", "changeId", "effectiveDate", "revertAt", "revertChangeId"),
+    ),
+    "bandwidth_change.cancelled": ("bandwidth.cancel", ("changeId", "bandwidth")),
+    "connection.suspend_requested": ("connection.suspend", ("status", "targetStatus")),
+    "connection.resume_requested": ("connection.resume", ("status", "targetStatus")),
+    "connection.terminate_requested": ("connection.terminate", ("status", "targetStatus")),
+}
+
+
+@events.subscribe
+def _from_events(session: Session, written: list[events.WrittenEvent]) -> None:
+    """The audit rows of the events a client or an operator caused: one per request, so a
+    boost's revert (scheduled with `revertOf`) and what a cancel or a termination drags
+    along (`reason` other than "request") are not separate records."""
+    for event in written:
+        audited = _AUDITED.get(event.name)
+        actor = event.actor
+        if audited is None or actor is None or actor.get("type") not in ("client", "operator"):
+            continue
+        payload = event.payload
+        if event.name == "bandwidth_change.scheduled" and payload.get("revertOf") is not None:
+            continue
+        if payload.get("reason", "request") != "request":
+            continue
+        action, keys = audited
+        repository.add(
+            session,
+            AuditEvent(
+                at=event.at,
+                actor_type=actor["type"],
+                actor_id=str(actor["id"])[:255],
+                source=str(actor["source"])[:255],
+                request_id=actor.get("requestId"),
+                action=action,
+                target_type="connection",
+                target_id=event.subject_id,
+                customer_id=event.customer_id,
+                details={k: payload.get(k) for k in keys},
+            ),
+        )

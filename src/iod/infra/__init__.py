@@ -1,0 +1,1 @@
+"""Infrastructure: settings, database, HTTP plumbing, problems, the server, logging, metrics."""
