@@ -30,6 +30,7 @@ from iod.connections.fastpath import ROUTE_PATH, ConnectionReadFastPath
 from iod.connections.service import Policy
 from iod.db import Database, make_engine
 from iod.errors import ProblemError, Unauthorized
+from iod.events.endpoints import router as events_router
 from iod.health import router as health_router
 from iod.jobs.worker import Worker, WorkerPolicy
 from iod.metrics import build_registry
@@ -212,6 +213,7 @@ def create_app(
     install_error_handlers(app)
     relative_slash_redirects(app.router)
     app.include_router(connections_router)
+    app.include_router(events_router)
     app.include_router(auth_router)
     app.include_router(health_router)
     app.include_router(problems_router)
