@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import re
+import string
 import threading
 import time
 from datetime import timedelta
@@ -107,6 +110,15 @@ def test_cursor_round_trip() -> None:
         assert feed.decode_cursor(feed.encode_cursor(position)) == position
     with pytest.raises(ValueError):
         feed.decode_cursor("ev" + "A" * 10 + "=")
+    # Every string the documented pattern allows is a cursor (schemathesis sends such).
+    rng = random.Random(16)
+    alphabet = string.ascii_letters + string.digits + "_-"
+    for _ in range(2000):
+        value = "ev" + rng.choice("ABCDEFGHIJKLMNOP") + "".join(rng.choices(alphabet, k=9))
+        value += rng.choice("AEIMQUYcgkosw048")
+        assert re.fullmatch(feed.CURSOR_PATTERN, value)
+        assert feed.encode_cursor(feed.decode_cursor(value)) == value
+    assert not re.fullmatch(feed.CURSOR_PATTERN, "evvAQXICDxMCC")  # past 2**62
 
 
 def test_tenancy(api: TestClient, headers, services: Services, make_tenant) -> None:

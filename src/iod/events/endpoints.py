@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import AfterValidator
+from pydantic.json_schema import SkipJsonSchema
 from starlette.background import BackgroundTask
 
 from iod.auth.dependencies import charge_rows, require_read
@@ -152,7 +153,23 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "A stream of Server-Sent Events: `id:` the event's cursor, `event:` its "
         "type, `data:` the event as in the feed; comment lines as heartbeats",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "description": "One event of the stream (comment lines are not events)",
+                    "properties": {
+                        "id": {"type": "string", "description": "The event's cursor"},
+                        "event": {"type": "string", "description": "The event's type"},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "description": "The event as in `listEvents`, as JSON",
+                        },
+                    },
+                }
+            }
+        },
     },
     400: BAD_QUERY,
     410: EXPIRED,
@@ -179,7 +196,8 @@ async def stream_events(
     type: Types = None,
     connectionId: ConnectionFilter = None,
     last_event_id: Annotated[
-        str | None,
+        # Documented as a string only: an optional header is absent, never `null`.
+        str | SkipJsonSchema[None],
         Header(
             alias="Last-Event-ID",
             description="Resume after this event (sent by EventSource on reconnection); "

@@ -54,7 +54,9 @@ def decode_cursor(value: str) -> int:
     return position
 
 
-CURSOR_PATTERN = r"^(now|ev[A-Za-z0-9_-]{11})$"
+# Exactly the strings `encode_cursor` makes: the first character keeps the position under
+# 2**62, the last has the two padding bits clear (so every match decodes, canonically).
+CURSOR_PATTERN = r"^(now|ev[A-P][A-Za-z0-9_-]{9}[AEIMQUYcgkosw048])$"
 
 
 def check_cursor(value: str | None) -> str | None:
