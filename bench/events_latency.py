@@ -26,6 +26,7 @@ import httpx
 
 from iod import events, features
 from iod.clock import SystemClock
+from iod.config import Settings
 from iod.db import Database, make_engine
 from iod.migrate import upgrade
 
@@ -56,7 +57,7 @@ def main() -> None:
     iod = [sys.executable, "-m", "iod"]
     demo = json.loads(subprocess.run([*iod, "demo", "--json"], env=env, check=True,
                                      capture_output=True, text=True).stdout)  # fmt: skip
-    url = args.database_url or f"sqlite:///{tmp}/iod.db"
+    url = args.database_url or Settings(data_dir=tmp).effective_database_url
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
