@@ -221,7 +221,8 @@ class Client:
         timeout: float = c.DEFAULT_WAIT,
         on_poll: OnPoll | None = None,
     ) -> Connection:
-        """Polls (0.2 s, growing to 2 s) until the connection has `status`.
+        """Until the connection has `status`: woken by its events on the stream, or polling
+        (0.2 s, growing to 2 s) where the stream is unavailable.
 
         Raises `WaitTimeout` after `timeout` seconds and `WaitFailed` when it is terminated
         instead."""
