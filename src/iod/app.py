@@ -26,6 +26,7 @@ from iod.auth.tokens import TokenService
 from iod.connections.endpoints import router as connections_router
 from iod.connections.fastpath import ROUTE_PATH, ConnectionReadFastPath
 from iod.connections.service import Policy
+from iod.events.endpoints import router as events_router
 from iod.infra.clock import Clock, SystemClock
 from iod.infra.config import Settings
 from iod.infra.db import Database, make_engine
@@ -212,6 +213,7 @@ def create_app(
     install_error_handlers(app)
     relative_slash_redirects(app.router)
     app.include_router(connections_router)
+    app.include_router(events_router)
     app.include_router(auth_router)
     app.include_router(health_router)
     app.include_router(problems_router)

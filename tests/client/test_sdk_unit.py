@@ -78,6 +78,7 @@ class FakeApi:
         self.token_replies: list[httpx.Response] = []
         self.expires_in = expires_in
         self.revoked: set[str] = set()
+        self.streams = 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/oauth2/token":
@@ -94,6 +95,11 @@ class FakeApi:
                     "scope": "read write",
                 },
             )
+        if request.url.path == "/internet-on-demand/events/stream":
+            # A server without the event stream: the waits poll (the stream's tests are in
+            # tests/client/test_sdk_events.py).
+            self.streams += 1
+            return problem(404, "no such path")
         self.requests.append(request)
         self.authorizations.append(request.headers.get("Authorization", ""))
         token = self.authorizations[-1].removeprefix("Bearer ")
@@ -338,6 +344,7 @@ def test_wait_until_polls_with_short_backoff() -> None:
         result = client.wait_until("con_1", on_poll=lambda c: seen.append(c.status))
     assert result.status == "active" and seen == ["provisioning"] * 3 + ["active"]
     assert slept == pytest.approx([0.2, 0.3, 0.45])
+    assert api.streams == 1  # the stream was tried first: unavailable (404), so it polled
     delays = poll_delays()
     assert max(next(delays) for _ in range(50)) == 2.0
 

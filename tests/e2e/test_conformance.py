@@ -46,7 +46,13 @@ ROOMY_CATALOG = [
 def conformance_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
     tmp = tmp_path_factory.mktemp("conformance")
     env = base_env(
-        tmp, "sqlite", IOD_SIMULATED_PROVISION_SECONDS="0", IOD_SIMULATED_CHANGE_SECONDS="0"
+        tmp,
+        "sqlite",
+        IOD_SIMULATED_PROVISION_SECONDS="0",
+        IOD_SIMULATED_CHANGE_SECONDS="0",
+        # Long polls and event streams end within a second, so no case waits for long.
+        IOD_EVENTS_MAX_WAIT_SECONDS="0.5",
+        IOD_EVENTS_STREAM_MAX_SECONDS="1",
     )
     demo = json.loads(iod(env, "demo", "--json").stdout)
     catalog = tmp / "catalog.json"

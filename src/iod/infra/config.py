@@ -212,6 +212,30 @@ class Settings(BaseSettings):
     jobs_retention_days: float = Field(
         default=7, gt=0, description="Finished (done or failed) jobs older than this are purged."
     )
+    # The events feed and stream (iod.events).
+    events_max_wait_seconds: float = Field(
+        default=60,
+        ge=0,
+        le=600,
+        description="Longest long poll of GET /events (`wait` is clamped to it).",
+    )
+    events_heartbeat_seconds: float = Field(
+        default=15, gt=0, description="Seconds between comment lines on an idle event stream."
+    )
+    events_stream_max_seconds: float = Field(
+        default=3600,
+        gt=0,
+        description="An event stream ends after this long; clients resume with Last-Event-ID.",
+    )
+    events_streams_per_client: int = Field(
+        default=5, ge=1, description="Open event streams per API client and process (429 past)."
+    )
+    events_recheck_seconds: float = Field(
+        default=2,
+        gt=0,
+        description="A waiting feed or stream reads again at least this often, even unwoken "
+        "(commits of processes it cannot hear: another process on SQLite).",
+    )
     list_threads: int = Field(
         default=2,
         ge=1,

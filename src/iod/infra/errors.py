@@ -196,4 +196,5 @@ PROBLEM_TYPES: dict[str, str] = {
     "not-acceptable": "Not acceptable",
     "headers-too-large": "Request header fields too large",
     "internal-error": "Internal server error",
+    "cursor-expired": "Cursor expired",
 }

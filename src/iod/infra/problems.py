@@ -278,6 +278,9 @@ PROBLEM_HELP: dict[str, str] = {
     "(16 KiB by default).",
     "internal-error": "A bug on our side. Nothing is expected of you; quote the "
     "`requestId` of the answer when you report it.",
+    "cursor-expired": "The events after your cursor are older than the retention period "
+    "(`IOD_EVENTS_RETENTION_DAYS`) and have been pruned. Read the feed again without `after` "
+    "(from the oldest event kept) or with `after=now`.",
 }
 
 

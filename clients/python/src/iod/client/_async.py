@@ -15,6 +15,7 @@ from iod.client import _common as c
 from iod.client._config import resolve
 from iod.client.auth import ClientCredentialsAuth
 from iod.client.errors import ApiError, UnexpectedResponse
+from iod.client.events import READ_TIMEOUT, AsyncFollower, StreamUnavailable
 from iod.client.models import ACTIVE, BandwidthChange, BandwidthUpdateResult, Connection, Token
 from iod.client.retry import RetryPolicy
 
@@ -219,7 +220,8 @@ class AsyncClient:
         timeout: float = c.DEFAULT_WAIT,
         on_poll: OnPoll | None = None,
     ) -> Connection:
-        """Polls (0.2 s, growing to 2 s) until the connection has `status`."""
+        """Until the connection has `status`: woken by its events on the stream, or polling
+        (0.2 s, growing to 2 s) where the stream is unavailable."""
         waiter = c.Waiter(
             c.describe_wait(connection_id, status),
             c.status_reached(status),
@@ -252,11 +254,32 @@ class AsyncClient:
     async def _wait(
         self, connection_id: str, waiter: c.Waiter, on_poll: OnPoll | None
     ) -> Connection:
-        while True:
-            connection = await self.get_connection(connection_id)
-            if on_poll is not None:
-                on_poll(connection)
-            delay = waiter.after(connection)
-            if delay is None:
-                return connection
-            await self._sleep(delay)
+        """As `Client._wait`: woken by the connection's events on the stream, or polling."""
+        stream: AsyncFollower | None = AsyncFollower(
+            self._http,
+            connection_id=connection_id,
+            read_timeout=max(1.0, min(READ_TIMEOUT, waiter.timeout)),
+        )
+        try:
+            assert stream is not None
+            await stream.open()  # before the first read: no event is missed in between
+        except StreamUnavailable:
+            stream = None
+        try:
+            while True:
+                connection = await self.get_connection(connection_id)
+                if on_poll is not None:
+                    on_poll(connection)
+                delay = waiter.after(connection)
+                if delay is None:
+                    return connection
+                if stream is None:
+                    await self._sleep(delay)
+                    continue
+                try:
+                    await stream.next()
+                except StreamUnavailable:
+                    stream = None
+        finally:
+            if stream is not None:
+                await stream.close()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -14,6 +15,7 @@ from iod.client import _common as c
 from iod.client._config import resolve
 from iod.client.auth import ClientCredentialsAuth
 from iod.client.errors import ApiError, UnexpectedResponse
+from iod.client.events import FEED_PATH, READ_TIMEOUT, Follower, StreamUnavailable, params
 from iod.client.models import ACTIVE, BandwidthChange, BandwidthUpdateResult, Connection, Token
 from iod.client.retry import RetryPolicy
 
@@ -219,7 +221,8 @@ class Client:
         timeout: float = c.DEFAULT_WAIT,
         on_poll: OnPoll | None = None,
     ) -> Connection:
-        """Polls (0.2 s, growing to 2 s) until the connection has `status`.
+        """Until the connection has `status`: woken by its events on the stream, or polling
+        (0.2 s, growing to 2 s) where the stream is unavailable.
 
         Raises `WaitTimeout` after `timeout` seconds and `WaitFailed` when it is terminated
         instead."""
@@ -255,11 +258,87 @@ class Client:
         return self._wait(connection_id, waiter, on_poll)
 
     def _wait(self, connection_id: str, waiter: c.Waiter, on_poll: OnPoll | None) -> Connection:
+        """Reads the connection again each time one of its events arrives on the stream (or
+        a heartbeat: at least every 15 s); polls where the stream is unavailable."""
+        stream: Follower | None = Follower(
+            self._http,
+            connection_id=connection_id,
+            read_timeout=max(1.0, min(READ_TIMEOUT, waiter.timeout)),
+        )
+        try:
+            assert stream is not None
+            stream.open()  # before the first read: no event is missed in between
+        except StreamUnavailable:
+            stream = None
+        try:
+            while True:
+                connection = self.get_connection(connection_id)
+                if on_poll is not None:
+                    on_poll(connection)
+                delay = waiter.after(connection)
+                if delay is None:
+                    return connection
+                if stream is None:
+                    self._sleep(delay)
+                    continue
+                try:
+                    stream.next()
+                except StreamUnavailable:
+                    stream = None
+        finally:
+            if stream is not None:
+                stream.close()
+
+    def follower(
+        self,
+        *,
+        after: str | None = "now",
+        types: Sequence[str] = (),
+        connection_id: str | None = None,
+        read_timeout: float = READ_TIMEOUT,
+    ) -> Follower:
+        """The event stream as a `Follower` (`next()`: an event, or None after a heartbeat);
+        close it when done."""
+        return Follower(
+            self._http,
+            after=after,
+            types=types,
+            connection_id=connection_id,
+            read_timeout=read_timeout,
+        )
+
+    def events(
+        self,
+        *,
+        after: str | None = "now",
+        types: Sequence[str] = (),
+        connection_id: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The customer's events, forever: from the stream, or by long polling the feed where
+        the stream is unavailable. `after`: a cursor (an event's `id`), `now` (default), or
+        None for the oldest kept; `types`: type prefixes; `connection_id`: one connection's."""
+        stream = Follower(self._http, after=after, types=types, connection_id=connection_id)
+        try:
+            while True:
+                try:
+                    event = stream.next()
+                except StreamUnavailable:
+                    break
+                if event is not None:
+                    yield event
+        finally:
+            stream.close()
+        cursor = stream.after
         while True:
-            connection = self.get_connection(connection_id)
-            if on_poll is not None:
-                on_poll(connection)
-            delay = waiter.after(connection)
-            if delay is None:
-                return connection
-            self._sleep(delay)
+            query = [*params(cursor, types, connection_id), ("wait", 30)]
+            response = self._retrying(
+                partial(
+                    self._http.get,
+                    FEED_PATH,
+                    params=query,
+                    timeout=httpx.Timeout(10.0, read=READ_TIMEOUT),
+                )
+            )
+            page = c.json_body(response)
+            yield from page["events"]
+            cursor = page["nextCursor"]

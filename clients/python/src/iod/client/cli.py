@@ -31,6 +31,7 @@ from iod.client.terminal import clean, safe
 
 if TYPE_CHECKING:  # the SDK (httpx, pydantic) is imported when a command runs, not for --help
     from iod.client import Client, Connection, IodError
+    from iod.client.events import Follower
     from iod.client.models import BandwidthChange, BandwidthUpdateResult
 
 connections_app = typer.Typer(
@@ -451,6 +452,18 @@ def connections_watch(
     deadline = None if timeout is None else time.monotonic() + timeout
     last: tuple[Any, ...] | None = None
     with handled(), client() as api, Spinner(f"watching {connection_id}; Ctrl-C stops") as spin:
+        from iod.client.events import READ_TIMEOUT, StreamUnavailable
+
+        # Woken by the connection's events on the stream; polls where it is unavailable.
+        stream: Follower | None = api.follower(
+            connection_id=connection_id,
+            read_timeout=max(1.0, min(READ_TIMEOUT, timeout if timeout is not None else 1e9)),
+        )
+        try:
+            assert stream is not None
+            stream.open()
+        except StreamUnavailable:
+            stream = None
         try:
             while True:
                 connection = api.get_connection(connection_id)
@@ -478,7 +491,64 @@ def connections_watch(
                     pause = min(pause, deadline - time.monotonic())
                     if pause <= 0:
                         return
-                time.sleep(pause)
+                if stream is None:
+                    time.sleep(pause)
+                    continue
+                try:
+                    stream.next()
+                except StreamUnavailable:
+                    stream = None
+        except KeyboardInterrupt:
+            return
+        finally:
+            if stream is not None:
+                stream.close()
+
+
+# -- events ---------------------------------------------------------------------------------
+
+events_app = typer.Typer(
+    help="The customer's events (what happened to its connections).", no_args_is_help=True
+)
+
+
+@events_app.command("tail")
+def events_tail(
+    types: Annotated[
+        list[str] | None,
+        typer.Option("--type", help="Only types starting with this (repeatable)."),
+    ] = None,
+    connection_id: Annotated[
+        str | None, typer.Option("--connection", help="Only this connection's events.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--after", help="Start after this event id (default: from now on)."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Print the customer's events as they happen (--json: one JSON document per line),
+    until Ctrl-C. Follows the event stream, or long-polls the feed where it is unavailable."""
+    with handled(), client() as api:
+        try:
+            for event in api.events(
+                after=since or "now", types=types or (), connection_id=connection_id
+            ):
+                if as_json:
+                    print_json(event)
+                    continue
+                data = event.get("data") or {}
+                details = ", ".join(
+                    f"{safe(k)}={safe(v)}"
+                    for k, v in data.items()
+                    if k != "connectionId" and v is not None
+                )
+                out.print(
+                    f"{safe(event.get('occurredAt', ''))} {safe(event.get('type', ''))} "
+                    f"{safe(event.get('connectionId', ''))} {details}".rstrip(),
+                    soft_wrap=True,
+                    highlight=False,
+                )
         except KeyboardInterrupt:
             return
 
@@ -733,6 +803,7 @@ def register(target: typer.Typer) -> None:
     target.command("login")(login)
     target.add_typer(connections_app, name="connections")
     target.add_typer(bandwidth_app, name="bandwidth")
+    target.add_typer(events_app, name="events")
 
 
 app = typer.Typer(
