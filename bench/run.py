@@ -816,7 +816,7 @@ def run_target(
             measure(wrk_path, server, case, load, row, log, make_url(url).database if pg else None)
             if baselines.get(key):
                 row.write_ratio = row.rps / baselines[key]
-            if profile_dir is not None and key == "get" and target.database == "sqlite":
+            if profile_dir is not None and target.database == "sqlite":
                 summary = profile(wrk_path, server, server.url, case, load, profile_dir)
                 log(f"  profile of {case.name} (py-spy --gil): {summary}")
         stored = stored_connections(url)
@@ -926,7 +926,7 @@ def main() -> int:
     parser.add_argument("--server-env", action="append", default=[], metavar="IOD_X=VALUE",
                         help="an extra setting for the served process (repeatable)")  # fmt: skip
     parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="also profile the SQLite GET row with py-spy into DIR")  # fmt: skip
+                        help="also profile each SQLite row with py-spy into DIR")  # fmt: skip
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     parser.add_argument("--idempotency-keys", action="store_true",

@@ -5,11 +5,12 @@ together (a refused request records nothing)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.orm import Session
 
 from iod import events
 from iod.audit import repository
-from iod.models import AuditEvent
 
 # event name -> (audit action, the payload's keys that are the audit details)
 _AUDITED: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -30,6 +31,7 @@ def _from_events(session: Session, written: list[events.WrittenEvent]) -> None:
     """The audit rows of the events a client or an operator caused: one per request, so a
     boost's revert (scheduled with `revertOf`) and what a cancel or a termination drags
     along (`reason` other than "request") are not separate records."""
+    rows: list[dict[str, Any]] = []
     for event in written:
         audited = _AUDITED.get(event.name)
         actor = event.actor
@@ -41,18 +43,18 @@ def _from_events(session: Session, written: list[events.WrittenEvent]) -> None:
         if payload.get("reason", "request") != "request":
             continue
         action, keys = audited
-        repository.add(
-            session,
-            AuditEvent(
-                at=event.at,
-                actor_type=actor["type"],
-                actor_id=str(actor["id"])[:255],
-                source=str(actor["source"])[:255],
-                request_id=actor.get("requestId"),
-                action=action,
-                target_type="connection",
-                target_id=event.subject_id,
-                customer_id=event.customer_id,
-                details={k: payload.get(k) for k in keys},
-            ),
+        rows.append(
+            {
+                "at": event.at,
+                "actor_type": actor["type"],
+                "actor_id": str(actor["id"])[:255],
+                "source": str(actor["source"])[:255],
+                "request_id": actor.get("requestId"),
+                "action": action,
+                "target_type": "connection",
+                "target_id": event.subject_id,
+                "customer_id": event.customer_id,
+                "details": {k: payload.get(k) for k in keys},
+            }
         )
+    repository.insert_rows(session, rows)

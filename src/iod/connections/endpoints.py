@@ -328,13 +328,13 @@ def update_bandwidth(
 
     def work(session: Session) -> idempotency.Outcome:
         _act_for(session, request, principal)
-        connection, change, revert = service.update_bandwidth(
+        connection, change, revert, pending = service.update_bandwidth(
             session, services.clock, principal, connectionId, body, services.policy, if_match
         )
         if change is None:  # it will have that bandwidth then anyway: nothing was recorded
-            result = service.present_update(session, connection, None, None)
+            result = service.present_update(session, connection, None, None, pending)
             return idempotency.Outcome(200, result, {"ETag": service.etag_of(result)})
-        result = service.present_update(session, connection, change, revert)
+        result = service.present_update(session, connection, change, revert, pending)
         return idempotency.Outcome(200, result, {"ETag": service.etag_of(result)})
 
     return idempotency.run(services, request, principal, key, body, work)
@@ -352,7 +352,7 @@ def _action(
 
     def work(session: Session) -> idempotency.Outcome:
         _act_for(session, request, principal)
-        connection = service.get_connection(session, principal, connection_id)
+        connection = service.get_connection(session, principal, connection_id, lock=True)
 
         def precondition(locked: Any) -> None:
             check_if_match(if_match, service.etag(session, locked))
@@ -360,6 +360,7 @@ def _action(
         lifecycle.request_action(
             session, services.clock, principal, connection, action,
             services.policy.max_attempts, precondition if if_match is not None else None,
+            locked=True,
         )  # fmt: skip
         result = service.present(session, [connection])[0]
         return idempotency.Outcome(202, result, {"ETag": service.etag_of(result)})

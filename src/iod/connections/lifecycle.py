@@ -108,10 +108,14 @@ def request_action(
     action: Action,
     max_attempts: int,
     precondition: Callable[[Connection], None] | None = None,
+    *,
+    locked: bool = False,
 ) -> Connection:
     """Accepts the action if the state machine allows it after what is already pending.
-    `precondition` (If-Match) is checked with the row locked."""
-    session.refresh(connection, with_for_update=True)
+    `precondition` (If-Match) is checked with the row locked. `locked`: the caller loaded
+    the connection with its row locked in this transaction (no second SELECT)."""
+    if not locked:
+        session.refresh(connection, with_for_update=True)
     if precondition is not None:
         precondition(connection)
     current = target_of(connection)

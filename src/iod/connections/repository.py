@@ -82,12 +82,16 @@ def view_rows(db: Database, customer_id: str, connection_id: str) -> Sequence[An
     return db.prepared(_VIEW).rows(connection_id=connection_id, customer_id=customer_id)
 
 
-def get_for_customer(session: Session, customer_id: str, connection_id: str) -> Connection | None:
-    return session.scalar(
-        select(Connection).where(
-            Connection.id == connection_id, Connection.customer_id == customer_id
-        )
+def get_for_customer(
+    session: Session, customer_id: str, connection_id: str, *, lock: bool = False
+) -> Connection | None:
+    """`lock`: with its row locked (PostgreSQL) and its columns as stored, in one SELECT."""
+    statement = select(Connection).where(
+        Connection.id == connection_id, Connection.customer_id == customer_id
     )
+    if lock:
+        statement = statement.with_for_update().execution_options(populate_existing=True)
+    return session.scalar(statement)
 
 
 def get(session: Session, connection_id: str) -> Connection | None:

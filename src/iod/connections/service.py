@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from iod.auth.tokens import Principal
@@ -117,10 +118,14 @@ def create_connection(
     return connection
 
 
-def get_connection(session: Session, principal: Principal, connection_id: str) -> Connection:
+def get_connection(
+    session: Session, principal: Principal, connection_id: str, *, lock: bool = False
+) -> Connection:
+    """`lock`: with the connection's row locked (PostgreSQL; SQLite's write transaction
+    holds the database's lock already), in the same SELECT."""
     # Ids that cannot exist are not looked up; another customer's id is a 404 too.
     connection = (
-        repository.get_for_customer(session, principal.customer_id, connection_id)
+        repository.get_for_customer(session, principal.customer_id, connection_id, lock=lock)
         if looks_like_id(connection_id)
         else None
     )
@@ -177,15 +182,16 @@ def update_bandwidth(
     update: BandwidthUpdate,
     policy: Policy,
     if_match: str | None = None,
-) -> tuple[Connection, BandwidthChange | None, BandwidthChange | None]:
+) -> tuple[Connection, BandwidthChange | None, BandwidthChange | None, list[BandwidthChange]]:
     """The connection and the change (and a boost's revert) it accepted; no change when the
-    bandwidth asked for is what will be in force then anyway (`is_no_op`)."""
-    connection = get_connection(session, principal, connection_id)
+    bandwidth asked for is what will be in force then anyway (`is_no_op`). Last, the
+    connection's pending changes after it, in the order they apply (read with its row
+    locked, so the answer needs no second query)."""
     # The connection's row lock serialises its changes (and, on PostgreSQL, anything else
     # that would move what it commits); the location's row is only locked at the end, by the
     # capacity check. With If-Match, compared with the row locked, so nothing changes the
     # connection between the check and the commit.
-    session.refresh(connection, with_for_update=True)
+    connection = get_connection(session, principal, connection_id, lock=True)
     if if_match is not None:
         check_if_match(if_match, etag(session, connection))
     location = locations.get(session, connection.location_id)
@@ -213,7 +219,7 @@ def update_bandwidth(
     _offered_or_400(location, mbps)
     pending = repository.pending_changes(session, [connection.id])[connection.id]
     if is_no_op(connection.bandwidth_mbps, pending, mbps, run_at, update.revertAt):
-        return connection, None, None
+        return connection, None, None, pending
     # Each pending change is a row and a job; a client may not pile them up without end.
     # Counted under the connection's lock, so concurrent requests cannot both take the last
     # slot.
@@ -245,7 +251,13 @@ def update_bandwidth(
     added = [c.to_mbps for c in (change, revert) if c is not None]
     capacity.recommit(session, connection, [*(c.to_mbps for c in pending), *added], check=True)
     session.flush()
-    return connection, change, revert
+    # The order of `repository.pending_changes`: the new ones among those read under the lock.
+    after = sorted([*pending, change, *((revert,) if revert else ())], key=_apply_order)
+    return connection, change, revert, after
+
+
+def _apply_order(change: BandwidthChange) -> tuple[datetime, str]:
+    return change.effective_at, change.id
 
 
 def is_no_op(
@@ -285,19 +297,22 @@ def _new_change(
     policy: Policy,
     revert_of: str | None = None,
 ) -> BandwidthChange:
-    change = BandwidthChange(
-        id=new_id("chg"),
-        connection_id=connection.id,
-        from_mbps=None,
-        to_mbps=mbps,
-        effective_at=at,
-        status=ChangeStatus.SCHEDULED.value,
-        requested_by=principal.client_id,
-        requested_at=now,
-        revert_of=revert_of,
-    )
-    session.add(change)
-    session.flush()
+    values = {
+        "id": new_id("chg"),
+        "connection_id": connection.id,
+        "from_mbps": None,
+        "to_mbps": mbps,
+        "effective_at": at,
+        "status": ChangeStatus.SCHEDULED.value,
+        "requested_by": principal.client_id,
+        "requested_at": now,
+        "revert_of": revert_of,
+    }
+    # Written now with a Core INSERT (its job, flushed later, refers to it), not through the
+    # ORM's flush; the object returned is not in the session: it only carries the values
+    # (a later query in this transaction loads the row as usual).
+    session.connection().execute(insert(cast(Table, BandwidthChange.__table__)), values)
+    change = BandwidthChange(**values)
     jobs.enqueue(
         session,
         jobs.APPLY_BANDWIDTH,
@@ -479,10 +494,16 @@ def present_update(
     connection: Connection,
     change: BandwidthChange | None,
     revert: BandwidthChange | None,
+    pending: Sequence[BandwidthChange] | None = None,
 ) -> BandwidthUpdateResult:
-    base = present(session, [connection])[0]
+    """`pending`: the connection's pending changes in the order they apply, when the caller
+    has them (`update_bandwidth` does); otherwise they are read."""
+    if pending is None:
+        pending = repository.pending_changes(session, [connection.id])[connection.id]
+    fields = connection_fields(connection)
+    fields["pendingBandwidthChanges"] = [_pending_out(p) for p in pending]
     return BandwidthUpdateResult(
-        **base.model_dump(),
+        **fields,
         change=change_to_schema(change) if change is not None else None,
         revertChange=change_to_schema(revert) if revert is not None else None,
     )

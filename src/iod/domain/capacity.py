@@ -20,8 +20,8 @@ def committed_mbps(current: int, pending: Iterable[int]) -> int:
 @overload
 def fits(capacity_mbps: int, committed_total: int, extra_mbps: int) -> bool: ...
 @overload
-def fits(capacity_mbps: Any, committed_total: Any, extra_mbps: int) -> Any: ...
-def fits(capacity_mbps: Any, committed_total: Any, extra_mbps: int) -> Any:
+def fits(capacity_mbps: Any, committed_total: Any, extra_mbps: Any) -> Any: ...
+def fits(capacity_mbps: Any, committed_total: Any, extra_mbps: Any) -> Any:
     """Whether `extra_mbps` more (negative: less) fits beside what is committed. On ints a
     bool; on SQL column expressions (anything with `+` and `<=`) the SQL condition."""
     return committed_total + extra_mbps <= capacity_mbps

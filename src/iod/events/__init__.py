@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Integer, Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from iod.infra.db import insert_new, uow
@@ -121,8 +121,10 @@ def _write(session: Session, pending: list[Any]) -> None:
             )
             for offset, e in enumerate(events)
         ]
-    # A Core INSERT (one statement, many rows): the rows are never read back here.
-    session.execute(insert(Event), [vars(row) for row in rows])
+    # A Core INSERT on the table, on the transaction's connection (one statement, many rows;
+    # not the ORM's bulk INSERT, whose bookkeeping costs more than the statement): the rows
+    # are never read back here.
+    session.connection().execute(_INSERT_EVENTS, [vars(row) for row in rows])
     for subscriber in _subscribers:
         subscriber(session, rows)
     uow.wake(session, "events")
@@ -131,17 +133,27 @@ def _write(session: Session, pending: list[Any]) -> None:
 def _advance(session: Session, customer_id: str, count: int) -> int:
     """Moves the customer's position on by `count` (locking its row to the commit) and
     returns the new last position."""
-    statement = (
-        update(EventStream)
-        .where(EventStream.customer_id == customer_id)
-        .values(position=EventStream.position + count)
-        .returning(EventStream.position)
-    )
-    last = session.execute(statement).scalar()
+    connection = session.connection()
+    params = {"stream": customer_id, "count": count}
+    last = connection.execute(_ADVANCE, params).scalar()
     if last is None:
         insert_new(session, EventStream.__table__, {"customer_id": customer_id, "position": 0})
-        last = session.execute(statement).scalar_one()
+        last = connection.execute(_ADVANCE, params).scalar_one()
     return int(last)
+
+
+# Built once, run on the transaction's connection: on every write transaction, building the
+# statement and the ORM session's execution cost more than the statement itself
+# (docs/performance.md, issue 14 item 2). No loaded object holds these rows.
+_events = cast(Table, Event.__table__)
+_INSERT_EVENTS = insert(_events)
+_streams = cast(Table, EventStream.__table__)
+_ADVANCE = (
+    update(_streams)
+    .where(_streams.c.customer_id == bindparam("stream"))
+    .values(position=_streams.c.position + bindparam("count", type_=Integer))
+    .returning(_streams.c.position)
+)
 
 
 def stream(session: Session, customer_id: str, after: int = 0, limit: int = 100) -> list[Event]:

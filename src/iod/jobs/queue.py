@@ -171,6 +171,9 @@ def finish_many(session: Session, job_ids: list[int], worker_id: str, now: datet
         .where(Job.id.in_(job_ids), Job.locked_by == worker_id, Job.state == JobState.RUNNING.value)
         .values(state=JobState.DONE.value, finished_at=now, lease_until=None, last_error=None)
         .returning(Job.id)
+        # Not matched against the Job objects in the session ("evaluate" walks the WHERE for
+        # each): the batch's transaction commits right after, which expires them anyway.
+        .execution_options(synchronize_session=False)
     )
     return {int(row[0]) for row in rows}
 

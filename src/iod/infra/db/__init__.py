@@ -103,7 +103,13 @@ def make_engine(
     if url.startswith("sqlite"):
         if make_url(url).database not in (None, "", ":memory:"):  # a file: a QueuePool
             kwargs.setdefault("pool_timeout", pool_timeout)
-        engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False},
+            # Database.write()'s turn waits as long as SQLite's busy handler would.
+            execution_options={"iod_busy_timeout": busy_timeout},
+            **kwargs,
+        )
         event.listen(engine, "connect", _sqlite_connect(round(busy_timeout * 1000)))
         event.listen(engine, "begin", _sqlite_begin)
         return engine
@@ -141,6 +147,11 @@ class Database:
         self._listeners: dict[str, list[Callable[[], None]]] = {}
         self._prepared: dict[int, tuple[Select[Any], PreparedSelect]] = {}
         self._readers = _Readers(engine)
+        # SQLite has one writer at a time: this process's writers take turns on a lock of
+        # its own before BEGIN IMMEDIATE (see `write`). Reentrant: a nested write in one
+        # thread meets SQLite's lock, as it did without this one.
+        self._writer_turn = threading.RLock()
+        self._turn_timeout = float(engine.get_execution_options().get("iod_busy_timeout", 10.0))
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -164,8 +175,16 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One transaction, committed at the end (rolled back on any exception): the unit
-        of work. Recorded events are written just before the commit, in the transaction."""
-        with self._write() as session:
+        of work. Recorded events are written just before the commit, in the transaction.
+
+        On SQLite the process's write transactions queue on a lock first: only one of them
+        at a time asks SQLite for its write lock. Otherwise each waiting thread holds a pooled
+        connection in SQLite's busy handler, which sleeps and polls (up to 100 ms a try):
+        p99s of a second under 32 concurrent writers, and CPU spent on the pool's hand-overs
+        (docs/performance.md, issue 14 item 2). Waiting longer than the busy timeout is the
+        same 503 as SQLite's "database is locked" (`is_unavailable`); other processes on the
+        same file still meet SQLite's busy handler."""
+        with self._turn(), self._write() as session:
             try:
                 yield session
                 uow.before_commit(session)
@@ -181,6 +200,22 @@ class Database:
         for topic in topics:
             for callback in self._listeners.get(topic, ()):
                 callback()
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """On SQLite, this process's turn to write (see `write`); on PostgreSQL, nothing."""
+        if not self.is_sqlite:
+            yield
+            return
+        if not self._writer_turn.acquire(timeout=self._turn_timeout):
+            raise exc.TimeoutError(
+                f"no turn to write within {self._turn_timeout:g} s: other writers of this"
+                " process hold SQLite's write lock"
+            )
+        try:
+            yield
+        finally:
+            self._writer_turn.release()
 
     def dispose(self) -> None:
         self._readers.close_all()
