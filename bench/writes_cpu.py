@@ -23,12 +23,12 @@ from pathlib import Path
 
 import structlog
 from fastapi.testclient import TestClient
-from iod.config import Settings
-from iod.db import Database, make_engine
 
 from iod import migrate
 from iod.app import build_services, create_app
 from iod.customers import service as customers
+from iod.infra.config import Settings
+from iod.infra.db import Database, make_engine
 from iod.locations import catalog
 from iod.locations import service as locations
 

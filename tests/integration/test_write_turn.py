@@ -8,8 +8,9 @@ import time
 from typing import Any
 
 import pytest
-from iod.db import Database, is_unavailable, make_engine
 from sqlalchemy import event, exc, text
+
+from iod.infra.db import Database, is_unavailable, make_engine
 
 
 def test_only_one_writer_of_a_process_at_a_time_asks_sqlite(sqlite_database: Database) -> None:
