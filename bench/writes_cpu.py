@@ -24,7 +24,7 @@ from pathlib import Path
 import structlog
 from fastapi.testclient import TestClient
 
-from iod import migrate
+from iod.infra import migrate
 from iod.app import build_services, create_app
 from iod.customers import service as customers
 from iod.infra.config import Settings
