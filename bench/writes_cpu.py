@@ -24,9 +24,9 @@ from pathlib import Path
 import structlog
 from fastapi.testclient import TestClient
 
-from iod.infra import migrate
 from iod.app import build_services, create_app
 from iod.customers import service as customers
+from iod.infra import migrate
 from iod.infra.config import Settings
 from iod.infra.db import Database, make_engine
 from iod.locations import catalog
