@@ -122,6 +122,8 @@ def test_the_capacity_rule_is_the_domain_one(
         return fits(capacity_mbps, committed_total, extra_mbps + 10)
 
     monkeypatch.setattr(capacity, "fits", stricter)
+    # The statement is built once at import: build it again under the stricter rule.
+    monkeypatch.setattr(capacity, "_RESERVE", capacity._build_reserve())
     body = {"bandwidth": "100 Mbps", "locationId": "PL0000774102"}  # its capacity: 100 Mbps
     refused = api.post(BASE, json=body, headers=headers)
     assert refused.status_code == 409

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Integer, Table, bindparam, select, text, update
+from sqlalchemy import Integer, Table, Update, bindparam, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -113,17 +113,24 @@ def _reserve(session: Session, location_id: str, old: int, new: int) -> None:
     )
 
 
-_RESERVE = (
-    update(cast(Table, Location.__table__))
-    .where(
-        _locations.id == bindparam("location"),
-        fits(
-            _locations.capacity_mbps, _locations.committed_mbps, bindparam("delta", type_=Integer)
-        ),
+def _build_reserve() -> Update:
+    """The checked UPDATE, its condition stated by `domain.capacity.fits` (the one rule)."""
+    return (
+        update(cast(Table, Location.__table__))
+        .where(
+            _locations.id == bindparam("location"),
+            fits(
+                _locations.capacity_mbps,
+                _locations.committed_mbps,
+                bindparam("delta", type_=Integer),
+            ),
+        )
+        .values(committed_mbps=_locations.committed_mbps + bindparam("delta", type_=Integer))
+        .returning(_locations.committed_mbps, _locations.ipv4_next)
     )
-    .values(committed_mbps=_locations.committed_mbps + bindparam("delta", type_=Integer))
-    .returning(_locations.committed_mbps, _locations.ipv4_next)
-)
+
+
+_RESERVE = _build_reserve()
 
 
 def _sync_location(
