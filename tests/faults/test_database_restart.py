@@ -116,9 +116,10 @@ class Load:
             return r.status_code
         r = http.put(f"{BASE}/{target}/bandwidth", json={"bandwidth": rng.choice(TIERS)},
                      headers={"Idempotency-Key": uuid.uuid4().hex})  # fmt: skip
-        if r.status_code == 200:
+        change = r.json().get("change") if r.status_code == 200 else None
+        if change is not None:  # none when that bandwidth is in force then anyway
             with self.lock:
-                self.changes.append(r.json()["change"]["id"])
+                self.changes.append(change["id"])
         return r.status_code
 
 
