@@ -26,6 +26,7 @@ from iod.auth.tokens import TokenService
 from iod.connections.endpoints import router as connections_router
 from iod.connections.fastpath import ROUTE_PATH, ConnectionReadFastPath
 from iod.connections.service import Policy
+from iod.customers import repository as customers_repository
 from iod.events.endpoints import router as events_router
 from iod.infra.clock import Clock, SystemClock
 from iod.infra.config import Settings
@@ -146,7 +147,10 @@ def build_services(
             ),
             ticker=ticker,
         ),
-        secret_hasher=open_hasher(settings.effective_secret_hash_key_file),
+        secret_hasher=open_hasher(
+            settings.effective_secret_hash_key_file,
+            stored_key_ids=lambda: customers_repository.secret_hash_key_ids(db),
+        ),
     )
 
 

@@ -120,3 +120,27 @@ def test_a_secret_hashed_under_another_key_is_refused(
     other = SecretHasher(b"o" * 32)
     set_hashes(services, tenant.client_id, secret_hash=other.hash(tenant.client_secret))
     assert token_status(api, tenant.client_id, tenant.client_secret) == 401
+
+
+def test_a_missing_key_file_is_not_replaced_while_secrets_are_hashed_with_it(
+    services: Services, tenant: Tenant
+) -> None:
+    """Losing the key file (a new data directory, a restore that missed it) must not start a
+    process with a new key that silently refuses every stored secret: it stops with the fix."""
+    import pytest
+
+    from iod.app import build_services
+    from iod.auth.passwords import SecretHashKeyError
+
+    settings = services.settings
+    key_file = settings.effective_secret_hash_key_file
+    saved = key_file.read_bytes()
+    key_file.unlink()
+    with pytest.raises(SecretHashKeyError, match=services.secret_hasher.key_id) as raised:
+        build_services(settings, db=services.db, clock=services.clock, driver=services.driver)
+    assert "restore that key file" in str(raised.value)
+    assert not key_file.exists()
+    # Restored, the same process starts and the stored secret verifies again.
+    key_file.write_bytes(saved)
+    again = build_services(settings, db=services.db, clock=services.clock, driver=services.driver)
+    assert again.secret_hasher.key_id == services.secret_hasher.key_id

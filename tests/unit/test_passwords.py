@@ -156,3 +156,13 @@ def test_a_key_file_from_an_operator_is_used_as_it_is(tmp_path: Path) -> None:
     os.write(fd, base64.urlsafe_b64encode(KEY) + b"\n")
     os.close(fd)
     assert open_hasher(path).key_id == SecretHasher(KEY).key_id
+
+
+def test_a_missing_key_is_created_only_when_no_stored_hash_names_another(tmp_path: Path) -> None:
+    path = tmp_path / "k"
+    with pytest.raises(SecretHashKeyError, match="abc123def456"):
+        open_hasher(path, stored_key_ids=lambda: {"abc123def456"})
+    assert not path.exists()
+    created = open_hasher(path, stored_key_ids=set)
+    # An existing file is used as it is: the stored ids are not even asked for.
+    assert open_hasher(path, stored_key_ids=lambda: {"x"}).key_id == created.key_id

@@ -20,6 +20,7 @@ import os
 import secrets
 import stat
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -90,6 +91,13 @@ class Verified:
 
 
 NO = Verified(False)
+
+
+def key_id_of(stored: str | None) -> str | None:
+    """The key id a keyed hash names (`hmac-sha256$<key id>$…`), None for any other value."""
+    if stored is None or not stored.startswith(SCHEME + "$") or stored.count("$") != 2:
+        return None
+    return stored.split("$", 2)[1]
 
 
 class SecretHasher:
@@ -196,9 +204,23 @@ def create_key(path: Path) -> bytes:
     return load_key(path)
 
 
-def open_hasher(path: Path, *, create: bool = True) -> SecretHasher:
-    """The hasher with the key in `path`, created there first when it does not exist."""
+def open_hasher(
+    path: Path, *, create: bool = True, stored_key_ids: Callable[[], set[str]] | None = None
+) -> SecretHasher:
+    """The hasher with the key in `path`, created there first when it does not exist.
+
+    `stored_key_ids` names the keys the stored secrets were hashed with: when the file is
+    missing but some are, a new key would lock every one of those clients out (their hashes
+    cannot be verified without the old key), so it is refused with what to do instead."""
     if create and not path.exists():
+        in_use = stored_key_ids() if stored_key_ids is not None else set()
+        if in_use:
+            raise SecretHashKeyError(
+                f"the secret hash key file {path} is missing, but client secrets are stored "
+                f"hashed with key {', '.join(sorted(in_use))}: restore that key file (from "
+                "the backup of the data directory) or point IOD_SECRET_HASH_KEY_FILE at it; "
+                "a new key would lock every one of those clients out"
+            )
         key = create_key(path)
         log.info("secret_hash.key_created", path=str(path))
     else:

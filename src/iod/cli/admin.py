@@ -49,6 +49,16 @@ def _db() -> Database:
     return open_db_or_exit()
 
 
+def _stored_key_ids() -> set[str]:
+    from iod.customers import repository as customers_repo
+
+    db = _db()
+    try:
+        return customers_repo.secret_hash_key_ids(db)
+    finally:
+        db.dispose()
+
+
 def _hasher() -> SecretHasher:
     """The key the API processes verify client secrets with (IOD_SECRET_HASH_KEY_FILE)."""
     from iod.auth.passwords import SecretHashKeyError, open_hasher
@@ -61,7 +71,10 @@ def _hasher() -> SecretHasher:
     level = "WARNING" if settings.log_level.upper() == "INFO" else settings.log_level
     configure_logging(level, settings.log_json)
     try:
-        return open_hasher(settings.effective_secret_hash_key_file)
+        return open_hasher(
+            settings.effective_secret_hash_key_file,
+            stored_key_ids=_stored_key_ids,
+        )
     except SecretHashKeyError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from exc

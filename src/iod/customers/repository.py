@@ -66,3 +66,17 @@ def replace_secret_hash(session: Session, client_id: str, column: str, old: str,
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def secret_hash_key_ids(db: Database) -> set[str]:
+    """The keys the stored client secrets are hashed with (current and previous secrets)."""
+    from iod.auth.passwords import SCHEME, key_id_of
+
+    keyed = f"{SCHEME}$%"
+    with db.read() as session:
+        rows = session.execute(
+            select(Client.secret_hash, Client.previous_secret_hash).where(
+                Client.secret_hash.like(keyed) | Client.previous_secret_hash.like(keyed)
+            )
+        ).all()
+    return {k for row in rows for k in map(key_id_of, row) if k is not None}
