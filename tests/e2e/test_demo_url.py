@@ -20,3 +20,19 @@ def test_demo_env_remembers_the_url_make_run_gave(tmp_path: Path) -> None:
         "export IOD_URL=http://10.0.0.1:80"
         in iod(env, "demo", "--env", "--url", "http://10.0.0.1:80").stdout
     )
+
+
+def test_serve_on_a_taken_port_says_so_before_starting_anything(tmp_path: Path) -> None:
+    import socket
+
+    env = base_env(tmp_path, "sqlite")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = iod(env, "serve", "--port", str(port), check=False)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "serving" not in done.stdout
+    # Nothing started: not even the database was created.
+    assert not (tmp_path / "data" / "iod.sqlite3").exists()

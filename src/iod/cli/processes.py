@@ -6,11 +6,14 @@ import contextlib
 import os
 import resource
 import signal
+import socket
 import threading
 from typing import Any
 
+import typer
+
 from iod.app import build_services, create_app
-from iod.cli.common import console, open_db_or_exit
+from iod.cli.common import console, err, open_db_or_exit
 from iod.infra import server
 from iod.infra.config import Settings, get_settings
 from iod.infra.logging import configure_logging
@@ -52,6 +55,7 @@ def serve(host: str, port: int, worker: bool, processes: int) -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
     _raise_open_files_limit()
+    _exit_if_address_taken(host, port)
     open_db_or_exit().dispose()  # migrate (SQLite) or check (PostgreSQL) once, up front
     console.print(
         f"serving http://{host}:{port} with {processes} API process(es) "
@@ -73,6 +77,24 @@ def serve(host: str, port: int, worker: bool, processes: int) -> None:
         "iod.cli.processes:app_from_environment", factory=True, workers=processes,
         host=host, port=port, **uvicorn_options(settings),
     )  # fmt: skip
+
+
+def _exit_if_address_taken(host: str, port: int) -> None:
+    """Binds the address once, as uvicorn will, before anything starts: a port another process
+    holds is a one-line error and exit 1, not "serving…", a migration and a network
+    reconciliation followed by uvicorn's own error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            err.print(
+                f"[red]error:[/red] cannot listen on {host}:{port}: {exc.strerror or exc} "
+                f"(another `iod serve` or `make run`?); stop it or use --port",
+                highlight=False,
+            )
+            raise typer.Exit(1) from exc
 
 
 def _raise_open_files_limit() -> None:
