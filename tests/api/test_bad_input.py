@@ -180,25 +180,29 @@ UNPARSEABLE = [
         + b"[" * 30_000
         + b"]" * 30_000
         + b"}",
+        "it is nested too deeply",
         id="nested-30000-deep",
     ),
     pytest.param(
         b'{"bandwidth": ' + b"1" * 5000 + b', "locationId": "PL0001247634"}',
+        "a number in it has too many digits",
         id="5000-digit-number",
     ),
 ]
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT"])
-@pytest.mark.parametrize("content", UNPARSEABLE)
+@pytest.mark.parametrize(("content", "reason"), UNPARSEABLE)
 def test_json_the_parser_gives_up_on_is_a_documented_400(
-    api, auth, services, conn, method: str, content: bytes
+    api, auth, services, conn, method: str, content: bytes, reason: str
 ) -> None:
     url = BASE if method == "POST" else f"{BASE}/{conn['id']}/bandwidth"
     with connection_unchanged(api, auth, services, conn["id"]):
         response = api.request(method, url, content=content, headers={**auth, **JSON_HEADERS})
     body = assert_problem(response, 400)
     assert api.get(body["type"]).status_code == 200, body["type"]
+    # Like every other body error: the reason, with the pointer to the whole body.
+    assert body["errors"] == [{"pointer": "", "detail": f"the body is not valid JSON: {reason}"}]
 
 
 @pytest.mark.parametrize("content", NOT_AN_OBJECT)

@@ -214,10 +214,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
-            # FastAPI's "There was an error parsing the body" for bytes that are not UTF-8:
-            # said like the other JSON body errors, with the pointer to the whole body.
-            detail = "the body is not valid JSON: it is not UTF-8"
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, ValueError | RecursionError):
+            # FastAPI's "There was an error parsing the body": bytes that are not UTF-8, a
+            # number past Python's digit limit, nesting past the parser's depth. Said like the
+            # other JSON body errors, with the pointer to the whole body.
+            if isinstance(cause, UnicodeDecodeError):
+                reason = "it is not UTF-8"
+            elif isinstance(cause, RecursionError):
+                reason = "it is nested too deeply"
+            else:
+                reason = "a number in it has too many digits"
+            detail = f"the body is not valid JSON: {reason}"
             problem_ = ValidationFailed(f"body: {detail}", errors=[FieldError("", detail)])
             return problem_response(
                 problem_, instance=request.url.path, request_id=_request_id(request)
