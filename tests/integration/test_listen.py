@@ -44,3 +44,27 @@ def test_a_commit_of_a_job_due_now_wakes_listeners_in_other_processes(
         listener.join(10)
         other.dispose()
     assert not listener.is_alive()
+
+
+def test_the_feeds_listening_thread_ends_when_its_database_is_disposed() -> None:
+    """A hub's LISTEN thread must not outlive its database (an app stopped, a test's database
+    dropped): it would reconnect and log failures for the life of the process."""
+    import time
+
+    from iod.events.service import hub_of
+
+    postgres_url()
+    db = _prepare_postgres()
+
+    def listeners() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "iod-listen-iod_events"]
+
+    before = set(listeners())
+    hub_of(db)
+    started = [t for t in listeners() if t not in before]
+    assert len(started) == 1
+    db.dispose()
+    deadline = time.monotonic() + 10
+    while started[0].is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not started[0].is_alive()

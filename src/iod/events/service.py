@@ -219,5 +219,7 @@ def hub_of(db: Database) -> Hub:
 
                 stop = threading.Event()
                 Listener(db.engine.url, "iod_events", _Notifying(hub), stop).start()
-                weakref.finalize(db, stop.set)  # the thread ends with its database
+                # The thread ends with its database: disposed, or collected without that.
+                db.on_dispose(stop.set)
+                weakref.finalize(db, stop.set)
         return hub

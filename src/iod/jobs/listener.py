@@ -44,6 +44,8 @@ class Listener(threading.Thread):
                                 break
             except psycopg.Error as exc:
                 self.listening.clear()
+                if self.stop.is_set():
+                    break  # stopping: the connection went with the database, as it may
                 log.warning("worker.listen_failed", channel=self.channel, error=str(exc)[:200])
                 self.stop.wait(pause)
                 pause = min(pause * 2, 5.0)

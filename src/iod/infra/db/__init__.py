@@ -145,6 +145,7 @@ class Database:
         # topic -> callables run after a commit that woke it (`uow.wake`), in this process;
         # on PostgreSQL the commit also NOTIFYs channel `iod_<topic>` for other processes.
         self._listeners: dict[str, list[Callable[[], None]]] = {}
+        self._on_dispose: list[Callable[[], None]] = []
         self._prepared: dict[int, tuple[Select[Any], PreparedSelect]] = {}
         self._readers = _Readers(engine)
         # SQLite has one writer at a time: this process's writers take turns on a lock of
@@ -217,7 +218,13 @@ class Database:
         finally:
             self._writer_turn.release()
 
+    def on_dispose(self, callback: Callable[[], None]) -> None:
+        """Calls `callback` when this database is disposed (a listening thread stops then)."""
+        self._on_dispose.append(callback)
+
     def dispose(self) -> None:
+        for callback in self._on_dispose:
+            callback()
         self._readers.close_all()
         self.engine.dispose()
 
