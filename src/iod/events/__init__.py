@@ -41,6 +41,10 @@ NAMES = frozenset(
         "bandwidth_change.failed",
         "bandwidth_change.cancelled",
         "client.secret_rotated",
+        "schedule.created",
+        "schedule.updated",
+        "schedule.deleted",
+        "schedule.transition_planned",
     }
 )
 
