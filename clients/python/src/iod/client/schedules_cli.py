@@ -222,9 +222,20 @@ def bandwidth_at(preview: SchedulePreview, moment: datetime) -> str | None:
     return current
 
 
+def peak(preview: SchedulePreview, begin: datetime, end: datetime) -> str | None:
+    """The highest bandwidth asked for during [begin, end) within the preview's period."""
+    begin, end = max(begin, preview.start), min(end, preview.end)
+    if begin >= end:
+        return None
+    values = [bandwidth_at(preview, begin)]
+    values += [t.bandwidth for t in preview.transitions if begin < t.at < end]
+    present = [v for v in values if v is not None]
+    return max(present, key=_mbps) if present else None
+
+
 def week_grid(preview: SchedulePreview) -> Table:
-    """Seven local days from `from`, a column per hour: what is asked for at each hour's
-    start (local time; a DST day shows the hours the wall clock shows)."""
+    """Seven local days from `from`, a column per local hour: the highest bandwidth asked
+    for during that hour (a DST day shows the hours the wall clock shows)."""
     zone = ZoneInfo(preview.time_zone)
     first: date = preview.start.astimezone(zone).date()
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, padding=(0, 0))
@@ -241,8 +252,8 @@ def week_grid(preview: SchedulePreview) -> Table:
         cells = []
         for hour in range(24):
             moment = datetime.combine(day, time(hour), tzinfo=zone).astimezone(UTC)
-            value = bandwidth_at(preview, moment) if preview.start <= moment else None
-            if value is None or moment > preview.end:
+            value = peak(preview, moment, moment + timedelta(hours=1))
+            if value is None:
                 cells.append("")
                 continue
             style = styles[min(levels.index(value), len(styles) - 1)] if value in levels else ""
