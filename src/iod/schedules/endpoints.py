@@ -40,6 +40,19 @@ CONFLICT = problem(
     "it is terminated (`/problems/invalid-state`), or a request with the same "
     "Idempotency-Key is still running (`/problems/idempotency-key-in-use`)"
 )
+SCHEDULE_BY_ID = {
+    "connectionId": "$request.path.connectionId",
+    "scheduleId": "$response.body#/id",
+}
+SCHEDULE_LINKS: dict[str, Any] = {
+    name: {"operationId": op, "parameters": SCHEDULE_BY_ID, "description": text}
+    for name, op, text in [
+        ("GetSchedule", "getSchedule", "The schedule."),
+        ("UpdateSchedule", "updateSchedule", "Change, pause or resume it."),
+        ("PreviewSchedule", "previewSchedule", "Its transitions over a period."),
+        ("DeleteSchedule", "deleteSchedule", "Delete it."),
+    ]
+}
 ConnectionId = Annotated[str, Path(description="The connection's id.")]
 ScheduleId = Annotated[str, Path(description="The schedule's id.")]
 READ = Annotated[Principal, require_read]
@@ -82,8 +95,6 @@ def _moment(value: str | None) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value.replace("z", "Z"))
         moment.astimezone(UTC)
-        if not datetime(1971, 1, 1, tzinfo=UTC) < moment < datetime(9000, 1, 1, tzinfo=UTC):
-            raise ValueError("out of range")
     except (ValueError, OverflowError) as exc:
         raise ValueError(f"is not a valid date-time ({str(exc)[:60]})") from None
     return moment
@@ -107,7 +118,7 @@ Moment = Annotated[str | None, AfterValidator(_check_moment)]
     response_model_exclude_none=True,
     dependencies=[Depends(require_json)],
     responses={
-        201: {"description": "Schedule created"},
+        201: {"description": "Schedule created", "links": SCHEDULE_LINKS},
         404: NOT_FOUND,
         409: CONFLICT,
         **WRITE_ERRORS,
