@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from iod.app import Services
 from iod.connections.service import Policy
 from iod.infra.clock import FrozenClock
-from iod.models import BandwidthChange, Event, ScheduleTransition
+from iod.models import AuditEvent, BandwidthChange, Event, ScheduleTransition
 from iod.schedules import service as schedules
 from tests.conftest import get_token, nothing_written, run_jobs
 
@@ -82,6 +82,11 @@ def test_create_plans_48_hours_of_changes(
     assert names.count("schedule.created") == 1
     assert names.count("schedule.transition_planned") == 5
     assert names.count("bandwidth_change.scheduled") == 5
+    with services.db.read() as session:
+        actions = session.scalars(select(AuditEvent.action)).all()
+    # One audit record for the request; the changes are the schedule's (the service's).
+    assert actions.count("schedule.create") == 1
+    assert "bandwidth.change" not in actions
 
 
 def test_get_list_and_customer_list(

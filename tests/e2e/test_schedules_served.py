@@ -8,6 +8,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from iod.client import Client
 from tests.e2e.conftest import Server, iod, wait_for
 
@@ -16,6 +18,9 @@ def _clock(moment: datetime) -> str:
     return moment.strftime("%H:%M:%S")
 
 
+# One backend: the served process's schedules are the same code on both, and the API and
+# planning tests run on both databases (tests/api, tests/integration); this waits seconds.
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_rule_applies_and_reverts_on_time_and_delete_cleans_up(
     served: tuple[Server, dict[str, Any]],
 ) -> None:

@@ -92,6 +92,12 @@ def act_as(session: Session, actor: dict[str, Any] | None) -> None:
     session.info[_ACTOR_KEY] = actor
 
 
+def current_actor(session: Session) -> dict[str, Any] | None:
+    """Who the transaction acts for (`act_as`), None for the service itself."""
+    actor: dict[str, Any] | None = session.info.get(_ACTOR_KEY)
+    return actor
+
+
 def record(
     session: Session,
     name: str,

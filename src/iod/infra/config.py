@@ -251,9 +251,10 @@ class Settings(BaseSettings):
         description="How far ahead a schedule's transitions are planned as bandwidth changes.",
     )
     schedules_plan_batch: int = Field(
-        default=500,
+        default=50,
         ge=1,
-        description="Schedules planned per job of the planner (more: a follow-up job).",
+        description="Schedules planned per job of the planner (more: a follow-up job). A job "
+        "holds its connections' locations' rows until it commits: keep it small.",
     )
 
     @field_validator("trusted_proxies")

@@ -103,21 +103,6 @@ def mark_change(session: Session, change_id: str, schedule_id: str) -> None:
     )
 
 
-def set_outcome(
-    session: Session,
-    schedule_id: str,
-    at: datetime,
-    outcome: str,
-    change_id: str | None,
-    detail: str | None,
-) -> None:
-    session.execute(
-        update(ScheduleTransition)
-        .where(ScheduleTransition.schedule_id == schedule_id, ScheduleTransition.at == at)
-        .values(outcome=outcome, change_id=change_id, detail=detail)
-    )
-
-
 def transitions_of(session: Session, schedule_id: str) -> Sequence[ScheduleTransition]:
     return session.scalars(
         select(ScheduleTransition)

@@ -65,7 +65,7 @@ class Planning:
     """The knobs planning needs from Settings."""
 
     horizon: timedelta = timedelta(hours=48)
-    batch: int = 500
+    batch: int = 50
 
     @property
     def margin(self) -> timedelta:
@@ -434,8 +434,15 @@ def plan(
         _, found = calendar.transitions(spec, begin, until)
         due += [(t.at, t.at, t.mbps) for t in found]
     planned = 0
-    for at, effective, mbps in due:
-        planned += _plan_one(session, clock, policy, schedule, at, effective, mbps, now)
+    # The changes are the schedule's doing, not the caller's: the client's request is the
+    # schedule's own event (audited once), its transitions are the service's (not audited).
+    caller = events.current_actor(session)
+    events.act_as(session, None)
+    try:
+        for at, effective, mbps in due:
+            planned += _plan_one(session, clock, policy, schedule, at, effective, mbps, now)
+    finally:
+        events.act_as(session, caller)
     schedule.planned_until = max(until, begin)
     return planned
 
@@ -450,7 +457,9 @@ def _plan_one(
     mbps: int,
     now: datetime,
 ) -> int:
-    row = {
+    """One transition: the change, then its `schedule_transitions` row (ON CONFLICT DO
+    NOTHING) in one savepoint; a row already there (another worker, a rerun) undoes it."""
+    row: dict[str, Any] = {
         "schedule_id": schedule.id,
         "at": at,
         "mbps": mbps,
@@ -459,8 +468,6 @@ def _plan_one(
         "detail": None,
         "created_at": now,
     }
-    if not insert_new(session, ScheduleTransition.__table__, row):
-        return 0  # planned already (another worker, or this job before a crash)
     # The schedule acts for the client that made it; the change is ordinary in every way.
     principal = Principal(
         client_id=schedule.created_by,
@@ -479,12 +486,16 @@ def _plan_one(
     except (CapacityExceeded, InvalidState, TooManyPendingChanges, ValidationFailed) as exc:
         savepoint.rollback()
         # Not retried: a transition that cannot be planned is skipped, and says why.
-        repository.set_outcome(session, schedule.id, at, "refused", None, exc.detail[:500])
+        row.update(outcome="refused", detail=exc.detail[:500])
+        insert_new(session, ScheduleTransition.__table__, row)
+        return 0
+    assert change is not None  # `always`: a change is recorded
+    row["change_id"] = change.id
+    if not insert_new(session, ScheduleTransition.__table__, row):
+        savepoint.rollback()  # planned already (another worker, or this job before a crash)
         return 0
     savepoint.commit()
-    assert change is not None  # `always`: a change is recorded
     repository.mark_change(session, change.id, schedule.id)
-    repository.set_outcome(session, schedule.id, at, "planned", change.id, None)
     events.record(
         session,
         "schedule.transition_planned",
