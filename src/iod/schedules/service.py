@@ -31,6 +31,7 @@ from iod.infra.db import insert_new
 from iod.infra.errors import (
     CapacityExceeded,
     Conflict,
+    FieldError,
     InvalidState,
     NotFound,
     TooManyPendingChanges,
@@ -559,10 +560,13 @@ def preview(
     _, schedule = get(session, principal, connection_id, schedule_id)
     start = start or clock.now()
     end = end or start + timedelta(days=7)
+    problem = None
     if end <= start:
-        raise ValidationFailed.field("to", "must be after from")
-    if end - start > MAX_PREVIEW:
-        raise ValidationFailed.field("to", f"must be at most {MAX_PREVIEW.days} days after from")
+        problem = "query parameter to: must be after from"
+    elif end - start > MAX_PREVIEW:
+        problem = f"query parameter to: must be at most {MAX_PREVIEW.days} days after from"
+    if problem is not None:  # named as a parameter, like FastAPI's own parameter errors
+        raise ValidationFailed(problem, errors=[FieldError("", problem)])
     spec = spec_of(schedule)
     initial, found = calendar.transitions(spec, start, end)
     return SchedulePreview.model_validate(

@@ -7,6 +7,7 @@ its schedule (or take `--schedule ID`). The SDK is imported when a command runs.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from types import ModuleType
 from typing import TYPE_CHECKING, Annotated
 from zoneinfo import ZoneInfo
 
@@ -14,17 +15,6 @@ import typer
 from rich import box
 from rich.table import Table
 
-from iod.client.cli import (
-    EXIT_NOT_FOUND,
-    EXIT_USAGE,
-    JsonFlag,
-    client,
-    fail,
-    handled,
-    out,
-    parse_at,
-    print_json,
-)
 from iod.client.terminal import safe
 
 if TYPE_CHECKING:
@@ -36,6 +26,17 @@ schedules_app = typer.Typer(
     no_args_is_help=True,
 )
 ConnectionId = Annotated[str, typer.Argument(help="The connection's id.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+
+
+def _cli() -> ModuleType:
+    """`iod.client.cli`'s helpers (it imports this module when it registers the commands,
+    so this one takes them when a command runs)."""
+    from iod.client import cli
+
+    return cli
+
+
 ScheduleOption = Annotated[
     str | None,
     typer.Option("--schedule", help="The schedule's id (default: the connection's schedule)."),
@@ -47,7 +48,7 @@ def _find(api: Client, connection_id: str, schedule_id: str | None) -> str:
         return schedule_id
     found = api.list_schedules(connection_id)
     if not found:
-        fail(EXIT_NOT_FOUND, f"connection {safe(connection_id)} has no schedule")
+        _cli().fail(_cli().EXIT_NOT_FOUND, f"connection {safe(connection_id)} has no schedule")
     return found[0].id
 
 
@@ -78,7 +79,7 @@ def show(schedule: Schedule) -> None:
         rows.append(("description", schedule.description))
     for name, value in rows:
         table.add_row(name, safe(value))
-    out.print(table)
+    _cli().out.print(table)
 
 
 @schedules_app.command("create")
@@ -115,20 +116,20 @@ def schedules_create(
     try:
         rules: list[str | dict[str, str]] = [parse_rule(r) for r in rule or []]
     except RuleSyntaxError as exc:
-        fail(EXIT_USAGE, f"--rule: {exc}")
+        _cli().fail(_cli().EXIT_USAGE, f"--rule: {exc}")
     exceptions: list[str | dict[str, str]] = []
     for item in exception or []:
         day, _, bandwidth = item.partition("=")
         exceptions.append({"date": day, "bandwidth": bandwidth} if bandwidth else day)
-    start = parse_at(valid_from, "--from") if valid_from else None
-    end = parse_at(valid_until, "--until") if valid_until else None
-    with handled(), client() as api:
+    start = _cli().parse_at(valid_from, "--from") if valid_from else None
+    end = _cli().parse_at(valid_until, "--until") if valid_until else None
+    with _cli().handled(), _cli().client() as api:
         schedule = api.create_schedule(
             connection_id, tz, default, rules, exceptions=exceptions, valid_from=start,
             valid_until=end, paused=paused, description=description,
         )  # fmt: skip
     if as_json:
-        print_json(schedule.to_json())
+        _cli().print_json(schedule.to_json())
         return
     show(schedule)
 
@@ -141,10 +142,10 @@ def schedules_list(
     as_json: JsonFlag = False,
 ) -> None:
     """List your schedules."""
-    with handled(), client() as api:
+    with _cli().handled(), _cli().client() as api:
         found = api.list_schedules(connection_id)
     if as_json:
-        print_json({"schedules": [s.to_json() for s in found]})
+        _cli().print_json({"schedules": [s.to_json() for s in found]})
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("schedule", "connection", "time zone", "default", "rules", "paused"):
@@ -154,7 +155,7 @@ def schedules_list(
             safe(s.id), safe(s.connection_id), safe(s.time_zone), safe(s.default_bandwidth),
             str(len(s.rules)), "yes" if s.paused else "no",
         )  # fmt: skip
-    out.print(table)
+    _cli().out.print(table)
 
 
 @schedules_app.command("get")
@@ -162,23 +163,23 @@ def schedules_get(
     connection_id: ConnectionId, schedule: ScheduleOption = None, as_json: JsonFlag = False
 ) -> None:
     """Show the connection's schedule."""
-    with handled(), client() as api:
+    with _cli().handled(), _cli().client() as api:
         found = api.get_schedule(connection_id, _find(api, connection_id, schedule))
     if as_json:
-        print_json(found.to_json())
+        _cli().print_json(found.to_json())
         return
     show(found)
 
 
 def _set_paused(connection_id: str, schedule: str | None, paused: bool, as_json: bool) -> None:
-    with handled(), client() as api:
+    with _cli().handled(), _cli().client() as api:
         schedule_id = _find(api, connection_id, schedule)
         if paused:
             found = api.pause_schedule(connection_id, schedule_id)
         else:
             found = api.resume_schedule(connection_id, schedule_id)
     if as_json:
-        print_json(found.to_json())
+        _cli().print_json(found.to_json())
         return
     show(found)
 
@@ -202,10 +203,10 @@ def schedules_resume(
 @schedules_app.command("delete")
 def schedules_delete(connection_id: ConnectionId, schedule: ScheduleOption = None) -> None:
     """Delete the schedule; its changes not yet started are cancelled."""
-    with handled(), client() as api:
+    with _cli().handled(), _cli().client() as api:
         schedule_id = _find(api, connection_id, schedule)
         api.delete_schedule(connection_id, schedule_id)
-    out.print(f"deleted {safe(schedule_id)}")
+    _cli().out.print(f"deleted {safe(schedule_id)}")
 
 
 def short(bandwidth: str) -> str:
@@ -279,13 +280,13 @@ def schedules_preview(
     as_json: JsonFlag = False,
 ) -> None:
     """The schedule's transitions (table) and a week view (a column per local hour)."""
-    begin = parse_at(start, "--from") if start else None
-    finish = parse_at(end, "--to") if end else None
-    with handled(), client() as api:
+    begin = _cli().parse_at(start, "--from") if start else None
+    finish = _cli().parse_at(end, "--to") if end else None
+    with _cli().handled(), _cli().client() as api:
         schedule_id = _find(api, connection_id, schedule)
         preview = api.preview_schedule(connection_id, schedule_id, begin, finish)
     if as_json:
-        print_json(preview.to_json())
+        _cli().print_json(preview.to_json())
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("at (UTC)", f"local ({safe(preview.time_zone)})", "bandwidth"):
@@ -299,7 +300,7 @@ def schedules_preview(
             t.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M"), safe(t.local_time),
             safe(t.bandwidth),
         )  # fmt: skip
-    out.print(table)
+    _cli().out.print(table)
     if preview.paused:
-        out.print("(paused: nothing of this is planned until it is resumed)")
-    out.print(week_grid(preview))
+        _cli().out.print("(paused: nothing of this is planned until it is resumed)")
+    _cli().out.print(week_grid(preview))
