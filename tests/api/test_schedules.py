@@ -110,6 +110,7 @@ def test_get_list_and_customer_list(
     again = api.post(f"{BASE}/{first}/schedules", json=_body(), headers=headers)
     assert again.status_code == 409
     assert again.json()["type"] == "/problems/schedule-exists"
+    assert api.get("/problems/schedule-exists").status_code == 200  # its page exists
 
 
 def test_tenancy_is_a_404(

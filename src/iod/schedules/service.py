@@ -30,10 +30,10 @@ from iod.infra.clock import Clock, as_utc, rfc3339
 from iod.infra.db import insert_new
 from iod.infra.errors import (
     CapacityExceeded,
-    Conflict,
     FieldError,
     InvalidState,
     NotFound,
+    ScheduleExists,
     TooManyPendingChanges,
     ValidationFailed,
 )
@@ -54,11 +54,6 @@ from iod.schedules.schemas import (
 from iod.schedules.schemas import Schedule as ScheduleOut
 
 MAX_PREVIEW = timedelta(days=31)
-
-
-class ScheduleExists(Conflict):
-    type_name = "schedule-exists"
-    title = "The connection already has a schedule"
 
 
 @dataclass(frozen=True)
