@@ -92,6 +92,13 @@ bench-burst: $(STAMP)
 bench-surge: $(STAMP)
 	$(BIN)/python bench/surge.py $(SURGE_ARGS)
 
+## Planning 48 h of schedules for N connections with one planner (docs/performance.md,
+## "Schedules"). WIPES the PostgreSQL database IOD_BENCH_SCHEDULES_DATABASE_URL (give your own).
+## BENCH_SCHEDULES_ARGS="-n 100000".
+.PHONY: bench-schedules
+bench-schedules: $(STAMP)
+	$(BIN)/python bench/schedules.py $(BENCH_SCHEDULES_ARGS)
+
 ## The Linux data plane (root): its tests with the measured figures printed, and the scale
 ## benchmark (1,000 connections on this host; docs/performance.md). iperf3 is installed when
 ## missing and apt-get is available.

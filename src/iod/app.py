@@ -45,6 +45,7 @@ from iod.infra.secure import key_encryption_key
 from iod.jobs.worker import Worker, WorkerPolicy
 from iod.network.base import NetworkDriver
 from iod.network.factory import make_driver
+from iod.schedules.endpoints import router as schedules_router
 from iod.version import __version__
 
 log = structlog.get_logger("iod.app")
@@ -218,6 +219,7 @@ def create_app(
     relative_slash_redirects(app.router)
     app.include_router(connections_router)
     app.include_router(events_router)
+    app.include_router(schedules_router)
     app.include_router(auth_router)
     app.include_router(health_router)
     app.include_router(problems_router)

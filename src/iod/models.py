@@ -121,6 +121,9 @@ class BandwidthChange(Base):
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     # A boost's revert points at the boost; cancelling the boost cancels its revert.
     revert_of: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    # The schedule whose transition this change is (docs/schedules.md); None for others.
+    # No foreign key: the change stays in the history after its schedule is deleted.
+    schedule_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
 
 
 class StatusTransition(Base):
@@ -256,3 +259,51 @@ class AuditEvent(Base):
     # The customer the target belongs to, when it belongs to one (not for signing keys).
     customer_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+# --- schedules (recurring bandwidth schedules, docs/schedules.md) ------------------------
+
+
+class Schedule(Base):
+    """A connection's recurring bandwidth schedule (at most one per connection). Its rules
+    and exceptions are JSON as the API has them, bandwidths in Mbps; `planned_until` is how
+    far ahead its transitions are planned as bandwidth changes."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (Index(None, "customer_id", "id"), Index(None, "paused", "planned_until"))
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id"), unique=True)
+    time_zone: Mapped[str] = mapped_column(String(64))
+    default_mbps: Mapped[int] = mapped_column(Integer)
+    rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    exceptions: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    valid_from: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # The local date its RRULEs count from (their DTSTART): validFrom's, else creation's.
+    anchor: Mapped[str] = mapped_column(String(10))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    planned_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_by: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ScheduleTransition(Base):
+    """One planned transition of a schedule: the primary key (schedule, instant) is what
+    makes planning exactly once across workers and reruns (INSERT … ON CONFLICT DO
+    NOTHING in the transaction that creates the change)."""
+
+    __tablename__ = "schedule_transitions"
+
+    schedule_id: Mapped[str] = mapped_column(ForeignKey("schedules.id"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    mbps: Mapped[int] = mapped_column(Integer)
+    # "planned" (change_id is its change) or "refused" (detail says why: capacity, state).
+    outcome: Mapped[str] = mapped_column(String(16))
+    change_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -23,6 +23,9 @@ _AUDITED: dict[str, tuple[str, tuple[str, ...]]] = {
     "connection.suspend_requested": ("connection.suspend", ("status", "targetStatus")),
     "connection.resume_requested": ("connection.resume", ("status", "targetStatus")),
     "connection.terminate_requested": ("connection.terminate", ("status", "targetStatus")),
+    "schedule.created": ("schedule.create", ("scheduleId", "paused")),
+    "schedule.updated": ("schedule.update", ("scheduleId", "paused", "version")),
+    "schedule.deleted": ("schedule.delete", ("scheduleId",)),
 }
 
 

@@ -57,6 +57,7 @@ def _with_pending(connections: FromClause, columns: Iterable[Any], id_column: An
         _changes.to_mbps.label("change_mbps"),
         _changes.effective_at.label("change_at"),
         _changes.status.label("change_status"),
+        _changes.schedule_id.label("change_schedule"),
     ).select_from(
         connections.outerjoin(
             BandwidthChange.__table__,

@@ -189,6 +189,9 @@ class PendingBandwidthChange(BaseModel):
     bandwidth: str
     effectiveDate: datetime
     status: Literal["scheduled", "applying"]
+    scheduleId: str | SkipJsonSchema[None] = Field(
+        default=None, description="Extension: the schedule whose transition it is, if any."
+    )
 
 
 class Connection(BaseModel):
@@ -246,6 +249,9 @@ class BandwidthChange(BaseModel):
     )
     revertOf: str | SkipJsonSchema[None] = Field(
         default=None, description="For a boost's revert: the id of the boost."
+    )
+    scheduleId: str | SkipJsonSchema[None] = Field(
+        default=None, description="The schedule whose transition it is, if any."
     )
 
 

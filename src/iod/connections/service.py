@@ -182,11 +182,14 @@ def update_bandwidth(
     update: BandwidthUpdate,
     policy: Policy,
     if_match: str | None = None,
+    *,
+    always: bool = False,
 ) -> tuple[Connection, BandwidthChange | None, BandwidthChange | None, list[BandwidthChange]]:
     """The connection and the change (and a boost's revert) it accepted; no change when the
     bandwidth asked for is what will be in force then anyway (`is_no_op`). Last, the
     connection's pending changes after it, in the order they apply (read with its row
-    locked, so the answer needs no second query)."""
+    locked, so the answer needs no second query). `always`: record the change even then
+    (a schedule's transition must hold whatever happens to the changes before it)."""
     # The connection's row lock serialises its changes (and, on PostgreSQL, anything else
     # that would move what it commits); the location's row is only locked at the end, by the
     # capacity check. With If-Match, compared with the row locked, so nothing changes the
@@ -218,7 +221,7 @@ def update_bandwidth(
         )
     _offered_or_400(location, mbps)
     pending = repository.pending_changes(session, [connection.id])[connection.id]
-    if is_no_op(connection.bandwidth_mbps, pending, mbps, run_at, update.revertAt):
+    if not always and is_no_op(connection.bandwidth_mbps, pending, mbps, run_at, update.revertAt):
         return connection, None, None, pending
     # Each pending change is a row and a job; a client may not pile them up without end.
     # Counted under the connection's lock, so concurrent requests cannot both take the last
@@ -381,21 +384,26 @@ def get_change(
     return change
 
 
-def _pending_fields(change_id: str, mbps: int, at: datetime, status: str) -> dict[str, Any]:
-    return {
+def _pending_fields(
+    change_id: str, mbps: int, at: datetime, status: str, schedule_id: str | None = None
+) -> dict[str, Any]:
+    fields = {
         "id": change_id,
         "bandwidth": format_bandwidth(mbps),
         "effectiveDate": at,
         "status": "applying" if status == ChangeStatus.APPLYING.value else "scheduled",
     }
-
-
-def _pending(change_id: str, mbps: int, at: datetime, status: str) -> PendingBandwidthChange:
-    return PendingBandwidthChange(**_pending_fields(change_id, mbps, at, status))
+    if schedule_id is not None:
+        fields["scheduleId"] = schedule_id
+    return fields
 
 
 def _pending_out(change: BandwidthChange | AnyRow) -> PendingBandwidthChange:
-    return _pending(change.id, change.to_mbps, change.effective_at, change.status)
+    return PendingBandwidthChange(
+        **_pending_fields(
+            change.id, change.to_mbps, change.effective_at, change.status, change.schedule_id
+        )
+    )
 
 
 def to_schema(
@@ -469,7 +477,13 @@ def _documents(rows: Sequence[Any]) -> list[dict[str, Any]]:
             documents.append(connection_fields(row))
         if row.change_id is not None:
             documents[-1]["pendingBandwidthChanges"].append(
-                _pending_fields(row.change_id, row.change_mbps, row.change_at, row.change_status)
+                _pending_fields(
+                    row.change_id,
+                    row.change_mbps,
+                    row.change_at,
+                    row.change_status,
+                    row.change_schedule,
+                )
             )
     return documents
 
@@ -486,6 +500,7 @@ def change_to_schema(change: BandwidthChange) -> BandwidthChangeOut:
         requestedBy=change.requested_by,
         failureReason=change.failure_reason,
         revertOf=change.revert_of,
+        scheduleId=change.schedule_id,
     )
 
 

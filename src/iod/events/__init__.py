@@ -41,6 +41,10 @@ NAMES = frozenset(
         "bandwidth_change.failed",
         "bandwidth_change.cancelled",
         "client.secret_rotated",
+        "schedule.created",
+        "schedule.updated",
+        "schedule.deleted",
+        "schedule.transition_planned",
     }
 )
 
@@ -86,6 +90,12 @@ def act_as(session: Session, actor: dict[str, Any] | None) -> None:
     """Who the transaction acts for (the edge sets it: an API client, an operator); the
     events recorded in it carry it. None: the service itself (the worker)."""
     session.info[_ACTOR_KEY] = actor
+
+
+def current_actor(session: Session) -> dict[str, Any] | None:
+    """Who the transaction acts for (`act_as`), None for the service itself."""
+    actor: dict[str, Any] | None = session.info.get(_ACTOR_KEY)
+    return actor
 
 
 def record(

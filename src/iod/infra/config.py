@@ -243,6 +243,19 @@ class Settings(BaseSettings):
         description="Threads per API process that serve list answers (connections, "
         "bandwidth changes) off the event loop; each keeps one database connection.",
     )
+    # --- schedules (recurring bandwidth schedules, docs/schedules.md) ---
+    schedules_horizon_hours: float = Field(
+        default=48,
+        gt=0,
+        le=24 * 30,
+        description="How far ahead a schedule's transitions are planned as bandwidth changes.",
+    )
+    schedules_plan_batch: int = Field(
+        default=50,
+        ge=1,
+        description="Schedules planned per job of the planner (more: a follow-up job). A job "
+        "holds its connections' locations' rows until it commits: keep it small.",
+    )
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -87,6 +87,13 @@ class TooManyPendingChanges(Conflict):
     title = "Too many pending bandwidth changes"
 
 
+class ScheduleExists(Conflict):
+    """A connection has at most one bandwidth schedule (docs/schedules.md)."""
+
+    type_name = "schedule-exists"
+    title = "The connection already has a schedule"
+
+
 class Unauthorized(ProblemError):
     status = 401
     type_name = "unauthorized"
@@ -187,6 +194,7 @@ PROBLEM_TYPES: dict[str, str] = {
         PreconditionFailed,
         RateLimited,
         ServiceUnavailable,
+        ScheduleExists,
     )
 } | {
     "method-not-allowed": "Method not allowed",

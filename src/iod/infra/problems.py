@@ -289,6 +289,8 @@ PROBLEM_HELP: dict[str, str] = {
     "cursor-expired": "The events after your cursor are older than the retention period "
     "(`IOD_EVENTS_RETENTION_DAYS`) and have been pruned. Read the feed again without `after` "
     "(from the oldest event kept) or with `after=now`.",
+    "schedule-exists": "The connection already has a bandwidth schedule (a connection has at "
+    "most one). Change it with `PATCH`, or delete it first.",
 }
 
 

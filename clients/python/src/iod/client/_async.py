@@ -18,11 +18,12 @@ from iod.client.errors import ApiError, UnexpectedResponse
 from iod.client.events import READ_TIMEOUT, AsyncFollower, StreamUnavailable
 from iod.client.models import ACTIVE, BandwidthChange, BandwidthUpdateResult, Connection, Token
 from iod.client.retry import RetryPolicy
+from iod.client.schedules import AsyncScheduleMethods
 
 OnPoll = Callable[[Connection], None]
 
 
-class AsyncClient:
+class AsyncClient(AsyncScheduleMethods):
     """The Internet On-Demand API for asyncio; see `Client`. Use `async with`, or
     `await aclose()`."""
 

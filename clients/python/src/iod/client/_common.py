@@ -68,6 +68,8 @@ def parse(model: type[M], data: Any) -> M:
 
 
 def json_body(response: httpx.Response) -> Any:
+    if response.status_code == 204:  # No Content (a DELETE)
+        return None
     try:
         return response.json()
     except ValueError as exc:

@@ -18,11 +18,12 @@ from iod.client.errors import ApiError, UnexpectedResponse
 from iod.client.events import FEED_PATH, READ_TIMEOUT, Follower, StreamUnavailable, params
 from iod.client.models import ACTIVE, BandwidthChange, BandwidthUpdateResult, Connection, Token
 from iod.client.retry import RetryPolicy
+from iod.client.schedules import ScheduleMethods
 
 OnPoll = Callable[[Connection], None]
 
 
-class Client:
+class Client(ScheduleMethods):
     """The Internet On-Demand API, synchronously.
 
     `url`, `client_id` and `client_secret` default to `IOD_URL`, `IOD_CLIENT_ID` and

@@ -804,6 +804,9 @@ def register(target: typer.Typer) -> None:
     target.add_typer(connections_app, name="connections")
     target.add_typer(bandwidth_app, name="bandwidth")
     target.add_typer(events_app, name="events")
+    from iod.client.schedules_cli import schedules_app  # needs this module's helpers
+
+    target.add_typer(schedules_app, name="schedules")
 
 
 app = typer.Typer(

@@ -32,6 +32,7 @@ class PendingBandwidthChange(Model):
     bandwidth: str
     effective_date: datetime
     status: str
+    schedule_id: str | None = None  # the schedule whose transition it is
 
 
 class Connection(Model):
@@ -66,6 +67,7 @@ class BandwidthChange(Model):
     requested_by: str | None = None
     failure_reason: str | None = None
     revert_of: str | None = None
+    schedule_id: str | None = None  # the schedule whose transition it is
 
 
 class BandwidthUpdateResult(Connection):

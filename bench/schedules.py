@@ -1,0 +1,133 @@
+"""Planning 48 hours of schedules for N connections on PostgreSQL, with one planner.
+
+Seeds N active connections, each with a schedule (weekdays 08:00-18:00 1 Gbps in one of
+three zones, 100 Mbps otherwise, a lunch-time rule on MO/WE/FR), never planned, with bulk
+INSERTs; then times `schedules.service.plan_due` batch after batch (as the periodic task and
+its follow-up jobs do, one after the other: one worker) until nothing is due. Every
+transition goes through `connections.service.update_bandwidth`, as the planner's do.
+
+THE DATABASE IS WIPED (schema dropped): give one of your own.
+
+    make bench-schedules BENCH_SCHEDULES_ARGS="--url postgresql+psycopg://…/mine -n 1000"
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import structlog
+from sqlalchemy import insert, text, update
+
+from iod.app import build_services
+from iod.connections.service import Policy
+from iod.customers import service as customers
+from iod.infra import migrate
+from iod.infra.clock import FrozenClock
+from iod.infra.config import Settings
+from iod.infra.db import Database, make_engine
+from iod.infra.ids import new_id
+from iod.locations import service as locations
+from iod.models import Connection, Location, Schedule
+from iod.schedules import service
+
+LOCATION = {"id": "BENCH000001", "name": "Bench", "address": "-", "capacity": "100 Gbps"}
+ZONES = ("America/New_York", "Europe/Berlin", "Australia/Lord_Howe")
+RULES = [
+    {"mbps": 1000, "start": "08:00", "end": "18:00", "recurrence": "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR"},
+    {"mbps": 500, "start": "12:00", "end": "13:00", "recurrence": "FREQ=WEEKLY;BYDAY=MO,WE,FR"},
+]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--url", default=os.environ.get("IOD_BENCH_SCHEDULES_DATABASE_URL"))
+    parser.add_argument("-n", type=int, default=1000, help="connections (one schedule each)")
+    parser.add_argument("--batch", type=int, default=500, help="schedules per planner job")
+    args = parser.parse_args()
+    if not args.url or not args.url.startswith("postgresql"):
+        sys.exit("--url (or IOD_BENCH_SCHEDULES_DATABASE_URL): a PostgreSQL database to wipe")
+    warnings.simplefilter("ignore")
+    logging.disable(logging.WARNING)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+    engine = make_engine(args.url, pool_size=2, max_overflow=0)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    migrate.upgrade(engine)
+    db = Database(engine)
+    # Monday 2030-01-07 00:00 UTC: a weekday, so 48 h hold two office days in every zone.
+    clock = FrozenClock(datetime(2030, 1, 7, tzinfo=UTC))
+    settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="iod-bench-sched-")),
+                        periodic_tasks=False)  # fmt: skip
+    services = build_services(settings, db=db, clock=clock)
+    now = clock.now()
+    with db.write() as session:
+        locations.upsert(session, clock, locations.parse_catalog([LOCATION]))
+        # Room for every connection at 1 Gbps (the catalog's own limit is lower).
+        session.execute(
+            update(Location).where(Location.id == LOCATION["id"]).values(capacity_mbps=2**31 - 1)
+        )
+        customer = customers.create_customer(session, clock, "bench")
+        client = customers.create_client(
+            session, clock, customer.id, "read write", hasher=services.secret_hasher
+        )
+
+    seeded = time.perf_counter()
+    for first in range(0, args.n, 5000):
+        count = min(5000, args.n - first)
+        conns = [
+            {"id": new_id("con"), "customer_id": customer.id, "location_id": LOCATION["id"],
+             "status": "active", "bandwidth_mbps": 100, "committed_mbps": 100,
+             "created_by": client.client_id, "created_at": now, "updated_at": now}
+            for _ in range(count)
+        ]  # fmt: skip
+        schedules = [
+            {"id": new_id("sch"), "customer_id": customer.id, "connection_id": c["id"],
+             "time_zone": ZONES[i % 3], "default_mbps": 100, "rules": RULES, "exceptions": [],
+             "paused": False, "anchor": "2030-01-01", "version": 1, "planned_until": None,
+             "created_by": client.client_id, "created_at": now, "updated_at": now}
+            for i, c in enumerate(conns)
+        ]  # fmt: skip
+        with db.write() as session:
+            session.execute(insert(Connection), conns)
+            session.execute(insert(Schedule), schedules)
+            session.execute(
+                update(Location)
+                .where(Location.id == LOCATION["id"])
+                .values(committed_mbps=Location.committed_mbps + 100 * count)
+            )
+    print(f"seeded {args.n} connections and schedules in {time.perf_counter() - seeded:.1f} s")
+
+    planning = service.Planning(horizon=timedelta(hours=48), batch=args.batch)
+    policy = Policy(max_pending_changes=100)
+    started = time.perf_counter()
+    cpu = time.process_time()
+    total, jobs, after = 0, 0, None
+    while True:
+        with db.write() as session:
+            planned, after = service.plan_due(session, clock, policy, planning, after)
+        total += planned
+        jobs += 1
+        if after is None:
+            break
+    wall = time.perf_counter() - started
+    print(
+        f"planned {total} transitions of {args.n} schedules in {wall:.1f} s wall, "
+        f"{time.process_time() - cpu:.1f} s CPU here, {jobs} jobs: "
+        f"{total / wall:.0f} transitions/s, {args.n / wall:.0f} schedules/s; "
+        f"100,000 schedules at this rate: {100_000 / (args.n / wall):.0f} s"
+    )
+    db.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Recurring bandwidth schedules (docs/schedules.md)."""
