@@ -45,6 +45,7 @@ from iod.jobs.worker import Worker, WorkerPolicy
 from iod.network.base import NetworkDriver
 from iod.network.factory import make_driver
 from iod.version import __version__
+from iod.webhooks.endpoints import router as webhooks_router
 
 log = structlog.get_logger("iod.app")
 
@@ -214,6 +215,7 @@ def create_app(
     relative_slash_redirects(app.router)
     app.include_router(connections_router)
     app.include_router(events_router)
+    app.include_router(webhooks_router)
     app.include_router(auth_router)
     app.include_router(health_router)
     app.include_router(problems_router)

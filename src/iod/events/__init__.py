@@ -41,6 +41,7 @@ NAMES = frozenset(
         "bandwidth_change.failed",
         "bandwidth_change.cancelled",
         "client.secret_rotated",
+        "webhook_endpoint.disabled",
     }
 )
 
