@@ -804,6 +804,9 @@ def register(target: typer.Typer) -> None:
     target.add_typer(connections_app, name="connections")
     target.add_typer(bandwidth_app, name="bandwidth")
     target.add_typer(events_app, name="events")
+    from iod.client.webhooks_cli import webhooks_app
+
+    target.add_typer(webhooks_app, name="webhooks")
 
 
 app = typer.Typer(
