@@ -25,6 +25,7 @@ class Receiver:
     answers: list[int] = field(default_factory=list)
     default: int = 204
     extra_headers: dict[str, str] = field(default_factory=dict)
+    reply: bytes = b"ok"
     lock: threading.Lock = field(default_factory=threading.Lock)
     arrived: threading.Condition = field(init=False)
 
@@ -52,12 +53,13 @@ def serve(path: str = "/hook") -> Iterator[Receiver]:
                 )
                 receiver.arrived.notify_all()
                 extra = dict(receiver.extra_headers) if status >= 300 else {}
+                reply = receiver.reply
             self.send_response(status)
             for name, value in extra.items():
                 self.send_header(name, value)
-            self.send_header("Content-Length", "2")
+            self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
-            self.wfile.write(b"ok")
+            self.wfile.write(reply)
 
         def log_message(self, format: str, *args: object) -> None:
             pass
