@@ -26,6 +26,9 @@ class Receiver:
     default: int = 204
     extra_headers: dict[str, str] = field(default_factory=dict)
     reply: bytes = b"ok"
+    # While set, each request is kept (not answered) until `release` is set.
+    hold: bool = False
+    release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     arrived: threading.Condition = field(init=False)
 
@@ -39,7 +42,7 @@ class Receiver:
 
 
 @contextmanager
-def serve(path: str = "/hook") -> Iterator[Receiver]:
+def serve(path: str = "/hook", port: int = 0) -> Iterator[Receiver]:
     receiver: Receiver
 
     class Handler(BaseHTTPRequestHandler):
@@ -54,6 +57,9 @@ def serve(path: str = "/hook") -> Iterator[Receiver]:
                 receiver.arrived.notify_all()
                 extra = dict(receiver.extra_headers) if status >= 300 else {}
                 reply = receiver.reply
+                hold = receiver.hold
+            if hold:
+                receiver.release.wait(30)
             self.send_response(status)
             for name, value in extra.items():
                 self.send_header(name, value)
@@ -64,7 +70,7 @@ def serve(path: str = "/hook") -> Iterator[Receiver]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     receiver = Receiver(f"http://127.0.0.1:{server.server_address[1]}{path}")
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from iod.connections.schemas import _CONTROL, StrictBody, invisible_format_character
+from iod.events import NAMES
 
-EVENT_TYPE_PATTERN = r"^[a-z][a-z_.]{0,63}$"
+# What `eventTypes` takes: every event type, and each type's namespace (`connection.`).
+EVENT_TYPE_CHOICES = sorted(NAMES | {name.split(".")[0] + "." for name in NAMES})
+_CHOICES_SCHEMA: list[JsonValue] = list(EVENT_TYPE_CHOICES)
+URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@]+(/[^\s#]*)?$"
 MAX_EVENT_TYPES = 20
 URL_DESCRIPTION = (
     "Where events are POSTed: an absolute https:// URL (http:// only where the operator "
@@ -19,9 +22,9 @@ URL_DESCRIPTION = (
     "address (a literal private, loopback or link-local IP address is refused here)."
 )
 EVENT_TYPES_DESCRIPTION = (
-    "Which events are sent: each entry is an event type (`connection.activated`) or a prefix "
-    "ending in a dot (`connection.`, `bandwidth_change.`); an event is sent when it matches "
-    "any. Empty or absent: every event."
+    "Which events are sent: each entry is an event type (`connection.activated`) or a "
+    "namespace ending in a dot (`connection.`, `bandwidth_change.`); an event is sent when it "
+    "matches any. Empty or absent: every event."
 )
 
 
@@ -44,9 +47,10 @@ def _event_types(value: Any) -> Any:
     if len(value) > MAX_EVENT_TYPES:
         raise ValueError(f"at most {MAX_EVENT_TYPES} entries")
     for index, item in enumerate(value):
-        if not isinstance(item, str) or not re.fullmatch(EVENT_TYPE_PATTERN, item):
+        if not isinstance(item, str) or item not in EVENT_TYPE_CHOICES:
             raise ValueError(
-                f"entry {index} must be an event type or a prefix such as `connection.`"
+                f"entry {index} must be an event type or a namespace such as `connection.` "
+                '(docs/api.md, "Events")'
             )
     return value
 
@@ -61,6 +65,7 @@ class WebhookEndpointRequest(StrictBody):
         examples=["https://hooks.example.com/iod"],
         strict=True,
         max_length=2048,
+        json_schema_extra={"pattern": URL_PATTERN},
     )
     eventTypes: list[str] = Field(
         default_factory=list,
@@ -68,7 +73,7 @@ class WebhookEndpointRequest(StrictBody):
         examples=[["connection.", "bandwidth_change.applied"]],
         json_schema_extra={
             "maxItems": MAX_EVENT_TYPES,
-            "items": {"type": "string", "pattern": EVENT_TYPE_PATTERN},
+            "items": {"type": "string", "enum": _CHOICES_SCHEMA},
         },
     )
     description: str | SkipJsonSchema[None] = Field(
@@ -98,14 +103,16 @@ class WebhookEndpointUpdate(StrictBody):
     model_config = ConfigDict(extra="forbid", title="WebhookEndpointUpdate")
 
     url: str | SkipJsonSchema[None] = Field(
-        default=None, description=URL_DESCRIPTION, json_schema_extra={"maxLength": 2048}
+        default=None,
+        description=URL_DESCRIPTION,
+        json_schema_extra={"maxLength": 2048, "pattern": URL_PATTERN},
     )
     eventTypes: list[str] | SkipJsonSchema[None] = Field(
         default=None,
         description=EVENT_TYPES_DESCRIPTION,
         json_schema_extra={
             "maxItems": MAX_EVENT_TYPES,
-            "items": {"type": "string", "pattern": EVENT_TYPE_PATTERN},
+            "items": {"type": "string", "enum": _CHOICES_SCHEMA},
         },
     )
     description: str | None = Field(
