@@ -21,6 +21,7 @@ import json
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -134,6 +135,10 @@ def schedule_now(
 # --- the task --------------------------------------------------------------------------
 
 
+class OutcomeLost(Exception):
+    """`record` found no outcome of the job's `act` in this process."""
+
+
 @dataclass(frozen=True)
 class Attempt:
     job_id: int
@@ -179,14 +184,43 @@ def prepare(session: Session, job: JobRef, ctx: TaskContext) -> Attempt | None:
     secrets = service.signing_secrets(endpoint, now, _kek(ctx.settings))
     body = delivery.body.encode()
     headers = signing.headers(secrets, delivery.id, int(now.timestamp()), body)
-    return Attempt(job.id, delivery.id, endpoint.url, body, headers)
+    attempt = Attempt(job.id, delivery.id, endpoint.url, body, headers)
+    _batch_of(session)[job.id] = attempt
+    return attempt
 
 
 _results: dict[int, tuple[float, sender.Outcome]] = {}
 _results_lock = threading.Lock()
 
 
-def act(ctx: TaskContext, attempt: Attempt, operation_id: str) -> None:
+# The worker acts on a batch's jobs one after another; a receiver's answer takes
+# milliseconds to seconds, so the first `act` of a batch sends every attempt the batch
+# prepared at once (on the sending threads) and the others find their outcome ready. The
+# attempts wait in the preparing thread's `_local.batch`, tagged with the claim's session: a
+# new claim forgets what an earlier one left (its jobs were released or failed).
+_local = threading.local()
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+SENDING_THREADS = 32
+
+
+def _batch_of(session: Session) -> dict[int, Attempt]:
+    tag = id(session.get_transaction() or session)
+    if getattr(_local, "tag", None) != tag:
+        _local.tag, _local.batch = tag, {}
+    batch: dict[int, Attempt] = _local.batch
+    return batch
+
+
+def _sending_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(SENDING_THREADS, thread_name_prefix="iod-webhooks")
+        return _pool
+
+
+def _send(ctx: TaskContext, attempt: Attempt) -> sender.Outcome:
     settings = ctx.settings
     outcome = sender.send(
         attempt.url,
@@ -203,13 +237,28 @@ def act(ctx: TaskContext, attempt: Attempt, operation_id: str) -> None:
         error=outcome.error,
         duration_ms=outcome.duration_ms,
     )
+    return outcome
+
+
+def act(ctx: TaskContext, attempt: Attempt, operation_id: str) -> None:
+    with _results_lock:
+        if attempt.job_id in _results:
+            return  # sent with its batch
+    batch: dict[int, Attempt] = getattr(_local, "batch", {})
+    others = [a for a in batch.values() if a.job_id != attempt.job_id]
+    _local.batch = {}
+    pool = _sending_pool()
+    futures = [(a, pool.submit(_send, ctx, a)) for a in [attempt, *others]]
+    outcomes = [(a.job_id, future.result()) for a, future in futures]
     now = time.monotonic()
     with _results_lock:
-        # `record` takes it; a batch recorded again job by job reads it again, so entries
-        # go only when old (a job whose recording never came is rerun by another worker).
-        for job_id in [k for k, (at, _) in _results.items() if now - at > 600]:
+        # `record` reads them (again, when a batch is recorded job by job), so entries go
+        # only after a lease: by then an unrecorded job is another worker's to run again.
+        keep = ctx.settings.job_lease_seconds
+        for job_id in [k for k, (at, _) in _results.items() if now - at > keep]:
             del _results[job_id]
-        _results[attempt.job_id] = (now, outcome)
+        for job_id, outcome in outcomes:
+            _results[job_id] = (now, outcome)
 
 
 def _give_up(delivery: WebhookDelivery, now: datetime, reason: str) -> None:
@@ -223,7 +272,8 @@ def record(session: Session, job: JobRef, ctx: TaskContext) -> None:
     with _results_lock:
         found = _results.get(job.id)
     if found is None:
-        return
+        # Not sent by this process (or forgotten): the job runs again, the same webhook-id.
+        raise OutcomeLost(f"the outcome of job {job.id}'s attempt is not in this process")
     outcome = found[1]
     delivery = session.get(WebhookDelivery, str(job.args.get("deliveryId", "")))
     if delivery is None:

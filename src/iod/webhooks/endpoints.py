@@ -42,7 +42,7 @@ TOO_MANY = problem(
     "(`/problems/too-many-webhook-endpoints`)"
 )
 ID_PATTERN = r"^[a-z]{2,5}_[0-9a-hjkmnp-tv-z]{29}$"
-EndpointId = Annotated[str, Path(description="The webhook endpoint's id (`whe_…`).", max_length=64)]
+EndpointId = Annotated[str, Path(description="The webhook endpoint's id (`whe_…`).")]
 DeliveryId = Annotated[str, Path(description="The delivery's id (`msg_…`, its `webhook-id`).")]
 
 
