@@ -189,7 +189,8 @@ def prepare(session: Session, job: JobRef, ctx: TaskContext) -> Attempt | None:
     return attempt
 
 
-_results: dict[int, tuple[float, sender.Outcome]] = {}
+# Outcomes by (job id, delivery id): job ids alone repeat across databases (tests).
+_results: dict[tuple[int, str], tuple[float, sender.Outcome]] = {}
 _results_lock = threading.Lock()
 
 
@@ -242,23 +243,23 @@ def _send(ctx: TaskContext, attempt: Attempt) -> sender.Outcome:
 
 def act(ctx: TaskContext, attempt: Attempt, operation_id: str) -> None:
     with _results_lock:
-        if attempt.job_id in _results:
+        if (attempt.job_id, attempt.delivery_id) in _results:
             return  # sent with its batch
     batch: dict[int, Attempt] = getattr(_local, "batch", {})
     others = [a for a in batch.values() if a.job_id != attempt.job_id]
     _local.batch = {}
     pool = _sending_pool()
     futures = [(a, pool.submit(_send, ctx, a)) for a in [attempt, *others]]
-    outcomes = [(a.job_id, future.result()) for a, future in futures]
+    outcomes = [((a.job_id, a.delivery_id), future.result()) for a, future in futures]
     now = time.monotonic()
     with _results_lock:
         # `record` reads them (again, when a batch is recorded job by job), so entries go
         # only after a lease: by then an unrecorded job is another worker's to run again.
         keep = ctx.settings.job_lease_seconds
-        for job_id in [k for k, (at, _) in _results.items() if now - at > keep]:
-            del _results[job_id]
-        for job_id, outcome in outcomes:
-            _results[job_id] = (now, outcome)
+        for key in [k for k, (at, _) in _results.items() if now - at > keep]:
+            del _results[key]
+        for key, outcome in outcomes:
+            _results[key] = (now, outcome)
 
 
 def _give_up(delivery: WebhookDelivery, now: datetime, reason: str) -> None:
@@ -270,7 +271,7 @@ def _give_up(delivery: WebhookDelivery, now: datetime, reason: str) -> None:
 
 def record(session: Session, job: JobRef, ctx: TaskContext) -> None:
     with _results_lock:
-        found = _results.get(job.id)
+        found = _results.get((job.id, str(job.args.get("deliveryId", ""))))
     if found is None:
         # Not sent by this process (or forgotten): the job runs again, the same webhook-id.
         raise OutcomeLost(f"the outcome of job {job.id}'s attempt is not in this process")
