@@ -61,6 +61,7 @@ def main() -> None:
     )
     parser.add_argument("-n", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64, help="IOD_WORKER_BATCH_SIZE")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="iod-bench-webhooks-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOD_")}
@@ -70,6 +71,7 @@ def main() -> None:
         IOD_LOG_LEVEL="WARNING",
         IOD_PERIODIC_TASKS="false",
         IOD_WORKER_QUEUES="webhooks",
+        IOD_WORKER_BATCH_SIZE=str(args.batch_size),
         IOD_WEBHOOK_ALLOW_HTTP="true",
         IOD_WEBHOOK_ALLOW_NETWORKS="127.0.0.0/8",
     )
@@ -153,7 +155,8 @@ def main() -> None:
             ).one()
         took = (last_at - first_at).total_seconds()
         print(
-            f"PostgreSQL, {args.workers} workers: {done}/{args.n} webhook deliveries in "
+            f"PostgreSQL, {args.workers} workers (batches of {args.batch_size}): "
+            f"{done}/{args.n} webhook deliveries in "
             f"{took:.2f} s (first to last attempt) = {done / took:,.0f} deliveries/s; "
             f"the {args.n} events and their deliveries committed in {committed:.2f} s "
             f"({args.n / committed:,.0f}/s); load average {os.getloadavg()[0]:.1f}"
