@@ -294,6 +294,7 @@ class WebhookDelivery(Base):
     __table_args__ = (
         UniqueConstraint("endpoint_id", "event_position"),
         Index(None, "endpoint_id", "id"),
+        Index(None, "updated_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

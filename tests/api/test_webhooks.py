@@ -281,3 +281,33 @@ def test_tenancy_and_scopes(
     read_only = {"Authorization": f"Bearer {get_token(api, reader)}"}
     assert api.get(HOOKS, headers=read_only).status_code == 200
     assert api.post(HOOKS, json={"url": receiver.url}, headers=read_only).status_code == 403
+
+
+def test_finished_deliveries_are_pruned_with_the_events(
+    api: TestClient,
+    headers: dict[str, str],
+    services: Services,
+    receiver: Receiver,
+    clock: FrozenClock,
+) -> None:
+    from iod.jobs.registry import JobRef, TaskContext
+    from iod.webhooks import tasks
+
+    create_hook(api, headers, receiver.url, eventTypes=["connection.ordered"])
+    receiver.default = 500
+    order(api, headers)  # its delivery fails three times: failed
+    receiver.default = 204
+    run_jobs(services)
+    services.settings = services.settings.model_copy(update={"webhook_retry_schedule": "0,3600"})
+    order(api, headers)  # delivered
+    run_jobs(services)
+    receiver.default = 500
+    order(api, headers)  # its first attempt fails, the next is an hour away: pending
+    run_jobs(services)
+    clock.advance(timedelta(days=services.settings.events_retention_days, seconds=1))
+    ctx = TaskContext(services.clock, services.settings, services.driver)
+    with services.db.write() as session:
+        tasks.prune(session, JobRef(0, "retention.webhook_deliveries", None, None, 1, 1), ctx)
+    with services.db.read() as session:
+        left = session.scalars(select(WebhookDelivery.status)).all()
+    assert left == ["pending"]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import Table, and_, bindparam, delete, func, select
 from sqlalchemy.orm import Session
@@ -136,3 +137,19 @@ def deliveries_with_endpoints(
     query = select(WebhookDelivery).where(WebhookDelivery.id.in_(ids)).order_by(WebhookDelivery.id)
     deliveries = list(session.scalars(query.with_for_update() if lock else query).all())
     return [*endpoints, *deliveries]
+
+
+def prune_deliveries(session: Session, before: datetime, batch: int) -> int:
+    """Deletes up to `batch` finished deliveries (not pending) last changed before `before`,
+    with their attempts; returns how many."""
+    ids = list(
+        session.scalars(
+            select(WebhookDelivery.id)
+            .where(WebhookDelivery.updated_at < before, WebhookDelivery.status != "pending")
+            .limit(batch)
+        ).all()
+    )
+    if ids:
+        session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(ids)))
+        session.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
+    return len(ids)

@@ -67,6 +67,7 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_webhook_deliveries_endpoint_id_id"), "webhook_deliveries", ["endpoint_id", "id"]
     )
+    op.create_index(op.f("ix_webhook_deliveries_updated_at"), "webhook_deliveries", ["updated_at"])
     op.create_table(
         "webhook_attempts",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -87,6 +88,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("ix_webhook_attempts_delivery_id_id"), table_name="webhook_attempts")
     op.drop_table("webhook_attempts")
+    op.drop_index(op.f("ix_webhook_deliveries_updated_at"), table_name="webhook_deliveries")
     op.drop_index(op.f("ix_webhook_deliveries_endpoint_id_id"), table_name="webhook_deliveries")
     op.drop_table("webhook_deliveries")
     op.drop_index(op.f("ix_webhook_endpoints_customer_id_id"), table_name="webhook_endpoints")
