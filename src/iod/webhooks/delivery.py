@@ -21,7 +21,7 @@ import json
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -120,9 +120,7 @@ def _enqueue(session: Session, delivery: WebhookDelivery, run_at: datetime, now:
     )
 
 
-def schedule_now(
-    session: Session, delivery: WebhookDelivery, now: datetime, max_attempts: int, *, manual: bool
-) -> None:
+def schedule_now(session: Session, delivery: WebhookDelivery, now: datetime) -> None:
     """One more attempt now (a manual retry): older jobs of the delivery do nothing."""
     delivery.generation += 1
     delivery.status = PENDING
@@ -223,14 +221,18 @@ def _sending_pool() -> ThreadPoolExecutor:
 
 def _send(ctx: TaskContext, attempt: Attempt) -> sender.Outcome:
     settings = ctx.settings
-    outcome = sender.send(
-        attempt.url,
-        attempt.body,
-        attempt.headers,
-        allowed=safety.parse_networks(settings.webhook_allow_networks),
-        allow_http=settings.webhook_allow_http,
-        timeout=settings.webhook_timeout_seconds,
-    )
+    try:
+        outcome = sender.send(
+            attempt.url,
+            attempt.body,
+            attempt.headers,
+            allowed=safety.parse_networks(settings.webhook_allow_networks),
+            allow_http=settings.webhook_allow_http,
+            timeout=settings.webhook_timeout_seconds,
+        )
+    except Exception as exc:  # a failed attempt like any other, never the batch's end
+        log.exception("webhook.send_failed", delivery_id=attempt.delivery_id)
+        outcome = sender.Outcome(None, None, f"{type(exc).__name__}: {exc}"[:1000], 0)
     log.info(
         "webhook.attempt",
         delivery_id=attempt.delivery_id,
@@ -250,7 +252,19 @@ def act(ctx: TaskContext, attempt: Attempt, operation_id: str) -> None:
     _local.batch = {}
     pool = _sending_pool()
     futures = [(a, pool.submit(_send, ctx, a)) for a in [attempt, *others]]
-    outcomes = [((a.job_id, a.delivery_id), future.result()) for a, future in futures]
+    # httpx's timeout is per phase: an answer trickling in could take longer in all. The
+    # batch waits a bounded time; what has not answered by then is a failed attempt.
+    limit = 2 * ctx.settings.webhook_timeout_seconds + 1
+    wait([future for _, future in futures], timeout=limit)
+    outcomes = [
+        (
+            (a.job_id, a.delivery_id),
+            future.result()
+            if future.done()
+            else sender.Outcome(None, None, f"timeout: no complete answer in {limit:g} s", 0),
+        )
+        for a, future in futures
+    ]
     now = time.monotonic()
     with _results_lock:
         # `record` reads them (again, when a batch is recorded job by job), so entries go

@@ -292,5 +292,5 @@ def retry_delivery(
     services = _services(request)
     now = services.clock.now()
     with services.db.write() as session:
-        out = service.retry(session, now, principal, endpointId, deliveryId, delivery.JOB_ATTEMPTS)
+        out = service.retry(session, now, principal, endpointId, deliveryId)
     return _json(out, 202)

@@ -274,7 +274,6 @@ def retry(
     principal: Principal,
     endpoint_id: str,
     delivery_id: str,
-    max_attempts: int,
 ) -> WebhookDeliveryOut:
     """Sends a delivery again now (whatever its status), as one more attempt with the same
     `webhook-id`; a scheduled retry of it is superseded. The endpoint must be enabled."""
@@ -292,7 +291,7 @@ def retry(
         raise InvalidState(
             "The webhook endpoint is disabled: enable it (PATCH enabled: true) first"
         )
-    deliver.schedule_now(session, found, now, max_attempts, manual=True)
+    deliver.schedule_now(session, found, now)
     attempts = repository.attempts_of(session, [found.id], per_delivery=ATTEMPTS_SHOWN)
     return delivery_to_schema(found, attempts[found.id])
 
