@@ -57,7 +57,6 @@ def test_webhooks_end_to_end(tmp_path: Path) -> None:
         IOD_WORKER_POLL_SECONDS="0.1",
         IOD_SIMULATED_PROVISION_SECONDS="0.1",
     )
-    iod(env, "db", "upgrade")
     demo = json.loads(iod(env, "demo", "--json").stdout)
     server = Server(env, tmp_path / "api.log", "--no-worker").start()
     worker = start_worker(env, tmp_path / "worker.log")
@@ -144,6 +143,11 @@ def test_webhooks_end_to_end(tmp_path: Path) -> None:
                 == {"succeeded"}
             )
         )
+        # Secrets are never logged (the logs are at INFO: every attempt is there).
+        logs = (tmp_path / "api.log").read_text() + (tmp_path / "worker.log").read_text()
+        assert "webhook.attempt" in logs
+        for secret in (hook_all["secret"], hook_conn["secret"]):
+            assert secret[len("whsec_") :] not in logs
     finally:
         stack.close()
         worker.kill()
