@@ -124,3 +124,9 @@ crash-test: $(STAMP)
 ## IOD_TEST_DATABASE_URL on a local cluster it may restart (as root); prints FAULTS lines.
 test-faults: $(STAMP)
 	IOD_FAULTS_LONG=1 IOD_TEST_RESTART_POSTGRES=1 $(BIN)/pytest tests/faults -v -s -p no:randomly $(PYTEST_ARGS)
+
+## Webhooks: deliveries per second to a local receiver, 2 workers on PostgreSQL
+## (bench/webhooks.py; IOD_BENCH_DATABASE_URL, default the local iod_bench, is wiped).
+.PHONY: bench-webhooks
+bench-webhooks: $(STAMP)
+	$(BIN)/python bench/webhooks.py $(BENCH_ARGS)

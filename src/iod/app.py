@@ -47,6 +47,7 @@ from iod.network.base import NetworkDriver
 from iod.network.factory import make_driver
 from iod.schedules.endpoints import router as schedules_router
 from iod.version import __version__
+from iod.webhooks.endpoints import router as webhooks_router
 
 log = structlog.get_logger("iod.app")
 
@@ -220,6 +221,7 @@ def create_app(
     app.include_router(connections_router)
     app.include_router(events_router)
     app.include_router(schedules_router)
+    app.include_router(webhooks_router)
     app.include_router(auth_router)
     app.include_router(health_router)
     app.include_router(problems_router)

@@ -11,6 +11,7 @@ FEATURES = (
     "iod.connections.tasks",
     "iod.retention.tasks",
     "iod.schedules.tasks",
+    "iod.webhooks.tasks",  # the delivery task and its events subscriber
 )
 
 

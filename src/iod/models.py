@@ -307,3 +307,75 @@ class ScheduleTransition(Base):
     change_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# --- webhooks (issue 16): endpoints, one delivery per (event, endpoint), its attempts ------
+
+
+class WebhookEndpoint(Base):
+    """A customer's URL that is sent the events it subscribes to, signed with its secret.
+
+    `secret` (and `previous_secret` during a rotation's grace period) are stored encrypted
+    with the key encryption key when one is configured (`iod.webhooks.secrets`)."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index(None, "customer_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(40))
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # Event type prefixes or exact names; empty: every event.
+    event_types: Mapped[list[str]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    disabled_reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    previous_secret_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Since when every attempt failed (None: the last one succeeded, or none yet).
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: its id is the `webhook-id` of every attempt."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_position"),
+        Index(None, "endpoint_id", "id"),
+        Index(None, "updated_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(String(40))
+    customer_id: Mapped[str] = mapped_column(String(40))
+    event_position: Mapped[int] = mapped_column(Integer)
+    event_type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)  # the JSON body, as signed
+    status: Mapped[str] = mapped_column(String(16))  # pending, succeeded, failed
+    attempts: Mapped[int] = mapped_column(Integer)
+    # Bumped by a manual retry: a job of an older generation does nothing.
+    generation: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookAttempt(Base):
+    """One HTTP attempt of a delivery: what the receiver answered (body cut to 1 KiB)."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index(None, "delivery_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(String(40))
+    number: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response_body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(1024), nullable=True)

@@ -45,6 +45,7 @@ NAMES = frozenset(
         "schedule.updated",
         "schedule.deleted",
         "schedule.transition_planned",
+        "webhook_endpoint.disabled",
     }
 )
 

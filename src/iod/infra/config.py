@@ -294,6 +294,57 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
 
+    # --- webhooks (issue 16) ---------------------------------------------------------------
+    webhook_allow_http: bool = Field(
+        default=False,
+        description="Webhook endpoints may be plain http:// URLs (development); else https only.",
+    )
+    webhook_allow_networks: str = Field(
+        default="",
+        description="Comma-separated CIDRs webhooks may be delivered to although they are "
+        "loopback, private, link-local or reserved (e.g. 127.0.0.0/8 for a local receiver).",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10, gt=0, description="One webhook attempt's connect/read/write timeout."
+    )
+    webhook_retry_schedule: str = Field(
+        default="0,5,300,1800,7200,18000,36000,36000",
+        description="Seconds before each attempt of a delivery (the first is the first "
+        "attempt's delay); as many attempts as entries. Each delay gets +-20% jitter.",
+    )
+    webhook_disable_after_seconds: float = Field(
+        default=5 * 86400,
+        gt=0,
+        description="An endpoint whose every attempt failed for this long is disabled.",
+    )
+    webhook_secret_grace_seconds: float = Field(
+        default=86400,
+        ge=0,
+        description="After a secret rotation the previous secret signs too for this long.",
+    )
+    webhook_max_endpoints: int = Field(
+        default=20, ge=1, description="Webhook endpoints per customer."
+    )
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _webhook_networks(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _webhook_schedule(cls, value: str) -> str:
+        steps = [float(part) for part in value.split(",") if part.strip()]
+        if not steps or any(step < 0 for step in steps):
+            raise ValueError("a comma-separated list of non-negative seconds")
+        return value
+
+    @property
+    def webhook_retry_delays(self) -> list[float]:
+        return [float(part) for part in self.webhook_retry_schedule.split(",") if part.strip()]
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

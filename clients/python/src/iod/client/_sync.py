@@ -107,6 +107,8 @@ class Client(ScheduleMethods):
         response = self._retrying(
             lambda: self._http.request(method, path, json=json, params=params, headers=headers)
         )
+        if response.status_code == 204:  # No Content (a DELETE)
+            return None
         return c.json_body(response)
 
     # -- operations --------------------------------------------------------------------

@@ -807,6 +807,9 @@ def register(target: typer.Typer) -> None:
     from iod.client.schedules_cli import schedules_app  # needs this module's helpers
 
     target.add_typer(schedules_app, name="schedules")
+    from iod.client.webhooks_cli import webhooks_app
+
+    target.add_typer(webhooks_app, name="webhooks")
 
 
 app = typer.Typer(

@@ -1,0 +1,175 @@
+"""Webhooks: deliveries per second to a local receiver, with 2 `iod worker` processes on
+PostgreSQL.
+
+A receiver (uvicorn, a bare ASGI app answering 204, in its own process), one endpoint of the
+demo customer; `-n` events are committed (in transactions of 500), then two workers taking
+the `webhooks` queue are started and the time from the first attempt to the last (their
+rows' times) is measured, once every delivery has succeeded. Every delivery is signed,
+resolved, checked against the allow list, POSTed on a kept-alive connection and recorded
+(attempt row, delivery row, job row), as in production. Run:
+`.venv/bin/python bench/webhooks.py [--database-url postgresql+psycopg://…] [-n 5000]`
+(the database is wiped; default IOD_BENCH_DATABASE_URL or the local iod_bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func, select
+
+from iod import events, features
+from iod.infra.clock import SystemClock
+from iod.infra.config import Settings
+from iod.infra.db import Database, make_engine
+from iod.infra.migrate import upgrade
+from iod.models import WebhookAttempt, WebhookDelivery
+
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/iod_bench"
+RECEIVER = """
+count = 0
+async def app(scope, receive, send):
+    global count
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    count += 1
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--database-url", default=os.environ.get("IOD_BENCH_DATABASE_URL") or DEFAULT_PG_URL
+    )
+    parser.add_argument("-n", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64, help="IOD_WORKER_BATCH_SIZE")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="iod-bench-webhooks-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOD_")}
+    env.update(
+        IOD_DATA_DIR=str(tmp),
+        IOD_DATABASE_URL=args.database_url,
+        IOD_LOG_LEVEL="WARNING",
+        IOD_PERIODIC_TASKS="false",
+        IOD_WORKER_QUEUES="webhooks",
+        IOD_WORKER_BATCH_SIZE=str(args.batch_size),
+        IOD_WEBHOOK_ALLOW_HTTP="true",
+        IOD_WEBHOOK_ALLOW_NETWORKS="127.0.0.0/8",
+    )
+    engine = make_engine(args.database_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    upgrade(engine)
+    engine.dispose()
+    iod = [sys.executable, "-m", "iod"]
+    demo = json.loads(subprocess.run([*iod, "demo", "--json"], env=env, check=True,
+                                     capture_output=True, text=True).stdout)  # fmt: skip
+    (tmp / "receiver.py").write_text(RECEIVER)
+    port = free_port()
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "receiver:app", "--port", str(port),
+         "--log-level", "warning", "--no-access-log", "--app-dir", str(tmp)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    workers: list[subprocess.Popen[bytes]] = []
+    features.load()
+    db = Database(make_engine(args.database_url))
+    clock = SystemClock()
+    try:
+        for _ in range(100):
+            try:
+                httpx.post(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        from iod.auth.tokens import Principal
+        from iod.webhooks import service
+        from iod.webhooks.schemas import WebhookEndpointRequest
+
+        settings = Settings(
+            data_dir=tmp, webhook_allow_http=True, webhook_allow_networks="127.0.0.0/8"
+        )
+        principal = Principal(
+            demo["client_id"], demo["customer_id"], frozenset({"write"}), time.time() + 3600
+        )
+        with db.write() as session:
+            service.create(
+                session,
+                clock.now(),
+                principal,
+                WebhookEndpointRequest(url=f"http://127.0.0.1:{port}/hook"),
+                service.Limits.of(settings, None),
+            )
+        started = time.perf_counter()
+        for first in range(0, args.n, 500):
+            with db.write() as session:
+                for n in range(first, min(args.n, first + 500)):
+                    events.record(session, "connection.activated",
+                                  customer_id=demo["customer_id"], subject_id=f"con_b{n}",
+                                  at=clock.now(), connectionId=f"con_b{n}",
+                                  fromStatus="provisioning", reason="bench")  # fmt: skip
+        committed = time.perf_counter() - started
+        workers = [
+            subprocess.Popen(
+                [*iod, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            for _ in range(args.workers)
+        ]
+        done = 0
+        deadline = time.perf_counter() + 600
+        while time.perf_counter() < deadline:
+            with db.read() as session:
+                done = int(
+                    session.scalar(
+                        select(func.count())
+                        .select_from(WebhookDelivery)
+                        .where(WebhookDelivery.status == "succeeded")
+                    )
+                    or 0
+                )
+            if done >= args.n:
+                break
+            time.sleep(0.2)
+        with db.read() as session:
+            first_at, last_at = session.execute(
+                select(func.min(WebhookAttempt.at), func.max(WebhookAttempt.at))
+            ).one()
+        took = (last_at - first_at).total_seconds()
+        print(
+            f"PostgreSQL, {args.workers} workers (batches of {args.batch_size}): "
+            f"{done}/{args.n} webhook deliveries in "
+            f"{took:.2f} s (first to last attempt) = {done / took:,.0f} deliveries/s; "
+            f"the {args.n} events and their deliveries committed in {committed:.2f} s "
+            f"({args.n / committed:,.0f}/s); load average {os.getloadavg()[0]:.1f}"
+        )
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(30)
+        receiver.terminate()
+        receiver.wait(10)
+        db.dispose()
+
+
+if __name__ == "__main__":
+    main()

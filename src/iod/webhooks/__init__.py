@@ -1,0 +1,1 @@
+"""Webhooks: customers' endpoints, signed deliveries of their events (docs/webhooks.md)."""

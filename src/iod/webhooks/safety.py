@@ -1,0 +1,153 @@
+"""Where webhooks may go (SSRF protection).
+
+A delivery never reaches the service's own network: the URL's host is resolved at every
+attempt and an address is used only when it is public (`is_global`, not multicast, not a
+cloud metadata address), or inside a network the operator allows
+(IOD_WEBHOOK_ALLOW_NETWORKS). IPv6 addresses that carry an IPv4 one (IPv4-mapped
+`::ffff:a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) are judged by that IPv4 address
+too. The sender then connects to the address that was checked (`sender.py`), so a name that
+resolves differently a moment later (DNS rebinding) cannot redirect it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+METADATA = frozenset(
+    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_6TO4 = ipaddress.ip_network("2002::/16")
+MAX_URL_LENGTH = 2048
+
+
+class Refused(Exception):
+    """The URL or the address it resolves to may not be sent to."""
+
+
+def parse_networks(text: str) -> list[Network]:
+    return [
+        ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip()
+    ]
+
+
+def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _6TO4:
+        return address.sixtofour
+    return None
+
+
+def why_forbidden(address: IPAddress, allowed: Sequence[Network] = ()) -> str | None:
+    """Why `address` may not be sent to, or None when it may."""
+    if any(address in network for network in allowed if network.version == address.version):
+        return None
+    inner = _embedded_ipv4(address)
+    if inner is not None:
+        reason = why_forbidden(inner, allowed)
+        return None if reason is None else f"{address} carries {inner}, {reason}"
+    if address in METADATA:
+        return f"{address} is a cloud metadata address"
+    for name, flag in (
+        ("loopback", address.is_loopback),
+        ("private", address.is_private),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("unspecified", address.is_unspecified),
+        ("reserved", address.is_reserved),
+    ):
+        if flag:
+            return f"{address} is a {name} address"
+    if not address.is_global:
+        return f"{address} is not a public address"
+    return None
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str  # as written (lower case), without brackets
+    port: int
+
+    @property
+    def literal(self) -> IPAddress | None:
+        try:
+            return ipaddress.ip_address(self.host)
+        except ValueError:
+            return None
+
+
+def check_url(url: str, *, allow_http: bool) -> Target:
+    """The URL's scheme, host and port; Refused (with a reason for the customer) when it is
+    not an absolute http(s) URL a webhook may have."""
+    if len(url) > MAX_URL_LENGTH:
+        raise Refused(f"at most {MAX_URL_LENGTH} characters")
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url) or not url.isascii():
+        raise Refused("spaces, control and non-ASCII characters must be percent-encoded")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise Refused(f"not a valid URL: {exc}") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http"):
+        raise Refused("an https:// URL")
+    if scheme == "http" and not allow_http:
+        raise Refused("must be https:// (plain http is not allowed by this service)")
+    if parts.username is not None or parts.password is not None:
+        raise Refused("credentials in the URL are not allowed: authenticate with the signature")
+    if parts.fragment:
+        raise Refused("a URL without a #fragment")
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise Refused("a URL with a host")
+    return Target(scheme, host, port or (443 if scheme == "https" else 80))
+
+
+def check_literal(target: Target, allowed: Sequence[Network]) -> None:
+    """At creation: a host that is an IP address (or `localhost`) must be allowed."""
+    literal = target.literal
+    if literal is None and (target.host == "localhost" or target.host.endswith(".localhost")):
+        literal = ipaddress.ip_address("127.0.0.1")
+    if literal is not None:
+        reason = why_forbidden(literal, allowed)
+        if reason is not None:
+            raise Refused(f"{reason}: webhooks are only delivered to public addresses")
+
+
+def resolve(target: Target, allowed: Sequence[Network]) -> IPAddress:
+    """The address to connect to: the first of the host's addresses that is allowed;
+    Refused when none is (or the name does not resolve)."""
+    literal = target.literal
+    if literal is not None:
+        candidates: list[IPAddress] = [literal]
+    else:
+        try:
+            infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            raise Refused(f"cannot resolve {target.host}: {exc}") from exc
+        candidates = []
+        for info in infos:
+            text = str(info[4][0]).split("%", 1)[0]  # an IPv6 zone is never global anyway
+            address = ipaddress.ip_address(text)
+            if address not in candidates:
+                candidates.append(address)
+    reasons = []
+    for address in candidates:
+        reason = why_forbidden(address, allowed)
+        if reason is None:
+            return address
+        reasons.append(reason)
+    raise Refused(f"{target.host}: " + "; ".join(reasons or ["no address"]))

@@ -1,0 +1,139 @@
+"""One webhook attempt over HTTP, to an address that was checked (`safety.py`).
+
+The request goes to the checked IP address itself, with the original `Host` header and,
+for https, the original name as TLS SNI and certificate name (httpx's `sni_hostname`
+extension), so what is connected to is exactly what was checked. Redirects are not followed,
+proxies from the environment are not used, at most 1 KiB of the answer is kept. Each thread
+keeps a client per (scheme, host) for keep-alive: its pooled connections all go to
+addresses checked for that host with that certificate name.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from iod.webhooks import safety
+
+MAX_BODY = 1024
+_CLIENTS_PER_THREAD = 64
+_local = threading.local()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int | None
+    body: str | None
+    error: str | None
+    duration_ms: int
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def _client(scheme: str, host: str, timeout: float) -> httpx.Client:
+    clients: OrderedDict[tuple[str, str, float], httpx.Client] | None = getattr(
+        _local, "clients", None
+    )
+    if clients is None:
+        clients = _local.clients = OrderedDict()
+    key = (scheme, host, timeout)
+    client = clients.get(key)
+    if client is None:
+        client = httpx.Client(
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=16, max_keepalive_connections=4),
+        )
+        clients[key] = client
+        while len(clients) > _CLIENTS_PER_THREAD:
+            _, old = clients.popitem(last=False)
+            old.close()
+    else:
+        clients.move_to_end(key)
+    return client
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """`Retry-After` as seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def send(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    allowed: list[safety.Network],
+    allow_http: bool,
+    timeout: float,
+) -> Outcome:
+    """POSTs `body` once; never raises for what the receiver or the network does."""
+    started = time.monotonic()
+
+    def took() -> int:
+        return int((time.monotonic() - started) * 1000)
+
+    try:
+        target = safety.check_url(url, allow_http=allow_http)
+        address = safety.resolve(target, allowed)
+    except safety.Refused as exc:
+        return Outcome(None, None, f"refused: {exc}", took())
+    original = httpx.URL(url)
+    pinned = original.copy_with(host=str(address))
+    request_headers = {
+        **headers,
+        "Host": original.netloc.decode("ascii"),
+        "Content-Type": "application/json",
+        "User-Agent": "iod-webhooks/1",
+    }
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    client = _client(target.scheme, target.host, timeout)
+    try:
+        request = client.build_request(
+            "POST", pinned, content=body, headers=request_headers, extensions=extensions
+        )
+        response = client.send(request, stream=True)
+        try:
+            kept = b""
+            for chunk in response.iter_bytes():
+                kept += chunk
+                if len(kept) >= MAX_BODY:
+                    break
+        finally:
+            response.close()
+    except httpx.TimeoutException as exc:
+        return Outcome(None, None, f"timeout after {timeout:g} s: {type(exc).__name__}", took())
+    except httpx.HTTPError as exc:
+        return Outcome(None, None, f"{type(exc).__name__}: {exc}"[:1000], took())
+    text = kept[:MAX_BODY].decode("utf-8", errors="replace")
+    status = response.status_code
+    error = None
+    if 300 <= status < 400:
+        error = f"redirect not followed (Location: {response.headers.get('location', '')[:200]})"
+    elif not 200 <= status < 300:
+        error = f"HTTP {status}"
+    retry_after = None
+    if status in (429, 503):
+        retry_after = retry_after_seconds(response.headers.get("retry-after"))
+    return Outcome(status, text, error, took(), retry_after)

@@ -1,0 +1,313 @@
+"""Webhook endpoints and deliveries through the real ASGI app and worker, on SQLite and
+PostgreSQL, delivering to a real local receiver (tests/webhook_receiver.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from standardwebhooks import Webhook
+
+from iod.app import Services
+from iod.infra.clock import FrozenClock
+from iod.infra.config import Settings
+from iod.models import Job, WebhookDelivery
+from tests.conftest import Tenant, get_token, run_jobs
+from tests.webhook_receiver import Receiver, serve
+
+HOOKS = "/internet-on-demand/webhook-endpoints"
+BASE = "/internet-on-demand/connections"
+LOC = "PL0001247634"
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    # Real time: the reference verifier refuses timestamps 5 minutes away from now.
+    return FrozenClock(datetime.now(UTC).replace(microsecond=0))
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            "webhook_allow_http": True,
+            "webhook_allow_networks": "127.0.0.0/8",
+            "webhook_retry_schedule": "0,0,0",
+            "webhook_timeout_seconds": 2,
+        }
+    )
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with serve() as receiver:
+        yield receiver
+
+
+def create_hook(
+    api: TestClient, headers: dict[str, str], url: str, **fields: object
+) -> dict[str, object]:
+    response = api.post(HOOKS, json={"url": url, **fields}, headers=headers)
+    assert response.status_code == 201, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+def order(api: TestClient, headers: dict[str, str]) -> str:
+    response = api.post(BASE, json={"bandwidth": "100 Mbps", "locationId": LOC}, headers=headers)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def verify(received: object, secret: str) -> dict[str, object]:
+    """Checked by the reference implementation (standardwebhooks on PyPI)."""
+    payload: dict[str, object] = Webhook(secret).verify(
+        received.body,  # type: ignore[attr-defined]
+        received.headers,  # type: ignore[attr-defined]
+    )
+    return payload
+
+
+def test_crud_secret_once_and_signed_deliveries(
+    api: TestClient, headers: dict[str, str], services: Services, receiver: Receiver
+) -> None:
+    hook = create_hook(api, headers, receiver.url, eventTypes=["connection."], description="ops")
+    secret = str(hook["secret"])
+    assert secret.startswith("whsec_") and len(base64.b64decode(secret[6:])) == 32
+    got = api.get(f"{HOOKS}/{hook['id']}", headers=headers).json()
+    assert "secret" not in got and got["eventTypes"] == ["connection."]
+    listed = api.get(HOOKS, headers=headers).json()["webhookEndpoints"]
+    assert [h["id"] for h in listed] == [hook["id"]] and "secret" not in listed[0]
+
+    connection = order(api, headers)
+    api.put(f"{BASE}/{connection}/bandwidth", json={"bandwidth": "1 Gbps"}, headers=headers)
+    run_jobs(services)
+    received = receiver.wait_for(2)
+    types = [json.loads(r.body)["type"] for r in received]
+    # Only connection.* (the filter): bandwidth_change.* events are not sent.
+    assert sorted(types) == ["connection.activated", "connection.ordered"]
+    for item in received:
+        payload = verify(item, secret)
+        assert payload["data"]["connectionId"] == connection  # type: ignore[index]
+        assert item.headers["webhook-id"].startswith("msg_")
+    deliveries = api.get(f"{HOOKS}/{hook['id']}/deliveries", headers=headers).json()
+    assert {d["status"] for d in deliveries["deliveries"]} == {"succeeded"}
+    assert deliveries["deliveries"][0]["attempts"][0]["statusCode"] == 204
+
+    patched = api.patch(
+        f"{HOOKS}/{hook['id']}", json={"enabled": False, "description": None}, headers=headers
+    )
+    assert patched.status_code == 200 and patched.json()["enabled"] is False
+    assert "description" not in patched.json()
+    assert api.delete(f"{HOOKS}/{hook['id']}", headers=headers).status_code == 204
+    assert api.get(f"{HOOKS}/{hook['id']}", headers=headers).status_code == 404
+
+
+def test_receiver_failures_are_retried_with_the_same_webhook_id(
+    api: TestClient, headers: dict[str, str], services: Services, receiver: Receiver
+) -> None:
+    hook = create_hook(api, headers, receiver.url, eventTypes=["connection.ordered"])
+    receiver.answers = [500, 503]
+    order(api, headers)
+    run_jobs(services)
+    received = receiver.wait_for(3)
+    assert len(received) == 3
+    assert len({r.headers["webhook-id"] for r in received}) == 1
+    (delivery,) = api.get(f"{HOOKS}/{hook['id']}/deliveries", headers=headers).json()["deliveries"]
+    assert delivery["status"] == "succeeded" and delivery["attemptCount"] == 3
+    assert [a["statusCode"] for a in delivery["attempts"]] == [500, 503, 204]
+
+    # A manual retry: one more attempt now, the same webhook-id.
+    retried = api.post(f"{HOOKS}/{hook['id']}/deliveries/{delivery['id']}/retry", headers=headers)
+    assert retried.status_code == 202, retried.text
+    run_jobs(services)
+    assert receiver.wait_for(4)[-1].headers["webhook-id"] == delivery["id"]
+
+
+def test_gives_up_after_the_schedule_and_410_disables(
+    api: TestClient,
+    headers: dict[str, str],
+    services: Services,
+    receiver: Receiver,
+    tenant: Tenant,
+) -> None:
+    hook = create_hook(api, headers, receiver.url, eventTypes=["connection.ordered"])
+    receiver.default = 500
+    order(api, headers)
+    run_jobs(services)
+    assert len(receiver.wait_for(3)) == 3  # the schedule has three entries
+    (delivery,) = api.get(f"{HOOKS}/{hook['id']}/deliveries", headers=headers).json()["deliveries"]
+    assert delivery["status"] == "failed" and "gave up after 3 attempts" in delivery["lastError"]
+
+    receiver.default = 410
+    order(api, headers)
+    run_jobs(services)
+    endpoint = api.get(f"{HOOKS}/{hook['id']}", headers=headers).json()
+    assert endpoint["enabled"] is False and "410" in endpoint["disabledReason"]
+    feed = api.get("/internet-on-demand/events?type=webhook_endpoint.", headers=headers).json()
+    (event,) = feed["events"]
+    assert event["type"] == "webhook_endpoint.disabled"
+    assert event["data"]["webhookEndpointId"] == hook["id"]
+    # Disabled: a retry is refused until it is enabled again.
+    retry = api.post(f"{HOOKS}/{hook['id']}/deliveries/{delivery['id']}/retry", headers=headers)
+    assert retry.status_code == 409
+
+
+def test_failing_for_days_disables_the_endpoint(
+    api: TestClient,
+    headers: dict[str, str],
+    services: Services,
+    receiver: Receiver,
+    clock: FrozenClock,
+) -> None:
+    services.settings = services.settings.model_copy(
+        update={"webhook_retry_schedule": "0,3600,3600,3600", "webhook_disable_after_seconds": 7200}
+    )
+    worker = services.worker()
+    hook = create_hook(api, headers, receiver.url, eventTypes=["connection.ordered"])
+    receiver.default = 503
+    order(api, headers)
+    worker.run_until_idle()
+    for _ in range(3):
+        clock.advance(timedelta(seconds=3600 * 1.3))
+        worker.run_until_idle()
+    endpoint = api.get(f"{HOOKS}/{hook['id']}", headers=headers).json()
+    assert endpoint["enabled"] is False
+    assert "failed for" in endpoint["disabledReason"]
+
+
+def test_rotation_signs_with_both_secrets(
+    api: TestClient, headers: dict[str, str], services: Services, receiver: Receiver
+) -> None:
+    hook = create_hook(api, headers, receiver.url, eventTypes=["connection.ordered"])
+    rotated = api.post(f"{HOOKS}/{hook['id']}/rotate-secret", headers=headers)
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()
+    assert new["secret"] != hook["secret"] and "previousSecretExpiresAt" in new
+    order(api, headers)
+    run_jobs(services)
+    (item,) = receiver.wait_for(1)
+    assert len(item.headers["webhook-signature"].split(" ")) == 2
+    verify(item, str(hook["secret"]))
+    verify(item, str(new["secret"]))
+
+
+def test_nothing_for_a_rolled_back_transaction(
+    api: TestClient, headers: dict[str, str], services: Services, receiver: Receiver, tenant: Tenant
+) -> None:
+    from iod import events
+
+    create_hook(api, headers, receiver.url)
+    with pytest.raises(RuntimeError), services.db.write() as session:
+        events.record(
+            session,
+            "connection.activated",
+            customer_id=tenant.customer_id,
+            subject_id="con_x",
+            at=services.clock.now(),
+            connectionId="con_x",
+        )
+        session.flush()
+        raise RuntimeError("rolled back")
+    with services.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
+        assert session.scalar(select(func.count()).select_from(Job)) == 0
+
+
+def test_bad_bodies_are_400_with_a_pointer(
+    api: TestClient, headers: dict[str, str], receiver: Receiver, services: Services
+) -> None:
+    def problem(body: object, raw: bytes | None = None) -> tuple[int, list[str]]:
+        if raw is not None:
+            response = api.post(
+                HOOKS, content=raw, headers={**headers, "Content-Type": "application/json"}
+            )
+        else:
+            response = api.post(HOOKS, json=body, headers=headers)
+        pointers = [e["pointer"] for e in response.json().get("errors", [])]
+        return response.status_code, pointers
+
+    assert problem({"url": receiver.url, "eventtypes": []}) == (400, ["/eventtypes"])
+    raw = f'{{"url": "{receiver.url}", "url": "{receiver.url}"}}'.encode()
+    assert problem(None, raw)[0] == 400
+    for url in (
+        "https://10.0.0.1/x",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::ffff:10.1.2.3]/x",
+        "https://[fd00:ec2::254]/x",
+        "https://user:pw@example.com/x",
+        "ftp://example.com/x",
+    ):
+        assert problem({"url": url}) == (400, ["/url"]), url
+    assert problem({"url": receiver.url, "eventTypes": ["conection."]})[1][0].startswith(
+        "/eventTypes"
+    )
+    assert problem({"url": receiver.url, "eventTypes": ["BAD TYPE"]})[0] == 400
+    services.settings = services.settings.model_copy(update={"webhook_allow_http": False})
+    assert problem({"url": receiver.url}) == (400, ["/url"])
+
+
+def test_tenancy_and_scopes(
+    api: TestClient,
+    headers: dict[str, str],
+    make_tenant,  # type: ignore[no-untyped-def]
+    receiver: Receiver,
+    services: Services,
+) -> None:
+    hook = create_hook(api, headers, receiver.url)
+    order(api, headers)
+    run_jobs(services)
+    delivery = api.get(f"{HOOKS}/{hook['id']}/deliveries", headers=headers).json()["deliveries"][0]
+    other = {"Authorization": f"Bearer {get_token(api, make_tenant(name='Other'))}"}
+    path = f"{HOOKS}/{hook['id']}"
+    for method, url, body in [
+        ("GET", path, None),
+        ("PATCH", path, {"enabled": False}),
+        ("DELETE", path, None),
+        ("POST", f"{path}/rotate-secret", None),
+        ("GET", f"{path}/deliveries", None),
+        ("POST", f"{path}/deliveries/{delivery['id']}/retry", None),
+    ]:
+        response = api.request(method, url, json=body, headers=other)
+        assert response.status_code == 404, (method, url, response.text)
+    assert api.get(HOOKS, headers=other).json()["webhookEndpoints"] == []
+
+    reader = make_tenant(scopes="read", name="Reader")
+    read_only = {"Authorization": f"Bearer {get_token(api, reader)}"}
+    assert api.get(HOOKS, headers=read_only).status_code == 200
+    assert api.post(HOOKS, json={"url": receiver.url}, headers=read_only).status_code == 403
+
+
+def test_finished_deliveries_are_pruned_with_the_events(
+    api: TestClient,
+    headers: dict[str, str],
+    services: Services,
+    receiver: Receiver,
+    clock: FrozenClock,
+) -> None:
+    from iod.jobs.registry import JobRef, TaskContext
+    from iod.webhooks import tasks
+
+    create_hook(api, headers, receiver.url, eventTypes=["connection.ordered"])
+    receiver.default = 500
+    order(api, headers)  # its delivery fails three times: failed
+    receiver.default = 204
+    run_jobs(services)
+    services.settings = services.settings.model_copy(update={"webhook_retry_schedule": "0,3600"})
+    order(api, headers)  # delivered
+    run_jobs(services)
+    receiver.default = 500
+    order(api, headers)  # its first attempt fails, the next is an hour away: pending
+    run_jobs(services)
+    clock.advance(timedelta(days=services.settings.events_retention_days, seconds=1))
+    ctx = TaskContext(services.clock, services.settings, services.driver)
+    with services.db.write() as session:
+        tasks.prune(session, JobRef(0, "retention.webhook_deliveries", None, None, 1, 1), ctx)
+    with services.db.read() as session:
+        left = session.scalars(select(WebhookDelivery.status)).all()
+    assert left == ["pending"]
