@@ -44,6 +44,7 @@ from iod.infra.secure import key_encryption_key
 from iod.jobs.worker import Worker, WorkerPolicy
 from iod.network.base import NetworkDriver
 from iod.network.factory import make_driver
+from iod.portal.endpoints import router as portal_router
 from iod.version import __version__
 
 log = structlog.get_logger("iod.app")
@@ -217,6 +218,7 @@ def create_app(
     app.include_router(auth_router)
     app.include_router(health_router)
     app.include_router(problems_router)
+    app.include_router(portal_router)
     # Innermost first: the fast GET runs inside the request context (id, headers, metrics).
     app.add_middleware(
         ConnectionReadFastPath,

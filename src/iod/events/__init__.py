@@ -41,6 +41,17 @@ NAMES = frozenset(
         "bandwidth_change.failed",
         "bandwidth_change.cancelled",
         "client.secret_rotated",
+        # the customer portal's people (iod.portal)
+        "portal_user.created",
+        "portal_user.link_issued",
+        "portal_user.password_set",
+        "portal_user.signed_in",
+        "portal_user.sign_in_failed",
+        "portal_user.locked",
+        "portal_user.signed_out",
+        "portal_user.role_changed",
+        "portal_user.disabled",
+        "portal_user.enabled",
     }
 )
 
