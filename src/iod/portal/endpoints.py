@@ -56,7 +56,7 @@ SECURITY_HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -161,12 +161,31 @@ def errors_by_pointer(exc: ProblemError) -> dict[str, str]:
 # -- sessions -------------------------------------------------------------------------------
 
 
+def session_ids(request: Request) -> list[str]:
+    """Every session cookie the browser sent: a cookie planted for a wider path or domain
+    (by a sibling site, say) comes with ours under the same name, and must neither win
+    nor sign the user out. At most three are tried."""
+    found = []
+    for part in request.headers.get("cookie", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == SESSION_COOKIE and 0 < len(value) <= 100:
+            found.append(value.strip('"'))
+    return found[:3]
+
+
 async def current_user(request: Request) -> CurrentUser:
     services = _services(request)
-    raw = request.cookies.get(SESSION_COOKIE)
-    user = await run_in_threadpool(
-        people.resolve, services.db, services.clock, services.secret_hasher, raw, _policy(request)
-    )
+
+    def resolve() -> CurrentUser | None:
+        for raw in session_ids(request):
+            user = people.resolve(
+                services.db, services.clock, services.secret_hasher, raw, _policy(request)
+            )
+            if user is not None:
+                return user
+        return None
+
+    user = await run_in_threadpool(resolve)
     if user is None:
         raise SignInRequired
     return user
@@ -309,7 +328,7 @@ async def sign_in(request: Request) -> Response:
         None,
         lambda session: people.sign_in(
             session, services.clock, services.secret_hasher, form.email, form.password,
-            _policy(request), _source(request), request.cookies.get(SESSION_COOKIE),
+            _policy(request), _source(request), session_ids(request),
             _request_id(request),
         ),
     )  # fmt: skip
@@ -372,7 +391,7 @@ async def welcome(request: Request, token: str) -> Response:
         )
         return people.start_session(
             session, services.clock, services.secret_hasher, user, policy, _source(request),
-            request.cookies.get(SESSION_COOKIE),
+            session_ids(request),
         )  # fmt: skip
 
     try:
@@ -982,7 +1001,11 @@ async def change_user(request: Request, user_id: str, what: str) -> Response:
 
 # -- static files ---------------------------------------------------------------------------
 
-_STATIC = {"portal.css": "text/css", "portal.js": "text/javascript"}
+_STATIC = {
+    "portal.css": "text/css",
+    "portal.js": "text/javascript",
+    "favicon.svg": "image/svg+xml",
+}
 
 
 @cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -249,12 +250,12 @@ def start_session(
     user: PortalUser,
     policy: PortalPolicy,
     source: str,
-    replacing: str | None = None,
+    replacing: Sequence[str] = (),
 ) -> NewSession:
-    """A new session id at every sign-in; the one the browser had (`replacing`, any cookie
-    value) is ended, so an id planted before sign-in never becomes signed in (fixation)."""
-    if replacing:
-        repository.delete_session(session, hasher.hash(replacing))
+    """A new session id at every sign-in; the ones the browser had (`replacing`, any cookie
+    values) are ended, so an id planted before sign-in never becomes signed in (fixation)."""
+    for old in replacing:
+        repository.delete_session(session, hasher.hash(old))
     now = clock.now()
     raw = new_secret()
     csrf = secrets.token_urlsafe(32)
@@ -297,7 +298,7 @@ def sign_in(
     password: str,
     policy: PortalPolicy,
     source: str,
-    replacing: str | None,
+    replacing: Sequence[str],
     request_id: str | None = None,
 ) -> SignIn:
     now = clock.now()
