@@ -82,6 +82,11 @@ COLORS = {
     "terminated": "#718096",
 }
 W, H, LEFT, RIGHT, TOP, BOTTOM = 720, 220, 70, 12, 12, 46
+# Presentation attributes inline: the chart reads the same without the stylesheet.
+STYLES = {
+    "line": 'fill="none" stroke="#2b6cb0" stroke-width="2.5"',
+    "plan": 'fill="none" stroke="#2b6cb0" stroke-width="2" stroke-dasharray="6 4"',
+}
 
 
 def timeline_svg(steps: Sequence[Step], bands: Sequence[Band], now: datetime, zone: str) -> Markup:
@@ -89,20 +94,29 @@ def timeline_svg(steps: Sequence[Step], bands: Sequence[Band], now: datetime, zo
     status in force, on a log scale of Mbps; a <title> and <desc> say it in words."""
     if not steps:
         return Markup("")
-    start = as_utc(steps[0].at)
-    end = max([as_utc(now), *(as_utc(s.at) for s in steps)])
-    if end - start < timedelta(minutes=1):
-        end = start + timedelta(minutes=1)
-    end += (end - start) * 0.05
-    span = (end - start).total_seconds()
+    now = as_utc(now)
+    start = min(as_utc(steps[0].at), now)
+    elapsed = max(now - start, timedelta(minutes=1))
+    last = max(as_utc(s.at) for s in steps)
+    # The past fills the left, the planned future (however far) the right quarter: a
+    # change planned for next month must not squeeze today's history into a line.
+    future = last - now if last > now else timedelta(0)
+    split = 0.75 if future else 0.95
+    plot_w = W - LEFT - RIGHT
+
+    def x(at: datetime) -> float:
+        moment = as_utc(at)
+        if moment <= now or not future:
+            share = split * min((moment - start) / elapsed, 1.0)
+        else:
+            share = split + (0.95 - split) * ((moment - now) / future)
+        return LEFT + plot_w * max(share, 0.0)
+
     values = sorted({s.mbps for s in steps})
     low, high = math.log10(max(values[0], 1)), math.log10(max(values[-1], 1))
     if high - low < 1e-9:
         low, high = low - 0.5, high + 0.5
     plot_h = H - TOP - BOTTOM
-
-    def x(at: datetime) -> float:
-        return LEFT + (W - LEFT - RIGHT) * (as_utc(at) - start).total_seconds() / span
 
     def y(mbps: int) -> float:
         return TOP + plot_h * (1 - (math.log10(max(mbps, 1)) - low) / (high - low)) * 0.9 + 5
@@ -120,7 +134,7 @@ def timeline_svg(steps: Sequence[Step], bands: Sequence[Band], now: datetime, zo
     for mbps in values:
         parts.append(
             f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y(mbps):.1f}" y2="{y(mbps):.1f}" '
-            'class="grid"/>'
+            'class="grid" stroke="#e2e8f0"/>'
             f'<text x="{LEFT - 6}" y="{y(mbps) + 4:.1f}" text-anchor="end">'
             f"{escape(format_bandwidth(mbps))}</text>"
         )
@@ -138,12 +152,18 @@ def timeline_svg(steps: Sequence[Step], bands: Sequence[Band], now: datetime, zo
     planned = [s for s in steps if s.planned]
     parts.append(_path(past, x, y, x(now), "line"))
     if planned:
-        parts.append(_path([past[-1], *planned] if past else planned, x, y, x(end), "plan"))
+        parts.append(_path([past[-1], *planned] if past else planned, x, y, W - RIGHT, "plan"))
     parts.append(
-        f'<line x1="{x(now):.1f}" x2="{x(now):.1f}" y1="{TOP}" y2="{strip_y + 10}" class="now"/>'
+        f'<line x1="{x(now):.1f}" x2="{x(now):.1f}" y1="{TOP}" y2="{strip_y + 10}" class="now" '
+        'stroke="#c53030" stroke-dasharray="2 3"/>'
         f'<text x="{LEFT}" y="{H - 8}">{escape(local(start, zone))}</text>'
-        f'<text x="{W - RIGHT}" y="{H - 8}" text-anchor="end">now: '
-        f"{escape(local(now, zone))}</text>"
+        f'<text x="{x(now) + 3:.1f}" y="{TOP + 8}">now</text>'
+        + (
+            f'<text x="{W - RIGHT}" y="{H - 8}" text-anchor="end">'
+            f"{escape(local(last, zone))}</text>"
+            if future
+            else ""
+        )
     )
     parts.append("</svg>")
     # Every text in it went through escape(); the rest is numbers and fixed markup.
@@ -159,4 +179,5 @@ def _path(steps: Sequence[Step], x: object, y: object, until: float, cls: str) -
             points.append(f"{px:.1f},{y(steps[i - 1].mbps):.1f}")
         points.append(f"{px:.1f},{py:.1f}")
     points.append(f"{until:.1f},{y(steps[-1].mbps):.1f}")
-    return f'<polyline class="{cls}" points="{" ".join(points)}"/>'
+    style = STYLES[cls]
+    return f'<polyline class="{cls}" {style} points="{" ".join(points)}"/>'
