@@ -417,3 +417,42 @@ def test_sign_out_and_sign_out_everywhere(api: TestClient, services: Services) -
     assert tablet.get("/portal/connections").status_code == 303
     actions = audit_actions(services)
     assert actions.count("portal.signed_out") == 2 and actions.count("portal.signed_in") == 3
+
+
+def test_expired_sessions_and_links_are_purged(api: TestClient, services: Services) -> None:
+    clock = services.clock
+    assert isinstance(clock, FrozenClock)
+    cid = customer(services, "Acme")
+    policy = people.PortalPolicy.of(services.settings)
+    stale = signed_in(api, services, cid, "viewer")
+    with services.db.write() as session:
+        user = people.create_user(session, clock, cid, "new@example.com", "viewer")
+        people.issue_link(session, clock, services.secret_hasher, user, policy)
+    clock.advance(timedelta(seconds=200))
+    fresh = signed_in(api, services, cid, "operator")
+    clock.advance(timedelta(seconds=150))  # the first is idle for 350 s (> 300), not the other
+    with services.db.write() as session:
+        assert people.purge(session, clock.now(), policy) == 1
+    clock.advance(timedelta(seconds=3600))  # the link (1 h) and the other session too
+    with services.db.write() as session:
+        assert people.purge(session, clock.now(), policy) == 2
+    assert stale.get("/portal/connections").status_code == 303
+    assert fresh.get("/portal/connections").status_code == 303
+
+
+def test_times_are_the_users_and_stored_in_utc() -> None:
+    from datetime import UTC, datetime
+
+    from iod.infra.errors import ValidationFailed
+    from iod.portal import views
+
+    winter = views.parse_local("2030-01-15T09:30", "Europe/Paris", "/effectiveDate")
+    assert winter == datetime(2030, 1, 15, 8, 30, tzinfo=UTC)
+    summer = views.parse_local("2030-07-15T09:30", "Europe/Paris", "/effectiveDate")
+    assert summer == datetime(2030, 7, 15, 7, 30, tzinfo=UTC)
+    assert views.local(summer, "America/Denver") == "2030-07-15 01:30 MDT"
+    with pytest.raises(ValidationFailed) as bad:
+        views.parse_local("tomorrow", "UTC", "/revertAt")
+    assert bad.value.errors[0].pointer == "/revertAt"
+    with pytest.raises(ValidationFailed):
+        views.check_zone("Mars/Olympus")

@@ -524,9 +524,12 @@ def demo(
         f"-d grant_type=client_credentials {url.rstrip('/')}/oauth2/token "
         "| python3 -c 'import sys, json; print(json.load(sys.stdin)[\"access_token\"])')\n"
     )
+    from iod.infra.config import get_settings
+
     console.print(
         f"[bold]Portal[/bold] {url.rstrip('/')}/portal: the demo admin {DEMO_PORTAL_EMAIL} "
-        "sets a password with this one-time link (valid for an hour):",
+        "sets a password with this one-time link (valid for "
+        f"{get_settings().portal_sign_in_link_seconds // 60} minutes):",
         highlight=False,
         soft_wrap=True,
     )

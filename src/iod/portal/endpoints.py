@@ -292,10 +292,14 @@ async def home(request: Request) -> Response:
 
 
 @router.get("/sign-in", response_class=HTMLResponse)
-async def sign_in_page(request: Request, next: str = "") -> Response:
+async def sign_in_page(request: Request, next: str = "", signed_out: str = "") -> Response:
     pre, new = _anonymous_form(request)
     page = render(
-        request, "sign_in.html", form_csrf=_pre_token(request, pre), next=_safe_next(next)
+        request,
+        "sign_in.html",
+        form_csrf=_pre_token(request, pre),
+        next=_safe_next(next),
+        signed_out=bool(signed_out),
     )
     if new:
         _cookie(request, page, PRE_COOKIE, pre, 3600)
