@@ -251,6 +251,11 @@ def test_a_viewer_cannot_change_anything_even_by_forged_post(portal: Portal) -> 
     context = portal.context()
     page = context.new_page()
     set_password(page, link)
+    # Keyboard: the first Tab reaches the skip link, which leads to the main content.
+    page.keyboard.press("Tab")
+    expect(page.locator(":focus")).to_have_text("Skip to content")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"#main$"))
     expect(nav(page, "Order")).to_have_count(0)
     expect(nav(page, "API clients")).to_have_count(0)
     page.locator("tbody a").first.click()
