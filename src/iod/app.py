@@ -46,6 +46,7 @@ from iod.jobs.worker import Worker, WorkerPolicy
 from iod.network.base import NetworkDriver
 from iod.network.factory import make_driver
 from iod.schedules.endpoints import router as schedules_router
+from iod.portal.endpoints import router as portal_router
 from iod.version import __version__
 from iod.webhooks.endpoints import router as webhooks_router
 
@@ -225,6 +226,7 @@ def create_app(
     app.include_router(auth_router)
     app.include_router(health_router)
     app.include_router(problems_router)
+    app.include_router(portal_router)
     # Innermost first: the fast GET runs inside the request context (id, headers, metrics).
     app.add_middleware(
         ConnectionReadFastPath,

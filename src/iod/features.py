@@ -12,6 +12,7 @@ FEATURES = (
     "iod.retention.tasks",
     "iod.schedules.tasks",
     "iod.webhooks.tasks",  # the delivery task and its events subscriber
+    "iod.portal.tasks",
 )
 
 

@@ -21,7 +21,7 @@ from iod.models import AuditEvent
 
 @dataclass(frozen=True)
 class Actor:
-    type: Literal["client", "operator"]
+    type: Literal["client", "operator", "user"]  # "user": a person in the portal
     id: str
     source: str
     request_id: str | None = None

@@ -27,6 +27,25 @@ _AUDITED: dict[str, tuple[str, tuple[str, ...]]] = {
     "schedule.updated": ("schedule.update", ("scheduleId", "paused", "version")),
     "schedule.deleted": ("schedule.delete", ("scheduleId",)),
 }
+# The portal's people (iod.portal): every one of their events is audited, target a user.
+_PORTAL: dict[str, tuple[str, tuple[str, ...]]] = {
+    f"portal_user.{what}": (f"portal.{what}", keys)
+    for what, keys in [
+        ("created", ("email", "role")),
+        ("link_issued", ("email", "expiresAt")),
+        ("password_set", ("email",)),
+        ("signed_in", ("email",)),
+        ("sign_in_failed", ("email", "cause")),
+        ("locked", ("email", "lockedUntil")),
+        ("signed_out", ("email", "everywhere", "sessions")),
+        ("role_changed", ("email", "fromRole", "role")),
+        ("disabled", ("email",)),
+        ("enabled", ("email",)),
+    ]
+}
+
+
+_ACTORS = ("client", "operator", "user")
 
 
 @events.subscribe
@@ -36,9 +55,9 @@ def _from_events(session: Session, written: list[events.WrittenEvent]) -> None:
     along (`reason` other than "request") are not separate records."""
     rows: list[dict[str, Any]] = []
     for event in written:
-        audited = _AUDITED.get(event.name)
+        audited = _AUDITED.get(event.name) or _PORTAL.get(event.name)
         actor = event.actor
-        if audited is None or actor is None or actor.get("type") not in ("client", "operator"):
+        if audited is None or actor is None or actor.get("type") not in _ACTORS:
             continue
         payload = event.payload
         if event.name == "bandwidth_change.scheduled" and payload.get("revertOf") is not None:
@@ -54,7 +73,7 @@ def _from_events(session: Session, written: list[events.WrittenEvent]) -> None:
                 "source": str(actor["source"])[:255],
                 "request_id": actor.get("requestId"),
                 "action": action,
-                "target_type": "connection",
+                "target_type": "portal_user" if event.name in _PORTAL else "connection",
                 "target_id": event.subject_id,
                 "customer_id": event.customer_id,
                 "details": {k: payload.get(k) for k in keys},

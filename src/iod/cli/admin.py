@@ -493,6 +493,7 @@ def demo(
         location = locations_repo.get(session, catalog.DEMO_LOCATION_ID)
         assert location is not None
         tiers = [format_bandwidth(t) for t in location.tiers_mbps]
+    portal_link = _demo_portal_user(db, customer_id, url)
     secret_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -505,6 +506,8 @@ def demo(
         "client_secret": secret,
         "location_id": catalog.DEMO_LOCATION_ID,
         "location_tiers": tiers,
+        "portal_email": DEMO_PORTAL_EMAIL,
+        "portal_sign_in_link": portal_link,
     }
     if as_json:
         typer.echo(json.dumps(data))
@@ -534,6 +537,38 @@ def demo(
         f"-d grant_type=client_credentials {url.rstrip('/')}/oauth2/token "
         "| python3 -c 'import sys, json; print(json.load(sys.stdin)[\"access_token\"])')\n"
     )
+    from iod.infra.config import get_settings
+
+    console.print(
+        f"[bold]Portal[/bold] {url.rstrip('/')}/portal: the demo admin {DEMO_PORTAL_EMAIL} "
+        "sets a password with this one-time link (valid for "
+        f"{get_settings().portal_sign_in_link_seconds // 60} minutes):",
+        highlight=False,
+        soft_wrap=True,
+    )
+    print(f"  {portal_link}\n")
+
+
+DEMO_PORTAL_EMAIL = "admin@demo.example"
+
+
+def _demo_portal_user(db: Database, customer_id: str, url: str) -> str:
+    """The demo customer's portal admin (created once) and a fresh one-time sign-in link."""
+    from iod.audit import service as audit
+    from iod.cli.users import sign_in_link
+    from iod.infra.config import get_settings
+    from iod.portal import repository as portal_repo
+    from iod.portal import service as portal
+
+    with db.write() as session:
+        audit.act_for(session, audit.operator())
+        user = portal_repo.user_by_email(session, DEMO_PORTAL_EMAIL)
+        if user is None:
+            user = portal.create_user(session, clock, customer_id, DEMO_PORTAL_EMAIL, "admin")
+        token = portal.issue_link(
+            session, clock, _hasher(), user, portal.PortalPolicy.of(get_settings())
+        )
+    return sign_in_link(url.rstrip("/"), token)
 
 
 # -- signing keys -----------------------------------------------------------------------------

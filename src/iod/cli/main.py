@@ -15,6 +15,7 @@ from iod.cli import admin
 from iod.cli.common import console, open_db_or_exit
 from iod.cli.jobs import jobs_app
 from iod.cli.network import network_app
+from iod.cli.users import users_app
 from iod.client import cli as customer
 from iod.client.terminal import safe
 
@@ -35,6 +36,7 @@ app.command("demo")(admin.demo)
 customer.register(app)
 app.add_typer(network_app, name="network")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(users_app, name="users")
 
 
 @app.command()

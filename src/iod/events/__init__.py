@@ -46,6 +46,17 @@ NAMES = frozenset(
         "schedule.deleted",
         "schedule.transition_planned",
         "webhook_endpoint.disabled",
+        # the customer portal's people (iod.portal)
+        "portal_user.created",
+        "portal_user.link_issued",
+        "portal_user.password_set",
+        "portal_user.signed_in",
+        "portal_user.sign_in_failed",
+        "portal_user.locked",
+        "portal_user.signed_out",
+        "portal_user.role_changed",
+        "portal_user.disabled",
+        "portal_user.enabled",
     }
 )
 

@@ -257,6 +257,32 @@ class Settings(BaseSettings):
         "holds its connections' locations' rows until it commits: keep it small.",
     )
 
+    # The customer portal (iod.portal, docs/portal.md).
+    portal_session_idle_seconds: int = Field(
+        default=1800, ge=60, description="A portal session ends after this long unused."
+    )
+    portal_session_absolute_seconds: int = Field(
+        default=43200, ge=60, description="A portal session ends this long after sign-in."
+    )
+    portal_sign_in_link_seconds: int = Field(
+        default=3600, ge=60, description="How long a one-time sign-in link works."
+    )
+    portal_password_min_length: int = Field(
+        default=12, ge=8, le=128, description="Shortest portal password accepted."
+    )
+    portal_max_failed_sign_ins: int = Field(
+        default=5, ge=1, description="Failed sign-ins in a row before a temporary lockout."
+    )
+    portal_lockout_seconds: int = Field(
+        default=900, ge=1, description="How long an account stays locked after them."
+    )
+    portal_sign_ins_per_minute: float = Field(
+        default=10, ge=0, description="Sign-in attempts per source address and minute (0: off)."
+    )
+    portal_sign_ins_burst: int = Field(
+        default=10, ge=0, description="Sign-in attempts a source address may make at once."
+    )
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies_are_networks(cls, value: str) -> str:

@@ -1,0 +1,458 @@
+"""The portal's security rules through the app (TestClient), on SQLite and PostgreSQL:
+sign-in links and passwords, session rotation (fixation), CSRF, lockout, idle and absolute
+expiry (frozen clock), roles checked on the server, and tenancy: another customer's
+anything is a 404."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from functools import cache
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from iod.app import Services
+from iod.customers import service as customers
+from iod.infra.clock import FrozenClock
+from iod.infra.config import Settings
+from iod.locations import catalog
+from iod.models import AuditEvent, PortalSession, PortalUser
+from iod.portal import service as people
+from iod.portal.endpoints import SESSION_COOKIE
+from tests.conftest import counts, run_jobs
+
+PASSWORD = "violet kestrel under 9 lanterns"
+
+
+@cache
+def password_hash() -> str:
+    """argon2id with the lightest parameters (verification reads them from the hash): the
+    same code path as the service's own hashes, in a millisecond instead of ~0.4 s."""
+    return PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        simulated_provision_seconds=0,
+        simulated_change_seconds=0,
+        job_backoff_seconds=0,
+        client_cache_seconds=0,
+        rate_limit_reads_per_second=0,
+        rate_limit_writes_per_second=0,
+        periodic_tasks=False,
+        portal_max_failed_sign_ins=3,
+        portal_lockout_seconds=600,
+        portal_session_idle_seconds=300,
+        portal_session_absolute_seconds=3600,
+        portal_sign_ins_per_minute=0,
+    )
+
+
+def make_user(services: Services, customer_id: str, email: str, role: str) -> str:
+    with services.db.write() as session:
+        user = people.create_user(session, services.clock, customer_id, email, role)
+        user.password_hash = password_hash()
+        return user.id
+
+
+def customer(services: Services, name: str) -> str:
+    with services.db.write() as session:
+        return customers.create_customer(session, services.clock, name).id
+
+
+def browser(api: TestClient) -> TestClient:
+    """A browser of its own (its own cookies) on the same app."""
+    return TestClient(api.app, follow_redirects=False, raise_server_exceptions=False)
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html[:500]
+    return found.group(1)
+
+
+def sign_in(client: TestClient, email: str, password: str = PASSWORD) -> TestClient:
+    page = client.get("/portal/sign-in")
+    response = client.post(
+        "/portal/sign-in",
+        data={"csrf": csrf_of(page.text), "email": email, "password": password},
+    )
+    assert response.status_code == 303, response.text
+    return client
+
+
+def signed_in(api: TestClient, services: Services, customer_id: str, role: str) -> TestClient:
+    """A browser with a session made directly (no argon2 verification)."""
+    email = f"{role}-{customer_id[-6:]}@example.com"
+    user_id = make_user(services, customer_id, email, role)
+    with services.db.write() as session:
+        user = session.get(PortalUser, user_id)
+        assert user is not None
+        new = people.start_session(
+            session,
+            services.clock,
+            services.secret_hasher,
+            user,
+            people.PortalPolicy.of(services.settings),
+            "test",
+        )
+    client = browser(api)
+    client.cookies.set(SESSION_COOKIE, new.session_id, domain="testserver.local", path="/portal")
+    return client
+
+
+def page_csrf(client: TestClient, path: str = "/portal/connections") -> str:
+    response = client.get(path)
+    assert response.status_code == 200, response.text
+    return csrf_of(response.text)
+
+
+def order(client: TestClient, bandwidth: str = "100 Mbps") -> str:
+    token = page_csrf(client)
+    response = client.post(
+        "/portal/order",
+        data={
+            "csrf": token,
+            "locationId": catalog.DEMO_LOCATION_ID,
+            "bandwidth": bandwidth,
+            "step": "confirm",
+        },
+    )
+    assert response.status_code == 303, response.text
+    found = re.search(r"/portal/connections/(con_\w+)", response.headers["location"])
+    assert found
+    return found.group(1)
+
+
+def audit_actions(services: Services) -> list[str]:
+    with services.db.read() as session:
+        return list(session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
+
+
+def test_sign_in_link_sets_a_checked_password_once(api: TestClient, services: Services) -> None:
+    cid = customer(services, "Acme")
+    policy = people.PortalPolicy.of(services.settings)
+    with services.db.write() as session:
+        user = people.create_user(session, services.clock, cid, "Ana@Example.com", "admin")
+        token = people.issue_link(session, services.clock, services.secret_hasher, user, policy)
+    client = browser(api)
+    page = client.get(f"/portal/welcome/{token}")
+    assert page.status_code == 200 and "ana@example.com" in page.text
+    form = {"csrf": csrf_of(page.text)}
+    for password, pointer, message in [
+        ("short", "/password", "at least 12 characters"),
+        ("password123456", "/password", "commonly used password"),
+        ("aaaaaaaaaaaaaaaa", "/password", "too easy to guess"),
+        (PASSWORD, "/passwordAgain", "differ"),
+    ]:
+        again = password if pointer == "/password" else PASSWORD + "x"
+        answer = client.post(
+            f"/portal/welcome/{token}", data={**form, "password": password, "passwordAgain": again}
+        )
+        assert answer.status_code == 400
+        assert message in answer.text and f'id="err{pointer.replace("/", "-")}"' in answer.text
+    with services.db.read() as session:
+        assert session.scalars(select(PortalUser.password_hash)).one() is None
+    done = client.post(
+        f"/portal/welcome/{token}",
+        data={**form, "password": PASSWORD, "passwordAgain": PASSWORD},
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/portal/connections"
+    assert client.get("/portal/connections").status_code == 200  # signed in
+    with services.db.read() as session:
+        stored = session.scalars(select(PortalUser.password_hash)).one()
+        assert stored is not None and stored.startswith("$argon2id$")
+    # Used: the link is gone; the token itself is not in the database.
+    assert browser(api).get(f"/portal/welcome/{token}").status_code == 404
+    assert "portal.password_set" in audit_actions(services)
+
+
+def test_an_expired_link_is_refused(api: TestClient, services: Services) -> None:
+    clock = services.clock
+    assert isinstance(clock, FrozenClock)
+    cid = customer(services, "Acme")
+    with services.db.write() as session:
+        user = people.create_user(session, clock, cid, "bo@example.com", "viewer")
+        token = people.issue_link(
+            session, clock, services.secret_hasher, user, people.PortalPolicy.of(services.settings)
+        )
+    clock.advance(timedelta(seconds=services.settings.portal_sign_in_link_seconds + 1))
+    answer = browser(api).get(f"/portal/welcome/{token}")
+    assert answer.status_code == 404 and "expired" in answer.text
+
+
+def test_sign_in_rotates_the_session_id_against_fixation(
+    api: TestClient, services: Services
+) -> None:
+    cid = customer(services, "Acme")
+    make_user(services, cid, "ana@example.com", "operator")
+    planted = "A" * 43  # an id an attacker set in the victim's browser before sign-in
+    client = browser(api)
+    client.cookies.set(SESSION_COOKIE, planted, domain="testserver.local", path="/portal")
+    sign_in(client, "ana@example.com")
+    first = client.cookies.get(SESSION_COOKIE)
+    assert first and first != planted
+    attacker = browser(api)
+    attacker.cookies.set(SESSION_COOKIE, planted, domain="testserver.local", path="/portal")
+    assert attacker.get("/portal/connections").status_code == 303  # to the sign-in page
+    # Signing in again replaces the session: the previous id no longer works.
+    sign_in(client, "ana@example.com")
+    second = client.cookies.get(SESSION_COOKIE)
+    assert second and second != first
+    old = browser(api)
+    old.cookies.set(SESSION_COOKIE, first, domain="testserver.local", path="/portal")
+    assert old.get("/portal/connections").status_code == 303
+    with services.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(PortalSession)) == 1
+    cookie = client.post(
+        "/portal/sign-in",
+        data={
+            "csrf": csrf_of(client.get("/portal/sign-in").text),
+            "email": "ana@example.com",
+            "password": PASSWORD,
+        },
+    ).headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/portal" in cookie
+    assert "Secure" not in cookie  # plain http here; https requests get Secure
+
+
+def test_lockout_after_repeated_failures(api: TestClient, services: Services) -> None:
+    clock = services.clock
+    assert isinstance(clock, FrozenClock)
+    cid = customer(services, "Acme")
+    make_user(services, cid, "ana@example.com", "viewer")
+    client = browser(api)
+    token = csrf_of(client.get("/portal/sign-in").text)
+
+    def attempt(password: str) -> int:
+        data = {"csrf": token, "email": "ana@example.com", "password": password}
+        return client.post("/portal/sign-in", data=data).status_code
+
+    assert [attempt("wrong one"), attempt("wrong two"), attempt("wrong three")] == [400] * 3
+    assert attempt(PASSWORD) == 429  # locked: even the right password is refused
+    clock.advance(timedelta(seconds=601))
+    assert attempt(PASSWORD) == 303
+    actions = audit_actions(services)
+    assert actions.count("portal.sign_in_failed") == 4
+    assert "portal.locked" in actions and actions[-1] == "portal.signed_in"
+    # An unknown address: the same answer as a wrong password, and audited.
+    assert (
+        client.post(
+            "/portal/sign-in", data={"csrf": token, "email": "nobody@example.com", "password": "x"}
+        ).status_code
+        == 400
+    )
+    assert audit_actions(services)[-1] == "portal.sign_in_failed"
+
+
+def test_sessions_expire_when_idle_and_absolutely(api: TestClient, services: Services) -> None:
+    clock = services.clock
+    assert isinstance(clock, FrozenClock)
+    cid = customer(services, "Acme")
+    client = signed_in(api, services, cid, "viewer")
+    clock.advance(timedelta(seconds=299))
+    assert client.get("/portal/connections").status_code == 200
+    clock.advance(timedelta(seconds=299))  # used 299 s ago: still within the idle time
+    assert client.get("/portal/connections").status_code == 200
+    clock.advance(timedelta(seconds=301))
+    answer = client.get("/portal/connections")
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/portal/sign-in")
+    # Absolute: used every few minutes, it still ends an hour after sign-in.
+    client = signed_in(api, services, cid, "operator")
+    for _ in range(14):
+        clock.advance(timedelta(seconds=250))
+        assert client.get("/portal/connections").status_code == 200
+    clock.advance(timedelta(seconds=250))
+    assert client.get("/portal/connections").status_code == 303
+
+
+def test_every_form_needs_its_sessions_csrf_token(api: TestClient, services: Services) -> None:
+    cid = customer(services, "Acme")
+    client = signed_in(api, services, cid, "admin")
+    other = signed_in(api, services, cid, "operator")
+    before = counts(services)
+    form = {"locationId": catalog.DEMO_LOCATION_ID, "bandwidth": "100 Mbps", "step": "confirm"}
+    assert client.post("/portal/order", data=form).status_code == 403
+    assert client.post("/portal/order", data={**form, "csrf": "x" * 43}).status_code == 403
+    # Another session's token (even of the same customer) is not this one's.
+    assert client.post("/portal/order", data={**form, "csrf": page_csrf(other)}).status_code == 403
+    token = page_csrf(client)
+    cross = client.post(
+        "/portal/order",
+        data={**form, "csrf": token},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert cross.status_code == 403
+    assert client.post("/portal/api-clients", data={"name": "x"}).status_code == 403
+    assert client.post("/portal/sign-out-everywhere", data={}).status_code == 403
+    # The sign-in form too (login CSRF): its token is bound to this browser's cookie.
+    anonymous = browser(api)
+    anonymous.get("/portal/sign-in")
+    stranger = browser(api)
+    stolen = csrf_of(stranger.get("/portal/sign-in").text)
+    refused = anonymous.post(
+        "/portal/sign-in", data={"csrf": stolen, "email": "a@example.com", "password": "x"}
+    )
+    assert refused.status_code == 403
+    assert counts(services) == before
+    assert client.post("/portal/order", data={**form, "csrf": token}).status_code == 303
+
+
+def test_forms_are_strict(api: TestClient, services: Services) -> None:
+    cid = customer(services, "Acme")
+    client = signed_in(api, services, cid, "operator")
+    token = page_csrf(client)
+    base = {"csrf": token, "locationId": catalog.DEMO_LOCATION_ID, "bandwidth": "100 Mbps"}
+    unknown = client.post("/portal/order", data={**base, "bandwith": "1 Gbps"})
+    assert unknown.status_code == 400 and "<code>/bandwith</code>: unknown field" in unknown.text
+    twice = client.post(
+        "/portal/order", content=f"csrf={token}&bandwidth=1+Gbps&bandwidth=10+Mbps",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert twice.status_code == 400 and "duplicate field" in twice.text
+    bad_tier = client.post("/portal/order", data={**base, "bandwidth": "3 Mbps", "step": "confirm"})
+    assert bad_tier.status_code == 400
+    assert 'id="err-bandwidth"' in bad_tier.text and "not offered" in bad_tier.text
+
+
+def test_a_viewer_cannot_change_anything(api: TestClient, services: Services) -> None:
+    cid = customer(services, "Acme")
+    operator = signed_in(api, services, cid, "operator")
+    con = order(operator)
+    run_jobs(services)
+    viewer = signed_in(api, services, cid, "viewer")
+    token = page_csrf(viewer)
+    page = viewer.get(f"/portal/connections/{con}")
+    assert page.status_code == 200 and "Change bandwidth</button>" not in page.text
+    before = counts(services), audit_actions(services)
+    forged = [
+        ("/portal/order", {"locationId": catalog.DEMO_LOCATION_ID, "bandwidth": "100 Mbps",
+                           "step": "confirm"}),
+        (f"/portal/connections/{con}/bandwidth", {"bandwidth": "1 Gbps", "when": "now"}),
+        (f"/portal/connections/{con}/suspend", {}),
+        (f"/portal/connections/{con}/terminate", {}),
+        ("/portal/api-clients", {"name": "mine", "scopes": "read write"}),
+        ("/portal/users", {"email": "x@example.com", "role": "admin"}),
+    ]  # fmt: skip
+    for path, data in forged:
+        answer = viewer.post(path, data={**data, "csrf": token})
+        assert answer.status_code == 403, (path, answer.text)
+        assert "needs the" in answer.text
+    assert viewer.get("/portal/api-clients").status_code == 403
+    assert viewer.get("/portal/users").status_code == 403
+    assert operator.get("/portal/users").status_code == 403
+    assert (counts(services), audit_actions(services)) == before
+
+
+def test_one_customers_user_never_sees_or_changes_anothers(
+    api: TestClient, services: Services
+) -> None:
+    acme, globex = customer(services, "Acme"), customer(services, "Globex")
+    theirs = signed_in(api, services, globex, "admin")
+    con = order(theirs)
+    run_jobs(services)
+    token = page_csrf(theirs)
+    answer = theirs.post(
+        f"/portal/connections/{con}/bandwidth",
+        data={"csrf": token, "bandwidth": "1 Gbps", "when": "at",
+              "effectiveDate": "2030-02-01T10:00", "timeZone": "UTC"},
+    )  # fmt: skip
+    assert answer.status_code == 303
+    changes = re.findall(
+        r"/changes/(chg_\w+)/cancel", theirs.get(f"/portal/connections/{con}").text
+    )
+    assert changes
+    with services.db.write() as session:
+        client_id = customers.create_client(
+            session, services.clock, globex, "read", hasher=services.secret_hasher
+        ).client_id
+        their_user = session.scalars(
+            select(PortalUser.id).where(PortalUser.customer_id == globex)
+        ).one()
+    mine = signed_in(api, services, acme, "admin")
+    token = page_csrf(mine)
+    for path in (
+        f"/portal/connections/{con}",
+        f"/portal/connections/{con}/version",
+    ):
+        assert mine.get(path).status_code == 404, path
+    listing = mine.get("/portal/connections?status=active")
+    assert con not in listing.text
+    assert con not in mine.get("/portal/events").text
+    assert client_id not in mine.get("/portal/api-clients").text
+    assert their_user not in mine.get("/portal/users").text
+    before = counts(services), audit_actions(services)
+    for path, data in [
+        (f"/portal/connections/{con}/bandwidth", {"bandwidth": "10 Mbps", "when": "now"}),
+        (f"/portal/connections/{con}/changes/{changes[0]}/cancel", {}),
+        (f"/portal/connections/{con}/suspend", {}),
+        (f"/portal/connections/{con}/terminate", {}),
+        (f"/portal/api-clients/{client_id}/rotate", {"grace": "0"}),
+        (f"/portal/api-clients/{client_id}/disable", {}),
+        (f"/portal/users/{their_user}/role", {"role": "viewer"}),
+        (f"/portal/users/{their_user}/disable", {}),
+        (f"/portal/users/{their_user}/link", {}),
+    ]:
+        answer = mine.post(path, data={**data, "csrf": token})
+        assert answer.status_code == 404, (path, answer.status_code, answer.text[:300])
+    assert (counts(services), audit_actions(services)) == before
+
+
+def test_sign_out_and_sign_out_everywhere(api: TestClient, services: Services) -> None:
+    cid = customer(services, "Acme")
+    make_user(services, cid, "ana@example.com", "viewer")
+    laptop, phone, tablet = (sign_in(browser(api), "ana@example.com") for _ in range(3))
+    answer = laptop.post("/portal/sign-out", data={"csrf": page_csrf(laptop)})
+    assert answer.status_code == 303
+    assert laptop.get("/portal/connections").status_code == 303
+    assert phone.get("/portal/connections").status_code == 200
+    phone.post("/portal/sign-out-everywhere", data={"csrf": page_csrf(phone)})
+    assert phone.get("/portal/connections").status_code == 303
+    assert tablet.get("/portal/connections").status_code == 303
+    actions = audit_actions(services)
+    assert actions.count("portal.signed_out") == 2 and actions.count("portal.signed_in") == 3
+
+
+def test_expired_sessions_and_links_are_purged(api: TestClient, services: Services) -> None:
+    clock = services.clock
+    assert isinstance(clock, FrozenClock)
+    cid = customer(services, "Acme")
+    policy = people.PortalPolicy.of(services.settings)
+    stale = signed_in(api, services, cid, "viewer")
+    with services.db.write() as session:
+        user = people.create_user(session, clock, cid, "new@example.com", "viewer")
+        people.issue_link(session, clock, services.secret_hasher, user, policy)
+    clock.advance(timedelta(seconds=200))
+    fresh = signed_in(api, services, cid, "operator")
+    clock.advance(timedelta(seconds=150))  # the first is idle for 350 s (> 300), not the other
+    with services.db.write() as session:
+        assert people.purge(session, clock.now(), policy) == 1
+    clock.advance(timedelta(seconds=3600))  # the link (1 h) and the other session too
+    with services.db.write() as session:
+        assert people.purge(session, clock.now(), policy) == 2
+    assert stale.get("/portal/connections").status_code == 303
+    assert fresh.get("/portal/connections").status_code == 303
+
+
+def test_times_are_the_users_and_stored_in_utc() -> None:
+    from datetime import UTC, datetime
+
+    from iod.infra.errors import ValidationFailed
+    from iod.portal import views
+
+    winter = views.parse_local("2030-01-15T09:30", "Europe/Paris", "/effectiveDate")
+    assert winter == datetime(2030, 1, 15, 8, 30, tzinfo=UTC)
+    summer = views.parse_local("2030-07-15T09:30", "Europe/Paris", "/effectiveDate")
+    assert summer == datetime(2030, 7, 15, 7, 30, tzinfo=UTC)
+    assert views.local(summer, "America/Denver") == "2030-07-15 01:30 MDT"
+    with pytest.raises(ValidationFailed) as bad:
+        views.parse_local("tomorrow", "UTC", "/revertAt")
+    assert bad.value.errors[0].pointer == "/revertAt"
+    with pytest.raises(ValidationFailed):
+        views.check_zone("Mars/Olympus")
