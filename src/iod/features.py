@@ -10,6 +10,7 @@ FEATURES = (
     "iod.audit.subscribers",  # subscribes to the domain events it records
     "iod.connections.tasks",
     "iod.retention.tasks",
+    "iod.lumen.subscribers",  # a Lumen service id for every connection ordered
 )
 
 
