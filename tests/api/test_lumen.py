@@ -246,7 +246,7 @@ def test_order_refusals(api: TestClient, services: Services, lumen: dict[str, st
     )
     is_lumen_error(unknown, 422, "QUOTE_NOT_FOUND", "quote[0].id")
     no_quote = api.post(ORDER, json=order(None, "add", "a1", number), headers=lumen)
-    is_lumen_error(no_quote, 400, "QUOTE_REQUIRED", "quote")
+    is_lumen_error(no_quote, 422, "QUOTE_REQUIRED", "quote")
     url = f"{OURS}/{item['UNI Service ID']}/bandwidth"
     assert api.put(url, json={"bandwidth": "1 Gbps"}, headers=ours).status_code == 200
     pending = api.post(

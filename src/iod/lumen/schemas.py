@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from iod.connections.schemas import StrictBody
@@ -156,6 +156,9 @@ class BillingAccountList(BaseModel):
 # -- orders --------------------------------------------------------------------------------
 
 ShortText = Annotated[str, Field(min_length=1, max_length=255)]
+# Numbers that every JSON implementation reads exactly (IEEE doubles' integers).
+SafeInt = Annotated[int, Field(ge=-(2**53) + 1, le=2**53 - 1)]
+ContactValue = Annotated[str, Field(max_length=255)] | SafeInt | bool
 
 
 class _Body(StrictBody):
@@ -168,7 +171,7 @@ class RefIn(_Body):
 
 
 class ChannelIn(_Body):
-    id: ShortText | int = Field(description="A string or a number.")
+    id: ShortText | SafeInt = Field(description="A string or a number.")
     name: Annotated[str, Field(max_length=255)] | SkipJsonSchema[None] = None
 
 
@@ -181,7 +184,7 @@ class NoteIn(_Body):
 
 class CharacteristicIn(_Body):
     name: ShortText
-    value: Annotated[str, Field(max_length=255)] | int | bool
+    value: Annotated[str, Field(max_length=255)] | SafeInt | bool
 
 
 class ProductIn(_Body):
@@ -195,7 +198,7 @@ class ProductIn(_Body):
 
 
 class OrderItemIn(_Body):
-    id: ShortText | int = Field(description="The item's id in this order (a string or number).")
+    id: ShortText | SafeInt = Field(description="The item's id in this order (a string or number).")
     quantity: int = Field(default=1, ge=1, le=1, description="Always 1.")
     action: Literal["add", "modify", "delete"]
     product: ProductIn
@@ -207,7 +210,9 @@ class OrderRequest(_Body):
 
     model_config = ConfigDict(title="LumenOrderRequest")
 
-    externalId: ShortText | int = Field(
+    externalId: (
+        Annotated[str, Field(min_length=1, max_length=20)] | Annotated[int, Field(ge=0, lt=10**20)]
+    ) = Field(
         description="The client's id of the order, at most 20 characters (a number is taken "
         "as its digits). A repeat with the same `externalId` answers the same order.",
         examples=["IOD-2026-0001"],
@@ -221,15 +226,13 @@ class OrderRequest(_Body):
         max_length=10,
         description="The quote of an `add` or `modify` (`name` is `quoteId` or the id).",
     )
-    relatedContactInformation: list[dict[str, Any]] = Field(default_factory=list, max_length=10)
-
-    @field_validator("externalId")
-    @classmethod
-    def _external_id(cls, value: str | int) -> str:
-        text = str(value).strip()
-        if not text or len(text) > 20:
-            raise ValueError("must have 1 to 20 characters")
-        return text
+    relatedContactInformation: list[Annotated[dict[str, ContactValue], Field(max_length=20)]] = (
+        Field(
+            default_factory=list,
+            max_length=10,
+            description="Contacts (`name`, `number`, `emailAddress`, `role`, ...), kept as sent.",
+        )
+    )
 
 
 class OrderItemOut(BaseModel):

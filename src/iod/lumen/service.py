@@ -7,13 +7,13 @@ and events as our API. Services flush; the edge commits."""
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from sqlalchemy.orm import Session
 
 from iod.auth.tokens import Principal
@@ -237,8 +237,8 @@ def billing_accounts(caller: Caller, catalog: Catalog) -> BillingAccountList:
 
 
 def fingerprint(body: OrderRequest) -> str:
-    canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(canonical).hexdigest()
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def place_order(
@@ -305,7 +305,7 @@ def _service(session: Session, caller: Caller, item: OrderItemIn, path: str) -> 
     service_id = item.product.id
     if not service_id:
         raise LumenError(
-            400,
+            422,
             "MISSING_SERVICE_ID",
             f"a {item.action} names its service: product.id is the serviceId",
             f"{path}.product.id",
@@ -444,7 +444,7 @@ def _find_quote(
 ) -> quotes.Quote:
     if index >= len(body.quote):
         raise LumenError(
-            400,
+            422,
             "QUOTE_REQUIRED",
             "an add or modify needs its quote: quote[] has one per such item, in their order",
             "quote",
