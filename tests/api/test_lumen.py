@@ -72,7 +72,9 @@ def ordered(api: TestClient, lumen: dict[str, str], services: Services) -> dict[
     return dict(item)
 
 
-def order(service_id: str | None, action: str, external: str, number: str, **extra: Any) -> Any:
+def order(
+    service_id: str | None, action: str, external: str | int, number: str, **extra: Any
+) -> Any:
     product: dict[str, Any] = {"productSpecification": {"id": "718", "name": "IOD"}}
     if service_id is not None:
         product["id"] = service_id
@@ -192,11 +194,11 @@ def test_order_delete_is_idempotent_and_one_state(
 ) -> None:
     item = ordered(api, lumen, services)
     number = lumen["x-customer-number"]
-    body = order(item["serviceId"], "delete", "ext-1", number)
+    body = order(item["serviceId"], "delete", 1702578835, number)  # a number: its digits
     first = api.post(ORDER, json=body, headers=lumen)
     assert first.status_code == 201, first.text
     doc = first.json()
-    assert doc["externalId"] == "ext-1" and doc["state"] == "inProgress"
+    assert doc["externalId"] == "1702578835" and doc["state"] == "inProgress"
     assert doc["productOrderItem"][0]["product"]["id"] == item["serviceId"]
     assert doc["channel"] == [{"id": 7, "name": "API"}]
     ours = {"Authorization": lumen["Authorization"]}
@@ -265,6 +267,10 @@ def test_order_refusals(api: TestClient, services: Services, lumen: dict[str, st
     is_lumen_error(dup, 400, "DUPLICATE_KEY")
     long = order(item["serviceId"], "delete", "x" * 21, number)
     is_lumen_error(api.post(ORDER, json=long, headers=lumen), 400, "INVALID_VALUE", "externalId")
+    channel = order(item["serviceId"], "delete", "c1", number)
+    channel["channel"] = [{"id": [1], "name": "API"}]
+    is_lumen_error(api.post(ORDER, json=channel, headers=lumen), 400, "INVALID_VALUE",
+                   "channel[0].id")  # fmt: skip
     account = order(item["serviceId"], "delete", "b1", "1-NOTMINE")
     is_lumen_error(api.post(ORDER, json=account, headers=lumen), 422, "INVALID_BILLING_ACCOUNT")
     text = api.post(ORDER, content="x", headers={**lumen, "content-type": "text/plain"})

@@ -5,6 +5,7 @@ schemathesis against /lumen/openapi.json."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 from tests.e2e.conftest import Server, base_env, iod, token_for, wait_for
 from tests.e2e.test_conformance import BUDGET, ST, TIMEOUT, _report
 
+ROOT = Path(__file__).resolve().parents[2]
 CLIENT = Path(__file__).with_name("lumen_client.py")
 CONFIG = Path(__file__).with_name("schemathesis-lumen.toml")
 NUMBER = "1-LUMEN19"
@@ -89,3 +91,21 @@ def test_schemathesis_against_the_lumen_openapi(
     assert "/ProductInventory/v1/inventory" not in ours
     lumen = httpx.get(f"{server.url}/lumen/openapi.json").json()["paths"]
     assert "/internet-on-demand/connections" not in lumen
+
+
+def test_readme_example(lumen_server: tuple[Server, dict[str, Any]]) -> None:
+    server, _ = lumen_server
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Lumen-compatible API\n", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert match, "the README's Lumen section has an example"
+    # The only change: the server listens on a free port, not 8080.
+    script = match.group(1).replace("iod demo --env)", f"iod demo --env --url {server.url})")
+    assert script != match.group(1)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    inventory = json.loads(result.stdout.strip().splitlines()[-1])
+    assert all(len(i["serviceId"]) == 11 for i in inventory["serviceInventory"])

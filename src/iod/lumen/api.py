@@ -94,10 +94,16 @@ def _fields_of(request: Request) -> list[str]:
     return names
 
 
+def _is_tag(part: str) -> bool:
+    """A union member's tag in a location (`constrained-str`, `function-after[…]`), not a
+    field: the property path names fields only."""
+    return part in ("str", "int", "bool") or part.startswith(("constrained-", "function-"))
+
+
 def _validation_items(request: Request, exc: RequestValidationError) -> list[Item]:
-    items = []
+    items: list[Item] = []
     for error in exc.errors():
-        loc = [str(p) for p in error.get("loc", ())]
+        loc = [str(p) for p in error.get("loc", ()) if not _is_tag(str(p))]
         kind = str(error.get("type", ""))
         code = _CODES.get(kind, "INVALID_VALUE")
         message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
@@ -124,7 +130,10 @@ def _validation_items(request: Request, exc: RequestValidationError) -> list[Ite
         # a query, path or header parameter: named as it is sent
         name = ".".join(p for p in loc[1:] if not p.isdigit()) or None
         items.append(Item(code, f"{loc[0] if loc else 'parameter'} {name}: {message}", name))
-    return items or [Item("INVALID_REQUEST", "the request is invalid")]
+    # A value that fits no member of a union is one error per member at the same path: the
+    # first says it.
+    unique = list({(i.propertyPath or "", i.code): i for i in reversed(items)}.values())[::-1]
+    return unique or [Item("INVALID_REQUEST", "the request is invalid")]
 
 
 def create_lumen_app(services: Services) -> FastAPI:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from iod.connections.schemas import StrictBody
@@ -210,9 +210,9 @@ class OrderRequest(_Body):
 
     model_config = ConfigDict(title="LumenOrderRequest")
 
-    externalId: (
-        Annotated[str, Field(min_length=1, max_length=20)] | Annotated[int, Field(ge=0, lt=10**20)]
-    ) = Field(
+    externalId: str = Field(
+        min_length=1,
+        max_length=20,
         description="The client's id of the order, at most 20 characters (a number is taken "
         "as its digits). A repeat with the same `externalId` answers the same order.",
         examples=["IOD-2026-0001"],
@@ -233,6 +233,14 @@ class OrderRequest(_Body):
             description="Contacts (`name`, `number`, `emailAddress`, `role`, ...), kept as sent.",
         )
     )
+
+    @field_validator("externalId", mode="before")
+    @classmethod
+    def _digits(cls, value: Any) -> Any:
+        # Some clients send a number (a timestamp): taken as its digits.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
 
 
 class OrderItemOut(BaseModel):
