@@ -276,6 +276,10 @@ def test_order_refusals(api: TestClient, services: Services, lumen: dict[str, st
     text = api.post(ORDER, content="x", headers={**lumen, "content-type": "text/plain"})
     is_lumen_error(text, 415, "UNSUPPORTED_MEDIA_TYPE")
     is_lumen_error(api.get("/ProductInventory/v1/nothing", headers=lumen), 404, "NOT_FOUND")
+    # Refused by the middleware before any route, in the Lumen shape all the same.
+    big = b"{" + b" " * 70_000 + b"}"
+    too_large = api.post(ORDER, content=big, headers={**lumen, "content-type": "application/json"})
+    is_lumen_error(too_large, 413, "PAYLOAD_TOO_LARGE")
     is_lumen_error(api.delete(INVENTORY, headers=lumen), 405, "METHOD_NOT_ALLOWED")
     # Nothing of the refused orders was kept or done.
     assert api.get(f"{OURS}/{item['UNI Service ID']}", headers=ours).json()["status"] == "active"
