@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from iod.app import Services
 from iod.infra.clock import FrozenClock
 from iod.lumen import quotes
-from iod.models import Customer, Event
+from iod.models import Customer, Event, LumenOrder
 from tests.conftest import Tenant, get_token, run_jobs
 
 OURS = "/internet-on-demand/connections"
@@ -366,3 +367,25 @@ def test_own_openapi_document(api: TestClient) -> None:
     create = lumen["paths"][ORDER]["post"]
     assert {"400", "401", "403", "404", "422"} <= set(create["responses"])
     assert create["parameters"][0]["name"] == "x-customer-number"
+
+
+def test_concurrent_repeats_of_one_order_make_one(
+    api: TestClient, services: Services, lumen: dict[str, str]
+) -> None:
+    item = ordered(api, lumen, services)
+    body = order(item["serviceId"], "delete", "same-1", lumen["x-customer-number"])
+
+    def place(_: int) -> tuple[int, str]:
+        answer = api.post(ORDER, json=body, headers=lumen)
+        return answer.status_code, answer.json()["id"]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(place, range(4)))
+    assert {status for status, _ in answers} == {201}
+    assert len({order_id for _, order_id in answers}) == 1
+    with services.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(LumenOrder)) == 1
+        requested = session.scalars(
+            select(Event.name).where(Event.name == "connection.terminate_requested")
+        ).all()
+    assert len(requested) == 1
