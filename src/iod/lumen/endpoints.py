@@ -16,7 +16,7 @@ from iod.audit import service as audit
 from iod.auth import endpoints as oauth
 from iod.auth.dependencies import actor
 from iod.infra.http import StrictJsonRoute, require_json
-from iod.lumen import service
+from iod.lumen import orders, service
 from iod.lumen.dependencies import READ, TOKEN_PATH, WRITE
 from iod.lumen.errors import LumenError
 from iod.lumen.schemas import (
@@ -200,7 +200,7 @@ def create_order(request: Request, body: OrderRequest, caller: WRITE) -> JSONRes
     def place() -> tuple[Order, bool]:
         with services.db.write() as session:
             _act_for(session, request, caller)
-            return service.place_order(session, services.clock, caller, body, services.policy)
+            return orders.place_order(session, services.clock, caller, body, services.policy)
 
     try:
         order, repeat = place()
@@ -230,7 +230,7 @@ def get_order(
     """Extension: the order as `POST` answered it, its states read now."""
     services = _services(request)
     with services.db.read() as session:
-        return service.get_order(session, services.clock, caller, orderId)
+        return orders.get_order(session, services.clock, caller, orderId)
 
 
 def _act_for(session: Session, request: Request, caller: Caller) -> None:
