@@ -43,6 +43,7 @@ from iod.infra.ratelimit import Limits, Rate, build_limits
 from iod.infra.redirects import relative_slash_redirects
 from iod.infra.secure import key_encryption_key
 from iod.jobs.worker import Worker, WorkerPolicy
+from iod.lumen.api import LumenDispatch, create_lumen_app, render_reject
 from iod.network.base import NetworkDriver
 from iod.network.factory import make_driver
 from iod.schedules.endpoints import router as schedules_router
@@ -233,6 +234,8 @@ def create_app(
         services=services,
         route=_route(connections_router, ROUTE_PATH, "GET"),
     )
+    # The Lumen-compatible API (issue 19): its own paths, errors and /lumen/openapi.json.
+    app.add_middleware(LumenDispatch, lumen=create_lumen_app(services))
 
     async def authenticate_early(
         state: dict[str, Any], authorization: str | None
@@ -251,6 +254,7 @@ def create_app(
         body_timeout=services.settings.http_body_timeout_seconds,
         metrics=metrics,
         authenticate=authenticate_early,
+        render_reject=render_reject,
     )
 
     if services.settings.trusted_proxy_list:

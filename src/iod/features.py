@@ -13,6 +13,7 @@ FEATURES = (
     "iod.schedules.tasks",
     "iod.webhooks.tasks",  # the delivery task and its events subscriber
     "iod.portal.tasks",
+    "iod.lumen.subscribers",  # a Lumen service id for every connection ordered
 )
 
 

@@ -17,6 +17,10 @@ class Customer(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Lumen compatibility (issue 19): the `x-customer-number` its clients send (`1-ABCDE`).
+    customer_number: Mapped[str | None] = mapped_column(
+        String(40), nullable=True, unique=True, index=True
+    )
 
 
 class Client(Base):
@@ -430,3 +434,36 @@ class PortalSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     source: Mapped[str] = mapped_column(String(255), default="")
+
+
+# --- Lumen compatibility (issue 19, iod.lumen) ----------------------------------------------
+
+
+class LumenService(Base):
+    """The 11-digit Lumen `serviceId` of a connection, given when it is ordered (through
+    either API) by the `iod.lumen` subscriber of `connection.ordered`."""
+
+    __tablename__ = "lumen_services"
+    __table_args__ = (Index(None, "customer_id", "connection_id"),)
+
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id"), primary_key=True)
+    service_id: Mapped[str] = mapped_column(String(11), unique=True, index=True)
+    customer_id: Mapped[str] = mapped_column(String(40))
+
+
+class LumenOrder(Base):
+    """An order received on `POST /Customer/v3/Ordering/orderRequest`: idempotent on the
+    customer's `externalId`; `items` ties each order item to the connection (and bandwidth
+    change) it acted on, so its state is read from them."""
+
+    __tablename__ = "lumen_orders"
+    __table_args__ = (UniqueConstraint("customer_id", "external_id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    external_id: Mapped[str] = mapped_column(String(20))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

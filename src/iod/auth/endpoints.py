@@ -201,12 +201,14 @@ async def token(request: Request) -> JSONResponse:
     the client has. The response is never cached (`Cache-Control: no-store`).
     """
     try:
-        return await _token(request)
+        return await exchange(request)
     except OAuthFailure as exc:
         return oauth_error_response(exc)
 
 
-async def _token(request: Request) -> JSONResponse:
+async def exchange(request: Request) -> JSONResponse:
+    """The token exchange (throttling, client authentication, scopes) of every token path:
+    `/oauth2/token` and Lumen's `/oauth/v2/token`; refusals raise `OAuthFailure`."""
     services = request.app.state.services
     # The TCP peer, or what a proxy listed in IOD_TRUSTED_PROXIES forwarded (see
     # docs/operations.md).

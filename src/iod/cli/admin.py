@@ -138,18 +138,67 @@ def _print(data: dict[str, Any], as_json: bool, human: str) -> None:
         console.print(human, highlight=False)
 
 
+CustomerNumberOption = Annotated[
+    str | None,
+    typer.Option(
+        "--customer-number",
+        help="Its Lumen customer number (x-customer-number), e.g. 1-ABCDE. Default: a new one.",
+    ),
+]
+
+
 @customers_app.command("create")
-def customers_create(name: str, as_json: JsonFlag = False) -> None:
+def customers_create(
+    name: str, customer_number: CustomerNumberOption = None, as_json: JsonFlag = False
+) -> None:
     """Create a customer."""
     from iod.customers import service as customers
 
     try:
         with _db().write() as session:
-            customer = customers.create_customer(session, clock, name)
+            customer = customers.create_customer(session, clock, name, customer_number)
             _audit_customer_created(session, customer)
     except ProblemError as exc:
         raise _fail(exc) from exc
-    _print({"id": customer.id, "name": customer.name}, as_json, f"customer {safe(customer.id)}")
+    _print(
+        {"id": customer.id, "name": customer.name, "customer_number": customer.customer_number},
+        as_json,
+        f"customer {safe(customer.id)} (customer number {safe(customer.customer_number or '')})",
+    )
+
+
+@customers_app.command("set-number")
+def customers_set_number(customer_id: str, customer_number: str, as_json: JsonFlag = False) -> None:
+    """Set a customer's Lumen customer number: its clients send it as x-customer-number on
+    the Lumen-compatible paths (docs/lumen.md)."""
+    from iod.customers import service as customers
+
+    try:
+        with _db().write() as session:
+            before = _customer_number(session, customer_id)
+            customer = customers.set_customer_number(session, customer_id, customer_number)
+            _audit(
+                session,
+                "customer.set_number",
+                "customer",
+                customer.id,
+                customer_id=customer.id,
+                details={"from": before, "to": customer.customer_number},
+            )
+    except ProblemError as exc:
+        raise _fail(exc) from exc
+    _print(
+        {"id": customer.id, "customer_number": customer.customer_number},
+        as_json,
+        f"customer {safe(customer.id)}: customer number {safe(customer_number)}",
+    )
+
+
+def _customer_number(session: Session, customer_id: str) -> str | None:
+    from iod.customers import repository as customers_repo
+
+    customer = customers_repo.get_customer(session, customer_id)
+    return customer.customer_number if customer is not None else None
 
 
 @customers_app.command("list")
@@ -158,13 +207,16 @@ def customers_list(as_json: JsonFlag = False) -> None:
     from iod.customers import repository as customers_repo
 
     with _db().read() as session:
-        rows = [{"id": c.id, "name": c.name} for c in customers_repo.list_customers(session)]
+        rows = [
+            {"id": c.id, "name": c.name, "customer_number": c.customer_number}
+            for c in customers_repo.list_customers(session)
+        ]
     if as_json:
         typer.echo(json.dumps({"customers": rows}))
         return
-    table = Table("id", "name")
+    table = Table("id", "name", "customer_number")
     for row in rows:
-        table.add_row(safe(row["id"]), safe(row["name"]))
+        table.add_row(safe(row["id"]), safe(row["name"]), safe(row["customer_number"] or ""))
     console.print(table)
 
 
@@ -439,6 +491,8 @@ def demo(
         if customer is None:
             customer = customers.create_customer(session, clock, catalog.DEMO_CUSTOMER_NAME)
             _audit_customer_created(session, customer)
+        elif customer.customer_number is None:  # a demo customer older than issue 19
+            customers.set_customer_number(session, customer.id, customers.new_customer_number())
         client = customers_repo.get_client(session, catalog.DEMO_CLIENT_ID)
         secret = None
         saved: dict[str, Any] = {}
@@ -490,6 +544,7 @@ def demo(
                 customer_id=customer.id,
             )
         customer_id = customer.id
+        customer_number = customer.customer_number
         location = locations_repo.get(session, catalog.DEMO_LOCATION_ID)
         assert location is not None
         tiers = [format_bandwidth(t) for t in location.tiers_mbps]
@@ -502,6 +557,7 @@ def demo(
         )
     data = {
         "customer_id": customer_id,
+        "customer_number": customer_number,
         "client_id": catalog.DEMO_CLIENT_ID,
         "client_secret": secret,
         "location_id": catalog.DEMO_LOCATION_ID,

@@ -21,6 +21,8 @@ _CREDENTIAL_COLUMNS: list[Any] = [
     Client.previous_secret_until,
 ]
 _CREDENTIALS: Select[Any] = select(*_CREDENTIAL_COLUMNS).where(Client.id == bindparam("client_id"))
+_NUMBER_COLUMNS: list[Any] = [Customer.customer_number, Customer.name]
+_NUMBER: Select[Any] = select(*_NUMBER_COLUMNS).where(Customer.id == bindparam("customer_id"))
 
 
 def get_customer(session: Session, customer_id: str) -> Customer | None:
@@ -29,6 +31,17 @@ def get_customer(session: Session, customer_id: str) -> Customer | None:
 
 def find_customer_by_name(session: Session, name: str) -> Customer | None:
     return session.scalar(select(Customer).where(Customer.name == name).limit(1))
+
+
+def find_customer_by_number(session: Session, number: str) -> Customer | None:
+    return session.scalar(select(Customer).where(Customer.customer_number == number))
+
+
+def customer_number_of(db: Database, customer_id: str) -> tuple[str | None, str] | None:
+    """The customer's Lumen customer number (None without one) and name; None for no such
+    customer. One statement on the calling thread's kept connection, as `credentials`."""
+    rows = db.prepared(_NUMBER).rows(customer_id=customer_id)
+    return (rows[0].customer_number, rows[0].name) if rows else None
 
 
 def list_customers(session: Session) -> list[Customer]:

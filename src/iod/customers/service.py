@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -36,13 +38,58 @@ def parse_scopes(text: str) -> list[str]:
     return [s for s in SCOPES if s in scopes]
 
 
-def create_customer(session: Session, clock: Clock, name: str) -> Customer:
+def create_customer(
+    session: Session, clock: Clock, name: str, customer_number: str | None = None
+) -> Customer:
+    """`customer_number`: the Lumen customer number (`1-ABCDE`); a fresh one by default."""
     name = name.strip()
     if not name or len(name) > 255:
         raise ValidationFailed.field("/name", "a customer name has 1 to 255 characters")
-    customer = Customer(id=new_id("cus"), name=name, created_at=clock.now())
+    number = _available_number(session, customer_number)
+    customer = Customer(id=new_id("cus"), name=name, created_at=clock.now(), customer_number=number)
     session.add(customer)
     session.flush()
+    return customer
+
+
+# Lumen customer numbers (issue 19): letters and digits in two or more parts joined by "-".
+CUSTOMER_NUMBER = re.compile(r"^[A-Za-z0-9]+(-[A-Za-z0-9]+)+$")
+_NUMBER_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_customer_number() -> str:
+    """`1-` and seven random characters (Crockford's alphabet): 34 bits, looked up before use."""
+    return "1-" + "".join(secrets.choice(_NUMBER_ALPHABET) for _ in range(7))
+
+
+def _available_number(session: Session, number: str | None) -> str:
+    if number is None:
+        while True:
+            number = new_customer_number()
+            if repository.find_customer_by_number(session, number) is None:
+                return number
+    if not CUSTOMER_NUMBER.fullmatch(number) or len(number) > 40:
+        raise ValidationFailed.field(
+            "/customerNumber",
+            "a customer number is letters and digits in parts joined by '-', e.g. 1-ABCDE "
+            "(at most 40 characters)",
+        )
+    if repository.find_customer_by_number(session, number) is not None:
+        raise ValidationFailed.field(
+            "/customerNumber", f"customer number {number} belongs to another customer"
+        )
+    return number
+
+
+def set_customer_number(session: Session, customer_id: str, number: str) -> Customer:
+    """Gives the customer this Lumen customer number (its clients send it as
+    `x-customer-number`); the number it had before stops matching at once."""
+    customer = repository.get_customer(session, customer_id)
+    if customer is None:
+        raise NotFound(f"no customer {customer_id}")
+    if customer.customer_number != number:
+        customer.customer_number = _available_number(session, number)
+        session.flush()
     return customer
 
 

@@ -283,6 +283,23 @@ class Settings(BaseSettings):
         default=10, ge=0, description="Sign-in attempts a source address may make at once."
     )
 
+    # --- Lumen compatibility (issue 19, iod.lumen; docs/lumen.md) ---
+    lumen_partner_id: str = Field(
+        default="1000",
+        min_length=1,
+        max_length=64,
+        description="The partner id the Lumen paths show for this deployment "
+        "(`/Network/v1/provider`, `locationProfile.relatedParty.id`).",
+    )
+    lumen_partner_name: str = Field(default="Internet On-Demand", min_length=1)
+    lumen_partner_type: str = Field(default="CLOUD_PARTNER", min_length=1)
+    lumen_hq_country: str = Field(
+        default="US", description="The `hqCountry` of the customers' billing accounts."
+    )
+    lumen_product_code: str = Field(
+        default="718", description="Lumen's product code of Internet On-Demand."
+    )
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies_are_networks(cls, value: str) -> str:

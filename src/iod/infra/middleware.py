@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iod.infra.errors import PayloadTooLarge, ProblemError
@@ -30,6 +31,9 @@ CLIENT_CLOSED_REQUEST = 499
 # The bearer check of a request that carries a body, before the body is read: the problem
 # to answer (401), or None to let the application go on.
 EarlyAuthentication = Callable[[dict[str, Any], str | None], Awaitable[ProblemError | None]]
+# How a path that answers errors in a shape of its own (the Lumen paths) renders what this
+# middleware refuses: (path, problem, request id) → a response, or None for problem+json.
+RejectRenderer = Callable[[str, ProblemError, str], Response | None]
 
 
 class RequestContextMiddleware:
@@ -41,6 +45,7 @@ class RequestContextMiddleware:
         metrics: HttpMetrics | None = None,
         authenticate: EarlyAuthentication | None = None,
         authenticated_prefix: str = "/internet-on-demand/",
+        render_reject: RejectRenderer | None = None,
     ):
         self.app = app
         self.max_body_bytes = max_body_bytes
@@ -48,6 +53,7 @@ class RequestContextMiddleware:
         self.metrics = metrics
         self.authenticate = authenticate
         self.authenticated_prefix = authenticated_prefix
+        self.render_reject = render_reject
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -188,7 +194,11 @@ class RequestContextMiddleware:
     async def _reject(
         self, scope: Scope, send: Send, problem: ProblemError, request_id: str
     ) -> None:
-        response = problem_response(problem, instance=scope["path"], request_id=request_id)
+        response = None
+        if self.render_reject is not None:
+            response = self.render_reject(scope["path"], problem, request_id)
+        if response is None:
+            response = problem_response(problem, instance=scope["path"], request_id=request_id)
         await response(scope, _empty_receive, send)
 
 

@@ -1,0 +1,1 @@
+"""Lumen compatibility (issue 19): Lumen's marketplace paths and fields over the same engine."""

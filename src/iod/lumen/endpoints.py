@@ -1,0 +1,238 @@
+"""The Lumen-compatible operations (issue 19): Lumen's paths and fields, our engine.
+
+Endpoints parse, call one service function inside one transaction, and return a schema;
+errors are rendered as Lumen's `{code, reason, propertyPath}` lists by `lumen.api`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from iod.audit import service as audit
+from iod.auth import endpoints as oauth
+from iod.auth.dependencies import actor
+from iod.infra.http import StrictJsonRoute, require_json
+from iod.lumen import orders, service
+from iod.lumen.dependencies import READ, TOKEN_PATH, WRITE
+from iod.lumen.errors import LumenError
+from iod.lumen.schemas import (
+    BillingAccountList,
+    Inventory,
+    LocationList,
+    Order,
+    OrderRequest,
+    PartnerList,
+    Token,
+)
+from iod.lumen.service import Caller, Catalog
+
+if TYPE_CHECKING:
+    from iod.app import Services
+
+router = APIRouter(route_class=StrictJsonRoute)
+
+ORDER_PATH = "/Customer/v3/Ordering/orderRequest"
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def catalog_of(services: Services) -> Catalog:
+    s = services.settings
+    return Catalog(
+        partner_id=s.lumen_partner_id,
+        partner_name=s.lumen_partner_name,
+        partner_type=s.lumen_partner_type,
+        hq_country=s.lumen_hq_country,
+        product_code=s.lumen_product_code,
+    )
+
+
+def lumen_errors(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LumenErrors"}}},
+    }
+
+
+@router.post(
+    TOKEN_PATH,
+    operation_id="lumenToken",
+    summary="Get an access token (client credentials)",
+    tags=["OAuth 2.0"],
+    response_model=Token,
+    openapi_extra=oauth.TOKEN_REQUEST_SCHEMA,
+    responses={
+        400: lumen_errors("invalid_request, unsupported_grant_type or invalid_scope (`code`)"),
+        401: lumen_errors("invalid_client: unknown client or wrong secret"),
+        429: lumen_errors("slow_down: too many requests or failures; see `Retry-After`"),
+    },
+)
+async def token(request: Request) -> JSONResponse:
+    """The same client credentials, throttling and tokens as `POST /oauth2/token` (HTTP Basic
+    or form-body client authentication, `grant_type=client_credentials`, optional `scope`);
+    its refusals are Lumen error lists whose `code` is the OAuth error."""
+    try:
+        return await oauth.exchange(request)
+    except oauth.OAuthFailure as exc:
+        headers = dict(oauth.NO_STORE)
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="internet-on-demand"'
+        raise LumenError(exc.status, exc.error, exc.description, None, headers) from exc
+
+
+@router.get(
+    "/ProductInventory/v1/inventory",
+    operation_id="getInventory",
+    summary="The customer's services",
+    tags=["Inventory"],
+    response_model=Inventory,
+    response_model_exclude_none=True,
+    response_model_by_alias=True,
+    responses={400: lumen_errors("An invalid query parameter")},
+)
+def inventory(
+    request: Request,
+    caller: READ,
+    serviceId: Annotated[
+        str | None,
+        Query(pattern=r"^[0-9]{11}$", description="Only this service (11 digits)."),
+    ] = None,
+    serviceType: Annotated[
+        str | None,
+        Query(max_length=64, description="`Internet On-Demand`; any other type lists nothing."),
+    ] = None,
+    pageNumber: Annotated[int, Query(ge=1, le=100_000, description="From 1.")] = 1,
+    pageSize: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Inventory:
+    """Every connection of the customer as a Lumen service, terminated ones included (as
+    `Disconnected`), oldest first. `product.status` says `Change pending` while a bandwidth
+    change is due but not yet in force (docs/lumen.md has every status)."""
+    services = _services(request)
+    with services.db.read() as session:
+        return service.inventory(
+            session, services.clock, caller, catalog_of(services),
+            service_id=serviceId, service_type=serviceType,
+            page_number=pageNumber, page_size=pageSize,
+        )  # fmt: skip
+
+
+@router.get(
+    "/Network/v1/provider",
+    operation_id="listProviders",
+    summary="Partners (this deployment)",
+    tags=["Discovery"],
+    response_model=PartnerList,
+)
+def providers(request: Request, caller: READ) -> PartnerList:
+    """One partner: this deployment (its id is `IOD_LUMEN_PARTNER_ID`)."""
+    return service.partners(catalog_of(_services(request)))
+
+
+@router.get(
+    "/Network/v1/location",
+    operation_id="listLocations",
+    summary="Locations (master sites) of a partner",
+    tags=["Discovery"],
+    response_model=LocationList,
+    responses={400: lumen_errors("An invalid query parameter")},
+)
+def locations(
+    request: Request,
+    caller: READ,
+    partnerId: Annotated[
+        str | None, Query(max_length=64, description="The partner's id (`listPartners[].id`).")
+    ] = None,
+) -> LocationList:
+    """The catalog's locations with the speeds each offers; none for another partner id."""
+    services = _services(request)
+    with services.db.read() as session:
+        return service.locations(session, catalog_of(services), partnerId)
+
+
+@router.get(
+    "/Account/v1/billingAccount",
+    operation_id="listBillingAccounts",
+    summary="The customer's billing accounts",
+    tags=["Discovery"],
+    response_model=BillingAccountList,
+)
+def billing_accounts(request: Request, caller: READ) -> BillingAccountList:
+    """One account per customer, numbered as the customer (`x-customer-number`)."""
+    return service.billing_accounts(caller, catalog_of(_services(request)))
+
+
+@router.post(
+    ORDER_PATH,
+    operation_id="createOrder",
+    summary="Order: add, modify or delete a service",
+    tags=["Ordering"],
+    status_code=201,
+    response_model=Order,
+    response_model_exclude_none=True,
+    dependencies=[Depends(require_json)],
+    responses={
+        201: {"description": "The order (also for a repeat of the same `externalId`)"},
+        400: lumen_errors("An invalid body: `propertyPath` names the field"),
+        404: lumen_errors("No such service (`product.id`) for this customer"),
+        422: lumen_errors(
+            "Not possible: an unknown, expired or used quote, a service whose status does "
+            "not allow it (`Change pending`, ...), capacity, another order's `externalId`"
+        ),
+    },
+)
+def create_order(request: Request, body: OrderRequest, caller: WRITE) -> JSONResponse:
+    """`delete` terminates the service `product.id`; `modify` changes its bandwidth to its
+    quote's speed; `add` orders a new service at its quote's location (each `add` or `modify`
+    takes the next quote of `quote[]`). All items or none. A repeat of an `externalId`
+    answers that order, with its items' states now; the same `externalId` for a different
+    request is 422."""
+    services = _services(request)
+
+    def place() -> tuple[Order, bool]:
+        with services.db.write() as session:
+            _act_for(session, request, caller)
+            return orders.place_order(session, services.clock, caller, body, services.policy)
+
+    try:
+        order, repeat = place()
+    except IntegrityError:
+        # A concurrent request with the same externalId committed first: answer as a repeat.
+        order, repeat = place()
+    headers = {"Idempotent-Replayed": "true"} if repeat else {}
+    return JSONResponse(
+        order.model_dump(mode="json", exclude_none=True), status_code=201, headers=headers
+    )
+
+
+@router.get(
+    ORDER_PATH + "/{orderId}",
+    operation_id="getOrder",
+    summary="One order, with its items' states",
+    tags=["Ordering"],
+    response_model=Order,
+    response_model_exclude_none=True,
+    responses={404: lumen_errors("No such order for this customer")},
+)
+def get_order(
+    request: Request,
+    caller: READ,
+    orderId: Annotated[str, Path(max_length=64, description="The order's `id`.")],
+) -> Order:
+    """Extension: the order as `POST` answered it, its states read now."""
+    services = _services(request)
+    with services.db.read() as session:
+        return orders.get_order(session, services.clock, caller, orderId)
+
+
+def _act_for(session: Session, request: Request, caller: Caller) -> None:
+    """The events (and audit records) of this transaction are the client's doing."""
+    audit.act_for(session, actor(request, caller.principal))

@@ -1,0 +1,140 @@
+"""Queries of the Lumen paths: service ids, the inventory, orders; always by customer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session
+
+from iod.domain.status import PENDING_CHANGE_STATUSES
+from iod.models import BandwidthChange, Connection, Location, LumenOrder, LumenService
+
+_PENDING = [s.value for s in PENDING_CHANGE_STATUSES]
+
+
+def service_id_of(session: Session, connection_id: str) -> str | None:
+    return session.scalar(
+        select(LumenService.service_id).where(LumenService.connection_id == connection_id)
+    )
+
+
+def service_id_taken(session: Session, service_id: str) -> bool:
+    found = session.scalar(
+        select(LumenService.connection_id).where(LumenService.service_id == service_id)
+    )
+    return found is not None
+
+
+def add_service_id(session: Session, connection_id: str, customer_id: str, service_id: str) -> None:
+    session.add(
+        LumenService(connection_id=connection_id, service_id=service_id, customer_id=customer_id)
+    )
+    session.flush()
+
+
+def connection_of_service(session: Session, customer_id: str, service_id: str) -> str | None:
+    """The connection of the customer's service; None for an unknown or another customer's."""
+    return session.scalar(
+        select(LumenService.connection_id).where(
+            LumenService.service_id == service_id, LumenService.customer_id == customer_id
+        )
+    )
+
+
+def inventory(
+    session: Session, customer_id: str, service_id: str | None, offset: int, limit: int
+) -> Sequence[Any]:
+    """One page of the customer's services with their connection and location, in order of
+    creation (connection ids sort by time)."""
+    statement = (
+        select(
+            LumenService.service_id,
+            Connection.id,
+            Connection.status,
+            Connection.target_status,
+            Connection.bandwidth_mbps,
+            Connection.ipv4_block,
+            Connection.created_at,
+            Connection.updated_at,
+            Location.id.label("location_id"),
+            Location.name.label("location_name"),
+            Location.address.label("location_address"),
+        )
+        .join(Connection, Connection.id == LumenService.connection_id)
+        .join(Location, Location.id == Connection.location_id)
+        .where(LumenService.customer_id == customer_id, Connection.customer_id == customer_id)
+        .order_by(Connection.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    if service_id is not None:
+        statement = statement.where(LumenService.service_id == service_id)
+    return session.execute(statement).all()
+
+
+def changes_in_flight(session: Session, connection_ids: Sequence[str], now: datetime) -> set[str]:
+    """Those of the connections with a bandwidth change due (not in the future) but not yet
+    in force: Lumen's "Change pending"."""
+    if not connection_ids:
+        return set()
+    rows = session.scalars(
+        select(BandwidthChange.connection_id).where(
+            and_(
+                BandwidthChange.connection_id.in_(connection_ids),
+                BandwidthChange.status.in_(_PENDING),
+                BandwidthChange.effective_at <= now,
+            )
+        )
+    )
+    return set(rows)
+
+
+def changes(session: Session, change_ids: Sequence[str]) -> dict[str, BandwidthChange]:
+    if not change_ids:
+        return {}
+    found = session.scalars(select(BandwidthChange).where(BandwidthChange.id.in_(change_ids)))
+    return {c.id: c for c in found}
+
+
+def connections(session: Session, connection_ids: Sequence[str]) -> dict[str, Connection]:
+    if not connection_ids:
+        return {}
+    found = session.scalars(select(Connection).where(Connection.id.in_(connection_ids)))
+    return {c.id: c for c in found}
+
+
+def services_of(session: Session, connection_ids: Sequence[str]) -> dict[str, str]:
+    if not connection_ids:
+        return {}
+    rows = session.execute(
+        select(LumenService.connection_id, LumenService.service_id).where(
+            LumenService.connection_id.in_(connection_ids)
+        )
+    )
+    return {connection_id: service_id for connection_id, service_id in rows}
+
+
+def order_by_external_id(session: Session, customer_id: str, external_id: str) -> LumenOrder | None:
+    return session.scalar(
+        select(LumenOrder).where(
+            LumenOrder.customer_id == customer_id, LumenOrder.external_id == external_id
+        )
+    )
+
+
+def order(session: Session, customer_id: str, order_id: str) -> LumenOrder | None:
+    return session.scalar(
+        select(LumenOrder).where(LumenOrder.customer_id == customer_id, LumenOrder.id == order_id)
+    )
+
+
+def add_order(session: Session, order: LumenOrder) -> None:
+    session.add(order)
+    session.flush()
+
+
+def locations(session: Session) -> Sequence[Location]:
+    return list(session.scalars(select(Location).order_by(Location.id)))
