@@ -23,6 +23,7 @@ from iod.auth.endpoints import router as auth_router
 from iod.auth.keys import KeyStore
 from iod.auth.passwords import SecretHasher, open_hasher
 from iod.auth.tokens import TokenService
+from iod.billing.endpoints import router as billing_router
 from iod.connections.endpoints import router as connections_router
 from iod.connections.fastpath import ROUTE_PATH, ConnectionReadFastPath
 from iod.connections.service import Policy
@@ -214,6 +215,7 @@ def create_app(
     relative_slash_redirects(app.router)
     app.include_router(connections_router)
     app.include_router(events_router)
+    app.include_router(billing_router)  # money (issue 15)
     app.include_router(auth_router)
     app.include_router(health_router)
     app.include_router(problems_router)

@@ -41,6 +41,9 @@ NAMES = frozenset(
         "bandwidth_change.failed",
         "bandwidth_change.cancelled",
         "client.secret_rotated",
+        "quote.created",
+        "usage.rated",
+        "statement.closed",
     }
 )
 
