@@ -271,3 +271,23 @@ def test_change_with_a_quote_and_boost(api, headers, priced, clock) -> None:
         (1000, 1800, "quote"), (100, 1800, "price"),
     ]  # fmt: skip
     assert used is not None
+
+
+def test_usage_parameters(api, headers, priced, clock) -> None:
+    conn = order(api, headers).json()
+    run_jobs(priced)
+    clock.set(START + timedelta(hours=3, minutes=5))
+    meter(priced)
+    for bad in ({"to": "0.5"}, {"from": "2030-01-31T10:00:00"}, {"granularity": "week"}):
+        answer = api.get(f"{BASE}/usage", params=bad, headers=headers)
+        assert answer.status_code == 400, (bad, answer.text)
+    days = api.get(f"{BASE}/usage", params={"granularity": "day"}, headers=headers).json()
+    assert [(x["connectionId"], x["seconds"], x["amount"]) for x in days["lines"]] == [
+        (conn["id"], 3 * 3600, "1.38")
+    ]
+    empty = api.get(
+        f"{BASE}/usage",
+        params={"from": "2030-02-01T00:00:00Z", "to": "2030-01-01T00:00:00Z"},
+        headers=headers,
+    ).json()
+    assert empty["lines"] == [] and empty["totals"] == []

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import AwareDatetime
+from pydantic import BeforeValidator
 from sqlalchemy.orm import Session
 
 from iod.audit import service as audit
@@ -25,6 +25,7 @@ from iod.billing.schemas import (
     StatementOut,
     StatementSummary,
     UsageOut,
+    rfc3339_param,
 )
 from iod.domain.rating import floor_hour
 from iod.infra import idempotency
@@ -67,7 +68,7 @@ async def list_locations(request: Request, principal: READ) -> CatalogLocationLi
     return await run_in_threadpool(read)
 
 
-LocationId = Annotated[str, Path(description="A location id of the catalog.", max_length=64)]
+LocationId = Annotated[str, Path(description="A location id of the catalog.")]
 
 
 @router.get(
@@ -153,9 +154,7 @@ def create_quote(
     response_model_exclude_none=True,
     responses={404: problem("No such quote for this customer"), **READ_ERRORS},
 )
-async def get_quote(
-    request: Request, quoteId: Annotated[str, Path(max_length=64)], principal: READ
-) -> QuoteOut:
+async def get_quote(request: Request, quoteId: Annotated[str, Path()], principal: READ) -> QuoteOut:
     """Extension: a quote, with `usedAt` once an order or change used it."""
     services = _services(request)
 
@@ -180,11 +179,17 @@ async def get_usage(
     request: Request,
     principal: READ,
     start: Annotated[
-        AwareDatetime | None,
-        Query(alias="from", description="Window start (RFC 3339); default: this month's start."),
+        datetime | None,
+        BeforeValidator(rfc3339_param),
+        Query(
+            alias="from",
+            description="Window start (RFC 3339); default: this month's start. A window "
+            "longer than 366 days starts 366 days before its end; an empty one has no lines.",
+        ),
     ] = None,
     end: Annotated[
-        AwareDatetime | None,
+        datetime | None,
+        BeforeValidator(rfc3339_param),
         Query(alias="to", description="Window end, exclusive; default: now."),
     ] = None,
     connectionId: Annotated[
@@ -254,7 +259,7 @@ CSV_CONTENT: dict[str, Any] = {"text/csv": {"schema": {"type": "string"}}}
     },
 )
 async def get_statement(
-    request: Request, statementId: Annotated[str, Path(max_length=64)], principal: READ
+    request: Request, statementId: Annotated[str, Path()], principal: READ
 ) -> Response:
     """Extension: the lines (by connection and tier interval), the monthly-cap adjustments
     and the totals. An open statement is read live; a closed one never changes."""

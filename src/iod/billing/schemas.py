@@ -35,6 +35,11 @@ def _datetime(value: Any) -> Any:
         raise ValueError(f"is not a valid date-time: {exc}") from exc
 
 
+def rfc3339_param(value: Any) -> Any:
+    """A query parameter's date-time: RFC 3339 with an offset only (no Unix numbers)."""
+    return None if value is None else _datetime(value)
+
+
 def _id_text(value: Any) -> Any:
     value = _no_null(value)
     if not isinstance(value, str) or not 0 < len(value) <= 64:

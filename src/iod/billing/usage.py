@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -12,10 +12,13 @@ from iod.billing import repository
 from iod.domain import money
 from iod.domain.bandwidth import format_bandwidth
 from iod.domain.rating import HOUR, floor_hour
-from iod.infra.errors import NotFound, ValidationFailed
+from iod.infra.errors import NotFound
 from iod.infra.ids import looks_like_id
 
 MAX_WINDOW = timedelta(days=366)
+# Far outside any usage, and far from datetime's limits (no overflow at the edges).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 def _period(moment: datetime, granularity: str) -> datetime:
@@ -36,10 +39,12 @@ def usage(
 ) -> dict[str, Any]:
     """Lines per connection, period, tier, status and rate; totals per currency. The window
     is cut to whole hours (its start floored, its end rounded up)."""
-    if end <= start:
-        raise ValidationFailed("`to` must be after `from`")
-    if end - start > MAX_WINDOW:
-        raise ValidationFailed("the window may be at most 366 days; ask for it in parts")
+    # Never an error (every schema-valid window is answered): an empty window has no lines,
+    # and one longer than 366 days is cut to the 366 days before its end (the answer's
+    # `from` says so).
+    start, end = (min(max(t.astimezone(UTC), EARLIEST), LATEST) for t in (start, end))
+    end = max(end, start)
+    start = max(start, end - MAX_WINDOW)
     if connection_id is not None:
         from iod.connections import repository as connections
 
