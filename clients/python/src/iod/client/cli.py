@@ -804,6 +804,9 @@ def register(target: typer.Typer) -> None:
     target.add_typer(connections_app, name="connections")
     target.add_typer(bandwidth_app, name="bandwidth")
     target.add_typer(events_app, name="events")
+    from iod.client import money_cli  # money (issue 15): catalog, quote, usage, statements
+
+    money_cli.register(target)
 
 
 app = typer.Typer(
