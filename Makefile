@@ -117,3 +117,10 @@ crash-test: $(STAMP)
 ## IOD_TEST_DATABASE_URL on a local cluster it may restart (as root); prints FAULTS lines.
 test-faults: $(STAMP)
 	IOD_FAULTS_LONG=1 IOD_TEST_RESTART_POSTGRES=1 $(BIN)/pytest tests/faults -v -s -p no:randomly $(PYTEST_ARGS)
+
+## Money (issue 15): rate one hour of 100,000 connections and a 10,000-connection customer's
+## month on PostgreSQL (IOD_BENCH_DATABASE_URL, its schema dropped and made anew;
+## docs/performance.md, "Metering"). METERING_ARGS="N C" for other sizes.
+.PHONY: bench-metering
+bench-metering: $(STAMP)
+	$(BIN)/python bench/metering.py $(METERING_ARGS)

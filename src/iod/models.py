@@ -309,7 +309,6 @@ class UsageHour(Base):
     exactly once (INSERT … ON CONFLICT DO NOTHING); its lines are written with it."""
 
     __tablename__ = "usage_hours"
-    __table_args__ = (Index(None, "customer_id", "hour"), Index(None, "hour"))
 
     connection_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)

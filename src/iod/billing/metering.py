@@ -59,20 +59,20 @@ def quote_rate(quote: Quote) -> Rate:
 
 def load_facts(session: Session, rows: Sequence[Any], end: datetime) -> list[tuple[Any, Facts]]:
     """The facts of a batch of connections, in three queries."""
-    ids = [row.id for row in rows]
+    lo, hi = rows[0].id, rows[-1].id  # `rows` are ordered by id
     transitions: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
-    for t in repository.transitions_of(session, ids, end):
+    for t in repository.transitions_of(session, lo, hi, end):
         transitions[t.connection_id].append((t.at, t.to_status))
     changes: dict[str, list[tuple[datetime, int, str]]] = defaultdict(list)
     ordered: dict[str, int] = {}
-    for c in repository.applied_changes_of(session, ids, end):
+    for c in repository.applied_changes_of(session, lo, hi):
         if c.applied_at is None:
             continue
         if c.connection_id not in ordered and c.from_mbps is not None:
             ordered[c.connection_id] = c.from_mbps
         changes[c.connection_id].append((c.applied_at, c.to_mbps, c.id))
     quotes: dict[str, dict[str | None, Rate]] = defaultdict(dict)
-    for q in repository.quotes_used_by(session, ids):
+    for q in repository.quotes_used_by(session, lo, hi):
         assert q.used_connection_id is not None
         quotes[q.used_connection_id][q.used_change_id] = quote_rate(q)
     return [
@@ -161,6 +161,7 @@ def complete_hour(session: Session, hour: datetime, now: datetime) -> bool:
     per_customer: dict[str, list[Any]] = defaultdict(list)
     for row in repository.hour_totals_by_customer(session, hour):
         per_customer[row.customer_id].append(row)
+    statements.ensure_all(session, sorted(per_customer), statements.month_of(hour), now)
     for customer_id, rows in per_customer.items():
         events.record(
             session,
@@ -175,7 +176,6 @@ def complete_hour(session: Session, hour: datetime, now: datetime) -> bool:
             ],
             connections=max(int(r.connections) for r in rows),
         )
-        statements.ensure(session, customer_id, statements.month_of(hour), now)
     return True
 
 

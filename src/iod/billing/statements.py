@@ -29,7 +29,7 @@ from iod.infra.clock import rfc3339
 from iod.infra.db import insert_new
 from iod.infra.errors import NotFound
 from iod.infra.ids import looks_like_id, new_id
-from iod.models import Statement, UsageLine
+from iod.models import Statement
 
 OPEN = "open"
 CLOSED = "closed"
@@ -64,12 +64,30 @@ def ensure(session: Session, customer_id: str, month: str, now: datetime) -> Non
     )
 
 
-def _source(line: UsageLine) -> dict[str, Any]:
+def ensure_all(session: Session, customer_ids: Sequence[str], month: str, now: datetime) -> None:
+    """`ensure` for many customers in one statement (INSERT … ON CONFLICT DO NOTHING)."""
+    if not customer_ids:
+        return
+    if session.get_bind().dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    rows = [
+        {"id": new_id("stm"), "customer_id": c, "month": month, "status": OPEN,
+         "created_at": now, "closed_at": None, "document": None}
+        for c in customer_ids
+    ]  # fmt: skip
+    for at in range(0, len(rows), 1000):  # within every database's bound parameters
+        chunk = rows[at : at + 1000]
+        session.execute(insert(repository.STATEMENTS).values(chunk).on_conflict_do_nothing())
+
+
+def _source(line: Any) -> dict[str, Any]:
     kind, _, ident = line.source.partition(":")
     return {"rateSource": kind, "quoteId": ident if kind == "quote" else None}
 
 
-def group_lines(lines: Sequence[UsageLine]) -> list[dict[str, Any]]:
+def group_lines(lines: Sequence[Any]) -> list[dict[str, Any]]:
     """Consecutive lines of one connection with the same tier, status and rate, joined:
     each result has the minor-unit `amount_minor` beside the formatted fields."""
     out: list[dict[str, Any]] = []
@@ -128,9 +146,7 @@ def cap_adjustments(grouped: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def document(
-    statement: Statement, lines: Sequence[UsageLine], as_of: datetime | None
-) -> dict[str, Any]:
+def document(statement: Statement, lines: Sequence[Any], as_of: datetime | None) -> dict[str, Any]:
     start, end = month_bounds(statement.month)
     grouped = group_lines(lines)
     adjustments = cap_adjustments(grouped)
@@ -182,7 +198,7 @@ def document(
     }
 
 
-def _lines_of(session: Session, statement: Statement) -> Sequence[UsageLine]:
+def _lines_of(session: Session, statement: Statement) -> Sequence[Any]:
     start, end = month_bounds(statement.month)
     return repository.usage_lines(session, statement.customer_id, start, end)
 

@@ -77,8 +77,6 @@ def upgrade() -> None:
         _at("rated_at"),
         sa.PrimaryKeyConstraint("connection_id", "hour", name=op.f("pk_usage_hours")),
     )
-    op.create_index(op.f("ix_usage_hours_customer_id_hour"), "usage_hours", ["customer_id", "hour"])
-    op.create_index(op.f("ix_usage_hours_hour"), "usage_hours", ["hour"])
     op.create_table(
         "usage_lines",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -129,8 +127,6 @@ def downgrade() -> None:
     op.drop_table("metered_hours")
     op.drop_index(op.f("ix_usage_lines_customer_id_hour"), table_name="usage_lines")
     op.drop_table("usage_lines")
-    op.drop_index(op.f("ix_usage_hours_hour"), table_name="usage_hours")
-    op.drop_index(op.f("ix_usage_hours_customer_id_hour"), table_name="usage_hours")
     op.drop_table("usage_hours")
     op.drop_index(op.f("ix_quotes_used_connection_id"), table_name="quotes")
     op.drop_index(op.f("ix_quotes_customer_id_id"), table_name="quotes")
