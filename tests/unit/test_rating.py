@@ -138,7 +138,7 @@ def test_rated_amount_is_the_integral_of_the_rate(case) -> None:  # type: ignore
         for line in lines
     ]  # fmt: skip
     statement = Statement(id="stm", customer_id="c", month="2030-03", status="open")
-    doc = statements.document(statement, rows, None)
+    doc = statements.document(statement, statements.group_lines(rows), None)
     expected = [format_minor(rated, "USD")] if rows else []
     assert [t["amount"] for t in doc["totals"]] == expected
     assert sum(g["seconds"] for g in doc["lines"]) == sum(line.seconds for line in lines)
@@ -162,7 +162,9 @@ def test_monthly_cap_adjusts_the_statement() -> None:
                   source="price:a")
         for h in range(3)
     ]  # fmt: skip
-    doc = statements.document(Statement(id="s", month="2030-03", status="open"), rows, None)
+    doc = statements.document(
+        Statement(id="s", month="2030-03", status="open"), statements.group_lines(rows), None
+    )
     assert len(doc["lines"]) == 1 and doc["lines"][0]["seconds"] == 3 * 3600
     assert doc["capAdjustments"][0]["amount"] == "-0.38"
     assert doc["totals"] == [

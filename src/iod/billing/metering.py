@@ -201,17 +201,33 @@ def rate_due(
         hour = floor_hour(first)
     book = price_rates(repository.all_prices(session))
     done = stalls = 0
+    after = ""  # within an hour, each batch starts after the last one (no rescans)
+    steady = session.get_bind().dialect.name == "postgresql"
     while hour < limit and done < budget:
-        rows = repository.unrated(session, hour, hour + HOUR, min(batch, budget - done))
+        if steady:  # the connections with nothing to split, in SQL (PostgreSQL)
+            found, last_id, rated = repository.rate_steady(
+                session, hour, hour + HOUR, now, after, min(batch, budget - done)
+            )
+            done += rated
+            if found:
+                after = last_id or after
+                continue
+            steady, after = False, ""  # then the rest, through Python
+        rows = repository.unrated(session, hour, hour + HOUR, min(batch, budget - done), after)
         if rows:
             rated = rate_batch(session, hour, rows, book, fraction, now)
             done += rated
-            if rated == 0:  # another worker took them all: read again (they are gone)
+            after = rows[-1].id
+            if rated == 0:  # another worker took them all: read on (they are gone)
                 stalls += 1
                 if stalls > 3:
                     break
             continue
+        if after:  # once more from the start: what another worker gave back (rolled back)
+            after = ""
+            continue
         complete_hour(session, hour, now)
         hour += HOUR
+        steady = session.get_bind().dialect.name == "postgresql"
     statements.close_due(session, now)
     return done

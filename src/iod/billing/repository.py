@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, exists, func, select
+from sqlalchemy import Table, and_, exists, func, select, text
 from sqlalchemy.orm import Session
 
+from iod.infra.db import UTCDateTime
 from iod.models import (
     BandwidthChange,
     Connection,
@@ -96,9 +97,12 @@ def first_connection_at(session: Session) -> datetime | None:
     return session.scalar(select(func.min(Connection.created_at)))
 
 
-def unrated(session: Session, hour: datetime, end: datetime, limit: int) -> Sequence[Any]:
+def unrated(
+    session: Session, hour: datetime, end: datetime, limit: int, after: str = ""
+) -> Sequence[Any]:
     """Connections that existed during [hour, end), were not terminated before it and have
-    no usage row for it yet: (id, customer_id, location_id, bandwidth_mbps)."""
+    no usage row for it yet: (id, customer_id, location_id, bandwidth_mbps), by id from
+    `after` (exclusive)."""
     terminated_before = exists().where(
         StatusTransition.connection_id == Connection.id,
         StatusTransition.to_status == "terminated",
@@ -112,7 +116,7 @@ def unrated(session: Session, hour: datetime, end: datetime, limit: int) -> Sequ
             Connection.location_id,
             Connection.bandwidth_mbps,
         )
-        .where(Connection.created_at < end, ~terminated_before, ~rated)
+        .where(Connection.id > after, Connection.created_at < end, ~terminated_before, ~rated)
         .order_by(Connection.id)
         .limit(limit)
     )
@@ -228,3 +232,97 @@ def open_statements_before(session: Session, month: str, limit: int) -> Sequence
         .with_for_update()
     )
     return session.scalars(query).all()
+
+
+# The steady path (PostgreSQL): connections with no fact in the hour, active all of it at
+# one tier, no quote, one price version the whole hour: one line of 3,600 s at the rate,
+# claimed and written in one statement per batch (the exact-once claim is the same
+# INSERT … ON CONFLICT DO NOTHING on usage_hours). Everything else goes through Python.
+STEADY_SQL = text(
+    """
+WITH steady AS (
+    SELECT c.id, c.customer_id, c.bandwidth_mbps, p.id AS price_id, p.currency,
+           p.hourly_minor, p.monthly_cap_minor
+    FROM connections c
+    JOIN prices p ON p.location_id = c.location_id AND p.tier_mbps = c.bandwidth_mbps
+                 AND p.effective_from <= :hour
+    WHERE c.status = 'active' AND c.created_at < :hour AND c.id > :after
+      AND NOT EXISTS (SELECT 1 FROM prices q WHERE q.location_id = p.location_id
+                      AND q.tier_mbps = p.tier_mbps AND q.effective_from > p.effective_from
+                      AND q.effective_from < :end)
+      AND NOT EXISTS (SELECT 1 FROM status_transitions t
+                      WHERE t.connection_id = c.id AND t.at >= :hour)
+      AND NOT EXISTS (SELECT 1 FROM bandwidth_changes b WHERE b.connection_id = c.id
+                      AND b.status = 'applied' AND b.applied_at >= :hour)
+      AND NOT EXISTS (SELECT 1 FROM quotes u WHERE u.used_connection_id = c.id)
+      AND NOT EXISTS (SELECT 1 FROM usage_hours h
+                      WHERE h.connection_id = c.id AND h.hour = :hour)
+    ORDER BY c.id
+    LIMIT :limit
+), claimed AS (
+    INSERT INTO usage_hours (connection_id, hour, customer_id, amount_minor, rated_at)
+    SELECT id, :hour, customer_id, hourly_minor, :now FROM steady
+    ON CONFLICT DO NOTHING
+    RETURNING connection_id
+), lines AS (
+    INSERT INTO usage_lines (connection_id, hour, customer_id, start_at, end_at, seconds,
+                             tier_mbps, status, currency, hourly_minor, amount_minor,
+                             monthly_cap_minor, source)
+    SELECT s.id, :hour, s.customer_id, :hour, :end, 3600, s.bandwidth_mbps, 'active',
+           s.currency, s.hourly_minor, s.hourly_minor, s.monthly_cap_minor,
+           'price:' || s.price_id
+    FROM steady s JOIN claimed c ON c.connection_id = s.id
+)
+SELECT count(*) AS found, max(id) AS last, (SELECT count(*) FROM claimed) AS rated
+FROM steady
+"""
+)
+
+
+def rate_steady(
+    session: Session, hour: datetime, end: datetime, now: datetime, after: str, limit: int
+) -> tuple[int, str | None, int]:
+    """(connections found, the last id, how many this call rated) of one steady batch."""
+    row = session.execute(
+        STEADY_SQL,
+        {"hour": hour, "end": end, "now": now, "after": after, "limit": limit},
+    ).one()
+    return int(row.found), row.last, int(row.rated)
+
+
+# A statement's lines: consecutive usage lines of one connection with the same tier,
+# status, rate and source are one interval ("islands": a new one starts where a line does
+# not continue the previous one), summed in the database (PostgreSQL and SQLite window
+# functions), so a month of a big customer is not carried into Python line by line.
+STATEMENT_GROUPS_SQL = text(
+    """
+SELECT connection_id, tier_mbps, status, hourly_minor, currency, source,
+       min(start_at) AS start_at, max(end_at) AS end_at, sum(seconds) AS seconds,
+       sum(amount_minor) AS amount_minor, max(monthly_cap_minor) AS monthly_cap_minor
+FROM (
+    SELECT x.*, sum(brk) OVER (PARTITION BY connection_id ORDER BY start_at
+                               ROWS UNBOUNDED PRECEDING) AS island
+    FROM (
+        SELECT l.*,
+               CASE WHEN lag(end_at) OVER w = start_at AND lag(tier_mbps) OVER w = tier_mbps
+                     AND lag(status) OVER w = status AND lag(source) OVER w = source
+                     AND lag(hourly_minor) OVER w = hourly_minor
+                    THEN 0 ELSE 1 END AS brk
+        FROM usage_lines l
+        WHERE customer_id = :customer AND hour >= :start AND hour < :end
+        WINDOW w AS (PARTITION BY connection_id ORDER BY start_at)
+    ) x
+) y
+GROUP BY connection_id, island, tier_mbps, status, hourly_minor, currency, source
+ORDER BY connection_id, min(start_at)
+"""
+)
+
+
+def statement_groups(
+    session: Session, customer_id: str, start: datetime, end: datetime
+) -> Sequence[Any]:
+    return session.execute(
+        STATEMENT_GROUPS_SQL.columns(start_at=UTCDateTime(), end_at=UTCDateTime()),
+        {"customer": customer_id, "start": start, "end": end},
+    ).all()

@@ -122,6 +122,27 @@ def group_lines(lines: Sequence[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def from_groups(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """`group_lines`' result from the database's grouping (`repository.statement_groups`)."""
+    return [
+        {
+            "connectionId": row.connection_id,
+            "bandwidth": format_bandwidth(row.tier_mbps),
+            "status": row.status,
+            "_start": row.start_at,
+            "_end": row.end_at,
+            "seconds": int(row.seconds),
+            "currency": row.currency,
+            "hourly_minor": row.hourly_minor,
+            "amount_minor": int(row.amount_minor),
+            "_cap": row.monthly_cap_minor,
+            "_tier": row.tier_mbps,
+            **_source(row),
+        }
+        for row in rows
+    ]
+
+
 def cap_adjustments(grouped: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per connection, tier and currency: the part above the monthly cap, taken off."""
     totals: dict[tuple[str, int, str], list[int | None]] = {}
@@ -146,9 +167,11 @@ def cap_adjustments(grouped: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def document(statement: Statement, lines: Sequence[Any], as_of: datetime | None) -> dict[str, Any]:
+def document(
+    statement: Statement, grouped: Sequence[dict[str, Any]], as_of: datetime | None
+) -> dict[str, Any]:
+    """`grouped`: the month's lines joined into intervals (`group_lines`, `from_groups`)."""
     start, end = month_bounds(statement.month)
-    grouped = group_lines(lines)
     adjustments = cap_adjustments(grouped)
     usage: dict[str, int] = defaultdict(int)
     capped: dict[str, int] = defaultdict(int)
@@ -198,9 +221,9 @@ def document(statement: Statement, lines: Sequence[Any], as_of: datetime | None)
     }
 
 
-def _lines_of(session: Session, statement: Statement) -> Sequence[Any]:
+def _lines_of(session: Session, statement: Statement) -> list[dict[str, Any]]:
     start, end = month_bounds(statement.month)
-    return repository.usage_lines(session, statement.customer_id, start, end)
+    return from_groups(repository.statement_groups(session, statement.customer_id, start, end))
 
 
 def view(session: Session, statement: Statement) -> dict[str, Any]:
