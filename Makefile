@@ -130,3 +130,10 @@ test-faults: $(STAMP)
 .PHONY: bench-webhooks
 bench-webhooks: $(STAMP)
 	$(BIN)/python bench/webhooks.py $(BENCH_ARGS)
+
+## Money (issue 15): rate one hour of 100,000 connections and a 10,000-connection customer's
+## month on PostgreSQL (IOD_BENCH_DATABASE_URL, its schema dropped and made anew;
+## docs/performance.md, "Metering"). METERING_ARGS="N C" for other sizes.
+.PHONY: bench-metering
+bench-metering: $(STAMP)
+	$(BIN)/python bench/metering.py $(METERING_ARGS)

@@ -23,6 +23,7 @@ from iod.auth.endpoints import router as auth_router
 from iod.auth.keys import KeyStore
 from iod.auth.passwords import SecretHasher, open_hasher
 from iod.auth.tokens import TokenService
+from iod.billing.endpoints import router as billing_router
 from iod.connections.endpoints import router as connections_router
 from iod.connections.fastpath import ROUTE_PATH, ConnectionReadFastPath
 from iod.connections.service import Policy
@@ -224,6 +225,7 @@ def create_app(
     app.include_router(events_router)
     app.include_router(schedules_router)
     app.include_router(webhooks_router)
+    app.include_router(billing_router)  # money (issue 15)
     app.include_router(auth_router)
     app.include_router(health_router)
     app.include_router(problems_router)

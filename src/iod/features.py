@@ -14,6 +14,7 @@ FEATURES = (
     "iod.webhooks.tasks",  # the delivery task and its events subscriber
     "iod.portal.tasks",
     "iod.lumen.subscribers",  # a Lumen service id for every connection ordered
+    "iod.billing.tasks",  # money: hourly metering, statements
 )
 
 

@@ -467,3 +467,113 @@ class LumenOrder(Base):
     items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     created_by: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# --- money (issue 15): price book, quotes, metered usage, statements -------------------------
+
+
+class Price(Base):
+    """One version of the hourly rate of a tier at a location: in force from `effective_from`
+    until the next version's. Amounts are integers in the currency's minor units (cents)."""
+
+    __tablename__ = "prices"
+    __table_args__ = (UniqueConstraint("location_id", "tier_mbps", "effective_from"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    location_id: Mapped[str] = mapped_column(ForeignKey("locations.id"))
+    tier_mbps: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    hourly_minor: Mapped[int] = mapped_column(Integer)
+    monthly_cap_minor: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Quote(Base):
+    """A price promised to a customer for 15 minutes; once used, the rate charged for its
+    tier on that connection until the next change (`used_change_id`: the change it priced,
+    None for the order itself)."""
+
+    __tablename__ = "quotes"
+    __table_args__ = (Index(None, "customer_id", "id"), Index(None, "used_connection_id"))
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(40))
+    location_id: Mapped[str] = mapped_column(String(64))
+    connection_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    tier_mbps: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    hourly_minor: Mapped[int] = mapped_column(Integer)
+    monthly_cap_minor: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    price_id: Mapped[str] = mapped_column(String(40))
+    effective_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revert_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    used_connection_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    used_change_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class UsageHour(Base):
+    """One row per connection and hour rated: its primary key is what makes an hour rated
+    exactly once (INSERT … ON CONFLICT DO NOTHING); its lines are written with it."""
+
+    __tablename__ = "usage_hours"
+
+    connection_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(40))
+    amount_minor: Mapped[int] = mapped_column(Integer)
+    rated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class UsageLine(Base):
+    """A stretch of one hour of one connection at one tier, status and rate."""
+
+    __tablename__ = "usage_lines"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "hour", "start_at"),
+        Index(None, "customer_id", "hour"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    connection_id: Mapped[str] = mapped_column(String(40))
+    hour: Mapped[datetime] = mapped_column(UTCDateTime())
+    customer_id: Mapped[str] = mapped_column(String(40))
+    start_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    end_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    seconds: Mapped[int] = mapped_column(Integer)
+    tier_mbps: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    currency: Mapped[str] = mapped_column(String(3))
+    hourly_minor: Mapped[int] = mapped_column(Integer)
+    amount_minor: Mapped[int] = mapped_column(Integer)
+    monthly_cap_minor: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # "price:<id>" or "quote:<id>": where the rate came from.
+    source: Mapped[str] = mapped_column(String(48))
+
+
+class MeteredHour(Base):
+    """An hour every connection has been rated for (its `usage.rated` events are out)."""
+
+    __tablename__ = "metered_hours"
+
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    completed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Statement(Base):
+    """A customer's calendar month (UTC): open while it runs, then closed with its lines
+    frozen in `document` (never changed again)."""
+
+    __tablename__ = "statements"
+    __table_args__ = (UniqueConstraint("customer_id", "month"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(40))
+    month: Mapped[str] = mapped_column(String(7))
+    status: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    document: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

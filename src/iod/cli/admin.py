@@ -441,6 +441,18 @@ def locations_import(
            f"{created} created, {updated} updated")  # fmt: skip
 
 
+def _demo_prices(session: Session) -> None:
+    """The demo price book (money, issue 15): idempotent, versions are only added."""
+    from iod.billing import demo as billing_demo
+    from iod.billing import service as billing
+    from iod.locations import repository as locations_repo
+
+    demo_ids = {entry["id"] for entry in catalog.DEMO_LOCATIONS}
+    places = [(loc.id, list(loc.tiers_mbps)) for loc in locations_repo.list_all(session)
+              if loc.id in demo_ids]  # fmt: skip
+    billing.import_prices(session, clock, billing_demo.demo_prices(places))
+
+
 def _demo_secret_file() -> Path:
     from iod.infra.config import get_settings
 
@@ -487,6 +499,7 @@ def demo(
                     "ids": [e.id for e in demo_catalog],
                 },
             )
+        _demo_prices(session)
         customer = customers_repo.find_customer_by_name(session, catalog.DEMO_CUSTOMER_NAME)
         if customer is None:
             customer = customers.create_customer(session, clock, catalog.DEMO_CUSTOMER_NAME)

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from iod.cli import admin
+from iod.cli.billing import prices_app
 from iod.cli.common import console, open_db_or_exit
 from iod.cli.jobs import jobs_app
 from iod.cli.network import network_app
@@ -37,6 +38,7 @@ customer.register(app)
 app.add_typer(network_app, name="network")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(users_app, name="users")
+app.add_typer(prices_app, name="prices")
 
 
 @app.command()

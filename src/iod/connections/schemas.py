@@ -54,6 +54,13 @@ def _no_null(value: Any) -> Any:
     return value
 
 
+def _quote_id_text(value: Any) -> Any:
+    value = _no_null(value)
+    if not isinstance(value, str) or not 0 < len(value) <= 64:
+        raise ValueError("must be a quote id (a string of at most 64 characters)")
+    return value
+
+
 class StrictBody(BaseModel):
     """A write body: duplicate keys are refused here, unknown fields by `extra="forbid"`."""
 
@@ -94,6 +101,19 @@ class ConnectionRequest(StrictBody):
         examples=[30],
         json_schema_extra={"enum": list(PREFIX_LENGTHS)},
     )
+
+    quoteId: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description=(
+            "Extension: a quote (`POST /internet-on-demand/quotes`) for this location and "
+            "bandwidth, not expired nor used: its hourly rate is charged for this tier on "
+            "this connection until the next change (docs/money.md)."
+        ),
+        json_schema_extra={"maxLength": 64},
+        examples=["quo_01jd5v7x3q9k2m4n6p8r0s2t4v"],
+    )
+
+    _quote_id = field_validator("quoteId", mode="before")(_quote_id_text)
 
     _bandwidth = field_validator("bandwidth", mode="before")(_canonical_bandwidth)
 
@@ -156,6 +176,19 @@ class BandwidthUpdate(StrictBody):
         ),
         examples=["2030-01-01T17:00:00Z"],
     )
+
+    quoteId: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description=(
+            "Extension: a quote (`POST /internet-on-demand/quotes`) for this connection, "
+            "bandwidth, effectiveDate and revertAt, not expired nor used: its hourly rate is "
+            "charged for this tier on this connection until the next change (docs/money.md)."
+        ),
+        json_schema_extra={"maxLength": 64},
+        examples=["quo_01jd5v7x3q9k2m4n6p8r0s2t4v"],
+    )
+
+    _quote_id = field_validator("quoteId", mode="before")(_quote_id_text)
 
     _bandwidth = field_validator("bandwidth", mode="before")(_canonical_bandwidth)
 

@@ -11,6 +11,7 @@ from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from iod.auth.tokens import Principal
+from iod.billing import service as billing
 from iod.connections import capacity, jobs, repository
 from iod.connections.lifecycle import change_event, record_creation, record_event, target_of
 from iod.connections.repository import AnyRow
@@ -114,6 +115,9 @@ def create_connection(
             f"location {location.id} has no /{prefix} block left in its pool"
             f" {location.ipv4_pool}: {exc}"
         ) from exc
+    if request.quoteId is not None:  # the quoted rate for this tier (docs/money.md)
+        billing.redeem(session, now, principal, request.quoteId, location_id=location.id,
+                       mbps=mbps, connection_id=connection.id, change_id=None)  # fmt: skip
     session.flush()
     return connection
 
@@ -253,6 +257,11 @@ def update_bandwidth(
     # ones; checked last, for the location's row lock to be held briefly.
     added = [c.to_mbps for c in (change, revert) if c is not None]
     capacity.recommit(session, connection, [*(c.to_mbps for c in pending), *added], check=True)
+    if update.quoteId is not None:  # the quoted rate for this tier (docs/money.md)
+        billing.redeem(session, now, principal, update.quoteId, location_id=location.id,
+                       mbps=mbps, connection_id=connection.id, change_id=change.id,
+                       for_change_of=connection.id, effective=update.effectiveDate,
+                       revert_at=update.revertAt)  # fmt: skip
     session.flush()
     # The order of `repository.pending_changes`: the new ones among those read under the lock.
     after = sorted([*pending, change, *((revert,) if revert else ())], key=_apply_order)

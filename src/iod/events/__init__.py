@@ -57,6 +57,9 @@ NAMES = frozenset(
         "portal_user.role_changed",
         "portal_user.disabled",
         "portal_user.enabled",
+        "quote.created",
+        "usage.rated",
+        "statement.closed",
     }
 )
 

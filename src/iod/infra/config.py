@@ -300,6 +300,37 @@ class Settings(BaseSettings):
         default="718", description="Lumen's product code of Internet On-Demand."
     )
 
+    # --- money (issue 15): quotes, metering, statements (docs/money.md) ---
+    quote_ttl_seconds: int = Field(
+        default=900, ge=1, le=86400, description="How long a quote may be used (15 minutes)."
+    )
+    metering_suspended: str = Field(
+        default="full",
+        description="What a suspended hour costs: full, none, or a fraction of the rate (0.5).",
+    )
+    metering_settle_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="An hour is rated this long after it ends (late commits of its facts).",
+    )
+    metering_batch: int = Field(
+        default=5000, ge=1, le=100_000, description="Connections rated per statement batch."
+    )
+    metering_max_per_run: int = Field(
+        default=200_000,
+        ge=1,
+        description="Connection-hours one metering run rates at most (the rest: next run).",
+    )
+
+    @field_validator("metering_suspended")
+    @classmethod
+    def _suspended_rule(cls, value: str) -> str:
+        from iod.domain.rating import parse_fraction
+
+        parse_fraction(value)  # ValueError names the bad value
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies_are_networks(cls, value: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from iod.client import _common as c
+from iod.client import money as m
 from iod.client._config import resolve
 from iod.client.auth import ClientCredentialsAuth
 from iod.client.errors import ApiError, UnexpectedResponse
@@ -154,12 +155,15 @@ class Client(ScheduleMethods):
         bandwidth: str,
         description: str | None = None,
         *,
+        quote_id: str | None = None,
         wait: bool = False,
         timeout: float = c.DEFAULT_WAIT,
         on_poll: OnPoll | None = None,
     ) -> Connection:
         """Orders a connection; with `wait`, returns once it is active."""
         body = c.create_body(location_id, bandwidth, description)
+        if quote_id is not None:  # the quoted rate (docs/money.md)
+            body["quoteId"] = quote_id
         connection = c.parse(Connection, self.request("POST", c.CONNECTIONS, json=body))
         if wait:
             return self.wait_until(connection.id, ACTIVE, timeout=timeout, on_poll=on_poll)
@@ -172,6 +176,7 @@ class Client(ScheduleMethods):
         effective_date: datetime | str | None = None,
         *,
         revert_at: datetime | str | None = None,
+        quote_id: str | None = None,
         wait: bool = False,
         timeout: float | None = None,
         on_poll: OnPoll | None = None,
@@ -182,6 +187,8 @@ class Client(ScheduleMethods):
         the effective date); the result is then the connection as it is at that moment.
         """
         body = c.update_body(bandwidth, effective_date, revert_at)
+        if quote_id is not None:  # the quoted rate (docs/money.md)
+            body["quoteId"] = quote_id
         path = c.connection_path(connection_id) + "/bandwidth"
         result = c.parse(BandwidthUpdateResult, self.request("PUT", path, json=body))
         change = result.change
@@ -345,3 +352,56 @@ class Client(ScheduleMethods):
             page = c.json_body(response)
             yield from page["events"]
             cursor = page["nextCursor"]
+
+    # -- money (docs/money.md) ---------------------------------------------------------
+
+    def list_locations(self) -> list[m.CatalogLocation]:
+        """The locations you may order at: tiers, whether each fits now, prices now."""
+        data = self.request("GET", m.LOCATIONS)
+        return [c.parse(m.CatalogLocation, item) for item in data["locations"]]
+
+    def get_location(self, location_id: str) -> m.CatalogLocation:
+        return c.parse(m.CatalogLocation, self.request("GET", f"{m.LOCATIONS}/{location_id}"))
+
+    def quote(
+        self,
+        bandwidth: str,
+        *,
+        location_id: str | None = None,
+        connection_id: str | None = None,
+        effective_date: datetime | str | None = None,
+        revert_at: datetime | str | None = None,
+    ) -> m.Quote:
+        """A price for a new connection (`location_id`) or a change (`connection_id`), valid
+        15 minutes: pass its id as `quote_id` to `create_connection`/`update_bandwidth`."""
+        body = m.quote_body(bandwidth, location_id, connection_id, effective_date, revert_at)
+        return c.parse(m.Quote, self.request("POST", m.QUOTES, json=body))
+
+    def usage(
+        self,
+        *,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        month: str | None = None,
+        connection_id: str | None = None,
+        granularity: str = "hour",
+    ) -> m.Usage:
+        """Rated usage: of `month` ("2026-11", UTC), or `start`..`end` (default: this month
+        so far), per hour, day or month."""
+        query = m.usage_params(start, end, connection_id, granularity, month)
+        return c.parse(m.Usage, self.request("GET", m.USAGE, params=query))
+
+    def statements(self) -> list[m.StatementSummary]:
+        """Your monthly statements, newest first."""
+        data = self.request("GET", m.STATEMENTS)
+        return [c.parse(m.StatementSummary, item) for item in data["statements"]]
+
+    def statement(self, statement_id: str) -> m.Statement:
+        return c.parse(m.Statement, self.request("GET", f"{m.STATEMENTS}/{statement_id}"))
+
+    def statement_csv(self, statement_id: str) -> str:
+        """The statement as CSV (lines, cap adjustments, totals)."""
+        path = f"{m.STATEMENTS}/{statement_id}"
+        headers = c.request_headers("GET") | {"Accept": "text/csv"}
+        response = self._retrying(lambda: self._http.request("GET", path, headers=headers))
+        return response.text

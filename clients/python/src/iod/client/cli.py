@@ -810,6 +810,9 @@ def register(target: typer.Typer) -> None:
     from iod.client.webhooks_cli import webhooks_app
 
     target.add_typer(webhooks_app, name="webhooks")
+    from iod.client import money_cli  # money (issue 15): catalog, quote, usage, statements
+
+    money_cli.register(target)
 
 
 app = typer.Typer(
