@@ -26,6 +26,8 @@ from iod.auth.tokens import TokenService
 from iod.connections.endpoints import router as connections_router
 from iod.connections.fastpath import ROUTE_PATH, ConnectionReadFastPath
 from iod.connections.service import Policy
+from iod.edge.driver import EdgeRouter
+from iod.edge.endpoints import router as edge_router
 from iod.events.endpoints import router as events_router
 from iod.infra.clock import Clock, SystemClock
 from iod.infra.config import Settings
@@ -78,15 +80,20 @@ class Services:
         from iod.connections.reconcile import reconcile
 
         try:
-            reconcile(self.db, self.driver, self.clock)
+            reconcile(self.db, self.network(), self.clock)
         except Exception:
             log.exception("network.reconcile_failed")
+
+    def network(self) -> NetworkDriver:
+        """The worker's driver: a location with an edge agent gets its operations through
+        the agent (iod.edge), the others through `driver` in this process."""
+        return EdgeRouter(self.db, self.clock, self.driver, self.settings)
 
     def worker(self) -> Worker:
         s = self.settings
         return Worker(
             self.db,
-            self.driver,
+            self.network(),
             self.clock,
             WorkerPolicy(
                 lease_seconds=s.job_lease_seconds,
@@ -214,6 +221,7 @@ def create_app(
     relative_slash_redirects(app.router)
     app.include_router(connections_router)
     app.include_router(events_router)
+    app.include_router(edge_router)
     app.include_router(auth_router)
     app.include_router(health_router)
     app.include_router(problems_router)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from iod.cli import admin
+from iod.cli import admin, edge
 from iod.cli.common import console, open_db_or_exit
 from iod.cli.jobs import jobs_app
 from iod.cli.network import network_app
@@ -35,6 +35,10 @@ app.command("demo")(admin.demo)
 customer.register(app)
 app.add_typer(network_app, name="network")
 app.add_typer(jobs_app, name="jobs")
+app.command("edge-agent")(edge.edge_agent)
+network_app.command("agents")(edge.agents_list)
+network_app.command("agent-add")(edge.agent_add)
+network_app.command("agent-remove")(edge.agent_remove)
 
 
 @app.command()
