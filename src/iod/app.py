@@ -46,6 +46,7 @@ from iod.infra.secure import key_encryption_key
 from iod.jobs.worker import Worker, WorkerPolicy
 from iod.network.base import NetworkDriver
 from iod.network.factory import make_driver
+from iod.traffic.endpoints import router as traffic_router
 from iod.version import __version__
 
 log = structlog.get_logger("iod.app")
@@ -222,6 +223,7 @@ def create_app(
     app.include_router(connections_router)
     app.include_router(events_router)
     app.include_router(edge_router)
+    app.include_router(traffic_router)
     app.include_router(auth_router)
     app.include_router(health_router)
     app.include_router(problems_router)

@@ -10,6 +10,7 @@ FEATURES = (
     "iod.audit.subscribers",  # subscribes to the domain events it records
     "iod.connections.tasks",
     "iod.retention.tasks",
+    "iod.traffic.tasks",
 )
 
 

@@ -110,6 +110,11 @@ class EdgeRouter:
     def inventory(self) -> list[ConfiguredConnection]:
         return self.local.inventory()
 
+    def counters(self) -> dict[str, tuple[int, int, int, int]]:
+        """The in-process driver's counters (edge agents send their own)."""
+        read = getattr(self.local, "counters", None)
+        return dict(read()) if callable(read) else {}
+
     def reconcile(
         self, desired: list[ConfiguredConnection], skip: frozenset[str], *, dry_run: bool = False
     ) -> ReconcileReport:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -22,9 +23,13 @@ from iod.edge.schemas import (
     EdgeConnection,
     EdgeReport,
     EdgeReportResult,
+    EdgeSamples,
+    EdgeSamplesResult,
     EdgeSnapshot,
 )
+from iod.infra.errors import ValidationFailed
 from iod.infra.http import READ_ERRORS, WRITE_ERRORS, StrictJsonRoute, problem, require_json
+from iod.traffic import service as traffic
 
 if TYPE_CHECKING:
     from iod.app import Services
@@ -172,3 +177,35 @@ def report(
             actual_count=body.actualCount,
         )
     return EdgeReportResult(recorded=recorded, unknown=unknown)
+
+
+@router.post(
+    "/locations/{locationId}/samples",
+    operation_id="reportEdgeSamples",
+    summary="Report the connections' traffic counters",
+    tags=TAGS,  # type: ignore[arg-type]
+    response_model=EdgeSamplesResult,
+    dependencies=[Depends(require_json)],
+    responses={200: {"description": "Stored"}, 404: NOT_FOUND, **WRITE_ERRORS},
+)
+def report_samples(
+    request: Request, locationId: LocationId, body: EdgeSamples, principal: EDGE
+) -> EdgeSamplesResult:
+    """Cumulative counters read every IOD_TRAFFIC_SAMPLE_SECONDS; the controller stores the
+    deltas (`GET …/connections/{id}/traffic`). Readings of connections this location does
+    not hold are ignored (counted as `unknown`)."""
+    services = _services(request)
+    now = services.clock.now()
+    if body.at > now + timedelta(seconds=60):
+        raise ValidationFailed.field("/at", "is more than a minute ahead of the controller")
+    with services.db.write() as session:
+        agent = service.agent_for(session, locationId, principal.client_id)
+        service.touch(agent, now)
+        mine = service.connections_of(session, agent.location_id)
+        readings = {
+            r.connectionId: (r.bytesIn, r.bytesOut, r.packetsIn, r.packetsOut)
+            for r in body.samples
+            if r.connectionId in mine
+        }
+        stored = traffic.ingest(session, body.at, readings)
+    return EdgeSamplesResult(stored=stored, unknown=len(body.samples) - len(readings))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from iod.connections.schemas import StrictBody
 
@@ -73,3 +73,29 @@ class EdgeReportResult(BaseModel):
 
     recorded: int = Field(description="Results recorded now (a repeated one is not).")
     unknown: int = Field(description="Results naming no operation of this location.")
+
+
+class CounterReading(StrictBody):
+    model_config = ConfigDict(extra="forbid", title="CounterReading")
+
+    connectionId: str = Field(min_length=1, max_length=40, strict=True)
+    bytesIn: int = Field(ge=0, strict=True, description="Cumulative, towards the customer.")
+    bytesOut: int = Field(ge=0, strict=True, description="Cumulative, from the customer.")
+    packetsIn: int = Field(default=0, ge=0, strict=True)
+    packetsOut: int = Field(default=0, ge=0, strict=True)
+
+
+class EdgeSamples(StrictBody):
+    """The edge's cumulative counters of its connections, read at `at`."""
+
+    model_config = ConfigDict(extra="forbid", title="EdgeSamples")
+
+    at: AwareDatetime = Field(description="When the counters were read (with an offset).")
+    samples: list[CounterReading] = Field(max_length=20_000)
+
+
+class EdgeSamplesResult(BaseModel):
+    model_config = ConfigDict(title="EdgeSamplesResult")
+
+    stored: int = Field(description="Samples stored (a connection's first reading is not).")
+    unknown: int = Field(description="Readings of connections this location does not have.")

@@ -358,3 +358,8 @@ def reconcile_location(
         session.flush()
         uow.wake(session, TOPIC)
     return created, removed, corrected, unchanged
+
+
+def connections_of(session: Session, location_id: str) -> set[str]:
+    """The connections the location's edge holds (or is removing)."""
+    return {r.connection_id for r in repository.desired_of_location(session, location_id)}
