@@ -144,6 +144,9 @@ def edge_agent(
     ),
     prefix: Annotated[str, typer.Option("--prefix", help="Lab mode: the name prefix.")] = "iod",
     wait: Annotated[float, typer.Option("--wait", help="Long poll seconds.")] = 25,
+    retry_max: Annotated[
+        float, typer.Option("--retry-max", help="Longest pause between reconnection attempts.")
+    ] = 10,
     sample_seconds: Annotated[
         float | None,
         typer.Option(
@@ -183,7 +186,7 @@ def edge_agent(
         location_id=location, controller=controller, client_id=client_id,
         client_secret=secret, applier=Applier(driver, location),
         state_path=state_file or Path("/var/lib/iod-edge") / f"{location}.json",
-        version=__version__, wait_seconds=wait,
+        version=__version__, wait_seconds=wait, retry_max_seconds=retry_max,
         sample_seconds=sample_seconds or settings.traffic_sample_seconds,
     )  # fmt: skip
     stop = threading.Event()

@@ -20,7 +20,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -142,8 +141,10 @@ class Agent:
         version: str,
         wait_seconds: float = 25,
         sample_seconds: float | None = None,
+        retry_max_seconds: float = 10,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        self.retry_max = retry_max_seconds
         self.location_id = location_id
         self.applier = applier
         self.state_path = state_path
@@ -157,8 +158,6 @@ class Agent:
         self._token: tuple[str, float] | None = None
         self.state = State(location_id)
         self.base = f"/internal/edge/v1/locations/{location_id}"
-        self._last_sample = 0.0
-        self.on_sample: Callable[[], None] | None = None
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -313,22 +312,20 @@ class Agent:
             threading.Thread(target=self._sampling, args=(stop,), name="iod-edge-sample",
                              daemon=True).start()  # fmt: skip
         synced = False
-        pause = 0.5
+        pause = min(0.5, self.retry_max)
         while not stop.is_set():
             try:
                 if not synced:
                     self.resync()
                     synced = True
-                    pause = 0.5
+                    pause = min(0.5, self.retry_max)
                 self.watch_once()
-                if self.on_sample is not None:
-                    self.on_sample()
             except Unreachable as exc:
                 if synced:
                     log.warning("edge.controller_unreachable", error=str(exc))
                 synced = False
                 stop.wait(pause)
-                pause = min(pause * 2, 10)
+                pause = min(pause * 2, self.retry_max)
 
     def close(self) -> None:
         self._http.close()
