@@ -108,6 +108,7 @@ def test_traffic_tenancy_and_bad_parameters(
         {"step": 0},
         {"from": "2026-11-01T00:00:00Z", "to": "2026-11-30T00:00:00Z", "step": 60},
         {"from": "yesterday"},
+        {"to": "0001-01-01T00:10:00Z"},
     ):
         answer = api.get(url, params=params, headers=headers)
         assert answer.status_code == 400, (params, answer.text)

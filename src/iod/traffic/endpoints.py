@@ -80,7 +80,11 @@ async def get_traffic(
         if value is not None and value.tzinfo is None:
             raise _bad(name, "needs a UTC offset (Z or +02:00)")
     to = end or now
-    begin = start or to - timedelta(hours=1)
+    try:
+        begin = start or to - timedelta(hours=1)
+        (to + timedelta(days=1)) - (begin - timedelta(days=1))  # bins stay in range
+    except OverflowError as exc:
+        raise _bad("from", "is out of range") from exc
     if begin >= to:
         raise _bad("from", "must be before `to`")
     seconds = (to - begin).total_seconds()
