@@ -108,6 +108,7 @@ test-dataplane: $(STAMP) iperf3
 
 bench-dataplane: $(STAMP)
 	$(BIN)/python bench/dataplane.py $(DATAPLANE_ARGS)
+	$(BIN)/python bench/dataplane_edge.py $(EDGE_DATAPLANE_ARGS)
 
 iperf3:
 	@command -v iperf3 >/dev/null 2>&1 || { \

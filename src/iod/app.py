@@ -28,6 +28,8 @@ from iod.connections.endpoints import router as connections_router
 from iod.connections.fastpath import ROUTE_PATH, ConnectionReadFastPath
 from iod.connections.service import Policy
 from iod.customers import repository as customers_repository
+from iod.edge.driver import EdgeRouter
+from iod.edge.endpoints import router as edge_router
 from iod.events.endpoints import router as events_router
 from iod.infra.clock import Clock, SystemClock
 from iod.infra.config import Settings
@@ -49,6 +51,7 @@ from iod.network.base import NetworkDriver
 from iod.network.factory import make_driver
 from iod.schedules.endpoints import router as schedules_router
 from iod.portal.endpoints import router as portal_router
+from iod.traffic.endpoints import router as traffic_router
 from iod.version import __version__
 from iod.webhooks.endpoints import router as webhooks_router
 
@@ -84,15 +87,20 @@ class Services:
         from iod.connections.reconcile import reconcile
 
         try:
-            reconcile(self.db, self.driver, self.clock)
+            reconcile(self.db, self.network(), self.clock)
         except Exception:
             log.exception("network.reconcile_failed")
+
+    def network(self) -> NetworkDriver:
+        """The worker's driver: a location with an edge agent gets its operations through
+        the agent (iod.edge), the others through `driver` in this process."""
+        return EdgeRouter(self.db, self.clock, self.driver, self.settings)
 
     def worker(self) -> Worker:
         s = self.settings
         return Worker(
             self.db,
-            self.driver,
+            self.network(),
             self.clock,
             WorkerPolicy(
                 lease_seconds=s.job_lease_seconds,
@@ -226,6 +234,8 @@ def create_app(
     app.include_router(schedules_router)
     app.include_router(webhooks_router)
     app.include_router(billing_router)  # money (issue 15)
+    app.include_router(edge_router)
+    app.include_router(traffic_router)
     app.include_router(auth_router)
     app.include_router(health_router)
     app.include_router(problems_router)

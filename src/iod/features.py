@@ -15,6 +15,7 @@ FEATURES = (
     "iod.portal.tasks",
     "iod.lumen.subscribers",  # a Lumen service id for every connection ordered
     "iod.billing.tasks",  # money: hourly metering, statements
+    "iod.traffic.tasks",
 )
 
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from iod.infra.db import Base, UTCDateTime
@@ -577,3 +588,93 @@ class Statement(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     document: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+# --- edge agents and traffic telemetry (issue 20, iod.edge and iod.traffic) -------------
+
+
+class EdgeAgent(Base):
+    """The agent of a location: its jobs' network operations go to it, not to an in-process
+    driver. `cursor` is the last sequence number handed out for the location's desired state
+    (its row lock orders them); `acked_cursor` the last the agent reported having applied."""
+
+    __tablename__ = "edge_agents"
+
+    location_id: Mapped[str] = mapped_column(ForeignKey("locations.id"), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(40), unique=True)
+    cursor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    acked_cursor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    hostname: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    actual_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_contact_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class EdgeDesired(Base):
+    """What the controller wants a location's edge to hold for one connection; `state`
+    `absent` is a tombstone (the agent removes it). `seq` orders the location's changes."""
+
+    __tablename__ = "edge_desired"
+    __table_args__ = (Index(None, "location_id", "seq"),)
+
+    location_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    connection_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    op_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    bandwidth_mbps: Mapped[int] = mapped_column(Integer)
+    ipv4_block: Mapped[str | None] = mapped_column(String(18), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class EdgeOperation(Base):
+    """A job's network operation handed to an agent (the job id is the operation id); the
+    job completes once the agent reports it `done`."""
+
+    __tablename__ = "edge_operations"
+    __table_args__ = (Index(None, "location_id", "status"),)
+
+    op_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    location_id: Mapped[str] = mapped_column(String(64))
+    connection_id: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(16))
+    seq: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class TrafficCounter(Base):
+    """The last cumulative counters seen for a connection, to turn the next into a delta."""
+
+    __tablename__ = "traffic_counters"
+
+    connection_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    bytes_in: Mapped[int] = mapped_column(BigInteger)
+    bytes_out: Mapped[int] = mapped_column(BigInteger)
+    packets_in: Mapped[int] = mapped_column(BigInteger)
+    packets_out: Mapped[int] = mapped_column(BigInteger)
+
+
+class TrafficSample(Base):
+    """Bytes and packets of one connection over `seconds` ending at `at`; `in` is towards
+    the customer (download), `out` from it (upload). Raw samples are folded into 300-second
+    ones after the raw retention (`resolution` 0: raw, else the bucket's seconds)."""
+
+    __tablename__ = "traffic_samples"
+    __table_args__ = (Index(None, "connection_id", "at"), Index(None, "resolution", "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    connection_id: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    seconds: Mapped[float] = mapped_column(Float)
+    resolution: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    bytes_in: Mapped[int] = mapped_column(BigInteger)
+    bytes_out: Mapped[int] = mapped_column(BigInteger)
+    packets_in: Mapped[int] = mapped_column(BigInteger)
+    packets_out: Mapped[int] = mapped_column(BigInteger)
+    peak_in_bps: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    peak_out_bps: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

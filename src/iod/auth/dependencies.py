@@ -24,7 +24,11 @@ oauth2_scheme = OAuth2(
     flows=OAuthFlows(
         clientCredentials=OAuthFlowClientCredentials(
             tokenUrl="/oauth2/token",
-            scopes={"read": "Read access to connections", "write": "Write access to connections"},
+            scopes={
+                "read": "Read access to connections",
+                "write": "Write access to connections",
+                "edge": "An edge agent: its own location's desired state and reports",
+            },
         )
     ),
     scheme_name="oauth2",
@@ -157,6 +161,7 @@ def _require(scope: str) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
-assert set(SCOPES) == {"read", "write"}
+assert set(SCOPES) == {"read", "write", "edge"}
 require_read = Security(_require("read"), scopes=["read"])
 require_write = Security(_require("write"), scopes=["write"])
+require_edge = Security(_require("edge"), scopes=["edge"])

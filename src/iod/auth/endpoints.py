@@ -197,8 +197,8 @@ OAUTH_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/OAu
 async def token(request: Request) -> JSONResponse:
     """Exchange client credentials (HTTP Basic or form body) for a signed JWT access token.
 
-    Scopes are `read` and `write`, space-separated; leaving `scope` out grants every scope
-    the client has. The response is never cached (`Cache-Control: no-store`).
+    Scopes are `read` and `write` (`edge` for edge agents), space-separated; leaving `scope`
+    out grants every scope the client has. The response is never cached (`Cache-Control: no-store`).
     """
     try:
         return await exchange(request)

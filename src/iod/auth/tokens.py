@@ -13,7 +13,8 @@ from iod.auth.keys import ALGORITHM, KeyStore
 from iod.infra.clock import Clock
 from iod.infra.ids import new_id
 
-SCOPES = ("read", "write")
+# `edge`: an edge agent's (iod.edge), bound to its location by its `edge_agents` row.
+SCOPES = ("read", "write", "edge")
 
 
 @dataclass(frozen=True)

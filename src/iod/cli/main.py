@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from iod.cli import admin
+from iod.cli import admin, edge
 from iod.cli.billing import prices_app
 from iod.cli.common import console, open_db_or_exit
 from iod.cli.jobs import jobs_app
@@ -39,6 +39,10 @@ app.add_typer(network_app, name="network")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(users_app, name="users")
 app.add_typer(prices_app, name="prices")
+app.command("edge-agent")(edge.edge_agent)
+network_app.command("agents")(edge.agents_list)
+network_app.command("agent-add")(edge.agent_add)
+network_app.command("agent-remove")(edge.agent_remove)
 
 
 @app.command()

@@ -45,9 +45,12 @@ def network_reconcile(
     settings = get_settings()
     # Logs on stderr, and only warnings: the command prints its own report.
     configure_logging(_quiet(settings.log_level), settings.log_json)
+    from iod.edge.driver import EdgeRouter
+
     db = open_db_or_exit()
-    driver = make_driver(settings)
     clock = SystemClock()
+    # Locations with an edge agent get their desired rows corrected (the agent applies them).
+    driver = EdgeRouter(db, clock, make_driver(settings), settings)
     report = reconcile(db, driver, clock, dry_run=dry_run)
     if report.changed and not dry_run:
         with db.write() as session:  # an operator changed the network: on the record

@@ -330,6 +330,41 @@ class Settings(BaseSettings):
 
         parse_fraction(value)  # ValueError names the bad value
         return value
+    # Edge agents and traffic telemetry (issue 20: iod.edge, iod.traffic).
+    edge_ack_recheck_seconds: float = Field(
+        default=5,
+        gt=0,
+        description="A job waiting for an edge agent's acknowledgement is looked at again "
+        "this often (an acknowledgement also wakes it at once).",
+    )
+    edge_ack_timeout_seconds: float = Field(
+        default=86400,
+        gt=0,
+        description="An operation an edge agent has not acknowledged after this long counts "
+        "as a failed attempt of its job (a partition longer than this fails orders).",
+    )
+    edge_max_wait_seconds: float = Field(
+        default=30, ge=0, le=600, description="Longest long poll of an edge agent's watch."
+    )
+    edge_locations_cache_seconds: float = Field(
+        default=2,
+        ge=0,
+        description="How long a process trusts its list of the locations that have an agent.",
+    )
+    traffic_sample_seconds: float = Field(
+        default=10,
+        gt=0,
+        description="Seconds between samples of each connection's counters (edge agents and "
+        "the in-process drivers).",
+    )
+    traffic_raw_retention_hours: float = Field(
+        default=48,
+        gt=0,
+        description="Raw traffic samples older than this are folded into 5-minute ones.",
+    )
+    traffic_retention_days: float = Field(
+        default=400, gt=0, description="5-minute traffic samples older than this are pruned."
+    )
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -192,6 +192,42 @@ def release(session: Session, job_ids: list[int], worker_id: str) -> None:
     )
 
 
+def defer(session: Session, jobs: list[tuple[int, float]], worker_id: str, now: datetime) -> None:
+    """Puts claimed jobs back to run again after their seconds, not counting the attempt
+    (the task is waiting for something outside: `registry.Deferred`)."""
+    for job_id, seconds in jobs:
+        session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.locked_by == worker_id,
+                Job.state == JobState.RUNNING.value,
+            )
+            .values(
+                state=JobState.QUEUED.value,
+                attempts=Job.attempts - 1,
+                run_at=now + timedelta(seconds=seconds),
+                lease_until=None,
+                locked_by=None,
+            )
+        )
+
+
+def wake_job(session: Session, job_id: int, now: datetime) -> bool:
+    """Makes a queued job due now (what it waited for has happened); the workers are woken
+    at the commit. False when the job is not queued for later."""
+    done = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.QUEUED.value, Job.run_at > now)
+        .values(run_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(done, "rowcount", 0):
+        uow.wake(session, "jobs")
+        return True
+    return False
+
+
 def backoff_seconds(attempts: int, base: float, cap: float, rng: random.Random) -> float:
     """Exponential with full jitter, capped."""
     exponent = min(max(attempts - 1, 0), 64)  # 2**64 s is past any cap; avoids float overflow

@@ -39,6 +39,17 @@ class JobGone(Exception):
     """The row a job points at no longer exists: fail loudly, never guess."""
 
 
+class Deferred(Exception):
+    """Raised by `act` when what it started outside is not finished yet (an edge agent has
+    not acknowledged the operation): the worker puts the job back to run again after
+    `seconds` without counting an attempt, rather than waiting in its thread. The next run
+    repeats `prepare` and `act` with the same operation id, which must notice the outcome."""
+
+    def __init__(self, seconds: float, reason: str = "waiting") -> None:
+        super().__init__(reason)
+        self.seconds = seconds
+
+
 @dataclass(frozen=True)
 class JobRef:
     """A claimed job, as its task sees it (the row stays with the queue)."""

@@ -25,7 +25,7 @@ from iod.infra.config import Settings
 from iod.infra.db import Database, is_unavailable
 from iod.jobs import queue
 from iod.jobs.periodic import Scheduler
-from iod.jobs.registry import TASKS, JobGone, JobRef, Task, TaskContext
+from iod.jobs.registry import TASKS, Deferred, JobGone, JobRef, Task, TaskContext
 from iod.models import Job
 from iod.network.base import NetworkDriver
 
@@ -113,6 +113,7 @@ class Worker:
         failures: list[tuple[JobRef, Task[Any] | None, Exception]] = []
         acted: list[Acted] = []
         released: list[int] = []
+        deferred: list[tuple[int, float]] = []
         # Half the lease for the batch: what is not carried out by then (or when asked to
         # stop) goes back to the queue, so a slow network never outlives a lease.
         deadline = time.monotonic() + self.policy.lease_seconds / 2
@@ -130,6 +131,8 @@ class Worker:
                 if acts and task.act is not None:
                     task.act(self.context, spec, f"job-{ref.id}")
                 acted.append((ref, task, spec))
+            except Deferred as wait:  # not an attempt: run again later (an edge agent's ack)
+                deferred.append((ref.id, wait.seconds))
             except Exception as exc:  # retried or recorded below, never lost
                 failures.append((ref, task, exc))
 
@@ -140,9 +143,12 @@ class Worker:
                 if is_unavailable(exc):
                     self._held = acted
                 raise
-        if released:
+        if released or deferred:
             with self.db.write() as session:
-                queue.release(session, released, self.worker_id)
+                if released:
+                    queue.release(session, released, self.worker_id)
+                if deferred:
+                    queue.defer(session, deferred, self.worker_id, self.clock.now())
         for ref, task, error in failures:
             self._failed(ref, task, error, self._log(ref))
         return len(prepared)

@@ -8,6 +8,7 @@ file store, several worker processes share one pretend network, as they would a 
 
 from __future__ import annotations
 
+import math
 import random
 import sqlite3
 import threading
@@ -164,6 +165,30 @@ class SimulatedDriver:
             db.execute("DELETE FROM network WHERE connection_id = ?", (connection_id,))
 
         self._carry_out("terminate", op_id, connection_id, self.change_seconds, change)
+
+    def counters(self) -> dict[str, tuple[int, int, int, int]]:
+        """Synthetic cumulative counters (bytes in, out, packets in, out), so `make run`
+        shows traffic: downloads follow a daily curve between about 20 and 80 % of the
+        rate with some noise, uploads a third of that, nothing while suspended. Counted
+        from this process's first call (a restart is a counter reset)."""
+        now = time.time()
+        state: dict[str, tuple[float, int, int, int, int]] = self.__dict__.setdefault(
+            "_traffic", {}
+        )
+        out: dict[str, tuple[int, int, int, int]] = {}
+        for c in self.inventory():
+            last, b_in, b_out, p_in, p_out = state.get(c.connection_id, (now, 0, 0, 0, 0))
+            seconds = now - last
+            if seconds > 0 and not c.suspended:
+                phase = (hash(c.connection_id) % 1000) / 1000 * 2 * math.pi
+                day = math.sin(2 * math.pi * (now % 86400) / 86400 + phase)
+                share = min(1.0, max(0.0, 0.5 + 0.3 * day + self._rng.uniform(-0.1, 0.1)))
+                moved = int(c.bandwidth_mbps * 125_000 * share * seconds)  # bytes
+                b_in, b_out = b_in + moved, b_out + moved // 3
+                p_in, p_out = p_in + moved // 1400, p_out + moved // 3 // 600
+            state[c.connection_id] = (now, b_in, b_out, p_in, p_out)
+            out[c.connection_id] = (b_in, b_out, p_in, p_out)
+        return out
 
     def inventory(self) -> list[ConfiguredConnection]:
         with self._lock:

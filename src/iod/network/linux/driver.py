@@ -197,6 +197,16 @@ class LinuxDriver:
         with self._lock:
             self.kernel.close()
 
+    def counters(self) -> dict[str, tuple[int, int, int, int]]:
+        """Each complete connection's class byte counters: (download, upload, 0, 0); this
+        lab topology reads no packet counters."""
+        with self._lock:
+            return {
+                cid: (port.down.sent_bytes, port.up.sent_bytes, 0, 0)
+                for cid, port in self.ports().items()
+                if port.complete and port.down is not None and port.up is not None
+            }
+
     # --- reading ------------------------------------------------------------------------
 
     def ports(self, blocks: dict[str, IPv4Network] | None = None) -> dict[str, Port]:

@@ -17,7 +17,14 @@ from iod.client._config import resolve
 from iod.client.auth import ClientCredentialsAuth
 from iod.client.errors import ApiError, UnexpectedResponse
 from iod.client.events import READ_TIMEOUT, AsyncFollower, StreamUnavailable
-from iod.client.models import ACTIVE, BandwidthChange, BandwidthUpdateResult, Connection, Token
+from iod.client.models import (
+    ACTIVE,
+    BandwidthChange,
+    BandwidthUpdateResult,
+    Connection,
+    Token,
+    Traffic,
+)
 from iod.client.retry import RetryPolicy
 from iod.client.schedules import AsyncScheduleMethods
 
@@ -196,6 +203,20 @@ class AsyncClient(AsyncScheduleMethods):
             on_poll=on_poll,
         )
         return c.applied(connection, change)
+
+    async def traffic(
+        self,
+        connection_id: str,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        step: int | None = None,
+    ) -> Traffic:
+        """Measured traffic between `start` and `end` (timezone-aware; default the last
+        hour) in bins of `step` seconds: bits per second in and out, peak, 95th
+        percentile and utilisation of the tier in force."""
+        params = c.traffic_params(start, end, step)
+        path = c.connection_path(connection_id) + "/traffic"
+        return c.parse(Traffic, await self.request("GET", path, params=params))
 
     async def list_bandwidth_changes(self, connection_id: str) -> list[BandwidthChange]:
         """Every change of the connection, past and pending, in effective order."""

@@ -127,6 +127,19 @@ def seconds_until(value: datetime | str | None) -> float:
     return max(0.0, (value - datetime.now(UTC)).total_seconds())
 
 
+def traffic_params(
+    start: datetime | str | None, end: datetime | str | None, step: int | None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if start is not None:
+        params["from"] = aware(start, "start")
+    if end is not None:
+        params["to"] = aware(end, "end")
+    if step is not None:
+        params["step"] = step
+    return params
+
+
 def create_body(location_id: str, bandwidth: str, description: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {"locationId": location_id, "bandwidth": bandwidth}
     if description is not None:

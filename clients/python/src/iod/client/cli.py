@@ -827,3 +827,63 @@ register(app)
 def main() -> None:
     """The `iod` command of the iod-client distribution (the customer commands alone)."""
     app()
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[int | None], ceiling: int) -> str:
+    """One character per bin, scaled to `ceiling` (the tier); a blank where no sample."""
+    if ceiling <= 0:
+        ceiling = max((v for v in values if v is not None), default=0) or 1
+    out = []
+    for value in values:
+        if value is None:
+            out.append(" ")
+            continue
+        level = min(len(SPARKS) - 1, int(value / ceiling * (len(SPARKS) - 1) + 0.5))
+        out.append(SPARKS[level])
+    return "".join(out)
+
+
+def _rate(bps: int) -> str:
+    for unit, size in (("Gbps", 1e9), ("Mbps", 1e6), ("kbps", 1e3)):
+        if bps >= size:
+            return f"{bps / size:.1f} {unit}"
+    return f"{bps} bps"
+
+
+@connections_app.command("traffic")
+def connections_traffic(
+    connection_id: ConnectionId,
+    start: Annotated[
+        str | None, typer.Option("--from", help="Start (ISO 8601 with offset); default 1 h ago.")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="End; default now.")] = None,
+    step: Annotated[int | None, typer.Option("--step", min=1, help="Seconds per bin.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Measured traffic of a connection: a sparkline each way against its tier, with
+    average, peak, 95th percentile and utilisation."""
+    with handled(), client() as api:
+        traffic = api.traffic(connection_id, start, end, step)
+    if as_json:
+        print_json(traffic.to_json())
+        return
+    tier = max((p.tier_mbps for p in traffic.points), default=0) * 1_000_000
+    out.print(
+        f"{safe(traffic.connection_id)}  {traffic.bandwidth}  "
+        f"{traffic.start.astimezone():%m-%d %H:%M} → {traffic.to.astimezone():%m-%d %H:%M}, "
+        f"{traffic.step} s bins, {traffic.samples} samples",
+        highlight=False,
+    )
+    for label, values, summary in (
+        ("in ", [p.in_bps for p in traffic.points], traffic.inbound),
+        ("out", [p.out_bps for p in traffic.points], traffic.outbound),
+    ):
+        out.print(
+            f"{label} {sparkline(values, tier)}  avg {_rate(summary.average_bps)}, "
+            f"peak {_rate(summary.peak_bps)}, p95 {_rate(summary.p95_bps)}, "
+            f"{summary.utilisation:.0%} of the tier",
+            highlight=False,
+        )

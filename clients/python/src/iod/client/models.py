@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 ACTIVE = "active"
@@ -88,3 +88,33 @@ class Token(Model):
     scope: str = ""
 
     model_config = ConfigDict(alias_generator=None, extra="ignore", frozen=True)
+
+
+class TrafficDirection(Model):
+    """One direction's summary: bits per second, utilisation of the tier (0 to 1)."""
+
+    average_bps: int
+    peak_bps: int
+    p95_bps: int
+    utilisation: float
+
+
+class TrafficPoint(Model):
+    at: datetime
+    in_bps: int | None = None
+    out_bps: int | None = None
+    tier_mbps: int
+
+
+class Traffic(Model):
+    """`GET …/connections/{id}/traffic`: `inbound` is towards the customer (download)."""
+
+    connection_id: str
+    start: datetime = Field(alias="from")
+    to: datetime
+    step: int
+    bandwidth: str
+    samples: int
+    inbound: TrafficDirection = Field(alias="in")
+    outbound: TrafficDirection = Field(alias="out")
+    points: list[TrafficPoint]

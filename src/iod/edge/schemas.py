@@ -1,0 +1,101 @@
+"""The internal edge API's bodies (camelCase on the wire, strict write bodies)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from iod.connections.schemas import StrictBody
+
+State = Literal["active", "suspended", "absent"]
+
+
+class EdgeConnection(BaseModel):
+    """What the edge should hold for one connection; `absent`: remove it."""
+
+    model_config = ConfigDict(title="EdgeConnection")
+
+    connectionId: str
+    state: State
+    bandwidthMbps: int = Field(ge=0)
+    ipv4Block: str | None = None
+    seq: int = Field(description="The location's sequence number of this row's last change.")
+    opId: str | None = Field(
+        default=None, description="The operation (job) that made the change; report it."
+    )
+    acked: bool = Field(description="Whether the operation has been reported already.")
+
+
+class EdgeSnapshot(BaseModel):
+    model_config = ConfigDict(title="EdgeSnapshot")
+
+    locationId: str
+    cursor: int = Field(description="Watch the changes after this.")
+    connections: list[EdgeConnection]
+
+
+class EdgeChanges(BaseModel):
+    model_config = ConfigDict(title="EdgeChanges")
+
+    locationId: str
+    cursor: int = Field(description="Ask for the changes after this next.")
+    changes: list[EdgeConnection]
+    more: bool = Field(description="More changes are waiting: ask again at once.")
+
+
+class OperationResult(StrictBody):
+    model_config = ConfigDict(extra="forbid", title="OperationResult")
+
+    opId: str = Field(min_length=1, max_length=64, strict=True)
+    ok: bool = Field(strict=True)
+    error: str | None = Field(default=None, max_length=2000)
+
+
+class EdgeReport(StrictBody):
+    """An agent's results (by operation id) and its state."""
+
+    model_config = ConfigDict(extra="forbid", title="EdgeReport")
+
+    cursor: int | None = Field(
+        default=None, ge=0, strict=True, description="The last change applied."
+    )
+    version: str | None = Field(default=None, max_length=64)
+    hostname: str | None = Field(default=None, max_length=255)
+    actualCount: int | None = Field(
+        default=None, ge=0, strict=True, description="Connections the edge holds now."
+    )
+    results: list[OperationResult] = Field(default_factory=list, max_length=10_000)
+
+
+class EdgeReportResult(BaseModel):
+    model_config = ConfigDict(title="EdgeReportResult")
+
+    recorded: int = Field(description="Results recorded now (a repeated one is not).")
+    unknown: int = Field(description="Results naming no operation of this location.")
+
+
+class CounterReading(StrictBody):
+    model_config = ConfigDict(extra="forbid", title="CounterReading")
+
+    connectionId: str = Field(min_length=1, max_length=40, strict=True)
+    bytesIn: int = Field(ge=0, strict=True, description="Cumulative, towards the customer.")
+    bytesOut: int = Field(ge=0, strict=True, description="Cumulative, from the customer.")
+    packetsIn: int = Field(default=0, ge=0, strict=True)
+    packetsOut: int = Field(default=0, ge=0, strict=True)
+
+
+class EdgeSamples(StrictBody):
+    """The edge's cumulative counters of its connections, read at `at`."""
+
+    model_config = ConfigDict(extra="forbid", title="EdgeSamples")
+
+    at: AwareDatetime = Field(description="When the counters were read (with an offset).")
+    samples: list[CounterReading] = Field(max_length=20_000)
+
+
+class EdgeSamplesResult(BaseModel):
+    model_config = ConfigDict(title="EdgeSamplesResult")
+
+    stored: int = Field(description="Samples stored (a connection's first reading is not).")
+    unknown: int = Field(description="Readings of connections this location does not have.")

@@ -1,0 +1,197 @@
+"""Edge agents against the API in process: operations handed over and acknowledged, the
+job waiting without blocking the worker, snapshots and cursors, and tenancy (an agent of
+one location learns nothing of another). Both databases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from iod.app import Services
+from iod.edge import service as edge
+from iod.edge.agent import Agent, Applier, load_state
+from iod.models import EdgeOperation, Job
+from iod.network.simulated import SimulatedDriver
+from tests.conftest import Tenant, get_token, run_jobs
+
+BASE = "/internet-on-demand/connections"
+A, B = "PL0001247634", "PL0000381920"
+
+
+def register(services: Services, location: str) -> Tenant:
+    with services.db.write() as session:
+        done = edge.register_agent(session, services.clock, location, services.secret_hasher)
+    return Tenant(edge.EDGE_CUSTOMER_ID, done.client.client_id, done.client.client_secret)
+
+
+def edge_headers(api: TestClient, agent: Tenant) -> dict[str, str]:
+    return {"Authorization": f"Bearer {get_token(api, agent)}"}
+
+
+def order(api: TestClient, headers: dict[str, str], location: str = A) -> dict[str, Any]:
+    answer = api.post(BASE, json={"bandwidth": "100 Mbps", "locationId": location}, headers=headers)
+    assert answer.status_code == 201, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def make_agent(api: TestClient, creds: Tenant, tmp_path: Path, driver: SimulatedDriver) -> Agent:
+    return Agent(
+        location_id=A, controller="http://testserver", client_id=creds.client_id,
+        client_secret=creds.client_secret, applier=Applier(driver, A),
+        state_path=tmp_path / "edge-state.json", version="test", wait_seconds=0,
+        transport=api._transport,
+    )  # fmt: skip
+
+
+def test_an_order_waits_for_the_agent_and_completes_on_its_ack(
+    api: TestClient, headers: dict[str, str], services: Services, tmp_path: Path
+) -> None:
+    creds = register(services, A)
+    conn = order(api, headers)
+    run_jobs(services)  # hands the operation over, then re-schedules itself: no wait here
+    assert api.get(f"{BASE}/{conn['id']}", headers=headers).json()["status"] == "provisioning"
+    with services.db.read() as session:
+        job = session.scalars(select(Job).where(Job.connection_id == conn["id"])).one()
+        assert (job.state, job.attempts) == ("queued", 0)  # waiting is not an attempt
+    eh = edge_headers(api, creds)
+    snap = api.get(f"/internal/edge/v1/locations/{A}/desired", headers=eh).json()
+    [row] = snap["connections"]
+    assert row["connectionId"] == conn["id"] and row["state"] == "active"
+    assert row["bandwidthMbps"] == 100 and row["opId"] == f"job-{job.id}" and not row["acked"]
+
+    # The agent applies it to its kernel (here a simulated one) and reports.
+    kernel = SimulatedDriver()
+    agent = make_agent(api, creds, tmp_path, kernel)
+    agent.resync()
+    assert [c.connection_id for c in kernel.inventory()] == [conn["id"]]
+    run_jobs(services)  # the ack woke the job: it is due now, and done
+    assert api.get(f"{BASE}/{conn['id']}", headers=headers).json()["status"] == "active"
+    assert services.driver.inventory() == []  # type: ignore[attr-defined]  # not in process
+
+    # A change: handed over, applied by the watch, acknowledged once.
+    api.put(f"{BASE}/{conn['id']}/bandwidth", json={"bandwidth": "1 Gbps"}, headers=headers)
+    run_jobs(services)
+    assert agent.watch_once() == 1
+    assert kernel.inventory()[0].bandwidth_mbps == 1000
+    run_jobs(services)
+    assert api.get(f"{BASE}/{conn['id']}", headers=headers).json()["bandwidth"] == "1 Gbps"
+    assert agent.watch_once() == 0  # nothing more after its cursor
+    # Reporting the same result again records nothing twice.
+    again = api.post(
+        f"/internal/edge/v1/locations/{A}/reports", headers=eh,
+        json={"results": [{"opId": row["opId"], "ok": True}]},
+    )  # fmt: skip
+    assert again.status_code == 200 and again.json() == {"recorded": 0, "unknown": 0}
+    saved = load_state(tmp_path / "edge-state.json", A)
+    assert saved is not None and saved.connections[conn["id"]]["bandwidthMbps"] == 1000
+
+    # Suspend and terminate go the same way; the tombstone removes it from the edge.
+    api.post(f"{BASE}/{conn['id']}/suspend", headers=headers)
+    run_jobs(services)
+    agent.watch_once()
+    run_jobs(services)
+    assert kernel.inventory()[0].suspended
+    api.post(f"{BASE}/{conn['id']}/terminate", headers=headers)
+    run_jobs(services)
+    agent.watch_once()
+    run_jobs(services)
+    assert kernel.inventory() == []
+    assert api.get(f"{BASE}/{conn['id']}", headers=headers).json()["status"] == "terminated"
+    agent.close()
+
+
+def test_a_failed_edge_operation_is_retried_as_an_attempt(
+    api: TestClient, headers: dict[str, str], services: Services
+) -> None:
+    creds = register(services, A)
+    conn = order(api, headers)
+    run_jobs(services)
+    eh = edge_headers(api, creds)
+    [row] = api.get(f"/internal/edge/v1/locations/{A}/desired", headers=eh).json()["connections"]
+    failed = api.post(
+        f"/internal/edge/v1/locations/{A}/reports", headers=eh,
+        json={"results": [{"opId": row["opId"], "ok": False, "error": "no such uplink"}]},
+    )  # fmt: skip
+    assert failed.json() == {"recorded": 1, "unknown": 0}
+    run_jobs(services)  # the failure counts; the retry hands the operation over again
+    with services.db.read() as session:
+        job = session.scalars(select(Job).where(Job.connection_id == conn["id"])).one()
+        assert job.attempts == 1 and "no such uplink" in (job.last_error or "")
+        op = session.get(EdgeOperation, row["opId"])
+    assert op is None or op.status in ("pending",)
+
+
+def test_tenancy_an_agent_reads_and_reports_only_its_location(
+    api: TestClient, headers: dict[str, str], services: Services, make_tenant: Any
+) -> None:
+    a, b = register(services, A), register(services, B)
+    order(api, headers, A)
+    order(api, headers, B)
+    run_jobs(services)
+    ha, hb = edge_headers(api, a), edge_headers(api, b)
+    for path in ("desired", "changes"):
+        assert api.get(f"/internal/edge/v1/locations/{B}/{path}", headers=ha).status_code == 404
+        assert api.get(f"/internal/edge/v1/locations/NOPE1/{path}", headers=ha).status_code == 404
+    [row_b] = api.get(f"/internal/edge/v1/locations/{B}/desired", headers=hb).json()["connections"]
+    stolen = api.post(
+        f"/internal/edge/v1/locations/{B}/reports", headers=ha,
+        json={"results": [{"opId": row_b["opId"], "ok": True}]},
+    )  # fmt: skip
+    assert stolen.status_code == 404
+    # B's operation named in A's own report is unknown there, and stays pending.
+    mixed = api.post(
+        f"/internal/edge/v1/locations/{A}/reports", headers=ha,
+        json={"results": [{"opId": row_b["opId"], "ok": True}]},
+    )  # fmt: skip
+    assert mixed.json() == {"recorded": 0, "unknown": 1}
+    with services.db.read() as session:
+        op = session.get(EdgeOperation, row_b["opId"])
+        assert op is not None and op.status == "pending"
+    # A customer's token gets 403 here, an agent's token 403 on the customer API.
+    assert api.get(f"/internal/edge/v1/locations/{A}/desired", headers=headers).status_code == 403
+    assert api.get(BASE, headers=ha).status_code == 403
+
+
+def test_changes_long_poll_cursor_and_strict_bodies(
+    api: TestClient, headers: dict[str, str], services: Services
+) -> None:
+    creds = register(services, A)
+    eh = edge_headers(api, creds)
+    url = f"/internal/edge/v1/locations/{A}"
+    empty = api.get(f"{url}/changes", params={"after": 0, "wait": 0.2}, headers=eh).json()
+    assert empty["changes"] == [] and empty["cursor"] == 0
+    for _ in range(3):
+        order(api, headers)
+    run_jobs(services)
+    first = api.get(f"{url}/changes", params={"after": 0, "limit": 2}, headers=eh).json()
+    assert len(first["changes"]) == 2 and first["more"]
+    rest = api.get(f"{url}/changes", params={"after": first["cursor"]}, headers=eh).json()
+    assert len(rest["changes"]) == 1 and not rest["more"]
+    bad = api.get(f"{url}/changes", params={"after": -1}, headers=eh)
+    assert bad.status_code == 400
+    unknown = api.post(f"{url}/reports", json={"results": [], "cursr": 1}, headers=eh)
+    assert unknown.status_code == 400 and unknown.json()["errors"][0]["pointer"] == "/cursr"
+    twice = api.post(
+        f"{url}/reports", content=b'{"cursor": 1, "cursor": 2}',
+        headers=eh | {"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert twice.status_code == 400
+
+
+@pytest.mark.parametrize("seeded", [True])
+def test_registering_an_agent_hands_it_the_connections_in_force(
+    api: TestClient, headers: dict[str, str], services: Services, seeded: bool
+) -> None:
+    conn = order(api, headers)
+    run_jobs(services)  # in process: no agent yet
+    assert services.driver.inventory()[0].connection_id == conn["id"]  # type: ignore[attr-defined]
+    creds = register(services, A)
+    snap = api.get(
+        f"/internal/edge/v1/locations/{A}/desired", headers=edge_headers(api, creds)
+    ).json()
+    assert [(r["connectionId"], r["acked"]) for r in snap["connections"]] == [(conn["id"], True)]
+    assert snap["cursor"] == 1
