@@ -49,8 +49,8 @@ from iod.jobs.worker import Worker, WorkerPolicy
 from iod.lumen.api import LumenDispatch, create_lumen_app, render_reject
 from iod.network.base import NetworkDriver
 from iod.network.factory import make_driver
-from iod.schedules.endpoints import router as schedules_router
 from iod.portal.endpoints import router as portal_router
+from iod.schedules.endpoints import router as schedules_router
 from iod.traffic.endpoints import router as traffic_router
 from iod.version import __version__
 from iod.webhooks.endpoints import router as webhooks_router

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from iod.infra import migrate
 from iod.infra.db import Database
 
-BEFORE = "20261130_0007"
+BEFORE = "20261130_0012"  # the revision before lumen's (the merged chain)
 
 
 def _migrate(database: Database, revision: str, *, down: bool) -> None:

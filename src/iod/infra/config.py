@@ -330,6 +330,7 @@ class Settings(BaseSettings):
 
         parse_fraction(value)  # ValueError names the bad value
         return value
+
     # Edge agents and traffic telemetry (issue 20: iod.edge, iod.traffic).
     edge_ack_recheck_seconds: float = Field(
         default=5,

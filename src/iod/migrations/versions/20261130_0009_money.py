@@ -1,7 +1,7 @@
 """money: price book, quotes, metered usage, statements (issue 15)
 
 Revision ID: 20261130_0009
-Revises: 20261130_0007
+Revises: 20261130_0008
 Create Date: 2026-11-30 12:30:00.000000
 
 New tables only: the previous release's code runs unchanged on this schema.
@@ -15,7 +15,7 @@ from alembic import op
 import iod.infra.db
 
 revision: str = "20261130_0009"
-down_revision: str | None = "20261130_0007"
+down_revision: str | None = "20261130_0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """recurring bandwidth schedules: schedules, their planned transitions, changes' schedule
 
 Revision ID: 20261130_0010
-Revises: 20261130_0007
+Revises: 20261130_0009
 Create Date: 2026-11-30 12:30:00.000000
 
 Additive only: two new tables and a nullable column (with its index) on bandwidth_changes,
@@ -16,7 +16,7 @@ from alembic import op
 import iod.infra.db
 
 revision: str = "20261130_0010"
-down_revision: str | None = "20261130_0007"
+down_revision: str | None = "20261130_0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

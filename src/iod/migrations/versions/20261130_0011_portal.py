@@ -1,7 +1,7 @@
 """the customer portal: people (portal users), one-time sign-in links, server-side sessions
 
 Revision ID: 20261130_0011
-Revises: 20261130_0007
+Revises: 20261130_0010
 Create Date: 2026-11-30 12:30:00.000000
 
 New tables only: the previous release's code never reads them.
@@ -15,7 +15,7 @@ from alembic import op
 import iod.infra.db
 
 revision: str = "20261130_0011"
-down_revision: str | None = "20261130_0007"
+down_revision: str | None = "20261130_0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """edge agents (desired state per location, operations), traffic counters and samples
 
 Revision ID: 20261130_0012
-Revises: 20261130_0007
+Revises: 20261130_0011
 Create Date: 2026-11-30 13:00:00.000000
 
 New tables only: the previous release's code runs on this schema unchanged (it never reads
@@ -16,7 +16,7 @@ from alembic import op
 import iod.infra.db
 
 revision: str = "20261130_0012"
-down_revision: str | None = "20261130_0007"
+down_revision: str | None = "20261130_0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """Lumen compatibility: customers.customer_number, lumen_services, lumen_orders
 
 Revision ID: 20261130_0013
-Revises: 20261130_0007
+Revises: 20261130_0012
 Create Date: 2026-11-30 12:30:00.000000
 
 Customers and connections that exist already get a customer number and a service id here,
@@ -20,7 +20,7 @@ from alembic import op
 import iod.infra.db
 
 revision: str = "20261130_0013"
-down_revision: str | None = "20261130_0007"
+down_revision: str | None = "20261130_0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
