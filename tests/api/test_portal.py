@@ -135,6 +135,9 @@ def audit_actions(services: Services) -> list[str]:
         return list(session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
 
 
+# Flows through the pages whose storage is plain rows: SQLite is enough (the argon2 hash
+# of a new password costs a second on a busy machine); the rules with locks run on both.
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_sign_in_link_sets_a_checked_password_once(api: TestClient, services: Services) -> None:
     cid = customer(services, "Acme")
     policy = people.PortalPolicy.of(services.settings)
@@ -456,3 +459,67 @@ def test_times_are_the_users_and_stored_in_utc() -> None:
     assert bad.value.errors[0].pointer == "/revertAt"
     with pytest.raises(ValidationFailed):
         views.check_zone("Mars/Olympus")
+
+
+# Flows through the pages whose storage is plain rows: SQLite is enough (the argon2 hash
+# of a new password costs a second on a busy machine); the rules with locks run on both.
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_admins_manage_users_and_api_clients(api: TestClient, services: Services) -> None:
+    cid = customer(services, "Acme")
+    admin = signed_in(api, services, cid, "admin")
+    token = page_csrf(admin, "/portal/users")
+    invited = admin.post("/portal/users", data={"csrf": token, "email": "Eve@Example.com",
+                                                "role": "operator"})  # fmt: skip
+    assert invited.status_code == 201
+    link = re.search(r'id="sign-in-link">[^<]*(/portal/welcome/[\w-]+)<', invited.text)
+    assert link, invited.text
+    again = admin.post("/portal/users", data={"csrf": token, "email": "eve@example.com",
+                                              "role": "viewer"})  # fmt: skip
+    assert again.status_code == 400 and "already has a portal account" in again.text
+    eve = browser(api)
+    page = eve.get(link.group(1))
+    done = eve.post(
+        link.group(1),
+        data={"csrf": csrf_of(page.text), "password": PASSWORD, "passwordAgain": PASSWORD},
+    )
+    assert done.status_code == 303 and eve.get("/portal/order").status_code == 200
+    with services.db.read() as session:
+        eve_id = session.scalars(
+            select(PortalUser.id).where(PortalUser.email == "eve@example.com")
+        ).one()
+    assert admin.post(f"/portal/users/{eve_id}/role", data={"csrf": token, "role": "viewer"})
+    assert eve.get("/portal/order").status_code == 403  # the role is read on every request
+    admin.post(f"/portal/users/{eve_id}/disable", data={"csrf": token})
+    assert eve.get("/portal/connections").status_code == 303  # her sessions ended
+    # Nobody locks themselves out.
+    with services.db.read() as session:
+        admin_id = session.scalars(
+            select(PortalUser.id).where(PortalUser.role == "admin", PortalUser.customer_id == cid)
+        ).one()
+    own = admin.post(f"/portal/users/{admin_id}/role", data={"csrf": token, "role": "viewer"})
+    assert own.status_code == 400 and "from yourself" in own.text
+    # API clients: created with its secret shown once; disabled, its secret stops working.
+    created = admin.post("/portal/api-clients", data={"csrf": token, "name": "robot"})
+    assert created.status_code == 201
+    client_id = re.search(r'id="client-id">([^<]+)<', created.text)
+    secret = re.search(r'id="client-secret">([^<]+)<', created.text)
+    assert client_id and secret
+    credentials = (client_id.group(1), secret.group(1))
+    form = {"grant_type": "client_credentials"}
+    assert api.post("/oauth2/token", data=form, auth=credentials).status_code == 200
+    assert secret.group(1) not in admin.get("/portal/api-clients").text
+    admin.post(f"/portal/api-clients/{client_id.group(1)}/disable", data={"csrf": token})
+    assert api.post("/oauth2/token", data=form, auth=credentials).status_code == 401
+    admin.post(f"/portal/api-clients/{client_id.group(1)}/enable", data={"csrf": token})
+    assert api.post("/oauth2/token", data=form, auth=credentials).status_code == 200
+    actions = audit_actions(services)
+    for action in (
+        "portal.created",
+        "portal.link_issued",
+        "portal.role_changed",
+        "portal.disabled",
+        "client.create",
+        "client.disable",
+        "client.enable",
+    ):
+        assert action in actions, action  # fmt: skip
