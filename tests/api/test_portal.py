@@ -145,7 +145,7 @@ def test_sign_in_link_sets_a_checked_password_once(api: TestClient, services: Se
         user = people.create_user(session, services.clock, cid, "Ana@Example.com", "admin")
         token = people.issue_link(session, services.clock, services.secret_hasher, user, policy)
     client = browser(api)
-    page = client.get(f"/portal/welcome/{token}")
+    page = client.get(f"/portal/welcome?token={token}")
     assert page.status_code == 200 and "ana@example.com" in page.text
     form = {"csrf": csrf_of(page.text)}
     for password, pointer, message in [
@@ -156,14 +156,15 @@ def test_sign_in_link_sets_a_checked_password_once(api: TestClient, services: Se
     ]:
         again = password if pointer == "/password" else PASSWORD + "x"
         answer = client.post(
-            f"/portal/welcome/{token}", data={**form, "password": password, "passwordAgain": again}
+            f"/portal/welcome?token={token}",
+            data={**form, "password": password, "passwordAgain": again},
         )
         assert answer.status_code == 400
         assert message in answer.text and f'id="err{pointer.replace("/", "-")}"' in answer.text
     with services.db.read() as session:
         assert session.scalars(select(PortalUser.password_hash)).one() is None
     done = client.post(
-        f"/portal/welcome/{token}",
+        f"/portal/welcome?token={token}",
         data={**form, "password": PASSWORD, "passwordAgain": PASSWORD},
     )
     assert done.status_code == 303 and done.headers["location"] == "/portal/connections"
@@ -172,7 +173,7 @@ def test_sign_in_link_sets_a_checked_password_once(api: TestClient, services: Se
         stored = session.scalars(select(PortalUser.password_hash)).one()
         assert stored is not None and stored.startswith("$argon2id$")
     # Used: the link is gone; the token itself is not in the database.
-    assert browser(api).get(f"/portal/welcome/{token}").status_code == 404
+    assert browser(api).get(f"/portal/welcome?token={token}").status_code == 404
     assert "portal.password_set" in audit_actions(services)
 
 
@@ -186,7 +187,7 @@ def test_an_expired_link_is_refused(api: TestClient, services: Services) -> None
             session, clock, services.secret_hasher, user, people.PortalPolicy.of(services.settings)
         )
     clock.advance(timedelta(seconds=services.settings.portal_sign_in_link_seconds + 1))
-    answer = browser(api).get(f"/portal/welcome/{token}")
+    answer = browser(api).get(f"/portal/welcome?token={token}")
     assert answer.status_code == 404 and "expired" in answer.text
 
 
@@ -471,7 +472,7 @@ def test_admins_manage_users_and_api_clients(api: TestClient, services: Services
     invited = admin.post("/portal/users", data={"csrf": token, "email": "Eve@Example.com",
                                                 "role": "operator"})  # fmt: skip
     assert invited.status_code == 201
-    link = re.search(r'id="sign-in-link">[^<]*(/portal/welcome/[\w-]+)<', invited.text)
+    link = re.search(r'id="sign-in-link">[^<]*(/portal/welcome\?token=[\w-]+)<', invited.text)
     assert link, invited.text
     again = admin.post("/portal/users", data={"csrf": token, "email": "eve@example.com",
                                               "role": "viewer"})  # fmt: skip
@@ -523,3 +524,26 @@ def test_admins_manage_users_and_api_clients(api: TestClient, services: Services
         "client.enable",
     ):
         assert action in actions, action  # fmt: skip
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_forged_cookies_and_tokens_cost_no_argon2(
+    api: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`SecretHasher.hash` takes anything not shaped like a generated secret for a person's
+    password (argon2, ~0.4 s of CPU): a forged cookie or link must never get there."""
+    import iod.auth.passwords
+
+    def refuse(password: str) -> str:
+        raise AssertionError("argon2 hash of a forged value")
+
+    monkeypatch.setattr(iod.auth.passwords, "hash_password", refuse)
+    client = browser(api)
+    for value in ("x", "not-a-session-id!", "%" * 43, "A" * 500):
+        client.cookies.set(SESSION_COOKIE, value, domain="testserver.local", path="/portal")
+        assert client.get("/portal/connections").status_code == 303
+        client.cookies.clear()
+        assert client.get("/portal/welcome", params={"token": value}).status_code == 404
+        client.cookies.set("iod_portal_pre", value, domain="testserver.local", path="/portal")
+        assert client.get("/portal/sign-in").status_code == 200
+        client.cookies.clear()
