@@ -223,7 +223,13 @@ def test_sign_in_rotates_the_session_id_against_fixation(
         },
     ).headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/portal" in cookie
-    assert "Secure" not in cookie  # plain http here; https requests get Secure
+    assert "Secure" not in cookie  # plain http here; https requests get Secure:
+    secure = TestClient(api.app, base_url="https://testserver", follow_redirects=False)
+    form = {"csrf": csrf_of(secure.get("/portal/sign-in").text)}
+    answer = secure.post(
+        "/portal/sign-in", data={**form, "email": "ana@example.com", "password": PASSWORD}
+    )
+    assert answer.status_code == 303 and "Secure" in answer.headers["set-cookie"]
 
 
 def test_lockout_after_repeated_failures(api: TestClient, services: Services) -> None:
