@@ -553,3 +553,34 @@ def test_forged_cookies_and_tokens_cost_no_argon2(
         client.cookies.set("iod_portal_pre", value, domain="testserver.local", path="/portal")
         assert client.get("/portal/sign-in").status_code == 200
         client.cookies.clear()
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_the_connections_table_filters_and_pages(api: TestClient, services: Services) -> None:
+    from iod.connections import service as connections
+    from iod.connections.schemas import ConnectionRequest
+
+    cid = customer(services, "Acme")
+    viewer = signed_in(api, services, cid, "viewer")
+    principal = people.CurrentUser("usr_x", cid, "", "operator", "UTC", "", "").principal
+    with services.db.write() as session:
+        for n in range(27):
+            connections.create_connection(
+                session, services.clock, principal,
+                ConnectionRequest(bandwidth="10 Mbps", locationId=catalog.DEMO_LOCATION_ID,
+                                  description=f"site {n:02d}"),
+                services.policy,
+            )  # fmt: skip
+    first = viewer.get("/portal/connections")
+    assert first.status_code == 200 and first.text.count("<tr>") == 1 + 25  # header + rows
+    assert "site 00" in first.text and "site 25" not in first.text
+    found = re.search(r'href="(/portal/connections\?cursor=con_\w+)" rel="next"', first.text)
+    assert found
+    second = viewer.get(found.group(1))
+    assert second.text.count("<tr>") == 1 + 2 and "site 26" in second.text
+    assert 'rel="next"' not in second.text and "First page" in second.text
+    assert "site 00" not in viewer.get("/portal/connections?status=active").text  # provisioning
+    assert "site 00" in viewer.get("/portal/connections?status=provisioning").text
+    bad = viewer.get("/portal/connections?status=sleeping")
+    assert bad.status_code == 400 and "<code>/status</code>" in bad.text
+    assert viewer.get("/portal/connections?cursor=nope").status_code == 400
