@@ -778,12 +778,14 @@ async def order(request: Request) -> Response:
 
 
 @router.get("/events", response_class=HTMLResponse)
-async def events_page(request: Request, before: int = 0) -> Response:
+async def events_page(request: Request, before: str = "") -> Response:
     """The customer's events, newest first, 50 a page (the API's feed, read backwards)."""
     user = await current_user(request)
+    if before and not (before.isdigit() and len(before) <= 18):
+        raise ValidationFailed.field("/before", "is not a position: use the page links")
     services = _services(request)
     last = await _read(request, lambda s: events_repository.last_position(s, user.customer_id))
-    upto = min(before, last) if before > 0 else last
+    upto = min(int(before), last) if before and int(before) > 0 else last
     after = max(0, upto - 50)
 
     def read() -> events_service.Page:
