@@ -135,6 +135,9 @@ def audit_actions(services: Services) -> list[str]:
         return list(session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
 
 
+# Flows through the pages whose storage is plain rows: SQLite is enough (the argon2 hash
+# of a new password costs a second on a busy machine); the rules with locks run on both.
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_sign_in_link_sets_a_checked_password_once(api: TestClient, services: Services) -> None:
     cid = customer(services, "Acme")
     policy = people.PortalPolicy.of(services.settings)
@@ -142,7 +145,7 @@ def test_sign_in_link_sets_a_checked_password_once(api: TestClient, services: Se
         user = people.create_user(session, services.clock, cid, "Ana@Example.com", "admin")
         token = people.issue_link(session, services.clock, services.secret_hasher, user, policy)
     client = browser(api)
-    page = client.get(f"/portal/welcome/{token}")
+    page = client.get(f"/portal/welcome?token={token}")
     assert page.status_code == 200 and "ana@example.com" in page.text
     form = {"csrf": csrf_of(page.text)}
     for password, pointer, message in [
@@ -153,14 +156,15 @@ def test_sign_in_link_sets_a_checked_password_once(api: TestClient, services: Se
     ]:
         again = password if pointer == "/password" else PASSWORD + "x"
         answer = client.post(
-            f"/portal/welcome/{token}", data={**form, "password": password, "passwordAgain": again}
+            f"/portal/welcome?token={token}",
+            data={**form, "password": password, "passwordAgain": again},
         )
         assert answer.status_code == 400
         assert message in answer.text and f'id="err{pointer.replace("/", "-")}"' in answer.text
     with services.db.read() as session:
         assert session.scalars(select(PortalUser.password_hash)).one() is None
     done = client.post(
-        f"/portal/welcome/{token}",
+        f"/portal/welcome?token={token}",
         data={**form, "password": PASSWORD, "passwordAgain": PASSWORD},
     )
     assert done.status_code == 303 and done.headers["location"] == "/portal/connections"
@@ -169,7 +173,7 @@ def test_sign_in_link_sets_a_checked_password_once(api: TestClient, services: Se
         stored = session.scalars(select(PortalUser.password_hash)).one()
         assert stored is not None and stored.startswith("$argon2id$")
     # Used: the link is gone; the token itself is not in the database.
-    assert browser(api).get(f"/portal/welcome/{token}").status_code == 404
+    assert browser(api).get(f"/portal/welcome?token={token}").status_code == 404
     assert "portal.password_set" in audit_actions(services)
 
 
@@ -183,7 +187,7 @@ def test_an_expired_link_is_refused(api: TestClient, services: Services) -> None
             session, clock, services.secret_hasher, user, people.PortalPolicy.of(services.settings)
         )
     clock.advance(timedelta(seconds=services.settings.portal_sign_in_link_seconds + 1))
-    answer = browser(api).get(f"/portal/welcome/{token}")
+    answer = browser(api).get(f"/portal/welcome?token={token}")
     assert answer.status_code == 404 and "expired" in answer.text
 
 
@@ -219,7 +223,13 @@ def test_sign_in_rotates_the_session_id_against_fixation(
         },
     ).headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/portal" in cookie
-    assert "Secure" not in cookie  # plain http here; https requests get Secure
+    assert "Secure" not in cookie  # plain http here; https requests get Secure:
+    secure = TestClient(api.app, base_url="https://testserver", follow_redirects=False)
+    form = {"csrf": csrf_of(secure.get("/portal/sign-in").text)}
+    answer = secure.post(
+        "/portal/sign-in", data={**form, "email": "ana@example.com", "password": PASSWORD}
+    )
+    assert answer.status_code == 303 and "Secure" in answer.headers["set-cookie"]
 
 
 def test_lockout_after_repeated_failures(api: TestClient, services: Services) -> None:
@@ -456,3 +466,121 @@ def test_times_are_the_users_and_stored_in_utc() -> None:
     assert bad.value.errors[0].pointer == "/revertAt"
     with pytest.raises(ValidationFailed):
         views.check_zone("Mars/Olympus")
+
+
+# Flows through the pages whose storage is plain rows: SQLite is enough (the argon2 hash
+# of a new password costs a second on a busy machine); the rules with locks run on both.
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_admins_manage_users_and_api_clients(api: TestClient, services: Services) -> None:
+    cid = customer(services, "Acme")
+    admin = signed_in(api, services, cid, "admin")
+    token = page_csrf(admin, "/portal/users")
+    invited = admin.post("/portal/users", data={"csrf": token, "email": "Eve@Example.com",
+                                                "role": "operator"})  # fmt: skip
+    assert invited.status_code == 201
+    link = re.search(r'id="sign-in-link">[^<]*(/portal/welcome\?token=[\w-]+)<', invited.text)
+    assert link, invited.text
+    again = admin.post("/portal/users", data={"csrf": token, "email": "eve@example.com",
+                                              "role": "viewer"})  # fmt: skip
+    assert again.status_code == 400 and "already has a portal account" in again.text
+    eve = browser(api)
+    page = eve.get(link.group(1))
+    done = eve.post(
+        link.group(1),
+        data={"csrf": csrf_of(page.text), "password": PASSWORD, "passwordAgain": PASSWORD},
+    )
+    assert done.status_code == 303 and eve.get("/portal/order").status_code == 200
+    with services.db.read() as session:
+        eve_id = session.scalars(
+            select(PortalUser.id).where(PortalUser.email == "eve@example.com")
+        ).one()
+    assert admin.post(f"/portal/users/{eve_id}/role", data={"csrf": token, "role": "viewer"})
+    assert eve.get("/portal/order").status_code == 403  # the role is read on every request
+    admin.post(f"/portal/users/{eve_id}/disable", data={"csrf": token})
+    assert eve.get("/portal/connections").status_code == 303  # her sessions ended
+    # Nobody locks themselves out.
+    with services.db.read() as session:
+        admin_id = session.scalars(
+            select(PortalUser.id).where(PortalUser.role == "admin", PortalUser.customer_id == cid)
+        ).one()
+    own = admin.post(f"/portal/users/{admin_id}/role", data={"csrf": token, "role": "viewer"})
+    assert own.status_code == 400 and "from yourself" in own.text
+    # API clients: created with its secret shown once; disabled, its secret stops working.
+    created = admin.post("/portal/api-clients", data={"csrf": token, "name": "robot"})
+    assert created.status_code == 201
+    client_id = re.search(r'id="client-id">([^<]+)<', created.text)
+    secret = re.search(r'id="client-secret">([^<]+)<', created.text)
+    assert client_id and secret
+    credentials = (client_id.group(1), secret.group(1))
+    form = {"grant_type": "client_credentials"}
+    assert api.post("/oauth2/token", data=form, auth=credentials).status_code == 200
+    assert secret.group(1) not in admin.get("/portal/api-clients").text
+    admin.post(f"/portal/api-clients/{client_id.group(1)}/disable", data={"csrf": token})
+    assert api.post("/oauth2/token", data=form, auth=credentials).status_code == 401
+    admin.post(f"/portal/api-clients/{client_id.group(1)}/enable", data={"csrf": token})
+    assert api.post("/oauth2/token", data=form, auth=credentials).status_code == 200
+    actions = audit_actions(services)
+    for action in (
+        "portal.created",
+        "portal.link_issued",
+        "portal.role_changed",
+        "portal.disabled",
+        "client.create",
+        "client.disable",
+        "client.enable",
+    ):
+        assert action in actions, action  # fmt: skip
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_forged_cookies_and_tokens_cost_no_argon2(
+    api: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`SecretHasher.hash` takes anything not shaped like a generated secret for a person's
+    password (argon2, ~0.4 s of CPU): a forged cookie or link must never get there."""
+    import iod.auth.passwords
+
+    def refuse(password: str) -> str:
+        raise AssertionError("argon2 hash of a forged value")
+
+    monkeypatch.setattr(iod.auth.passwords, "hash_password", refuse)
+    client = browser(api)
+    for value in ("x", "not-a-session-id!", "%" * 43, "A" * 500):
+        client.cookies.set(SESSION_COOKIE, value, domain="testserver.local", path="/portal")
+        assert client.get("/portal/connections").status_code == 303
+        client.cookies.clear()
+        assert client.get("/portal/welcome", params={"token": value}).status_code == 404
+        client.cookies.set("iod_portal_pre", value, domain="testserver.local", path="/portal")
+        assert client.get("/portal/sign-in").status_code == 200
+        client.cookies.clear()
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_the_connections_table_filters_and_pages(api: TestClient, services: Services) -> None:
+    from iod.connections import service as connections
+    from iod.connections.schemas import ConnectionRequest
+
+    cid = customer(services, "Acme")
+    viewer = signed_in(api, services, cid, "viewer")
+    principal = people.CurrentUser("usr_x", cid, "", "operator", "UTC", "", "").principal
+    with services.db.write() as session:
+        for n in range(27):
+            connections.create_connection(
+                session, services.clock, principal,
+                ConnectionRequest(bandwidth="10 Mbps", locationId=catalog.DEMO_LOCATION_ID,
+                                  description=f"site {n:02d}"),
+                services.policy,
+            )  # fmt: skip
+    first = viewer.get("/portal/connections")
+    assert first.status_code == 200 and first.text.count("<tr>") == 1 + 25  # header + rows
+    assert "site 00" in first.text and "site 25" not in first.text
+    found = re.search(r'href="(/portal/connections\?cursor=con_\w+)" rel="next"', first.text)
+    assert found
+    second = viewer.get(found.group(1))
+    assert second.text.count("<tr>") == 1 + 2 and "site 26" in second.text
+    assert 'rel="next"' not in second.text and "First page" in second.text
+    assert "site 00" not in viewer.get("/portal/connections?status=active").text  # provisioning
+    assert "site 00" in viewer.get("/portal/connections?status=provisioning").text
+    bad = viewer.get("/portal/connections?status=sleeping")
+    assert bad.status_code == 400 and "<code>/status</code>" in bad.text
+    assert viewer.get("/portal/connections?cursor=nope").status_code == 400

@@ -24,7 +24,7 @@ def portal_url(url: str | None) -> str:
 
 
 def sign_in_link(base: str, token: str) -> str:
-    return f"{base}/portal/welcome/{token}"
+    return f"{base}/portal/welcome?token={token}"
 
 
 @users_app.command("create")

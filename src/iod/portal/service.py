@@ -22,7 +22,13 @@ from zxcvbn import zxcvbn  # type: ignore[import-untyped]  # it ships no type in
 
 from iod import events
 from iod.audit import service as audit
-from iod.auth.passwords import SecretHasher, hash_password, new_secret, verify_password
+from iod.auth.passwords import (
+    SecretHasher,
+    hash_password,
+    is_generated,
+    new_secret,
+    verify_password,
+)
 from iod.auth.tokens import Principal
 from iod.customers import repository as customers
 from iod.infra.clock import Clock, as_utc, rfc3339
@@ -135,6 +141,16 @@ def check_password(password: str, email: str, policy: PortalPolicy) -> None:
         )
 
 
+def keyed(hasher: SecretHasher, value: str | None) -> str | None:
+    """The keyed hash of a session id or link token, or None when the value cannot be one
+    (not the shape `new_secret()` gives): `SecretHasher.hash` would take anything else for
+    a person's password and spend an argon2 hash on it, which a forged cookie must not
+    make the server do."""
+    if not value or len(value) > 64 or not is_generated(value):
+        return None
+    return hasher.hash(value)
+
+
 def _event(session: Session, name: str, user: PortalUser, at: datetime, **payload: Any) -> None:
     events.record(
         session,
@@ -203,7 +219,8 @@ def issue_link(
 
 def link_user(session: Session, clock: Clock, hasher: SecretHasher, token: str) -> PortalUser:
     """The user of a link still usable (not used, not expired), else 404."""
-    link = repository.link_for_update(session, hasher.hash(token)) if token else None
+    token_hash = keyed(hasher, token)
+    link = repository.link_for_update(session, token_hash) if token_hash else None
     if link is None or link.used_at is not None or as_utc(link.expires_at) <= clock.now():
         raise NotFound("this sign-in link is unknown, already used or expired; ask for a new one")
     user = repository.get_user(session, link.user_id)
@@ -224,7 +241,7 @@ def redeem_link(
     the user ends (a reset must lock out whoever knew the old password)."""
     user = link_user(session, clock, hasher, token)
     check_password(password, user.email, policy)
-    link = repository.link_for_update(session, hasher.hash(token))
+    link = repository.link_for_update(session, keyed(hasher, token) or "")
     assert link is not None
     now = clock.now()
     link.used_at = now
@@ -255,7 +272,9 @@ def start_session(
     """A new session id at every sign-in; the ones the browser had (`replacing`, any cookie
     values) are ended, so an id planted before sign-in never becomes signed in (fixation)."""
     for old in replacing:
-        repository.delete_session(session, hasher.hash(old))
+        old_hash = keyed(hasher, old)
+        if old_hash is not None:
+            repository.delete_session(session, old_hash)
     now = clock.now()
     raw = new_secret()
     csrf = secrets.token_urlsafe(32)
@@ -348,9 +367,9 @@ def resolve(
 ) -> CurrentUser | None:
     """The user of a session cookie, or None when it is unknown, expired (idle or
     absolute) or its user is disabled. Its last use is written at most once a minute."""
-    if not raw or len(raw) > 100:
+    id_hash = keyed(hasher, raw)
+    if id_hash is None:
         return None
-    id_hash = hasher.hash(raw)
     now = clock.now()
     with db.read() as session:
         row = repository.session_with_user(session, id_hash)
