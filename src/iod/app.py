@@ -46,6 +46,7 @@ from iod.infra.ratelimit import Limits, Rate, build_limits
 from iod.infra.redirects import relative_slash_redirects
 from iod.infra.secure import key_encryption_key
 from iod.jobs.worker import Worker, WorkerPolicy
+from iod.lumen.api import AUTHENTICATED_PREFIXES as LUMEN_AUTHENTICATED
 from iod.lumen.api import LumenDispatch, create_lumen_app, render_reject
 from iod.network.base import NetworkDriver
 from iod.network.factory import make_driver
@@ -266,6 +267,7 @@ def create_app(
         body_timeout=services.settings.http_body_timeout_seconds,
         metrics=metrics,
         authenticate=authenticate_early,
+        authenticated_prefix=("/internet-on-demand/", *LUMEN_AUTHENTICATED),
         render_reject=render_reject,
     )
 

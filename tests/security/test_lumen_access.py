@@ -5,6 +5,8 @@ refused request, and every refusal is a Lumen error list, never problem+json."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -110,3 +112,31 @@ def test_another_customers_service_is_404_and_untouched(world: World) -> None:
         world.mallory_connection_id
     ]
     assert snapshot(services) == before
+
+
+def test_an_order_without_a_token_is_refused_before_its_body_is_read(api: TestClient) -> None:
+    asked = 0
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        nonlocal asked
+        asked += 1
+        await asyncio.sleep(30)  # the body never comes
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": ORDER, "raw_path": ORDER.encode(), "query_string": b"",
+        "root_path": "", "client": ("198.51.100.1", 5555), "server": ("127.0.0.1", 80),
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"60000")],
+        "state": {},
+    }  # fmt: skip
+    asyncio.run(asyncio.wait_for(api.app(scope, receive, send), 10))
+    assert asked == 0
+    assert sent[0]["status"] == 401
+    headers = dict(sent[0]["headers"])
+    assert headers[b"content-type"] == b"application/json"
+    assert headers[b"connection"] == b"close"
+    assert json.loads(sent[1]["body"])[0]["code"] == "UNAUTHORIZED"

@@ -44,7 +44,7 @@ class RequestContextMiddleware:
         body_timeout: float = 30.0,
         metrics: HttpMetrics | None = None,
         authenticate: EarlyAuthentication | None = None,
-        authenticated_prefix: str = "/internet-on-demand/",
+        authenticated_prefix: str | tuple[str, ...] = "/internet-on-demand/",
         render_reject: RejectRenderer | None = None,
     ):
         self.app = app

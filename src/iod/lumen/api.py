@@ -37,6 +37,10 @@ PREFIXES = (
     "/Billing/", "/lumen/",
 )  # fmt: skip
 
+# The Lumen paths that need a token: a request with a body and no valid token is refused
+# before its body is read there too (`RequestContextMiddleware`).
+AUTHENTICATED_PREFIXES = tuple(p for p in PREFIXES if p not in ("/oauth/v2/", "/lumen/"))
+
 DESCRIPTION = """\
 Clients written for Lumen's marketplace APIs (token, inventory, discovery, orders) work
 against this service unchanged: the same paths and fields, over the same connections as
