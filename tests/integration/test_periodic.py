@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from iod import features
 from iod.app import Services
 from iod.infra.db import Database
 from iod.jobs import registry
@@ -28,7 +29,10 @@ HOUR = timedelta(hours=1)
 
 @pytest.fixture
 def only_tick() -> Iterator[None]:
-    """The registry holds the test's periodic task alone (the retention tasks are put back)."""
+    """The registry holds the test's periodic task alone (the features' are put back)."""
+    # Loaded first: saved here and put back, they are there for the tests that follow even
+    # when this one runs first (a feature module registers only when first imported).
+    features.load()
     saved_periodic, saved_tasks = dict(registry.PERIODIC), dict(registry.TASKS)
     registry.PERIODIC.clear()
     periodic_feature.register("1h")
