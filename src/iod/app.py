@@ -33,7 +33,7 @@ from iod.edge.endpoints import router as edge_router
 from iod.events.endpoints import router as events_router
 from iod.infra.clock import Clock, SystemClock
 from iod.infra.config import Settings
-from iod.infra.db import Database, make_engine
+from iod.infra.db import Database, is_unavailable, make_engine
 from iod.infra.errors import ProblemError, Unauthorized
 from iod.infra.health import router as health_router
 from iod.infra.metrics import build_registry
@@ -163,9 +163,21 @@ def build_services(
         ),
         secret_hasher=open_hasher(
             settings.effective_secret_hash_key_file,
-            stored_key_ids=lambda: customers_repository.secret_hash_key_ids(db),
+            stored_key_ids=lambda: _stored_key_ids(db),
         ),
     )
+
+
+def _stored_key_ids(db: Database) -> set[str]:
+    """The key ids of the stored secret hashes; none when the database cannot be reached now
+    (the process starts unready, as it does then, and the key file is created as before)."""
+    try:
+        return customers_repository.secret_hash_key_ids(db)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        log.warning("secret_hash.stored_keys_unchecked", error=str(exc)[:200])
+        return set()
 
 
 def _route(router: APIRouter, path: str, method: str) -> APIRoute:
