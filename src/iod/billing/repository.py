@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, exists, func, select, text
+from sqlalchemy import Table, and_, bindparam, exists, func, select, text
 from sqlalchemy.orm import Session
 
 from iod.infra.db import UTCDateTime
@@ -322,7 +322,8 @@ ORDER BY connection_id, min(start_at)
 def statement_groups(
     session: Session, customer_id: str, start: datetime, end: datetime
 ) -> Sequence[Any]:
-    return session.execute(
-        STATEMENT_GROUPS_SQL.columns(start_at=UTCDateTime(), end_at=UTCDateTime()),
-        {"customer": customer_id, "start": start, "end": end},
-    ).all()
+    # Typed parameters: bound as the column type stores them (SQLite compares text).
+    statement = STATEMENT_GROUPS_SQL.bindparams(
+        bindparam("start", type_=UTCDateTime()), bindparam("end", type_=UTCDateTime())
+    ).columns(start_at=UTCDateTime(), end_at=UTCDateTime())
+    return session.execute(statement, {"customer": customer_id, "start": start, "end": end}).all()
