@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from iod.app import Services
-from iod.billing import metering
+from iod.billing import metering, statements
 from iod.customers import service as customers
 from iod.infra.db import Database
 from iod.jobs.periodic import Scheduler
@@ -21,6 +21,7 @@ from iod.models import (
     Location,
     MeteredHour,
     Price,
+    Statement,
     StatusTransition,
     UsageHour,
     UsageLine,
@@ -91,6 +92,7 @@ def test_the_periodic_task_catches_up_after_downtime(services: Services) -> None
     assert seconds == 3 * (72 * 3600 - 31 * 60)  # active from 08:31
     services.worker().run_until_idle()
     assert totals(services.db) == (hours, seconds, complete, rated)
+    assert_intervals_match(services.db, "2030-06")
 
 
 def test_concurrent_raters_rate_each_hour_once(database: Database, clock) -> None:  # type: ignore[no-untyped-def]
@@ -127,3 +129,13 @@ def test_concurrent_raters_rate_each_hour_once(database: Database, clock) -> Non
             .having(func.count() > 1)
         ).all()
     assert per_hour == []
+    assert_intervals_match(database, "2030-06")
+
+
+def assert_intervals_match(db: Database, month: str) -> None:
+    """The statement intervals the rating maintained = those recomputed from the lines."""
+    with db.read() as session:
+        for statement in session.scalars(select(Statement)).all():
+            kept = statements.maintained(session, statement)
+            assert kept == statements.recomputed(session, statement.customer_id, month)
+            assert kept
