@@ -3,9 +3,10 @@
 1. Rate one hour of N connections (default 100,000) with one worker: `metering.rate_due`
    in one transaction, as the periodic task runs it. A tenth of the connections had a
    bandwidth change in the hour (two lines), the rest one line.
-2. A month's statement of a customer with C connections (default 10,000): C x 720 hourly
-   lines seeded with SQL, then the statement built live (open), closed (built and stored
-   once) and read closed.
+2. A month's statement of a customer with C connections (default 10,000) over a whole
+   month: the statement intervals the rating maintains (one per connection and tier
+   interval) seeded with SQL, then the statement built live (open), closed (built and
+   stored once) and read closed.
 
     IOD_BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/iod_bench \
         .venv/bin/python bench/metering.py [N] [C]
@@ -127,24 +128,25 @@ def bench_statement(db: Database, c: int) -> None:
     hours = int((end - start).total_seconds() // 3600)
     began = time.perf_counter()
     with db.write() as session:
-        session.execute(text("TRUNCATE usage_lines, usage_hours, statements, metered_hours"))
+        session.execute(text("TRUNCATE usage_lines, usage_hours, statements, metered_hours, "
+                             "statement_intervals"))  # fmt: skip
+        # What a month of rating leaves for the statement: one interval per connection (the
+        # hourly lines themselves are not read by a statement: not seeded here).
         session.execute(text(
-            "INSERT INTO usage_lines (connection_id, hour, customer_id, start_at, end_at, "
-            "seconds, tier_mbps, status, currency, hourly_minor, amount_minor, "
-            "monthly_cap_minor, source) "
-            "SELECT 'con_month' || lpad(c::text, 22, '0'), h, 'cus_month', h, "
-            "h + interval '1 hour', 3600, 100, 'active', 'USD', 46, 46, 33120, 'price:bench' "
-            "FROM generate_series(0, :c - 1) AS c, "
-            "generate_series(CAST(:start AS timestamptz), CAST(:last AS timestamptz), "
-            "interval '1 hour') AS h"
-        ), {"c": c, "start": start, "last": end - timedelta(hours=1)})  # fmt: skip
+            "INSERT INTO statement_intervals (customer_id, month, connection_id, tier_mbps, "
+            "status, currency, hourly_minor, monthly_cap_minor, source, start_at, end_at, "
+            "seconds, amount_minor) "
+            "SELECT 'cus_month', :month, 'con_month' || lpad(c::text, 22, '0'), 100, 'active', "
+            "'USD', 46, 33120, 'price:bench', :start, :end, :hours * 3600, :hours * 46 "
+            "FROM generate_series(0, :c - 1) AS c"
+        ), {"c": c, "start": start, "end": end, "hours": hours, "month": MONTH})  # fmt: skip
         session.execute(insert(billing_repo.METERED_HOURS).values(
             hour=end - timedelta(hours=1), completed_at=end))  # fmt: skip
         statements.ensure(session, "cus_month", MONTH, end)
     with db.write() as session:
-        session.execute(text("ANALYZE usage_lines"))
+        session.execute(text("ANALYZE statement_intervals"))
     seeded = time.perf_counter() - began
-    print(f"seeded {c * hours:,} hourly lines ({c:,} connections x {hours} h) in {seeded:.1f} s")
+    print(f"seeded the intervals of {c:,} connections x {hours} h in {seeded:.1f} s")
     with db.read() as session:
         statement = billing_repo.statement_by_month(session, "cus_month", MONTH)
         assert statement is not None

@@ -678,3 +678,30 @@ class TrafficSample(Base):
     packets_out: Mapped[int] = mapped_column(BigInteger)
     peak_in_bps: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     peak_out_bps: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class StatementInterval(Base):
+    """A statement line as the hours are rated: one connection's stretch of one tier,
+    status and rate within a month, extended by each hour that continues it (so a month's
+    statement reads one row per interval, not every hourly line)."""
+
+    __tablename__ = "statement_intervals"
+    __table_args__ = (
+        Index(None, "customer_id", "month", "connection_id"),
+        Index(None, "connection_id", "end_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(40))
+    month: Mapped[str] = mapped_column(String(7))
+    connection_id: Mapped[str] = mapped_column(String(40))
+    tier_mbps: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    currency: Mapped[str] = mapped_column(String(3))
+    hourly_minor: Mapped[int] = mapped_column(Integer)
+    monthly_cap_minor: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    source: Mapped[str] = mapped_column(String(48))
+    start_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    end_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    seconds: Mapped[int] = mapped_column(Integer)
+    amount_minor: Mapped[int] = mapped_column(Integer)

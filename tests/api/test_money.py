@@ -14,9 +14,10 @@ from sqlalchemy import delete, func, select
 from iod.app import Services
 from iod.billing import demo, metering
 from iod.billing import service as billing
+from iod.billing import statements as statement_docs
 from iod.infra.clock import FrozenClock
 from iod.locations import repository as locations_repo
-from iod.models import Event, Price, Quote, UsageHour, UsageLine
+from iod.models import Event, Price, Quote, Statement, UsageHour, UsageLine
 from tests.conftest import get_token, nothing_written, run_jobs
 
 BASE = "/internet-on-demand"
@@ -185,6 +186,12 @@ def test_what_will_i_pay(api, headers, priced, clock) -> None:
     doc = api.get(f"{BASE}/statements/{sid}", headers=headers).json()
     assert doc["totals"][0]["amount"] == "1.54"
     assert doc["lines"][0]["rateSource"] == "quote" and doc["lines"][0]["quoteId"] == q["id"]
+    with priced.db.read() as session:  # the maintained intervals = those the lines make
+        statement = session.get(Statement, sid)
+        assert statement is not None
+        kept = statement_docs.maintained(session, statement)
+        assert kept == statement_docs.recomputed(session, statement.customer_id, "2030-01")
+        assert len(kept) == 2
     csv_text = api.get(f"{BASE}/statements/{sid}", headers={**headers, "Accept": "text/csv"})
     assert csv_text.headers["content-type"].startswith("text/csv")
     assert "1 Gbps" in csv_text.text and "TOTAL" in csv_text.text

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from iod.app import Services
-from iod.billing import metering
+from iod.billing import metering, statements
 from iod.customers import service as customers
 from iod.infra.db import Database
 from iod.jobs.periodic import Scheduler
@@ -21,6 +21,7 @@ from iod.models import (
     Location,
     MeteredHour,
     Price,
+    Statement,
     StatusTransition,
     UsageHour,
     UsageLine,
@@ -30,30 +31,34 @@ T0 = datetime(2030, 6, 1, 8, 30, tzinfo=UTC)
 LOC = "METER-TEST"
 
 
-def seed(db: Database, clock, n: int) -> str:  # type: ignore[no-untyped-def]
-    """`n` connections of one customer, active from T0 + 1 minute, 100 Mbps at 0.46."""
+def seed(db: Database, clock, n: int, t0: datetime = T0, suspended: bool = False) -> str:  # type: ignore[no-untyped-def]
+    """`n` connections of one customer, active from t0 + 1 minute (suspended from t0 + 2
+    minutes if `suspended`), 100 Mbps at 0.46."""
     with db.write() as session:
         customer = customers.create_customer(session, clock, "Metered")
         session.execute(insert(Location).values(
             id=LOC, name="m", address="a", capacity_mbps=100_000, tiers_mbps=[100],
-            ipv4_pool="10.200.0.0/16", ipv4_next=0, committed_mbps=0, created_at=T0,
-            updated_at=T0))  # fmt: skip
+            ipv4_pool="10.200.0.0/16", ipv4_next=0, committed_mbps=0, created_at=t0,
+            updated_at=t0))  # fmt: skip
         session.execute(insert(Price).values(
             id="prc_test", location_id=LOC, tier_mbps=100, currency="USD", hourly_minor=46,
-            effective_from=T0 - timedelta(days=1), created_at=T0))  # fmt: skip
+            effective_from=t0 - timedelta(days=1), created_at=t0))  # fmt: skip
         ids = [f"con_meter{i:022d}" for i in range(n)]
         session.execute(insert(Connection), [
-            {"id": cid, "customer_id": customer.id, "location_id": LOC, "status": "active",
+            {"id": cid, "customer_id": customer.id, "location_id": LOC,
+             "status": "suspended" if suspended else "active",
              "bandwidth_mbps": 100, "committed_mbps": 100, "created_by": "t",
-             "created_at": T0, "updated_at": T0}
+             "created_at": t0, "updated_at": t0}
             for cid in ids
         ])  # fmt: skip
         session.execute(insert(StatusTransition), [
             row for cid in ids for row in (
                 {"connection_id": cid, "from_status": None, "to_status": "provisioning",
-                 "reason": "t", "at": T0},
+                 "reason": "t", "at": t0},
                 {"connection_id": cid, "from_status": "provisioning", "to_status": "active",
-                 "reason": "t", "at": T0 + timedelta(minutes=1)},
+                 "reason": "t", "at": t0 + timedelta(minutes=1)},
+                *([{"connection_id": cid, "from_status": "active", "to_status": "suspended",
+                    "reason": "t", "at": t0 + timedelta(minutes=2)}] if suspended else []),
             )
         ])  # fmt: skip
     return customer.id
@@ -87,6 +92,7 @@ def test_the_periodic_task_catches_up_after_downtime(services: Services) -> None
     assert seconds == 3 * (72 * 3600 - 31 * 60)  # active from 08:31
     services.worker().run_until_idle()
     assert totals(services.db) == (hours, seconds, complete, rated)
+    assert_intervals_match(services.db, "2030-06")
 
 
 def test_concurrent_raters_rate_each_hour_once(database: Database, clock) -> None:  # type: ignore[no-untyped-def]
@@ -123,3 +129,13 @@ def test_concurrent_raters_rate_each_hour_once(database: Database, clock) -> Non
             .having(func.count() > 1)
         ).all()
     assert per_hour == []
+    assert_intervals_match(database, "2030-06")
+
+
+def assert_intervals_match(db: Database, month: str) -> None:
+    """The statement intervals the rating maintained = those recomputed from the lines."""
+    with db.read() as session:
+        for statement in session.scalars(select(Statement)).all():
+            kept = statements.maintained(session, statement)
+            assert kept == statements.recomputed(session, statement.customer_id, month)
+            assert kept

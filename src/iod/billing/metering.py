@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.orm import Session
 
 from iod import events
@@ -151,7 +151,66 @@ def rate_batch(
     ]
     if values:
         session.execute(insert(repository.USAGE_LINES), values)
+        extend_intervals(session, hour, values)
     return len(inserted)
+
+
+_INTERVAL_KEY = ("tier_mbps", "status", "hourly_minor", "currency", "source")
+
+
+def extend_intervals(session: Session, hour: datetime, lines: list[dict[str, Any]]) -> None:
+    """The statement intervals after these lines (in connection and time order): a line
+    that continues its connection's interval (same tier, status, rate and source, starting
+    where it ends, in the same month) extends it; any other starts one."""
+    month = statements.month_of(hour)
+    ids = [line["connection_id"] for line in lines]
+    current: dict[str, dict[str, Any]] = {}
+    for row in repository.intervals_ending(session, min(ids), max(ids), hour, month):
+        current[row.connection_id] = {
+            "id": row.id, "end_at": row.end_at, "seconds": row.seconds,
+            "amount_minor": row.amount_minor, **{k: getattr(row, k) for k in _INTERVAL_KEY},
+        }  # fmt: skip
+    changed: dict[int, dict[str, Any]] = {}
+    started: list[dict[str, Any]] = []
+    for line in lines:
+        interval = current.get(line["connection_id"])
+        if (
+            interval is not None
+            and interval["end_at"] == line["start_at"]
+            and all(interval[k] == line[k] for k in _INTERVAL_KEY)
+        ):
+            interval["end_at"] = line["end_at"]
+            interval["seconds"] += line["seconds"]
+            interval["amount_minor"] += line["amount_minor"]
+            if interval.get("id") is not None:
+                changed[interval["id"]] = interval
+            continue
+        interval = {
+            "customer_id": line["customer_id"], "month": month,
+            "connection_id": line["connection_id"], "monthly_cap_minor": line["monthly_cap_minor"],
+            "start_at": line["start_at"], "end_at": line["end_at"], "seconds": line["seconds"],
+            "amount_minor": line["amount_minor"], **{k: line[k] for k in _INTERVAL_KEY},
+        }  # fmt: skip
+        started.append(interval)
+        current[line["connection_id"]] = interval
+    if changed:
+        table = repository.INTERVALS
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("interval_id"))
+            .values(
+                end_at=bindparam("new_end"),
+                seconds=bindparam("new_seconds"),
+                amount_minor=bindparam("new_amount"),
+            ),
+            [
+                {"interval_id": i, "new_end": v["end_at"], "new_seconds": v["seconds"],
+                 "new_amount": v["amount_minor"]}
+                for i, v in changed.items()
+            ],
+        )  # fmt: skip
+    if started:
+        session.execute(insert(repository.INTERVALS), started)
 
 
 def complete_hour(session: Session, hour: datetime, now: datetime) -> bool:
@@ -206,8 +265,9 @@ def rate_due(
     while hour < limit and done < budget:
         if steady:  # the connections with nothing to split, in SQL (PostgreSQL)
             found, last_id, rated = repository.rate_steady(
-                session, hour, hour + HOUR, now, after, min(batch, budget - done)
-            )
+                session, hour, hour + HOUR, now, after, min(batch, budget - done),
+                statements.month_of(hour),
+            )  # fmt: skip
             done += rated
             if found:
                 after = last_id or after

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, exists, func, select, text
+from sqlalchemy import Table, and_, bindparam, exists, func, select, text
 from sqlalchemy.orm import Session
 
 from iod.infra.db import UTCDateTime
@@ -17,6 +17,7 @@ from iod.models import (
     Price,
     Quote,
     Statement,
+    StatementInterval,
     StatusTransition,
     UsageHour,
     UsageLine,
@@ -26,6 +27,7 @@ USAGE_HOURS = cast(Table, UsageHour.__table__)
 USAGE_LINES = cast(Table, UsageLine.__table__)
 METERED_HOURS = cast(Table, MeteredHour.__table__)
 STATEMENTS = cast(Table, Statement.__table__)
+INTERVALS = cast(Table, StatementInterval.__table__)
 
 
 # --- prices ------------------------------------------------------------------------------
@@ -272,6 +274,24 @@ WITH steady AS (
            s.currency, s.hourly_minor, s.hourly_minor, s.monthly_cap_minor,
            'price:' || s.price_id
     FROM steady s JOIN claimed c ON c.connection_id = s.id
+), extended AS (
+    UPDATE statement_intervals i
+    SET end_at = :end, seconds = i.seconds + 3600, amount_minor = i.amount_minor + s.hourly_minor
+    FROM steady s JOIN claimed c ON c.connection_id = s.id
+    WHERE i.connection_id = s.id AND i.end_at = :hour AND i.month = :month
+      AND i.tier_mbps = s.bandwidth_mbps AND i.status = 'active'
+      AND i.hourly_minor = s.hourly_minor AND i.currency = s.currency
+      AND i.source = 'price:' || s.price_id
+    RETURNING i.connection_id
+), started AS (
+    INSERT INTO statement_intervals (customer_id, month, connection_id, tier_mbps, status,
+                                     currency, hourly_minor, monthly_cap_minor, source,
+                                     start_at, end_at, seconds, amount_minor)
+    SELECT s.customer_id, :month, s.id, s.bandwidth_mbps, 'active', s.currency,
+           s.hourly_minor, s.monthly_cap_minor, 'price:' || s.price_id, :hour, :end, 3600,
+           s.hourly_minor
+    FROM steady s JOIN claimed c ON c.connection_id = s.id
+    WHERE s.id NOT IN (SELECT connection_id FROM extended)
 )
 SELECT count(*) AS found, max(id) AS last, (SELECT count(*) FROM claimed) AS rated
 FROM steady
@@ -280,12 +300,19 @@ FROM steady
 
 
 def rate_steady(
-    session: Session, hour: datetime, end: datetime, now: datetime, after: str, limit: int
+    session: Session,
+    hour: datetime,
+    end: datetime,
+    now: datetime,
+    after: str,
+    limit: int,
+    month: str,
 ) -> tuple[int, str | None, int]:
-    """(connections found, the last id, how many this call rated) of one steady batch."""
+    """(connections found, the last id, how many this call rated) of one steady batch; its
+    lines extend the connections' statement intervals (or start them)."""
     row = session.execute(
         STEADY_SQL,
-        {"hour": hour, "end": end, "now": now, "after": after, "limit": limit},
+        {"hour": hour, "end": end, "now": now, "after": after, "limit": limit, "month": month},
     ).one()
     return int(row.found), row.last, int(row.rated)
 
@@ -322,7 +349,29 @@ ORDER BY connection_id, min(start_at)
 def statement_groups(
     session: Session, customer_id: str, start: datetime, end: datetime
 ) -> Sequence[Any]:
-    return session.execute(
-        STATEMENT_GROUPS_SQL.columns(start_at=UTCDateTime(), end_at=UTCDateTime()),
-        {"customer": customer_id, "start": start, "end": end},
-    ).all()
+    # Typed parameters: bound as the column type stores them (SQLite compares text).
+    statement = STATEMENT_GROUPS_SQL.bindparams(
+        bindparam("start", type_=UTCDateTime()), bindparam("end", type_=UTCDateTime())
+    ).columns(start_at=UTCDateTime(), end_at=UTCDateTime())
+    return session.execute(statement, {"customer": customer_id, "start": start, "end": end}).all()
+
+
+def intervals_ending(session: Session, lo: str, hi: str, at: datetime, month: str) -> Sequence[Any]:
+    """The statement intervals of a batch's connections that end where the hour starts."""
+    query = select(StatementInterval).where(
+        StatementInterval.connection_id.between(lo, hi),
+        StatementInterval.end_at == at,
+        StatementInterval.month == month,
+    )
+    return session.scalars(query).all()
+
+
+def statement_intervals(session: Session, customer_id: str, month: str) -> Sequence[Any]:
+    """A month's statement lines, as maintained by the rating (one row per interval)."""
+    columns = [c for c in INTERVALS.c if c.name not in ("id", "customer_id", "month")]
+    query = (
+        select(*columns)
+        .where(StatementInterval.customer_id == customer_id, StatementInterval.month == month)
+        .order_by(StatementInterval.connection_id, StatementInterval.start_at)
+    )
+    return session.execute(query).all()

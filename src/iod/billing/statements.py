@@ -221,16 +221,24 @@ def document(
     }
 
 
-def _lines_of(session: Session, statement: Statement) -> list[dict[str, Any]]:
-    start, end = month_bounds(statement.month)
-    return from_groups(repository.statement_groups(session, statement.customer_id, start, end))
+def maintained(session: Session, statement: Statement) -> list[dict[str, Any]]:
+    """The month's intervals as the rating maintained them (`metering.extend_intervals`);
+    `recomputed` builds the same from the hourly lines (the reference, for checks)."""
+    return from_groups(
+        repository.statement_intervals(session, statement.customer_id, statement.month)
+    )
+
+
+def recomputed(session: Session, customer_id: str, month: str) -> list[dict[str, Any]]:
+    start, end = month_bounds(month)
+    return from_groups(repository.statement_groups(session, customer_id, start, end))
 
 
 def view(session: Session, statement: Statement) -> dict[str, Any]:
     if statement.status == CLOSED and statement.document is not None:
         return statement.document
     last = repository.last_metered_hour(session)
-    return document(statement, _lines_of(session, statement), last + HOUR if last else None)
+    return document(statement, maintained(session, statement), last + HOUR if last else None)
 
 
 def close_due(session: Session, now: datetime) -> int:
@@ -244,7 +252,7 @@ def close_due(session: Session, now: datetime) -> int:
         statement.status = CLOSED
         statement.closed_at = now
         _, end = month_bounds(statement.month)
-        statement.document = document(statement, _lines_of(session, statement), end)
+        statement.document = document(statement, maintained(session, statement), end)
         events.record(
             session,
             "statement.closed",

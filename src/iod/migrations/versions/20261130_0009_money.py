@@ -109,6 +109,34 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("hour", name=op.f("pk_metered_hours")),
     )
     op.create_table(
+        "statement_intervals",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("customer_id", sa.String(length=40), nullable=False),
+        sa.Column("month", sa.String(length=7), nullable=False),
+        sa.Column("connection_id", sa.String(length=40), nullable=False),
+        sa.Column("tier_mbps", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("hourly_minor", sa.Integer(), nullable=False),
+        sa.Column("monthly_cap_minor", sa.Integer(), nullable=True),
+        sa.Column("source", sa.String(length=48), nullable=False),
+        _at("start_at"),
+        _at("end_at"),
+        sa.Column("seconds", sa.Integer(), nullable=False),
+        sa.Column("amount_minor", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_statement_intervals")),
+    )
+    op.create_index(
+        op.f("ix_statement_intervals_customer_id_month_connection_id"),
+        "statement_intervals",
+        ["customer_id", "month", "connection_id"],
+    )
+    op.create_index(
+        op.f("ix_statement_intervals_connection_id_end_at"),
+        "statement_intervals",
+        ["connection_id", "end_at"],
+    )
+    op.create_table(
         "statements",
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("customer_id", sa.String(length=40), nullable=False),
@@ -124,6 +152,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("statements")
+    op.drop_table("statement_intervals")
     op.drop_table("metered_hours")
     op.drop_index(op.f("ix_usage_lines_customer_id_hour"), table_name="usage_lines")
     op.drop_table("usage_lines")
