@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from iod import features
 from iod.app import Services
 from iod.infra.db import Database
 from iod.jobs import registry
@@ -29,6 +30,7 @@ HOUR = timedelta(hours=1)
 @pytest.fixture
 def only_tick() -> Iterator[None]:
     """The registry holds the test's periodic task alone (the retention tasks are put back)."""
+    features.load()  # every feature registered first, so none registers during the test
     saved_periodic, saved_tasks = dict(registry.PERIODIC), dict(registry.TASKS)
     registry.PERIODIC.clear()
     periodic_feature.register("1h")

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
+from iod.edge.schemas import REPORT_MAX, SAMPLES_MAX
 from iod.network.base import ConfiguredConnection, ConnectionSpec, DriverError, NetworkDriver
 
 log = structlog.get_logger("iod.edge.agent")
@@ -266,13 +267,18 @@ class Agent:
         return len(changes)
 
     def report(self) -> None:
+        """Sends the unreported results (in reports of REPORT_MAX: a request body is at most
+        64 KiB), then forgets them."""
         results = self.state.unreported
-        self._call(
-            "POST", "/reports",
-            json={"cursor": self.state.cursor, "version": self.version,
-                  "hostname": socket.gethostname(), "actualCount": len(self.state.connections),
-                  "results": results},
-        )  # fmt: skip
+        for start in range(0, max(len(results), 1), REPORT_MAX):
+            self._call(
+                "POST", "/reports",
+                json={"cursor": self.state.cursor, "version": self.version,
+                      "hostname": socket.gethostname(),
+                      "actualCount": len(self.state.connections),
+                      "results": [{**r, "error": (r.get("error") or "")[:300] or None}
+                                  for r in results[start : start + REPORT_MAX]]},
+            )  # fmt: skip
         if results:
             self.state.unreported = []
             save_state(self.state_path, self.state)
@@ -284,16 +290,14 @@ class Agent:
         if not callable(read):
             return 0
         at = datetime.now(UTC)
-        readings = read()
-        body = {
-            "at": at.isoformat(),
-            "samples": [
-                {"connectionId": cid, "bytesIn": b_in, "bytesOut": b_out,
-                 "packetsIn": p_in, "packetsOut": p_out}
-                for cid, (b_in, b_out, p_in, p_out) in readings.items()
-            ],
-        }  # fmt: skip
-        self._call("POST", "/samples", json=body)
+        readings = [
+            {"connectionId": cid, "bytesIn": b_in, "bytesOut": b_out,
+             "packetsIn": p_in, "packetsOut": p_out}
+            for cid, (b_in, b_out, p_in, p_out) in read().items()
+        ]  # fmt: skip
+        for start in range(0, len(readings), SAMPLES_MAX):  # 64 KiB bodies
+            chunk = readings[start : start + SAMPLES_MAX]
+            self._call("POST", "/samples", json={"at": at.isoformat(), "samples": chunk})
         return len(readings)
 
     def _sampling(self, stop: threading.Event) -> None:

@@ -75,6 +75,14 @@ async def get_traffic(
     are taken every IOD_TRAFFIC_SAMPLE_SECONDS; older than IOD_TRAFFIC_RAW_RETENTION_HOURS
     they are 5-minute ones."""
     services: Services = request.app.state.services
+
+    def owned() -> None:
+        with services.db.read() as session:
+            connection = connections.get(session, connectionId)
+            if connection is None or connection.customer_id != principal.customer_id:
+                raise NotFound(f"no connection {connectionId!r}")
+
+    await run_in_threadpool(owned)  # 404 first: another customer learns nothing more
     now = services.clock.now()
     for name, value in (("from", start), ("to", end)):
         if value is not None and value.tzinfo is None:
