@@ -69,8 +69,9 @@ class Applier:
         else:
             self.driver.provision(self._spec(row), op)
 
-    def resync(self, rows: list[Row]) -> None:
-        """Make the kernel hold exactly these rows (and nothing else of this location)."""
+    def resync(self, rows: list[Row]) -> int:
+        """Make the kernel hold exactly these rows (and nothing else of this location);
+        returns how many connections it had to create, correct or remove."""
         desired = [
             ConfiguredConnection(
                 r["connectionId"],
@@ -82,7 +83,8 @@ class Applier:
             for r in rows
             if r["state"] != "absent"
         ]
-        self.driver.reconcile(desired, frozenset())
+        report = self.driver.reconcile(desired, frozenset())
+        return len(report.created) + len(report.corrected) + len(report.removed)
 
 
 @dataclass
@@ -146,6 +148,7 @@ class Agent:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.retry_max = retry_max_seconds
+        self.drift: int | None = None
         self.location_id = location_id
         self.applier = applier
         self.state_path = state_path
@@ -234,7 +237,7 @@ class Agent:
         rows = snap["connections"]
         error = None
         try:
-            self.applier.resync(rows)
+            self.drift = self.applier.resync(rows)
         except DriverError as exc:
             error = str(exc)
             log.warning("edge.resync_failed", error=error)
@@ -275,7 +278,7 @@ class Agent:
                 "POST", "/reports",
                 json={"cursor": self.state.cursor, "version": self.version,
                       "hostname": socket.gethostname(),
-                      "actualCount": len(self.state.connections),
+                      "actualCount": len(self.state.connections), "drift": self.drift,
                       "results": [{**r, "error": (r.get("error") or "")[:300] or None}
                                   for r in results[start : start + REPORT_MAX]]},
             )  # fmt: skip

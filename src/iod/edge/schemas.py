@@ -67,6 +67,12 @@ class EdgeReport(StrictBody):
     actualCount: int | None = Field(
         default=None, ge=0, strict=True, description="Connections the edge holds now."
     )
+    drift: int | None = Field(
+        default=None,
+        ge=0,
+        strict=True,
+        description="What the last full resynchronisation corrected on the edge's kernel.",
+    )
     # Bounded so the largest valid body fits the 64 KiB request limit; agents send more in
     # several reports.
     results: list[OperationResult] = Field(default_factory=list, max_length=REPORT_MAX)
