@@ -607,6 +607,9 @@ class EdgeAgent(Base):
     version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     hostname: Mapped[str | None] = mapped_column(String(255), nullable=True)
     actual_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # What the agent's last full resynchronisation had to correct on its kernel (created,
+    # corrected, removed): the edge's drift from the desired state, as it found it.
+    drift: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_contact_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 

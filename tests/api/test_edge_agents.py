@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from iod.app import Services
+from iod.edge import repository as edge_repository
 from iod.edge import service as edge
 from iod.edge.agent import Agent, Applier, load_state
 from iod.models import EdgeOperation, Job
@@ -68,6 +69,9 @@ def test_an_order_waits_for_the_agent_and_completes_on_its_ack(
     agent = make_agent(api, creds, tmp_path, kernel)
     agent.resync()
     assert [c.connection_id for c in kernel.inventory()] == [conn["id"]]
+    with services.db.read() as session:  # its report: the drift it corrected, its state
+        mine = edge_repository.agent(session, A)
+        assert mine is not None and (mine.drift, mine.actual_count, mine.version) == (1, 1, "test")
     run_jobs(services)  # the ack woke the job: it is due now, and done
     assert api.get(f"{BASE}/{conn['id']}", headers=headers).json()["status"] == "active"
     assert services.driver.inventory() == []  # type: ignore[attr-defined]  # not in process

@@ -213,7 +213,7 @@ def test_openapi_is_a_superset_of_the_contract(conformance_server: tuple[Server,
                 assert ours["properties"][prop]["enum"] == definition["enum"]
         assert set(schema.get("required", [])) <= set(ours.get("required", []))
     scheme = own["components"]["securitySchemes"]["oauth2"]["flows"]["clientCredentials"]
-    assert set(scheme["scopes"]) == {"read", "write"}
+    assert set(scheme["scopes"]) >= {"read", "write"}  # and `edge`, the edge agents' (issue 20)
     links = own["paths"]["/internet-on-demand/connections"]["post"]["responses"]["201"]["links"]
     assert {"getConnection", "updateBandwidth"} <= {link["operationId"] for link in links.values()}
     for item in own["paths"].values():

@@ -53,12 +53,12 @@ def agents_list(as_json: JsonFlag = False) -> None:
                 "cursor": agent.cursor, "ackedCursor": agent.acked_cursor,
                 "lagChanges": agent.cursor - agent.acked_cursor, "pendingOperations": count,
                 "oldestPendingSeconds": (now - oldest).total_seconds() if oldest else None,
-                "connections": agent.actual_count,
+                "connections": agent.actual_count, "drift": agent.drift,
             })  # fmt: skip
     if as_json:
         typer.echo(json.dumps({"agents": out}))
         return
-    table = Table("location", "version", "host", "last contact", "lag", "connections")
+    table = Table("location", "version", "host", "last contact", "lag", "connections", "drift")
     for a in out:
         lag = f"{a['lagChanges']} changes, {a['pendingOperations']} ops"
         if a["oldestPendingSeconds"] is not None:
@@ -66,6 +66,7 @@ def agents_list(as_json: JsonFlag = False) -> None:
         table.add_row(
             safe(a["locationId"]), safe(a["version"] or "-"), safe(a["hostname"] or "-"),
             _ago(cast("float | None", a["lastContactSecondsAgo"])), lag, str(a["connections"] or 0),
+            "-" if a["drift"] is None else str(a["drift"]),
         )  # fmt: skip
     console.print(table)
 

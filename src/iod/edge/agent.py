@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
+from iod.edge.schemas import REPORT_MAX, SAMPLES_MAX
 from iod.network.base import ConfiguredConnection, ConnectionSpec, DriverError, NetworkDriver
 
 log = structlog.get_logger("iod.edge.agent")
@@ -68,8 +69,9 @@ class Applier:
         else:
             self.driver.provision(self._spec(row), op)
 
-    def resync(self, rows: list[Row]) -> None:
-        """Make the kernel hold exactly these rows (and nothing else of this location)."""
+    def resync(self, rows: list[Row]) -> int:
+        """Make the kernel hold exactly these rows (and nothing else of this location);
+        returns how many connections it had to create, correct or remove."""
         desired = [
             ConfiguredConnection(
                 r["connectionId"],
@@ -81,7 +83,8 @@ class Applier:
             for r in rows
             if r["state"] != "absent"
         ]
-        self.driver.reconcile(desired, frozenset())
+        report = self.driver.reconcile(desired, frozenset())
+        return len(report.created) + len(report.corrected) + len(report.removed)
 
 
 @dataclass
@@ -145,6 +148,7 @@ class Agent:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.retry_max = retry_max_seconds
+        self.drift: int | None = None
         self.location_id = location_id
         self.applier = applier
         self.state_path = state_path
@@ -233,7 +237,7 @@ class Agent:
         rows = snap["connections"]
         error = None
         try:
-            self.applier.resync(rows)
+            self.drift = self.applier.resync(rows)
         except DriverError as exc:
             error = str(exc)
             log.warning("edge.resync_failed", error=error)
@@ -266,13 +270,18 @@ class Agent:
         return len(changes)
 
     def report(self) -> None:
+        """Sends the unreported results (in reports of REPORT_MAX: a request body is at most
+        64 KiB), then forgets them."""
         results = self.state.unreported
-        self._call(
-            "POST", "/reports",
-            json={"cursor": self.state.cursor, "version": self.version,
-                  "hostname": socket.gethostname(), "actualCount": len(self.state.connections),
-                  "results": results},
-        )  # fmt: skip
+        for start in range(0, max(len(results), 1), REPORT_MAX):
+            self._call(
+                "POST", "/reports",
+                json={"cursor": self.state.cursor, "version": self.version,
+                      "hostname": socket.gethostname(),
+                      "actualCount": len(self.state.connections), "drift": self.drift,
+                      "results": [{**r, "error": (r.get("error") or "")[:300] or None}
+                                  for r in results[start : start + REPORT_MAX]]},
+            )  # fmt: skip
         if results:
             self.state.unreported = []
             save_state(self.state_path, self.state)
@@ -284,16 +293,14 @@ class Agent:
         if not callable(read):
             return 0
         at = datetime.now(UTC)
-        readings = read()
-        body = {
-            "at": at.isoformat(),
-            "samples": [
-                {"connectionId": cid, "bytesIn": b_in, "bytesOut": b_out,
-                 "packetsIn": p_in, "packetsOut": p_out}
-                for cid, (b_in, b_out, p_in, p_out) in readings.items()
-            ],
-        }  # fmt: skip
-        self._call("POST", "/samples", json=body)
+        readings = [
+            {"connectionId": cid, "bytesIn": b_in, "bytesOut": b_out,
+             "packetsIn": p_in, "packetsOut": p_out}
+            for cid, (b_in, b_out, p_in, p_out) in read().items()
+        ]  # fmt: skip
+        for start in range(0, len(readings), SAMPLES_MAX):  # 64 KiB bodies
+            chunk = readings[start : start + SAMPLES_MAX]
+            self._call("POST", "/samples", json={"at": at.isoformat(), "samples": chunk})
         return len(readings)
 
     def _sampling(self, stop: threading.Event) -> None:

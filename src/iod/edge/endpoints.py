@@ -175,6 +175,7 @@ def report(
             version=body.version,
             hostname=body.hostname,
             actual_count=body.actualCount,
+            drift=body.drift,
         )
     return EdgeReportResult(recorded=recorded, unknown=unknown)
 

@@ -9,6 +9,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from iod.connections.schemas import StrictBody
 
 State = Literal["active", "suspended", "absent"]
+REPORT_MAX = 100  # results per report
+SAMPLES_MAX = 250  # readings per samples request
 
 
 class EdgeConnection(BaseModel):
@@ -49,7 +51,7 @@ class OperationResult(StrictBody):
 
     opId: str = Field(min_length=1, max_length=64, strict=True)
     ok: bool = Field(strict=True)
-    error: str | None = Field(default=None, max_length=2000)
+    error: str | None = Field(default=None, max_length=300)
 
 
 class EdgeReport(StrictBody):
@@ -65,7 +67,15 @@ class EdgeReport(StrictBody):
     actualCount: int | None = Field(
         default=None, ge=0, strict=True, description="Connections the edge holds now."
     )
-    results: list[OperationResult] = Field(default_factory=list, max_length=10_000)
+    drift: int | None = Field(
+        default=None,
+        ge=0,
+        strict=True,
+        description="What the last full resynchronisation corrected on the edge's kernel.",
+    )
+    # Bounded so the largest valid body fits the 64 KiB request limit; agents send more in
+    # several reports.
+    results: list[OperationResult] = Field(default_factory=list, max_length=REPORT_MAX)
 
 
 class EdgeReportResult(BaseModel):
@@ -91,7 +101,7 @@ class EdgeSamples(StrictBody):
     model_config = ConfigDict(extra="forbid", title="EdgeSamples")
 
     at: AwareDatetime = Field(description="When the counters were read (with an offset).")
-    samples: list[CounterReading] = Field(max_length=20_000)
+    samples: list[CounterReading] = Field(max_length=SAMPLES_MAX)  # 64 KiB, as above
 
 
 class EdgeSamplesResult(BaseModel):

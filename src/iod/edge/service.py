@@ -199,6 +199,7 @@ def report(
     version: str | None,
     hostname: str | None,
     actual_count: int | None,
+    drift: int | None = None,
 ) -> tuple[int, int]:
     """Records an agent's results by operation id (a repeated report changes nothing) and
     its state; wakes the jobs whose operation is done. Returns (recorded, unknown)."""
@@ -208,6 +209,8 @@ def report(
         agent.hostname = hostname[:255]
     if actual_count is not None:
         agent.actual_count = actual_count
+    if drift is not None:
+        agent.drift = drift
     if cursor is not None:
         agent.acked_cursor = max(agent.acked_cursor, min(cursor, agent.cursor))
     known = {op.op_id: op for op in repository.operations(session, [r.op_id for r in results])}

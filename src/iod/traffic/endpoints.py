@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 router = APIRouter(prefix="/internet-on-demand", route_class=StrictJsonRoute)
 READ = Annotated[Principal, require_read]
 MAX_POINTS = 2000
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
 
 
 def _bad(name: str, detail: str) -> ValidationFailed:
@@ -32,6 +36,18 @@ def _bad(name: str, detail: str) -> ValidationFailed:
         f"query parameter {name}: {detail}",
         errors=[FieldError("", f"query parameter {name}: {detail}")],
     )
+
+
+def _when(name: str, value: str | None) -> datetime | None:
+    """An RFC 3339 date-time with an offset (a number is not one, whatever pydantic allows)."""
+    if value is None:
+        return None
+    if not _RFC3339.match(value):
+        raise _bad(name, "must be an RFC 3339 date-time with an offset, e.g. 2026-11-30T09:00:00Z")
+    try:
+        return datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise _bad(name, f"is not a valid date-time: {exc}") from exc
 
 
 def _direction(d: service.Direction) -> TrafficDirection:
@@ -58,11 +74,20 @@ async def get_traffic(
     connectionId: str,
     principal: READ,
     start: Annotated[
-        datetime | None,
-        Query(alias="from", description="Window start (with offset); default: an hour ago."),
+        str | None,
+        Query(
+            alias="from",
+            description="Window start, RFC 3339 with an offset; default: an hour before `to`.",
+            json_schema_extra={"format": "date-time"},
+        ),
     ] = None,
     end: Annotated[
-        datetime | None, Query(alias="to", description="Window end (with offset); default: now.")
+        str | None,
+        Query(
+            alias="to",
+            description="Window end, RFC 3339 with an offset; default: now.",
+            json_schema_extra={"format": "date-time"},
+        ),
     ] = None,
     step: Annotated[
         int | None,
@@ -75,13 +100,19 @@ async def get_traffic(
     are taken every IOD_TRAFFIC_SAMPLE_SECONDS; older than IOD_TRAFFIC_RAW_RETENTION_HOURS
     they are 5-minute ones."""
     services: Services = request.app.state.services
+
+    def owned() -> None:
+        with services.db.read() as session:
+            connection = connections.get(session, connectionId)
+            if connection is None or connection.customer_id != principal.customer_id:
+                raise NotFound(f"no connection {connectionId!r}")
+
+    await run_in_threadpool(owned)  # 404 first: another customer learns nothing more
     now = services.clock.now()
-    for name, value in (("from", start), ("to", end)):
-        if value is not None and value.tzinfo is None:
-            raise _bad(name, "needs a UTC offset (Z or +02:00)")
-    to = end or now
+    first, last = _when("from", start), _when("to", end)
+    to = last or now
     try:
-        begin = start or to - timedelta(hours=1)
+        begin = first or to - timedelta(hours=1)
         (to + timedelta(days=1)) - (begin - timedelta(days=1))  # bins stay in range
     except OverflowError as exc:
         raise _bad("from", "is out of range") from exc

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("version", sa.String(length=64), nullable=True),
         sa.Column("hostname", sa.String(length=255), nullable=True),
         sa.Column("actual_count", sa.Integer(), nullable=True),
+        sa.Column("drift", sa.Integer(), nullable=True),
         sa.Column("created_at", UTC, nullable=False),
         sa.Column("last_contact_at", UTC, nullable=True),
         sa.ForeignKeyConstraint(
