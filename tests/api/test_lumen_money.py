@@ -109,12 +109,13 @@ def test_prices_and_quotes(api: TestClient, services: Services, priced: Services
     for fields, status, code, path in [
         ({"partnerId": "1000", "masterSiteId": LOC, "speed": "7 Mbps"}, 422,
          "SPEED_NOT_AVAILABLE", "speed"),
-        ({"partnerId": "1000", "masterSiteId": LOC, "speed": "fast"}, 400, "INVALID_VALUE",
-         "speed"),
+        ({"partnerId": "1000", "masterSiteId": LOC, "speed": "fast"}, 400, None, "speed"),
+        ({"partnerId": "1000", "masterSiteId": LOC, "speed": "0 Mbps"}, 422,
+         "SPEED_NOT_AVAILABLE", "speed"),
         ({"partnerId": "1000", "masterSiteId": "NOPE"}, 404, "LOCATION_NOT_FOUND",
          "masterSiteId"),
         ({"partnerId": "2", "masterSiteId": LOC}, 422, "INVALID_PARTNER", "partnerId"),
-        ({"masterSiteId": LOC}, 400, "MISSING_FIELD", "partnerId"),
+        ({"masterSiteId": LOC}, 422, "MISSING_FIELD", "partnerId"),
         ({"partnerId": "1000", "masterSiteId": LOC, "currencyCode": "EUR"}, 422,
          "CURRENCY_NOT_AVAILABLE", "currencyCode"),
         ({"partnerId": "1000", "masterSiteId": LOC, "customerNumber": "1-OTHER"}, 422,
@@ -125,7 +126,11 @@ def test_prices_and_quotes(api: TestClient, services: Services, priced: Services
         ({"partnerId": "1000", "masterSiteId": LOC, "colour": "red"}, 400, "UNKNOWN_FIELD",
          "colour"),
     ]:  # fmt: skip
-        is_lumen_error(ask(api, h, **fields), status, code, path)
+        answer = ask(api, h, **fields)
+        if code is None:  # the schema's own validation: its code is not ours to pin
+            assert answer.status_code == status and answer.json()[0]["propertyPath"] == path
+            continue
+        is_lumen_error(answer, status, code, path)
     with services.db.read() as session:  # refused requests keep nothing
         assert len(session.scalars(select(LumenQuote)).all()) == 1
 

@@ -31,21 +31,13 @@ from iod.lumen.service import SERVICE_TYPE, Caller
 
 
 def account_of(caller: Caller, query: str | None, header: str | None) -> str:
-    """The billing account asked for (query or header; the customer's when neither): the
-    customer's only account. Another number is 404, as anything of another customer."""
-    if query is not None and header is not None and query != header:
-        raise LumenError(
-            400,
-            "INVALID_VALUE",
-            "billingAccountNumber and x-billing-account-number differ",
-            "billingAccountNumber",
-        )
-    number = query if query is not None else header
-    if number is not None and number != caller.customer_number:
-        path = "billingAccountNumber" if query is not None else "x-billing-account-number"
-        raise LumenError(
-            404, "BILLING_ACCOUNT_NOT_FOUND", f"billing account {number} was not found", path
-        )
+    """The billing account asked for (query, header, both or neither): the customer's only
+    account. Another number in either is 404, as anything of another customer."""
+    for number, path in ((query, "billingAccountNumber"), (header, "x-billing-account-number")):
+        if number is not None and number != caller.customer_number:
+            raise LumenError(
+                404, "BILLING_ACCOUNT_NOT_FOUND", f"billing account {number} was not found", path
+            )
     return caller.customer_number
 
 

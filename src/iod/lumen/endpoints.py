@@ -287,8 +287,9 @@ def prices(
         400: lumen_errors("An invalid body: `propertyPath` names the field"),
         404: lumen_errors("No such service (`serviceId`) or location (`masterSiteId`)"),
         422: lumen_errors(
-            "Not possible: a speed not offered or not priced, another partner, product, "
-            "currency or customer number, a service that cannot change now"
+            "Not possible: neither `serviceId` nor `partnerId` and `masterSiteId`, a speed "
+            "not offered or not priced, another partner, product, currency or customer "
+            "number, a service that cannot change now"
         ),
     },
 )

@@ -112,7 +112,9 @@ def price_request(
     try:
         mbps = parse_bandwidth(body.speed)
     except BandwidthError as exc:
-        raise LumenError(400, "INVALID_VALUE", f"speed: {exc}", "speed") from exc
+        # The schema's pattern admits only numbers and units: what is left (0 Mbps, 1.5 Mbps)
+        # is no speed any location offers.
+        raise LumenError(422, "SPEED_NOT_AVAILABLE", f"speed: {exc}", "speed") from exc
     principal = caller.principal
     connection_id: str | None = None
     if body.serviceId is not None:
@@ -128,14 +130,14 @@ def price_request(
         if partner is None or body.masterSiteId is None:
             missing = "partnerId" if partner is None else "masterSiteId"
             raise LumenError(
-                400,
+                422,
                 "MISSING_FIELD",
                 f"{missing} is required for a new service (or give serviceId for a change)",
                 missing,
             )
         if body.partnerId is not None and body.PartnerId not in (None, body.partnerId):
             raise LumenError(
-                400, "INVALID_VALUE", "partnerId and PartnerId differ: give one", "PartnerId"
+                422, "INVALID_PARTNER", "partnerId and PartnerId differ: give one", "PartnerId"
             )
         if partner != catalog.partner_id:
             raise LumenError(

@@ -313,7 +313,9 @@ class PriceRequestIn(_Body):
     masterSiteId: SiteId | SkipJsonSchema[None] = Field(
         default=None, description="The location; needed for a new service.", examples=["PL01"]
     )
-    speed: Annotated[str, Field(min_length=1, max_length=32)] = Field(examples=["1 Gbps"])
+    speed: Annotated[
+        str, Field(pattern=r"^[0-9]{1,9}(\.[0-9]{1,20})? ?[MmGg][Bb][Pp][Ss]$", max_length=32)
+    ] = Field(description="A speed the location offers (`availableSpeeds`).", examples=["1 Gbps"])
     serviceId: Annotated[str, Field(pattern=r"^[0-9]{11}$")] | SkipJsonSchema[None] = Field(
         default=None, description="The service to change (then no partner is needed)."
     )
