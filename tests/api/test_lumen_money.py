@@ -131,6 +131,9 @@ def test_prices_and_quotes(api: TestClient, services: Services, priced: Services
             assert answer.status_code == status and answer.json()[0]["propertyPath"] == path
             continue
         is_lumen_error(answer, status, code, path)
+    twice = '{"productCode": "718", "speed": "1 Gbps", "speed": "1 Gbps", "serviceId": null}'
+    duplicate = api.post(QUOTE, content=twice, headers={**h, "Content-Type": "application/json"})
+    is_lumen_error(duplicate, 400, "DUPLICATE_KEY")
     with services.db.read() as session:  # refused requests keep nothing
         assert len(session.scalars(select(LumenQuote)).all()) == 1
 
@@ -198,6 +201,17 @@ def test_quote_add_modify_and_bills(
     assert "2.50 hours" in detail["serviceLevelCharge"][1]["chargeDescription2"]
     total = sum(float(x[3]) for x in lines)  # test arithmetic only, exact at two decimals
     assert summary["billCharges"]["currentCharges"] == f"{total:.2f}"
+
+    # One state: a quote of our API orders through Lumen's, and is then used for ours too.
+    ours = {"Authorization": h["Authorization"]}
+    made = api.post("/internet-on-demand/quotes", json={"locationId": LOC, "bandwidth": "100 Mbps"},
+                    headers=ours).json()  # fmt: skip
+    via = api.post(ORDER, json=order(None, "add", "add-ours", number, quote=[{"id": made["id"]}]),
+                   headers=h)  # fmt: skip
+    assert via.status_code == 201, via.text
+    again = {"locationId": LOC, "bandwidth": "100 Mbps", "quoteId": made["id"]}
+    reused = api.post("/internet-on-demand/connections", json=again, headers=ours)
+    assert reused.status_code == 409, reused.text
 
     # Tenancy: another customer sees none of it, and cannot use the quote or the invoice.
     other = make_tenant(name="Other")
