@@ -708,3 +708,22 @@ class StatementInterval(Base):
     end_at: Mapped[datetime] = mapped_column(UTCDateTime())
     seconds: Mapped[int] = mapped_column(Integer)
     amount_minor: Mapped[int] = mapped_column(Integer)
+
+
+# --- Lumen quotes (issue 19, iod.lumen.pricing): what a Lumen priceRequest adds to a quote --
+
+
+class LumenQuote(Base):
+    """A quote asked for through `POST /Product/v1/priceRequest`: the money feature's quote
+    (`quote_id`, its price) with what only Lumen has: the request as sent (descriptions,
+    purchase order number), the service of a change, and the order that used it."""
+
+    __tablename__ = "lumen_quotes"
+    __table_args__ = (Index(None, "customer_id", "quote_id"),)
+
+    quote_id: Mapped[str] = mapped_column(ForeignKey("quotes.id"), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(40))
+    service_id: Mapped[str | None] = mapped_column(String(11), nullable=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    order_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -2,12 +2,14 @@
 fields of issue 19, nothing of this project. Run against a served process by
 tests/e2e/test_lumen.py:
 
-    python lumen_client.py URL CLIENT_ID CLIENT_SECRET CUSTOMER_NUMBER SERVICE_ID
+    python lumen_client.py flow URL CLIENT_ID CLIENT_SECRET CUSTOMER_NUMBER SERVICE_ID
+    python lumen_client.py bills URL CLIENT_ID CLIENT_SECRET CUSTOMER_NUMBER SERVICE_ID
 
-token → inventory (the service Active, its Bandwidth) → order delete → inventory until
-Disconnected → the order again (idempotent on externalId). Add and modify need a quote
-(`POST /Product/v1/priceRequest`, issue 15): until quotes exist, the client checks the
-answer it gets today for an unknown quote, Lumen's 422.
+flow: token → inventory (the service Active at 100 Mbps) → discovery and prices → quote a
+change to 1 Gbps → order modify → inventory `Change pending`, then `Active` at 1 Gbps →
+quote and order an add → the new service Active → order delete of the new one → inventory
+until Disconnected → the order again (idempotent on externalId). Prints the new service id.
+bills: the bills list the service's hours at 100 Mbps and at 1 Gbps (once rated).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def call(
     return answer[0], answer[1], {k.lower(): v for k, v in answer[2].items()}
 
 
-def main(url: str, client_id: str, secret: str, customer: str, service_id: str) -> None:
+def main(mode: str, url: str, client_id: str, secret: str, customer: str, first: str) -> None:
     basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
     form = urllib.parse.urlencode({"grant_type": "client_credentials"}).encode()
     status, token, _ = call(
@@ -50,7 +52,12 @@ def main(url: str, client_id: str, secret: str, customer: str, service_id: str) 
         "Accept": "application/json",
     }
 
-    def service() -> dict[str, Any]:
+    if mode == "bills":
+        bills(url, headers, customer, first)
+        print("ok")
+        return
+
+    def service(service_id: str = first) -> dict[str, Any]:
         query = urllib.parse.urlencode(
             {"serviceId": service_id, "serviceType": "Internet On-Demand",
              "pageNumber": 1, "pageSize": 10}
@@ -72,7 +79,29 @@ def main(url: str, client_id: str, secret: str, customer: str, service_id: str) 
     assert site in [s["masterSiteId"] for s in sites], sites
     account = call("GET", f"{url}/Account/v1/billingAccount", headers)[1]["billingAccount"][0]
 
-    def order(action: str, external_id: str, **extra: Any) -> tuple[int, Any, dict[str, str]]:
+    query = urllib.parse.urlencode({"productCode": "718", "masterSiteId": site})
+    status, prices, _ = call("GET", f"{url}/Product/v1/price?{query}", headers)
+    assert status == 200, prices
+    speeds = {p["speed"]: p for p in prices["pricePerSpeed"]}
+    assert speeds["1 Gbps"]["term"] == "Hourly Rate" and speeds["1 Gbps"]["price"], speeds
+
+    def quote(**fields: Any) -> str:
+        body = {"sourceSystem": "lumen_client", "customerNumber": customer,
+                "currencyCode": "USD", "productCode": "718",
+                "productName": "Internet On-Demand", "masterSiteId": site, **fields}  # fmt: skip
+        status, answer, _ = call(
+            "POST", f"{url}/Product/v1/priceRequest",
+            {**headers, "Content-Type": "application/json"}, json.dumps(body).encode(),
+        )  # fmt: skip
+        assert status == 201, answer
+        rates = {p["name"]: p for p in answer["price"]}
+        assert set(rates) == {"Hourly Rate", "Monthly Rate"}, answer
+        assert answer["priceRequest"]["speed"] == fields["speed"], answer
+        return str(answer["id"])
+
+    def order(
+        action: str, external_id: str, service_id: str | None = first, **extra: Any
+    ) -> tuple[int, Any, dict[str, str]]:
         product: dict[str, Any] = {
             "productCharacteristic": [],
             "productSpecification": {"id": "718", "name": "Internet On-Demand"},
@@ -95,24 +124,80 @@ def main(url: str, client_id: str, secret: str, customer: str, service_id: str) 
             {**headers, "Content-Type": "application/json"}, json.dumps(body).encode(),
         )  # fmt: skip
 
-    # Waiting on issue 15 (quotes): a modify with a quote id answers Lumen's 422 today.
-    status, errors, _ = order("modify", "lumen-mod-1", quote=[{"id": "Q-1", "name": "quoteId"}])
-    assert status == 422 and errors[0]["code"] == "QUOTE_NOT_FOUND", errors
-    assert errors[0]["propertyPath"] == "quote[0].id", errors
+    def until(service_id: str, product_status: str, bandwidth: str | None = None) -> None:
+        deadline = time.monotonic() + 20
+        while True:
+            found = service(service_id)
+            if found["product"]["status"] == product_status and bandwidth in (
+                None,
+                found["Bandwidth"],
+            ):
+                return
+            assert time.monotonic() < deadline, found
+            time.sleep(0.2)
 
-    status, placed, _ = order("delete", "lumen-del-1")
+    # Modify: the speed travels in the quote only.
+    change = quote(serviceId=first, speed="1 Gbps")
+    status, placed, _ = order("modify", "lumen-mod-1", quote=[{"id": change, "name": "quoteId"}])
+    assert status == 201 and placed["productOrderItem"][0]["state"] == "inProgress", placed
+    assert service()["product"]["status"] == "Change pending"
+    status, errors, _ = order("modify", "lumen-mod-2", quote=[{"id": change, "name": change}])
+    assert status == 422 and errors[0]["code"] == "INVALID_STATUS", errors
+    assert "current status is - Change pending" in errors[0]["reason"], errors
+    until(first, "Active", "1 Gbps")
+
+    # Add: a new service at the quote's location and speed.
+    new = quote(partnerId=partners[0]["id"], speed="100 Mbps")
+    status, added, _ = order("add", "lumen-add-1", None, quote=[{"id": new, "name": "quoteId"}])
+    assert status == 201, added
+    added_id = added["productOrderItem"][0]["product"]["id"]
+    assert len(added_id) == 11 and added_id != first, added
+    until(added_id, "Active", "100 Mbps")
+
+    # Delete the new one.
+    status, placed, _ = order("delete", "lumen-del-1", added_id)
     assert status == 201, placed
     assert placed["externalId"] == "lumen-del-1" and placed["id"], placed
     assert placed["productOrderItem"][0]["action"] == "delete", placed
-    deadline = time.monotonic() + 20
-    while service()["product"]["status"] != "Disconnected":
-        assert time.monotonic() < deadline, service()
-        time.sleep(0.2)
-    status, again, replayed = order("delete", "lumen-del-1")
+    until(added_id, "Disconnected")
+    status, again, replayed = order("delete", "lumen-del-1", added_id)
     assert status == 201 and again["id"] == placed["id"], again
     assert again["state"] == "completed" and replayed.get("idempotent-replayed") == "true", again
+    print(added_id)
     print("ok")
 
 
+def bills(url: str, headers: dict[str, str], customer: str, service_id: str) -> None:
+    """Every bill's charges for the service: its hours at 100 Mbps and at 1 Gbps."""
+    query = urllib.parse.urlencode({"billingAccountNumber": customer, "offset": 0, "limit": 12})
+    status, answer, _ = call(
+        "GET", f"{url}/Billing/v2/CustomerBillManagement/customerBill?{query}", headers
+    )
+    assert status == 200 and answer["customerBillDetails"], answer
+    hours: dict[str, float] = {}
+    for bill in answer["customerBillDetails"]:
+        (summary,) = bill["documentSummaryDetails"]
+        assert summary["currencyCode"] == "USD" and summary["billCharges"]["currentCharges"]
+        query = urllib.parse.urlencode({"billingAccountNumber": customer,
+                                        "invoiceNumber": bill["invoiceNumber"]})  # fmt: skip
+        status, details, _ = call(
+            "GET",
+            f"{url}/Billing/v2/CustomerBillManagement/serviceLevelChargeDetails?{query}",
+            {**headers, "x-billing-account-number": customer},
+        )
+        assert status == 200, details
+        for detail in details["serviceLevelChargeDetail"]:
+            for charge in detail["serviceLevelCharge"]:
+                if charge["billingServiceId"] != service_id:
+                    continue
+                # "1 Gbps, 2.99 hours at USD 2.08/hour"
+                speed, rest = charge["chargeDescription2"].split(", ", 1)
+                if "hours" in rest:
+                    hours[speed] = hours.get(speed, 0) + float(rest.split(" hours")[0])
+                assert charge["charge"]["netAmount"], charge
+    assert set(hours) == {"100 Mbps", "1 Gbps"}, hours
+    assert hours["1 Gbps"] >= 2, hours  # rated three hours ahead: two whole ones at least
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    main(*sys.argv[1:7])

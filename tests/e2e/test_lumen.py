@@ -22,6 +22,20 @@ ROOT = Path(__file__).resolve().parents[2]
 CLIENT = Path(__file__).with_name("lumen_client.py")
 CONFIG = Path(__file__).with_name("schemathesis-lumen.toml")
 NUMBER = "1-LUMEN19"
+# Rates every hour up to now + argv[1] hours on the database of the environment's settings.
+RATE = """
+import sys
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from iod.billing import metering
+from iod.infra.config import Settings
+from iod.infra.runtime import open_database
+db = open_database(Settings(), auto_migrate=False)
+now = datetime.now(UTC) + timedelta(hours=float(sys.argv[1]))
+with db.write() as session:
+    print(metering.rate_due(session, now, fraction=Decimal(1), settle_seconds=60, batch=500,
+                            budget=100_000))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +44,11 @@ def lumen_server(
 ) -> Iterator[tuple[Server, dict[str, Any]]]:
     tmp = tmp_path_factory.mktemp("lumen")
     env = base_env(
-        tmp, "sqlite", IOD_SIMULATED_PROVISION_SECONDS="0", IOD_SIMULATED_CHANGE_SECONDS="0"
+        # A change takes 1.5 s on the network: long enough to see `Change pending`.
+        tmp,
+        "sqlite",
+        IOD_SIMULATED_PROVISION_SECONDS="0",
+        IOD_SIMULATED_CHANGE_SECONDS="1.5",
     )
     demo = json.loads(iod(env, "demo", "--json").stdout)
     assert demo["customer_number"].startswith("1-")  # one of its own from the start
@@ -63,15 +81,34 @@ def test_a_lumen_client_runs_the_flow(lumen_server: tuple[Server, dict[str, Any]
     lumen = {**ours, "x-customer-number": NUMBER}
     items = httpx.get(f"{server.url}/ProductInventory/v1/inventory", headers=lumen).json()
     (item,) = [i for i in items["serviceInventory"] if i["UNI Service ID"] == created["id"]]
+    args = [server.url, demo["client_id"], demo["client_secret"], NUMBER, item["serviceId"]]
     run = subprocess.run(
-        [sys.executable, str(CLIENT), server.url, demo["client_id"], demo["client_secret"],
-         NUMBER, item["serviceId"]],
+        [sys.executable, str(CLIENT), "flow", *args],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.strip().endswith("ok")
-    # One state: our API shows what the Lumen order did.
-    assert httpx.get(url, headers=ours).json()["status"] == "terminated"
+    added, ok = run.stdout.split()[-2:]
+    assert ok == "ok"
+    # One state: our API shows what the Lumen orders did.
+    connection = httpx.get(url, headers=ours).json()
+    assert (connection["status"], connection["bandwidth"]) == ("active", "1 Gbps")
+    (new,) = httpx.get(
+        f"{server.url}/ProductInventory/v1/inventory", params={"serviceId": added}, headers=lumen
+    ).json()["serviceInventory"]
+    theirs = httpx.get(f"{url[: -len(created['id'])]}{new['UNI Service ID']}", headers=ours)
+    assert theirs.json()["status"] == "terminated"
+    # Metering, three hours ahead (a direct rating call on the server's database: the
+    # served clock is real), then the client reads the hours at each speed in its bills.
+    rated = subprocess.run(
+        [sys.executable, "-c", RATE, "3"], env=server.env, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert rated.returncode == 0 and int(rated.stdout) > 0, rated.stdout + rated.stderr
+    run = subprocess.run(
+        [sys.executable, str(CLIENT), "bills", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr
 
 
 def test_schemathesis_against_the_lumen_openapi(

@@ -24,8 +24,11 @@ READS = [
     ("GET", "/Network/v1/location"),
     ("GET", "/Account/v1/billingAccount"),
     ("GET", ORDER + "/00000000-0000-0000-0000-000000000000"),
+    ("GET", "/Product/v1/price"),
+    ("GET", "/Billing/v2/CustomerBillManagement/customerBill"),
+    ("GET", "/Billing/v2/CustomerBillManagement/serviceLevelChargeDetails"),
 ]
-WRITES = [("POST", ORDER)]
+WRITES = [("POST", ORDER), ("POST", "/Product/v1/priceRequest")]
 
 
 def number(services: Services, customer_id: str) -> str:

@@ -5,9 +5,10 @@ errors are rendered as Lumen's `{code, reason, propertyPath}` lists by `lumen.ap
 
 from __future__ import annotations
 
+from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -16,16 +17,21 @@ from iod.audit import service as audit
 from iod.auth import endpoints as oauth
 from iod.auth.dependencies import actor
 from iod.infra.http import StrictJsonRoute, require_json
-from iod.lumen import orders, service
+from iod.lumen import bills, orders, pricing, service
 from iod.lumen.dependencies import READ, TOKEN_PATH, WRITE
 from iod.lumen.errors import LumenError
 from iod.lumen.schemas import (
     BillingAccountList,
+    CustomerBills,
     Inventory,
     LocationList,
     Order,
     OrderRequest,
     PartnerList,
+    PriceList,
+    PriceQuote,
+    PriceRequestIn,
+    ServiceChargeDetails,
     Token,
 )
 from iod.lumen.service import Caller, Catalog
@@ -236,3 +242,139 @@ def get_order(
 def _act_for(session: Session, request: Request, caller: Caller) -> None:
     """The events (and audit records) of this transaction are the client's doing."""
     audit.act_for(session, actor(request, caller.principal))
+
+
+# -- prices and quotes (over the money feature: iod.lumen.pricing) --------------------------
+
+
+@router.get(
+    "/Product/v1/price",
+    operation_id="listPrices",
+    summary="Hourly prices per speed at a location",
+    tags=["Pricing"],
+    response_model=PriceList,
+    responses={
+        400: lumen_errors("An invalid query parameter"),
+        404: lumen_errors("No such location (`masterSiteId`)"),
+    },
+)
+def prices(
+    request: Request,
+    caller: READ,
+    masterSiteId: Annotated[str, Query(min_length=1, max_length=64, description="The location.")],
+    productCode: Annotated[
+        str, Query(min_length=1, max_length=16, description="`718`; another lists nothing.")
+    ] = "718",
+) -> PriceList:
+    """The price book's hourly rate in force now for each priced speed of the location."""
+    services = _services(request)
+    with services.db.read() as session:
+        return pricing.price_list(
+            session, services.clock, catalog_of(services), productCode, masterSiteId
+        )
+
+
+@router.post(
+    "/Product/v1/priceRequest",
+    operation_id="createPriceRequest",
+    summary="Quote: a new service or a change of speed",
+    tags=["Pricing"],
+    status_code=201,
+    response_model=PriceQuote,
+    response_model_exclude_none=True,
+    dependencies=[Depends(require_json)],
+    responses={
+        400: lumen_errors("An invalid body: `propertyPath` names the field"),
+        404: lumen_errors("No such service (`serviceId`) or location (`masterSiteId`)"),
+        422: lumen_errors(
+            "Not possible: neither `serviceId` nor `partnerId` and `masterSiteId`, a speed "
+            "not offered or not priced, another partner, product, currency or customer "
+            "number, a service that cannot change now"
+        ),
+    },
+)
+def price_request(request: Request, body: PriceRequestIn, caller: WRITE) -> PriceQuote:
+    """A quote (the money feature's, `POST /internet-on-demand/quotes`) valid 15 minutes:
+    its `id` goes in an order's `quote[].id`. `serviceId`: a change of that service;
+    else `partnerId` (or `PartnerId`) and `masterSiteId`: a new service."""
+    services = _services(request)
+    with services.db.write() as session:
+        _act_for(session, request, caller)
+        return pricing.price_request(
+            session, services.clock, caller, catalog_of(services), body,
+            services.settings.quote_ttl_seconds,
+        )  # fmt: skip
+
+
+# -- bills (over the money feature's statements: iod.lumen.bills) ---------------------------
+
+BILLS_PATH = "/Billing/v2/CustomerBillManagement"
+AccountQuery = Annotated[
+    str | None, Query(max_length=40, description="The customer number (its only account).")
+]
+AccountHeader = Annotated[
+    str | None,
+    Header(alias="x-billing-account-number", max_length=40, description="The same, as a header."),
+]
+Offset = Annotated[int, Query(ge=0, le=100_000)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.get(
+    BILLS_PATH + "/customerBill",
+    operation_id="listCustomerBills",
+    summary="Bills (our monthly statements)",
+    tags=["Billing"],
+    response_model=CustomerBills,
+    responses={
+        400: lumen_errors("An invalid query parameter"),
+        404: lumen_errors("No such billing account for this customer"),
+    },
+)
+def customer_bills(
+    request: Request,
+    caller: READ,
+    billingAccountNumber: AccountQuery = None,
+    x_billing_account_number: AccountHeader = None,
+    startBillDate: Annotated[date | None, Query(description="`YYYY-MM-DD`")] = None,
+    endBillDate: Annotated[date | None, Query(description="`YYYY-MM-DD`")] = None,
+    offset: Offset = 0,
+    limit: Limit = 100,
+) -> CustomerBills:
+    """One bill per calendar month with usage (open while the month runs), newest first,
+    with its amount per currency after monthly caps."""
+    account = bills.account_of(caller, billingAccountNumber, x_billing_account_number)
+    services = _services(request)
+    with services.db.read() as session:
+        return bills.customer_bills(
+            session, services.clock, caller, account, startBillDate, endBillDate, offset, limit
+        )
+
+
+@router.get(
+    BILLS_PATH + "/serviceLevelChargeDetails",
+    operation_id="listServiceLevelCharges",
+    summary="A bill's charges per service and speed",
+    tags=["Billing"],
+    response_model=ServiceChargeDetails,
+    response_model_exclude_none=True,
+    responses={
+        400: lumen_errors("An invalid query parameter"),
+        404: lumen_errors("No such invoice or billing account for this customer"),
+    },
+)
+def service_level_charges(
+    request: Request,
+    caller: READ,
+    invoiceNumber: Annotated[str, Query(min_length=1, max_length=64)],
+    billingAccountNumber: AccountQuery = None,
+    x_billing_account_number: AccountHeader = None,
+    offset: Offset = 0,
+    limit: Limit = 100,
+) -> ServiceChargeDetails:
+    """The invoice's usage lines: each service's stretches at one bandwidth and rate, with
+    the hours (`chargeDescription2`), then the monthly cap adjustments."""
+    account = bills.account_of(caller, billingAccountNumber, x_billing_account_number)
+    services = _services(request)
+    with services.db.read() as session:
+        return bills.service_charges(session, caller, account, invoiceNumber, offset, limit)

@@ -163,13 +163,13 @@ def _modify(
             f"quote {quote.id} is not for a change of service {item.product.id}",
             quote_path,
         )
-    update = BandwidthUpdate(bandwidth=format_bandwidth(quote.bandwidth_mbps))
+    update = BandwidthUpdate(bandwidth=format_bandwidth(quote.bandwidth_mbps), **_redeemed(quote))
     try:
         _, change, _, _ = connections.update_bandwidth(
             session, clock, caller.principal, connection.id, update, policy
         )
     except ValidationFailed as exc:  # e.g. the location no longer offers the quoted speed
-        raise LumenError(422, "QUOTE_NOT_ORDERABLE", exc.detail, quote_path) from exc
+        raise _not_orderable(exc, quote_path) from exc
     return {
         "action": "modify",
         "connectionId": connection.id,
@@ -195,16 +195,31 @@ def _add(
             quote_path,
         )
     request = ConnectionRequest(
-        bandwidth=format_bandwidth(quote.bandwidth_mbps), locationId=quote.master_site_id
+        bandwidth=format_bandwidth(quote.bandwidth_mbps),
+        locationId=quote.master_site_id,
+        **_redeemed(quote),
     )
     try:
         connection = connections.create_connection(
             session, clock, caller.principal, request, policy
         )
     except ValidationFailed as exc:  # the location is gone or no longer offers the speed
-        raise LumenError(422, "QUOTE_NOT_ORDERABLE", exc.detail, quote_path) from exc
+        raise _not_orderable(exc, quote_path) from exc
     service_id = ensure_service_id(session, connection.id, caller.principal.customer_id)
     return {"action": "add", "connectionId": connection.id, "serviceId": service_id}
+
+
+def _redeemed(quote: quotes.Quote) -> dict[str, Any]:
+    """`quoteId` for our services when the quote is the money feature's (its price applies)."""
+    return {"quoteId": quote.id} if quote.redeem else {}
+
+
+def _not_orderable(exc: ValidationFailed, quote_path: str) -> LumenError:
+    """The services' refusal of a quoted order: the quote does not match what is ordered
+    (money's `/quoteId` check), or the location no longer offers its speed."""
+    if any(e.pointer == "/quoteId" for e in exc.errors):
+        return LumenError(422, "QUOTE_MISMATCH", exc.detail, quote_path)
+    return LumenError(422, "QUOTE_NOT_ORDERABLE", exc.detail, quote_path)
 
 
 class _Quoted:

@@ -1,5 +1,5 @@
 """Where an order's quote comes from: a small interface that the quotes of the money issue
-(issue 15, `POST /Product/v1/priceRequest`) implement.
+(issue 15) implement (`iod.lumen.pricing.MoneyQuotes`, `POST /Product/v1/priceRequest`).
 
 Until a quote book is registered (`use`), no quote exists: an order to `add` or `modify`
 answers Lumen's 422 for an unknown quote, and `delete`, which needs none, works. The money
@@ -32,6 +32,9 @@ class Quote:
     valid_until: datetime
     # The order that used it, if any: a quote orders once.
     ordered_by: str | None = None
+    # A quote of the money feature: the order redeems it through the connection services
+    # (`quoteId`), so its price applies as with `quoteId` on our API.
+    redeem: bool = False
 
 
 class QuoteBook(Protocol):

@@ -267,3 +267,151 @@ class Order(BaseModel):
     productOrderItem: list[OrderItemOut]
     quote: list[dict[str, Any]]
     relatedContactInformation: list[dict[str, Any]]
+
+
+# -- prices and quotes ---------------------------------------------------------------------
+
+Amount = Annotated[str, Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", examples=["0.46"])]
+
+
+class SpeedPrice(BaseModel):
+    speed: str = Field(examples=["100 Mbps"])
+    price: Amount = Field(description="The hourly rate, a decimal string in `currencyCode`.")
+    currencyCode: str = Field(examples=["USD"])
+    term: str = Field(examples=["Hourly Rate"])
+    displayValue: str = Field(examples=["USD 0.46/hour"])
+
+
+class PriceList(BaseModel):
+    model_config = ConfigDict(title="LumenPriceList")
+
+    productCode: str = Field(examples=["718"])
+    masterSiteId: str
+    pricePerSpeed: list[SpeedPrice]
+
+
+SiteId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class PriceRequestIn(_Body):
+    """`POST /Product/v1/priceRequest`: a new service (`partnerId` and `masterSiteId`) or a
+    change of one (`serviceId`), at `speed`."""
+
+    model_config = ConfigDict(title="LumenPriceRequest")
+
+    sourceSystem: Annotated[str, Field(max_length=64)] | SkipJsonSchema[None] = None
+    customerNumber: Annotated[str, Field(max_length=40)] | SkipJsonSchema[None] = Field(
+        default=None, description="The `x-customer-number` (checked when given)."
+    )
+    currencyCode: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="The price book's currency (checked when given).",
+        examples=["USD"],
+    )
+    productCode: Annotated[str, Field(min_length=1, max_length=16)] = Field(examples=["718"])
+    productName: Annotated[str, Field(max_length=255)] | SkipJsonSchema[None] = None
+    masterSiteId: SiteId | SkipJsonSchema[None] = Field(
+        default=None, description="The location; needed for a new service.", examples=["PL01"]
+    )
+    speed: Annotated[
+        str, Field(pattern=r"^[0-9]{1,9}(\.[0-9]{1,20})? ?[MmGg][Bb][Pp][Ss]$", max_length=32)
+    ] = Field(description="A speed the location offers (`availableSpeeds`).", examples=["1 Gbps"])
+    serviceId: Annotated[str, Field(pattern=r"^[0-9]{11}$")] | SkipJsonSchema[None] = Field(
+        default=None, description="The service to change (then no partner is needed)."
+    )
+    partnerId: SiteId | SkipJsonSchema[None] = Field(
+        default=None, description="The partner (`listPartners[].id`) of a new service."
+    )
+    PartnerId: SiteId | SkipJsonSchema[None] = Field(
+        default=None, description="The same as `partnerId` (some clients capitalise it)."
+    )
+    customerPriceRequestDescription: (
+        Annotated[str, Field(max_length=1000)] | SkipJsonSchema[None]
+    ) = None
+    customerPurchaseOrderNumber: Annotated[str, Field(max_length=64)] | SkipJsonSchema[None] = None
+
+
+class QuotePrice(BaseModel):
+    name: str = Field(examples=["Hourly Rate"])
+    term: str = Field(examples=["Hourly Rate"])
+    price: Amount
+    currencyCode: str
+    displayValue: str = Field(examples=["USD 331.20/month"])
+
+
+class ValidFor(BaseModel):
+    startDateTime: datetime
+    endDateTime: datetime
+
+
+class PriceQuote(BaseModel):
+    """A quote: its `id` goes in an order's `quote[].id`, within 15 minutes."""
+
+    model_config = ConfigDict(title="LumenPriceQuote")
+
+    id: str = Field(examples=["quo_0Jc2n3W9b8"])
+    state: str = Field(description="`approved`; `ordered` once an order used it.")
+    priceRequest: dict[str, Any] = Field(description="The request, as sent.")
+    price: list[QuotePrice] = Field(description="An `Hourly Rate` and a `Monthly Rate` entry.")
+    validFor: ValidFor
+    serviceId: str | SkipJsonSchema[None] = None
+    masterSiteId: str
+    speed: str
+
+
+# -- bills ---------------------------------------------------------------------------------
+
+
+class BillCharges(BaseModel):
+    currentCharges: Amount
+
+
+class DocumentSummary(BaseModel):
+    billCharges: BillCharges
+    currencyCode: str
+    fromDate: str = Field(description="The first day of the month (`YYYY-MM-DD`).")
+    toDate: str = Field(description="The last day of the month (`YYYY-MM-DD`).")
+    statementDate: str = Field(description="When it closed; while open, today.")
+
+
+class CustomerBill(BaseModel):
+    invoiceNumber: str = Field(description="Our statement's id.")
+    billingAccountNumber: str
+    status: str = Field(description="`open` while the month runs, then `closed`.")
+    documentSummaryDetails: list[DocumentSummary]
+
+
+class CustomerBills(BaseModel):
+    model_config = ConfigDict(title="LumenCustomerBills")
+
+    customerBillDetails: list[CustomerBill]
+    totalRecords: int
+
+
+class Charge(BaseModel):
+    netAmount: Amount
+    currencyCode: str
+
+
+class ServiceCharge(BaseModel):
+    billingServiceId: str = Field(description="The service id (or our connection id).")
+    chargeDescription1: str = Field(examples=["Internet On-Demand hourly usage"])
+    chargeDescription2: str = Field(examples=["1 Gbps, 3.00 hours at USD 0.99/hour"])
+    charge: Charge
+    chargeFromDate: datetime
+    chargeToDate: datetime
+    bandwidth: str | SkipJsonSchema[None] = None
+    usageSeconds: int | SkipJsonSchema[None] = None
+
+
+class ServiceChargeDetail(BaseModel):
+    invoiceNumber: str
+    billingAccountNumber: str
+    serviceLevelCharge: list[ServiceCharge]
+    totalRecords: int
+
+
+class ServiceChargeDetails(BaseModel):
+    model_config = ConfigDict(title="LumenServiceLevelChargeDetails")
+
+    serviceLevelChargeDetail: list[ServiceChargeDetail]
