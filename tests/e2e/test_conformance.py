@@ -77,7 +77,7 @@ def schemathesis(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]
 
 
 def _report(result: subprocess.CompletedProcess[str]) -> str:
-    return (result.stdout + result.stderr)[-8000:]
+    return (result.stdout + result.stderr)[-30000:]
 
 
 def test_schemathesis_against_the_contract(
