@@ -23,10 +23,13 @@ BASE = "/internet-on-demand/connections"
 LOC = "PL0001247634"
 
 
+# Events about connections that do not exist: a name no feature turns into rows that refer
+# to its connection (the Lumen service id of `connection.ordered` would).
+SYNTHETIC = "connection.activated"
+
+
 def _record(session: Any, customer: str, subject: str, clock: FrozenClock) -> None:
-    events.record(
-        session, "connection.ordered", customer_id=customer, subject_id=subject, at=clock.now()
-    )
+    events.record(session, SYNTHETIC, customer_id=customer, subject_id=subject, at=clock.now())
 
 
 def _all(db: Database, customer: str | None = None) -> list[Event]:

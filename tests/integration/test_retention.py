@@ -50,7 +50,7 @@ def test_events_past_their_retention_are_pruned(services: Services) -> None:
     with services.db.write() as session:
         for days_ago in (40, 31, 29, 1):
             events.record(
-                session, "connection.ordered", customer_id="cus_a", subject_id=f"d{days_ago}",
+                session, "connection.activated", customer_id="cus_a", subject_id=f"d{days_ago}",
                 at=clock.now() - days_ago * DAY,
             )  # fmt: skip
     with services.db.write() as session:
@@ -61,7 +61,7 @@ def test_events_past_their_retention_are_pruned(services: Services) -> None:
     # Positions go on from where they were: a consumer's cursor stays valid.
     with services.db.write() as session:
         events.record(
-            session, "connection.ordered", customer_id="cus_a", subject_id="new", at=clock.now()
+            session, "connection.activated", customer_id="cus_a", subject_id="new", at=clock.now()
         )
     with services.db.read() as session:
         assert session.scalar(select(Event.position).where(Event.subject_id == "new")) == 5
