@@ -37,8 +37,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src clients/python/src
 
+## Two passes (tests/two_passes.py): the tests that may share the machine on PYTEST_WORKERS
+## xdist workers, then the `serial` ones alone (data plane, faults, timing-sensitive).
+PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
-	$(BIN)/python -m tests.local_postgres -- $(BIN)/pytest $(PYTEST_ARGS)
+	PYTEST_WORKERS=$(PYTEST_WORKERS) $(BIN)/python -m tests.local_postgres -- \
+	  $(BIN)/python -m tests.two_passes $(PYTEST_ARGS)
 
 ## Fuzzing, longer than `make test` runs it: schemathesis with every phase (stateful too)
 ## against a served process's own /openapi.json, at least FUZZ_MIN_CASES generated cases and

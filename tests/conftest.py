@@ -24,6 +24,7 @@ from iod.locations import catalog
 from iod.locations import service as locations
 from iod.models import AuditEvent, BandwidthChange, Connection, Job
 from iod.network.simulated import SimulatedDriver
+from tests import parallel
 
 # Hypothesis example counts: "ci" (the default, `make test`) keeps hypothesis's own 100 for
 # tests that do not set a count; "fuzz" (`make fuzz`) runs the fuzz tests (tests/unit/
@@ -37,6 +38,29 @@ hypothesis_settings.load_profile(os.environ.get("IOD_HYPOTHESIS_PROFILE", "ci"))
 PG_URL = os.environ.get("IOD_TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("IOD_REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite", "postgres"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """An xdist worker tests PostgreSQL in a database of its own (tests/parallel.py)."""
+    global PG_URL
+    worker = parallel.worker_id()
+    if PG_URL and worker:
+        PG_URL = parallel.create_worker_database(PG_URL, worker)
+        os.environ["IOD_TEST_DATABASE_URL"] = PG_URL  # what served processes are given
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if PG_URL and parallel.worker_id():
+        parallel.drop_database(PG_URL)
+    elif PG_URL and getattr(config.option, "numprocesses", None):
+        parallel.drop_worker_databases(PG_URL)  # the controller: what a killed worker left
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test of tests/dataplane and tests/faults runs in `make pytest`'s serial pass."""
+    for item in items:
+        if parallel.is_serial_path(item.path):
+            item.add_marker(pytest.mark.serial)
 
 
 def postgres_url() -> str:
