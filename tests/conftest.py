@@ -33,7 +33,18 @@ hypothesis_settings.register_profile("ci", max_examples=100)
 hypothesis_settings.register_profile(
     "fuzz", max_examples=int(os.environ.get("IOD_FUZZ_EXAMPLES", "20000")), deadline=None
 )
-hypothesis_settings.load_profile(os.environ.get("IOD_HYPOTHESIS_PROFILE", "ci"))
+# "thorough" (`make fuzz` too): the property tests of tests/unit with the counts they ask for
+# through thorough(N); under "ci" they run the profile's 100, which is all `make test` needs.
+hypothesis_settings.register_profile("thorough", max_examples=100)
+HYPOTHESIS_PROFILE = os.environ.get("IOD_HYPOTHESIS_PROFILE", "ci")
+hypothesis_settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def thorough(examples: int) -> int:
+    """A property test's example count: `examples` under the "thorough" and "fuzz" profiles
+    (`make fuzz`), the profile's own 100 under `make test`."""
+    return examples if HYPOTHESIS_PROFILE in ("thorough", "fuzz") else 100
+
 
 PG_URL = os.environ.get("IOD_TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("IOD_REQUIRE_POSTGRES") == "1"
@@ -56,11 +67,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         parallel.drop_worker_databases(PG_URL)  # the controller: what a killed worker left
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test of tests/dataplane and tests/faults runs in `make pytest`'s serial pass."""
-    for item in items:
-        if parallel.is_serial_path(item.path):
-            item.add_marker(pytest.mark.serial)
+    parallel.mark(items, config)
 
 
 def postgres_url() -> str:

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
@@ -32,6 +33,23 @@ SERIAL_DIRS = (TESTS / "dataplane", TESTS / "faults")
 
 def is_serial_path(path: Path) -> bool:
     return any(path.is_relative_to(directory) for directory in SERIAL_DIRS)
+
+
+def mark(items: list[pytest.Item], config: pytest.Config) -> None:
+    """`serial` on the tests of SERIAL_DIRS; and the tests of a module that share a
+    module-scoped fixture (a served process, a built venv) in one xdist group, so that
+    `--dist loadgroup` sets it up once, on one worker, rather than once on each."""
+    grouping = config.pluginmanager.hasplugin("xdist")
+    for item in items:
+        if is_serial_path(item.path):
+            item.add_marker(pytest.mark.serial)
+        info = getattr(item, "_fixtureinfo", None)
+        if (
+            grouping
+            and info is not None
+            and any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values())
+        ):
+            item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(TESTS))))
 
 
 def worker_id() -> str | None:
