@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import structlog
 from fastapi.testclient import TestClient
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import func, select, text
@@ -45,6 +46,16 @@ def thorough(examples: int) -> int:
     (`make fuzz`), the profile's own 100 under `make test`."""
     return examples if HYPOTHESIS_PROFILE in ("thorough", "fuzz") else 100
 
+
+# The apps of these tests log through structlog's default configuration, whose console
+# renderer drew a logged exception (each 500) with rich: about 10 s of CPU each. The same
+# traceback, plain. (Served processes configure their own logging.)
+structlog.configure(
+    processors=[
+        *structlog.get_config()["processors"][:-1],
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+    ]
+)
 
 PG_URL = os.environ.get("IOD_TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("IOD_REQUIRE_POSTGRES") == "1"
