@@ -37,17 +37,26 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src clients/python/src
 
+## Two passes (tests/two_passes.py): the tests that may share the machine on PYTEST_WORKERS
+## xdist workers, then the `serial` ones alone (data plane, faults, timing-sensitive).
+PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
-	$(BIN)/python -m tests.local_postgres -- $(BIN)/pytest $(PYTEST_ARGS)
+	PYTEST_WORKERS=$(PYTEST_WORKERS) $(BIN)/python -m tests.local_postgres -- \
+	  $(BIN)/python -m tests.two_passes $(PYTEST_ARGS)
 
 ## Fuzzing, longer than `make test` runs it: schemathesis with every phase (stateful too)
 ## against a served process's own /openapi.json, at least FUZZ_MIN_CASES generated cases and
 ## zero failures; then the hypothesis fuzz tests of the bandwidth and date-time parsers with
-## FUZZ_EXAMPLES examples each (and PUT bandwidth through the app with FUZZ_API_EXAMPLES).
+## FUZZ_EXAMPLES examples each (and PUT bandwidth through the app with FUZZ_API_EXAMPLES);
+## then the unit property tests with their thorough counts (THOROUGH_TESTS).
 FUZZ_SCHEMATHESIS_EXAMPLES ?= 1000
 FUZZ_MIN_CASES ?= 10000
 FUZZ_EXAMPLES ?= 20000
 FUZZ_API_EXAMPLES ?= 2000
+# Property tests that run 100 examples each in `make test` and their own larger counts here
+# (thorough(N) in tests/conftest.py).
+THOROUGH_TESTS := $(addprefix tests/unit/,test_backoff.py test_bandwidth.py \
+  test_capacity_tiers.py test_ids.py test_status.py test_tokens.py)
 fuzz: $(STAMP)
 	IOD_SCHEMATHESIS_MAX_EXAMPLES=$(FUZZ_SCHEMATHESIS_EXAMPLES) IOD_FUZZ_MIN_CASES=$(FUZZ_MIN_CASES) \
 	  $(BIN)/pytest tests/e2e/test_conformance.py -k servers_own_openapi -p no:randomly -s \
@@ -56,6 +65,8 @@ fuzz: $(STAMP)
 	  IOD_FUZZ_API_EXAMPLES=$(FUZZ_API_EXAMPLES) \
 	  $(BIN)/pytest tests/unit/test_fuzz.py tests/api/test_fuzz_api.py -p no:randomly \
 	  --hypothesis-show-statistics --timeout 7200 $(PYTEST_ARGS)
+	IOD_HYPOTHESIS_PROFILE=thorough $(BIN)/pytest -n $(PYTEST_WORKERS) $(THOROUGH_TESTS) \
+	  -p no:randomly --timeout 7200 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .iod .iod-linux .pytest_cache .mypy_cache .ruff_cache

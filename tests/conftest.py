@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import structlog
 from fastapi.testclient import TestClient
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import func, select, text
@@ -24,6 +25,7 @@ from iod.locations import catalog
 from iod.locations import service as locations
 from iod.models import AuditEvent, BandwidthChange, Connection, Job
 from iod.network.simulated import SimulatedDriver
+from tests import parallel
 
 # Hypothesis example counts: "ci" (the default, `make test`) keeps hypothesis's own 100 for
 # tests that do not set a count; "fuzz" (`make fuzz`) runs the fuzz tests (tests/unit/
@@ -32,11 +34,53 @@ hypothesis_settings.register_profile("ci", max_examples=100)
 hypothesis_settings.register_profile(
     "fuzz", max_examples=int(os.environ.get("IOD_FUZZ_EXAMPLES", "20000")), deadline=None
 )
-hypothesis_settings.load_profile(os.environ.get("IOD_HYPOTHESIS_PROFILE", "ci"))
+# "thorough" (`make fuzz` too): the property tests of tests/unit with the counts they ask for
+# through thorough(N); under "ci" they run the profile's 100, which is all `make test` needs.
+hypothesis_settings.register_profile("thorough", max_examples=100)
+HYPOTHESIS_PROFILE = os.environ.get("IOD_HYPOTHESIS_PROFILE", "ci")
+hypothesis_settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def thorough(examples: int) -> int:
+    """A property test's example count: `examples` under the "thorough" and "fuzz" profiles
+    (`make fuzz`), the profile's own 100 under `make test`."""
+    return examples if HYPOTHESIS_PROFILE in ("thorough", "fuzz") else 100
+
+
+# The apps of these tests log through structlog's default configuration, whose console
+# renderer drew a logged exception (each 500) with rich: about 10 s of CPU each. The same
+# traceback, plain. (Served processes configure their own logging.)
+structlog.configure(
+    processors=[
+        *structlog.get_config()["processors"][:-1],
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+    ]
+)
 
 PG_URL = os.environ.get("IOD_TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("IOD_REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite", "postgres"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """An xdist worker tests PostgreSQL in a database of its own (tests/parallel.py)."""
+    global PG_URL
+    worker = parallel.worker_id()
+    if PG_URL and worker:
+        PG_URL = parallel.create_worker_database(PG_URL, worker)
+        os.environ["IOD_TEST_DATABASE_URL"] = PG_URL  # what served processes are given
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if PG_URL and parallel.worker_id():
+        parallel.drop_database(PG_URL)
+    elif PG_URL and getattr(config.option, "numprocesses", None):
+        parallel.drop_worker_databases(PG_URL)  # the controller: what a killed worker left
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test of tests/dataplane and tests/faults runs in `make pytest`'s serial pass."""
+    parallel.mark(items, config)
 
 
 def postgres_url() -> str:

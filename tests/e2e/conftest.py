@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,8 +22,38 @@ from tests.conftest import _prepare_postgres
 pytestmark = pytest.mark.e2e
 
 
+# Ports for served processes: each xdist worker (and a run without xdist) draws from a range
+# of its own, below the kernel's ephemeral ports (32768 up), so that neither another worker's
+# server nor an outgoing connection can take a port between free_port() and the bind.
+PORTS_BASE = 20000
+PORTS_PER_WORKER = 1000
+PORT_RANGES = 12
+
+
+def _port_order() -> Iterator[int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    slot = int(worker[2:]) + 1 if worker[:2] == "gw" and worker[2:].isdigit() else 0
+    base = PORTS_BASE + slot % PORT_RANGES * PORTS_PER_WORKER
+    ports = list(range(base, base + PORTS_PER_WORKER))
+    random.shuffle(ports)  # two runs at once on one machine rarely meet
+    while True:
+        yield from ports  # a port is handed out again only after all the others
+
+
+_ports = _port_order()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port nothing listens on now, of this worker's range (see PORTS_BASE)."""
+    for _ in range(PORTS_PER_WORKER):
+        port = next(_ports)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # the range is full: any port the kernel gives
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
@@ -42,6 +73,10 @@ def iod(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Compl
     return result
 
 
+class PortTaken(AssertionError):
+    """The server could not bind its port: another process took it first."""
+
+
 class Server:
     def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
         self.env = env
@@ -50,8 +85,23 @@ class Server:
         self.log = log
         self.args = args
         self.process: subprocess.Popen[bytes] | None = None
+        self.started = False  # a restart keeps the port (the URL its clients know)
 
     def start(self, timeout: float = 30) -> Server:
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                # free_port() is a guess that another xdist worker's process may have taken
+                # since: a first start tries another port.
+                if self.started or attempt == 2:
+                    raise
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> Server:
+        seen = self.log.stat().st_size if self.log.exists() else 0
         handle = self.log.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "iod", "serve", "--port", str(self.port), *self.args],
@@ -62,9 +112,14 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.process = None
+                output = self.log.read_bytes()[seen:].decode(errors="replace")
+                if "address already in use" in output.lower():
+                    raise PortTaken(f"port {self.port} taken: {output[-3000:]}")
                 raise AssertionError(f"server exited: {self.log.read_text()[-3000:]}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    self.started = True
                     return self
             except httpx.HTTPError:
                 pass

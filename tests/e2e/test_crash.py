@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import postgres_url
@@ -28,6 +29,10 @@ CONNECTIONS = int(os.environ.get("IOD_CRASH_CONNECTIONS", "40"))
 CHANGES = int(os.environ.get("IOD_CRASH_CHANGES", "160"))
 TIERS = ["10 Mbps", "20 Mbps", "50 Mbps", "100 Mbps", "200 Mbps", "300 Mbps", "500 Mbps"]
 BASE = "/internet-on-demand/connections"
+
+# Workers killed at random, five processes, a 300 s bound to settle: alone, in make pytest's
+# serial pass (tests/parallel.py), like the fault tests.
+pytestmark = pytest.mark.serial
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from iod.client import Client
-from tests.e2e.conftest import Server, base_env, iod, token_for
+from tests.e2e.conftest import Server, base_env, iod, token_for, wait_for
 
 STREAM = "/internet-on-demand/events/stream"
 
@@ -106,6 +106,10 @@ def test_stream_and_waits_across_processes(tmp_path: Path, backend: str) -> None
                 "--json",
                 "--connection",
                 connection.id,
+                # After the activation: the suspension's events whenever tail connects (its
+                # default "now" raced the suspension when the process started slowly).
+                "--after",
+                events[1]["id"],
             ],
             env=cli_env,
             stdout=subprocess.PIPE,
@@ -143,7 +147,8 @@ def test_stream_and_waits_across_processes(tmp_path: Path, backend: str) -> None
 
         reader = threading.Thread(target=follow, daemon=True)
         reader.start()
-        time.sleep(3)  # both have started following
+        # watch prints the first state once its stream is open: it follows from then on.
+        wait_for(lambda: watched, timeout=30)
         with Client(server.url, demo["client_id"], demo["client_secret"]) as sdk:
             started = time.monotonic()
             sdk.suspend(connection.id)
@@ -152,8 +157,18 @@ def test_stream_and_waits_across_processes(tmp_path: Path, backend: str) -> None
         # --interval 30: only the stream can have woken it this soon.
         assert [c["status"] for c in watched][-1] == "suspended", watched
         assert time.monotonic() - started < 15
-        assert tail.stdout is not None
-        tailed = [json.loads(tail.stdout.readline()) for _ in range(2)]
+        tailed: list[dict[str, Any]] = []
+
+        def read_tail() -> None:
+            assert tail.stdout is not None
+            for line in tail.stdout:
+                tailed.append(json.loads(line))
+                if len(tailed) == 2:
+                    return
+
+        tail_reader = threading.Thread(target=read_tail, daemon=True)
+        tail_reader.start()
+        tail_reader.join(30)  # not a hang of the whole run when tail prints nothing
         tail.terminate()
         assert [e["type"] for e in tailed] == [
             "connection.suspend_requested",

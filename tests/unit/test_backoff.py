@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iod.jobs.queue import backoff_seconds
+from tests.conftest import thorough
 
 
 class EdgeRng(random.Random):
@@ -29,7 +30,7 @@ def bound(attempts: int, base: float, cap: float) -> float:
     return min(cap, base * 2 ** (attempts - 1))
 
 
-@settings(max_examples=500)
+@settings(max_examples=thorough(500))
 @given(
     attempts=st.integers(min_value=1, max_value=1000),
     base=st.floats(min_value=0, max_value=1000, allow_nan=False),

@@ -10,6 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from iod.domain.bandwidth import MAX_MBPS, BandwidthError, format_bandwidth, parse_bandwidth
+from tests.conftest import thorough
 
 # What the canonical form looks like: whole Mbps below 1000, otherwise Gbps without
 # trailing zeros, never an exponent.
@@ -160,7 +161,7 @@ def test_round_trip_every_integer_up_to_max() -> None:
     assert bad == []
 
 
-@settings(max_examples=300)
+@settings(max_examples=thorough(300))
 @given(st.integers(min_value=1, max_value=MAX_MBPS))
 @example(1)
 @example(999)
@@ -197,14 +198,14 @@ def valid_texts(draw: st.DrawFn) -> tuple[str, int]:
     return f"{lead}{number}{space}{unit}{trail}", mbps
 
 
-@settings(max_examples=500)
+@settings(max_examples=thorough(500))
 @given(valid_texts())
 def test_generated_valid_texts_parse_to_their_value(case: tuple[str, int]) -> None:
     text, mbps = case
     assert parse_bandwidth(text) == mbps
 
 
-@settings(max_examples=500)
+@settings(max_examples=thorough(500))
 @given(valid_texts())
 def test_format_of_parse_is_idempotent(case: tuple[str, int]) -> None:
     text, _ = case
@@ -222,7 +223,7 @@ def _check_total(text: str) -> None:
     assert 1 <= result <= MAX_MBPS
 
 
-@settings(max_examples=400)
+@settings(max_examples=thorough(400))
 @given(st.text())
 @example("1e9 Mbps")
 @example("NaN Mbps")
@@ -231,7 +232,7 @@ def test_arbitrary_text_parses_or_raises_bandwidth_error(text: str) -> None:
     _check_total(text)
 
 
-@settings(max_examples=200)
+@settings(max_examples=thorough(200))
 @given(st.from_regex(r"\s*[-+]?[0-9.,eE_]{0,14} ?[MmGgKkTt]?[Bb]?[Pp]?[Ss]?\s*", fullmatch=True))
 def test_near_miss_text_parses_or_raises_bandwidth_error(text: str) -> None:
     _check_total(text)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
 from iod.domain.capacity import committed_mbps, fits
 from iod.domain.tiers import DEFAULT_TIERS_MBPS, is_offered, tiers_up_to
+from tests.conftest import thorough
 
 EXPECTED_TIERS = (1, 5, 10, 20, 50, 100, 200, 300, 500, 1000, 2000, 3000, 5000, 10000)
 
@@ -69,7 +70,7 @@ def test_tiers_up_to_returns_a_fresh_list() -> None:
     assert DEFAULT_TIERS_MBPS == EXPECTED_TIERS
 
 
-@settings(max_examples=300)
+@settings(max_examples=thorough(300))
 @given(mbps)
 def test_tiers_up_to_is_the_prefix_that_fits(capacity: int) -> None:
     offered = tiers_up_to(capacity)
@@ -79,7 +80,7 @@ def test_tiers_up_to_is_the_prefix_that_fits(capacity: int) -> None:
     assert tuple(offered) == DEFAULT_TIERS_MBPS[: len(offered)]
 
 
-@settings(max_examples=200)
+@settings(max_examples=thorough(200))
 @given(mbps, mbps)
 def test_tiers_up_to_is_monotonic_in_capacity(a: int, b: int) -> None:
     low, high = sorted((a, b))
@@ -121,7 +122,7 @@ def test_committed_mbps_accepts_any_iterable() -> None:
     assert committed_mbps(10, {40, 3}) == 40
 
 
-@settings(max_examples=300)
+@settings(max_examples=thorough(300))
 @given(mbps, st.lists(mbps, max_size=10))
 def test_committed_mbps_is_the_most_the_connection_will_have(
     current: int, pending: list[int]
@@ -150,13 +151,13 @@ def test_fits(capacity: int, committed: int, extra: int, expected: bool) -> None
     assert fits(capacity, committed, extra) is expected
 
 
-@settings(max_examples=300)
+@settings(max_examples=thorough(300))
 @given(mbps, mbps, mbps)
 def test_fits_means_total_within_capacity(capacity: int, committed: int, extra: int) -> None:
     assert fits(capacity, committed, extra) == (committed + extra <= capacity)
 
 
-@settings(max_examples=200)
+@settings(max_examples=thorough(200))
 @given(mbps, mbps, mbps, st.integers(min_value=1, max_value=1000))
 def test_fits_is_monotonic(capacity: int, committed: int, extra: int, more: int) -> None:
     if fits(capacity, committed, extra):
@@ -167,7 +168,7 @@ def test_fits_is_monotonic(capacity: int, committed: int, extra: int, more: int)
         assert not fits(capacity, committed + more, extra)
 
 
-@settings(max_examples=200)
+@settings(max_examples=thorough(200))
 @given(
     st.integers(min_value=1, max_value=100_000),
     st.lists(

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iod.infra.ids import looks_like_id, new_id
+from tests.conftest import thorough
 
 # Crockford base32, written out independently of the module under test.
 CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -82,7 +83,7 @@ def test_new_id_carries_96_random_bits() -> None:
     assert seen_and == 0  # and clear at least once
 
 
-@settings(max_examples=300)
+@settings(max_examples=thorough(300))
 @given(
     st.integers(min_value=0, max_value=MAX_MS - 1),
     st.integers(min_value=1, max_value=MAX_MS),
@@ -138,7 +139,7 @@ def test_looks_like_id_shape_only(value: str) -> None:
     assert looks_like_id(value) is (len(value.partition("_")[2]) == 29)
 
 
-@settings(max_examples=300)
+@settings(max_examples=thorough(300))
 @given(st.text())
 def test_looks_like_id_is_total(value: str) -> None:
     result = looks_like_id(value)

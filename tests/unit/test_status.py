@@ -18,6 +18,7 @@ from iod.domain.status import (
     can_transition,
     transition,
 )
+from tests.conftest import thorough
 
 P = ConnectionStatus.PROVISIONING
 A = ConnectionStatus.ACTIVE
@@ -115,7 +116,7 @@ def test_pending_change_statuses() -> None:
     }
 
 
-@settings(max_examples=200)
+@settings(max_examples=thorough(200))
 @given(st.lists(st.sampled_from(list(ConnectionStatus)), max_size=20))
 def test_random_walks_follow_the_design(targets: list[ConnectionStatus]) -> None:
     """Apply arbitrary requests; only designed moves happen and terminated is absorbing."""

@@ -21,6 +21,7 @@ from iod.auth.tokens import Principal, TokenInvalid, TokenService
 from iod.infra.clock import FrozenClock
 from iod.infra.db import Database
 from iod.infra.ids import looks_like_id
+from tests.conftest import thorough
 
 ISSUER = "https://iod.example"
 AUDIENCE = "https://iod.example/internet-on-demand"
@@ -475,7 +476,9 @@ def test_garbage(tokens: TokenService, garbage: str) -> None:
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=thorough(150),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(st.text(max_size=300))
 def test_arbitrary_text_is_refused(tokens: TokenService, garbage: str) -> None:
@@ -484,7 +487,9 @@ def test_arbitrary_text_is_refused(tokens: TokenService, garbage: str) -> None:
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=thorough(150),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     header=st.dictionaries(
