@@ -54,6 +54,9 @@ def test_a_rule_applies_and_reverts_on_time_and_delete_cleans_up(
             "IOD_URL": server.url,
             "IOD_CLIENT_ID": demo["client_id"],
             "IOD_CLIENT_SECRET": demo["client_secret"],
+            # The week grid (25 columns) needs a wide terminal: without a tty Rich assumes 80
+            # and shortens the cells ("10…" for 100M), whatever width the CI's shell has.
+            "COLUMNS": "160",
         }
         grid = iod(env, "schedules", "preview", conn.id).stdout  # the table, then the grid
         assert "1G" in grid and "100M" in grid and "(from)" in grid
