@@ -144,3 +144,20 @@ def test_three_worker_processes_run_each_period_once() -> None:
         assert all(state == "done" for _, state in jobs[:-1])
     finally:
         db.dispose()
+
+
+@pytest.mark.usefixtures("only_tick")
+def test_a_periodic_runs_housekeeping_is_logged_at_debug(services: Services) -> None:
+    """`make run`'s console is not a scroll of periodic runs (the traffic sampler's every
+    10 s): their enqueue and `job.done` are debug lines; a connection's job stays at info."""
+    from structlog.testing import capture_logs
+
+    clock = services.clock
+    clock.set(datetime(2030, 1, 1, 9, 20, tzinfo=UTC))  # type: ignore[attr-defined]
+    with capture_logs() as logs:
+        Scheduler(services.db, clock).run_if_due()
+        services.worker().run_until_idle()
+    levels = {(e["event"], e["log_level"]) for e in logs if e["event"] != "worker.batch"}
+    assert ("periodic.enqueued", "debug") in levels
+    assert ("job.done", "debug") in levels
+    assert ("job.done", "info") not in levels

@@ -111,7 +111,8 @@ class Scheduler:
         with self.db.write() as session:
             enqueued = schedule(session, now, self.max_attempts)
         for name, period in enqueued:
-            log.info("periodic.enqueued", task=name, period=period.isoformat())
+            # debug: one line per period of every periodic task would fill the console.
+            log.debug("periodic.enqueued", task=name, period=period.isoformat())
         entries = list(PERIODIC.values())
         self._known = frozenset(e.name for e in entries)
         self.next_tick = min(

@@ -25,7 +25,7 @@ from iod.infra.config import Settings
 from iod.infra.db import Database, is_unavailable
 from iod.jobs import queue
 from iod.jobs.periodic import Scheduler
-from iod.jobs.registry import TASKS, Deferred, JobGone, JobRef, Task, TaskContext
+from iod.jobs.registry import PERIODIC, TASKS, Deferred, JobGone, JobRef, Task, TaskContext
 from iod.models import Job
 from iod.network.base import NetworkDriver
 
@@ -227,7 +227,7 @@ class Worker:
                 if queue.finish_many(session, ids, self.worker_id, self.clock.now()) != set(ids):
                     raise _LeaseLost
             for ref, _task, _spec in acted:
-                self._log(ref).info("job.done", attempts=ref.attempts)
+                self._done(ref)
             return []
         except Exception as exc:
             if is_unavailable(exc):
@@ -243,7 +243,7 @@ class Worker:
                             task.record(session, ref, self.context)
                         if not queue.finish(session, ref.id, self.worker_id, self.clock.now()):
                             raise _LeaseLost
-                    self._log(ref).info("job.done", attempts=ref.attempts)
+                    self._done(ref)
                 except _LeaseLost:
                     # Another worker took the job after the lease ran out: it records.
                     self._log(ref).warning("job.lease_lost")
@@ -263,6 +263,16 @@ class Worker:
     @staticmethod
     def _log(ref: JobRef) -> structlog.BoundLogger:
         return log.bind(job_id=ref.id, kind=ref.kind, lock_key=ref.lock_key)  # type: ignore[no-any-return]
+
+    @classmethod
+    def _done(cls, ref: JobRef) -> None:
+        """`job.done` at info, except for a periodic task's run (every 10 s for the traffic
+        sampler): at debug, so a console is not a scroll of housekeeping. Failures of those
+        are logged as any job's."""
+        if ref.kind in PERIODIC:
+            cls._log(ref).debug("job.done", attempts=ref.attempts)
+        else:
+            cls._log(ref).info("job.done", attempts=ref.attempts)
 
     def _failed(
         self, ref: JobRef, task: Task[Any] | None, exc: Exception, bound: structlog.BoundLogger
