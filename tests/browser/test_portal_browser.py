@@ -242,7 +242,22 @@ def test_an_admin_orders_changes_and_manages_api_clients(portal: Portal) -> None
     assert portal.console_errors == []
 
 
+def ensure_a_connection(portal: Portal) -> None:
+    """The customer has a connection to look at, whichever test of the module ran first."""
+    if api_get(portal, "/internet-on-demand/connections")["connections"]:
+        return
+    token = token_for(portal.url, portal.demo["client_id"], portal.demo["client_secret"])
+    made = httpx.post(
+        portal.url + "/internet-on-demand/connections",
+        json={"locationId": portal.demo["location_id"], "bandwidth": "100 Mbps"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert made.status_code == 201, made.text
+
+
 def test_a_viewer_cannot_change_anything_even_by_forged_post(portal: Portal) -> None:
+    ensure_a_connection(portal)
     made = iod(
         portal.env, "users", "create", "--customer", portal.demo["customer_id"],
         "--email", "viewer@demo.example", "--role", "viewer", "--url", portal.url, "--json",
