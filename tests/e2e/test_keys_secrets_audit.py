@@ -69,15 +69,16 @@ def test_a_rotation_by_the_cli_reaches_every_served_process(tmp_path: Path, back
         ]
         assert "iod keys" not in iod(env, "keys", "list").stdout  # a table, no error
 
-        refused = iod(env, "keys", "retire", old_kid, check=False)
+        # A kid is a base64url thumbprint: one in 64 starts with '-', hence the '--'.
+        refused = iod(env, "keys", "retire", "--", old_kid, check=False)
         assert refused.returncode == 1
         assert "may be valid until" in " ".join(refused.stderr.split())
-        signing = iod(env, "keys", "retire", new_kid, check=False)
+        signing = iod(env, "keys", "retire", "--", new_kid, check=False)
         assert signing.returncode == 1 and "iod keys rotate" in " ".join(signing.stderr.split())
         for server in (first, second):
             assert status(server, old_token) == 200  # a refusal changes nothing
 
-        iod(env, "keys", "retire", old_kid, "--force")
+        iod(env, "keys", "retire", "--force", "--", old_kid)
         for server in (first, second):
             wait_for(lambda s=server: status(s, old_token) == 401, timeout=10)
             assert jwks_kids(server) == [new_kid]

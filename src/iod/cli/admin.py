@@ -741,7 +741,13 @@ def keys_rotate(
 
 @keys_app.command("retire")
 def keys_retire(
-    kid: str,
+    kid: Annotated[
+        str,
+        typer.Argument(
+            help="The key's id, as `iod keys list` shows it. A kid is a base64url thumbprint "
+            "and may start with '-': put it after '--' (iod keys retire -- -AbC...).",
+        ),
+    ],
     force: Annotated[
         bool,
         typer.Option(
