@@ -6,6 +6,7 @@ anything is a 404."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
@@ -565,6 +566,9 @@ def test_the_connections_table_filters_and_pages(api: TestClient, services: Serv
     principal = people.CurrentUser("usr_x", cid, "", "operator", "UTC", "", "").principal
     with services.db.write() as session:
         for n in range(27):
+            # Ids sort by their millisecond, then at random (docs/security.md: 96 random
+            # bits): 2 ms apart, the table's order is the creation order.
+            time.sleep(0.002)
             connections.create_connection(
                 session, services.clock, principal,
                 ConnectionRequest(bandwidth="10 Mbps", locationId=catalog.DEMO_LOCATION_ID,

@@ -476,3 +476,42 @@ def test_the_sdk_imports_no_server_code() -> None:
     )
     loaded = eval(result.stdout)
     assert all(m == "iod" or m.startswith("iod.client") for m in loaded), loaded
+
+
+def test_events_on_open_before_polling_when_the_stream_is_unavailable() -> None:
+    order: list[str] = []
+
+    def feed(request: httpx.Request) -> httpx.Response:
+        order.append(f"poll after={request.url.params.get('after')}")
+        return httpx.Response(200, json={"events": [{"id": "7"}], "nextCursor": "7"})
+
+    api = FakeApi(feed)
+    with api.client() as client:
+        events = client.events(on_open=lambda: order.append("open"))
+        assert next(events)["id"] == "7" and next(events)["id"] == "7"
+        events.close()
+    assert order == ["open", "poll after=now", "poll after=7"]  # announced once
+    assert api.streams == 1
+
+
+def test_events_on_open_once_the_stream_answers() -> None:
+    order: list[str] = []
+
+    def stream(request: httpx.Request) -> httpx.Response:
+        order.append("stream")
+        body = b': hello\n\nid: 5\ndata: {"id": "5", "type": "connection.activated"}\n\n'
+        return httpx.Response(200, content=body, headers={"Content-Type": "text/event-stream"})
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/internet-on-demand/events/stream":
+            return stream(request)
+        return api(request)
+
+    api = FakeApi(httpx.Response(200, json={"events": [], "nextCursor": "5"}))
+    client = Client(URL, "me", "pw", transport=httpx.MockTransport(handler), retry=RETRY)
+    with client:
+        events = client.events(on_open=lambda: order.append("open"))
+        first = next(events)
+        events.close()
+    assert first["type"] == "connection.activated"
+    assert order == ["stream", "open"]

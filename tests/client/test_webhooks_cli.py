@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -53,8 +52,8 @@ def test_webhooks_commands_and_listen(tmp_path: Path) -> None:
             assert listen.stderr is not None
             secret = listen.stderr.readline().split()[-1]
             assert secret.startswith("whsec_")
-            listen.stderr.readline()  # "Forwarding events to …"
-            time.sleep(1.0)  # the stream is open (`after=now`)
+            # "Forwarding events to …": printed once the stream is open (`after=now` taken).
+            assert "Forwarding" in listen.stderr.readline()
 
             with served.client() as sdk:
                 sdk.create_connection(served.location, "100 Mbps", wait=True)

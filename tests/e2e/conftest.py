@@ -208,3 +208,28 @@ def wait_for(predicate: Any, timeout: float = 20, interval: float = 0.1) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+def start_worker(
+    env: dict[str, str], log: Path, *args: str, timeout: float = 60
+) -> subprocess.Popen[bytes]:
+    """`iod worker` in its own process, returned once it has logged `worker.started` (a
+    start costs seconds of CPU on a loaded machine: waits after it should not pay for it)."""
+    offset = log.stat().st_size if log.exists() else 0
+    with log.open("ab") as handle:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "iod", "worker", *args],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+
+    def started() -> bool:
+        if worker.poll() is not None:
+            raise AssertionError(f"the worker exited with {worker.returncode}: see {log}")
+        with log.open("rb") as handle:
+            handle.seek(offset)
+            return b"worker.started" in handle.read()
+
+    wait_for(started, timeout=timeout)
+    return worker

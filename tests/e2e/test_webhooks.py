@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -17,19 +15,12 @@ import httpx
 
 from iod.client import webhooks
 from tests.conftest import postgres_url
-from tests.e2e.conftest import Server, base_env, iod, token_for, wait_for
+from tests.e2e.conftest import Server, base_env, iod, start_worker, token_for, wait_for
 from tests.webhook_receiver import Receiver, serve
 
 HOOKS = "/internet-on-demand/webhook-endpoints"
 BASE = "/internet-on-demand/connections"
 FEED = "/internet-on-demand/events"
-
-
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "iod", "worker"], env=env, stdout=handle, stderr=handle
-        )
 
 
 def event_ids(receiver: Receiver, secret: str) -> list[str]:

@@ -344,12 +344,25 @@ class Client(ScheduleMethods):
         after: str | None = "now",
         types: Sequence[str] = (),
         connection_id: str | None = None,
+        on_open: Callable[[], None] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """The customer's events, forever: from the stream, or by long polling the feed where
         the stream is unavailable. `after`: a cursor (an event's `id`), `now` (default), or
-        None for the oldest kept; `types`: type prefixes; `connection_id`: one connection's."""
+        None for the oldest kept; `types`: type prefixes; `connection_id`: one connection's.
+        `on_open` is called once the service has taken the cursor (the stream answered, or
+        the stream is unavailable and polling starts): from then on nothing is missed."""
         stream = Follower(self._http, after=after, types=types, connection_id=connection_id)
+        opened = False
+
+        def announce() -> None:
+            nonlocal opened
+            if not opened and on_open is not None:
+                on_open()
+            opened = True
+
         try:
+            stream.open()
+            announce()
             while True:
                 try:
                     event = stream.next()
@@ -357,9 +370,12 @@ class Client(ScheduleMethods):
                     break
                 if event is not None:
                     yield event
+        except StreamUnavailable:
+            pass
         finally:
             stream.close()
         cursor = stream.after
+        announce()
         while True:
             query = [*params(cursor, types, connection_id), ("wait", 30)]
             response = self._retrying(

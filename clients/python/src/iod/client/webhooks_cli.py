@@ -199,10 +199,13 @@ def webhooks_listen(
 
     signing = secret or webhooks.new_secret()
     err.print(f"Signing with {signing}", highlight=False, soft_wrap=True)
-    err.print(f"Forwarding events to {safe(forward_to)} (Ctrl-C stops)", highlight=False)
+
+    def opened() -> None:  # printed once the service follows from now: nothing is missed
+        err.print(f"Forwarding events to {safe(forward_to)} (Ctrl-C stops)", highlight=False)
+
     with handled(), client() as api, httpx.Client(timeout=10, follow_redirects=False) as local:
         try:
-            for event in api.events(after="now", types=types or ()):
+            for event in api.events(after="now", types=types or (), on_open=opened):
                 body = webhook_body(event)
                 message_id = f"msg_{event.get('id', '')}"
                 headers = {
