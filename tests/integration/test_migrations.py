@@ -26,5 +26,17 @@ def test_downgrade_and_upgrade_again(database: Database) -> None:
         config.attributes["connection"] = conn
         command.downgrade(config, "base")
     assert migrate.current_revision(database.engine) is None
+    assert not migrate.is_up_to_date(database.engine)  # no alembic_version rows
+    with database.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, head)
+        command.downgrade(config, "-1")
+    assert not migrate.is_up_to_date(database.engine)  # one behind
     migrate.upgrade(database.engine)
     assert migrate.current_revision(database.engine) == head
+    assert migrate.is_up_to_date(database.engine)
+
+
+def test_the_newest_file_name_is_alembics_head() -> None:
+    """is_up_to_date's shortcut: the head by file names is the head alembic computes."""
+    assert migrate.newest_file_revision() == migrate.head_revision()
