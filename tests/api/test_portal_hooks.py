@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from iod.app import Services
 from iod.infra.config import Settings
-from iod.models import BandwidthChange, Schedule, WebhookDelivery, WebhookEndpoint
+from iod.models import AuditEvent, BandwidthChange, Schedule, WebhookDelivery, WebhookEndpoint
 from tests.api import test_portal
 from tests.api.test_portal import audit_actions, customer, order, page_csrf, signed_in
 from tests.conftest import counts, run_jobs
@@ -241,6 +241,16 @@ def test_an_operator_manages_a_connections_schedule(api: TestClient, services: S
     assert resumed is not None and not resumed.paused
     assert operator.post(f"{base}/delete", data={"csrf": token}).status_code == 303
     assert schedule_of(services, con) is None
+    with services.db.read() as session:  # audited as the user's doing, like the API's
+        audited = session.execute(
+            select(AuditEvent.action, AuditEvent.actor_type, AuditEvent.actor_id)
+            .where(AuditEvent.action.startswith("schedule."))
+            .order_by(AuditEvent.id)
+        ).all()  # fmt: skip
+    assert [a for a, _, _ in audited] == [
+        "schedule.create", "schedule.update", "schedule.update", "schedule.delete"
+    ]  # fmt: skip
+    assert {(t, i) for _, t, i in audited} == {("user", schedule.created_by)}
     assert operator.post(f"{base}/pause", data={"csrf": token}).status_code == 404
 
 
