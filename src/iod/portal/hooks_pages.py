@@ -17,7 +17,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from iod.client.schedules import RuleSyntaxError, parse_rule
 from iod.connections import service as connections
 from iod.domain.bandwidth import format_bandwidth
 from iod.infra.errors import FieldError, Forbidden, NotFound, ProblemError, ValidationFailed
@@ -340,6 +339,10 @@ async def schedule_page(request: Request, connection_id: str, notice: str = "") 
 def schedule_request(form: ScheduleForm) -> ScheduleRequest:
     """The form as the API's body: the rules, one a line, in the CLI's short grammar
     (`1 Gbps MO-FR 08:00-18:00`), read by the SDK's own parser."""
+    # Imported here: the SDK's modules cost `iod serve` and every CLI command ~80 ms to
+    # import, for a form few people post.
+    from iod.client.schedules import RuleSyntaxError, parse_rule
+
     lines = [line.strip() for line in form.rules.splitlines() if line.strip()]
     if len(lines) > MAX_RULE_LINES:
         raise ValidationFailed.field("/rules", f"at most {MAX_RULE_LINES} rules, one a line")
