@@ -138,6 +138,7 @@ def test_an_admin_manages_webhook_endpoints_and_resends(
     page = admin.get(f"/portal/webhooks/{endpoint_id}")
     assert page.status_code == 200 and "connection.activated" in page.text
     assert all(d in page.text for d in made) and secret not in page.text
+    assert f"Attempts of {made[0]}" in page.text and "ms: " in page.text  # refused at once
     with services.db.read() as session:
         before = session.get(WebhookDelivery, made[0])
         assert before is not None
