@@ -154,6 +154,8 @@ def test_an_admin_manages_webhook_endpoints_and_resends(
     assert admin.get(f"/portal/webhooks/{endpoint_id}?status=failed").status_code == 200
     bad = admin.get(f"/portal/webhooks/{endpoint_id}?status=lost")
     assert bad.status_code == 400 and "/status" in bad.text
+    bad = admin.get(f"/portal/webhooks/{endpoint_id}?cursor=x' OR 1=1")
+    assert bad.status_code == 400 and "/cursor" in bad.text
 
     # Disable: a resend is refused (409) on the page; enable again.
     token = page_csrf(admin, f"/portal/webhooks/{endpoint_id}")
