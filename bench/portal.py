@@ -43,6 +43,29 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def portal_customer(
+    url: str, settings: Settings, location_id: str, count: int
+) -> tuple[str, list[str]]:
+    """A customer with `count` active connections at `location_id` (bench/seed.py's bulk
+    insert), an admin portal user of it and a session: the session cookie's value and the
+    connections' ids. `settings` names the data directory whose secret hash key the served
+    process uses (session ids are stored as their keyed hash)."""
+    db = Database(make_engine(url))
+    clock = SystemClock()
+    hasher = open_hasher(settings.effective_secret_hash_key_file)
+    owner = _principal(db, clock, "bench portal", hasher)
+    ids = _insert_connections(db, owner, owner.client_id, location_id, count, 100)
+    with db.write() as session:
+        user = people.create_user(session, clock, owner.customer_id, "bench@example.com", "admin")
+        row = session.get(PortalUser, user.id)
+        assert row is not None
+        cookie = people.start_session(
+            session, clock, hasher, row, people.PortalPolicy.of(settings), "bench"
+        ).session_id
+    db.dispose()
+    return cookie, ids
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=1000, help="requests per page measured")
@@ -59,7 +82,6 @@ def main() -> None:
     db = Database(engine)
     clock = SystemClock()
     settings = Settings(data_dir=data, database_url=url)
-    hasher = open_hasher(settings.effective_secret_hash_key_file)
     with db.write() as session:
         locations.upsert(
             session,
@@ -68,18 +90,10 @@ def main() -> None:
                 [{"id": LOCATION, "name": "Bench", "address": "-", "capacity": "1000 Gbps"}]
             ),
         )
-    owner = _principal(db, clock, "bench portal", hasher)
-    started = time.monotonic()
-    ids = _insert_connections(db, owner, owner.client_id, LOCATION, args.connections, 100)
-    print(f"seeded {len(ids):,} connections in {time.monotonic() - started:.1f} s")
-    with db.write() as session:
-        user = people.create_user(session, clock, owner.customer_id, "bench@example.com", "admin")
-        row = session.get(PortalUser, user.id)
-        assert row is not None
-        cookie = people.start_session(
-            session, clock, hasher, row, people.PortalPolicy.of(settings), "bench"
-        ).session_id
     db.dispose()
+    started = time.monotonic()
+    cookie, ids = portal_customer(url, settings, LOCATION, args.connections)
+    print(f"seeded {len(ids):,} connections in {time.monotonic() - started:.1f} s")
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -38,11 +38,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from portal import portal_customer
 from profile_summary import summarise
-from seed import Seeded, seed
+from seed import BULK_LOCATION, Seeded, seed
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
+from iod.infra.config import Settings
 from iod.infra.db import Base, make_engine
 from iod.models import Connection
 
@@ -55,7 +57,9 @@ PROTECTED_DATABASES = {"test", "iod_dev", "iod_helper_api", "postgres", "templat
 BULK_CONNECTIONS = 100_000
 PAGE = 100
 PREFIX = "/internet-on-demand/connections"
-ROWS = ("get", "list", "list-latency", "token", "create", "bandwidth")
+ROWS = ("get", "list", "list-latency", "token", "create", "bandwidth", "portal")
+PORTAL_CONNECTIONS = 10_000  # issue 18: the connections page of a customer with this many
+PORTAL_PAGE = 25
 WRITE_ROWS = {"create": "POST …/connections", "bandwidth": "PUT …/{id}/bandwidth"}
 
 
@@ -521,6 +525,19 @@ def expect(
     return check
 
 
+def page_check(path: str, session: str, rows: int) -> Callable[[str], None]:
+    """A portal page, signed in with the session cookie: 200 and a table of `rows` rows."""
+
+    def check(base_url: str) -> None:
+        got, data = http("GET", base_url + path, headers={"Cookie": f"iod_portal={session}"})
+        page = data.decode(errors="replace")
+        found = page.count('<td><a href="/portal/connections/con_')
+        if got != 200 or found != rows:
+            raise RuntimeError(f"GET {path} answered {got} with {found} rows: {page[:300]!r}")
+
+    return check
+
+
 def cases(seeded: Seeded, tokens: dict[str, str], paginated: bool) -> dict[str, Case]:
     reader, writer = seeded.reader, seeded.writer
     read_auth = {"Authorization": f"Bearer {tokens['reader']}"}
@@ -544,7 +561,19 @@ def cases(seeded: Seeded, tokens: dict[str, str], paginated: bool) -> dict[str, 
     create_body = json.dumps(
         {"bandwidth": "1 Mbps", "locationId": seeded.location_id, "description": "benchmark"}
     ).encode()
-    return {
+    portal: dict[str, Case] = {}
+    if "portal" in tokens:
+        portal["portal"] = Case(
+            "portal",
+            f"GET /portal/connections (HTML page of {PORTAL_PAGE} of a customer's "
+            f"{PORTAL_CONNECTIONS:,} connections); 1 connection",
+            "cookie.lua",
+            "/portal/connections",
+            {"IOD_BENCH_COOKIE": f"iod_portal={tokens['portal']}"},
+            page_check("/portal/connections", tokens["portal"], PORTAL_PAGE),
+            connections=1,
+        )
+    return portal | {
         "get": Case(
             "get",
             f"GET {PREFIX}/{{id}}",
@@ -808,6 +837,12 @@ def run_target(
         }
         if seeded.bulk is not None:
             tokens["bulk"] = token_for(server.url, seeded.bulk.client_id, seeded.bulk.client_secret)
+        if "portal" in keys:
+            started = time.monotonic()
+            settings = Settings(data_dir=data_dir, database_url=url)
+            tokens["portal"], _ = portal_customer(url, settings, BULK_LOCATION, PORTAL_CONNECTIONS)
+            log(f"  seeded a portal customer of {PORTAL_CONNECTIONS:,} connections "
+                f"in {time.monotonic() - started:.1f} s")  # fmt: skip
         table = cases(seeded, tokens, paginated)
         for key in keys:
             case = table[key]

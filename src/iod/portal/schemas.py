@@ -98,6 +98,7 @@ def parse(model: type[Model], fields: dict[str, Any]) -> Model:
             elif kind == "missing":
                 errors.append(FieldError(pointer, "is required"))
             else:
-                errors.append(FieldError(pointer, str(error.get("msg", "is invalid"))))
+                message = str(error.get("msg", "is invalid"))  # the API's words (problems.py)
+                errors.append(FieldError(pointer, message.removeprefix("Value error, ")))
         detail = "; ".join(f"{e.pointer}: {e.detail}" for e in errors)
         raise ValidationFailed(detail, errors=errors) from None
