@@ -1,7 +1,8 @@
 """The layering rules, read from the source (ast), so a slip fails here rather than in review.
 
 - Only the HTTP edge imports FastAPI or Starlette: endpoints, `api.py`, the fast GET path,
-  request dependencies, the composition root and the HTTP modules of `infra/`. Services,
+  the portal's `*_pages.py`, request dependencies, the composition root and the HTTP modules
+  of `infra/`. Services,
   repositories, tasks, lifecycles, the domain, jobs, events and the network never do.
 - Nothing outside the edge imports the edge (a service never builds an HTTP response).
 - `domain/` is plain Python: no database, no framework.
@@ -42,7 +43,12 @@ def module_name(path: Path) -> str:
 
 
 def is_edge(name: str, path: Path) -> bool:
-    return path.name in EDGE_FILES or name in INFRA_HTTP or name == "iod.app"
+    return (
+        path.name in EDGE_FILES
+        or path.name.endswith("_pages.py")  # the portal's page routers
+        or name in INFRA_HTTP
+        or name == "iod.app"
+    )
 
 
 def imports(source: str, name: str) -> Iterator[str]:
@@ -82,7 +88,11 @@ def http_violations(found: list[tuple[str, Path, list[str]]]) -> list[str]:
         for target in imported:
             if _top(target) in HTTP_LIBRARIES:
                 bad.append(f"{name} imports {target}")
-            elif target in INFRA_HTTP or target.rsplit(".", 1)[-1] in ("endpoints", "fastpath"):
+            elif (
+                target in INFRA_HTTP
+                or target.rsplit(".", 1)[-1] in ("endpoints", "fastpath")
+                or target.endswith("_pages")
+            ):
                 bad.append(f"{name} imports the HTTP edge module {target}")
     return sorted(set(bad))
 
