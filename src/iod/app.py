@@ -51,6 +51,7 @@ from iod.lumen.api import LumenDispatch, create_lumen_app, render_reject
 from iod.network.base import NetworkDriver
 from iod.network.factory import make_driver
 from iod.portal.endpoints import router as portal_router
+from iod.portal.money_pages import router as portal_money_router
 from iod.schedules.endpoints import router as schedules_router
 from iod.traffic.endpoints import router as traffic_router
 from iod.version import __version__
@@ -253,6 +254,7 @@ def create_app(
     app.include_router(health_router)
     app.include_router(problems_router)
     app.include_router(portal_router)
+    app.include_router(portal_money_router)  # the portal's usage and statements
     # Innermost first: the fast GET runs inside the request context (id, headers, metrics).
     app.add_middleware(
         ConnectionReadFastPath,
