@@ -114,6 +114,16 @@ def local_input(moment: datetime) -> str:
     return moment.astimezone(ZoneInfo(ZONE)).strftime("%Y-%m-%dT%H:%M")
 
 
+def review_and_confirm(page: Page) -> None:
+    """The change form's two steps: its price (a quote), then the change at that price."""
+    page.locator("form.change").get_by_role(
+        "button", name="Review the change and its price"
+    ).click()
+    expect(page.get_by_role("heading", name="Confirm the change")).to_be_visible()
+    expect(page.locator("#hourly-rate")).to_contain_text("USD an hour")
+    page.get_by_role("button", name="Confirm the change").click()
+
+
 def api_get(portal: Portal, path: str) -> Any:
     token = token_for(portal.url, portal.demo["client_id"], portal.demo["client_secret"])
     response = httpx.get(
@@ -152,7 +162,7 @@ def test_an_admin_orders_changes_and_manages_api_clients(portal: Portal) -> None
     expect(page.get_by_label("Times are in the time zone")).to_have_value(ZONE)
     form.get_by_label("New bandwidth", exact=True).select_option("1 Gbps")
     form.get_by_label("Now", exact=True).check()
-    form.get_by_role("button", name="Change bandwidth").click()
+    review_and_confirm(page)
     expect(page.locator("#current-bandwidth")).to_have_text("1 Gbps")
     expect(timeline).to_contain_text("1 Gbps from")
 
@@ -163,7 +173,7 @@ def test_an_admin_orders_changes_and_manages_api_clients(portal: Portal) -> None
     form.get_by_label("New bandwidth", exact=True).select_option("500 Mbps")
     form.get_by_label("At a time", exact=True).check()
     form.get_by_label("At (for").fill(local_input(when))
-    form.get_by_role("button", name="Change bandwidth").click()
+    review_and_confirm(page)
     expect(page.locator(".notice")).to_have_text("Change recorded.")
     shot(page, "connection")
     api = api_get(portal, f"/internet-on-demand/connections/{connection_id}")
@@ -184,7 +194,7 @@ def test_an_admin_orders_changes_and_manages_api_clients(portal: Portal) -> None
     form.get_by_label("Until (for a boost)", exact=True).fill(
         local_input(datetime.now(ZoneInfo(ZONE)) + timedelta(hours=1))
     )
-    form.get_by_role("button", name="Change bandwidth").click()
+    review_and_confirm(page)
     expect(page.locator("#current-bandwidth")).to_have_text("200 Mbps")
     expect(page.locator("tbody tr").filter(has_text="reverts a boost")).to_contain_text("1 Gbps")
     expect(timeline).to_contain_text("1 Gbps planned from")
@@ -275,7 +285,7 @@ def test_a_viewer_cannot_change_anything_even_by_forged_post(portal: Portal) -> 
     expect(nav(page, "API clients")).to_have_count(0)
     page.locator("tbody a").first.click()
     expect(page.get_by_role("heading", name="Timeline")).to_be_visible()
-    expect(page.get_by_role("button", name="Change bandwidth")).to_have_count(0)
+    expect(page.get_by_role("button", name=re.compile("^Review the change"))).to_have_count(0)
     connection_id = page.url.split("/portal/connections/")[1]
     before = api_get(portal, f"/internet-on-demand/connections/{connection_id}")
     # A forged POST with the viewer's own valid session and CSRF token: refused.
