@@ -653,13 +653,14 @@ async def _change_review(
 ) -> Response:  # fmt: skip
     """The change and its price (a new quote), to confirm."""
     services = _services(request)
+    zone = views.check_zone(form.timeZone)
     price = await _write(
-        request, user, lambda s: quotes.for_change(s, services, user, connection_id, update)
+        request, user, lambda s: quotes.for_change(s, services, user, connection_id, update, zone)
     )
     view = await run_in_threadpool(connections.view, services.db, user.principal, connection_id)
     return render(
         request, "change_review.html", user, status=status, c=view, form=form, update=update,
-        price=price, errors=errors or {}, zone=views.check_zone(form.timeZone),
+        price=price, errors=errors or {}, zone=zone,
     )  # fmt: skip
 
 

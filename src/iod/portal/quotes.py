@@ -63,7 +63,7 @@ class Unpriced:
     detail: str
 
 
-def _quoted(user: CurrentUser, make: Callable[[], Quote]) -> Price | Unpriced:
+def _quoted(user: CurrentUser, make: Callable[[], Quote], zone: str = "") -> Price | Unpriced:
     try:
         quote = make()
     except Conflict as exc:
@@ -72,7 +72,7 @@ def _quoted(user: CurrentUser, make: Callable[[], Quote]) -> Price | Unpriced:
         if type(exc) is not billing.NotPriced:
             raise
         return Unpriced(exc.detail)
-    return Price.of(quote, user.time_zone)
+    return Price.of(quote, zone or user.time_zone)
 
 
 def for_order(
@@ -88,14 +88,15 @@ def for_order(
 
 def for_change(
     session: Session, services: Services, user: CurrentUser, connection_id: str,
-    update: BandwidthUpdate,
+    update: BandwidthUpdate, zone: str,
 ) -> Price | Unpriced:  # fmt: skip
-    """The price of `update` (as `POST /quotes` with `connectionId` quotes it)."""
+    """The price of `update` (as `POST /quotes` with `connectionId` quotes it); times in
+    `zone`, the form's."""
     return _quoted(user, lambda: billing.create_quote(
         session, services.clock, user.principal, location_id=None, connection_id=connection_id,
         bandwidth=update.bandwidth, effective=update.effectiveDate, revert_at=update.revertAt,
         ttl_seconds=services.settings.quote_ttl_seconds,
-    ))  # fmt: skip
+    ), zone)  # fmt: skip
 
 
 def check_usable(session: Session, clock: Clock, user: CurrentUser, quote_id: str) -> None:
