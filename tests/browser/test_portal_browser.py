@@ -73,9 +73,13 @@ class Portal:
 
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
+    yield from served_portal(tmp_path_factory.mktemp("browser"))
+
+
+def served_portal(tmp: Path, **env_extra: str) -> Iterator[Portal]:
+    """`iod serve` with the demo data (and `env_extra`), and Chromium, until closed."""
     _need_browser()
-    tmp = tmp_path_factory.mktemp("browser")
-    env = base_env(tmp, "sqlite", IOD_PORTAL_SIGN_INS_PER_MINUTE="0")
+    env = base_env(tmp, "sqlite", IOD_PORTAL_SIGN_INS_PER_MINUTE="0", **env_extra)
     server = Server(env, tmp / "server.log")
     demo = json.loads(iod(env, "demo", "--json", "--url", server.url).stdout)
     server.start()

@@ -10,7 +10,7 @@ these pages in docs/portal/.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,41 +25,20 @@ from iod.billing import metering
 from iod.billing.statements import month_of
 from iod.infra.db import Database, make_engine
 from iod.models import Connection, StatusTransition
-from tests.browser.test_portal_browser import (
-    CHROMIUM,
-    Portal,
-    _need_browser,
-    nav,
-    set_password,
-    shot,
-)
-from tests.e2e.conftest import Server, base_env, iod, token_for
+from tests.browser.test_portal_browser import Portal, nav, served_portal, set_password, shot
+from tests.e2e.conftest import token_for
 
 pytestmark = pytest.mark.e2e
 
-try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - the dev extra installs it
-    sync_playwright = None  # type: ignore[assignment]
+with contextlib.suppress(ImportError):  # the dev extra installs it; else the fixture skips
+    from playwright.sync_api import expect
 
 BACK = timedelta(hours=3)
 
 
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
-    _need_browser()
-    tmp = tmp_path_factory.mktemp("money-browser")
-    env = base_env(tmp, "sqlite", IOD_PORTAL_SIGN_INS_PER_MINUTE="0", IOD_PERIODIC_TASKS="false")
-    server = Server(env, tmp / "server.log")
-    demo = json.loads(iod(env, "demo", "--json", "--url", server.url).stdout)
-    server.start()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM)
-        try:
-            yield Portal(server, demo, browser, env)
-        finally:
-            browser.close()
-            server.stop()
+    yield from served_portal(tmp_path_factory.mktemp("money-browser"), IOD_PERIODIC_TASKS="false")
 
 
 def api(portal: Portal, path: str, accept: str = "application/json") -> httpx.Response:
