@@ -238,7 +238,7 @@ def meter(services: Services) -> int:
 def api_client(services: Services, customer_id: str) -> tuple[str, str]:
     with services.db.write() as session:
         new = customers.create_client(
-            session, services.clock, customer_id, "read", hasher=services.secret_hasher
+            session, services.clock, customer_id, "read write", hasher=services.secret_hasher
         )
     return new.client_id, new.client_secret
 
@@ -251,6 +251,15 @@ def test_usage_and_statements_for_every_role_and_no_one_else(
     csrf, quote_id = review_order(operator)
     con = connection_of(confirm_order(operator, csrf, quote_id))
     run_jobs(priced)  # active at 10:00
+    client_id, secret = api_client(priced, acme)
+    bearer = {"Authorization": f"Bearer {get_token_for(api, client_id, secret)}"}
+    clock.set(START + timedelta(minutes=20))  # 1 Gbps from 10:20: the first hour splits
+    changed = api.put(
+        f"/internet-on-demand/connections/{con}/bandwidth", json={"bandwidth": "1 Gbps"},
+        headers=bearer,
+    )  # fmt: skip
+    assert changed.status_code == 200, changed.text
+    run_jobs(priced)
     clock.set(START + timedelta(hours=3, minutes=5))
     assert meter(priced) == 3
     viewer = signed_in(api, priced, acme, "viewer")
@@ -261,10 +270,25 @@ def test_usage_and_statements_for_every_role_and_no_one_else(
     chart = re.search(r'<svg class="costs".*?</svg>', usage.text, re.S)
     assert chart, usage.text
     bars = re.findall(r"<title>(2030-01-\d\d): ([\d.]+) USD</title>", chart.group(0))
-    assert bars == [("2030-01-31", "1.38")]  # three hours at 0.46
-    assert "1.38 USD in all" in chart.group(0)
-    assert f'href="/portal/connections/{con}"' in usage.text
-    assert re.search(r'id="total-usd">1.38 USD<', usage.text)
+    # 0.46 x 20 min = 0.15, 2.08 x 40 min = 1.39, then two hours at 2.08: 5.70
+    assert bars == [("2030-01-31", "5.70")]
+    assert "5.70 USD in all" in chart.group(0)
+    rows = re.findall(
+        r"<tr><td><a href=\"/portal/connections/(con_\w+)\">con_\w+</a></td><td>([^<]+)</td>"
+        r"<td>active</td><td class=\"num\">([\d.]+)</td><td class=\"num\">([\d.]+) USD</td>"
+        r"<td class=\"num\">([\d.]+) USD</td></tr>",
+        usage.text,
+    )
+    assert rows == [
+        (con, "100 Mbps", "0.33", "0.46", "0.15"), (con, "1 Gbps", "2.67", "2.08", "5.55"),
+    ]  # fmt: skip
+    assert re.search(r'id="total-usd">5.70 USD<', usage.text)
+    # The same as the API's usage of the month.
+    monthly = api.get("/internet-on-demand/usage?granularity=month", headers=bearer).json()
+    assert monthly["totals"] == [{"currency": "USD", "amount": "5.70"}]
+    assert sorted((x["bandwidth"], x["amount"]) for x in monthly["lines"]) == [
+        ("1 Gbps", "5.55"), ("100 Mbps", "0.15"),
+    ]  # fmt: skip
     assert 'href="/portal/usage?month=2029-12"' in usage.text
     assert "No rated usage in 2029-12" in viewer.get("/portal/usage?month=2029-12").text
     assert viewer.get("/portal/usage?month=2030-13").status_code == 400
@@ -276,12 +300,10 @@ def test_usage_and_statements_for_every_role_and_no_one_else(
     sid = found.group(1)
     one = viewer.get(f"/portal/statements/{sid}")
     assert one.status_code == 200 and "<h1>Statement 2030-01</h1>" in one.text
-    assert re.search(r'id="amount-usd"><strong>1.38</strong>', one.text)
+    assert re.search(r'id="amount-usd"><strong>5.70</strong>', one.text)
     assert f"quote <code>{quote_id}</code>" in one.text  # the line's rate is the quote's
 
     # The CSV is the API's, byte for byte.
-    client_id, secret = api_client(priced, acme)
-    bearer = {"Authorization": f"Bearer {get_token_for(api, client_id, secret)}"}
     from_api = api.get(
         f"/internet-on-demand/statements/{sid}", headers={**bearer, "Accept": "text/csv"}
     )

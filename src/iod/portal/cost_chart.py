@@ -91,11 +91,6 @@ def cost_per_day_svg(
     return Markup("".join(parts))  # noqa: S704
 
 
-def minor(amount: str, currency: str) -> int:
-    """A line's amount ("11.04") in minor units (1104)."""
-    return money.to_minor(amount, currency)
-
-
 def hours(seconds: int) -> str:
     """3600 → "1", 5400 → "1.5", 1200 → "0.33": hours for people, not for sums."""
     value = (Decimal(seconds) / 3600).quantize(Decimal("0.01"))

@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 
 from iod.billing import repository as billing_repository
 from iod.billing import statements as statement_docs
-from iod.billing import usage as usage_service
 from iod.domain import money
+from iod.domain.bandwidth import format_bandwidth
+from iod.domain.rating import HOUR
 from iod.infra.errors import ValidationFailed
 from iod.portal import cost_chart, views
 from iod.portal.endpoints import SECURITY_HEADERS, PortalRoute, _read, current_user, render
@@ -58,62 +59,59 @@ def _time(value: str | datetime | None, zone: str) -> str:
     return views.local(moment, zone)
 
 
-def usage_view(data: dict[str, Any], month: str) -> dict[str, Any]:
-    """The usage answer by day (`granularity=day`) as the page shows it: per currency a
-    chart of the cost per day, the month's lines (per connection, tier, status and rate:
-    the days summed, nothing rounded again) and the total."""
+def usage_view(session: Session, customer_id: str, month: str) -> dict[str, Any]:
+    """A month of the customer's rated usage as the page shows it: per currency a chart of
+    the cost per UTC day, the month's lines (per connection, tier, status and rate) and the
+    totals. Summed in the database (`usage_per_hour`, `usage_per_rate`: a few hundred rows
+    and one per line shown, not every hourly line); integer minor units, nothing rounded."""
     start, end = statement_docs.month_bounds(month)
-    days = (end - start).days
     per_day: dict[str, dict[date, int]] = defaultdict(lambda: defaultdict(int))
-    grouped: dict[tuple[str, str, str, str, str], list[int]] = {}
-    for line in data["lines"]:
-        currency = line["currency"]
-        amount = cost_chart.minor(line["amount"], currency)
-        per_day[currency][line["periodStart"].astimezone(UTC).date()] += amount
-        key = (line["connectionId"], line["bandwidth"], line["status"], line["hourlyRate"],
-               currency)  # fmt: skip
-        entry = grouped.setdefault(key, [0, 0])
-        entry[0] += line["seconds"]
-        entry[1] += amount
+    for row in billing_repository.usage_per_hour(session, customer_id, start, end):
+        per_day[row.currency][row.hour.astimezone(UTC).date()] += int(row.amount_minor)
+    fmt = money.format_minor
     charts = [
         {
             "currency": currency,
             "svg": cost_chart.cost_per_day_svg(
-                start.date(), days, per_day[currency], currency, f"costs-{currency.lower()}"
+                start.date(), (end - start).days, days, currency, f"costs-{currency.lower()}"
             ),
             "days": [
-                {"day": day.isoformat(), "amount": money.format_minor(amount, currency)}
-                for day, amount in sorted(per_day[currency].items())
+                {"day": day.isoformat(), "amount": fmt(amount, currency)}
+                for day, amount in sorted(days.items())
             ],
         }
-        for currency in sorted(per_day)
+        for currency, days in sorted(per_day.items())
     ]
     lines = [
         {
-            "connectionId": key[0],
-            "bandwidth": key[1],
-            "status": key[2],
-            "hourlyRate": key[3],
-            "currency": key[4],
-            "hours": cost_chart.hours(seconds),
-            "amount": money.format_minor(amount, key[4]),
+            "connectionId": row.connection_id,
+            "bandwidth": format_bandwidth(row.tier_mbps),
+            "status": row.status,
+            "hourlyRate": fmt(row.hourly_minor, row.currency),
+            "currency": row.currency,
+            "hours": cost_chart.hours(int(row.seconds)),
+            "amount": fmt(int(row.amount_minor), row.currency),
         }
-        for key, (seconds, amount) in sorted(grouped.items())
+        for row in billing_repository.usage_per_rate(session, customer_id, start, end)
     ]
-    return {"charts": charts, "lines": lines, "totals": data["totals"]}
+    totals = [
+        {"currency": currency, "amount": fmt(sum(days.values()), currency)}
+        for currency, days in sorted(per_day.items())
+    ]
+    last = billing_repository.last_metered_hour(session)
+    return {
+        "charts": charts,
+        "lines": lines,
+        "totals": totals,
+        "rated_until": last + HOUR if last is not None else None,
+    }
 
 
 @router.get("/usage", response_class=HTMLResponse)
 async def usage_page(request: Request, month: str = "") -> Response:
     user = await current_user(request)
-    services = _services(request)
-    chosen = _month(month, services.clock.now())
-    start, end = statement_docs.month_bounds(chosen)
-
-    def read(session: Session) -> dict[str, Any]:
-        return usage_service.usage(session, user.principal, start, end, None, "day")
-
-    data = await _read(request, read)
+    chosen = _month(month, _services(request).clock.now())
+    data = await _read(request, lambda s: usage_view(s, user.customer_id, chosen))
     return render(
         request,
         "usage.html",
@@ -121,8 +119,8 @@ async def usage_page(request: Request, month: str = "") -> Response:
         month=chosen,
         previous=_shift(chosen, -1),
         following=_shift(chosen, 1),
-        rated_until=_time(data["ratedUntil"], user.time_zone),
-        **usage_view(data, chosen),
+        **data,
+        rated_until_text=_time(data["rated_until"], user.time_zone),
     )
 
 
