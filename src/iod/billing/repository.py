@@ -220,26 +220,6 @@ def usage_per_hour(
     return session.execute(query).all()
 
 
-def usage_per_rate(
-    session: Session, customer_id: str, start: datetime, end: datetime
-) -> Sequence[Any]:
-    """(connection_id, tier_mbps, status, hourly_minor, currency, seconds, amount_minor): the
-    customer's lines summed per connection, tier, status and rate, in the database."""
-    keys = (UsageLine.connection_id, UsageLine.tier_mbps, UsageLine.status,
-            UsageLine.hourly_minor, UsageLine.currency)  # fmt: skip
-    query = (
-        select(
-            *keys,
-            func.sum(UsageLine.seconds).label("seconds"),
-            func.sum(UsageLine.amount_minor).label("amount_minor"),
-        )
-        .where(_window(customer_id, start, end))
-        .group_by(*keys)
-        .order_by(*keys)
-    )
-    return session.execute(query).all()
-
-
 def statement_by_month(session: Session, customer_id: str, month: str) -> Statement | None:
     query = select(Statement).where(Statement.customer_id == customer_id, Statement.month == month)
     return session.scalars(query).first()

@@ -62,8 +62,9 @@ def _time(value: str | datetime | None, zone: str) -> str:
 def usage_view(session: Session, customer_id: str, month: str) -> dict[str, Any]:
     """A month of the customer's rated usage as the page shows it: per currency a chart of
     the cost per UTC day, the month's lines (per connection, tier, status and rate) and the
-    totals. Summed in the database (`usage_per_hour`, `usage_per_rate`: a few hundred rows
-    and one per line shown, not every hourly line); integer minor units, nothing rounded."""
+    totals. The chart is summed in the database (`usage_per_hour`: a row per hour, not every
+    hourly line), the lines are the statement's maintained intervals joined; integer minor
+    units, nothing rounded."""
     start, end = statement_docs.month_bounds(month)
     per_day: dict[str, dict[date, int]] = defaultdict(lambda: defaultdict(int))
     for row in billing_repository.usage_per_hour(session, customer_id, start, end):
@@ -82,17 +83,27 @@ def usage_view(session: Session, customer_id: str, month: str) -> dict[str, Any]
         }
         for currency, days in sorted(per_day.items())
     ]
+    # The lines from the statement's intervals (maintained as hours are rated: one row per
+    # connection and stretch), joined per connection, tier, status and rate.
+    grouped: dict[tuple[str, int, str, int, str], list[int]] = {}
+    for row in billing_repository.statement_intervals(session, customer_id, month):
+        key = (row.connection_id, row.tier_mbps, row.status, row.hourly_minor, row.currency)
+        entry = grouped.setdefault(key, [0, 0])
+        entry[0] += int(row.seconds)
+        entry[1] += int(row.amount_minor)
     lines = [
         {
-            "connectionId": row.connection_id,
-            "bandwidth": format_bandwidth(row.tier_mbps),
-            "status": row.status,
-            "hourlyRate": fmt(row.hourly_minor, row.currency),
-            "currency": row.currency,
-            "hours": cost_chart.hours(int(row.seconds)),
-            "amount": fmt(int(row.amount_minor), row.currency),
+            "connectionId": connection_id,
+            "bandwidth": format_bandwidth(tier),
+            "status": status,
+            "hourlyRate": fmt(rate, currency),
+            "currency": currency,
+            "hours": cost_chart.hours(seconds),
+            "amount": fmt(amount, currency),
         }
-        for row in billing_repository.usage_per_rate(session, customer_id, start, end)
+        for (connection_id, tier, status, rate, currency), (seconds, amount) in sorted(
+            grouped.items()
+        )
     ]
     totals = [
         {"currency": currency, "amount": fmt(sum(days.values()), currency)}
