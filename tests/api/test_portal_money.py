@@ -222,8 +222,18 @@ def test_a_viewer_gets_no_quote_and_forms_need_their_token(
         # Without the session's token (or another session's), even an operator is refused.
         assert operator.post(path, data=form).status_code == 403, path
         assert operator.post(path, data={**form, "csrf": token}).status_code == 403, path
+    # Another customer's operator: the connection is not theirs (404), nor the quote (400).
+    stranger = signed_in(api, priced, customer(priced, "Other"), "operator")
+    theirs = page_csrf(stranger)
+    url = f"/portal/connections/{con}/bandwidth"
+    assert stranger.post(url, data={**change, "csrf": theirs}).status_code == 404
+    forged = stranger.post(
+        "/portal/order", data={**order, "step": "confirm", "quoteId": quote_id, "csrf": theirs}
+    )
+    assert forged.status_code == 400 and "not one of yours" in forged.text
     with priced.db.read() as session:
-        assert session.scalar(select(func.count()).select_from(Quote)) == quotes_before
+        # The forged confirm was answered with a fresh quote of the stranger's own, only.
+        assert session.scalar(select(func.count()).select_from(Quote)) == quotes_before + 1
         assert session.scalar(select(func.count()).select_from(Connection)) == 1
 
 
