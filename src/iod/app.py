@@ -52,6 +52,7 @@ from iod.network.base import NetworkDriver
 from iod.network.factory import make_driver
 from iod.portal.endpoints import router as portal_router
 from iod.portal.hooks_pages import router as portal_hooks_router
+from iod.portal.money_pages import router as portal_money_router
 from iod.schedules.endpoints import router as schedules_router
 from iod.traffic.endpoints import router as traffic_router
 from iod.version import __version__
@@ -255,6 +256,7 @@ def create_app(
     app.include_router(problems_router)
     app.include_router(portal_router)
     app.include_router(portal_hooks_router)
+    app.include_router(portal_money_router)  # the portal's usage and statements
     # Innermost first: the fast GET runs inside the request context (id, headers, metrics).
     app.add_middleware(
         ConnectionReadFastPath,

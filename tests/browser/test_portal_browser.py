@@ -73,9 +73,13 @@ class Portal:
 
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
+    yield from served_portal(tmp_path_factory.mktemp("browser"))
+
+
+def served_portal(tmp: Path, **env_extra: str) -> Iterator[Portal]:
+    """`iod serve` with the demo data (and `env_extra`), and Chromium, until closed."""
     _need_browser()
-    tmp = tmp_path_factory.mktemp("browser")
-    env = base_env(tmp, "sqlite", IOD_PORTAL_SIGN_INS_PER_MINUTE="0")
+    env = base_env(tmp, "sqlite", IOD_PORTAL_SIGN_INS_PER_MINUTE="0", **env_extra)
     server = Server(env, tmp / "server.log")
     demo = json.loads(iod(env, "demo", "--json", "--url", server.url).stdout)
     server.start()
@@ -112,6 +116,16 @@ def nav(page: Page, name: str) -> Any:
 
 def local_input(moment: datetime) -> str:
     return moment.astimezone(ZoneInfo(ZONE)).strftime("%Y-%m-%dT%H:%M")
+
+
+def review_and_confirm(page: Page) -> None:
+    """The change form's two steps: its price (a quote), then the change at that price."""
+    page.locator("form.change").get_by_role(
+        "button", name="Review the change and its price"
+    ).click()
+    expect(page.get_by_role("heading", name="Confirm the change")).to_be_visible()
+    expect(page.locator("#hourly-rate")).to_contain_text("USD an hour")
+    page.get_by_role("button", name="Confirm the change").click()
 
 
 def api_get(portal: Portal, path: str) -> Any:
@@ -152,7 +166,7 @@ def test_an_admin_orders_changes_and_manages_api_clients(portal: Portal) -> None
     expect(page.get_by_label("Times are in the time zone")).to_have_value(ZONE)
     form.get_by_label("New bandwidth", exact=True).select_option("1 Gbps")
     form.get_by_label("Now", exact=True).check()
-    form.get_by_role("button", name="Change bandwidth").click()
+    review_and_confirm(page)
     expect(page.locator("#current-bandwidth")).to_have_text("1 Gbps")
     expect(timeline).to_contain_text("1 Gbps from")
 
@@ -163,7 +177,7 @@ def test_an_admin_orders_changes_and_manages_api_clients(portal: Portal) -> None
     form.get_by_label("New bandwidth", exact=True).select_option("500 Mbps")
     form.get_by_label("At a time", exact=True).check()
     form.get_by_label("At (for").fill(local_input(when))
-    form.get_by_role("button", name="Change bandwidth").click()
+    review_and_confirm(page)
     expect(page.locator(".notice")).to_have_text("Change recorded.")
     shot(page, "connection")
     api = api_get(portal, f"/internet-on-demand/connections/{connection_id}")
@@ -184,7 +198,7 @@ def test_an_admin_orders_changes_and_manages_api_clients(portal: Portal) -> None
     form.get_by_label("Until (for a boost)", exact=True).fill(
         local_input(datetime.now(ZoneInfo(ZONE)) + timedelta(hours=1))
     )
-    form.get_by_role("button", name="Change bandwidth").click()
+    review_and_confirm(page)
     expect(page.locator("#current-bandwidth")).to_have_text("200 Mbps")
     expect(page.locator("tbody tr").filter(has_text="reverts a boost")).to_contain_text("1 Gbps")
     expect(timeline).to_contain_text("1 Gbps planned from")
@@ -275,7 +289,7 @@ def test_a_viewer_cannot_change_anything_even_by_forged_post(portal: Portal) -> 
     expect(nav(page, "API clients")).to_have_count(0)
     page.locator("tbody a").first.click()
     expect(page.get_by_role("heading", name="Timeline")).to_be_visible()
-    expect(page.get_by_role("button", name="Change bandwidth")).to_have_count(0)
+    expect(page.get_by_role("button", name=re.compile("^Review the change"))).to_have_count(0)
     connection_id = page.url.split("/portal/connections/")[1]
     before = api_get(portal, f"/internet-on-demand/connections/{connection_id}")
     # A forged POST with the viewer's own valid session and CSRF token: refused.

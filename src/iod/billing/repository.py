@@ -202,6 +202,24 @@ def usage_lines(
     return session.execute(query).all()
 
 
+def _window(customer_id: str, start: datetime, end: datetime) -> Any:
+    return and_(UsageLine.customer_id == customer_id, UsageLine.hour >= start, UsageLine.hour < end)
+
+
+def usage_per_hour(
+    session: Session, customer_id: str, start: datetime, end: datetime
+) -> Sequence[Any]:
+    """(hour, currency, amount_minor): the customer's lines summed per hour, in the
+    database (at most one row per hour and currency, however many connections)."""
+    total = func.sum(UsageLine.amount_minor).label("amount_minor")
+    query = (
+        select(UsageLine.hour, UsageLine.currency, total)
+        .where(_window(customer_id, start, end))
+        .group_by(UsageLine.hour, UsageLine.currency)
+    )
+    return session.execute(query).all()
+
+
 def statement_by_month(session: Session, customer_id: str, month: str) -> Statement | None:
     query = select(Statement).where(Statement.customer_id == customer_id, Statement.month == month)
     return session.scalars(query).first()

@@ -38,7 +38,7 @@ from iod.infra.ids import looks_like_id
 from iod.infra.ratelimit import Rate, TokenBuckets
 from iod.locations import repository as locations
 from iod.portal import clients as portal_clients
-from iod.portal import schemas, views
+from iod.portal import quotes, schemas, views
 from iod.portal import service as people
 from iod.portal.service import CurrentUser, PortalPolicy
 
@@ -591,6 +591,8 @@ def _change_request(form: schemas.ChangeForm, zone: str) -> BandwidthUpdate:
         if form.effectiveDate:
             body["effectiveDate"] = views.parse_local(form.effectiveDate, zone, "/effectiveDate")
         body["revertAt"] = views.parse_local(form.revertAt, zone, "/revertAt")
+    if form.quoteId:
+        body["quoteId"] = form.quoteId
     try:
         return BandwidthUpdate.model_validate(
             {k: v.isoformat() if isinstance(v, datetime) else v for k, v in body.items()}
@@ -613,13 +615,18 @@ async def change_bandwidth(request: Request, connection_id: str) -> Response:
     fields = await form_of(request, user.csrf_token)
     people.require_role(user, "operator")
     services = _services(request)
+    update: BandwidthUpdate | None = None
     try:
         form = schemas.parse(schemas.ChangeForm, fields)
         zone = views.check_zone(form.timeZone)
         update = _change_request(form, zone)
+        if form.step == "review":
+            return await _change_review(request, user, connection_id, form, update)
 
         def work(session: Session) -> str:
             people.set_time_zone(session, user, zone)
+            if form.quoteId:
+                quotes.check_usable(session, services.clock, user, form.quoteId)
             _, change, _, _ = connections.update_bandwidth(
                 session, services.clock, user.principal, connection_id, update, services.policy
             )
@@ -629,12 +636,32 @@ async def change_bandwidth(request: Request, connection_id: str) -> Response:
     except (ValidationFailed, ProblemError) as exc:
         if isinstance(exc, NotFound | Forbidden):
             raise
-        return await _connection_page(
-            request, user, connection_id, exc.status, errors_by_pointer(exc), fields
-        )
+        errors = errors_by_pointer(exc)
+        if update is not None and quotes.is_quote_problem(errors):  # a fresh price to confirm
+            return await _change_review(
+                request, user, connection_id, form, update, exc.status, errors
+            )
+        return await _connection_page(request, user, connection_id, exc.status, errors, fields)
     return RedirectResponse(
         f"/portal/connections/{quote(connection_id)}?notice={notice}", status_code=303
     )
+
+
+async def _change_review(
+    request: Request, user: CurrentUser, connection_id: str, form: schemas.ChangeForm,
+    update: BandwidthUpdate, status: int = 200, errors: dict[str, str] | None = None,
+) -> Response:  # fmt: skip
+    """The change and its price (a new quote), to confirm."""
+    services = _services(request)
+    zone = views.check_zone(form.timeZone)
+    price = await _write(
+        request, user, lambda s: quotes.for_change(s, services, user, connection_id, update, zone)
+    )
+    view = await run_in_threadpool(connections.view, services.db, user.principal, connection_id)
+    return render(
+        request, "change_review.html", user, status=status, c=view, form=form, update=update,
+        price=price, errors=errors or {}, zone=zone,
+    )  # fmt: skip
 
 
 @router.post("/connections/{connection_id}/changes/{change_id}/cancel", response_class=HTMLResponse)
@@ -719,11 +746,14 @@ async def order(request: Request) -> Response:
     services = _services(request)
     catalog = await _read(request, _catalog)
     chosen = next((x for x in catalog if x["id"] == fields.get("locationId")), None)
+    order_request: ConnectionRequest | None = None
     try:
         form = schemas.parse(schemas.OrderForm, fields)
         body: dict[str, Any] = {"bandwidth": form.bandwidth, "locationId": form.locationId}
         if form.description.strip():
             body["description"] = form.description.strip()
+        if form.quoteId:
+            body["quoteId"] = form.quoteId
         try:
             order_request = ConnectionRequest.model_validate(body)
         except Exception as exc:
@@ -747,11 +777,11 @@ async def order(request: Request) -> Response:
                     f"{order_request.bandwidth} is not offered at {location['id']}; offered: "
                     + ", ".join(location["tiers"]),
                 )
-            return render(
-                request, "order_review.html", user, order=order_request, location=location
-            )
+            return await _order_review(request, user, order_request, location)
 
         def work(session: Session) -> str:
+            if form.quoteId:
+                quotes.check_usable(session, services.clock, user, form.quoteId)
             created = connections.create_connection(
                 session, services.clock, user.principal, order_request, services.policy
             )
@@ -761,6 +791,9 @@ async def order(request: Request) -> Response:
     except ProblemError as exc:
         if isinstance(exc, Forbidden):
             raise
+        shown = errors_by_pointer(exc)
+        if order_request and chosen and quotes.is_quote_problem(shown):  # a fresh price
+            return await _order_review(request, user, order_request, chosen, exc.status, shown)
         return render(
             request,
             "order.html",
@@ -769,9 +802,24 @@ async def order(request: Request) -> Response:
             catalog=catalog,
             chosen=chosen or (catalog[0] if catalog else None),
             form=fields,
-            errors=errors_by_pointer(exc),
+            errors=shown,
         )
     return RedirectResponse(f"/portal/connections/{connection_id}?notice=ordered", status_code=303)
+
+
+async def _order_review(
+    request: Request, user: CurrentUser, order_request: ConnectionRequest,
+    location: dict[str, Any], status: int = 200, errors: dict[str, str] | None = None,
+) -> Response:  # fmt: skip
+    """The order and its price (a new quote), to confirm."""
+    services = _services(request)
+    price = await _write(
+        request, user, lambda s: quotes.for_order(s, services, user, order_request)
+    )
+    return render(
+        request, "order_review.html", user, status=status, order=order_request,
+        location=location, price=price, errors=errors or {},
+    )  # fmt: skip
 
 
 # -- events ---------------------------------------------------------------------------------

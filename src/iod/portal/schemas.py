@@ -40,6 +40,7 @@ class OrderForm(Form):
     bandwidth: str = Field(max_length=32)
     description: str = Field(default="", max_length=255)
     step: Literal["review", "confirm"] = "review"
+    quoteId: str = Field(default="", max_length=64)  # the review's quote (portal/quotes.py)
 
 
 class ChangeForm(Form):
@@ -48,6 +49,9 @@ class ChangeForm(Form):
     effectiveDate: str = Field(default="", max_length=40)
     revertAt: str = Field(default="", max_length=40)
     timeZone: str = Field(default="UTC", max_length=64)
+    # The form asks for a review (the price) first; its confirm carries the quote.
+    step: Literal["review", "confirm"] = "confirm"
+    quoteId: str = Field(default="", max_length=64)
 
 
 class ClientForm(Form):
