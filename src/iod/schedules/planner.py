@@ -39,7 +39,7 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -52,7 +52,7 @@ from iod.domain.capacity import committed_mbps, fits
 from iod.domain.status import ChangeStatus, ConnectionStatus, accepts_changes
 from iod.domain.tiers import is_offered
 from iod.infra.clock import as_utc, rfc3339
-from iod.infra.db import uow
+from iod.infra.db import bulk, uow
 from iod.infra.errors import (
     CapacityExceeded,
     InvalidState,
@@ -463,23 +463,6 @@ def _check_and_write(
     return len(changes), planned_until
 
 
-_SET_CONNECTION = (
-    update(_connections)
-    .where(_connections.c.id == bindparam("b_id"))
-    .values(committed_mbps=bindparam("b_committed"), updated_at=bindparam("b_updated"))
-)
-_SET_PLANNED_UNTIL = (
-    update(_schedules)
-    .where(_schedules.c.id == bindparam("b_id"))
-    .values(planned_until=bindparam("b_until"))
-)
-_MOVE_LOCATION = (
-    update(_locations)
-    .where(_locations.c.id == bindparam("b_id"))
-    .values(committed_mbps=_locations.c.committed_mbps + bindparam("b_delta"))
-)
-
-
 def _write(
     session: Session,
     now: datetime,
@@ -490,31 +473,33 @@ def _write(
     locations: dict[str, _Location],
     planned_until: dict[str, datetime],
 ) -> None:
-    """The batch's rows, a statement per table (the changes before their jobs and
-    transitions, which refer to them), then the counters; loaded objects are brought up to
-    date without being marked dirty."""
+    """The batch's rows, a statement per table (`bulk.insert_rows`: COPY on PostgreSQL; the
+    changes before their jobs and transitions, which refer to them), then the figures: an
+    UPDATE per distinct value (a batch's connections commit a few figures, its schedules
+    share their `planned_until`). Loaded objects are brought up to date without being
+    marked dirty."""
+    bulk.insert_rows(session, _changes, changes)
+    bulk.insert_rows(session, _jobs, jobs)
+    bulk.insert_rows(session, _transitions, transitions)
     db = session.connection()
-    if changes:
-        db.execute(insert(_changes), changes)
-        db.execute(insert(_jobs), jobs)
-    if transitions:
-        db.execute(insert(_transitions), transitions)
     moved = [c for c in connections.values() if c.changed]
-    if moved:
+    for committed, ids in _by_value((c.committed_mbps, c.id) for c in moved).items():
         db.execute(
-            _SET_CONNECTION,
-            [{"b_id": c.id, "b_committed": c.committed_mbps, "b_updated": now} for c in moved],
+            update(_connections)
+            .where(_connections.c.id.in_(ids))
+            .values(committed_mbps=committed, updated_at=now)
         )
-    if planned_until:
-        db.execute(
-            _SET_PLANNED_UNTIL,
-            [{"b_id": sid, "b_until": until} for sid, until in planned_until.items()],
-        )
+    for until, ids in _by_value((u, sid) for sid, u in planned_until.items()).items():
+        db.execute(update(_schedules).where(_schedules.c.id.in_(ids)).values(planned_until=until))
     shifted = [loc for loc in locations.values() if loc.committed_mbps != loc.read_mbps]
-    if shifted:
+    for location in shifted:  # the row is locked: the difference is exact
         db.execute(
-            _MOVE_LOCATION,
-            [{"b_id": loc.id, "b_delta": loc.committed_mbps - loc.read_mbps} for loc in shifted],
+            update(_locations)
+            .where(_locations.c.id == location.id)
+            .values(
+                committed_mbps=_locations.c.committed_mbps
+                + (location.committed_mbps - location.read_mbps)
+            )
         )
     _sync(session, Connection, {c.id: {"committed_mbps": c.committed_mbps, "updated_at": now}
                                 for c in moved})  # fmt: skip
@@ -522,6 +507,14 @@ def _write(
                               for sid, until in planned_until.items()})  # fmt: skip
     _sync(session, Location, {loc.id: {"committed_mbps": loc.committed_mbps}
                               for loc in shifted})  # fmt: skip
+
+
+def _by_value(pairs: Iterable[tuple[Any, str]]) -> dict[Any, list[str]]:
+    """The ids of each value, in the order met."""
+    grouped: dict[Any, list[str]] = {}
+    for value, key in pairs:
+        grouped.setdefault(value, []).append(key)
+    return grouped
 
 
 def _sync(session: Session, model: type[Any], values: dict[str, dict[str, Any]]) -> None:
