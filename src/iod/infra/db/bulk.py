@@ -19,6 +19,8 @@ from psycopg import sql
 from sqlalchemy import JSON, Table, insert
 from sqlalchemy.orm import Session
 
+# `json.dumps` with its defaults (as SQLAlchemy's JSON type calls it), without its wrapper.
+_to_json = json.JSONEncoder().encode
 # Below this many rows one INSERT is as quick, and COPY's set-up is not worth it.
 COPY_FROM = 100
 
@@ -51,8 +53,11 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
             if json_columns:
                 values = list(values) if len(names) > 1 else [values]
                 for index, none_as_null in json_columns:
-                    if values[index] is not None or not none_as_null:
-                        values[index] = json.dumps(values[index])
+                    value = values[index]
+                    if value is not None:
+                        values[index] = _to_json(value)
+                    elif not none_as_null:
+                        values[index] = "null"
             elif len(names) == 1:
                 values = (values,)
             copy.write_row(values)
