@@ -16,8 +16,9 @@ from operator import itemgetter
 from typing import Any
 
 from psycopg import sql
-from sqlalchemy import JSON, Table, insert
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String, Table, insert
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 # `json.dumps` with its defaults (as SQLAlchemy's JSON type calls it), without its wrapper.
 _to_json = json.JSONEncoder().encode
@@ -42,12 +43,13 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
         for index, name in enumerate(names)
         if isinstance(table.c[name].type, JSON)
     ]
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(name) for name in names)
     )
     driver = connection.connection.driver_connection
     assert driver is not None  # an open connection of the transaction
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        copy.set_types([_binary_type(table.c[name].type) for name in names])
         for row in rows:
             values = pick(row)
             if json_columns:
@@ -61,3 +63,21 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
             elif len(names) == 1:
                 values = (values,)
             copy.write_row(values)
+
+
+def _binary_type(column_type: TypeEngine[Any]) -> str:
+    """The type whose binary format psycopg sends for a column: JSON as its text (json's
+    binary format is its text; the values are serialised above), strings as text."""
+    if isinstance(column_type, TypeDecorator):
+        column_type = column_type.impl_instance
+    if isinstance(column_type, JSON | String):
+        return "text"
+    if isinstance(column_type, Boolean):
+        return "bool"
+    if isinstance(column_type, BigInteger):
+        return "int8"
+    if isinstance(column_type, Integer):
+        return "int4"
+    if isinstance(column_type, DateTime):
+        return "timestamptz" if column_type.timezone else "timestamp"
+    raise TypeError(f"no binary COPY for a column of type {column_type!r}")
