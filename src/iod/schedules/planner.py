@@ -435,17 +435,17 @@ def _check_and_write(
             connection.changed = True
             bandwidth = format_bandwidth(item.mbps)
             effective = rfc3339(run_at)
-            subject = (row.customer_id, connection.id)
+            # `change_event`'s (the connection's customer) and the schedule's own.
             recorded.append(("bandwidth_change.scheduled", {
                 "connectionId": connection.id, "changeId": change_id, "bandwidth": bandwidth,
                 "revertOf": None, "effectiveDate": effective, "revertAt": None,
                 "revertChangeId": None,
-            }, *subject))  # fmt: skip
+            }, connection.customer_id, connection.id))  # fmt: skip
             recorded.append(("schedule.transition_planned", {
-                "connectionId": connection.id, "scheduleId": row.id, "changeId": change_id,
+                "connectionId": row.connection_id, "scheduleId": row.id, "changeId": change_id,
                 "bandwidth": bandwidth, "transitionAt": rfc3339(item.at),
                 "effectiveDate": effective,
-            }, *subject))  # fmt: skip
+            }, row.customer_id, row.connection_id))  # fmt: skip
         planned_until[row.id] = until
     _write(session, now, changes, jobs, transitions, connections, locations, planned_until)
     # The changes are the schedule's doing, not the caller's: the service's events (null
