@@ -2,8 +2,9 @@
 transitions as ordinary scheduled bandwidth changes (docs/schedules.md). Services flush;
 the caller's edge commits.
 
-Lock order, as everywhere: the connection's row first, then the schedule's, then (inside
-`connections.service.update_bandwidth`) the changes and the location.
+Lock order, as everywhere: the connection's row first, then the schedule's, then the
+changes and the location (planning: `planner.plan_batch`, connections and schedules of a
+batch each in id order, its locations last).
 """
 
 from __future__ import annotations
