@@ -3,8 +3,12 @@
 Seeds N active connections, each with a schedule (weekdays 08:00-18:00 1 Gbps in one of
 three zones, 100 Mbps otherwise, a lunch-time rule on MO/WE/FR), never planned, with bulk
 INSERTs; then times `schedules.service.plan_due` batch after batch (as the periodic task and
-its follow-up jobs do, one after the other: one worker) until nothing is due. Every
-transition goes through `connections.service.update_bandwidth`, as the planner's do.
+its follow-up jobs do, one after the other: one worker) until nothing is due. The planner
+is set-based (`schedules.planner`): a batch's transitions are evaluated in Python, checked
+by `update_bandwidth`'s rules in memory and written with a few multi-row statements (COPY).
+
+Schedules of equal content over the same window are evaluated once per batch; `--distinct`
+gives every schedule its own office-hours start (08:MM:SS), so none is shared.
 
 THE DATABASE IS WIPED (schema dropped): give one of your own.
 
@@ -46,11 +50,18 @@ RULES = [
 ]  # fmt: skip
 
 
+def _rules(index: int) -> list[dict[str, object]]:
+    """RULES with an office-hours start of its own (08:MM:SS) for each index below 10,800."""
+    office = {**RULES[0], "start": f"08:{index // 3 // 60 % 60:02d}:{index // 3 % 60:02d}"}
+    return [office, RULES[1]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--url", default=os.environ.get("IOD_BENCH_SCHEDULES_DATABASE_URL"))
     parser.add_argument("-n", type=int, default=1000, help="connections (one schedule each)")
     parser.add_argument("--batch", type=int, default=500, help="schedules per planner job")
+    parser.add_argument("--distinct", action="store_true", help="no two schedules alike")
     args = parser.parse_args()
     if not args.url or not args.url.startswith("postgresql"):
         sys.exit("--url (or IOD_BENCH_SCHEDULES_DATABASE_URL): a PostgreSQL database to wipe")
@@ -92,7 +103,8 @@ def main() -> None:
         ]  # fmt: skip
         schedules = [
             {"id": new_id("sch"), "customer_id": customer.id, "connection_id": c["id"],
-             "time_zone": ZONES[i % 3], "default_mbps": 100, "rules": RULES, "exceptions": [],
+             "time_zone": ZONES[i % 3], "default_mbps": 100,
+             "rules": _rules(first + i) if args.distinct else RULES, "exceptions": [],
              "paused": False, "anchor": "2030-01-01", "version": 1, "planned_until": None,
              "created_by": client.client_id, "created_at": now, "updated_at": now}
             for i, c in enumerate(conns)

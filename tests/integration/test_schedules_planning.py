@@ -16,7 +16,7 @@ from iod.connections.schemas import ConnectionRequest
 from iod.domain import schedules as calendar
 from iod.infra.clock import FrozenClock
 from iod.models import BandwidthChange, ScheduleTransition
-from iod.schedules import service
+from iod.schedules import planner, service
 from iod.schedules.schemas import ScheduleRequest
 from tests.conftest import Tenant, run_jobs
 
@@ -115,20 +115,21 @@ def test_a_planner_that_dies_mid_transaction_leaves_nothing_half_done(
     created_until = clock.now() + PLANNING.horizon
     before = len(_planned(services))
     clock.advance(timedelta(hours=30))
-    real = service._plan_one
+    real = planner._sync
     calls = {"n": 0}
 
-    def dying(*args: object, **kwargs: object) -> int:
+    def dying(*args: object, **kwargs: object) -> None:
+        # The batch's rows are written (changes, jobs, transitions, counters); then the
+        # process dies: its transaction never commits.
         calls["n"] += 1
-        if calls["n"] == 5:
-            raise SystemExit("killed")  # the process dies: its transaction never commits
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+        raise SystemExit("killed")
 
-    monkeypatch.setattr(service, "_plan_one", dying)
+    monkeypatch.setattr(planner, "_sync", dying)
     with pytest.raises(SystemExit), services.db.write() as session:
         service.plan_due(session, clock, POLICY, PLANNING)
+    assert calls["n"] == 1
     assert len(_planned(services)) == before  # nothing of the dead transaction is left
-    monkeypatch.setattr(service, "_plan_one", real)
+    monkeypatch.setattr(planner, "_sync", real)
     after = None
     while True:  # the job runs again (its lease ran out)
         with services.db.write() as session:

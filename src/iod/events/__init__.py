@@ -20,7 +20,7 @@ from typing import Any, cast
 from sqlalchemy import Integer, Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from iod.infra.db import insert_new, uow
+from iod.infra.db import bulk, insert_new, uow
 from iod.models import Event, EventStream
 
 # Names in use, for documentation and a guard against typos (docs/events.md).
@@ -148,8 +148,12 @@ def _write(session: Session, pending: list[Any]) -> None:
         ]
     # A Core INSERT on the table, on the transaction's connection (one statement, many rows;
     # not the ORM's bulk INSERT, whose bookkeeping costs more than the statement): the rows
-    # are never read back here.
-    session.connection().execute(_INSERT_EVENTS, [vars(row) for row in rows])
+    # are never read back here. Many rows (a schedule planner's batch) are a COPY on
+    # PostgreSQL (`bulk.insert_rows`).
+    if len(rows) < bulk.COPY_FROM:
+        session.connection().execute(_INSERT_EVENTS, [vars(row) for row in rows])
+    else:
+        bulk.insert_rows(session, _events, [vars(row) for row in rows])
     for subscriber in _subscribers:
         subscriber(session, rows)
     uow.wake(session, "events")

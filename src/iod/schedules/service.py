@@ -2,8 +2,9 @@
 transitions as ordinary scheduled bandwidth changes (docs/schedules.md). Services flush;
 the caller's edge commits.
 
-Lock order, as everywhere: the connection's row first, then the schedule's, then (inside
-`connections.service.update_bandwidth`) the changes and the location.
+Lock order, as everywhere: the connection's row first, then the schedule's, then the
+changes and the location (planning: `planner.plan_batch`, connections and schedules of a
+batch each in id order, its locations last).
 """
 
 from __future__ import annotations
@@ -18,29 +19,24 @@ from sqlalchemy.orm import Session
 from iod import events
 from iod.auth.tokens import Principal
 from iod.connections import capacity
-from iod.connections import repository as connections_repository
 from iod.connections import service as connections
 from iod.connections.lifecycle import change_event, target_of
-from iod.connections.schemas import BandwidthUpdate
 from iod.domain import schedules as calendar
 from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
 from iod.domain.status import ChangeStatus, ConnectionStatus, accepts_changes
 from iod.domain.tiers import is_offered
-from iod.infra.clock import Clock, as_utc, rfc3339
-from iod.infra.db import insert_new
+from iod.infra.clock import Clock, as_utc
 from iod.infra.errors import (
-    CapacityExceeded,
     FieldError,
     InvalidState,
     NotFound,
     ScheduleExists,
-    TooManyPendingChanges,
     ValidationFailed,
 )
 from iod.infra.ids import looks_like_id, new_id
 from iod.locations import repository as locations
-from iod.models import Connection, Location, Schedule, ScheduleTransition
-from iod.schedules import repository
+from iod.models import Connection, Location, Schedule
+from iod.schedules import planner, repository
 from iod.schedules.schemas import (
     PreviewTransition,
     ScheduleException,
@@ -74,23 +70,8 @@ class Planning:
 
 
 def spec_of(schedule: Schedule) -> calendar.Spec:
-    return calendar.Spec(
-        zone=calendar.zone(schedule.time_zone),
-        default_mbps=schedule.default_mbps,
-        rules=tuple(
-            calendar.Rule(
-                r["mbps"],
-                calendar.parse_time(r["start"]),
-                calendar.parse_time(r["end"], end=True),
-                r["recurrence"],
-            )
-            for r in schedule.rules
-        ),
-        anchor=date.fromisoformat(schedule.anchor),
-        exceptions={date.fromisoformat(e["date"]): e.get("mbps") for e in schedule.exceptions},
-        valid_from=as_utc(schedule.valid_from) if schedule.valid_from else None,
-        valid_until=as_utc(schedule.valid_until) if schedule.valid_until else None,
-    )
+    """The schedule's content as the calendar evaluates it (built once per content)."""
+    return planner.spec_of_key(planner.spec_key(schedule))
 
 
 def to_schema(schedule: Schedule) -> ScheduleOut:
@@ -394,6 +375,10 @@ def _withdraw(
 # --- planning ------------------------------------------------------------------------------
 
 
+def _limits(policy: connections.Policy) -> planner.Limits:
+    return planner.Limits(policy.max_attempts, policy.max_schedule_days, policy.max_pending_changes)
+
+
 def plan(
     session: Session,
     clock: Clock,
@@ -409,103 +394,14 @@ def plan(
 
     `initial` (create, edit, resume): the bandwidth it asks for now is applied now. A
     planner that missed transitions (workers down) applies the last one missed, now.
-    Each transition is a `schedule_transitions` row inserted with ON CONFLICT DO NOTHING:
-    one already there (another worker, a rerun) is skipped, so each is planned once."""
-    now = clock.now()
-    until = now + planning.horizon
-    spec = spec_of(schedule)
-    begin = as_utc(schedule.planned_until) if schedule.planned_until is not None else None
-    due: list[tuple[datetime, datetime, int]] = []  # (transition instant, effective, mbps)
-    if initial or begin is None:
-        current = calendar.value_at(spec, now)
-        if current is not None:
-            due.append((now, now, current))
-        begin = now
-    elif begin < now:
-        missed = calendar.last_transition(spec, begin, now)
-        if missed is not None:
-            due.append((missed.at, now, missed.mbps))
-        begin = now
-    if begin < until:
-        _, found = calendar.transitions(spec, begin, until)
-        due += [(t.at, t.at, t.mbps) for t in found]
-    planned = 0
-    # The changes are the schedule's doing, not the caller's: the client's request is the
-    # schedule's own event (audited once), its transitions are the service's (not audited).
-    caller = events.current_actor(session)
-    events.act_as(session, None)
-    try:
-        for at, effective, mbps in due:
-            planned += _plan_one(session, clock, policy, schedule, at, effective, mbps, now)
-    finally:
-        events.act_as(session, caller)
-    schedule.planned_until = max(until, begin)
+    Each transition is a `schedule_transitions` row, written with its change: one already
+    there (another worker, a rerun) is skipped, so each is planned once
+    (`planner.plan_batch`, a batch of one)."""
+    planned, _ = planner.plan_batch(
+        session, clock.now(), _limits(policy), planning.horizon, [schedule.id],
+        [schedule.connection_id], initial=initial,
+    )  # fmt: skip
     return planned
-
-
-def _plan_one(
-    session: Session,
-    clock: Clock,
-    policy: connections.Policy,
-    schedule: Schedule,
-    at: datetime,
-    effective: datetime,
-    mbps: int,
-    now: datetime,
-) -> int:
-    """One transition: the change, then its `schedule_transitions` row (ON CONFLICT DO
-    NOTHING) in one savepoint; a row already there (another worker, a rerun) undoes it."""
-    row: dict[str, Any] = {
-        "schedule_id": schedule.id,
-        "at": at,
-        "mbps": mbps,
-        "outcome": "planned",
-        "change_id": None,
-        "detail": None,
-        "created_at": now,
-    }
-    # The schedule acts for the client that made it; the change is ordinary in every way.
-    principal = Principal(
-        client_id=schedule.created_by,
-        customer_id=schedule.customer_id,
-        scopes=frozenset({"write"}),
-        expires_at=0,
-    )
-    body = BandwidthUpdate.model_validate(
-        {"bandwidth": format_bandwidth(mbps), "effectiveDate": rfc3339(effective)}
-    )
-    savepoint = session.begin_nested()
-    try:
-        _, change, _, _ = connections.update_bandwidth(
-            session, clock, principal, schedule.connection_id, body, policy, always=True
-        )
-    except (CapacityExceeded, InvalidState, TooManyPendingChanges, ValidationFailed) as exc:
-        savepoint.rollback()
-        # Not retried: a transition that cannot be planned is skipped, and says why.
-        row.update(outcome="refused", detail=exc.detail[:500])
-        insert_new(session, ScheduleTransition.__table__, row)
-        return 0
-    assert change is not None  # `always`: a change is recorded
-    row["change_id"] = change.id
-    if not insert_new(session, ScheduleTransition.__table__, row):
-        savepoint.rollback()  # planned already (another worker, or this job before a crash)
-        return 0
-    savepoint.commit()
-    repository.mark_change(session, change.id, schedule.id)
-    events.record(
-        session,
-        "schedule.transition_planned",
-        customer_id=schedule.customer_id,
-        subject_id=schedule.connection_id,
-        at=now,
-        connectionId=schedule.connection_id,
-        scheduleId=schedule.id,
-        changeId=change.id,
-        bandwidth=format_bandwidth(mbps),
-        transitionAt=rfc3339(at),
-        effectiveDate=rfc3339(change.effective_at),
-    )
-    return 1
 
 
 def plan_due(
@@ -515,26 +411,16 @@ def plan_due(
     planning: Planning,
     after_id: str | None = None,
 ) -> tuple[int, str | None]:
-    """Plans up to `planning.batch` schedules that need it (the periodic task); returns how
-    many transitions it planned and the last schedule id when there may be more."""
+    """Plans up to `planning.batch` schedules that need it (the periodic task) at once
+    (`planner.plan_batch`); returns how many transitions it planned and the last schedule id
+    when there may be more."""
     now = clock.now()
     before = now + planning.horizon - planning.margin
     batch = repository.due_for_planning(session, before, after_id, planning.batch)
-    planned = 0
-    for schedule_id, connection_id in batch:
-        connection = connections_repository.get_for_update(session, connection_id)
-        schedule = repository.get_locked(session, schedule_id)
-        if (
-            connection is None
-            or schedule is None
-            or schedule.paused
-            or connection.status == ConnectionStatus.TERMINATED.value
-        ):
-            continue
-        if schedule.planned_until is not None and as_utc(schedule.planned_until) >= before:
-            continue  # planned meanwhile (an edit)
-        planned += plan(session, clock, policy, planning, schedule)
-    session.flush()
+    planned, _ = planner.plan_batch(
+        session, now, _limits(policy), planning.horizon, [s for s, _ in batch],
+        [c for _, c in batch], before=before,
+    )  # fmt: skip
     last = batch[-1][0] if len(batch) == planning.batch else None
     return planned, last
 
