@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +55,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _profiled(folder: Path | None, n: int) -> list[str]:
+    if folder is None:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    spy = str(Path(sys.executable).parent / "py-spy")
+    return [spy, "record", "--gil", "--format", "raw", "-o", str(folder / f"worker-{n}.txt"), "--"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
@@ -62,6 +71,9 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64, help="IOD_WORKER_BATCH_SIZE")
+    parser.add_argument(
+        "--profile", type=Path, help="a folder: each worker under py-spy (--gil), raw stacks"
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="iod-bench-webhooks-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOD_")}
@@ -101,6 +113,7 @@ def main() -> None:
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        from iod.audit.service import operator
         from iod.auth.tokens import Principal
         from iod.webhooks import service
         from iod.webhooks.schemas import WebhookEndpointRequest
@@ -118,6 +131,7 @@ def main() -> None:
                 principal,
                 WebhookEndpointRequest(url=f"http://127.0.0.1:{port}/hook"),
                 service.Limits.of(settings, None),
+                actor=operator(),
             )
         started = time.perf_counter()
         for first in range(0, args.n, 500):
@@ -130,9 +144,12 @@ def main() -> None:
         committed = time.perf_counter() - started
         workers = [
             subprocess.Popen(
-                [*iod, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                [*_profiled(args.profile, n), *iod, "worker"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
-            for _ in range(args.workers)
+            for n in range(args.workers)
         ]
         done = 0
         deadline = time.perf_counter() + 600
@@ -163,7 +180,8 @@ def main() -> None:
         )
     finally:
         for worker in workers:
-            worker.terminate()
+            # py-spy writes its stacks on SIGINT (and stops the worker with it)
+            worker.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
         for worker in workers:
             worker.wait(30)
         receiver.terminate()
