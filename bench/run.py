@@ -42,6 +42,7 @@ from profile_summary import summarise
 from seed import Seeded, seed
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
+from webhooks import run as run_webhooks
 
 from iod.infra.db import Base, make_engine
 from iod.models import Connection
@@ -57,6 +58,9 @@ PAGE = 100
 PREFIX = "/internet-on-demand/connections"
 ROWS = ("get", "list", "list-latency", "token", "create", "bandwidth")
 WRITE_ROWS = {"create": "POST …/connections", "bandwidth": "PUT …/{id}/bandwidth"}
+# Rows measured by their own script rather than wrk: PostgreSQL only.
+OWN_ROWS = ("webhooks",)
+WEBHOOK_GOAL = 1000.0  # deliveries/s, issue 16
 
 
 # --- the machine and the versions ---------------------------------------------------------
@@ -289,9 +293,14 @@ class Row:
     # Write rows: requests/s over the durable-write baseline's of the same kind, database and
     # run (bench/baseline_writes.py); None where there is none.
     write_ratio: float | None = None
+    # A row measured by its own script (OWN_ROWS): its rate per second, and the goal's.
+    rate: float | None = None
+    goal_ratio: float | None = None
 
     @property
     def rps(self) -> float:
+        if self.rate is not None:
+            return self.rate
         if not self.result:
             return 0.0
         return float(self.result["requests"]) / (float(self.result["duration_us"]) / 1e6)
@@ -867,7 +876,11 @@ def render(
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for row in rows:
-        if row.result is None:
+        if row.rate is not None:
+            ratio = f"{row.goal_ratio:.3f} of the goal" if row.goal_ratio is not None else ""
+            cells = [row.name, row.database, row.processes, f"{row.rate:,.0f}", "", "",
+                     ratio, "", "", row.note, "0"]  # fmt: skip
+        elif row.result is None:
             cells = [row.name, row.database, row.processes, row.note or "not run",
                      *[""] * 7]  # fmt: skip
         else:
@@ -897,6 +910,30 @@ def render(
     return "\n".join(lines)
 
 
+def webhooks_row(pg_url: str, quick: bool, log: Callable[[str], None]) -> Row:
+    """Webhook deliveries per second to a local receiver, two `iod worker` on PostgreSQL
+    (bench/webhooks.py, on a database of its own, `<database>_webhooks`, wiped)."""
+    parsed = make_url(pg_url)
+    url = parsed.set(database=f"{parsed.database}_webhooks").render_as_string(hide_password=False)
+    n = 1000 if quick else 5000
+    row = Row(f"webhook deliveries/s to a local receiver ({n:,} events, one endpoint; "
+              f"goal ≥ {WEBHOOK_GOAL:,.0f}/s)", "PostgreSQL", "2 `iod worker`")  # fmt: skip
+    problem = prepare_postgres(url)
+    if problem:
+        row.note = f"skipped: {problem}"
+        return row
+    log(f"webhooks: {n:,} deliveries, 2 workers ({make_url(url).database})")
+    result = run_webhooks(url, n, workers=2)
+    if result.delivered < n:
+        row.note = f"only {result.delivered:,} of {n:,} delivered within 600 s"
+        return row
+    row.rate = result.per_second
+    row.goal_ratio = result.per_second / WEBHOOK_GOAL
+    row.note = f"load average {result.loadavg:.1f} at the end"
+    log(f"  {result.per_second:,.0f} deliveries/s")
+    return row
+
+
 @contextlib.contextmanager
 def workdir(keep: bool) -> Iterator[Path]:
     if keep:
@@ -918,8 +955,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
     parser.add_argument(
         "--rows",
-        default=",".join(ROWS),
-        help=f"which rows, of {','.join(ROWS)} (the baseline always runs)",
+        default=",".join(ROWS + OWN_ROWS),
+        help=f"which rows, of {','.join(ROWS + OWN_ROWS)} (the baseline always runs; "
+        "webhooks: PostgreSQL only)",
     )
     parser.add_argument("--databases", default="sqlite,postgres",
                         help="sqlite, postgres or both (default)")  # fmt: skip
@@ -966,13 +1004,16 @@ def main() -> int:
     paginated = list_has_limit()
     workers = serve_supports_workers()
     chosen = [key for key in ROWS if key in args.rows.split(",")]
+    own = [key for key in OWN_ROWS if key in args.rows.split(",")]
     databases = args.databases.split(",")
-    if not chosen or not set(databases) <= {"sqlite", "postgres"}:
-        parser.error(f"--rows takes some of {','.join(ROWS)}; --databases sqlite and/or postgres")
+    if not (chosen or own) or not set(databases) <= {"sqlite", "postgres"}:
+        parser.error(
+            f"--rows takes some of {','.join(ROWS + OWN_ROWS)}; --databases sqlite and/or postgres"
+        )
     targets = []
-    if "sqlite" in databases:
+    if "sqlite" in databases and chosen:
         targets.append(Target("sqlite", 1, rows=chosen))
-    if "postgres" in databases:
+    if "postgres" in databases and chosen:
         # Quick: one PostgreSQL row; the rows of each kind ran on SQLite.
         quick_pg = ["get"] if "get" in chosen else chosen[:1]
         targets.append(Target("postgres", 1, pg_url, rows=quick_pg if args.quick else chosen))
@@ -1035,6 +1076,8 @@ def main() -> int:
                 separate_worker=args.separate_worker,
                 no_worker=args.no_worker,
             )
+        if "webhooks" in own and "postgres" in databases:
+            rows.append(webhooks_row(pg_url, args.quick, log))
         if "postgres" in databases:
             with contextlib.suppress(Exception):
                 vers["postgresql"] = postgres_version(pg_url)
