@@ -261,14 +261,35 @@ def rotate_secret(
     return endpoint, secret
 
 
-def signing_secrets(
-    endpoint: WebhookEndpoint, now: datetime, key_encryption_key: bytes | None
-) -> list[str]:
-    """The secrets that sign now: the current one, and the previous one in its grace."""
-    found = [keys.open_secret(endpoint.secret, key_encryption_key, endpoint.id)]
-    until = endpoint.previous_secret_until
-    if endpoint.previous_secret is not None and until is not None and until > now:
-        found.append(keys.open_secret(endpoint.previous_secret, key_encryption_key, endpoint.id))
+# Opened secrets (decrypted, base64 decoded) by endpoint and stored text: a worker signs
+# many deliveries of few endpoints, and opening an encrypted one costs an HKDF and an AES-GCM.
+_opened: dict[tuple[str, str, bytes | None], bytes] = {}
+_OPENED_MAX = 4096
+
+
+def _open_key(endpoint_id: str, stored: str, key_encryption_key: bytes | None) -> bytes:
+    cache_key = (endpoint_id, stored, key_encryption_key)
+    key = _opened.get(cache_key)
+    if key is None:
+        key = signing.secret_bytes(keys.open_secret(stored, key_encryption_key, endpoint_id))
+        if len(_opened) >= _OPENED_MAX:
+            _opened.clear()
+        _opened[cache_key] = key
+    return key
+
+
+def signing_keys(
+    endpoint_id: str,
+    secret: str,
+    previous_secret: str | None,
+    previous_until: datetime | None,
+    now: datetime,
+    key_encryption_key: bytes | None,
+) -> list[bytes]:
+    """The keys that sign now: the current secret's, and the previous one's in its grace."""
+    found = [_open_key(endpoint_id, secret, key_encryption_key)]
+    if previous_secret is not None and previous_until is not None and previous_until > now:
+        found.append(_open_key(endpoint_id, previous_secret, key_encryption_key))
     return found
 
 
