@@ -14,6 +14,7 @@ resolved, checked against the allow list, POSTed on a kept-alive connection and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -56,6 +57,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _cpu_seconds(processes: list[subprocess.Popen[bytes]]) -> float:
+    """User + system CPU of the processes and their children (py-spy's worker)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [p.pid for p in processes]
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            pids += [int(c) for c in children if int(c) not in pids]
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def _profiled(folder: Path | None, n: int) -> list[str]:
     if folder is None:
         return []
@@ -71,6 +88,9 @@ class Result:
     seconds: float  # first attempt to last
     committed_seconds: float  # the events and their deliveries, before the workers start
     loadavg: float  # 1-minute load average at the end
+    # The workers' CPU (user + system) per delivery, from the first delivery seen done to
+    # the last (their start-up excluded): steadier than deliveries/s on a busy machine.
+    worker_cpu_ms: float = 0.0
 
     @property
     def per_second(self) -> float:
@@ -171,6 +191,7 @@ def _run(
             for i in range(workers_wanted)
         ]
         done = 0
+        first: tuple[int, float] | None = None  # deliveries done, workers' CPU seconds
         deadline = time.perf_counter() + 600
         while time.perf_counter() < deadline:
             with db.read() as session:
@@ -182,15 +203,20 @@ def _run(
                     )
                     or 0
                 )
+            if first is None and done > 0:
+                first = (done, _cpu_seconds(workers))
             if done >= n:
                 break
             time.sleep(0.2)
+        cpu_ms = 0.0
+        if first is not None and done > first[0]:
+            cpu_ms = (_cpu_seconds(workers) - first[1]) * 1000 / (done - first[0])
         with db.read() as session:
             first_at, last_at = session.execute(
                 select(func.min(WebhookAttempt.at), func.max(WebhookAttempt.at))
             ).one()
         took = (last_at - first_at).total_seconds() if first_at is not None else 0.0
-        return Result(done, n, took, committed, os.getloadavg()[0])
+        return Result(done, n, took, committed, os.getloadavg()[0], cpu_ms)
     finally:
         for worker in workers:
             # py-spy writes its stacks on SIGINT (and stops the worker with it)
@@ -222,6 +248,7 @@ def main() -> None:
         f"{result.seconds:.2f} s (first to last attempt) = {result.per_second:,.0f} "
         f"deliveries/s; the {args.n} events and their deliveries committed in "
         f"{result.committed_seconds:.2f} s ({args.n / result.committed_seconds:,.0f}/s); "
+        f"workers' CPU {result.worker_cpu_ms:.2f} ms/delivery; "
         f"load average {result.loadavg:.1f}"
     )
 
