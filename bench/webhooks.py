@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from iod import events, features
 from iod.infra.clock import SystemClock
@@ -91,6 +92,8 @@ class Result:
     # The workers' CPU (user + system) per delivery, from the first delivery seen done to
     # the last (their start-up excluded): steadier than deliveries/s on a busy machine.
     worker_cpu_ms: float = 0.0
+    # The same for the PostgreSQL backends of the database (the workers', the bench's).
+    postgres_cpu_ms: float = 0.0
 
     @property
     def per_second(self) -> float:
@@ -191,7 +194,11 @@ def _run(
             for i in range(workers_wanted)
         ]
         done = 0
-        first: tuple[int, float] | None = None  # deliveries done, workers' CPU seconds
+        from run import postgres_cpu_between, postgres_cpu_ticks
+
+        database = make_url(database_url).database
+        # deliveries done, workers' CPU seconds, PostgreSQL's CPU ticks by backend
+        first: tuple[int, float, dict[int, int]] | None = None
         deadline = time.perf_counter() + 600
         while time.perf_counter() < deadline:
             with db.read() as session:
@@ -204,19 +211,21 @@ def _run(
                     or 0
                 )
             if first is None and done > 0:
-                first = (done, _cpu_seconds(workers))
+                first = (done, _cpu_seconds(workers), postgres_cpu_ticks(database))
             if done >= n:
                 break
             time.sleep(0.2)
-        cpu_ms = 0.0
+        cpu_ms = pg_ms = 0.0
         if first is not None and done > first[0]:
             cpu_ms = (_cpu_seconds(workers) - first[1]) * 1000 / (done - first[0])
+            pg_seconds = postgres_cpu_between(first[2], postgres_cpu_ticks(database))
+            pg_ms = pg_seconds * 1000 / (done - first[0])
         with db.read() as session:
             first_at, last_at = session.execute(
                 select(func.min(WebhookAttempt.at), func.max(WebhookAttempt.at))
             ).one()
         took = (last_at - first_at).total_seconds() if first_at is not None else 0.0
-        return Result(done, n, took, committed, os.getloadavg()[0], cpu_ms)
+        return Result(done, n, took, committed, os.getloadavg()[0], cpu_ms, pg_ms)
     finally:
         for worker in workers:
             # py-spy writes its stacks on SIGINT (and stops the worker with it)
@@ -248,7 +257,8 @@ def main() -> None:
         f"{result.seconds:.2f} s (first to last attempt) = {result.per_second:,.0f} "
         f"deliveries/s; the {args.n} events and their deliveries committed in "
         f"{result.committed_seconds:.2f} s ({args.n / result.committed_seconds:,.0f}/s); "
-        f"workers' CPU {result.worker_cpu_ms:.2f} ms/delivery; "
+        f"CPU per delivery: workers {result.worker_cpu_ms:.2f} ms, "
+        f"PostgreSQL {result.postgres_cpu_ms:.2f} ms; "
         f"load average {result.loadavg:.1f}"
     )
 

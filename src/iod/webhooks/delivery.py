@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from iod import events
@@ -456,7 +457,33 @@ def _record_batch(
     conn = session.connection()
     if attempts:
         conn.execute(repository.INSERT_ATTEMPTS, attempts)
-    # A superseded job's attempt leaves the delivery's schedule (next_attempt_at) as it is.
+    if changed:
+        _update_deliveries(conn, changed, scheduled, now)
+    for endpoint_id in sorted(recovered):
+        conn.execute(repository.NOT_FAILING, {"b_id": endpoint_id})
+    for endpoint_id in sorted(failing):
+        conn.execute(repository.FAILING_SINCE, {"b_id": endpoint_id, "b_at": now})
+
+
+def _update_deliveries(
+    conn: Connection,
+    changed: dict[str, dict[str, Any]],
+    scheduled: dict[str, datetime | None],
+    now: datetime,
+) -> None:
+    """The deliveries' new state; a superseded job's attempt (not in `scheduled`) leaves
+    the delivery's schedule (next_attempt_at) as it is."""
+    if conn.dialect.name == "postgresql":
+        rows = list(changed.values())
+        conn.execute(repository.UPDATE_DELIVERIES_ARRAYS, {
+            "ids": [r["b_id"] for r in rows], "attempts": [r["b_attempts"] for r in rows],
+            "statuses": [r["b_status"] for r in rows],
+            "codes": [r["b_last_status_code"] for r in rows],
+            "errors": [r["b_last_error"] for r in rows],
+            "nexts": [scheduled.get(r["b_id"]) for r in rows],
+            "keeps": [r["b_id"] not in scheduled for r in rows], "at": now,
+        })  # fmt: skip
+        return
     rescheduled = [row | {"b_next_attempt_at": scheduled[key]}
                    for key, row in changed.items() if key in scheduled]  # fmt: skip
     if rescheduled:
@@ -464,10 +491,6 @@ def _record_batch(
     kept = [row for key, row in changed.items() if key not in scheduled]
     if kept:
         conn.execute(repository.UPDATE_DELIVERIES_KEEPING_SCHEDULE, kept)
-    for endpoint_id in sorted(recovered):
-        conn.execute(repository.NOT_FAILING, {"b_id": endpoint_id})
-    for endpoint_id in sorted(failing):
-        conn.execute(repository.FAILING_SINCE, {"b_id": endpoint_id, "b_at": now})
 
 
 def _after_failure(

@@ -15,6 +15,7 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Session
@@ -242,6 +243,21 @@ def _update_deliveries(*columns: str) -> Update:
 _RECORDED = ("attempts", "status", "last_status_code", "last_error", "updated_at")
 UPDATE_DELIVERIES = _update_deliveries(*_RECORDED, "next_attempt_at")
 UPDATE_DELIVERIES_KEEPING_SCHEDULE = _update_deliveries(*_RECORDED)
+# PostgreSQL: the batch's deliveries in one statement (arrays, unnest), not one UPDATE each;
+# `keeps` marks a superseded job's attempt, which leaves next_attempt_at as it is.
+UPDATE_DELIVERIES_ARRAYS = text(
+    """
+    UPDATE webhook_deliveries AS d
+    SET attempts = v.attempts, status = v.status, last_status_code = v.code,
+        last_error = v.error, updated_at = :at,
+        next_attempt_at = CASE WHEN v.keep THEN d.next_attempt_at ELSE v.next END
+    FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS integer[]), CAST(:statuses AS text[]),
+                CAST(:codes AS integer[]), CAST(:errors AS text[]),
+                CAST(:nexts AS timestamptz[]), CAST(:keeps AS boolean[]))
+         AS v(id, attempts, status, code, error, next, keep)
+    WHERE d.id = v.id
+    """
+)
 # The endpoint's changes are conditional: another worker may change it meanwhile (KEY
 # SHARE does not keep it from updating failing_since or disabling it), so each says only
 # what this batch saw happen, and a disabling that returns no row was someone else's.
