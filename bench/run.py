@@ -296,6 +296,8 @@ class Row:
     # A row measured by its own script (OWN_ROWS): its rate per second, and the goal's.
     rate: float | None = None
     goal_ratio: float | None = None
+    # ... and the CPU its processes spent per unit (the workers' ms per delivery).
+    rate_cpu_ms: float | None = None
 
     @property
     def rps(self) -> float:
@@ -878,8 +880,9 @@ def render(
     for row in rows:
         if row.rate is not None:
             ratio = f"{row.goal_ratio:.3f} of the goal" if row.goal_ratio is not None else ""
+            cpu = f"{row.rate_cpu_ms:.3f}" if row.rate_cpu_ms is not None else ""
             cells = [row.name, row.database, row.processes, f"{row.rate:,.0f}", "", "",
-                     ratio, "", "", row.note, "0"]  # fmt: skip
+                     ratio, "", cpu, row.note, "0"]  # fmt: skip
         elif row.result is None:
             cells = [row.name, row.database, row.processes, row.note or "not run",
                      *[""] * 7]  # fmt: skip
@@ -929,7 +932,11 @@ def webhooks_row(pg_url: str, quick: bool, log: Callable[[str], None]) -> Row:
         return row
     row.rate = result.per_second
     row.goal_ratio = result.per_second / WEBHOOK_GOAL
-    row.note = f"load average {result.loadavg:.1f} at the end"
+    row.rate_cpu_ms = result.worker_cpu_ms
+    row.note = (
+        f"workers' CPU per delivery; PostgreSQL {result.postgres_cpu_ms:.2f} ms per delivery; "
+        f"load average {result.loadavg:.1f} at the end"
+    )
     log(f"  {result.per_second:,.0f} deliveries/s")
     return row
 
