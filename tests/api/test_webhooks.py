@@ -367,3 +367,44 @@ def test_endpoint_changes_are_audited_without_secrets(
     )
     assert retry == {"deliveryId": delivery["id"], "eventType": "connection.ordered"}
     assert delete == {"url": receiver.url}
+
+
+def test_a_retry_during_an_attempt_keeps_its_schedule_and_counts_both(
+    api: TestClient, headers: dict[str, str], services: Services, receiver: Receiver
+) -> None:
+    """A manual retry while a batch's attempt is in flight: the older job's attempt is
+    recorded (attempt 1) but leaves the delivery pending on the retry's schedule; the retry's
+    job then sends it again, same webhook-id (attempt 2)."""
+    import threading
+
+    hook = create_hook(api, headers, receiver.url, eventTypes=["connection.ordered"])
+    receiver.hold = True
+    order(api, headers)
+    worker = services.worker()
+    running = threading.Thread(target=worker.run_once)
+    running.start()
+    try:
+        (first,) = receiver.wait_for(1, timeout=60)
+        (pending,) = api.get(f"{HOOKS}/{hook['id']}/deliveries", headers=headers).json()[
+            "deliveries"
+        ]
+        retried = api.post(
+            f"{HOOKS}/{hook['id']}/deliveries/{pending['id']}/retry", headers=headers
+        )
+        assert retried.status_code == 202, retried.text
+    finally:
+        receiver.release.set()
+        running.join(60)
+    assert not running.is_alive()
+    receiver.hold = False
+    (after_first,) = api.get(f"{HOOKS}/{hook['id']}/deliveries", headers=headers).json()[
+        "deliveries"
+    ]
+    assert after_first["status"] == "pending" and after_first["attemptCount"] == 1
+    assert after_first["nextAttemptAt"] == retried.json()["nextAttemptAt"]
+    run_jobs(services)
+    second = receiver.wait_for(2, timeout=60)[1]
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == pending["id"]
+    (done,) = api.get(f"{HOOKS}/{hook['id']}/deliveries", headers=headers).json()["deliveries"]
+    assert done["status"] == "succeeded" and done["attemptCount"] == 2
+    assert [a["number"] for a in done["attempts"]] == [1, 2]
