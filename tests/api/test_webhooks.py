@@ -408,3 +408,29 @@ def test_a_retry_during_an_attempt_keeps_its_schedule_and_counts_both(
     (done,) = api.get(f"{HOOKS}/{hook['id']}/deliveries", headers=headers).json()["deliveries"]
     assert done["status"] == "succeeded" and done["attemptCount"] == 2
     assert [a["number"] for a in done["attempts"]] == [1, 2]
+
+
+def test_an_endpoint_deleted_during_an_attempt_leaves_nothing_behind(
+    api: TestClient, headers: dict[str, str], services: Services, receiver: Receiver
+) -> None:
+    import threading
+
+    from iod.models import WebhookAttempt
+
+    hook = create_hook(api, headers, receiver.url, eventTypes=["connection.ordered"])
+    receiver.hold = True
+    order(api, headers)
+    running = threading.Thread(target=services.worker().run_once)
+    running.start()
+    try:
+        receiver.wait_for(1, timeout=60)
+        assert api.delete(f"{HOOKS}/{hook['id']}", headers=headers).status_code == 204
+    finally:
+        receiver.release.set()
+        running.join(60)
+    assert not running.is_alive()
+    with services.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(WebhookAttempt)) == 0
+        assert session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
+        states = set(session.scalars(select(Job.state).where(Job.queue == "webhooks")))
+    assert states == {"done"}  # recorded as done: nothing left to send
