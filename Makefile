@@ -73,7 +73,8 @@ clean:
 
 ## Benchmark: the service against a bare Starlette baseline, measured with wrk on 127.0.0.1
 ## (docs/performance.md). bench: every row, under 10 minutes; bench-quick: one row of each
-## kind, about a minute. PostgreSQL: IOD_BENCH_DATABASE_URL, default the local iod_bench.
+## kind, about a minute. PostgreSQL: IOD_BENCH_DATABASE_URL, default the local iod_bench
+## (and <its name>_webhooks for the webhook deliveries row, wiped).
 ## Extra options: BENCH_ARGS="--profile /tmp/iod-profile --json /tmp/bench.json".
 .PHONY: bench bench-quick bench-wrk
 bench: $(STAMP) bench-wrk
@@ -138,7 +139,8 @@ test-faults: $(STAMP)
 	IOD_FAULTS_LONG=1 IOD_TEST_RESTART_POSTGRES=1 $(BIN)/pytest tests/faults -v -s -p no:randomly $(PYTEST_ARGS)
 
 ## Webhooks: deliveries per second to a local receiver, 2 workers on PostgreSQL
-## (bench/webhooks.py; IOD_BENCH_DATABASE_URL, default the local iod_bench, is wiped).
+## (bench/webhooks.py; IOD_BENCH_DATABASE_URL, default the local iod_bench, is wiped; also
+## a row of `make bench`). BENCH_ARGS="-n 2000 --profile DIR": py-spy stacks of each worker.
 .PHONY: bench-webhooks
 bench-webhooks: $(STAMP)
 	$(BIN)/python bench/webhooks.py $(BENCH_ARGS)

@@ -43,6 +43,7 @@ from profile_summary import summarise
 from seed import BULK_LOCATION, Seeded, seed
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
+from webhooks import run as run_webhooks
 
 from iod.infra.config import Settings
 from iod.infra.db import Base, make_engine
@@ -61,6 +62,9 @@ ROWS = ("get", "list", "list-latency", "token", "create", "bandwidth", "portal")
 PORTAL_CONNECTIONS = 10_000  # issue 18: the connections page of a customer with this many
 PORTAL_PAGE = 25
 WRITE_ROWS = {"create": "POST …/connections", "bandwidth": "PUT …/{id}/bandwidth"}
+# Rows measured by their own script rather than wrk: PostgreSQL only.
+OWN_ROWS = ("webhooks",)
+WEBHOOK_GOAL = 1000.0  # deliveries/s, issue 16
 
 
 # --- the machine and the versions ---------------------------------------------------------
@@ -293,9 +297,16 @@ class Row:
     # Write rows: requests/s over the durable-write baseline's of the same kind, database and
     # run (bench/baseline_writes.py); None where there is none.
     write_ratio: float | None = None
+    # A row measured by its own script (OWN_ROWS): its rate per second, and the goal's.
+    rate: float | None = None
+    goal_ratio: float | None = None
+    # ... and the CPU its processes spent per unit (the workers' ms per delivery).
+    rate_cpu_ms: float | None = None
 
     @property
     def rps(self) -> float:
+        if self.rate is not None:
+            return self.rate
         if not self.result:
             return 0.0
         return float(self.result["requests"]) / (float(self.result["duration_us"]) / 1e6)
@@ -902,7 +913,12 @@ def render(
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for row in rows:
-        if row.result is None:
+        if row.rate is not None:
+            ratio = f"{row.goal_ratio:.3f} of the goal" if row.goal_ratio is not None else ""
+            cpu = f"{row.rate_cpu_ms:.3f}" if row.rate_cpu_ms is not None else ""
+            cells = [row.name, row.database, row.processes, f"{row.rate:,.0f}", "", "",
+                     ratio, "", cpu, row.note, "0"]  # fmt: skip
+        elif row.result is None:
             cells = [row.name, row.database, row.processes, row.note or "not run",
                      *[""] * 7]  # fmt: skip
         else:
@@ -932,6 +948,34 @@ def render(
     return "\n".join(lines)
 
 
+def webhooks_row(pg_url: str, quick: bool, log: Callable[[str], None]) -> Row:
+    """Webhook deliveries per second to a local receiver, two `iod worker` on PostgreSQL
+    (bench/webhooks.py, on a database of its own, `<database>_webhooks`, wiped)."""
+    parsed = make_url(pg_url)
+    url = parsed.set(database=f"{parsed.database}_webhooks").render_as_string(hide_password=False)
+    n = 1000 if quick else 5000
+    row = Row(f"webhook deliveries/s to a local receiver ({n:,} events, one endpoint; "
+              f"goal ≥ {WEBHOOK_GOAL:,.0f}/s)", "PostgreSQL", "2 `iod worker`")  # fmt: skip
+    problem = prepare_postgres(url)
+    if problem:
+        row.note = f"skipped: {problem}"
+        return row
+    log(f"webhooks: {n:,} deliveries, 2 workers ({make_url(url).database})")
+    result = run_webhooks(url, n, workers=2)
+    if result.delivered < n:
+        row.note = f"only {result.delivered:,} of {n:,} delivered within 600 s"
+        return row
+    row.rate = result.per_second
+    row.goal_ratio = result.per_second / WEBHOOK_GOAL
+    row.rate_cpu_ms = result.worker_cpu_ms
+    row.note = (
+        f"workers' CPU per delivery; PostgreSQL {result.postgres_cpu_ms:.2f} ms per delivery; "
+        f"load average {result.loadavg:.1f} at the end"
+    )
+    log(f"  {result.per_second:,.0f} deliveries/s")
+    return row
+
+
 @contextlib.contextmanager
 def workdir(keep: bool) -> Iterator[Path]:
     if keep:
@@ -953,8 +997,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
     parser.add_argument(
         "--rows",
-        default=",".join(ROWS),
-        help=f"which rows, of {','.join(ROWS)} (the baseline always runs)",
+        default=",".join(ROWS + OWN_ROWS),
+        help=f"which rows, of {','.join(ROWS + OWN_ROWS)} (the baseline always runs; "
+        "webhooks: PostgreSQL only)",
     )
     parser.add_argument("--databases", default="sqlite,postgres",
                         help="sqlite, postgres or both (default)")  # fmt: skip
@@ -1001,13 +1046,16 @@ def main() -> int:
     paginated = list_has_limit()
     workers = serve_supports_workers()
     chosen = [key for key in ROWS if key in args.rows.split(",")]
+    own = [key for key in OWN_ROWS if key in args.rows.split(",")]
     databases = args.databases.split(",")
-    if not chosen or not set(databases) <= {"sqlite", "postgres"}:
-        parser.error(f"--rows takes some of {','.join(ROWS)}; --databases sqlite and/or postgres")
+    if not (chosen or own) or not set(databases) <= {"sqlite", "postgres"}:
+        parser.error(
+            f"--rows takes some of {','.join(ROWS + OWN_ROWS)}; --databases sqlite and/or postgres"
+        )
     targets = []
-    if "sqlite" in databases:
+    if "sqlite" in databases and chosen:
         targets.append(Target("sqlite", 1, rows=chosen))
-    if "postgres" in databases:
+    if "postgres" in databases and chosen:
         # Quick: one PostgreSQL row; the rows of each kind ran on SQLite.
         quick_pg = ["get"] if "get" in chosen else chosen[:1]
         targets.append(Target("postgres", 1, pg_url, rows=quick_pg if args.quick else chosen))
@@ -1070,6 +1118,8 @@ def main() -> int:
                 separate_worker=args.separate_worker,
                 no_worker=args.no_worker,
             )
+        if "webhooks" in own and "postgres" in databases:
+            rows.append(webhooks_row(pg_url, args.quick, log))
         if "postgres" in databases:
             with contextlib.suppress(Exception):
                 vers["postgresql"] = postgres_version(pg_url)

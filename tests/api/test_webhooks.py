@@ -311,3 +311,126 @@ def test_finished_deliveries_are_pruned_with_the_events(
     with services.db.read() as session:
         left = session.scalars(select(WebhookDelivery.status)).all()
     assert left == ["pending"]
+
+
+def test_endpoint_changes_are_audited_without_secrets(
+    api: TestClient,
+    headers: dict[str, str],
+    services: Services,
+    receiver: Receiver,
+    tenant: Tenant,
+) -> None:
+    from iod.audit import service as audit
+
+    hook = create_hook(api, headers, receiver.url, eventTypes=["connection.ordered"])
+    hook_id = str(hook["id"])
+    patched = api.patch(
+        f"{HOOKS}/{hook_id}",
+        json={"description": "ops", "eventTypes": ["connection.ordered", "webhook_endpoint."]},
+        headers=headers,
+    )
+    assert patched.status_code == 200, patched.text
+    rotated = api.post(f"{HOOKS}/{hook_id}/rotate-secret", headers=headers).json()
+    order(api, headers)
+    run_jobs(services)
+    (delivery,) = api.get(f"{HOOKS}/{hook_id}/deliveries", headers=headers).json()["deliveries"]
+    retried = api.post(f"{HOOKS}/{hook_id}/deliveries/{delivery['id']}/retry", headers=headers)
+    assert retried.status_code == 202, retried.text
+    # A refused change (another customer's endpoint: 404) records nothing.
+    assert api.delete(f"{HOOKS}/whe_{'0' * 29}", headers=headers).status_code == 404
+    assert api.delete(f"{HOOKS}/{hook_id}", headers=headers).status_code == 204
+
+    with services.db.read() as session:
+        rows = [audit.to_dict(r) for r in audit.query(session, target_id=hook_id)]
+    rows.sort(key=lambda r: r["id"])
+    assert [r["action"] for r in rows] == [
+        "webhook_endpoint.create",
+        "webhook_endpoint.update",
+        "webhook_endpoint.rotate_secret",
+        "webhook_endpoint.retry",
+        "webhook_endpoint.delete",
+    ]
+    for row in rows:
+        assert row["actorType"] == "client" and row["actor"] == tenant.client_id
+        assert row["targetType"] == "webhook_endpoint" and row["target"] == hook_id
+        assert row["customerId"] == tenant.customer_id and row["requestId"]
+        text = json.dumps(row["details"])
+        assert "whsec_" not in text and "secret" not in row["details"]
+        for secret in (hook["secret"], rotated["secret"]):
+            assert str(secret)[6:] not in text
+    create, update, rotate, retry, delete = (r["details"] for r in rows)
+    assert create["url"] == receiver.url and create["eventTypes"] == ["connection.ordered"]
+    assert update == {"changed": ["description", "eventTypes"], "description": "ops",
+                      "eventTypes": ["connection.ordered", "webhook_endpoint."]}  # fmt: skip
+    assert datetime.fromisoformat(rotate["previousSecretExpiresAt"]) == datetime.fromisoformat(
+        rotated["previousSecretExpiresAt"]
+    )
+    assert retry == {"deliveryId": delivery["id"], "eventType": "connection.ordered"}
+    assert delete == {"url": receiver.url}
+
+
+def test_a_retry_during_an_attempt_keeps_its_schedule_and_counts_both(
+    api: TestClient, headers: dict[str, str], services: Services, receiver: Receiver
+) -> None:
+    """A manual retry while a batch's attempt is in flight: the older job's attempt is
+    recorded (attempt 1) but leaves the delivery pending on the retry's schedule; the retry's
+    job then sends it again, same webhook-id (attempt 2)."""
+    import threading
+
+    hook = create_hook(api, headers, receiver.url, eventTypes=["connection.ordered"])
+    receiver.hold = True
+    order(api, headers)
+    worker = services.worker()
+    running = threading.Thread(target=worker.run_once)
+    running.start()
+    try:
+        (first,) = receiver.wait_for(1, timeout=60)
+        (pending,) = api.get(f"{HOOKS}/{hook['id']}/deliveries", headers=headers).json()[
+            "deliveries"
+        ]
+        retried = api.post(
+            f"{HOOKS}/{hook['id']}/deliveries/{pending['id']}/retry", headers=headers
+        )
+        assert retried.status_code == 202, retried.text
+    finally:
+        receiver.release.set()
+        running.join(60)
+    assert not running.is_alive()
+    receiver.hold = False
+    (after_first,) = api.get(f"{HOOKS}/{hook['id']}/deliveries", headers=headers).json()[
+        "deliveries"
+    ]
+    assert after_first["status"] == "pending" and after_first["attemptCount"] == 1
+    assert after_first["nextAttemptAt"] == retried.json()["nextAttemptAt"]
+    run_jobs(services)
+    second = receiver.wait_for(2, timeout=60)[1]
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == pending["id"]
+    (done,) = api.get(f"{HOOKS}/{hook['id']}/deliveries", headers=headers).json()["deliveries"]
+    assert done["status"] == "succeeded" and done["attemptCount"] == 2
+    assert [a["number"] for a in done["attempts"]] == [1, 2]
+
+
+def test_an_endpoint_deleted_during_an_attempt_leaves_nothing_behind(
+    api: TestClient, headers: dict[str, str], services: Services, receiver: Receiver
+) -> None:
+    import threading
+
+    from iod.models import WebhookAttempt
+
+    hook = create_hook(api, headers, receiver.url, eventTypes=["connection.ordered"])
+    receiver.hold = True
+    order(api, headers)
+    running = threading.Thread(target=services.worker().run_once)
+    running.start()
+    try:
+        receiver.wait_for(1, timeout=60)
+        assert api.delete(f"{HOOKS}/{hook['id']}", headers=headers).status_code == 204
+    finally:
+        receiver.release.set()
+        running.join(60)
+    assert not running.is_alive()
+    with services.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(WebhookAttempt)) == 0
+        assert session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
+        states = set(session.scalars(select(Job.state).where(Job.queue == "webhooks")))
+    assert states == {"done"}  # recorded as done: nothing left to send

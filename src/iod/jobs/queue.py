@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import Integer, Select, Table, and_, bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm.attributes import set_committed_value
 
 from iod.infra.db import uow
 from iod.jobs.registry import TASKS
@@ -73,7 +74,7 @@ def enqueue(
     return job
 
 
-def _not_blocked(now: datetime):  # type: ignore[no-untyped-def]
+def _not_blocked(now: Any):  # type: ignore[no-untyped-def]
     earlier = aliased(Job)
     return ~exists().where(
         earlier.lock_key == Job.lock_key,  # NULL = NULL is not true: no key, never blocked
@@ -85,6 +86,61 @@ def _not_blocked(now: datetime):  # type: ignore[no-untyped-def]
             and_(earlier.state == JobState.RUNNING.value, earlier.lease_until > now),
         ),
     )
+
+
+# The claim's two queries by the queues asked for, built once (`now` and `limit` are bound
+# at each claim): a worker claims every few milliseconds when busy.
+_CLAIMS: dict[frozenset[str] | None, tuple[Select[Job], ...]] = {}
+
+
+def _claims(queues: Collection[str] | None) -> tuple[Select[Job], ...]:
+    key = frozenset(queues) if queues is not None else None
+    found = _CLAIMS.get(key)
+    if found is None:
+        now = bindparam("now", type_=Job.run_at.type)
+        candidates = (
+            and_(Job.state == JobState.QUEUED.value, Job.run_at <= now),
+            and_(Job.state == JobState.RUNNING.value, Job.lease_until <= now),
+        )
+        queries = []
+        for due in candidates:
+            query = select(Job).where(due, _not_blocked(now))
+            if key is not None:
+                query = query.where(Job.queue.in_(sorted(key)))
+            queries.append(
+                query.order_by(Job.run_at, Job.id)
+                .limit(bindparam("limit", type_=Integer))
+                .with_for_update(skip_locked=True, of=Job)
+            )
+        found = _CLAIMS[key] = tuple(queries)
+    return found
+
+
+_jobs = Job.__table__
+assert isinstance(_jobs, Table)
+# The batch's statements, built once (Core: no ORM objects to synchronise).
+_LEASE = (
+    _jobs.update()
+    .where(_jobs.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        state=JobState.RUNNING.value,
+        attempts=_jobs.c.attempts + 1,
+        lease_until=bindparam("until"),
+        locked_by=bindparam("worker"),
+    )
+)
+_FINISH_MANY = (
+    _jobs.update()
+    .where(
+        _jobs.c.id.in_(bindparam("ids", expanding=True)),
+        _jobs.c.locked_by == bindparam("worker"),
+        _jobs.c.state == JobState.RUNNING.value,
+    )
+    .values(
+        state=JobState.DONE.value, finished_at=bindparam("now"), lease_until=None, last_error=None
+    )
+    .returning(_jobs.c.id)
+)
 
 
 def claim_batch(
@@ -101,30 +157,25 @@ def claim_batch(
     At most one job per lock key can be due at a time (the others are blocked behind it),
     so a batch never holds two jobs of one key. Queued jobs are looked for first and
     jobs whose lease ran out second: two queries that each follow an index, rather than one
-    OR that scans the table.
+    OR that scans the table. The lease is one UPDATE for the batch; the Job objects
+    returned show it without being flushed again.
     """
-    candidates = (
-        and_(Job.state == JobState.QUEUED.value, Job.run_at <= now),
-        and_(Job.state == JobState.RUNNING.value, Job.lease_until <= now),
-    )
     jobs: list[Job] = []
-    for due in candidates:
+    for query in _claims(queues):
         if len(jobs) >= limit:
             break
-        query = select(Job).where(due, _not_blocked(now))
-        if queues is not None:
-            query = query.where(Job.queue.in_(list(queues)))
-        jobs += session.scalars(
-            query.order_by(Job.run_at, Job.id)
-            .limit(limit - len(jobs))
-            .with_for_update(skip_locked=True, of=Job)
-        ).all()
+        jobs += session.scalars(query, {"now": now, "limit": limit - len(jobs)}).all()
+    if not jobs:
+        return jobs
+    lease_until = now + timedelta(seconds=lease_seconds)
+    session.connection().execute(
+        _LEASE, {"ids": [job.id for job in jobs], "until": lease_until, "worker": worker_id}
+    )
     for job in jobs:
-        job.state = JobState.RUNNING.value
-        job.attempts += 1
-        job.lease_until = now + timedelta(seconds=lease_seconds)
-        job.locked_by = worker_id
-    session.flush()
+        set_committed_value(job, "state", JobState.RUNNING.value)
+        set_committed_value(job, "attempts", job.attempts + 1)
+        set_committed_value(job, "lease_until", lease_until)
+        set_committed_value(job, "locked_by", worker_id)
     return jobs
 
 
@@ -166,14 +217,10 @@ def finish_many(session: Session, job_ids: list[int], worker_id: str, now: datet
     """Marks the jobs done that this worker still holds; returns their ids."""
     if not job_ids:
         return set()
-    rows = session.execute(
-        update(Job)
-        .where(Job.id.in_(job_ids), Job.locked_by == worker_id, Job.state == JobState.RUNNING.value)
-        .values(state=JobState.DONE.value, finished_at=now, lease_until=None, last_error=None)
-        .returning(Job.id)
-        # Not matched against the Job objects in the session ("evaluate" walks the WHERE for
-        # each): the batch's transaction commits right after, which expires them anyway.
-        .execution_options(synchronize_session=False)
+    # Core, not matched against the Job objects in the session: the batch's transaction
+    # commits right after, which expires them anyway.
+    rows = session.connection().execute(
+        _FINISH_MANY, {"ids": job_ids, "worker": worker_id, "now": now}
     )
     return {int(row[0]) for row in rows}
 

@@ -22,11 +22,12 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from iod import events
@@ -38,7 +39,7 @@ from iod.infra.ids import new_id
 from iod.infra.secure import key_encryption_key
 from iod.jobs import queue
 from iod.jobs.registry import JobRef, TaskContext
-from iod.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from iod.models import WebhookDelivery
 from iod.webhooks import repository, safety, sender, service, signing
 
 log = structlog.get_logger("iod.webhooks")
@@ -105,17 +106,19 @@ def fan_out(session: Session, written: list[WrittenEvent]) -> None:
                 updated_at=event.at,
             )
             session.add(delivery)
-            _enqueue(session, delivery, event.at, event.at)
+            _enqueue(session, delivery.id, delivery.generation, event.at, event.at)
 
 
-def _enqueue(session: Session, delivery: WebhookDelivery, run_at: datetime, now: datetime) -> None:
+def _enqueue(
+    session: Session, delivery_id: str, generation: int, run_at: datetime, now: datetime
+) -> None:
     queue.enqueue(
         session,
         TASK,
         run_at=run_at,
         now=now,
         max_attempts=JOB_ATTEMPTS,
-        args={"deliveryId": delivery.id, "generation": delivery.generation},
+        args={"deliveryId": delivery_id, "generation": generation},
         queue=QUEUE,
     )
 
@@ -127,10 +130,23 @@ def schedule_now(session: Session, delivery: WebhookDelivery, now: datetime) -> 
     delivery.next_attempt_at = now
     delivery.updated_at = now
     session.flush()
-    _enqueue(session, delivery, now, now)
+    _enqueue(session, delivery.id, delivery.generation, now, now)
 
 
 # --- the task --------------------------------------------------------------------------
+#
+# A worker runs a batch of jobs (IOD_WORKER_BATCH_SIZE) in three steps; this task does each
+# step for the whole batch with a few Core statements rather than ORM objects per job:
+# - `preload` (claim transaction): one query reads every delivery of the batch with its
+#   endpoint; `prepare` then signs from those rows (the endpoint's keys opened once);
+# - `act`: the first job's act sends the whole batch at once (below);
+# - `preload` (record transaction): the batch's endpoints (FOR KEY SHARE) and deliveries
+#   (FOR UPDATE) locked and read in two queries; the first `record` writes the whole batch:
+#   one INSERT of the attempts, one UPDATE of the deliveries (PostgreSQL: FROM unnest of
+#   arrays; SQLite: executemany), the rare endpoint changes and next attempts. The worker finishes the jobs in the same transaction, so an
+#   attempt is recorded exactly when its job is done. When the worker records job by job
+#   (a savepoint each, after the batch's transaction failed) each `record` reads its own
+#   rows again and writes its own job only.
 
 
 class OutcomeLost(Exception):
@@ -146,6 +162,41 @@ class Attempt:
     headers: dict[str, str]
 
 
+@dataclass
+class _Endpoint:
+    """An endpoint as the record transaction locked it, changed as the batch goes."""
+
+    id: str
+    customer_id: str
+    url: str
+    enabled: bool
+    failing_since: datetime | None
+
+
+@dataclass
+class _Delivery:
+    """A delivery as the record transaction locked it, changed as the batch goes."""
+
+    id: str
+    endpoint_id: str
+    status: str
+    generation: int
+    attempts: int
+    last_error: str | None
+
+
+@dataclass
+class _Stash:
+    """What `preload` read for the transaction it ran in (`tag`), for `prepare`/`record`."""
+
+    tag: int
+    to_send: dict[str, Any] = field(default_factory=dict)  # delivery id -> row
+    jobs: list[JobRef] = field(default_factory=list)
+    endpoints: dict[str, _Endpoint] = field(default_factory=dict)
+    deliveries: dict[str, _Delivery] = field(default_factory=dict)
+    recorded: bool = False
+
+
 _kek_cache: dict[int, tuple[Settings, bytes | None]] = {}
 
 
@@ -156,13 +207,53 @@ def _kek(settings: Settings) -> bytes | None:
     return cached[1]
 
 
+def _tag(session: Session) -> int:
+    return id(session.get_transaction() or session)
+
+
+def _stash(session: Session) -> _Stash | None:
+    stash: _Stash | None = getattr(_local, "stash", None)
+    return stash if stash is not None and stash.tag == _tag(session) else None
+
+
+def _delivery_id(job: JobRef) -> str:
+    return str(job.args.get("deliveryId", ""))
+
+
 def preload(session: Session, jobs: list[JobRef], preparing: bool) -> list[object]:
-    ids = [str(job.args.get("deliveryId", "")) for job in jobs]
-    return repository.deliveries_with_endpoints(session, ids, lock=not preparing)
+    ids = sorted({_delivery_id(job) for job in jobs})
+    conn = session.connection()  # begins the transaction the tag names
+    stash = _local.stash = _Stash(_tag(session), jobs=list(jobs))
+    if not ids:
+        return []
+    if preparing:
+        stash.to_send = {
+            row.id: row for row in conn.execute(repository.BATCH_TO_SEND, {"ids": ids})
+        }
+    else:
+        stash.endpoints, stash.deliveries = _lock(session, ids)
+    return []
+
+
+def _lock(session: Session, ids: list[str]) -> tuple[dict[str, _Endpoint], dict[str, _Delivery]]:
+    """The deliveries `ids` and their endpoints, locked to record (the endpoints first: the
+    order a deletion takes them in)."""
+    conn = session.connection()
+    endpoints = {
+        row.id: _Endpoint(row.id, row.customer_id, row.url, row.enabled, row.failing_since)
+        for row in conn.execute(repository.ENDPOINTS_TO_RECORD, {"ids": ids})
+    }
+    deliveries = {
+        row.id: _Delivery(
+            row.id, row.endpoint_id, row.status, row.generation, row.attempts, row.last_error
+        )
+        for row in conn.execute(repository.DELIVERIES_TO_RECORD, {"ids": ids})
+    }
+    return endpoints, deliveries
 
 
 def _current(session: Session, job: JobRef) -> WebhookDelivery | None:
-    delivery = session.get(WebhookDelivery, str(job.args.get("deliveryId", "")))
+    delivery = session.get(WebhookDelivery, _delivery_id(job))
     if delivery is None or delivery.status != PENDING:
         return None
     if delivery.generation != job.args.get("generation"):
@@ -171,18 +262,29 @@ def _current(session: Session, job: JobRef) -> WebhookDelivery | None:
 
 
 def prepare(session: Session, job: JobRef, ctx: TaskContext) -> Attempt | None:
-    delivery = _current(session, job)
-    if delivery is None:
-        return None
-    endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
+    delivery_id = _delivery_id(job)
+    with _results_lock:  # a new claim of the job: an outcome of an earlier run is stale
+        _results.pop((job.id, delivery_id), None)
+    stash = _stash(session)
+    row = stash.to_send.get(delivery_id) if stash is not None else None
+    if row is None:  # not preloaded (a direct call): its own query
+        found = session.connection().execute(repository.BATCH_TO_SEND, {"ids": [delivery_id]})
+        row = found.first()
+    if row is None or row.status != PENDING or row.generation != job.args.get("generation"):
+        return None  # done, gone, or superseded by a manual retry
     now = ctx.clock.now()
-    if endpoint is None or not endpoint.enabled:
-        _give_up(delivery, now, "the webhook endpoint is disabled")
+    if row.url is None or not row.enabled:
+        session.connection().execute(
+            repository.GIVE_UP,
+            {"b_id": delivery_id, "b_last_error": "the webhook endpoint is disabled",
+             "b_updated_at": now},
+        )  # fmt: skip
         return None
-    secrets = service.signing_secrets(endpoint, now, _kek(ctx.settings))
-    body = delivery.body.encode()
-    headers = signing.headers(secrets, delivery.id, int(now.timestamp()), body)
-    attempt = Attempt(job.id, delivery.id, endpoint.url, body, headers)
+    keys = service.signing_keys(row.endpoint_id, row.secret, row.previous_secret,
+                                row.previous_secret_until, now, _kek(ctx.settings))  # fmt: skip
+    body = row.body.encode()
+    headers = signing.headers_with_keys(keys, delivery_id, int(now.timestamp()), body)
+    attempt = Attempt(job.id, delivery_id, row.url, body, headers)
     _batch_of(session)[job.id] = attempt
     return attempt
 
@@ -284,68 +386,150 @@ def _give_up(delivery: WebhookDelivery, now: datetime, reason: str) -> None:
 
 
 def record(session: Session, job: JobRef, ctx: TaskContext) -> None:
+    key = (job.id, _delivery_id(job))
     with _results_lock:
-        found = _results.get((job.id, str(job.args.get("deliveryId", ""))))
+        found = _results.get(key)
     if found is None:
         # Not sent by this process (or forgotten): the job runs again, the same webhook-id.
         raise OutcomeLost(f"the outcome of job {job.id}'s attempt is not in this process")
-    outcome = found[1]
-    delivery = session.get(WebhookDelivery, str(job.args.get("deliveryId", "")))
-    if delivery is None:
-        return  # its endpoint was deleted meanwhile
+    stash = _stash(session)
+    if session.in_nested_transaction() or stash is None:
+        # Job by job (the worker's careful way): this job's rows, read again under locks.
+        endpoints, deliveries = _lock(session, [key[1]])
+        _record_batch(session, [(job, found[1])], endpoints, deliveries, ctx)
+        return
+    if stash.recorded:
+        return  # written with its batch
+    stash.recorded = True
+    with _results_lock:
+        batch = [(j, _results[k][1]) for j in stash.jobs
+                 if (k := (j.id, _delivery_id(j))) in _results]  # fmt: skip
+    _record_batch(session, batch, stash.endpoints, stash.deliveries, ctx)
+
+
+def _record_batch(
+    session: Session,
+    batch: list[tuple[JobRef, sender.Outcome]],
+    endpoints: dict[str, _Endpoint],
+    deliveries: dict[str, _Delivery],
+    ctx: TaskContext,
+) -> None:
+    """Writes the attempts of `batch` (rows locked by `_lock`): one INSERT, one executemany
+    UPDATE, and what failures change (the endpoint, the next attempt)."""
     now = ctx.clock.now()
-    delivery.attempts += 1
-    session.add(
-        WebhookAttempt(
-            delivery_id=delivery.id,
-            number=delivery.attempts,
-            at=now,
-            duration_ms=outcome.duration_ms,
-            status_code=outcome.status_code,
-            response_body=outcome.body,
-            error=None if outcome.error is None else outcome.error[:1024],
-        )
-    )
-    delivery.last_status_code = outcome.status_code
-    delivery.last_error = None if outcome.error is None else outcome.error[:1024]
-    delivery.updated_at = now
-    endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
-    current = delivery.status == PENDING and delivery.generation == job.args.get("generation")
-    if outcome.ok:
-        if current:
-            delivery.status = SUCCEEDED
-            delivery.next_attempt_at = None
-        if endpoint is not None and endpoint.failing_since is not None:
-            endpoint.failing_since = None
-        return
-    if not current:
-        return
-    if endpoint is None:
-        _give_up(delivery, now, delivery.last_error or "failed")
-        return
     settings = ctx.settings
-    if outcome.status_code == 410:
-        disable(session, endpoint, now, "the endpoint answered 410 Gone")
-    else:
-        if endpoint.failing_since is None:
-            endpoint.failing_since = now
-        elif now - endpoint.failing_since >= timedelta(
-            seconds=settings.webhook_disable_after_seconds
-        ):
-            days = settings.webhook_disable_after_seconds / 86400
-            disable(session, endpoint, now, f"every attempt failed for {days:g} days")
-    if not endpoint.enabled:
-        _give_up(delivery, now, f"{delivery.last_error}; the endpoint is now disabled")
+    attempts: list[dict[str, Any]] = []
+    changed: dict[str, dict[str, Any]] = {}
+    scheduled: dict[str, datetime | None] = {}  # next_attempt_at, set by a current job
+    failing: set[str] = set()
+    recovered: set[str] = set()
+    for job, outcome in batch:
+        delivery = deliveries.get(_delivery_id(job))
+        if delivery is None:
+            continue  # its endpoint was deleted meanwhile
+        endpoint = endpoints.get(delivery.endpoint_id)
+        current = delivery.status == PENDING and delivery.generation == job.args.get("generation")
+        error = None if outcome.error is None else outcome.error[:1024]
+        delivery.attempts += 1
+        delivery.last_error = error
+        attempts.append({
+            "delivery_id": delivery.id, "number": delivery.attempts, "at": now,
+            "duration_ms": outcome.duration_ms, "status_code": outcome.status_code,
+            "response_body": outcome.body, "error": error,
+        })  # fmt: skip
+        if outcome.ok:
+            if current:
+                delivery.status = SUCCEEDED
+                scheduled[delivery.id] = None
+            if endpoint is not None and endpoint.failing_since is not None:
+                endpoint.failing_since = None
+                recovered.add(endpoint.id)
+                failing.discard(endpoint.id)
+        elif current:
+            scheduled[delivery.id] = _after_failure(
+                session, delivery, endpoint, outcome, now, settings, failing
+            )
+        changed[delivery.id] = {
+            "b_id": delivery.id, "b_attempts": delivery.attempts, "b_status": delivery.status,
+            "b_last_status_code": outcome.status_code, "b_last_error": delivery.last_error,
+            "b_updated_at": now,
+        }  # fmt: skip
+    conn = session.connection()
+    if attempts:
+        conn.execute(repository.INSERT_ATTEMPTS, attempts)
+    if changed:
+        _update_deliveries(conn, changed, scheduled, now)
+    for endpoint_id in sorted(recovered):
+        conn.execute(repository.NOT_FAILING, {"b_id": endpoint_id})
+    for endpoint_id in sorted(failing):
+        conn.execute(repository.FAILING_SINCE, {"b_id": endpoint_id, "b_at": now})
+
+
+def _update_deliveries(
+    conn: Connection,
+    changed: dict[str, dict[str, Any]],
+    scheduled: dict[str, datetime | None],
+    now: datetime,
+) -> None:
+    """The deliveries' new state; a superseded job's attempt (not in `scheduled`) leaves
+    the delivery's schedule (next_attempt_at) as it is."""
+    if conn.dialect.name == "postgresql":
+        rows = list(changed.values())
+        conn.execute(repository.UPDATE_DELIVERIES_ARRAYS, {
+            "ids": [r["b_id"] for r in rows], "attempts": [r["b_attempts"] for r in rows],
+            "statuses": [r["b_status"] for r in rows],
+            "codes": [r["b_last_status_code"] for r in rows],
+            "errors": [r["b_last_error"] for r in rows],
+            "nexts": [scheduled.get(r["b_id"]) for r in rows],
+            "keeps": [r["b_id"] not in scheduled for r in rows], "at": now,
+        })  # fmt: skip
         return
+    rescheduled = [row | {"b_next_attempt_at": scheduled[key]}
+                   for key, row in changed.items() if key in scheduled]  # fmt: skip
+    if rescheduled:
+        conn.execute(repository.UPDATE_DELIVERIES, rescheduled)
+    kept = [row for key, row in changed.items() if key not in scheduled]
+    if kept:
+        conn.execute(repository.UPDATE_DELIVERIES_KEEPING_SCHEDULE, kept)
+
+
+def _after_failure(
+    session: Session,
+    delivery: _Delivery,
+    endpoint: _Endpoint | None,
+    outcome: sender.Outcome,
+    now: datetime,
+    settings: Settings,
+    failing: set[str],
+) -> datetime | None:
+    """A failed attempt of the delivery's current job: the endpoint's state, then the
+    delivery's next attempt (its time, with its job enqueued) or its end (None)."""
+    if endpoint is None:
+        _fail(delivery, delivery.last_error or "failed")
+        return None
+    if outcome.status_code == 410:
+        _disable(session, endpoint, now, "the endpoint answered 410 Gone")
+    elif endpoint.failing_since is None:
+        endpoint.failing_since = now
+        failing.add(endpoint.id)
+    elif now - endpoint.failing_since >= timedelta(seconds=settings.webhook_disable_after_seconds):
+        days = settings.webhook_disable_after_seconds / 86400
+        _disable(session, endpoint, now, f"every attempt failed for {days:g} days")
+    if not endpoint.enabled:
+        _fail(delivery, f"{delivery.last_error}; the endpoint is now disabled")
+        return None
     delay = next_delay(delivery.attempts, settings.webhook_retry_delays, outcome.retry_after)
     if delay is None:
-        _give_up(
-            delivery, now, f"{delivery.last_error} (gave up after {delivery.attempts} attempts)"
-        )
-        return
+        _fail(delivery, f"{delivery.last_error} (gave up after {delivery.attempts} attempts)")
+        return None
     run_at = now + timedelta(seconds=delay)
-    delivery.next_attempt_at = run_at
-    _enqueue(session, delivery, run_at, now)
+    _enqueue(session, delivery.id, delivery.generation, run_at, now)
+    return run_at
+
+
+def _fail(delivery: _Delivery, reason: str) -> None:
+    delivery.status = FAILED
+    delivery.last_error = reason[:1024]
 
 
 def next_delay(
@@ -361,12 +545,17 @@ def next_delay(
     return delays[attempts_made] * rng.uniform(0.8, 1.2)
 
 
-def disable(session: Session, endpoint: WebhookEndpoint, now: datetime, reason: str) -> None:
+def _disable(session: Session, endpoint: _Endpoint, now: datetime, reason: str) -> None:
+    """Disables the endpoint and records `webhook_endpoint.disabled`, once: when another
+    worker disabled it first, its event is the one."""
     if not endpoint.enabled:
         return
     endpoint.enabled = False
-    endpoint.disabled_reason = reason
-    endpoint.updated_at = now
+    done = session.connection().execute(
+        repository.DISABLE, {"b_id": endpoint.id, "b_reason": reason[:255], "b_at": now}
+    )
+    if done.first() is None:
+        return
     events.record(
         session,
         "webhook_endpoint.disabled",

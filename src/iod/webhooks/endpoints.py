@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import AfterValidator
 
-from iod.auth.dependencies import charge_rows, require_read, require_write
+from iod.auth.dependencies import actor, charge_rows, require_read, require_write
 from iod.auth.tokens import Principal
 from iod.connections.endpoints import off_the_loop
 from iod.infra.http import READ_ERRORS, WRITE_ERRORS, StrictJsonRoute, problem, require_json
@@ -103,7 +103,9 @@ def create_endpoint(request: Request, body: WebhookEndpointRequest, principal: W
     limits = _limits(services)
     now = services.clock.now()
     with services.db.write() as session:
-        endpoint, secret = service.create(session, now, principal, body, limits)
+        endpoint, secret = service.create(
+            session, now, principal, body, limits, actor=actor(request, principal)
+        )
         out = WebhookEndpointWithSecret(
             **service.to_schema(endpoint, now).model_dump(), secret=secret
         )
@@ -183,7 +185,9 @@ def update_endpoint(
     limits = _limits(services)
     now = services.clock.now()
     with services.db.write() as session:
-        endpoint = service.update(session, now, principal, endpointId, body, limits)
+        endpoint = service.update(
+            session, now, principal, endpointId, body, limits, actor=actor(request, principal)
+        )
         out = service.to_schema(endpoint, now)
     return _json(out)
 
@@ -200,8 +204,9 @@ def update_endpoint(
 def delete_endpoint(request: Request, endpointId: EndpointId, principal: WRITE) -> Response:
     """Nothing more is sent to it; its deliveries and their attempts are deleted too."""
     services = _services(request)
+    now = services.clock.now()
     with services.db.write() as session:
-        service.delete(session, principal, endpointId)
+        service.delete(session, now, principal, endpointId, actor=actor(request, principal))
     return Response(status_code=204)
 
 
@@ -226,7 +231,9 @@ def rotate_secret(request: Request, endpointId: EndpointId, principal: WRITE) ->
     limits = _limits(services)
     now = services.clock.now()
     with services.db.write() as session:
-        endpoint, secret = service.rotate_secret(session, now, principal, endpointId, limits)
+        endpoint, secret = service.rotate_secret(
+            session, now, principal, endpointId, limits, actor=actor(request, principal)
+        )
         out = WebhookEndpointWithSecret(
             **service.to_schema(endpoint, now).model_dump(), secret=secret
         )
@@ -292,5 +299,7 @@ def retry_delivery(
     services = _services(request)
     now = services.clock.now()
     with services.db.write() as session:
-        out = service.retry(session, now, principal, endpointId, deliveryId)
+        out = service.retry(
+            session, now, principal, endpointId, deliveryId, actor=actor(request, principal)
+        )
     return _json(out, 202)

@@ -6,7 +6,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Table, and_, bindparam, delete, func, select
+from sqlalchemy import (
+    BindParameter,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from iod.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -153,3 +164,126 @@ def prune_deliveries(session: Session, before: datetime, batch: int) -> int:
         session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(ids)))
         session.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
     return len(ids)
+
+
+# --- the worker's batch: Core statements, built once ---------------------------------------
+
+_deliveries = WebhookDelivery.__table__
+_attempts = WebhookAttempt.__table__
+assert isinstance(_deliveries, Table) and isinstance(_attempts, Table)
+_ids: BindParameter[list[str]] = bindparam("ids", expanding=True)
+
+# To prepare (the claim's transaction): a delivery and its endpoint in one row, unlocked
+# (`record` decides under locks). The endpoint's columns are NULL when it is gone.
+BATCH_TO_SEND = (
+    select(
+        _deliveries.c.id,
+        _deliveries.c.status,
+        _deliveries.c.generation,
+        _deliveries.c.body,
+        _deliveries.c.endpoint_id,
+        _endpoints.c.url,
+        _endpoints.c.enabled,
+        _endpoints.c.secret,
+        _endpoints.c.previous_secret,
+        _endpoints.c.previous_secret_until,
+    )
+    .select_from(_deliveries.outerjoin(_endpoints, _endpoints.c.id == _deliveries.c.endpoint_id))
+    .where(_deliveries.c.id.in_(_ids))
+)
+
+# To record: the endpoints first, in id order, FOR KEY SHARE (PostgreSQL): a deletion
+# (FOR UPDATE) waits for the batch and the batch for it, as before, but two workers
+# recording deliveries of one endpoint do not wait for each other, and updating the
+# endpoint's failing_since (FOR NO KEY UPDATE) does not conflict with a KEY SHARE.
+ENDPOINTS_TO_RECORD = (
+    select(
+        _endpoints.c.id,
+        _endpoints.c.customer_id,
+        _endpoints.c.url,
+        _endpoints.c.enabled,
+        _endpoints.c.failing_since,
+    )
+    .where(
+        _endpoints.c.id.in_(
+            select(_deliveries.c.endpoint_id).where(_deliveries.c.id.in_(_ids)).scalar_subquery()
+        )
+    )
+    .order_by(_endpoints.c.id)
+    .with_for_update(read=True, key_share=True)
+)
+# Then the deliveries, in id order, FOR UPDATE: one recording at a time per delivery.
+DELIVERIES_TO_RECORD = (
+    select(
+        _deliveries.c.id,
+        _deliveries.c.endpoint_id,
+        _deliveries.c.status,
+        _deliveries.c.generation,
+        _deliveries.c.attempts,
+        _deliveries.c.last_error,
+    )
+    .where(_deliveries.c.id.in_(_ids))
+    .order_by(_deliveries.c.id)
+    .with_for_update()
+)
+INSERT_ATTEMPTS = _attempts.insert()
+
+
+def _update_deliveries(*columns: str) -> Update:
+    """UPDATE one delivery by `b_id`, each column from its `b_<column>` parameter: run with
+    a list of parameter sets (executemany: one round trip for the batch on psycopg, in
+    pipeline mode)."""
+    return (
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == bindparam("b_id"))
+        .values({column: bindparam(f"b_{column}") for column in columns})
+    )
+
+
+_RECORDED = ("attempts", "status", "last_status_code", "last_error", "updated_at")
+UPDATE_DELIVERIES = _update_deliveries(*_RECORDED, "next_attempt_at")
+UPDATE_DELIVERIES_KEEPING_SCHEDULE = _update_deliveries(*_RECORDED)
+# PostgreSQL: the batch's deliveries in one statement (arrays, unnest), not one UPDATE each;
+# `keeps` marks a superseded job's attempt, which leaves next_attempt_at as it is.
+UPDATE_DELIVERIES_ARRAYS = text(
+    """
+    UPDATE webhook_deliveries AS d
+    SET attempts = v.attempts, status = v.status, last_status_code = v.code,
+        last_error = v.error, updated_at = :at,
+        next_attempt_at = CASE WHEN v.keep THEN d.next_attempt_at ELSE v.next END
+    FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS integer[]), CAST(:statuses AS text[]),
+                CAST(:codes AS integer[]), CAST(:errors AS text[]),
+                CAST(:nexts AS timestamptz[]), CAST(:keeps AS boolean[]))
+         AS v(id, attempts, status, code, error, next, keep)
+    WHERE d.id = v.id
+    """
+)
+# The endpoint's changes are conditional: another worker may change it meanwhile (KEY
+# SHARE does not keep it from updating failing_since or disabling it), so each says only
+# what this batch saw happen, and a disabling that returns no row was someone else's.
+FAILING_SINCE = (
+    _endpoints.update()
+    .where(_endpoints.c.id == bindparam("b_id"), _endpoints.c.failing_since.is_(None))
+    .values(failing_since=bindparam("b_at"))
+)
+NOT_FAILING = (
+    _endpoints.update()
+    .where(_endpoints.c.id == bindparam("b_id"), _endpoints.c.failing_since.is_not(None))
+    .values(failing_since=None)
+)
+DISABLE = (
+    _endpoints.update()
+    .where(_endpoints.c.id == bindparam("b_id"), _endpoints.c.enabled.is_(True))
+    .values(enabled=False, disabled_reason=bindparam("b_reason"), updated_at=bindparam("b_at"))
+    .returning(_endpoints.c.id)
+)
+GIVE_UP = (
+    _deliveries.update()
+    .where(_deliveries.c.id == bindparam("b_id"))
+    .values(
+        status="failed",
+        next_attempt_at=None,
+        last_error=bindparam("b_last_error"),
+        updated_at=bindparam("b_updated_at"),
+    )
+)

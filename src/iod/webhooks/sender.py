@@ -10,12 +10,14 @@ addresses checked for that host with that certificate name.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
@@ -63,6 +65,18 @@ def _client(scheme: str, host: str, timeout: float) -> httpx.Client:
     return client
 
 
+@functools.lru_cache(maxsize=1024)
+def _pinned(url: str, address: str) -> tuple[httpx.URL, str]:
+    """The URL with its host replaced by the checked address, and the original `Host`."""
+    original = httpx.URL(url)
+    return original.copy_with(host=address), original.netloc.decode("ascii")
+
+
+@functools.lru_cache(maxsize=16)
+def _timeouts(seconds: float) -> dict[str, float]:
+    return {"connect": seconds, "read": seconds, "write": seconds, "pool": seconds}
+
+
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
     """`Retry-After` as seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
     if not value:
@@ -99,18 +113,21 @@ def send(
         address = safety.resolve(target, allowed)
     except safety.Refused as exc:
         return Outcome(None, None, f"refused: {exc}", took())
-    original = httpx.URL(url)
-    pinned = original.copy_with(host=str(address))
+    pinned, host_header = _pinned(url, str(address))
     request_headers = {
         **headers,
-        "Host": original.netloc.decode("ascii"),
+        "Host": host_header,
         "Content-Type": "application/json",
         "User-Agent": "iod-webhooks/1",
     }
-    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    # Built here rather than by the client (no default headers, cookies or auth to merge):
+    # the timeouts must then be given explicitly, per phase.
+    extensions: dict[str, Any] = {"timeout": _timeouts(timeout)}
+    if target.scheme == "https":
+        extensions["sni_hostname"] = target.host
     client = _client(target.scheme, target.host, timeout)
     try:
-        request = client.build_request(
+        request = httpx.Request(
             "POST", pinned, content=body, headers=request_headers, extensions=extensions
         )
         response = client.send(request, stream=True)

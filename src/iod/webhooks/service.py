@@ -10,9 +10,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from iod.audit import service as audit
 from iod.auth.tokens import Principal
 from iod.events import NAMES
 from iod.events.service import encode_cursor
+from iod.infra.clock import FrozenClock
 from iod.infra.config import Settings
 from iod.infra.errors import Conflict, FieldError, InvalidState, NotFound, ValidationFailed
 from iod.infra.ids import looks_like_id, new_id
@@ -53,6 +55,21 @@ class Limits:
             settings.webhook_max_endpoints,
             key_encryption_key,
         )
+
+
+def _audit(
+    session: Session,
+    now: datetime,
+    actor: audit.Actor,
+    action: str,
+    endpoint: WebhookEndpoint,
+    details: dict[str, Any],
+) -> None:
+    """The audit row of a change of an endpoint, in its transaction: what changed, never a
+    secret (rotations say only until when the previous one signs)."""
+    audit.record(session, FrozenClock(now), actor, f"webhook_endpoint.{action}",
+                 "webhook_endpoint", endpoint.id, customer_id=endpoint.customer_id,
+                 details=details)  # fmt: skip
 
 
 def _not_found() -> NotFound:
@@ -104,6 +121,8 @@ def create(
     principal: Principal,
     body: WebhookEndpointRequest,
     limits: Limits,
+    *,
+    actor: audit.Actor,
 ) -> tuple[WebhookEndpoint, str]:
     """The new endpoint and its secret (the only time the secret leaves the service)."""
     check_url(body.url, limits)
@@ -132,6 +151,10 @@ def create(
     )
     session.add(endpoint)
     session.flush()
+    _audit(session, now, actor, "create", endpoint, {
+        "url": endpoint.url, "eventTypes": types, "enabled": endpoint.enabled,
+        "description": endpoint.description,
+    })  # fmt: skip
     return endpoint, secret
 
 
@@ -164,9 +187,12 @@ def update(
     endpoint_id: str,
     body: WebhookEndpointUpdate,
     limits: Limits,
+    *,
+    actor: audit.Actor,
 ) -> WebhookEndpoint:
     endpoint = get(session, principal, endpoint_id, lock=True)
     given = body.model_fields_set
+    before = _audited_fields(endpoint)
     if "url" in given and body.url is not None:
         endpoint.url = check_url(body.url, limits)
     if "eventTypes" in given and body.eventTypes is not None:
@@ -180,16 +206,40 @@ def update(
             endpoint.failing_since = None
     endpoint.updated_at = now
     session.flush()
+    after = _audited_fields(endpoint)
+    changed = {key: value for key, value in after.items() if before[key] != value}
+    _audit(session, now, actor, "update", endpoint, {
+        "changed": sorted(changed), **changed,
+    })  # fmt: skip
     return endpoint
 
 
-def delete(session: Session, principal: Principal, endpoint_id: str) -> None:
+def _audited_fields(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    return {
+        "url": endpoint.url,
+        "eventTypes": list(endpoint.event_types or []),
+        "description": endpoint.description,
+        "enabled": endpoint.enabled,
+    }
+
+
+def delete(
+    session: Session, now: datetime, principal: Principal, endpoint_id: str, *, actor: audit.Actor
+) -> None:
     """The endpoint, its deliveries and their attempts; jobs still queued find nothing."""
-    repository.delete_endpoint(session, get(session, principal, endpoint_id, lock=True))
+    endpoint = get(session, principal, endpoint_id, lock=True)
+    _audit(session, now, actor, "delete", endpoint, {"url": endpoint.url})
+    repository.delete_endpoint(session, endpoint)
 
 
 def rotate_secret(
-    session: Session, now: datetime, principal: Principal, endpoint_id: str, limits: Limits
+    session: Session,
+    now: datetime,
+    principal: Principal,
+    endpoint_id: str,
+    limits: Limits,
+    *,
+    actor: audit.Actor,
 ) -> tuple[WebhookEndpoint, str]:
     """A new secret; the current one keeps signing too until the grace period ends (a
     rotation within a grace period drops the oldest: at most two secrets sign)."""
@@ -204,17 +254,42 @@ def rotate_secret(
     endpoint.secret = keys.seal(secret, limits.key_encryption_key, endpoint.id)
     endpoint.updated_at = now
     session.flush()
+    until = endpoint.previous_secret_until
+    _audit(session, now, actor, "rotate_secret", endpoint, {
+        "previousSecretExpiresAt": None if until is None else until.isoformat(),
+    })  # fmt: skip
     return endpoint, secret
 
 
-def signing_secrets(
-    endpoint: WebhookEndpoint, now: datetime, key_encryption_key: bytes | None
-) -> list[str]:
-    """The secrets that sign now: the current one, and the previous one in its grace."""
-    found = [keys.open_secret(endpoint.secret, key_encryption_key, endpoint.id)]
-    until = endpoint.previous_secret_until
-    if endpoint.previous_secret is not None and until is not None and until > now:
-        found.append(keys.open_secret(endpoint.previous_secret, key_encryption_key, endpoint.id))
+# Opened secrets (decrypted, base64 decoded) by endpoint and stored text: a worker signs
+# many deliveries of few endpoints, and opening an encrypted one costs an HKDF and an AES-GCM.
+_opened: dict[tuple[str, str, bytes | None], bytes] = {}
+_OPENED_MAX = 4096
+
+
+def _open_key(endpoint_id: str, stored: str, key_encryption_key: bytes | None) -> bytes:
+    cache_key = (endpoint_id, stored, key_encryption_key)
+    key = _opened.get(cache_key)
+    if key is None:
+        key = signing.secret_bytes(keys.open_secret(stored, key_encryption_key, endpoint_id))
+        if len(_opened) >= _OPENED_MAX:
+            _opened.clear()
+        _opened[cache_key] = key
+    return key
+
+
+def signing_keys(
+    endpoint_id: str,
+    secret: str,
+    previous_secret: str | None,
+    previous_until: datetime | None,
+    now: datetime,
+    key_encryption_key: bytes | None,
+) -> list[bytes]:
+    """The keys that sign now: the current secret's, and the previous one's in its grace."""
+    found = [_open_key(endpoint_id, secret, key_encryption_key)]
+    if previous_secret is not None and previous_until is not None and previous_until > now:
+        found.append(_open_key(endpoint_id, previous_secret, key_encryption_key))
     return found
 
 
@@ -274,6 +349,8 @@ def retry(
     principal: Principal,
     endpoint_id: str,
     delivery_id: str,
+    *,
+    actor: audit.Actor,
 ) -> WebhookDeliveryOut:
     """Sends a delivery again now (whatever its status), as one more attempt with the same
     `webhook-id`; a scheduled retry of it is superseded. The endpoint must be enabled."""
@@ -292,6 +369,9 @@ def retry(
             "The webhook endpoint is disabled: enable it (PATCH enabled: true) first"
         )
     deliver.schedule_now(session, found, now)
+    _audit(session, now, actor, "retry", endpoint, {
+        "deliveryId": found.id, "eventType": found.event_type,
+    })  # fmt: skip
     attempts = repository.attempts_of(session, [found.id], per_delivery=ATTEMPTS_SHOWN)
     return delivery_to_schema(found, attempts[found.id])
 
