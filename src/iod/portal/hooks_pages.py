@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import Field
 from sqlalchemy.orm import Session
 
+from iod.audit import service as audit
 from iod.connections import service as connections
 from iod.domain.bandwidth import format_bandwidth
 from iod.infra.errors import FieldError, Forbidden, NotFound, ProblemError, ValidationFailed
@@ -27,7 +28,9 @@ from iod.portal import service as people
 from iod.portal.endpoints import (
     PortalRoute,
     _read,
+    _request_id,
     _services,
+    _source,
     _write,
     current_user,
     errors_by_pointer,
@@ -154,7 +157,14 @@ async def create_webhook(request: Request) -> Response:
             request,
             user,
             lambda s: _created(
-                webhooks.create(s, services.clock.now(), user.principal, wanted, _limits(request))
+                webhooks.create(
+                    s,
+                    services.clock.now(),
+                    user.principal,
+                    wanted,
+                    _limits(request),
+                    actor=_actor(request, user),
+                )
             ),
         )
     except ProblemError as exc:
@@ -163,6 +173,11 @@ async def create_webhook(request: Request) -> Response:
     return await _webhooks_page(
         request, user, 201, secret={"id": endpoint_id, "secret": secret, "new": "1"}
     )
+
+
+def _actor(request: Request, user: CurrentUser) -> audit.Actor:
+    """The signed-in user, for the webhook service's audit rows."""
+    return people.actor(user.user_id, _source(request), _request_id(request))
 
 
 def _created(made: tuple[Any, str]) -> tuple[str, str]:
@@ -232,23 +247,30 @@ async def change_webhook(request: Request, endpoint_id: str, what: str) -> Respo
     user = await _button(request, "admin")
     services = _services(request)
     principal, limits = user.principal, _limits(request)
+    actor = _actor(request, user)
     if what == "rotate":
         _, secret = await _write(
             request,
             user,
             lambda s: webhooks.rotate_secret(
-                s, services.clock.now(), principal, endpoint_id, limits
+                s, services.clock.now(), principal, endpoint_id, limits, actor=actor
             ),
         )
         return await _webhook_page(request, user, endpoint_id, secret=secret)
     if what == "delete":
-        await _write(request, user, lambda s: webhooks.delete(s, principal, endpoint_id))
+        await _write(
+            request,
+            user,
+            lambda s: webhooks.delete(s, services.clock.now(), principal, endpoint_id, actor=actor),
+        )
         return RedirectResponse("/portal/webhooks?notice=deleted", status_code=303)
     patch = WebhookEndpointUpdate.model_validate({"enabled": what == "enable"})
     await _write(
         request,
         user,
-        lambda s: webhooks.update(s, services.clock.now(), principal, endpoint_id, patch, limits),
+        lambda s: webhooks.update(
+            s, services.clock.now(), principal, endpoint_id, patch, limits, actor=actor
+        ),
     )
     return RedirectResponse(
         f"/portal/webhooks/{quote(endpoint_id)}?notice={what}d", status_code=303
@@ -265,7 +287,12 @@ async def resend(request: Request, endpoint_id: str, delivery_id: str) -> Respon
             request,
             user,
             lambda s: webhooks.retry(
-                s, services.clock.now(), user.principal, endpoint_id, delivery_id
+                s,
+                services.clock.now(),
+                user.principal,
+                endpoint_id,
+                delivery_id,
+                actor=_actor(request, user),
             ),
         )
     except ProblemError as exc:

@@ -143,8 +143,9 @@ def schedule_now(session: Session, delivery: WebhookDelivery, now: datetime) -> 
 # - `preload` (record transaction): the batch's endpoints (FOR KEY SHARE) and deliveries
 #   (FOR UPDATE) locked and read in two queries; the first `record` writes the whole batch:
 #   one INSERT of the attempts, one UPDATE of the deliveries (PostgreSQL: FROM unnest of
-#   arrays; SQLite: executemany), the rare endpoint changes and next attempts. The worker finishes the jobs in the same transaction, so an
-#   attempt is recorded exactly when its job is done. When the worker records job by job
+#   arrays; SQLite: executemany), the rare endpoint changes and next attempts. The worker
+#   finishes the jobs in the same transaction, so an attempt is recorded exactly when its job
+#   is done. When the worker records job by job
 #   (a savepoint each, after the batch's transaction failed) each `record` reads its own
 #   rows again and writes its own job only.
 
