@@ -168,6 +168,8 @@ CASES = [
          b'{"bandwidth": "100 Mbps", "bandwidth": "1 Gbps", "locationId": "PL0001247634"}',
          True, 400),
     Case("create, an array", "POST", b"[]", True, 400),
+    Case("create, nested too deep", "POST",
+         b'{"description": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", True, 400),
     Case("create, no body", "POST", b"", True, 400),
     Case("create, text/plain", "POST", {"bandwidth": "100 Mbps", "locationId": LOC}, True,
          415, {"Content-Type": "text/plain"}),
@@ -312,3 +314,21 @@ def test_over_the_write_limit_both_answer_429_alike(
             answers.append([_normalised(side, r) for r in sent])
         assert [f for f in fast.handed_on if f.startswith(BASE)] == []
     assert answers[0] == answers[1]
+
+
+def test_a_body_over_the_limit_while_read_is_the_routes_413(sides: tuple[Side, Side]) -> None:
+    """A chunked body (no length declared) that grows past the limit fails while the fast
+    layer reads it: the route gets that failure and answers it, as it would alone."""
+    answers = []
+    for side in sides:
+        oversized = b'{"description": "' + b"x" * 70_000 + b'"}'
+        answers.append(
+            side.client.post(
+                BASE,
+                content=iter([oversized[:1000], oversized[1000:]]),  # chunked
+                headers={**side.headers, "Content-Type": JSON},
+            )
+        )
+    assert answers[0].status_code == 413, answers[0].text
+    assert sides[0].handed_on == [f"POST {BASE}"]
+    assert _normalised(sides[0], answers[0]) == _normalised(sides[1], answers[1])

@@ -278,8 +278,8 @@ class ConnectionWriteFastPath:
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     break
-            body = _validated(b"".join(chunks), ConnectionRequest if connection_id is None
-                              else BandwidthUpdate)  # fmt: skip
+            model = ConnectionRequest if connection_id is None else BandwidthUpdate
+            body = _validated(b"".join(chunks), model)
         except _NotUsual:
             await self.app(scope, _replay(messages, None, receive), send)
             return
@@ -314,7 +314,7 @@ def _validated(raw: bytes, model: type[BaseModel]) -> BaseModel:
         raise _NotUsual  # "a JSON body is required": the route's answer
     try:
         data = loads_strict(raw)
-    except ValueError as exc:  # not JSON (or not UTF-8)
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
         raise _NotUsual from exc
     if type(data) is not dict:  # not an object, or an object with a repeated key
         raise _NotUsual
