@@ -25,7 +25,13 @@ from iod.auth.passwords import SecretHasher, open_hasher
 from iod.auth.tokens import TokenService
 from iod.billing.endpoints import router as billing_router
 from iod.connections.endpoints import router as connections_router
-from iod.connections.fastpath import ROUTE_PATH, ConnectionReadFastPath
+from iod.connections.fastpath import (
+    BANDWIDTH_PATH,
+    CREATE_PATH,
+    ROUTE_PATH,
+    ConnectionReadFastPath,
+    ConnectionWriteFastPath,
+)
 from iod.connections.service import Policy
 from iod.customers import repository as customers_repository
 from iod.edge.driver import EdgeRouter
@@ -262,6 +268,14 @@ def create_app(
         ConnectionReadFastPath,
         services=services,
         route=_route(connections_router, ROUTE_PATH, "GET"),
+    )
+    # The two hottest writes, the same way (issue 14): the usual request is answered here,
+    # anything else goes on to its FastAPI route.
+    app.add_middleware(
+        ConnectionWriteFastPath,
+        services=services,
+        create=_route(connections_router, CREATE_PATH, "POST"),
+        bandwidth=_route(connections_router, BANDWIDTH_PATH, "PUT"),
     )
     # The Lumen-compatible API (issue 19): its own paths, errors and /lumen/openapi.json.
     app.add_middleware(LumenDispatch, lumen=create_lumen_app(services))

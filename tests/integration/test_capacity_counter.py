@@ -198,3 +198,47 @@ def test_migration_backfills_the_figures(services: Services, api: TestClient, he
     with services.db.read() as session:
         assert session.scalar(select(Location.committed_mbps).where(Location.id == SMALL)) == 500
     assert_figures_agree(services)
+
+
+def test_a_batch_of_applied_changes_keeps_the_figures_from_one_read(  # type: ignore[no-untyped-def]
+    api: TestClient, services: Services, headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker records a batch of applied changes with the pending changes read once for
+    the batch (`tasks._apply_preload`), not per job: the figures still agree, for a
+    connection whose boost's revert stays pending and one with a change scheduled later."""
+    ids = []
+    for _ in range(3):
+        made = api.post(BASE, json={"bandwidth": "10 Mbps", "locationId": SMALL}, headers=headers)
+        assert made.status_code == 201
+        ids.append(made.json()["id"])
+    run_jobs(services)  # provisioned
+    clock = services.clock
+    assert isinstance(clock, FrozenClock)
+    bodies = [
+        {"bandwidth": "200 Mbps"},
+        {"bandwidth": "300 Mbps", "revertAt": rfc3339(clock, 60)},  # the revert stays pending
+        {"bandwidth": "50 Mbps"},
+    ]
+    for connection_id, body in zip(ids, bodies, strict=True):
+        put = api.put(f"{BASE}/{connection_id}/bandwidth", json=body, headers=headers)
+        assert put.status_code == 200, put.text
+    later = {"bandwidth": "500 Mbps", "effectiveDate": rfc3339(clock, 30)}
+    assert api.put(f"{BASE}/{ids[2]}/bandwidth", json=later, headers=headers).status_code == 200
+
+    def no_query_per_job(*args: object) -> None:
+        raise AssertionError("the batch's pending changes are read once, in its preload")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(repository, "pending_mbps", no_query_per_job)
+        assert services.worker().run_once() == 3  # the three changes due now, one batch
+    assert_figures_agree(services)
+    with services.db.read() as session:
+        committed = dict(
+            session.execute(
+                select(Connection.id, Connection.committed_mbps).where(Connection.id.in_(ids))
+            ).all()
+        )
+    assert committed == {ids[0]: 200, ids[1]: 300, ids[2]: 500}
+    clock.advance(timedelta(hours=2))
+    run_jobs(services)  # the revert and the later change
+    assert_figures_agree(services)

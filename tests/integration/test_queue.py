@@ -107,3 +107,24 @@ def test_the_last_attempt_fails_for_good(database: Database) -> None:
     with database.read() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.state == JobState.FAILED and job.last_error == "boom"
+
+
+def test_anything_due_says_whether_a_claim_could_find_a_job(database: Database) -> None:
+    """The worker's read before a claim: a queued job due, or a lease run out; not a job
+    queued for later, nor one running under its lease, nor a finished one."""
+    clock = FrozenClock()
+    assert not queue.anything_due(database, clock.now())  # an empty queue
+    later = _enqueue(database, clock, "con_a", delay=60)
+    assert not queue.anything_due(database, clock.now())
+    clock.advance(timedelta(seconds=60))
+    assert queue.anything_due(database, clock.now())  # exactly due
+    assert _claim(database, clock) == later
+    assert not queue.anything_due(database, clock.now())  # running, its lease holds
+    clock.advance(timedelta(seconds=29))
+    assert not queue.anything_due(database, clock.now())
+    clock.advance(timedelta(seconds=1))
+    assert queue.anything_due(database, clock.now())  # the 30 s lease ran out
+    assert _claim(database, clock, "w2") == later
+    with database.write() as session:
+        assert queue.finish(session, later, "w2", clock.now())
+    assert not queue.anything_due(database, clock.now() + timedelta(days=1))

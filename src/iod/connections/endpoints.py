@@ -22,7 +22,7 @@ from iod.audit import service as audit
 from iod.auth.dependencies import actor, charge_rows, require_read, require_write
 from iod.auth.tokens import Principal
 from iod.connections import lifecycle, service
-from iod.connections.fastpath import connection_response
+from iod.connections.fastpath import connection_response, create_work, update_work
 from iod.connections.schemas import (
     BandwidthChange,
     BandwidthChangeList,
@@ -256,18 +256,9 @@ def create_connection(
     The connection starts `provisioning` and becomes `active` once the network is configured.
     The bandwidth must be a tier the location offers and fit its remaining capacity.
     """
+    # Usually answered before it gets here, by connections/fastpath.py, with the same code.
     services = _services(request)
-
-    def work(session: Session) -> idempotency.Outcome:
-        _act_for(session, request, principal)
-        connection = service.create_connection(
-            session, services.clock, principal, body, services.policy
-        )
-        location = f"/internet-on-demand/connections/{connection.id}"
-        result = service.present_new(connection)
-        headers = {"Location": location, "ETag": service.etag_of(result)}
-        return idempotency.Outcome(201, result, headers)
-
+    work = create_work(services, actor(request, principal), principal, body)
     return idempotency.run(services, request, principal, key, body, work)
 
 
@@ -324,19 +315,9 @@ def update_bandwidth(
     that `ETag`. A change to the bandwidth the connection will have at that time anyway
     records nothing: 200 with the connection as it is and no `change`.
     """
+    # Usually answered before it gets here, by connections/fastpath.py, with the same code.
     services = _services(request)
-
-    def work(session: Session) -> idempotency.Outcome:
-        _act_for(session, request, principal)
-        connection, change, revert, pending = service.update_bandwidth(
-            session, services.clock, principal, connectionId, body, services.policy, if_match
-        )
-        if change is None:  # it will have that bandwidth then anyway: nothing was recorded
-            result = service.present_update(session, connection, None, None, pending)
-            return idempotency.Outcome(200, result, {"ETag": service.etag_of(result)})
-        result = service.present_update(session, connection, change, revert, pending)
-        return idempotency.Outcome(200, result, {"ETag": service.etag_of(result)})
-
+    work = update_work(services, actor(request, principal), principal, connectionId, body, if_match)
     return idempotency.run(services, request, principal, key, body, work)
 
 

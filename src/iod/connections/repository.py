@@ -194,6 +194,24 @@ def pending_mbps(session: Session, connection_id: str) -> list[int]:
     )
 
 
+def pending_mbps_of(session: Session, connection_ids: Sequence[str]) -> dict[str, list[Any]]:
+    """`pending_mbps` of several connections in one query: per connection, its pending
+    changes as (id, to_mbps) rows."""
+    result: dict[str, list[Any]] = {cid: [] for cid in connection_ids}
+    if connection_ids:
+        rows = session.execute(
+            select(
+                BandwidthChange.connection_id, BandwidthChange.id, BandwidthChange.to_mbps
+            ).where(
+                BandwidthChange.connection_id.in_(connection_ids),
+                BandwidthChange.status.in_(_PENDING),
+            )
+        )
+        for row in rows:
+            result[row.connection_id].append(row)
+    return result
+
+
 def get_change_for_update(session: Session, change_id: str) -> BandwidthChange | None:
     """Locks the change row (PostgreSQL) so a cancel and the worker cannot both win."""
     return session.get(BandwidthChange, change_id, with_for_update=True)

@@ -13,13 +13,13 @@ import random
 from collections.abc import Collection
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Integer, Select, Table, and_, bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
-from iod.infra.db import uow
+from iod.infra.db import Database, uow
 from iod.jobs.registry import TASKS
 from iod.models import Job
 
@@ -182,6 +182,37 @@ def claim_batch(
 def claim(session: Session, now: datetime, lease_seconds: float, worker_id: str) -> Job | None:
     jobs = claim_batch(session, now, lease_seconds, worker_id, limit=1)
     return jobs[0] if jobs else None
+
+
+# The earliest moment a claim could find a job: the first queued job's run_at and the first
+# lease to run out. One statement, two index lookups, run as a `PreparedSelect`.
+_EARLIEST = cast(
+    "Select[Any]",
+    select(
+        select(Job.run_at)
+        .where(Job.state == JobState.QUEUED.value)
+        .order_by(Job.run_at)
+        .limit(1)
+        .scalar_subquery()
+        .label("run_at"),
+        select(Job.lease_until)
+        .where(Job.state == JobState.RUNNING.value, Job.lease_until.is_not(None))
+        .order_by(Job.lease_until)
+        .limit(1)
+        .scalar_subquery()
+        .label("lease_until"),
+    ),
+)
+
+
+def anything_due(db: Database, now: datetime) -> bool:
+    """Whether a claim (`claim_batch`) could find a job now: a queued job due, or a running
+    job whose lease ran out (whether it is held back behind another job of its key is the
+    claim's to say). A read on the thread's kept connection: a claim that finds nothing
+    costs a write transaction, on SQLite the process's write turn and the database's lock,
+    which the API's writes wait for."""
+    (row,) = db.prepared(_EARLIEST).rows()
+    return any(at is not None and at <= now for at in row)
 
 
 def next_due(session: Session) -> datetime | None:

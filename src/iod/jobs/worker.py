@@ -101,6 +101,8 @@ class Worker:
                 raise
             for ref, task, error in late:
                 self._failed(ref, task, error, self._log(ref))
+        if not queue.anything_due(self.db, self.clock.now()):
+            return 0  # no claim (a write transaction) to find nothing
         try:
             prepared = self._claim_and_prepare(careful=False)
         except Exception as exc:
