@@ -39,17 +39,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--database-url", default=None)
-    parser.add_argument("-n", type=int, default=200)
-    args = parser.parse_args()
+def run(database_url: str | None, n: int) -> dict[str, list[float]]:
+    """Commits `n` events one at a time; the milliseconds from each commit to its arrival on
+    the stream (`stream`) and in a long-polled feed (`feed`)."""
     tmp = Path(tempfile.mkdtemp(prefix="iod-bench-events-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOD_")}
     env.update(IOD_DATA_DIR=str(tmp), IOD_LOG_LEVEL="WARNING", IOD_PERIODIC_TASKS="false")
-    if args.database_url:
-        env["IOD_DATABASE_URL"] = args.database_url
-        engine = make_engine(args.database_url)
+    if database_url:
+        env["IOD_DATABASE_URL"] = database_url
+        engine = make_engine(database_url)
         with engine.begin() as conn:
             conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
         upgrade(engine)
@@ -57,7 +55,7 @@ def main() -> None:
     iod = [sys.executable, "-m", "iod"]
     demo = json.loads(subprocess.run([*iod, "demo", "--json"], env=env, check=True,
                                      capture_output=True, text=True).stdout)  # fmt: skip
-    url = args.database_url or Settings(data_dir=tmp).effective_database_url
+    url = database_url or Settings(data_dir=tmp).effective_database_url
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -98,15 +96,15 @@ def main() -> None:
                 ready.set()
                 for line in response.iter_lines():
                     if line.startswith("data: "):
-                        n = int(json.loads(line[6:])["data"]["reason"])
-                        arrived[n] = time.perf_counter()
-                        if len(arrived) == args.n:
+                        seen = int(json.loads(line[6:])["data"]["reason"])
+                        arrived[seen] = time.perf_counter()
+                        if len(arrived) == n:
                             return
 
         def long_poll() -> None:
             cursor = "now"
             with httpx.Client(base_url=base, headers=headers, timeout=70) as client:
-                while len(polled) < args.n:
+                while len(polled) < n:
                     page = client.get(FEED, params={"after": cursor, "wait": 30}).json()
                     now = time.perf_counter()
                     for event in page["events"]:
@@ -118,21 +116,32 @@ def main() -> None:
             thread.start()
         ready.wait(10)
         time.sleep(0.5)
-        for n in range(args.n):
-            commit(n)
+        for k in range(n):
+            commit(k)
             time.sleep(0.02)  # one at a time: the latency of each, not of a burst
         for thread in threads:
             thread.join(60)
-        backend = "PostgreSQL" if args.database_url else "SQLite"
-        for name, seen in (("stream", arrived), ("feed (wait=30)", polled)):
-            lags = [(seen[n] - committed[n]) * 1000 for n in committed if n in seen]
-            print(f"{backend} {name}: {len(lags)}/{args.n} events, commit to arrival "
-                  f"p50 {statistics.median(lags):.1f} ms, p99 {percentile(lags, 0.99):.1f} ms, "
-                  f"max {max(lags):.1f} ms")  # fmt: skip
         db.dispose()
+        return {
+            name: [(seen[k] - committed[k]) * 1000 for k in committed if k in seen]
+            for name, seen in (("stream", arrived), ("feed", polled))
+        }
     finally:
         server.terminate()
         server.wait(20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("-n", type=int, default=200)
+    args = parser.parse_args()
+    backend = "PostgreSQL" if args.database_url else "SQLite"
+    for name, lags in run(args.database_url, args.n).items():
+        label = "stream" if name == "stream" else "feed (wait=30)"
+        print(f"{backend} {label}: {len(lags)}/{args.n} events, commit to arrival "
+              f"p50 {statistics.median(lags):.1f} ms, p99 {percentile(lags, 0.99):.1f} ms, "
+              f"max {max(lags):.1f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from events_latency import percentile
+from events_latency import run as run_events
 from portal import portal_customer
 from profile_summary import summarise
 from seed import BULK_LOCATION, Seeded, seed
@@ -63,8 +65,9 @@ PORTAL_CONNECTIONS = 10_000  # issue 18: the connections page of a customer with
 PORTAL_PAGE = 25
 WRITE_ROWS = {"create": "POST …/connections", "bandwidth": "PUT …/{id}/bandwidth"}
 # Rows measured by their own script rather than wrk: PostgreSQL only.
-OWN_ROWS = ("webhooks",)
+OWN_ROWS = ("webhooks", "events")
 WEBHOOK_GOAL = 1000.0  # deliveries/s, issue 16
+EVENTS_GOAL_P99_MS = 100.0  # commit to the stream and the feed, issue 16
 
 
 # --- the machine and the versions ---------------------------------------------------------
@@ -302,6 +305,10 @@ class Row:
     goal_ratio: float | None = None
     # ... and the CPU its processes spent per unit (the workers' ms per delivery).
     rate_cpu_ms: float | None = None
+    # A latency row of its own script (the events row): p50 and p99 in ms, and p99 over the
+    # goal's p99 (below 1 meets it).
+    latency_ms: tuple[float, float] | None = None
+    latency_goal_ratio: float | None = None
 
     @property
     def rps(self) -> float:
@@ -913,7 +920,12 @@ def render(
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for row in rows:
-        if row.rate is not None:
+        if row.latency_ms is not None:
+            p50, p99 = row.latency_ms
+            ratio = f"p99 {row.latency_goal_ratio:.3f} of the goal's"
+            cells = [row.name, row.database, row.processes, "", f"{p50:.2f}", f"{p99:.2f}",
+                     ratio, "", "", row.note, "0"]  # fmt: skip
+        elif row.rate is not None:
             ratio = f"{row.goal_ratio:.3f} of the goal" if row.goal_ratio is not None else ""
             cpu = f"{row.rate_cpu_ms:.3f}" if row.rate_cpu_ms is not None else ""
             cells = [row.name, row.database, row.processes, f"{row.rate:,.0f}", "", "",
@@ -974,6 +986,39 @@ def webhooks_row(pg_url: str, quick: bool, log: Callable[[str], None]) -> Row:
     )
     log(f"  {result.per_second:,.0f} deliveries/s")
     return row
+
+
+def events_rows(pg_url: str, quick: bool, log: Callable[[str], None]) -> list[Row]:
+    """How soon a committed event is on the stream and in a long-polled feed: events
+    committed one at a time by another process, as a worker commits them, on PostgreSQL
+    (NOTIFY; bench/events_latency.py, on a database of its own, `<database>_events`, wiped)."""
+    parsed = make_url(pg_url)
+    url = parsed.set(database=f"{parsed.database}_events").render_as_string(hide_password=False)
+    n = 100 if quick else 300
+    names = {"stream": "GET …/events/stream (SSE)", "feed": "GET …/events?wait=30"}
+    rows = [
+        Row(f"event visible on {names[key]} after its commit ({n} events one at a time; "
+            f"goal p99 < {EVENTS_GOAL_P99_MS:.0f} ms)", "PostgreSQL", "1 (`--no-worker`)")
+        for key in names
+    ]  # fmt: skip
+    problem = prepare_postgres(url)
+    if problem:
+        for row in rows:
+            row.note = f"skipped: {problem}"
+        return rows
+    log(f"events: {n} events one at a time ({make_url(url).database})")
+    lags = run_events(url, n)
+    for row, key in zip(rows, names, strict=True):
+        seen = lags[key]
+        if len(seen) < n:
+            row.note = f"only {len(seen)} of {n} arrived"
+            continue
+        p99 = percentile(seen, 0.99)
+        row.latency_ms = (percentile(seen, 0.5), p99)
+        row.latency_goal_ratio = p99 / EVENTS_GOAL_P99_MS
+        row.note = f"max {max(seen):.1f} ms; load average {os.getloadavg()[0]:.1f} at the end"
+        log(f"  {key}: p99 {p99:.1f} ms")
+    return rows
 
 
 @contextlib.contextmanager
@@ -1120,6 +1165,8 @@ def main() -> int:
             )
         if "webhooks" in own and "postgres" in databases:
             rows.append(webhooks_row(pg_url, args.quick, log))
+        if "events" in own and "postgres" in databases:
+            rows.extend(events_rows(pg_url, args.quick, log))
         if "postgres" in databases:
             with contextlib.suppress(Exception):
                 vers["postgresql"] = postgres_version(pg_url)
