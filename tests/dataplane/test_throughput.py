@@ -52,7 +52,8 @@ def test_a_tcp_stream_gets_the_ordered_rate(
         f"wire {wire:.2f} Mbps ({wire / mbps:.1%})"
     )
     assert 0.90 * mbps <= goodput <= 1.00 * mbps
-    # Never more than ordered (+3 %: the sampling window's edges); below it by at most 5 %,
-    # which a starved sender alone can cause (1 Gbps upload through the IFB at a load
-    # average of 12 carried 959 Mbps).
-    assert -0.05 * mbps <= wire - mbps <= 0.03 * mbps
+    # The shaper's own count: never more than ordered (+3 % for the sampling window's edges).
+    # Below the order the 3 s window is at the mercy of the sender (a TCP back-off or a
+    # starved iperf3 in those 3 s: 92 % at 100 Mbps while the whole run's goodput was 95.6 %,
+    # 95.9 % at 1 Gbps under load), so its lower bound is looser than the whole run's goodput.
+    assert 0.85 * mbps <= wire <= 1.03 * mbps
