@@ -1044,7 +1044,7 @@ def main() -> int:
         "--rows",
         default=",".join(ROWS + OWN_ROWS),
         help=f"which rows, of {','.join(ROWS + OWN_ROWS)} (the baseline always runs; "
-        "webhooks: PostgreSQL only)",
+        "webhooks and events: PostgreSQL only)",
     )
     parser.add_argument("--databases", default="sqlite,postgres",
                         help="sqlite, postgres or both (default)")  # fmt: skip
