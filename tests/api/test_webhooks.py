@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -156,6 +157,43 @@ def test_gives_up_after_the_schedule_and_410_disables(
     # Disabled: a retry is refused until it is enabled again.
     retry = api.post(f"{HOOKS}/{hook['id']}/deliveries/{delivery['id']}/retry", headers=headers)
     assert retry.status_code == 409
+
+
+def test_a_batch_changes_its_endpoints_in_id_order(
+    api: TestClient, headers: dict[str, str], services: Services
+) -> None:
+    """One batch fails at two endpoints: the older one's first attempt (failing_since set)
+    and a 410 from the newer one (disabled). Their UPDATEs run in endpoint-id order, whatever
+    the order the deliveries were met: two workers' batches then cannot take the endpoints'
+    row locks in opposite orders and deadlock (the endpoints are only FOR KEY SHARE locked
+    until these writes)."""
+    from sqlalchemy import event
+
+    with serve() as failing, serve() as gone:
+        failing.default, gone.default = 500, 410
+        older = create_hook(api, headers, failing.url, eventTypes=["connection.ordered"])
+        time.sleep(0.002)  # ids sort by their millisecond first
+        newer = create_hook(api, headers, gone.url, eventTypes=["connection.ordered"])
+        assert str(older["id"]) < str(newer["id"])
+        updated: list[str] = []
+
+        def seen(conn: object, cursor: object, statement: str, params: object, *_: object) -> None:
+            if statement.lstrip().upper().startswith("UPDATE WEBHOOK_ENDPOINTS"):
+                text = str(params)
+                updated.extend(h for h in (str(older["id"]), str(newer["id"])) if h in text)
+
+        engine = services.db.engine
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            order(api, headers)
+            run_jobs(services)
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
+    assert set(updated) == {older["id"], newer["id"]}, updated
+    assert updated == sorted(updated), updated
+    endpoint = api.get(f"{HOOKS}/{newer['id']}", headers=headers).json()
+    assert endpoint["enabled"] is False and "410" in endpoint["disabledReason"]
+    assert api.get(f"{HOOKS}/{older['id']}", headers=headers).json()["enabled"] is True
 
 
 def test_failing_for_days_disables_the_endpoint(

@@ -424,6 +424,10 @@ def _record_batch(
     scheduled: dict[str, datetime | None] = {}  # next_attempt_at, set by a current job
     failing: set[str] = set()
     recovered: set[str] = set()
+    # Disables decided in the loop, written after it: every endpoint UPDATE of the batch
+    # runs in endpoint-id order, so two workers' batches cannot lock two endpoints in
+    # opposite orders (the endpoints are only FOR KEY SHARE locked up to then).
+    disables: dict[str, tuple[_Endpoint, str]] = {}
     for job, outcome in batch:
         delivery = deliveries.get(_delivery_id(job))
         if delivery is None:
@@ -448,7 +452,7 @@ def _record_batch(
                 failing.discard(endpoint.id)
         elif current:
             scheduled[delivery.id] = _after_failure(
-                session, delivery, endpoint, outcome, now, settings, failing
+                session, delivery, endpoint, outcome, now, settings, failing, disables
             )
         changed[delivery.id] = {
             "b_id": delivery.id, "b_attempts": delivery.attempts, "b_status": delivery.status,
@@ -460,10 +464,13 @@ def _record_batch(
         conn.execute(repository.INSERT_ATTEMPTS, attempts)
     if changed:
         _update_deliveries(conn, changed, scheduled, now)
-    for endpoint_id in sorted(recovered):
-        conn.execute(repository.NOT_FAILING, {"b_id": endpoint_id})
-    for endpoint_id in sorted(failing):
-        conn.execute(repository.FAILING_SINCE, {"b_id": endpoint_id, "b_at": now})
+    for endpoint_id in sorted(recovered | failing | disables.keys()):
+        if endpoint_id in recovered:
+            conn.execute(repository.NOT_FAILING, {"b_id": endpoint_id})
+        if endpoint_id in failing:
+            conn.execute(repository.FAILING_SINCE, {"b_id": endpoint_id, "b_at": now})
+        if endpoint_id in disables:
+            _write_disable(session, *disables[endpoint_id], now)
 
 
 def _update_deliveries(
@@ -502,6 +509,7 @@ def _after_failure(
     now: datetime,
     settings: Settings,
     failing: set[str],
+    disables: dict[str, tuple[_Endpoint, str]],
 ) -> datetime | None:
     """A failed attempt of the delivery's current job: the endpoint's state, then the
     delivery's next attempt (its time, with its job enqueued) or its end (None)."""
@@ -509,13 +517,13 @@ def _after_failure(
         _fail(delivery, delivery.last_error or "failed")
         return None
     if outcome.status_code == 410:
-        _disable(session, endpoint, now, "the endpoint answered 410 Gone")
+        _disable(disables, endpoint, "the endpoint answered 410 Gone")
     elif endpoint.failing_since is None:
         endpoint.failing_since = now
         failing.add(endpoint.id)
     elif now - endpoint.failing_since >= timedelta(seconds=settings.webhook_disable_after_seconds):
         days = settings.webhook_disable_after_seconds / 86400
-        _disable(session, endpoint, now, f"every attempt failed for {days:g} days")
+        _disable(disables, endpoint, f"every attempt failed for {days:g} days")
     if not endpoint.enabled:
         _fail(delivery, f"{delivery.last_error}; the endpoint is now disabled")
         return None
@@ -546,12 +554,18 @@ def next_delay(
     return delays[attempts_made] * rng.uniform(0.8, 1.2)
 
 
-def _disable(session: Session, endpoint: _Endpoint, now: datetime, reason: str) -> None:
-    """Disables the endpoint and records `webhook_endpoint.disabled`, once: when another
-    worker disabled it first, its event is the one."""
+def _disable(disables: dict[str, tuple[_Endpoint, str]], endpoint: _Endpoint, reason: str) -> None:
+    """Disables the endpoint for the rest of the batch; written by `_write_disable` after
+    the batch's loop, with the other endpoint changes, in endpoint-id order."""
     if not endpoint.enabled:
         return
     endpoint.enabled = False
+    disables[endpoint.id] = (endpoint, reason)
+
+
+def _write_disable(session: Session, endpoint: _Endpoint, reason: str, now: datetime) -> None:
+    """Disables the endpoint and records `webhook_endpoint.disabled`, once: when another
+    worker disabled it first, its event is the one."""
     done = session.connection().execute(
         repository.DISABLE, {"b_id": endpoint.id, "b_reason": reason[:255], "b_at": now}
     )
