@@ -128,3 +128,15 @@ def test_anything_due_says_whether_a_claim_could_find_a_job(database: Database) 
     with database.write() as session:
         assert queue.finish(session, later, "w2", clock.now())
     assert not queue.anything_due(database, clock.now() + timedelta(days=1))
+
+
+def test_anything_due_reads_the_workers_queues_only(database: Database) -> None:
+    """A worker of some queues is not woken by another queue's due job."""
+    clock = FrozenClock()
+    with database.write() as session:
+        queue.enqueue(session, "test.any", run_at=clock.now(), now=clock.now(),
+                      max_attempts=1, queue="webhooks")  # fmt: skip
+    assert queue.anything_due(database, clock.now())
+    assert queue.anything_due(database, clock.now(), ["webhooks"])
+    assert queue.anything_due(database, clock.now(), ["webhooks", "default"])
+    assert not queue.anything_due(database, clock.now(), ["default"])

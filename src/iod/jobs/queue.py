@@ -15,7 +15,18 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Integer, Select, Table, and_, bindparam, exists, or_, select, update
+from sqlalchemy import (
+    Integer,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    false,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -185,33 +196,39 @@ def claim(session: Session, now: datetime, lease_seconds: float, worker_id: str)
 
 
 # The earliest moment a claim could find a job: the first queued job's run_at and the first
-# lease to run out. One statement, two index lookups, run as a `PreparedSelect`.
-_EARLIEST = cast(
-    "Select[Any]",
-    select(
-        select(Job.run_at)
-        .where(Job.state == JobState.QUEUED.value)
-        .order_by(Job.run_at)
-        .limit(1)
-        .scalar_subquery()
-        .label("run_at"),
-        select(Job.lease_until)
-        .where(Job.state == JobState.RUNNING.value, Job.lease_until.is_not(None))
-        .order_by(Job.lease_until)
-        .limit(1)
-        .scalar_subquery()
-        .label("lease_until"),
-    ),
-)
+# lease to run out, of the worker's queues. One statement, two index lookups, run as a
+# `PreparedSelect`; built once per queue set (the prepared statement is kept by identity).
+_EARLIEST: dict[frozenset[str] | None, Select[Any]] = {}
 
 
-def anything_due(db: Database, now: datetime) -> bool:
-    """Whether a claim (`claim_batch`) could find a job now: a queued job due, or a running
-    job whose lease ran out (whether it is held back behind another job of its key is the
-    claim's to say). A read on the thread's kept connection: a claim that finds nothing
-    costs a write transaction, on SQLite the process's write turn and the database's lock,
-    which the API's writes wait for."""
-    (row,) = db.prepared(_EARLIEST).rows()
+def _earliest(queues: Collection[str] | None) -> Select[Any]:
+    key = frozenset(queues) if queues is not None else None
+    found = _EARLIEST.get(key)
+    if found is None:
+        waiting = select(Job.run_at).where(Job.state == JobState.QUEUED.value)
+        leased = select(Job.lease_until).where(
+            Job.state == JobState.RUNNING.value, Job.lease_until.is_not(None)
+        )
+        if key is not None:  # OR of equalities: a PreparedSelect has no expanding IN
+            mine = or_(false(), *(Job.queue == name for name in sorted(key)))
+            waiting, leased = waiting.where(mine), leased.where(mine)
+        found = _EARLIEST[key] = cast(
+            "Select[Any]",
+            select(
+                waiting.order_by(Job.run_at).limit(1).scalar_subquery().label("run_at"),
+                leased.order_by(Job.lease_until).limit(1).scalar_subquery().label("lease_until"),
+            ),
+        )
+    return found
+
+
+def anything_due(db: Database, now: datetime, queues: Collection[str] | None = None) -> bool:
+    """Whether a claim (`claim_batch`) of `queues` (None: every queue) could find a job now:
+    a queued job due, or a running job whose lease ran out (whether it is held back behind
+    another job of its key is the claim's to say). A read on the thread's kept connection: a
+    claim that finds nothing costs a write transaction, on SQLite the process's write turn
+    and the database's lock, which the API's writes wait for."""
+    (row,) = db.prepared(_earliest(queues)).rows()
     return any(at is not None and at <= now for at in row)
 
 

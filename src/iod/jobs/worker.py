@@ -101,7 +101,7 @@ class Worker:
                 raise
             for ref, task, error in late:
                 self._failed(ref, task, error, self._log(ref))
-        if not queue.anything_due(self.db, self.clock.now()):
+        if not queue.anything_due(self.db, self.clock.now(), self.queues):
             return 0  # no claim (a write transaction) to find nothing
         try:
             prepared = self._claim_and_prepare(careful=False)
