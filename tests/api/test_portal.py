@@ -178,6 +178,31 @@ def test_sign_in_link_sets_a_checked_password_once(api: TestClient, services: Se
     assert "portal.password_set" in audit_actions(services)
 
 
+def test_setting_the_password_uses_up_the_users_other_links(
+    api: TestClient, services: Services
+) -> None:
+    """`make run` prints a new link at every start: once one of them set the password, an
+    older one (still within its hour) must not set it again."""
+    cid = customer(services, "Acme")
+    policy = people.PortalPolicy.of(services.settings)
+    with services.db.write() as session:
+        user = people.create_user(session, services.clock, cid, "cy@example.com", "admin")
+        other = people.create_user(session, services.clock, cid, "di@example.com", "viewer")
+        older = people.issue_link(session, services.clock, services.secret_hasher, user, policy)
+        newer = people.issue_link(session, services.clock, services.secret_hasher, user, policy)
+        others = people.issue_link(session, services.clock, services.secret_hasher, other, policy)
+    client = browser(api)
+    page = client.get(f"/portal/welcome?token={newer}")
+    assert page.status_code == 200
+    done = client.post(
+        f"/portal/welcome?token={newer}",
+        data={"csrf": csrf_of(page.text), "password": PASSWORD, "passwordAgain": PASSWORD},
+    )
+    assert done.status_code == 303, done.text
+    assert browser(api).get(f"/portal/welcome?token={older}").status_code == 404
+    assert browser(api).get(f"/portal/welcome?token={others}").status_code == 200  # not theirs
+
+
 def test_an_expired_link_is_refused(api: TestClient, services: Services) -> None:
     clock = services.clock
     assert isinstance(clock, FrozenClock)

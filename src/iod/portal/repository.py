@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from iod.models import PortalSession, PortalSignInLink, PortalUser
@@ -31,6 +31,15 @@ def users_of(session: Session, customer_id: str) -> Sequence[PortalUser]:
 
 def add_link(session: Session, link: PortalSignInLink) -> None:
     session.add(link)
+
+
+def use_up_links(session: Session, user_id: str, now: datetime) -> None:
+    """Every link of the user not used yet is used up now."""
+    session.execute(
+        update(PortalSignInLink)
+        .where(PortalSignInLink.user_id == user_id, PortalSignInLink.used_at.is_(None))
+        .values(used_at=now)
+    )
 
 
 def link_for_update(session: Session, token_hash: str) -> PortalSignInLink | None:

@@ -237,14 +237,16 @@ def redeem_link(
     password: str,
     policy: PortalPolicy,
 ) -> PortalUser:
-    """Sets the password of the link's user and uses the link up; every other session of
-    the user ends (a reset must lock out whoever knew the old password)."""
+    """Sets the password of the link's user and uses the link up, with every other link of
+    the user still out (an older link must not set the password again); every other session
+    of the user ends (a reset must lock out whoever knew the old password)."""
     user = link_user(session, clock, hasher, token)
     check_password(password, user.email, policy)
     link = repository.link_for_update(session, keyed(hasher, token) or "")
     assert link is not None
     now = clock.now()
     link.used_at = now
+    repository.use_up_links(session, user.id, now)
     user.password_hash = hash_password(password)
     user.failed_sign_ins = 0
     user.locked_until = None
