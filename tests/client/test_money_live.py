@@ -47,6 +47,10 @@ def test_commands(served: Served, tmp_path: Path) -> None:
     assert quoted.returncode == 0, quoted.stderr
     assert json.loads(quoted.stdout)["hourlyRate"] == "0.46"
     assert run_iod(env, "usage", "--month", "2026-11", "--csv").stdout.startswith("connection,")
+    for month in ("garbage", "2026-13"):  # a usage error naming the option, no traceback
+        refused = run_iod(env, "usage", "--month", month)
+        assert refused.returncode == 2 and "--month" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
     # The operator's price book: a bad file names the row and field; a good one is added.
     bad = tmp_path / "bad.csv"
     bad.write_text("locationId,bandwidth,currency,hourlyRate\nPL0001247634,100 Mbps,USD,0.461\n")

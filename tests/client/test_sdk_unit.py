@@ -515,3 +515,14 @@ def test_events_on_open_once_the_stream_answers() -> None:
         events.close()
     assert first["type"] == "connection.activated"
     assert order == ["stream", "open"]
+
+
+def test_usage_months_are_checked_before_any_request() -> None:
+    from iod.client.money import usage_params
+
+    assert usage_params(None, None, None, "day", "2026-12") == {
+        "granularity": "day", "from": "2026-12-01T00:00:00Z", "to": "2027-01-01T00:00:00Z",
+    }  # fmt: skip
+    for month in ("2026", "2026-1-1", "2026-13", "2026-00", "garbage"):
+        with pytest.raises(ValueError, match=r"e\.g\. 2026-11"):
+            usage_params(None, None, None, "day", month)

@@ -3,6 +3,7 @@ statements (docs/money.md). Amounts are decimal strings on the wire, `Decimal` h
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -115,6 +116,9 @@ def quote_body(
     return body
 
 
+MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+
+
 def usage_params(
     start: datetime | str | None,
     end: datetime | str | None,
@@ -125,6 +129,8 @@ def usage_params(
     """`month` ("2026-11") is the calendar month in UTC, instead of `start`/`end`."""
     params: dict[str, Any] = {"granularity": granularity}
     if month is not None:
+        if MONTH.fullmatch(month) is None:
+            raise ValueError(f"month must be a year and month, e.g. 2026-11, not {month!r}")
         year, number = (int(part) for part in month.split("-", 1))
         params["from"] = f"{year:04d}-{number:02d}-01T00:00:00Z"
         following = (year + number // 12, number % 12 + 1)
