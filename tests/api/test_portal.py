@@ -314,7 +314,8 @@ def test_every_form_needs_its_sessions_csrf_token(api: TestClient, services: Ser
     other = signed_in(api, services, cid, "operator")
     before = counts(services)
     form = {"locationId": catalog.DEMO_LOCATION_ID, "bandwidth": "100 Mbps", "step": "confirm"}
-    assert client.post("/portal/order", data=form).status_code == 403
+    missing = client.post("/portal/order", data=form)
+    assert missing.status_code == 403 and "/problems/form-refused" in missing.text
     assert client.post("/portal/order", data={**form, "csrf": "x" * 43}).status_code == 403
     # Another session's token (even of the same customer) is not this one's.
     assert client.post("/portal/order", data={**form, "csrf": page_csrf(other)}).status_code == 403
@@ -379,7 +380,7 @@ def test_a_viewer_cannot_change_anything(api: TestClient, services: Services) ->
     for path, data in forged:
         answer = viewer.post(path, data={**data, "csrf": token})
         assert answer.status_code == 403, (path, answer.text)
-        assert "needs the" in answer.text
+        assert "needs the" in answer.text and "/problems/insufficient-role" in answer.text
     assert viewer.get("/portal/api-clients").status_code == 403
     assert viewer.get("/portal/users").status_code == 403
     assert operator.get("/portal/users").status_code == 403

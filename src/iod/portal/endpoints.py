@@ -200,14 +200,24 @@ def _same_origin(request: Request) -> bool:
     return parts.netloc == request.headers.get("host", "")
 
 
+class FormRefused(Forbidden):
+    """A portal form refused before reading it: another site's, a missing or stale CSRF
+    token, no cookies (not a matter of the user's role)."""
+
+    type_name = "form-refused"
+    title = "Form refused"
+
+
 async def form_of(request: Request, expected_csrf: str) -> dict[str, str]:
     """The form's fields once its CSRF token matched the session's (403 otherwise)."""
     if not _same_origin(request):
-        raise Forbidden("this form was posted from another site")
+        raise FormRefused("this form was posted from another site")
     form: FormData = await request.form(max_files=0, max_fields=50, max_part_size=10_000)
     fields, token = schemas.fields_of(form.multi_items())
     if not expected_csrf or not token or not hmac.compare_digest(expected_csrf, token):
-        raise Forbidden("the form's security token is missing or stale: reload the page and retry")
+        raise FormRefused(
+            "the form's security token is missing or stale: reload the page and retry"
+        )
     return fields
 
 
@@ -238,7 +248,7 @@ def _anonymous_form(request: Request) -> tuple[str, bool]:
 async def anonymous_form_of(request: Request) -> dict[str, str]:
     pre = request.cookies.get(PRE_COOKIE) or ""
     if people.keyed(_services(request).secret_hasher, pre) is None:
-        raise Forbidden("cookies are needed to sign in: allow them for this site and reload")
+        raise FormRefused("cookies are needed to sign in: allow them for this site and reload")
     return await form_of(request, _pre_token(request, pre))
 
 

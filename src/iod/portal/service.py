@@ -91,10 +91,17 @@ class CurrentUser:
         return Principal(self.user_id, self.customer_id, frozenset(scopes), 0.0)
 
 
+class RoleRefused(Forbidden):
+    """A portal user's role does not allow this (viewer < operator < admin)."""
+
+    type_name = "insufficient-role"
+    title = "Not allowed for your role"
+
+
 def require_role(user: CurrentUser, role: str) -> None:
     """Role checks are made here, on the server, whatever the page offered."""
     if not user.can(role):
-        raise Forbidden(f"this needs the {role} role; you are {user.role}")
+        raise RoleRefused(f"this needs the {role} role; you are {user.role}")
 
 
 def actor(user_id: str, source: str, request_id: str | None) -> audit.Actor:
