@@ -10,7 +10,6 @@ import typer
 from rich import box
 from rich.table import Table
 
-from iod.client import money as m
 from iod.client.cli import JsonFlag, client, handled, out, parse_at, print_json
 from iod.client.terminal import safe
 
@@ -85,7 +84,9 @@ def usage(
     """What you used: per connection, period, tier and rate, and the totals."""
     if month is not None and (start or end):
         raise typer.BadParameter("give --month or --from/--to, not both")
-    if month is not None and m.MONTH.fullmatch(month) is None:
+    from iod.client.money import MONTH  # here: `iod --help` imports no pydantic
+
+    if month is not None and MONTH.fullmatch(month) is None:
         raise typer.BadParameter(f"{month!r}: a year and month, e.g. 2026-11", param_hint="--month")
     with handled(), client() as api:
         answer = api.usage(
