@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -23,19 +23,18 @@ from iod.domain.bandwidth import format_bandwidth
 from iod.domain.rating import HOUR
 from iod.infra.errors import ValidationFailed
 from iod.portal import cost_chart, views
-from iod.portal.endpoints import SECURITY_HEADERS, PortalRoute, _read, current_user, render
+from iod.portal.endpoints import (
+    SECURITY_HEADERS,
+    PortalRoute,
+    _read,
+    _services,
+    current_user,
+    render,
+)
 from iod.portal.service import CurrentUser
-
-if TYPE_CHECKING:
-    from iod.app import Services
 
 router = APIRouter(prefix="/portal", route_class=PortalRoute, include_in_schema=False)
 MONTH = re.compile(r"(20\d\d|21\d\d)-(0[1-9]|1[0-2])")
-
-
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
 
 
 def _month(text: str, now: datetime) -> str:
