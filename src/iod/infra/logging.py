@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
@@ -20,6 +21,22 @@ def redact_secrets(
 ) -> structlog.types.EventDict:
     for key in event.keys() & SENSITIVE_KEYS:
         event[key] = "[redacted]"
+    return event
+
+
+# C0 and C1 control characters but tab and newline (a traceback keeps its lines).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape_control_characters(
+    _logger: object, _method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """For the console: a request path with a NUL or an escape sequence (`/x%1b[31m`) is
+    written as `\\x1b`, not sent to the operator's terminal. The JSON renderer escapes them
+    itself."""
+    for key, value in event.items():
+        if isinstance(value, str) and _CONTROL.search(value):
+            event[key] = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
     return event
 
 
@@ -51,7 +68,7 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
         )
         return
     structlog.configure(
-        processors=[*processors, structlog.dev.ConsoleRenderer()],
+        processors=[*processors, escape_control_characters, structlog.dev.ConsoleRenderer()],
         wrapper_class=wrapper_class,
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
