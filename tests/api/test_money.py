@@ -292,9 +292,18 @@ def test_usage_parameters(api, headers, priced, clock) -> None:
     assert [(x["connectionId"], x["seconds"], x["amount"]) for x in days["lines"]] == [
         (conn["id"], 3 * 3600, "1.38")
     ]
-    empty = api.get(
+    reversed_window = api.get(
         f"{BASE}/usage",
         params={"from": "2030-02-01T00:00:00Z", "to": "2030-01-01T00:00:00Z"},
+        headers=headers,
+    )
+    assert reversed_window.status_code == 400
+    assert reversed_window.json()["errors"] == [
+        {"pointer": "/query/to", "detail": "must not be before from"}
+    ]
+    empty = api.get(
+        f"{BASE}/usage",
+        params={"from": "2030-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z"},
         headers=headers,
     ).json()
     assert empty["lines"] == [] and empty["totals"] == []

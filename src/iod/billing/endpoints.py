@@ -29,7 +29,7 @@ from iod.billing.schemas import (
 )
 from iod.domain.rating import floor_hour
 from iod.infra import idempotency
-from iod.infra.errors import NotFound
+from iod.infra.errors import FieldError, NotFound, ValidationFailed
 from iod.infra.http import READ_ERRORS, WRITE_ERRORS, StrictJsonRoute, problem, require_json
 
 if TYPE_CHECKING:
@@ -184,7 +184,8 @@ async def get_usage(
         Query(
             alias="from",
             description="Window start (RFC 3339); default: this month's start. A window "
-            "longer than 366 days starts 366 days before its end; an empty one has no lines.",
+            "longer than 366 days starts 366 days before its end; an empty one has no lines; "
+            "a `to` before it is a 400.",
         ),
     ] = None,
     end: Annotated[
@@ -202,6 +203,11 @@ async def get_usage(
     """Extension: the rated lines of a window (connection, period, tier, status, seconds,
     rate, amount) and the totals per currency. Hours are rated a little after they end:
     `ratedUntil` says how far."""
+    if start is not None and end is not None and end < start:
+        raise ValidationFailed(
+            "query parameter to: must not be before from",
+            errors=[FieldError("/query/to", "must not be before from")],
+        )
     services = _services(request)
     now = services.clock.now()
     lo: datetime = start or floor_hour(now).replace(day=1, hour=0)
