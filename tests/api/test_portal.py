@@ -614,3 +614,52 @@ def test_the_connections_table_filters_and_pages(api: TestClient, services: Serv
     bad = viewer.get("/portal/connections?status=sleeping")
     assert bad.status_code == 400 and "<code>/status</code>" in bad.text
     assert viewer.get("/portal/connections?cursor=nope").status_code == 400
+
+
+def _form_fields(html: str, action: str) -> dict[str, str]:
+    """The hidden fields (csrf, once) of the form that posts to `action`."""
+    form = re.search(rf'<form[^>]*action="{re.escape(action)}"[^>]*>(.*?)</form>', html, re.S)
+    assert form, html[:1000]
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form.group(1)))
+
+
+def test_a_reloaded_form_does_not_act_twice(api: TestClient, services: Services) -> None:
+    """Reloading the page a POST answered sends the same form again: the second time
+    nothing is created or rotated (the secret shown first stays the one that works), and
+    the page says why. A new form (a new page) acts again."""
+    from iod.models import Client
+
+    cid = customer(services, "Reloader")
+    admin = signed_in(api, services, cid, "admin")
+    page = admin.get("/portal/api-clients").text
+    create = _form_fields(page, "/portal/api-clients") | {"name": "robot"}
+    assert set(create) == {"csrf", "once", "name"}
+    first = admin.post("/portal/api-clients", data=create)
+    assert first.status_code == 201
+    client_id = re.search(r'id="client-id">([^<]+)<', first.text)
+    assert client_id
+    again = admin.post("/portal/api-clients", data=create)
+    assert again.status_code == 409 and "already sent" in again.text
+    with services.db.read() as session:
+        names = session.scalars(select(Client.name).where(Client.customer_id == cid)).all()
+    assert names.count("robot") == 1
+
+    rotate_at = f"/portal/api-clients/{client_id.group(1)}/rotate"
+    rotate = _form_fields(admin.get("/portal/api-clients").text, rotate_at) | {"grace": "0"}
+    rotated = admin.post(rotate_at, data=rotate)
+    assert rotated.status_code == 200
+    secret = re.search(r'id="client-secret">([^<]+)<', rotated.text)
+    assert secret
+    assert admin.post(rotate_at, data=rotate).status_code == 409
+    credentials = (client_id.group(1), secret.group(1))
+    form = {"grant_type": "client_credentials"}
+    assert api.post("/oauth2/token", data=form, auth=credentials).status_code == 200
+    # A form from a new page acts; a form value that is not one of ours is a 400.
+    fresh = _form_fields(admin.get("/portal/api-clients").text, "/portal/api-clients")
+    assert admin.post("/portal/api-clients", data=fresh | {"name": "two"}).status_code == 201
+    bad = fresh | {"name": "three", "once": "x"}
+    assert admin.post("/portal/api-clients", data=bad).status_code == 400
+    # A refused form (a 400) is not used up: corrected, the same form acts.
+    form_page = _form_fields(admin.get("/portal/api-clients").text, "/portal/api-clients")
+    assert admin.post("/portal/api-clients", data=form_page | {"name": ""}).status_code == 400
+    assert admin.post("/portal/api-clients", data=form_page | {"name": "four"}).status_code == 201

@@ -38,7 +38,7 @@ from iod.infra.ids import looks_like_id
 from iod.infra.ratelimit import Rate, TokenBuckets
 from iod.locations import repository as locations
 from iod.portal import clients as portal_clients
-from iod.portal import quotes, schemas, views
+from iod.portal import once, quotes, schemas, views
 from iod.portal import service as people
 from iod.portal.service import CurrentUser, PortalPolicy
 
@@ -98,6 +98,7 @@ def _templates() -> Environment:
     )
     env.filters["bandwidth"] = format_bandwidth
     env.filters["local"] = views.local
+    env.globals["new_once"] = once.new_value  # a fresh value for every form (macros.html)
     return env
 
 
@@ -218,6 +219,7 @@ async def form_of(request: Request, expected_csrf: str) -> dict[str, str]:
         raise FormRefused(
             "the form's security token is missing or stale: reload the page and retry"
         )
+    request.state.form_once = once.checked(fields.pop(once.FIELD, None))
     return fields
 
 
@@ -253,8 +255,10 @@ async def anonymous_form_of(request: Request) -> dict[str, str]:
 
 
 async def _write(request: Request, user: CurrentUser | None, work: Callable[[Session], T]) -> T:
-    """`work` in one write transaction, as the user's doing (events, audit)."""
+    """`work` in one write transaction, as the user's doing (events, audit); the form's
+    `once` value is recorded in it first (portal/once.py: a reloaded POST does nothing)."""
     services = _services(request)
+    sent = getattr(request.state, "form_once", None)
 
     def run() -> T:
         with services.db.write() as session:
@@ -262,9 +266,13 @@ async def _write(request: Request, user: CurrentUser | None, work: Callable[[Ses
                 audit.act_for(
                     session, people.actor(user.user_id, _source(request), _request_id(request))
                 )
+                if sent is not None:
+                    once.record(session, services.clock.now(), user.customer_id, sent)
             return work(session)
 
-    return await run_in_threadpool(run)
+    done = await run_in_threadpool(run)
+    request.state.form_once = None  # recorded: a second write of this request goes ahead
+    return done
 
 
 async def _read(request: Request, work: Callable[[Session], T]) -> T:
