@@ -119,6 +119,11 @@ def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
+def user_actor(request: Request, user: CurrentUser) -> audit.Actor:
+    """The signed-in user as the actor of audit rows and events, from this request."""
+    return people.actor(user.user_id, _source(request), _request_id(request))
+
+
 def render(
     request: Request,
     template: str,
@@ -263,9 +268,7 @@ async def _write(request: Request, user: CurrentUser | None, work: Callable[[Ses
     def run() -> T:
         with services.db.write() as session:
             if user is not None:
-                audit.act_for(
-                    session, people.actor(user.user_id, _source(request), _request_id(request))
-                )
+                audit.act_for(session, user_actor(request, user))
                 if sent is not None:
                     once.record(session, services.clock.now(), user.customer_id, sent)
             return work(session)
@@ -906,7 +909,7 @@ async def create_client(request: Request) -> Response:
     fields = await form_of(request, user.csrf_token)
     people.require_role(user, "admin")
     services = _services(request)
-    actor = people.actor(user.user_id, _source(request), _request_id(request))
+    actor = user_actor(request, user)
     try:
         form = schemas.parse(schemas.ClientForm, fields)
         new = await _write(
@@ -933,7 +936,7 @@ async def rotate_client(request: Request, client_id: str) -> Response:
     fields = await form_of(request, user.csrf_token)
     people.require_role(user, "admin")
     services = _services(request)
-    actor = people.actor(user.user_id, _source(request), _request_id(request))
+    actor = user_actor(request, user)
     form = schemas.parse(schemas.RotateForm, fields)
     rotated = await _write(
         request,
@@ -957,7 +960,7 @@ async def enable_client(request: Request, client_id: str, what: str) -> Response
     schemas.parse(schemas.Empty, await form_of(request, user.csrf_token))
     people.require_role(user, "admin")
     services = _services(request)
-    actor = people.actor(user.user_id, _source(request), _request_id(request))
+    actor = user_actor(request, user)
     await _write(
         request,
         user,

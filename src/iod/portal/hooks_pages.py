@@ -17,7 +17,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from iod.audit import service as audit
 from iod.connections import service as connections
 from iod.domain.bandwidth import format_bandwidth
 from iod.infra.errors import FieldError, Forbidden, NotFound, ProblemError, ValidationFailed
@@ -28,14 +27,13 @@ from iod.portal import service as people
 from iod.portal.endpoints import (
     PortalRoute,
     _read,
-    _request_id,
     _services,
-    _source,
     _write,
     current_user,
     errors_by_pointer,
     form_of,
     render,
+    user_actor,
 )
 from iod.portal.service import CurrentUser
 from iod.schedules import service as schedules
@@ -163,7 +161,7 @@ async def create_webhook(request: Request) -> Response:
                     user.principal,
                     wanted,
                     _limits(request),
-                    actor=_actor(request, user),
+                    actor=user_actor(request, user),
                 )
             ),
         )
@@ -173,11 +171,6 @@ async def create_webhook(request: Request) -> Response:
     return await _webhooks_page(
         request, user, 201, secret={"id": endpoint_id, "secret": secret, "new": "1"}
     )
-
-
-def _actor(request: Request, user: CurrentUser) -> audit.Actor:
-    """The signed-in user, for the webhook service's audit rows."""
-    return people.actor(user.user_id, _source(request), _request_id(request))
 
 
 def _created(made: tuple[Any, str]) -> tuple[str, str]:
@@ -247,7 +240,7 @@ async def change_webhook(request: Request, endpoint_id: str, what: str) -> Respo
     user = await _button(request, "admin")
     services = _services(request)
     principal, limits = user.principal, _limits(request)
-    actor = _actor(request, user)
+    actor = user_actor(request, user)
     if what == "rotate":
         _, secret = await _write(
             request,
@@ -292,7 +285,7 @@ async def resend(request: Request, endpoint_id: str, delivery_id: str) -> Respon
                 user.principal,
                 endpoint_id,
                 delivery_id,
-                actor=_actor(request, user),
+                actor=user_actor(request, user),
             ),
         )
     except ProblemError as exc:
