@@ -36,27 +36,3 @@ def test_serve_on_a_taken_port_says_so_before_starting_anything(tmp_path: Path) 
     assert "serving" not in done.stdout
     # Nothing started: not even the database was created.
     assert not (tmp_path / "data" / "iod.sqlite3").exists()
-
-
-def test_served_port_is_the_issuer_when_iod_issuer_is_unset(tmp_path: Path) -> None:
-    """`make run PORT=8090`: the metadata (and so the tokens' `iss`) name 8090, not 8080;
-    an explicit IOD_ISSUER still wins."""
-    import httpx
-
-    from tests.e2e.conftest import Server
-
-    env = base_env(tmp_path, "sqlite")
-    server = Server(env, tmp_path / "serve.log").start()
-    try:
-        meta = httpx.get(f"{server.url}/.well-known/oauth-authorization-server").json()
-        assert meta["issuer"] == server.url
-        assert meta["token_endpoint"] == f"{server.url}/oauth2/token"
-    finally:
-        server.stop()
-    env["IOD_ISSUER"] = "https://iod.example.net"
-    server = Server(env, tmp_path / "serve2.log").start()
-    try:
-        meta = httpx.get(f"{server.url}/.well-known/oauth-authorization-server").json()
-        assert meta["issuer"] == "https://iod.example.net"
-    finally:
-        server.stop()

@@ -52,7 +52,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 def serve(host: str, port: int, worker: bool, processes: int) -> None:
     import uvicorn
 
-    settings = _issuer_from_address(get_settings(), host, port)
+    settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
     _raise_open_files_limit()
     _exit_if_address_taken(host, port)
@@ -77,19 +77,6 @@ def serve(host: str, port: int, worker: bool, processes: int) -> None:
         "iod.cli.processes:app_from_environment", factory=True, workers=processes,
         host=host, port=port, **uvicorn_options(settings),
     )  # fmt: skip
-
-
-def _issuer_from_address(settings: Settings, host: str, port: int) -> Settings:
-    """With IOD_ISSUER unset, the tokens' `iss` and the discovery document name the address
-    served (`make run PORT=8090` says 8090, not the default's 8080). A wildcard host is
-    named as the loopback; behind a proxy or on a public name, set IOD_ISSUER."""
-    if "issuer" in settings.model_fields_set:
-        return settings
-    shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104 - a name, not a bind
-    name = f"[{shown}]" if ":" in shown else shown
-    os.environ["IOD_ISSUER"] = f"http://{name}:{port}"  # the API processes read it too
-    get_settings.cache_clear()
-    return get_settings()
 
 
 def _exit_if_address_taken(host: str, port: int) -> None:
