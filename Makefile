@@ -24,7 +24,7 @@ run: $(STAMP)
 	  echo "make run: $(HOST):$(PORT) is taken (is \`make run\` already running?); stop it, or use another port: make run PORT=8081" >&2; \
 	  exit 1; fi
 	$(BIN)/iod demo --url http://$(HOST):$(PORT)
-	$(BIN)/iod serve --host $(HOST) --port $(PORT)
+	IOD_ISSUER=$${IOD_ISSUER:-http://$(HOST):$(PORT)} $(BIN)/iod serve --host $(HOST) --port $(PORT)
 
 ## ruff, mypy --strict, then pytest (PostgreSQL too when IOD_TEST_DATABASE_URL is set, or
 ## in a throwaway database, dropped after, when a local PostgreSQL answers: tests/local_postgres.py).

@@ -36,3 +36,21 @@ def test_serve_on_a_taken_port_says_so_before_starting_anything(tmp_path: Path) 
     assert "serving" not in done.stdout
     # Nothing started: not even the database was created.
     assert not (tmp_path / "data" / "iod.sqlite3").exists()
+
+
+def test_portal_links_name_the_port_make_run_gave(tmp_path: Path) -> None:
+    """`make run PORT=8099`: `iod users link` (another shell, no IOD_ISSUER) names 8099;
+    IOD_ISSUER, when set, and --url still win."""
+    env = base_env(tmp_path, "sqlite")
+    iod(env, "demo", "--url", "http://127.0.0.1:8099")
+    link = iod(env, "users", "link", "admin@demo.example").stdout
+    assert "http://127.0.0.1:8099/portal/welcome?token=" in link
+    env["IOD_ISSUER"] = "https://iod.example.net"
+    assert (
+        "https://iod.example.net/portal/welcome?token="
+        in iod(env, "users", "link", "admin@demo.example").stdout
+    )
+    assert (
+        "http://10.0.0.1/portal/welcome?token="
+        in iod(env, "users", "link", "admin@demo.example", "--url", "http://10.0.0.1").stdout
+    )

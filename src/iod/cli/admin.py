@@ -453,7 +453,7 @@ def _demo_prices(session: Session) -> None:
     billing.import_prices(session, clock, billing_demo.demo_prices(places))
 
 
-def _demo_secret_file() -> Path:
+def demo_secret_file() -> Path:
     from iod.infra.config import get_settings
 
     return get_settings().data_dir / "demo-client.json"
@@ -482,7 +482,7 @@ def demo(
     from iod.locations import service as locations
 
     db = _db()
-    secret_file = _demo_secret_file()
+    secret_file = demo_secret_file()
     with db.write() as session:
         demo_catalog = locations.parse_catalog(catalog.DEMO_LOCATIONS)
         created, updated = locations.upsert(session, clock, demo_catalog)

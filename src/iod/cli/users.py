@@ -17,10 +17,22 @@ clock = SystemClock()
 
 
 def portal_url(url: str | None) -> str:
-    """Where the portal is served: --url, else IOD_ISSUER (the service's public URL)."""
+    """Where the portal is served: --url, else IOD_ISSUER (the service's public URL) when
+    set, else the URL `iod demo --url` remembered (`make run PORT=8090` gives it), else
+    IOD_ISSUER's default."""
+    import json
+
+    from iod.cli.admin import demo_secret_file
     from iod.infra.config import get_settings
 
-    return (url or get_settings().issuer).rstrip("/")
+    settings = get_settings()
+    if url is None and "issuer" not in settings.model_fields_set:
+        try:
+            remembered = json.loads(demo_secret_file().read_text(encoding="utf-8")).get("url")
+        except (OSError, ValueError, AttributeError):
+            remembered = None
+        url = remembered if isinstance(remembered, str) else None
+    return (url or settings.issuer).rstrip("/")
 
 
 def sign_in_link(base: str, token: str) -> str:
