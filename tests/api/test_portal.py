@@ -616,7 +616,7 @@ def test_the_connections_table_filters_and_pages(api: TestClient, services: Serv
     assert viewer.get("/portal/connections?cursor=nope").status_code == 400
 
 
-def _form_fields(html: str, action: str) -> dict[str, str]:
+def form_fields(html: str, action: str) -> dict[str, str]:
     """The hidden fields (csrf, once) of the form that posts to `action`."""
     form = re.search(rf'<form[^>]*action="{re.escape(action)}"[^>]*>(.*?)</form>', html, re.S)
     assert form, html[:1000]
@@ -632,20 +632,25 @@ def test_a_reloaded_form_does_not_act_twice(api: TestClient, services: Services)
     cid = customer(services, "Reloader")
     admin = signed_in(api, services, cid, "admin")
     page = admin.get("/portal/api-clients").text
-    create = _form_fields(page, "/portal/api-clients") | {"name": "robot"}
+    create = form_fields(page, "/portal/api-clients") | {"name": "robot"}
     assert set(create) == {"csrf", "once", "name"}
     first = admin.post("/portal/api-clients", data=create)
     assert first.status_code == 201
     client_id = re.search(r'id="client-id">([^<]+)<', first.text)
     assert client_id
-    again = admin.post("/portal/api-clients", data=create)
+    came_from = {"Referer": "http://testserver/portal/api-clients"}
+    again = admin.post("/portal/api-clients", data=create, headers=came_from)
     assert again.status_code == 409 and "already sent" in again.text
+    assert 'href="/portal/api-clients">Back to the page you came from' in again.text
+    elsewhere = {"Referer": "https://evil.example/portal/api-clients"}
+    other = admin.post("/portal/api-clients", data=create, headers=elsewhere)
+    assert other.status_code == 409 and "Back to the page you came from" not in other.text
     with services.db.read() as session:
         names = session.scalars(select(Client.name).where(Client.customer_id == cid)).all()
     assert names.count("robot") == 1
 
     rotate_at = f"/portal/api-clients/{client_id.group(1)}/rotate"
-    rotate = _form_fields(admin.get("/portal/api-clients").text, rotate_at) | {"grace": "0"}
+    rotate = form_fields(admin.get("/portal/api-clients").text, rotate_at) | {"grace": "0"}
     rotated = admin.post(rotate_at, data=rotate)
     assert rotated.status_code == 200
     secret = re.search(r'id="client-secret">([^<]+)<', rotated.text)
@@ -655,11 +660,16 @@ def test_a_reloaded_form_does_not_act_twice(api: TestClient, services: Services)
     form = {"grant_type": "client_credentials"}
     assert api.post("/oauth2/token", data=form, auth=credentials).status_code == 200
     # A form from a new page acts; a form value that is not one of ours is a 400.
-    fresh = _form_fields(admin.get("/portal/api-clients").text, "/portal/api-clients")
+    fresh = form_fields(admin.get("/portal/api-clients").text, "/portal/api-clients")
     assert admin.post("/portal/api-clients", data=fresh | {"name": "two"}).status_code == 201
     bad = fresh | {"name": "three", "once": "x"}
     assert admin.post("/portal/api-clients", data=bad).status_code == 400
     # A refused form (a 400) is not used up: corrected, the same form acts.
-    form_page = _form_fields(admin.get("/portal/api-clients").text, "/portal/api-clients")
+    form_page = form_fields(admin.get("/portal/api-clients").text, "/portal/api-clients")
     assert admin.post("/portal/api-clients", data=form_page | {"name": ""}).status_code == 400
     assert admin.post("/portal/api-clients", data=form_page | {"name": "four"}).status_code == 201
+    # The sign-in link of an invitation is shown once too.
+    invite = form_fields(admin.get("/portal/users").text, "/portal/users")
+    invite |= {"email": "once@example.com", "role": "viewer"}
+    assert admin.post("/portal/users", data=invite).status_code == 201
+    assert admin.post("/portal/users", data=invite).status_code == 409

@@ -359,3 +359,26 @@ def test_another_customers_endpoints_deliveries_and_schedules_are_404(
         answer = mine.post(path, data={**data, "csrf": token})
         assert answer.status_code == 404, (path, answer.status_code, answer.text[:300])
     assert state(services) == before
+
+
+def test_a_reloaded_webhook_form_does_not_act_twice(api: TestClient, services: Services) -> None:
+    """Creating an endpoint and rotating its secret show the secret once: sending the same
+    form again (a reload) makes no second endpoint and no second secret."""
+    from tests.api.test_portal import form_fields
+
+    admin = signed_in(api, services, customer(services, "Hooks reload"), "admin")
+    create = form_fields(admin.get("/portal/webhooks").text, "/portal/webhooks")
+    create |= {"url": HOOK_URL, "eventTypes": "connection."}
+    assert admin.post("/portal/webhooks", data=create).status_code == 201
+    before = state(services)
+    again = admin.post("/portal/webhooks", data=create)
+    assert again.status_code == 409 and "already sent" in again.text
+    assert state(services)[0] == before[0]
+    endpoint_id = before[0][0].id
+    at = f"/portal/webhooks/{endpoint_id}/rotate"
+    rotate = form_fields(admin.get(f"/portal/webhooks/{endpoint_id}").text, at)
+    assert admin.post(at, data=rotate).status_code == 200
+    rotated = state(services)[0]
+    assert rotated != before[0]
+    assert admin.post(at, data=rotate).status_code == 409
+    assert state(services)[0] == rotated

@@ -14,9 +14,15 @@ from iod.infra.logging import configure_logging, escape_control_characters
 
 def test_control_characters_are_escaped_but_tabs_and_newlines_kept() -> None:
     event = escape_control_characters(
-        None, "info", {"path": "/x\x00y\x1b[31m\x7f\x9b", "exception": "a\n\tb", "n": 3}
+        None,
+        "info",
+        {"path": "/x\x00y\x1b[31m\x7f\x9b\nfake", "exception": "a\n\tb\x1b", "n": 3},
     )
-    assert event == {"path": "/x\\x00y\\x1b[31m\\x7f\\x9b", "exception": "a\n\tb", "n": 3}
+    assert event == {
+        "path": "/x\\x00y\\x1b[31m\\x7f\\x9b\\x0afake",
+        "exception": "a\n\tb\\x1b",
+        "n": 3,
+    }
 
 
 def test_console_log_line_has_no_raw_escape_from_the_path() -> None:

@@ -24,19 +24,23 @@ def redact_secrets(
     return event
 
 
-# C0 and C1 control characters but tab and newline (a traceback keeps its lines).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 and C1 control characters; a traceback keeps its newlines and tabs.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_MULTILINE_KEYS = frozenset({"exception", "stack"})
 
 
 def escape_control_characters(
     _logger: object, _method: str, event: structlog.types.EventDict
 ) -> structlog.types.EventDict:
-    """For the console: a request path with a NUL or an escape sequence (`/x%1b[31m`) is
-    written as `\\x1b`, not sent to the operator's terminal. The JSON renderer escapes them
-    itself."""
+    """For the console: a request path with a NUL, an escape sequence (`/x%1b[31m`) or a
+    newline (a forged second log line) is written as `\\x1b`, not sent to the operator's
+    terminal; only a traceback keeps its lines. The JSON renderer escapes them itself."""
     for key, value in event.items():
-        if isinstance(value, str) and _CONTROL.search(value):
-            event[key] = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+        if isinstance(value, str):
+            control = _CONTROL_BUT_LINES if key in _MULTILINE_KEYS else _CONTROL
+            if control.search(value):
+                event[key] = control.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
     return event
 
 

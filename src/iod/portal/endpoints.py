@@ -147,6 +147,7 @@ def problem_page(request: Request, exc: ProblemError, user: CurrentUser | None =
         status=exc.status,
         problem=exc,
         request_id=_request_id(request),
+        back=_came_from(request),
     )
     for name, value in exc.headers.items():
         if name.lower() != "www-authenticate":
@@ -195,6 +196,16 @@ async def current_user(request: Request) -> CurrentUser:
     if user is None:
         raise SignInRequired
     return user
+
+
+def _came_from(request: Request) -> str | None:
+    """The portal page a form was posted from (its Referer, this site's only), for a link
+    back from a problem page; None when unknown, another site's or not the portal's."""
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc != request.headers.get("host", "") or not referer.path:
+        return None
+    path = referer.path + (f"?{referer.query}" if referer.query else "")
+    return path if _safe_next(path) == path else None
 
 
 def _same_origin(request: Request) -> bool:
@@ -273,9 +284,13 @@ async def _write(request: Request, user: CurrentUser | None, work: Callable[[Ses
                     once.record(session, services.clock.now(), user.customer_id, sent)
             return work(session)
 
-    done = await run_in_threadpool(run)
-    request.state.form_once = None  # recorded: a second write of this request goes ahead
-    return done
+    try:
+        return await run_in_threadpool(run)
+    finally:
+        # Recorded with the work, or refused with it (rolled back, so not used up): either
+        # way a second write in this request (a fresh quote after a refused confirm) does
+        # not record the form.
+        request.state.form_once = None
 
 
 async def _read(request: Request, work: Callable[[Session], T]) -> T:
