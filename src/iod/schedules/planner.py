@@ -60,7 +60,7 @@ from iod.infra.errors import (
     TooManyPendingChanges,
     ValidationFailed,
 )
-from iod.infra.ids import new_id
+from iod.infra.ids import new_ids
 from iod.jobs.queue import JobState
 from iod.jobs.registry import TASKS
 from iod.models import (
@@ -379,6 +379,18 @@ def plan_batch(
     return _check_and_write(session, now, limits, plans, connections, locations, already)
 
 
+# The columns of the rows written, in the order of the tuples built below.
+_CHANGE_COLUMNS = (
+    "id", "connection_id", "from_mbps", "to_mbps", "effective_at", "status", "requested_by",
+    "requested_at", "revert_of", "schedule_id",
+)  # fmt: skip
+_JOB_COLUMNS = (
+    "kind", "args", "lock_key", "queue", "connection_id", "change_id", "state", "run_at",
+    "scheduled_at", "attempts", "max_attempts", "created_at",
+)  # fmt: skip
+_TRANSITION_COLUMNS = ("schedule_id", "at", "mbps", "outcome", "change_id", "detail", "created_at")
+
+
 def _check_and_write(
     session: Session,
     now: datetime,
@@ -388,99 +400,101 @@ def _check_and_write(
     locations: dict[str, _Location],
     already: set[tuple[str, datetime]],
 ) -> tuple[int, dict[str, datetime]]:
-    changes: list[dict[str, Any]] = []
-    jobs: list[dict[str, Any]] = []
-    transitions: list[dict[str, Any]] = []
+    """Checks the transitions in order and writes the batch. The rows are tuples in the
+    columns' order (no dict per row); the changes go into their COPY as they are accepted,
+    so PostgreSQL takes them in while the rest is built (`bulk.rows_into`). The ids of the
+    changes are drawn at once (`new_ids`), the instants' and bandwidths' texts made once."""
     registered = TASKS.get(connection_jobs.APPLY_BANDWIDTH)
     queue = registered.queue if registered is not None else "default"
-    recorded: list[tuple[str, dict[str, Any], str, str]] = []  # (name, payload, customer, subject)
+    kind, queued = connection_jobs.APPLY_BANDWIDTH, JobState.QUEUED.value
+    attempts = limits.max_attempts
+    expected = sum(len(due) for _, due, _ in plans)
+    change_ids = iter(new_ids("chg", expected))
+    jobs: list[tuple[Any, ...]] = []
+    transitions: list[tuple[Any, ...]] = []
+    # (name, customer, subject, payload) of the events, in the one-by-one path's order
+    recorded: list[tuple[str, str, str, dict[str, Any]]] = []
     planned_until: dict[str, datetime] = {}
-    for row, due, until in plans:
-        connection = connections[row.connection_id]
-        location = locations[connection.location_id]
-        for item in due:
-            if (row.id, item.at) in already:
-                continue  # planned already (another worker, or this job before a crash)
-            run_at = item.effective if item.effective > now else now
-            refused, new = _refusal(connection, location, item.mbps, run_at, now, limits)
-            transition = {
-                "schedule_id": row.id, "at": item.at, "mbps": item.mbps, "outcome": "planned",
-                "change_id": None, "detail": None, "created_at": now,
-            }  # fmt: skip
-            transitions.append(transition)
-            if refused is not None:
-                # Not retried: a transition that cannot be planned is skipped, and says why.
-                transition.update(outcome="refused", detail=refused.detail[:500])
-                continue
-            change_id = new_id("chg")
-            transition["change_id"] = change_id
-            changes.append({
-                "id": change_id, "connection_id": connection.id, "from_mbps": None,
-                "to_mbps": item.mbps, "effective_at": run_at, "status": _SCHEDULED,
-                "requested_by": row.created_by, "requested_at": now, "revert_of": None,
-                "schedule_id": row.id,
-            })  # fmt: skip
-            jobs.append({
-                "kind": connection_jobs.APPLY_BANDWIDTH,
-                "args": {"connectionId": connection.id, "changeId": change_id},
-                "lock_key": connection_jobs.lock_key(connection.id), "queue": queue,
-                "connection_id": connection.id, "change_id": change_id,
-                "state": JobState.QUEUED.value, "run_at": run_at, "scheduled_at": run_at,
-                "attempts": 0, "max_attempts": limits.max_attempts, "created_at": now,
-            })  # fmt: skip
-            location.committed_mbps += new - connection.committed_mbps
-            connection.committed_mbps = new
-            connection.pending += 1
-            connection.highest = max(connection.highest or item.mbps, item.mbps)
-            connection.changed = True
-            bandwidth = format_bandwidth(item.mbps)
-            effective = rfc3339(run_at)
-            # `change_event`'s (the connection's customer) and the schedule's own.
-            recorded.append(("bandwidth_change.scheduled", {
-                "connectionId": connection.id, "changeId": change_id, "bandwidth": bandwidth,
-                "revertOf": None, "effectiveDate": effective, "revertAt": None,
-                "revertChangeId": None,
-            }, connection.customer_id, connection.id))  # fmt: skip
-            recorded.append(("schedule.transition_planned", {
-                "connectionId": row.connection_id, "scheduleId": row.id, "changeId": change_id,
-                "bandwidth": bandwidth, "transitionAt": rfc3339(item.at),
-                "effectiveDate": effective,
-            }, row.customer_id, row.connection_id))  # fmt: skip
-        planned_until[row.id] = until
-    _write(session, now, changes, jobs, transitions, connections, locations, planned_until)
+    texts: dict[datetime, str] = {}  # rfc3339 of each instant met
+    bandwidths: dict[int, str] = {}  # format_bandwidth of each figure met
+    due_now = False
+    with bulk.rows_into(session, _changes, _CHANGE_COLUMNS, expected) as write_change:
+        for row, due, until in plans:
+            schedule_id, connection = row.id, connections[row.connection_id]
+            location = locations[connection.location_id]
+            connection_id, lock_key = connection.id, connection_jobs.lock_key(connection.id)
+            for item in due:
+                if (schedule_id, item.at) in already:
+                    continue  # planned already (another worker, or this job before a crash)
+                run_at = item.effective if item.effective > now else now
+                refused, new = _refusal(connection, location, item.mbps, run_at, now, limits)
+                if refused is not None:
+                    # Not retried: a transition that cannot be planned is skipped, and says why.
+                    transitions.append((schedule_id, item.at, item.mbps, "refused", None,
+                                        refused.detail[:500], now))  # fmt: skip
+                    continue
+                change_id = next(change_ids)
+                transitions.append((schedule_id, item.at, item.mbps, "planned", change_id,
+                                    None, now))  # fmt: skip
+                write_change((change_id, connection_id, None, item.mbps, run_at, _SCHEDULED,
+                              row.created_by, now, None, schedule_id))  # fmt: skip
+                jobs.append((kind, {"connectionId": connection_id, "changeId": change_id},
+                             lock_key, queue, connection_id, change_id, queued, run_at, run_at,
+                             0, attempts, now))  # fmt: skip
+                due_now = due_now or run_at <= now
+                location.committed_mbps += new - connection.committed_mbps
+                connection.committed_mbps = new
+                connection.pending += 1
+                connection.highest = max(connection.highest or item.mbps, item.mbps)
+                connection.changed = True
+                bandwidth = bandwidths.get(item.mbps)
+                if bandwidth is None:
+                    bandwidth = bandwidths[item.mbps] = format_bandwidth(item.mbps)
+                effective = texts.get(run_at) or texts.setdefault(run_at, rfc3339(run_at))
+                transition_at = texts.get(item.at) or texts.setdefault(item.at, rfc3339(item.at))
+                # `change_event`'s (the connection's customer) and the schedule's own.
+                recorded.append(("bandwidth_change.scheduled", connection.customer_id,
+                                 connection_id, {
+                    "connectionId": connection_id, "changeId": change_id,
+                    "bandwidth": bandwidth, "revertOf": None, "effectiveDate": effective,
+                    "revertAt": None, "revertChangeId": None,
+                }))  # fmt: skip
+                recorded.append(("schedule.transition_planned", row.customer_id,
+                                 row.connection_id, {
+                    "connectionId": row.connection_id, "scheduleId": schedule_id,
+                    "changeId": change_id, "bandwidth": bandwidth,
+                    "transitionAt": transition_at, "effectiveDate": effective,
+                }))  # fmt: skip
+            planned_until[schedule_id] = until
+    _write(session, now, jobs, transitions, connections, locations, planned_until)
     # The changes are the schedule's doing, not the caller's: the service's events (null
     # actor), as the one-by-one path's were.
     caller = events.current_actor(session)
     events.act_as(session, None)
     try:
-        for name, payload, customer_id, subject_id in recorded:
-            events.record(session, name, customer_id=customer_id, subject_id=subject_id,
-                          at=now, **payload)  # fmt: skip
+        events.record_all(session, now, recorded)
     finally:
         events.act_as(session, caller)
-    if any(job["run_at"] <= now for job in jobs):
+    if due_now:
         uow.wake(session, "jobs")
-    return len(changes), planned_until
+    return len(jobs), planned_until
 
 
 def _write(
     session: Session,
     now: datetime,
-    changes: list[dict[str, Any]],
-    jobs: list[dict[str, Any]],
-    transitions: list[dict[str, Any]],
+    jobs: list[tuple[Any, ...]],
+    transitions: list[tuple[Any, ...]],
     connections: dict[str, _Connection],
     locations: dict[str, _Location],
     planned_until: dict[str, datetime],
 ) -> None:
-    """The batch's rows, a statement per table (`bulk.insert_rows`: COPY on PostgreSQL; the
-    changes before their jobs and transitions, which refer to them), then the figures: an
-    UPDATE per distinct value (a batch's connections commit a few figures, its schedules
-    share their `planned_until`). Loaded objects are brought up to date without being
-    marked dirty."""
-    bulk.insert_rows(session, _changes, changes)
-    bulk.insert_rows(session, _jobs, jobs)
-    bulk.insert_rows(session, _transitions, transitions)
+    """The batch's jobs and transitions, a statement per table (`bulk.insert_tuples`: COPY
+    on PostgreSQL; the changes are in already), then the figures: an UPDATE per distinct
+    value (a batch's connections commit a few figures, its schedules share their
+    `planned_until`). Loaded objects are brought up to date without being marked dirty."""
+    bulk.insert_tuples(session, _jobs, _JOB_COLUMNS, jobs)
+    bulk.insert_tuples(session, _transitions, _TRANSITION_COLUMNS, transitions)
     db = session.connection()
     moved = [c for c in connections.values() if c.changed]
     for committed, ids in _by_value((c.committed_mbps, c.id) for c in moved).items():

@@ -1,5 +1,7 @@
 """Many rows into one table with one statement: `COPY … FROM STDIN` on PostgreSQL (psycopg's
-`cursor.copy`), an executemany INSERT on SQLite and for a few rows.
+`cursor.copy`), an executemany INSERT on SQLite and for a few rows: `insert_rows` (dicts),
+`insert_tuples` (tuples: no dict per row), `rows_into` (each row into the COPY as it is
+built).
 
 An executemany INSERT on PostgreSQL is one statement per row (psycopg pipelines them):
 about 90 µs a row on the development machine, against a few µs a row for COPY
@@ -11,7 +13,8 @@ columns get the JSON text of their value (`None` is JSON `null` unless the colum
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from operator import itemgetter
 from typing import Any
 
@@ -31,12 +34,43 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
     columns not given take their defaults (a serial id)."""
     if not rows:
         return
-    connection = session.connection()
-    if connection.dialect.name != "postgresql" or len(rows) < COPY_FROM:
-        connection.execute(insert(table), list(rows))
-        return
     names = list(rows[0])
     pick = itemgetter(*names)
+    with rows_into(session, table, names, len(rows)) as write:
+        if len(names) == 1:
+            for row in rows:
+                write((pick(row),))
+        else:
+            for row in rows:
+                write(pick(row))
+
+
+def insert_tuples(
+    session: Session, table: Table, names: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Inserts `rows`, each the values of the columns `names` in that order."""
+    if rows:
+        with rows_into(session, table, names, len(rows)) as write:
+            for row in rows:
+                write(row)
+
+
+@contextmanager
+def rows_into(
+    session: Session, table: Table, names: Sequence[str], expected: int
+) -> Iterator[Callable[[Sequence[Any]], None]]:
+    """A writer of rows (the values of the columns `names`, in that order) into `table`,
+    `expected` of them about (at most): on PostgreSQL from `COPY_FROM` on, each row goes
+    into a COPY as it is written, so the server takes them in while the caller builds the
+    next ones (psycopg sends them in 32 KiB chunks); else they are kept and inserted at the
+    end with one executemany INSERT. The rows are in the table when the block ends."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql" or expected < COPY_FROM:
+        kept: list[Sequence[Any]] = []
+        yield kept.append
+        if kept:
+            connection.execute(insert(table), [dict(zip(names, row, strict=True)) for row in kept])
+        return
     # (index, whether None stays SQL NULL) of the JSON columns
     json_columns = [
         (index, bool(getattr(table.c[name].type, "none_as_null", False)))
@@ -50,19 +84,22 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
     assert driver is not None  # an open connection of the transaction
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
         copy.set_types([_binary_type(table.c[name].type) for name in names])
-        for row in rows:
-            values = pick(row)
-            if json_columns:
-                values = list(values) if len(names) > 1 else [values]
-                for index, none_as_null in json_columns:
-                    value = values[index]
-                    if value is not None:
-                        values[index] = _to_json(value)
-                    elif not none_as_null:
-                        values[index] = "null"
-            elif len(names) == 1:
-                values = (values,)
-            copy.write_row(values)
+        if not json_columns:
+            yield copy.write_row
+            return
+        write_row = copy.write_row
+
+        def write(row: Sequence[Any]) -> None:
+            values = list(row)
+            for index, none_as_null in json_columns:
+                value = values[index]
+                if value is not None:
+                    values[index] = _to_json(value)
+                elif not none_as_null:
+                    values[index] = "null"
+            write_row(values)
+
+        yield write
 
 
 def _binary_type(column_type: TypeEngine[Any]) -> str:
