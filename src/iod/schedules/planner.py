@@ -407,7 +407,8 @@ def _check_and_write(
     registered = TASKS.get(connection_jobs.APPLY_BANDWIDTH)
     queue = registered.queue if registered is not None else "default"
     kind, queued = connection_jobs.APPLY_BANDWIDTH, JobState.QUEUED.value
-    attempts = limits.max_attempts
+    attempts, max_pending = limits.max_attempts, limits.max_pending_changes
+    latest = now + timedelta(days=limits.max_schedule_days)  # the effective date's limit
     expected = sum(len(due) for _, due, _ in plans)
     change_ids = iter(new_ids("chg", expected))
     jobs: list[tuple[Any, ...]] = []
@@ -423,48 +424,65 @@ def _check_and_write(
             schedule_id, connection = row.id, connections[row.connection_id]
             location = locations[connection.location_id]
             connection_id, lock_key = connection.id, connection_jobs.lock_key(connection.id)
+            # Checked once per schedule: what `_refusal` checks per change that no change
+            # of the batch moves (the state, the tiers offered), and whether the ids can go
+            # into the JSON templates as they are.
+            changeable = accepts_changes(
+                ConnectionStatus(connection.target_status or connection.status)
+            )
+            plain = all(map(_plain, (connection_id, row.connection_id, schedule_id)))
             for item in due:
                 if (schedule_id, item.at) in already:
                     continue  # planned already (another worker, or this job before a crash)
                 run_at = item.effective if item.effective > now else now
-                refused, new = _refusal(connection, location, item.mbps, run_at, now, limits)
-                if refused is not None:
+                mbps = item.mbps
+                new = 0
+                if (
+                    run_at <= latest
+                    and changeable
+                    and mbps in location.tiers_mbps
+                    and connection.pending < max_pending
+                ):
+                    new = connection.committed_with(mbps)
+                    ok = fits(location.capacity_mbps, location.committed_mbps,
+                              new - connection.committed_mbps)  # fmt: skip
+                else:
+                    ok = False
+                if not ok:  # refused: `_refusal` says why, in `update_bandwidth`'s words
+                    refused, _ = _refusal(connection, location, mbps, run_at, now, limits)
+                    assert refused is not None  # the checks above are its checks
                     # Not retried: a transition that cannot be planned is skipped, and says why.
-                    transitions.append((schedule_id, item.at, item.mbps, "refused", None,
+                    transitions.append((schedule_id, item.at, mbps, "refused", None,
                                         refused.detail[:500], now))  # fmt: skip
                     continue
                 change_id = next(change_ids)
-                transitions.append((schedule_id, item.at, item.mbps, "planned", change_id,
-                                    None, now))  # fmt: skip
-                write_change((change_id, connection_id, None, item.mbps, run_at, _SCHEDULED,
+                transitions.append((schedule_id, item.at, mbps, "planned", change_id, None,
+                                    now))  # fmt: skip
+                write_change((change_id, connection_id, None, mbps, run_at, _SCHEDULED,
                               row.created_by, now, None, schedule_id))  # fmt: skip
-                jobs.append((kind, {"connectionId": connection_id, "changeId": change_id},
-                             lock_key, queue, connection_id, change_id, queued, run_at, run_at,
-                             0, attempts, now))  # fmt: skip
+                jobs.append((kind, _job_args(connection_id, change_id, plain), lock_key,
+                             queue, connection_id, change_id, queued, run_at, run_at, 0,
+                             attempts, now))  # fmt: skip
                 due_now = due_now or run_at <= now
                 location.committed_mbps += new - connection.committed_mbps
                 connection.committed_mbps = new
                 connection.pending += 1
-                connection.highest = max(connection.highest or item.mbps, item.mbps)
+                connection.highest = mbps if connection.highest is None else max(
+                    connection.highest, mbps)  # fmt: skip
                 connection.changed = True
-                bandwidth = bandwidths.get(item.mbps)
+                bandwidth = bandwidths.get(mbps)
                 if bandwidth is None:
-                    bandwidth = bandwidths[item.mbps] = format_bandwidth(item.mbps)
-                effective = texts.get(run_at) or texts.setdefault(run_at, rfc3339(run_at))
-                transition_at = texts.get(item.at) or texts.setdefault(item.at, rfc3339(item.at))
+                    bandwidth = bandwidths[mbps] = _checked(format_bandwidth(mbps))
+                effective = texts.get(run_at) or texts.setdefault(run_at, _checked(rfc3339(run_at)))
+                at = texts.get(item.at) or texts.setdefault(item.at, _checked(rfc3339(item.at)))
                 # `change_event`'s (the connection's customer) and the schedule's own.
                 recorded.append(("bandwidth_change.scheduled", connection.customer_id,
-                                 connection_id, {
-                    "connectionId": connection_id, "changeId": change_id,
-                    "bandwidth": bandwidth, "revertOf": None, "effectiveDate": effective,
-                    "revertAt": None, "revertChangeId": None,
-                }))  # fmt: skip
+                                 connection_id, _scheduled(connection_id, change_id, bandwidth,
+                                                           effective, plain)))  # fmt: skip
                 recorded.append(("schedule.transition_planned", row.customer_id,
-                                 row.connection_id, {
-                    "connectionId": row.connection_id, "scheduleId": schedule_id,
-                    "changeId": change_id, "bandwidth": bandwidth,
-                    "transitionAt": transition_at, "effectiveDate": effective,
-                }))  # fmt: skip
+                                 row.connection_id, _transition_planned(
+                                     row.connection_id, schedule_id, change_id, bandwidth, at,
+                                     effective, plain)))  # fmt: skip
             planned_until[schedule_id] = until
     _write(session, now, jobs, transitions, connections, locations, planned_until)
     # The changes are the schedule's doing, not the caller's: the service's events (null
@@ -478,6 +496,67 @@ def _check_and_write(
     if due_now:
         uow.wake(session, "jobs")
     return len(jobs), planned_until
+
+
+def _plain(text: str) -> bool:
+    """Whether `json.dumps` writes `text` as it is, between quotes (no escape needed)."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
+def _checked(text: str) -> str:
+    if not _plain(text):
+        raise ValueError(f"{text!r} would need escaping in JSON")
+    return text
+
+
+# The JSON objects of a transition, with their text as `json.dumps` writes it (the same keys
+# in the same order, ", " and ": "), so the COPY does not encode them (`bulk.Encoded`). The
+# strings are ids, bandwidths and instants checked `_plain`; `plain` False (an id that
+# would need escaping) gives plain dicts, encoded as usual.
+
+
+def _job_args(connection_id: str, change_id: str, plain: bool) -> dict[str, Any]:
+    if not plain:
+        return {"connectionId": connection_id, "changeId": change_id}
+    return bulk.Encoded(
+        f'{{"connectionId": "{connection_id}", "changeId": "{change_id}"}}',
+        connectionId=connection_id, changeId=change_id,
+    )  # fmt: skip
+
+
+def _scheduled(
+    connection_id: str, change_id: str, bandwidth: str, effective: str, plain: bool
+) -> dict[str, Any]:
+    """`bandwidth_change.scheduled`'s payload."""
+    values: dict[str, Any] = {
+        "connectionId": connection_id, "changeId": change_id, "bandwidth": bandwidth,
+        "revertOf": None, "effectiveDate": effective, "revertAt": None, "revertChangeId": None,
+    }  # fmt: skip
+    if not plain:
+        return values
+    return bulk.Encoded(
+        f'{{"connectionId": "{connection_id}", "changeId": "{change_id}", '
+        f'"bandwidth": "{bandwidth}", "revertOf": null, "effectiveDate": "{effective}", '
+        '"revertAt": null, "revertChangeId": null}', **values,
+    )  # fmt: skip
+
+
+def _transition_planned(
+    connection_id: str, schedule_id: str, change_id: str, bandwidth: str, at: str,
+    effective: str, plain: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """`schedule.transition_planned`'s payload."""
+    values: dict[str, Any] = {
+        "connectionId": connection_id, "scheduleId": schedule_id, "changeId": change_id,
+        "bandwidth": bandwidth, "transitionAt": at, "effectiveDate": effective,
+    }  # fmt: skip
+    if not plain:
+        return values
+    return bulk.Encoded(
+        f'{{"connectionId": "{connection_id}", "scheduleId": "{schedule_id}", '
+        f'"changeId": "{change_id}", "bandwidth": "{bandwidth}", "transitionAt": "{at}", '
+        f'"effectiveDate": "{effective}"}}', **values,
+    )  # fmt: skip
 
 
 def _write(

@@ -29,6 +29,18 @@ _to_json = json.JSONEncoder().encode
 COPY_FROM = 100
 
 
+class Encoded(dict[str, Any]):
+    """A JSON object that carries its own JSON text, exactly as `json.dumps` writes it (the
+    caller vouches: e.g. built from a template with strings that need no escaping): a COPY
+    writes that text instead of encoding the object again; anything else sees a dict."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str, /, **values: Any) -> None:
+        super().__init__(values)
+        self.text = text
+
+
 def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Inserts `rows` (dicts with the same keys: column names) in the session's transaction;
     columns not given take their defaults (a serial id)."""
@@ -93,7 +105,9 @@ def rows_into(
             values = list(row)
             for index, none_as_null in json_columns:
                 value = values[index]
-                if value is not None:
+                if type(value) is Encoded:
+                    values[index] = value.text
+                elif value is not None:
                     values[index] = _to_json(value)
                 elif not none_as_null:
                     values[index] = "null"
