@@ -13,12 +13,14 @@ applies the last missed transition now."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import Text, select, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
 from iod import events
@@ -323,3 +325,28 @@ def test_set_based_planning_writes_what_one_by_one_planning_wrote(
     assert len(second["changes"]) > len(first["changes"])
     now_changes = [c for c in second["changes"] if c[3] == clock.now() and c[8] is not None]
     assert now_changes, "no missed transition applied now"
+
+
+def test_the_json_the_planner_writes_is_what_json_dumps_writes(
+    services: Services, make_tenant: Callable[..., Tenant], clock: FrozenClock,
+    copy_everything: None,
+) -> None:  # fmt: skip
+    """The payloads and job arguments go into the COPY as text built from templates
+    (`bulk.Encoded`): the very text `json.dumps` gives for the objects read back, so the
+    stored JSON is the same whichever path wrote it."""
+    clock.set(START)
+    world = _world(services, make_tenant(name="Text"), "EQUIV-T")
+    _set_based(services, world)
+    with services.db.read() as session:
+        texts = session.scalars(
+            select(sql_cast(Event.payload, Text)).where(
+                Event.name.in_(["bandwidth_change.scheduled", "schedule.transition_planned"]),
+                Event.subject_id.in_(world["connections"]),
+            )
+        ).all()
+        args = session.scalars(
+            select(sql_cast(Job.args, Text)).where(Job.connection_id.in_(world["connections"]))
+        ).all()
+    assert len(texts) > 20 and len(args) > 10
+    for text in [*texts, *args]:
+        assert text == json.dumps(json.loads(text))
