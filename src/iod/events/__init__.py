@@ -147,6 +147,14 @@ def record_all(
 
 @uow.on_commit
 def _write(session: Session, pending: list[Any]) -> None:
+    if len(pending) < bulk.COPY_FROM:
+        _write_events(session, pending)
+    else:
+        with bulk.gc_paused():  # many small objects (a schedule planner's batch)
+            _write_events(session, pending)
+
+
+def _write_events(session: Session, pending: list[Any]) -> None:
     by_customer: dict[str, list[PendingEvent]] = {}
     for event in pending:
         by_customer.setdefault(event.customer_id, []).append(event)

@@ -348,6 +348,22 @@ def plan_batch(
     if not schedule_ids:
         return 0, {}
     session.flush()  # the caller's ORM changes first: the rows below are read as they are
+    with bulk.gc_paused():  # the batch's many small objects (`bulk.gc_paused`)
+        return _plan_batch(session, now, limits, horizon, schedule_ids, connection_ids,
+                           initial=initial, before=before)  # fmt: skip
+
+
+def _plan_batch(
+    session: Session,
+    now: datetime,
+    limits: Limits,
+    horizon: timedelta,
+    schedule_ids: Sequence[str],
+    connection_ids: Sequence[str],
+    *,
+    initial: bool,
+    before: datetime | None,
+) -> tuple[int, dict[str, datetime]]:
     connections = _lock_connections(session, sorted(set(connection_ids)))
     rows = []
     for row in _lock_schedules(session, sorted(set(schedule_ids))):

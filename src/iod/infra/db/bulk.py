@@ -12,7 +12,9 @@ columns get the JSON text of their value (`None` is JSON `null` unless the colum
 
 from __future__ import annotations
 
+import gc
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from operator import itemgetter
@@ -27,6 +29,37 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 _to_json = json.JSONEncoder().encode
 # Below this many rows one INSERT is as quick, and COPY's set-up is not worth it.
 COPY_FROM = 100
+
+
+_paused_lock = threading.Lock()
+_paused = 0  # blocks inside `gc_paused` now, over all threads
+_paused_reenable = False  # whether the first of them found the collector enabled
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused while a batch's rows are built and written.
+
+    A batch holds hundreds of thousands of small containers (tuples, payload dicts) until it
+    is written; their allocation keeps triggering collections, the full ones walking every
+    object of the process (its modules, the ORM's mappings): 40 % of the schedule
+    planner's CPU (docs/performance.md, issue 17). Reference counting still frees
+    everything that is not in a cycle; cycles wait until the block ends. Over all threads:
+    the collector is enabled again when the last block ends, if it was when the first
+    began."""
+    global _paused, _paused_reenable
+    with _paused_lock:
+        if _paused == 0:
+            _paused_reenable = gc.isenabled()
+            gc.disable()
+        _paused += 1
+    try:
+        yield
+    finally:
+        with _paused_lock:
+            _paused -= 1
+            if _paused == 0 and _paused_reenable:
+                gc.enable()
 
 
 class Encoded(dict[str, Any]):
