@@ -91,6 +91,11 @@ def test_new_id_carries_96_random_bits() -> None:
 def test_ids_sort_by_creation_time(earlier: int, gap: int) -> None:
     later = min(earlier + gap, MAX_MS)
     assert new_id("con", now_ms=earlier) < new_id("con", now_ms=later)
+    # many at once (`new_ids`): each sorts after every id of an earlier millisecond
+    first, second = new_ids("con", 50, now_ms=earlier), new_ids("con", 50, now_ms=later)
+    assert max(first) < min(second)
+    assert max(first) < new_id("con", now_ms=later)
+    assert new_id("con", now_ms=earlier) < min(second)
 
 
 def test_a_sequence_of_ids_sorts_in_creation_order() -> None:
@@ -178,19 +183,6 @@ def test_new_ids_carry_96_random_bits() -> None:
         seen_and &= random_part
     assert seen_or == (1 << RANDOM_BITS) - 1
     assert seen_and == 0
-
-
-@settings(max_examples=thorough(300))
-@given(
-    st.integers(min_value=0, max_value=MAX_MS - 1),
-    st.integers(min_value=1, max_value=MAX_MS),
-)
-def test_new_ids_sort_after_earlier_ones(earlier: int, gap: int) -> None:
-    later = min(earlier + gap, MAX_MS)
-    first, second = new_ids("con", 50, now_ms=earlier), new_ids("con", 50, now_ms=later)
-    assert max(first) < min(second)
-    assert max(first) < new_id("con", now_ms=later)
-    assert new_id("con", now_ms=earlier) < min(second)
 
 
 def test_new_ids_default_to_the_system_clock() -> None:

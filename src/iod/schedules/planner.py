@@ -19,10 +19,15 @@ transition costs about 12 statements and 6 ms of CPU each. Here instead:
    effective date's limit, the connection's state, the tier, the pending changes' limit,
    the location's capacity (the counter moved per change, as `capacity.recommit` does). A
    refused transition is recorded `refused` with the message the API would have answered.
-4. The batch is written with a few multi-row statements: changes, jobs, transitions
-   (INSERT executemany), then the connections' figures, the schedules' `planned_until`,
-   the locations' counters (UPDATE executemany). The events go through `events.record`
-   and are written at the commit like every other.
+4. The batch is written with a few multi-row statements: changes (streamed into their
+   COPY as they are accepted), jobs, transitions (`bulk`: COPY on PostgreSQL, an INSERT
+   executemany on SQLite and for a few rows), then the connections' figures, the
+   schedules' `planned_until`, the locations' counters (an UPDATE per distinct value).
+   The events go through `events.record_all` and are written at the commit like every
+   other. The rows are tuples (no dict per row), the changes' ids drawn at once
+   (`new_ids`), the payloads' JSON text built from templates (`bulk.Encoded`), and the
+   cyclic garbage collector is paused meanwhile (`bulk.gc_paused`): docs/performance.md,
+   issue 17.
 
 Exactly once: every writer of a schedule's transitions holds the schedule's row lock
 (after its connection's), so the transitions read in step 1 are all there are until the
@@ -349,50 +354,35 @@ def plan_batch(
         return 0, {}
     session.flush()  # the caller's ORM changes first: the rows below are read as they are
     with bulk.gc_paused():  # the batch's many small objects (`bulk.gc_paused`)
-        return _plan_batch(session, now, limits, horizon, schedule_ids, connection_ids,
-                           initial=initial, before=before)  # fmt: skip
-
-
-def _plan_batch(
-    session: Session,
-    now: datetime,
-    limits: Limits,
-    horizon: timedelta,
-    schedule_ids: Sequence[str],
-    connection_ids: Sequence[str],
-    *,
-    initial: bool,
-    before: datetime | None,
-) -> tuple[int, dict[str, datetime]]:
-    connections = _lock_connections(session, sorted(set(connection_ids)))
-    rows = []
-    for row in _lock_schedules(session, sorted(set(schedule_ids))):
-        connection = connections.get(row.connection_id)
-        if row.paused or connection is None or connection.status == _TERMINATED:
-            continue
-        planned = as_utc(row.planned_until) if row.planned_until is not None else None
-        if before is not None and planned is not None and planned >= before:
-            continue  # planned meanwhile (an edit)
-        rows.append(row)
-    order = {schedule_id: index for index, schedule_id in enumerate(schedule_ids)}
-    rows.sort(key=lambda row: order[row.id])  # the caller's order: the one-by-one path's
-    until = now + horizon
-    evaluated: dict[tuple[SpecKey, datetime | None], tuple[list[Owed], datetime]] = {}
-    plans: list[tuple[Any, list[Owed], datetime]] = []
-    for row in rows:
-        begin = as_utc(row.planned_until) if row.planned_until is not None else None
-        key = (spec_key(row), None if initial else begin)
-        if key not in evaluated:
-            evaluated[key] = owed(spec_of_key(key[0]), begin, now, until, initial=initial)
-        due, planned_until = evaluated[key]
-        plans.append((row, due, planned_until))
-    instants = [o.at for _, due, _ in plans for o in due]
-    already = set()
-    if instants:
-        already = _planned_already(session, [row.id for row in rows], min(instants))
-    at = {connections[row.connection_id].location_id for row in rows}
-    locations = _lock_locations(session, at)
-    return _check_and_write(session, now, limits, plans, connections, locations, already)
+        connections = _lock_connections(session, sorted(set(connection_ids)))
+        rows = []
+        for row in _lock_schedules(session, sorted(set(schedule_ids))):
+            connection = connections.get(row.connection_id)
+            if row.paused or connection is None or connection.status == _TERMINATED:
+                continue
+            planned = as_utc(row.planned_until) if row.planned_until is not None else None
+            if before is not None and planned is not None and planned >= before:
+                continue  # planned meanwhile (an edit)
+            rows.append(row)
+        order = {schedule_id: index for index, schedule_id in enumerate(schedule_ids)}
+        rows.sort(key=lambda row: order[row.id])  # the caller's order: the one-by-one path's
+        until = now + horizon
+        evaluated: dict[tuple[SpecKey, datetime | None], tuple[list[Owed], datetime]] = {}
+        plans: list[tuple[Any, list[Owed], datetime]] = []
+        for row in rows:
+            begin = as_utc(row.planned_until) if row.planned_until is not None else None
+            key = (spec_key(row), None if initial else begin)
+            if key not in evaluated:
+                evaluated[key] = owed(spec_of_key(key[0]), begin, now, until, initial=initial)
+            due, planned_until = evaluated[key]
+            plans.append((row, due, planned_until))
+        instants = [o.at for _, due, _ in plans for o in due]
+        already = set()
+        if instants:
+            already = _planned_already(session, [row.id for row in rows], min(instants))
+        at = {connections[row.connection_id].location_id for row in rows}
+        locations = _lock_locations(session, at)
+        return _check_and_write(session, now, limits, plans, connections, locations, already)
 
 
 # The columns of the rows written, in the order of the tuples built below.
