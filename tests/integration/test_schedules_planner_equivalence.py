@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Text, select, update
+from sqlalchemy import Text, func, select, update
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
@@ -350,3 +350,37 @@ def test_the_json_the_planner_writes_is_what_json_dumps_writes(
     assert len(texts) > 20 and len(args) > 10
     for text in [*texts, *args]:
         assert text == json.dumps(json.loads(text))
+
+
+def test_the_transitions_planned_already_are_found(
+    services: Services, make_tenant: Callable[..., Tenant], clock: FrozenClock
+) -> None:
+    """`planner._planned_already` (a LATERAL probe per schedule on PostgreSQL, an IN on
+    SQLite) finds exactly the rows of the batch's schedules from the instant given on, and
+    planning them again at the same instant skips them all (a duplicate would fail the
+    batch's INSERT)."""
+    clock.set(START)
+    world = _world(services, make_tenant(name="Already"), "EQUIV-L")
+    _set_based(services, world)
+    since = START + timedelta(hours=20)
+    with services.db.read() as session:
+        expected = {
+            (row.schedule_id, as_utc(row.at))
+            for row in session.execute(
+                select(ScheduleTransition.schedule_id, ScheduleTransition.at).where(
+                    ScheduleTransition.schedule_id.in_(world["schedules"][:3])
+                )
+            )
+            if as_utc(row.at) >= since
+        }
+        found = planner._planned_already(session, world["schedules"][:3], since)
+    assert expected and found == expected
+    with services.db.read() as session:
+        before = session.scalar(select(func.count()).select_from(ScheduleTransition))
+    with services.db.write() as session:  # as if never planned: all is owed again
+        session.execute(
+            update(Schedule).where(Schedule.id.in_(world["schedules"])).values(planned_until=None)
+        )
+    _set_based(services, world)  # the same instant: every transition is there already
+    with services.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(ScheduleTransition)) == before

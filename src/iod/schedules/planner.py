@@ -44,7 +44,7 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import ARRAY, Executable, String, Table, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -254,12 +254,33 @@ def _lock_schedules(session: Session, ids: Sequence[str]) -> list[Any]:
 def _planned_already(
     session: Session, schedule_ids: Sequence[str], since: datetime
 ) -> set[tuple[str, datetime]]:
-    """(schedule, instant) of the transitions planned (or refused) from `since` on."""
+    """(schedule, instant) of the transitions planned (or refused) from `since` on.
+
+    On PostgreSQL a LATERAL subquery per schedule id: its only sensible plan is the primary
+    key (schedule_id, at) probed once per id, whatever the table's statistics say. The
+    plain `IN (…)` was planned as a scan of the whole table when they were missing or stale
+    (a table grown by planning since its last ANALYZE): 0.1 s a batch at 700,000 rows."""
     t = _transitions.c
-    rows = session.execute(
-        select(t.schedule_id, t.at).where(t.schedule_id.in_(schedule_ids), t.at >= since)
-    ).all()
-    return {(row[0], as_utc(row[1])) for row in rows}
+    if session.get_bind().dialect.name == "postgresql":
+        statement: Executable = _PLANNED_ALREADY_PG.bindparams(ids=list(schedule_ids), since=since)
+    else:
+        statement = select(t.schedule_id, t.at).where(
+            t.schedule_id.in_(schedule_ids), t.at >= since
+        )
+    return {(row[0], as_utc(row[1])) for row in session.execute(statement).all()}
+
+
+_PLANNED_ALREADY_PG = (
+    text(
+        "SELECT found.schedule_id, found.at FROM unnest(:ids) AS ids(id) CROSS JOIN LATERAL"
+        " (SELECT t.schedule_id, t.at FROM schedule_transitions AS t"
+        " WHERE t.schedule_id = ids.id AND t.at >= :since) AS found"
+    )
+    .bindparams(
+        bindparam("ids", type_=ARRAY(String)), bindparam("since", type_=_transitions.c.at.type)
+    )
+    .columns(_transitions.c.schedule_id, _transitions.c.at)
+)
 
 
 def _lock_locations(session: Session, ids: Iterable[str]) -> dict[str, _Location]:
