@@ -75,9 +75,9 @@ class PendingEvent(NamedTuple):
 
 
 class WrittenEvent(NamedTuple):
-    """An event as its subscribers see it: written, with its position. Its fields are the
-    `events` table's columns in `_COLUMNS`' order, so it is the row a COPY writes (a tuple:
-    no dict per event)."""
+    """An event as its subscribers see it: written, with its position. Its fields are
+    columns of the `events` table (all but the serial id), so it is the row a COPY writes
+    (`WrittenEvent._fields` the columns: no dict per event)."""
 
     customer_id: str
     position: int
