@@ -70,3 +70,44 @@ def test_columns_not_given_take_their_defaults(
     assert [j.kind for j in jobs] == ["k", "l"]
     assert jobs[0].id < jobs[1].id and jobs[0].queue == "default" and jobs[0].args == {"a": 1}
     assert jobs[0].run_at == now and jobs[0].lease_until is None
+
+
+@pytest.mark.parametrize("copy_from", [1, 1000])  # COPY (PostgreSQL), INSERT
+def test_tuples_and_streamed_rows_store_what_insert_stores(
+    services: Services, monkeypatch: pytest.MonkeyPatch, copy_from: int
+) -> None:
+    with services.db.write() as session:
+        session.connection().execute(insert(_events), _rows("cus_reference", 5))
+    monkeypatch.setattr(bulk, "COPY_FROM", copy_from)
+    names = ["customer_id", "position", "name", "subject_id", "at", "payload", "actor"]
+    tuples = [tuple(row[name] for name in names) for row in _rows("cus_tuples", 5)]
+    streamed = [tuple(row[name] for name in names) for row in _rows("cus_streamed", 5)]
+    with services.db.write() as session:
+        bulk.insert_tuples(session, _events, names, tuples)
+        with bulk.rows_into(session, _events, names, len(streamed)) as write:
+            for row in streamed:
+                write(row)
+    assert _stored(services, "cus_tuples") == _stored(services, "cus_reference")
+    assert _stored(services, "cus_streamed") == _stored(services, "cus_reference")
+
+
+@pytest.mark.parametrize("copy_from", [1, 1000])
+def test_an_encoded_object_is_stored_as_its_text(
+    services: Services, monkeypatch: pytest.MonkeyPatch, copy_from: int
+) -> None:
+    """COPY writes `Encoded.text` as it is (so the caller's text is what is stored); an
+    INSERT encodes the dict: both read back as the same object."""
+    monkeypatch.setattr(bulk, "COPY_FROM", copy_from)
+    at = datetime(2030, 3, 10, tzinfo=UTC)
+    text = '{"b": 1,  "a": null}'  # not as json.dumps writes it: shows which was stored
+    row = ("cus_encoded", 1, "usage.rated", "x", at, bulk.Encoded(text, b=1, a=None), None)
+    names = ["customer_id", "position", "name", "subject_id", "at", "payload", "actor"]
+    with services.db.write() as session:
+        bulk.insert_tuples(session, _events, names, [row])
+    stored = _stored(services, "cus_encoded")
+    dialect = services.db.engine.dialect.name
+    assert stored[0][4] == (text if dialect == "postgresql" and copy_from == 1 else
+                            '{"b": 1, "a": null}')  # fmt: skip
+    with services.db.read() as session:
+        payload = session.scalars(select(Event.payload).where(Event.customer_id == "cus_encoded"))
+        assert list(payload) == [{"b": 1, "a": None}]

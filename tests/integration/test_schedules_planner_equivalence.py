@@ -13,12 +13,14 @@ applies the last missed transition now."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import Text, func, select, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
 from iod import events
@@ -323,3 +325,62 @@ def test_set_based_planning_writes_what_one_by_one_planning_wrote(
     assert len(second["changes"]) > len(first["changes"])
     now_changes = [c for c in second["changes"] if c[3] == clock.now() and c[8] is not None]
     assert now_changes, "no missed transition applied now"
+
+
+def test_the_json_the_planner_writes_is_what_json_dumps_writes(
+    services: Services, make_tenant: Callable[..., Tenant], clock: FrozenClock,
+    copy_everything: None,
+) -> None:  # fmt: skip
+    """The payloads and job arguments go into the COPY as text built from templates
+    (`bulk.Encoded`): the very text `json.dumps` gives for the objects read back, so the
+    stored JSON is the same whichever path wrote it."""
+    clock.set(START)
+    world = _world(services, make_tenant(name="Text"), "EQUIV-T")
+    _set_based(services, world)
+    with services.db.read() as session:
+        texts = session.scalars(
+            select(sql_cast(Event.payload, Text)).where(
+                Event.name.in_(["bandwidth_change.scheduled", "schedule.transition_planned"]),
+                Event.subject_id.in_(world["connections"]),
+            )
+        ).all()
+        args = session.scalars(
+            select(sql_cast(Job.args, Text)).where(Job.connection_id.in_(world["connections"]))
+        ).all()
+    assert len(texts) > 20 and len(args) > 10
+    for text in [*texts, *args]:
+        assert text == json.dumps(json.loads(text))
+
+
+def test_the_transitions_planned_already_are_found(
+    services: Services, make_tenant: Callable[..., Tenant], clock: FrozenClock
+) -> None:
+    """`planner._planned_already` (a LATERAL probe per schedule on PostgreSQL, an IN on
+    SQLite) finds exactly the rows of the batch's schedules from the instant given on, and
+    planning them again at the same instant skips them all (a duplicate would fail the
+    batch's INSERT)."""
+    clock.set(START)
+    world = _world(services, make_tenant(name="Already"), "EQUIV-L")
+    _set_based(services, world)
+    since = START + timedelta(hours=20)
+    with services.db.read() as session:
+        expected = {
+            (row.schedule_id, as_utc(row.at))
+            for row in session.execute(
+                select(ScheduleTransition.schedule_id, ScheduleTransition.at).where(
+                    ScheduleTransition.schedule_id.in_(world["schedules"][:3])
+                )
+            )
+            if as_utc(row.at) >= since
+        }
+        found = planner._planned_already(session, world["schedules"][:3], since)
+    assert expected and found == expected
+    with services.db.read() as session:
+        before = session.scalar(select(func.count()).select_from(ScheduleTransition))
+    with services.db.write() as session:  # as if never planned: all is owed again
+        session.execute(
+            update(Schedule).where(Schedule.id.in_(world["schedules"])).values(planned_until=None)
+        )
+    _set_based(services, world)  # the same instant: every transition is there already
+    with services.db.read() as session:
+        assert session.scalar(select(func.count()).select_from(ScheduleTransition)) == before

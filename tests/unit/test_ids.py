@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iod.infra.ids import looks_like_id, new_id
+from iod.infra.ids import looks_like_id, new_id, new_ids
 from tests.conftest import thorough
 
 # Crockford base32, written out independently of the module under test.
@@ -91,6 +91,11 @@ def test_new_id_carries_96_random_bits() -> None:
 def test_ids_sort_by_creation_time(earlier: int, gap: int) -> None:
     later = min(earlier + gap, MAX_MS)
     assert new_id("con", now_ms=earlier) < new_id("con", now_ms=later)
+    # many at once (`new_ids`): each sorts after every id of an earlier millisecond
+    first, second = new_ids("con", 50, now_ms=earlier), new_ids("con", 50, now_ms=later)
+    assert max(first) < min(second)
+    assert max(first) < new_id("con", now_ms=later)
+    assert new_id("con", now_ms=earlier) < min(second)
 
 
 def test_a_sequence_of_ids_sorts_in_creation_order() -> None:
@@ -148,3 +153,41 @@ def test_looks_like_id_is_total(value: str) -> None:
         prefix, _, body = value.partition("_")
         assert 2 <= len(prefix) <= 5 and prefix.isalpha() and prefix.islower()
         assert len(body) == 29 and set(body) <= set(CROCKFORD)
+
+
+# --- new_ids: many at once (the schedule planner's batches) ---------------------------------
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 1000])
+def test_new_ids_have_the_shape_of_new_id(count: int) -> None:
+    ids = new_ids("chg", count)
+    assert len(ids) == count
+    for identifier in ids:
+        assert looks_like_id(identifier) and identifier.startswith("chg_")
+        assert len(identifier) == len("chg_") + BODY_LENGTH
+
+
+def test_new_ids_are_unique_and_encode_the_time() -> None:
+    ids = new_ids("chg", 20_000, now_ms=1_700_000_000_123)
+    assert len(set(ids)) == len(ids)
+    assert {decode(identifier)[:2] for identifier in ids} == {("chg", 1_700_000_000_123)}
+
+
+def test_new_ids_carry_96_random_bits() -> None:
+    seen_or = 0
+    seen_and = (1 << RANDOM_BITS) - 1
+    for identifier in new_ids("con", 400, now_ms=42):
+        _, millis, random_part = decode(identifier)
+        assert millis == 42
+        seen_or |= random_part
+        seen_and &= random_part
+    assert seen_or == (1 << RANDOM_BITS) - 1
+    assert seen_and == 0
+
+
+def test_new_ids_default_to_the_system_clock() -> None:
+    before = int(time.time() * 1000)
+    ids = new_ids("con", 3)
+    after = int(time.time() * 1000)
+    for identifier in ids:
+        assert before <= decode(identifier)[1] <= after

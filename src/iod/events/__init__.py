@@ -12,10 +12,9 @@ PostgreSQL). The names and payloads are documented in docs/events.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Integer, Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
@@ -66,8 +65,7 @@ NAMES = frozenset(
 _ACTOR_KEY = "iod.actor"
 
 
-@dataclass(frozen=True)
-class PendingEvent:
+class PendingEvent(NamedTuple):
     name: str
     customer_id: str
     subject_id: str
@@ -76,9 +74,10 @@ class PendingEvent:
     at: datetime
 
 
-@dataclass(frozen=True)
-class WrittenEvent:
-    """An event as its subscribers see it: written, with its position."""
+class WrittenEvent(NamedTuple):
+    """An event as its subscribers see it: written, with its position. Its fields are
+    columns of the `events` table (all but the serial id), so it is the row a COPY writes
+    (`WrittenEvent._fields` the columns: no dict per event)."""
 
     customer_id: str
     position: int
@@ -129,8 +128,33 @@ def record(
     uow.record(session, PendingEvent(name, customer_id, subject_id, payload, actor, at))
 
 
+def record_all(
+    session: Session, at: datetime, recorded: Iterable[tuple[str, str, str, dict[str, Any]]]
+) -> None:
+    """`record` for many events at once (a schedule planner's batch): each `(name,
+    customer_id, subject_id, payload)`, all at `at`, for the transaction's actor."""
+    actor = session.info.get(_ACTOR_KEY)
+    pending = [
+        PendingEvent(name, customer_id, subject_id, payload, actor, at)
+        for name, customer_id, subject_id, payload in recorded
+    ]
+    unknown = {event.name for event in pending} - NAMES
+    if unknown:
+        raise ValueError(f"unknown event names {sorted(unknown)}: add them to iod.events.NAMES")
+    where = session.get_nested_transaction()
+    uow.of(session).events.extend((where, event) for event in pending)
+
+
 @uow.on_commit
 def _write(session: Session, pending: list[Any]) -> None:
+    if len(pending) < bulk.COPY_FROM:
+        _write_events(session, pending)
+    else:
+        with bulk.gc_paused():  # many small objects (a schedule planner's batch)
+            _write_events(session, pending)
+
+
+def _write_events(session: Session, pending: list[Any]) -> None:
     by_customer: dict[str, list[PendingEvent]] = {}
     for event in pending:
         by_customer.setdefault(event.customer_id, []).append(event)
@@ -141,19 +165,17 @@ def _write(session: Session, pending: list[Any]) -> None:
         last = _advance(session, customer_id, len(events))
         first = last - len(events) + 1
         rows += [
-            WrittenEvent(
-                customer_id, first + offset, e.name, e.subject_id, e.payload, e.actor, e.at
-            )
-            for offset, e in enumerate(events)
+            WrittenEvent(customer_id, position, e.name, e.subject_id, e.payload, e.actor, e.at)
+            for position, e in zip(range(first, last + 1), events, strict=True)
         ]
     # A Core INSERT on the table, on the transaction's connection (one statement, many rows;
     # not the ORM's bulk INSERT, whose bookkeeping costs more than the statement): the rows
     # are never read back here. Many rows (a schedule planner's batch) are a COPY on
-    # PostgreSQL (`bulk.insert_rows`).
+    # PostgreSQL (`bulk.insert_tuples`: the events are the rows).
     if len(rows) < bulk.COPY_FROM:
-        session.connection().execute(_INSERT_EVENTS, [vars(row) for row in rows])
+        session.connection().execute(_INSERT_EVENTS, [row._asdict() for row in rows])
     else:
-        bulk.insert_rows(session, _events, [vars(row) for row in rows])
+        bulk.insert_tuples(session, _events, WrittenEvent._fields, rows)
     for subscriber in _subscribers:
         subscriber(session, rows)
     uow.wake(session, "events")

@@ -19,10 +19,15 @@ transition costs about 12 statements and 6 ms of CPU each. Here instead:
    effective date's limit, the connection's state, the tier, the pending changes' limit,
    the location's capacity (the counter moved per change, as `capacity.recommit` does). A
    refused transition is recorded `refused` with the message the API would have answered.
-4. The batch is written with a few multi-row statements: changes, jobs, transitions
-   (INSERT executemany), then the connections' figures, the schedules' `planned_until`,
-   the locations' counters (UPDATE executemany). The events go through `events.record`
-   and are written at the commit like every other.
+4. The batch is written with a few multi-row statements: changes (streamed into their
+   COPY as they are accepted), jobs, transitions (`bulk`: COPY on PostgreSQL, an INSERT
+   executemany on SQLite and for a few rows), then the connections' figures, the
+   schedules' `planned_until`, the locations' counters (an UPDATE per distinct value).
+   The events go through `events.record_all` and are written at the commit like every
+   other. The rows are tuples (no dict per row), the changes' ids drawn at once
+   (`new_ids`), the payloads' JSON text built from templates (`bulk.Encoded`), and the
+   cyclic garbage collector is paused meanwhile (`bulk.gc_paused`): docs/performance.md,
+   issue 17.
 
 Exactly once: every writer of a schedule's transitions holds the schedule's row lock
 (after its connection's), so the transitions read in step 1 are all there are until the
@@ -39,7 +44,7 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import ARRAY, Executable, String, Table, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -60,7 +65,7 @@ from iod.infra.errors import (
     TooManyPendingChanges,
     ValidationFailed,
 )
-from iod.infra.ids import new_id
+from iod.infra.ids import new_ids
 from iod.jobs.queue import JobState
 from iod.jobs.registry import TASKS
 from iod.models import (
@@ -249,12 +254,33 @@ def _lock_schedules(session: Session, ids: Sequence[str]) -> list[Any]:
 def _planned_already(
     session: Session, schedule_ids: Sequence[str], since: datetime
 ) -> set[tuple[str, datetime]]:
-    """(schedule, instant) of the transitions planned (or refused) from `since` on."""
+    """(schedule, instant) of the transitions planned (or refused) from `since` on.
+
+    On PostgreSQL a LATERAL subquery per schedule id: its only sensible plan is the primary
+    key (schedule_id, at) probed once per id, whatever the table's statistics say. The
+    plain `IN (…)` was planned as a scan of the whole table when they were missing or stale
+    (a table grown by planning since its last ANALYZE): 0.1 s a batch at 700,000 rows."""
     t = _transitions.c
-    rows = session.execute(
-        select(t.schedule_id, t.at).where(t.schedule_id.in_(schedule_ids), t.at >= since)
-    ).all()
-    return {(row[0], as_utc(row[1])) for row in rows}
+    if session.get_bind().dialect.name == "postgresql":
+        statement: Executable = _PLANNED_ALREADY_PG.bindparams(ids=list(schedule_ids), since=since)
+    else:
+        statement = select(t.schedule_id, t.at).where(
+            t.schedule_id.in_(schedule_ids), t.at >= since
+        )
+    return {(row[0], as_utc(row[1])) for row in session.execute(statement).all()}
+
+
+_PLANNED_ALREADY_PG = (
+    text(
+        "SELECT found.schedule_id, found.at FROM unnest(:ids) AS ids(id) CROSS JOIN LATERAL"
+        " (SELECT t.schedule_id, t.at FROM schedule_transitions AS t"
+        " WHERE t.schedule_id = ids.id AND t.at >= :since) AS found"
+    )
+    .bindparams(
+        bindparam("ids", type_=ARRAY(String)), bindparam("since", type_=_transitions.c.at.type)
+    )
+    .columns(_transitions.c.schedule_id, _transitions.c.at)
+)
 
 
 def _lock_locations(session: Session, ids: Iterable[str]) -> dict[str, _Location]:
@@ -348,35 +374,48 @@ def plan_batch(
     if not schedule_ids:
         return 0, {}
     session.flush()  # the caller's ORM changes first: the rows below are read as they are
-    connections = _lock_connections(session, sorted(set(connection_ids)))
-    rows = []
-    for row in _lock_schedules(session, sorted(set(schedule_ids))):
-        connection = connections.get(row.connection_id)
-        if row.paused or connection is None or connection.status == _TERMINATED:
-            continue
-        planned = as_utc(row.planned_until) if row.planned_until is not None else None
-        if before is not None and planned is not None and planned >= before:
-            continue  # planned meanwhile (an edit)
-        rows.append(row)
-    order = {schedule_id: index for index, schedule_id in enumerate(schedule_ids)}
-    rows.sort(key=lambda row: order[row.id])  # the caller's order: the one-by-one path's
-    until = now + horizon
-    evaluated: dict[tuple[SpecKey, datetime | None], tuple[list[Owed], datetime]] = {}
-    plans: list[tuple[Any, list[Owed], datetime]] = []
-    for row in rows:
-        begin = as_utc(row.planned_until) if row.planned_until is not None else None
-        key = (spec_key(row), None if initial else begin)
-        if key not in evaluated:
-            evaluated[key] = owed(spec_of_key(key[0]), begin, now, until, initial=initial)
-        due, planned_until = evaluated[key]
-        plans.append((row, due, planned_until))
-    instants = [o.at for _, due, _ in plans for o in due]
-    already = set()
-    if instants:
-        already = _planned_already(session, [row.id for row in rows], min(instants))
-    at = {connections[row.connection_id].location_id for row in rows}
-    locations = _lock_locations(session, at)
-    return _check_and_write(session, now, limits, plans, connections, locations, already)
+    with bulk.gc_paused():  # the batch's many small objects (`bulk.gc_paused`)
+        connections = _lock_connections(session, sorted(set(connection_ids)))
+        rows = []
+        for row in _lock_schedules(session, sorted(set(schedule_ids))):
+            connection = connections.get(row.connection_id)
+            if row.paused or connection is None or connection.status == _TERMINATED:
+                continue
+            planned = as_utc(row.planned_until) if row.planned_until is not None else None
+            if before is not None and planned is not None and planned >= before:
+                continue  # planned meanwhile (an edit)
+            rows.append(row)
+        order = {schedule_id: index for index, schedule_id in enumerate(schedule_ids)}
+        rows.sort(key=lambda row: order[row.id])  # the caller's order: the one-by-one path's
+        until = now + horizon
+        evaluated: dict[tuple[SpecKey, datetime | None], tuple[list[Owed], datetime]] = {}
+        plans: list[tuple[Any, list[Owed], datetime]] = []
+        for row in rows:
+            begin = as_utc(row.planned_until) if row.planned_until is not None else None
+            key = (spec_key(row), None if initial else begin)
+            if key not in evaluated:
+                evaluated[key] = owed(spec_of_key(key[0]), begin, now, until, initial=initial)
+            due, planned_until = evaluated[key]
+            plans.append((row, due, planned_until))
+        instants = [o.at for _, due, _ in plans for o in due]
+        already = set()
+        if instants:
+            already = _planned_already(session, [row.id for row in rows], min(instants))
+        at = {connections[row.connection_id].location_id for row in rows}
+        locations = _lock_locations(session, at)
+        return _check_and_write(session, now, limits, plans, connections, locations, already)
+
+
+# The columns of the rows written, in the order of the tuples built below.
+_CHANGE_COLUMNS = (
+    "id", "connection_id", "from_mbps", "to_mbps", "effective_at", "status", "requested_by",
+    "requested_at", "revert_of", "schedule_id",
+)  # fmt: skip
+_JOB_COLUMNS = (
+    "kind", "args", "lock_key", "queue", "connection_id", "change_id", "state", "run_at",
+    "scheduled_at", "attempts", "max_attempts", "created_at",
+)  # fmt: skip
+_TRANSITION_COLUMNS = ("schedule_id", "at", "mbps", "outcome", "change_id", "detail", "created_at")
 
 
 def _check_and_write(
@@ -388,99 +427,180 @@ def _check_and_write(
     locations: dict[str, _Location],
     already: set[tuple[str, datetime]],
 ) -> tuple[int, dict[str, datetime]]:
-    changes: list[dict[str, Any]] = []
-    jobs: list[dict[str, Any]] = []
-    transitions: list[dict[str, Any]] = []
+    """Checks the transitions in order and writes the batch. The rows are tuples in the
+    columns' order (no dict per row); the changes go into their COPY as they are accepted,
+    so PostgreSQL takes them in while the rest is built (`bulk.rows_into`). The ids of the
+    changes are drawn at once (`new_ids`), the instants' and bandwidths' texts made once."""
     registered = TASKS.get(connection_jobs.APPLY_BANDWIDTH)
     queue = registered.queue if registered is not None else "default"
-    recorded: list[tuple[str, dict[str, Any], str, str]] = []  # (name, payload, customer, subject)
+    kind, queued = connection_jobs.APPLY_BANDWIDTH, JobState.QUEUED.value
+    attempts, max_pending = limits.max_attempts, limits.max_pending_changes
+    latest = now + timedelta(days=limits.max_schedule_days)  # the effective date's limit
+    expected = sum(len(due) for _, due, _ in plans)
+    change_ids = iter(new_ids("chg", expected))
+    jobs: list[tuple[Any, ...]] = []
+    transitions: list[tuple[Any, ...]] = []
+    # (name, customer, subject, payload) of the events, in the one-by-one path's order
+    recorded: list[tuple[str, str, str, dict[str, Any]]] = []
     planned_until: dict[str, datetime] = {}
-    for row, due, until in plans:
-        connection = connections[row.connection_id]
-        location = locations[connection.location_id]
-        for item in due:
-            if (row.id, item.at) in already:
-                continue  # planned already (another worker, or this job before a crash)
-            run_at = item.effective if item.effective > now else now
-            refused, new = _refusal(connection, location, item.mbps, run_at, now, limits)
-            transition = {
-                "schedule_id": row.id, "at": item.at, "mbps": item.mbps, "outcome": "planned",
-                "change_id": None, "detail": None, "created_at": now,
-            }  # fmt: skip
-            transitions.append(transition)
-            if refused is not None:
-                # Not retried: a transition that cannot be planned is skipped, and says why.
-                transition.update(outcome="refused", detail=refused.detail[:500])
-                continue
-            change_id = new_id("chg")
-            transition["change_id"] = change_id
-            changes.append({
-                "id": change_id, "connection_id": connection.id, "from_mbps": None,
-                "to_mbps": item.mbps, "effective_at": run_at, "status": _SCHEDULED,
-                "requested_by": row.created_by, "requested_at": now, "revert_of": None,
-                "schedule_id": row.id,
-            })  # fmt: skip
-            jobs.append({
-                "kind": connection_jobs.APPLY_BANDWIDTH,
-                "args": {"connectionId": connection.id, "changeId": change_id},
-                "lock_key": connection_jobs.lock_key(connection.id), "queue": queue,
-                "connection_id": connection.id, "change_id": change_id,
-                "state": JobState.QUEUED.value, "run_at": run_at, "scheduled_at": run_at,
-                "attempts": 0, "max_attempts": limits.max_attempts, "created_at": now,
-            })  # fmt: skip
-            location.committed_mbps += new - connection.committed_mbps
-            connection.committed_mbps = new
-            connection.pending += 1
-            connection.highest = max(connection.highest or item.mbps, item.mbps)
-            connection.changed = True
-            bandwidth = format_bandwidth(item.mbps)
-            effective = rfc3339(run_at)
-            # `change_event`'s (the connection's customer) and the schedule's own.
-            recorded.append(("bandwidth_change.scheduled", {
-                "connectionId": connection.id, "changeId": change_id, "bandwidth": bandwidth,
-                "revertOf": None, "effectiveDate": effective, "revertAt": None,
-                "revertChangeId": None,
-            }, connection.customer_id, connection.id))  # fmt: skip
-            recorded.append(("schedule.transition_planned", {
-                "connectionId": row.connection_id, "scheduleId": row.id, "changeId": change_id,
-                "bandwidth": bandwidth, "transitionAt": rfc3339(item.at),
-                "effectiveDate": effective,
-            }, row.customer_id, row.connection_id))  # fmt: skip
-        planned_until[row.id] = until
-    _write(session, now, changes, jobs, transitions, connections, locations, planned_until)
+    texts: dict[datetime, str] = {}  # rfc3339 of each instant met
+    bandwidths: dict[int, str] = {}  # format_bandwidth of each figure met
+    due_now = False
+    with bulk.rows_into(session, _changes, _CHANGE_COLUMNS, expected) as write_change:
+        for row, due, until in plans:
+            schedule_id, connection = row.id, connections[row.connection_id]
+            location = locations[connection.location_id]
+            connection_id, lock_key = connection.id, connection_jobs.lock_key(connection.id)
+            # Checked once per schedule: what `_refusal` checks per change that no change
+            # of the batch moves (the state, the tiers offered), and whether the ids can go
+            # into the JSON templates as they are.
+            changeable = accepts_changes(
+                ConnectionStatus(connection.target_status or connection.status)
+            )
+            plain = all(map(_plain, (connection_id, row.connection_id, schedule_id)))
+            for item in due:
+                if (schedule_id, item.at) in already:
+                    continue  # planned already (another worker, or this job before a crash)
+                run_at = item.effective if item.effective > now else now
+                mbps = item.mbps
+                new = 0
+                if (
+                    run_at <= latest
+                    and changeable
+                    and mbps in location.tiers_mbps
+                    and connection.pending < max_pending
+                ):
+                    new = connection.committed_with(mbps)
+                    ok = fits(location.capacity_mbps, location.committed_mbps,
+                              new - connection.committed_mbps)  # fmt: skip
+                else:
+                    ok = False
+                if not ok:  # refused: `_refusal` says why, in `update_bandwidth`'s words
+                    refused, _ = _refusal(connection, location, mbps, run_at, now, limits)
+                    assert refused is not None  # the checks above are its checks
+                    # Not retried: a transition that cannot be planned is skipped, and says why.
+                    transitions.append((schedule_id, item.at, mbps, "refused", None,
+                                        refused.detail[:500], now))  # fmt: skip
+                    continue
+                change_id = next(change_ids)
+                transitions.append((schedule_id, item.at, mbps, "planned", change_id, None,
+                                    now))  # fmt: skip
+                write_change((change_id, connection_id, None, mbps, run_at, _SCHEDULED,
+                              row.created_by, now, None, schedule_id))  # fmt: skip
+                jobs.append((kind, _job_args(connection_id, change_id, plain), lock_key,
+                             queue, connection_id, change_id, queued, run_at, run_at, 0,
+                             attempts, now))  # fmt: skip
+                due_now = due_now or run_at <= now
+                location.committed_mbps += new - connection.committed_mbps
+                connection.committed_mbps = new
+                connection.pending += 1
+                connection.highest = mbps if connection.highest is None else max(
+                    connection.highest, mbps)  # fmt: skip
+                connection.changed = True
+                bandwidth = bandwidths.get(mbps)
+                if bandwidth is None:
+                    bandwidth = bandwidths[mbps] = _checked(format_bandwidth(mbps))
+                effective = texts.get(run_at) or texts.setdefault(run_at, _checked(rfc3339(run_at)))
+                at = texts.get(item.at) or texts.setdefault(item.at, _checked(rfc3339(item.at)))
+                # `change_event`'s (the connection's customer) and the schedule's own.
+                recorded.append(("bandwidth_change.scheduled", connection.customer_id,
+                                 connection_id, _scheduled(connection_id, change_id, bandwidth,
+                                                           effective, plain)))  # fmt: skip
+                recorded.append(("schedule.transition_planned", row.customer_id,
+                                 row.connection_id, _transition_planned(
+                                     row.connection_id, schedule_id, change_id, bandwidth, at,
+                                     effective, plain)))  # fmt: skip
+            planned_until[schedule_id] = until
+    _write(session, now, jobs, transitions, connections, locations, planned_until)
     # The changes are the schedule's doing, not the caller's: the service's events (null
     # actor), as the one-by-one path's were.
     caller = events.current_actor(session)
     events.act_as(session, None)
     try:
-        for name, payload, customer_id, subject_id in recorded:
-            events.record(session, name, customer_id=customer_id, subject_id=subject_id,
-                          at=now, **payload)  # fmt: skip
+        events.record_all(session, now, recorded)
     finally:
         events.act_as(session, caller)
-    if any(job["run_at"] <= now for job in jobs):
+    if due_now:
         uow.wake(session, "jobs")
-    return len(changes), planned_until
+    return len(jobs), planned_until
+
+
+def _plain(text: str) -> bool:
+    """Whether `json.dumps` writes `text` as it is, between quotes (no escape needed)."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
+def _checked(text: str) -> str:
+    if not _plain(text):
+        raise ValueError(f"{text!r} would need escaping in JSON")
+    return text
+
+
+# The JSON objects of a transition, with their text as `json.dumps` writes it (the same keys
+# in the same order, ", " and ": "), so the COPY does not encode them (`bulk.Encoded`). The
+# strings are ids, bandwidths and instants checked `_plain`; `plain` False (an id that
+# would need escaping) gives plain dicts, encoded as usual.
+
+
+def _job_args(connection_id: str, change_id: str, plain: bool) -> dict[str, Any]:
+    if not plain:
+        return {"connectionId": connection_id, "changeId": change_id}
+    return bulk.Encoded(
+        f'{{"connectionId": "{connection_id}", "changeId": "{change_id}"}}',
+        connectionId=connection_id, changeId=change_id,
+    )  # fmt: skip
+
+
+def _scheduled(
+    connection_id: str, change_id: str, bandwidth: str, effective: str, plain: bool
+) -> dict[str, Any]:
+    """`bandwidth_change.scheduled`'s payload."""
+    values: dict[str, Any] = {
+        "connectionId": connection_id, "changeId": change_id, "bandwidth": bandwidth,
+        "revertOf": None, "effectiveDate": effective, "revertAt": None, "revertChangeId": None,
+    }  # fmt: skip
+    if not plain:
+        return values
+    return bulk.Encoded(
+        f'{{"connectionId": "{connection_id}", "changeId": "{change_id}", '
+        f'"bandwidth": "{bandwidth}", "revertOf": null, "effectiveDate": "{effective}", '
+        '"revertAt": null, "revertChangeId": null}', **values,
+    )  # fmt: skip
+
+
+def _transition_planned(
+    connection_id: str, schedule_id: str, change_id: str, bandwidth: str, at: str,
+    effective: str, plain: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """`schedule.transition_planned`'s payload."""
+    values: dict[str, Any] = {
+        "connectionId": connection_id, "scheduleId": schedule_id, "changeId": change_id,
+        "bandwidth": bandwidth, "transitionAt": at, "effectiveDate": effective,
+    }  # fmt: skip
+    if not plain:
+        return values
+    return bulk.Encoded(
+        f'{{"connectionId": "{connection_id}", "scheduleId": "{schedule_id}", '
+        f'"changeId": "{change_id}", "bandwidth": "{bandwidth}", "transitionAt": "{at}", '
+        f'"effectiveDate": "{effective}"}}', **values,
+    )  # fmt: skip
 
 
 def _write(
     session: Session,
     now: datetime,
-    changes: list[dict[str, Any]],
-    jobs: list[dict[str, Any]],
-    transitions: list[dict[str, Any]],
+    jobs: list[tuple[Any, ...]],
+    transitions: list[tuple[Any, ...]],
     connections: dict[str, _Connection],
     locations: dict[str, _Location],
     planned_until: dict[str, datetime],
 ) -> None:
-    """The batch's rows, a statement per table (`bulk.insert_rows`: COPY on PostgreSQL; the
-    changes before their jobs and transitions, which refer to them), then the figures: an
-    UPDATE per distinct value (a batch's connections commit a few figures, its schedules
-    share their `planned_until`). Loaded objects are brought up to date without being
-    marked dirty."""
-    bulk.insert_rows(session, _changes, changes)
-    bulk.insert_rows(session, _jobs, jobs)
-    bulk.insert_rows(session, _transitions, transitions)
+    """The batch's jobs and transitions, a statement per table (`bulk.insert_tuples`: COPY
+    on PostgreSQL; the changes are in already), then the figures: an UPDATE per distinct
+    value (a batch's connections commit a few figures, its schedules share their
+    `planned_until`). Loaded objects are brought up to date without being marked dirty."""
+    bulk.insert_tuples(session, _jobs, _JOB_COLUMNS, jobs)
+    bulk.insert_tuples(session, _transitions, _TRANSITION_COLUMNS, transitions)
     db = session.connection()
     moved = [c for c in connections.values() if c.changed]
     for committed, ids in _by_value((c.committed_mbps, c.id) for c in moved).items():

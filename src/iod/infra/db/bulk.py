@@ -1,5 +1,7 @@
 """Many rows into one table with one statement: `COPY … FROM STDIN` on PostgreSQL (psycopg's
-`cursor.copy`), an executemany INSERT on SQLite and for a few rows.
+`cursor.copy`), an executemany INSERT on SQLite and for a few rows: `insert_rows` (dicts),
+`insert_tuples` (tuples: no dict per row), `rows_into` (each row into the COPY as it is
+built).
 
 An executemany INSERT on PostgreSQL is one statement per row (psycopg pipelines them):
 about 90 µs a row on the development machine, against a few µs a row for COPY
@@ -10,8 +12,11 @@ columns get the JSON text of their value (`None` is JSON `null` unless the colum
 
 from __future__ import annotations
 
+import gc
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from operator import itemgetter
 from typing import Any
 
@@ -26,17 +31,91 @@ _to_json = json.JSONEncoder().encode
 COPY_FROM = 100
 
 
+_paused_lock = threading.Lock()
+_paused = 0  # blocks inside `gc_paused` now, over all threads
+_paused_reenable = False  # whether the first of them found the collector enabled
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused while a batch's rows are built and written.
+
+    A batch holds hundreds of thousands of small containers (tuples, payload dicts) until it
+    is written; their allocation keeps triggering collections, the full ones walking every
+    object of the process (its modules, the ORM's mappings): 40 % of the schedule
+    planner's CPU (docs/performance.md, issue 17). Reference counting still frees
+    everything that is not in a cycle; cycles wait until the block ends. Over all threads:
+    the collector is enabled again when the last block ends, if it was when the first
+    began."""
+    global _paused, _paused_reenable
+    with _paused_lock:
+        if _paused == 0:
+            _paused_reenable = gc.isenabled()
+            gc.disable()
+        _paused += 1
+    try:
+        yield
+    finally:
+        with _paused_lock:
+            _paused -= 1
+            if _paused == 0 and _paused_reenable:
+                gc.enable()
+
+
+class Encoded(dict[str, Any]):
+    """A JSON object that carries its own JSON text, exactly as `json.dumps` writes it (the
+    caller vouches: e.g. built from a template with strings that need no escaping): a COPY
+    writes that text instead of encoding the object again; anything else sees a dict."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str, /, **values: Any) -> None:
+        super().__init__(values)
+        self.text = text
+
+
 def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Inserts `rows` (dicts with the same keys: column names) in the session's transaction;
     columns not given take their defaults (a serial id)."""
     if not rows:
         return
-    connection = session.connection()
-    if connection.dialect.name != "postgresql" or len(rows) < COPY_FROM:
-        connection.execute(insert(table), list(rows))
-        return
     names = list(rows[0])
     pick = itemgetter(*names)
+    with rows_into(session, table, names, len(rows)) as write:
+        if len(names) == 1:
+            for row in rows:
+                write((pick(row),))
+        else:
+            for row in rows:
+                write(pick(row))
+
+
+def insert_tuples(
+    session: Session, table: Table, names: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Inserts `rows`, each the values of the columns `names` in that order."""
+    if rows:
+        with rows_into(session, table, names, len(rows)) as write:
+            for row in rows:
+                write(row)
+
+
+@contextmanager
+def rows_into(
+    session: Session, table: Table, names: Sequence[str], expected: int
+) -> Iterator[Callable[[Sequence[Any]], None]]:
+    """A writer of rows (the values of the columns `names`, in that order) into `table`,
+    `expected` of them about (at most): on PostgreSQL from `COPY_FROM` on, each row goes
+    into a COPY as it is written, so the server takes them in while the caller builds the
+    next ones (psycopg sends them in 32 KiB chunks); else they are kept and inserted at the
+    end with one executemany INSERT. The rows are in the table when the block ends."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql" or expected < COPY_FROM:
+        kept: list[Sequence[Any]] = []
+        yield kept.append
+        if kept:
+            connection.execute(insert(table), [dict(zip(names, row, strict=True)) for row in kept])
+        return
     # (index, whether None stays SQL NULL) of the JSON columns
     json_columns = [
         (index, bool(getattr(table.c[name].type, "none_as_null", False)))
@@ -50,19 +129,24 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
     assert driver is not None  # an open connection of the transaction
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
         copy.set_types([_binary_type(table.c[name].type) for name in names])
-        for row in rows:
-            values = pick(row)
-            if json_columns:
-                values = list(values) if len(names) > 1 else [values]
-                for index, none_as_null in json_columns:
-                    value = values[index]
-                    if value is not None:
-                        values[index] = _to_json(value)
-                    elif not none_as_null:
-                        values[index] = "null"
-            elif len(names) == 1:
-                values = (values,)
-            copy.write_row(values)
+        if not json_columns:
+            yield copy.write_row
+            return
+        write_row = copy.write_row
+
+        def write(row: Sequence[Any]) -> None:
+            values = list(row)
+            for index, none_as_null in json_columns:
+                value = values[index]
+                if type(value) is Encoded:
+                    values[index] = value.text
+                elif value is not None:
+                    values[index] = _to_json(value)
+                elif not none_as_null:
+                    values[index] = "null"
+            write_row(values)
+
+        yield write
 
 
 def _binary_type(column_type: TypeEngine[Any]) -> str:
