@@ -243,7 +243,6 @@ def update_bandwidth(
         revert = _new_change(
             session, principal, connection, before, update.revertAt, now, policy, change.id
         )
-    connection.updated_at = now
     change_event(
         session, "bandwidth_change.scheduled", connection, change, now,
         effectiveDate=rfc3339(change.effective_at),
@@ -256,7 +255,9 @@ def update_bandwidth(
     # The connection commits the most it will have once these changes join its pending
     # ones; checked last, for the location's row lock to be held briefly.
     added = [c.to_mbps for c in (change, revert) if c is not None]
-    capacity.recommit(session, connection, [*(c.to_mbps for c in pending), *added], check=True)
+    # The connection's UPDATE (its figure, `updated_at`) with it, as one statement.
+    pending_mbps = [*(c.to_mbps for c in pending), *added]
+    capacity.recommit_locked(session, connection, pending_mbps, {"updated_at": now}, check=True)
     if update.quoteId is not None:  # the quoted rate for this tier (docs/money.md)
         billing.redeem(session, now, principal, update.quoteId, location_id=location.id,
                        mbps=mbps, connection_id=connection.id, change_id=change.id,
@@ -323,9 +324,9 @@ def _new_change(
     # Written now with a Core INSERT (its job, flushed later, refers to it), not through the
     # ORM's flush; the object returned is not in the session: it only carries the values
     # (a later query in this transaction loads the row as usual).
-    session.connection().execute(insert(cast(Table, BandwidthChange.__table__)), values)
+    session.connection().execute(_INSERT_CHANGE, values)
     change = BandwidthChange(**values)
-    jobs.enqueue(
+    jobs.insert(  # Core too: the connection and the change are written
         session,
         jobs.APPLY_BANDWIDTH,
         connection.id,
@@ -335,6 +336,9 @@ def _new_change(
         max_attempts=policy.max_attempts,
     )
     return change
+
+
+_INSERT_CHANGE = insert(cast(Table, BandwidthChange.__table__))
 
 
 def cancel_change(
