@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from iod import events
@@ -89,15 +90,21 @@ def record_transition(
 
 
 def record_creation(session: Session, connection: Connection, reason: str) -> None:
-    session.add(
-        StatusTransition(
-            connection_id=connection.id,
-            from_status=None,
-            to_status=connection.status,
-            reason=reason,
-            at=connection.created_at,
-        )
+    """The connection's first status, written at once (a Core INSERT: nothing reads the
+    row back in the transaction), so the connection's row must be written already."""
+    session.connection().execute(
+        _INSERT_TRANSITION,
+        {
+            "connection_id": connection.id,
+            "from_status": None,
+            "to_status": connection.status,
+            "reason": reason,
+            "at": connection.created_at,
+        },
     )
+
+
+_INSERT_TRANSITION = insert(cast(Table, StatusTransition.__table__))
 
 
 def request_action(

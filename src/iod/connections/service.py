@@ -30,7 +30,7 @@ from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
 from iod.domain.status import ChangeStatus, ConnectionStatus, accepts_changes, cancellable
 from iod.domain.tiers import is_offered
 from iod.infra.clock import Clock, rfc3339
-from iod.infra.db import Database
+from iod.infra.db import Database, insert_loaded, update_loaded
 from iod.infra.errors import (
     AddressPoolExhausted,
     ChangeInvalidState,
@@ -81,11 +81,15 @@ def create_connection(
         bandwidth_mbps=mbps,
         committed_mbps=0,  # until `recommit` below counts it at the location
         description=request.description,
+        target_status=None,
+        ipv4_block=None,  # allocated below
         created_by=principal.client_id,
         created_at=now,
         updated_at=now,
     )
-    session.add(connection)
+    # Its rows written at once with Core INSERTs, in this order (the connection, its first
+    # status, its job), rather than by a flush of ORM objects (issue 14).
+    insert_loaded(session, connection)
     record_creation(session, connection, f"ordered by client {principal.client_id}")
     record_event(
         session,
@@ -96,7 +100,7 @@ def create_connection(
         locationId=location.id,
         description=request.description,
     )
-    jobs.enqueue(
+    jobs.insert(
         session,
         jobs.PROVISION,
         connection.id,
@@ -106,10 +110,11 @@ def create_connection(
     )
     # The location's row last (the capacity, then the IPv4 block): it is locked from here to
     # the commit, so orders at one location overlap everything above (docs/performance.md).
-    capacity.recommit(session, connection, (), check=True)
+    capacity.recommit_locked(session, connection, (), {}, check=True)
     prefix = request.ipv4PrefixLength or DEFAULT_PREFIX_LENGTH
     try:
-        connection.ipv4_block = addressing.allocate(session, location, prefix, connection.id)
+        block = addressing.allocate(session, location, prefix, connection.id)
+        update_loaded(session, connection, {"ipv4_block": block})
     except PoolExhausted as exc:
         raise AddressPoolExhausted(
             f"location {location.id} has no /{prefix} block left in its pool"

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import (
     DateTime,
     Engine,
+    Insert,
     MetaData,
     Select,
     Table,
@@ -34,7 +35,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, make_transient_to_detached, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
@@ -447,8 +448,10 @@ def insert_new(session: Session, table: Any, values: dict[str, Any]) -> bool:
     return session.execute(statement).first() is not None
 
 
-# `update_loaded`'s statements, one per table and set of columns written.
+# `update_loaded`'s statements, one per table and set of columns written, and
+# `insert_loaded`'s, one per table.
 _UPDATES: dict[tuple[Table, frozenset[str]], Update] = {}
+_INSERTS: dict[Table, Insert] = {}
 
 
 def update_loaded(session: Session, instance: Any, values: dict[str, Any]) -> None:
@@ -486,3 +489,25 @@ def update_loaded(session: Session, instance: Any, values: dict[str, Any]) -> No
     session.connection().execute(statement, {**values, "pk_": identity})
     for name, value in values.items():
         set_committed_value(instance, name, value)
+
+
+def insert_loaded(session: Session, instance: Any) -> None:
+    """Writes `instance`, a new object with every column set (its primary key included),
+    now, with one Core INSERT, and adds it to the session as a persistent object, as if it
+    had been flushed and loaded: the later `update_loaded`s of it are plain UPDATEs. Its
+    row is written in the caller's order, not in a flush's: whatever it refers to must be
+    written already."""
+    state = inspect(instance)
+    assert state.transient, "a new object"
+    mapper = state.mapper
+    table = mapper.local_table
+    assert isinstance(table, Table)
+    values = {
+        attribute.columns[0].key: state.dict[attribute.key] for attribute in mapper.column_attrs
+    }
+    statement = _INSERTS.get(table)
+    if statement is None:
+        statement = _INSERTS[table] = table.insert()
+    session.connection().execute(statement, values)
+    make_transient_to_detached(instance)
+    session.add(instance)
