@@ -55,7 +55,7 @@ class Policy:
     max_pending_changes: int = 100
 
 
-def _offered_or_400(location: Location, mbps: int) -> None:
+def _offered_or_400(location: Location | repository.Offer, mbps: int) -> None:
     if not is_offered(mbps, location.tiers_mbps):
         offered = ", ".join(format_bandwidth(t) for t in location.tiers_mbps)
         raise ValidationFailed.field(
@@ -193,12 +193,14 @@ def update_bandwidth(
     if_match: str | None = None,
     *,
     always: bool = False,
-) -> tuple[Connection, BandwidthChange | None, BandwidthChange | None, list[BandwidthChange]]:
+) -> tuple[Connection, BandwidthChange | None, BandwidthChange | None, list[Any]]:
     """The connection and the change (and a boost's revert) it accepted; no change when the
     bandwidth asked for is what will be in force then anyway (`is_no_op`). Last, the
     connection's pending changes after it, in the order they apply (read with its row
-    locked, so the answer needs no second query). `always`: record the change even then
-    (a schedule's transition must hold whatever happens to the changes before it)."""
+    locked, so the answer needs no second query): the new ones as models, the others as
+    rows of `repository.pending_of` (the same attribute names). `always`: record the
+    change even then (a schedule's transition must hold whatever happens to the changes
+    before it)."""
     # The connection's row lock serialises its changes (and, on PostgreSQL, anything else
     # that would move what it commits); the location's row is only locked at the end, by the
     # capacity check. With If-Match, compared with the row locked, so nothing changes the
@@ -206,8 +208,7 @@ def update_bandwidth(
     connection = get_connection(session, principal, connection_id, lock=True)
     if if_match is not None:
         check_if_match(if_match, etag(session, connection))
-    location = locations.get(session, connection.location_id)
-    assert location is not None  # a foreign key guarantees it
+    location = repository.offer_of(session, connection.location_id)
     # "Now" is read under the connection's lock, so its changes that are accepted one after
     # the other are also due one after the other, in that order.
     now = clock.now()
@@ -229,7 +230,7 @@ def update_bandwidth(
             f"connection {connection.id} is {target_of(connection).value}; it cannot change"
         )
     _offered_or_400(location, mbps)
-    pending = repository.pending_changes(session, [connection.id])[connection.id]
+    pending = repository.pending_of(session, connection.id)
     if not always and is_no_op(connection.bandwidth_mbps, pending, mbps, run_at, update.revertAt):
         return connection, None, None, pending
     # Each pending change is a row and a job; a client may not pile them up without end.

@@ -356,6 +356,44 @@ class _Kept:
         self.connection = connection
 
 
+class _CompiledSelect:
+    """A SELECT compiled once for a dialect: its SQL, how its parameters are bound, and how
+    its rows are converted (its columns' result processors) into named tuples."""
+
+    def __init__(self, dialect: Any, statement: Select[Any]) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self._positions: Sequence[str] | None = compiled.positiontup
+        self._fixed = compiled.params  # the values bound in the statement itself
+        # The binds the statement leaves to each call: a missing one is an error, not NULL.
+        self._required = frozenset(k for k, v in self._fixed.items() if v is None)
+        self._convert: list[tuple[int, Callable[[Any], Any]]] = []
+        for index, column in enumerate(statement.selected_columns):
+            process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+            if process is not None:
+                self._convert.append((index, process))
+        row = namedtuple("Row", list(statement.selected_columns.keys()))  # type: ignore[misc]
+        self._make: Callable[[Iterable[Any]], Any] = row._make
+
+    def bind(self, params: dict[str, Any]) -> Any:
+        if not self._required <= params.keys():
+            raise TypeError(f"missing parameters: {sorted(self._required - params.keys())}")
+        values = {**self._fixed, **params}
+        return values if self._positions is None else tuple(values[k] for k in self._positions)
+
+    def convert(self, fetched: Iterable[Any]) -> list[Any]:
+        make, convert = self._make, self._convert
+        if not convert:
+            return [make(row) for row in fetched]
+        result = []
+        for row in fetched:
+            values = list(row)
+            for index, process in convert:
+                values[index] = process(values[index])
+            result.append(make(values))
+        return result
+
+
 class PreparedSelect:
     """A SELECT compiled once and run straight on a DBAPI connection, for the hottest reads
     (GET one connection, a list page; issue 6).
@@ -376,40 +414,13 @@ class PreparedSelect:
     def __init__(self, engine: Engine, readers: _Readers, statement: Select[Any]) -> None:
         self._engine = engine
         self._readers = readers
-        dialect = engine.dialect
-        compiled = statement.compile(dialect=dialect)
-        self.sql = str(compiled)
-        self._positions: Sequence[str] | None = compiled.positiontup
-        self._fixed = compiled.params  # the values bound in the statement itself
-        # The binds the statement leaves to each call: a missing one is an error, not NULL.
-        self._required = frozenset(k for k, v in self._fixed.items() if v is None)
-        self._convert: list[tuple[int, Callable[[Any], Any]]] = []
-        for index, column in enumerate(statement.selected_columns):
-            process = column.type.dialect_impl(dialect).result_processor(dialect, None)
-            if process is not None:
-                self._convert.append((index, process))
-        row = namedtuple("Row", list(statement.selected_columns.keys()))  # type: ignore[misc]
-        self._make: Callable[[Iterable[Any]], Any] = row._make
-        self._error = dialect.loaded_dbapi.Error
+        self._compiled = _CompiledSelect(engine.dialect, statement)
+        self.sql = self._compiled.sql
+        self._error = engine.dialect.loaded_dbapi.Error
 
     def rows(self, **params: Any) -> list[Any]:
-        if not self._required <= params.keys():
-            raise TypeError(f"missing parameters: {sorted(self._required - params.keys())}")
-        values = {**self._fixed, **params}
-        bound: Any = (
-            values if self._positions is None else tuple(values[k] for k in self._positions)
-        )
-        fetched = self._fetch(bound)
-        make, convert = self._make, self._convert
-        if not convert:
-            return [make(row) for row in fetched]
-        result = []
-        for row in fetched:
-            values_ = list(row)
-            for index, process in convert:
-                values_[index] = process(values_[index])
-            result.append(make(values_))
-        return result
+        bound = self._compiled.bind(params)
+        return self._compiled.convert(self._fetch(bound))
 
     def _fetch(self, bound: Any) -> list[Any]:
         for attempt in (1, 2):
@@ -432,6 +443,69 @@ class PreparedSelect:
                     dialect=dialect,
                 ) from error  # fmt: skip
         raise AssertionError("unreachable")
+
+
+class TransactionSelect:
+    """A `PreparedSelect` for a write transaction: the SELECT compiled once per dialect and
+    run straight on the DBAPI connection of the session's transaction, so it reads (and,
+    with FOR UPDATE, locks) in that transaction, without SQLAlchemy's execution or the
+    ORM's loading (issue 14: the hot reads of a write). Rows come back as named tuples, as
+    from `PreparedSelect`; parameters are plain values needing no conversion (ids). A DBAPI
+    error comes out as SQLAlchemy's wrapped exception; a lost connection is invalidated.
+    SQLAlchemy's statement events (`before_cursor_execute`...) do not see these reads."""
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+        self._compiled: dict[str, _CompiledSelect] = {}  # by dialect name
+
+    def rows(self, session: Session, **params: Any) -> list[Any]:
+        connection = session.connection()
+        dialect = connection.dialect
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            compiled = self._compiled[dialect.name] = _CompiledSelect(dialect, self.statement)
+        bound = compiled.bind(params)
+        dbapi_connection = connection.connection.dbapi_connection
+        assert dbapi_connection is not None  # the transaction's, checked out
+        error_type = dialect.loaded_dbapi.Error
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(compiled.sql, bound)
+                fetched = cursor.fetchall()
+            finally:
+                cursor.close()
+        except error_type as error:
+            dead = dialect.is_disconnect(error, dbapi_connection, None)
+            if dead:
+                connection.invalidate(error)
+            raise exc.DBAPIError.instance(
+                compiled.sql, bound, error, error_type, connection_invalidated=dead,
+                dialect=dialect,
+            ) from error  # fmt: skip
+        return compiled.convert(fetched)
+
+
+def as_loaded(session: Session, model: type[Any], row: Any) -> Any:
+    """The object of `model` for `row` (a named tuple of every column of its table, by
+    attribute name), as if the ORM had loaded it with `populate_existing`: the object of
+    the session's identity map with the row's values, or a new one added to the session as
+    persistent. None when the session holds that object with changes not flushed yet (the
+    caller then loads it through the ORM, which decides what they become)."""
+    values = row._asdict()
+    mapper = inspect(model)
+    key = session.identity_key(model, tuple(values[c.key] for c in mapper.primary_key))
+    existing = session.identity_map.get(key)
+    if existing is not None:
+        if inspect(existing).modified:
+            return None
+        for name, value in values.items():
+            set_committed_value(existing, name, value)
+        return existing
+    instance = model(**values)
+    make_transient_to_detached(instance)
+    session.add(instance)
+    return instance
 
 
 def insert_new(session: Session, table: Any, values: dict[str, Any]) -> bool:
