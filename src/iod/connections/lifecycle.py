@@ -22,6 +22,7 @@ from iod.domain.status import (
     transition,
 )
 from iod.infra.clock import Clock
+from iod.infra.db import TransactionWrite
 from iod.infra.errors import InvalidState
 from iod.models import BandwidthChange, Connection, StatusTransition
 
@@ -92,8 +93,8 @@ def record_transition(
 def record_creation(session: Session, connection: Connection, reason: str) -> None:
     """The connection's first status, written at once (a Core INSERT: nothing reads the
     row back in the transaction), so the connection's row must be written already."""
-    session.connection().execute(
-        _INSERT_TRANSITION,
+    _INSERT_TRANSITION.execute(
+        session,
         {
             "connection_id": connection.id,
             "from_status": None,
@@ -104,7 +105,7 @@ def record_creation(session: Session, connection: Connection, reason: str) -> No
     )
 
 
-_INSERT_TRANSITION = insert(cast(Table, StatusTransition.__table__))
+_INSERT_TRANSITION = TransactionWrite(insert(cast(Table, StatusTransition.__table__)))
 
 
 def request_action(

@@ -30,7 +30,7 @@ from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
 from iod.domain.status import ChangeStatus, ConnectionStatus, accepts_changes, cancellable
 from iod.domain.tiers import is_offered
 from iod.infra.clock import Clock, rfc3339
-from iod.infra.db import Database, insert_loaded, update_loaded
+from iod.infra.db import Database, TransactionWrite, insert_loaded, update_loaded
 from iod.infra.errors import (
     AddressPoolExhausted,
     ChangeInvalidState,
@@ -330,7 +330,7 @@ def _new_change(
     # Written now with a Core INSERT (its job, flushed later, refers to it), not through the
     # ORM's flush; the object returned is not in the session: it only carries the values
     # (a later query in this transaction loads the row as usual).
-    session.connection().execute(_INSERT_CHANGE, values)
+    _INSERT_CHANGE.execute(session, values)
     change = BandwidthChange(**values)
     jobs.insert(  # Core too: the connection and the change are written
         session,
@@ -344,7 +344,7 @@ def _new_change(
     return change
 
 
-_INSERT_CHANGE = insert(cast(Table, BandwidthChange.__table__))
+_INSERT_CHANGE = TransactionWrite(insert(cast(Table, BandwidthChange.__table__)))
 
 
 def cancel_change(

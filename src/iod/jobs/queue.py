@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
-from iod.infra.db import Database, uow
+from iod.infra.db import Database, TransactionWrite, uow
 from iod.jobs.registry import TASKS
 from iod.models import Job
 
@@ -83,13 +83,13 @@ def insert(
     connection_id: str | None = None,
     change_id: str | None = None,
 ) -> None:
-    """`enqueue` written at once with a Core INSERT built once, for a caller that needs no
-    Job object (a bandwidth change: issue 14). Everything it refers to must be written
-    already (it is not ordered by a flush)."""
+    """`enqueue` written at once with an INSERT compiled once (`TransactionWrite`), for a
+    caller that needs no Job object (a bandwidth change: issue 14). Everything it refers
+    to must be written already (it is not ordered by a flush)."""
     values = _new_job(
         task, run_at, now, max_attempts, args, lock_key, queue, connection_id, change_id
     )
-    session.connection().execute(_INSERT, values)
+    _INSERT.execute(session, values)
     if run_at <= now:
         uow.wake(session, "jobs")
 
@@ -173,7 +173,7 @@ def _claims(queues: Collection[str] | None) -> tuple[Select[Job], ...]:
 
 _jobs = Job.__table__
 assert isinstance(_jobs, Table)
-_INSERT = _jobs.insert()
+_INSERT = TransactionWrite(_jobs.insert())
 # The batch's statements, built once (Core: no ORM objects to synchronise).
 _LEASE = (
     _jobs.update()

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     DateTime,
     Engine,
     Insert,
@@ -465,25 +466,91 @@ class TransactionSelect:
         if compiled is None:
             compiled = self._compiled[dialect.name] = _CompiledSelect(dialect, self.statement)
         bound = compiled.bind(params)
-        dbapi_connection = connection.connection.dbapi_connection
-        assert dbapi_connection is not None  # the transaction's, checked out
-        error_type = dialect.loaded_dbapi.Error
+        return compiled.convert(_run(connection, compiled.sql, bound, fetch=True))
+
+
+def _run(connection: Connection, sql: str, bound: Any, *, fetch: bool, many: bool = False) -> Any:
+    """Runs `sql` on the DBAPI connection of `connection` (a session's, in its transaction):
+    the rows fetched (`fetch`), or the row count. DBAPI errors as SQLAlchemy's."""
+    dialect = connection.dialect
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None  # the transaction's, checked out
+    error_type = dialect.loaded_dbapi.Error
+    try:
+        cursor = dbapi_connection.cursor()
         try:
-            cursor = dbapi_connection.cursor()
-            try:
-                cursor.execute(compiled.sql, bound)
-                fetched = cursor.fetchall()
-            finally:
-                cursor.close()
-        except error_type as error:
-            dead = dialect.is_disconnect(error, dbapi_connection, None)
-            if dead:
-                connection.invalidate(error)
-            raise exc.DBAPIError.instance(
-                compiled.sql, bound, error, error_type, connection_invalidated=dead,
-                dialect=dialect,
-            ) from error  # fmt: skip
-        return compiled.convert(fetched)
+            if many:
+                cursor.executemany(sql, bound)
+            else:
+                cursor.execute(sql, bound)
+            return cursor.fetchall() if fetch else cursor.rowcount
+        finally:
+            cursor.close()
+    except error_type as error:
+        dead = dialect.is_disconnect(error, dbapi_connection, None)
+        if dead:
+            connection.invalidate(error)
+        raise exc.DBAPIError.instance(
+            sql, bound, error, error_type, connection_invalidated=dead, dialect=dialect
+        ) from error
+
+
+class _CompiledWrite:
+    """An INSERT or UPDATE compiled once for a dialect and a set of parameter names, with
+    its parameters' bind processors (e.g. `UTCDateTime`'s, JSON's)."""
+
+    def __init__(self, dialect: Any, statement: Insert | Update, keys: frozenset[str]) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=sorted(keys))
+        self.sql = str(compiled)
+        self._positions: Sequence[str] | None = compiled.positiontup
+        names = set(compiled.binds)
+        if names != keys:  # e.g. a column's Python default, which only SQLAlchemy's
+            # execution would fill in: such a statement is not for this
+            raise TypeError(f"parameters {sorted(keys)} do not bind {sorted(names)}")
+        self._process: list[tuple[str, Callable[[Any], Any]]] = []
+        for name, bind in compiled.binds.items():
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                self._process.append((name, process))
+
+    def bind(self, params: dict[str, Any]) -> Any:
+        values = dict(params)
+        for name, process in self._process:
+            values[name] = process(values[name])
+        return values if self._positions is None else tuple(values[k] for k in self._positions)
+
+
+class TransactionWrite:
+    """An INSERT or UPDATE (no RETURNING) run like a `TransactionSelect`: compiled once per
+    dialect and set of parameter names, executed straight on the DBAPI connection of the
+    session's transaction with the columns' bind processors, without SQLAlchemy's execution
+    (issue 14: the rows a write adds or changes and never reads back as objects). Every
+    parameter must be given (no column defaults are filled in); a list of parameter sets is
+    one `executemany`. Not seen by SQLAlchemy's statement events or the ORM."""
+
+    def __init__(self, statement: Insert | Update) -> None:
+        self.statement = statement
+        self._compiled: dict[tuple[str, frozenset[str]], _CompiledWrite] = {}
+
+    def execute(self, session: Session, params: dict[str, Any] | list[dict[str, Any]]) -> int:
+        """Runs it once, or once per parameter set; the row count."""
+        many = isinstance(params, list)
+        sets = params if isinstance(params, list) else [params]
+        if not sets:
+            return 0
+        connection = session.connection()
+        dialect = connection.dialect
+        keys = frozenset(sets[0])
+        key = (dialect.name, keys)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._compiled[key] = _CompiledWrite(dialect, self.statement, keys)
+        if many:
+            if any(frozenset(p) != keys for p in sets):
+                raise TypeError("every parameter set must have the same names")
+            bound = [compiled.bind(p) for p in sets]
+            return int(_run(connection, compiled.sql, bound, fetch=False, many=True))
+        return int(_run(connection, compiled.sql, compiled.bind(sets[0]), fetch=False))
 
 
 def as_loaded(session: Session, model: type[Any], row: Any) -> Any:
@@ -524,8 +591,8 @@ def insert_new(session: Session, table: Any, values: dict[str, Any]) -> bool:
 
 # `update_loaded`'s statements, one per table and set of columns written, and
 # `insert_loaded`'s, one per table.
-_UPDATES: dict[tuple[Table, frozenset[str]], Update] = {}
-_INSERTS: dict[Table, Insert] = {}
+_UPDATES: dict[tuple[Table, frozenset[str]], TransactionWrite] = {}
+_INSERTS: dict[Table, TransactionWrite] = {}
 
 
 def update_loaded(session: Session, instance: Any, values: dict[str, Any]) -> None:
@@ -533,7 +600,8 @@ def update_loaded(session: Session, instance: Any, values: dict[str, Any]) -> No
     object of this session, now: one Core UPDATE by its primary key, built once per table
     and set of columns, and the loaded object shows the values without becoming dirty. The
     ORM's flush of the same change (its unit of work, history, one UPDATE built per flush)
-    cost several times the statement on the hot writes (issue 14).
+    cost several times the statement on the hot writes (issue 14). Run as a
+    `TransactionWrite`.
 
     Inside a savepoint, or when the object has changes that are not flushed yet, the values
     are set on the object as usual instead (the next flush writes them in the ORM's order,
@@ -552,25 +620,24 @@ def update_loaded(session: Session, instance: Any, values: dict[str, Any]) -> No
     if statement is None:
         (primary_key,) = table.primary_key.columns
         columns = {name: mapper.column_attrs[name].columns[0] for name in sorted(values)}
-        statement = _UPDATES[key] = (
+        binds = {column: bindparam(name, type_=column.type) for name, column in columns.items()}
+        statement = _UPDATES[key] = TransactionWrite(
             update(table)
             .where(primary_key == bindparam("pk_", type_=primary_key.type))
-            .values(
-                {column: bindparam(name, type_=column.type) for name, column in columns.items()}
-            )
+            .values(binds)
         )
     (identity,) = state.identity
-    session.connection().execute(statement, {**values, "pk_": identity})
+    statement.execute(session, {**values, "pk_": identity})
     for name, value in values.items():
         set_committed_value(instance, name, value)
 
 
 def insert_loaded(session: Session, instance: Any) -> None:
     """Writes `instance`, a new object with every column set (its primary key included),
-    now, with one Core INSERT, and adds it to the session as a persistent object, as if it
-    had been flushed and loaded: the later `update_loaded`s of it are plain UPDATEs. Its
-    row is written in the caller's order, not in a flush's: whatever it refers to must be
-    written already."""
+    now, with one INSERT (a `TransactionWrite`), and adds it to the session as a persistent
+    object, as if it had been flushed and loaded: the later `update_loaded`s of it are
+    plain UPDATEs. Its row is written in the caller's order, not in a flush's: whatever it
+    refers to must be written already."""
     state = inspect(instance)
     assert state.transient, "a new object"
     mapper = state.mapper
@@ -581,7 +648,7 @@ def insert_loaded(session: Session, instance: Any) -> None:
     }
     statement = _INSERTS.get(table)
     if statement is None:
-        statement = _INSERTS[table] = table.insert()
-    session.connection().execute(statement, values)
+        statement = _INSERTS[table] = TransactionWrite(table.insert())
+    statement.execute(session, values)
     make_transient_to_detached(instance)
     session.add(instance)
