@@ -181,6 +181,23 @@ def offer_of(session: Session, location_id: str) -> Location | Offer:
     return cast(Offer, row)
 
 
+def location(session: Session, location_id: str) -> Location | None:
+    """`locations.repository.get` for an order: the Location the session holds, or one
+    prepared read of its row (`TransactionSelect`) made a loaded object (`as_loaded`)
+    rather than the ORM's load by primary key."""
+    held = session.identity_map.get(session.identity_key(Location, (location_id,)))
+    if held is not None:
+        return cast(Location, held)
+    rows = _LOCATION.rows(session, id=location_id)
+    if not rows:
+        return None
+    loaded = as_loaded(session, Location, rows[0])
+    return cast(Location, loaded) if loaded is not None else session.get(Location, location_id)
+
+
+_LOCATION = TransactionSelect(
+    select(*Location.__table__.c).where(_locations.id == bindparam("id", type_=String))
+)
 _OFFER = TransactionSelect(
     select(_locations.id, _locations.tiers_mbps).where(
         _locations.id == bindparam("id", type_=String)

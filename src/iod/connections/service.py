@@ -42,7 +42,6 @@ from iod.infra.errors import (
 from iod.infra.ids import looks_like_id, new_id
 from iod.infra.representation import check_if_match, entity_tag
 from iod.locations import addressing
-from iod.locations import repository as locations
 from iod.models import BandwidthChange, Connection, Location
 
 
@@ -68,7 +67,7 @@ def create_connection(
     session: Session, clock: Clock, principal: Principal, request: ConnectionRequest, policy: Policy
 ) -> Connection:
     mbps = parse_bandwidth(request.bandwidth)
-    location = locations.get(session, request.locationId)
+    location = repository.location(session, request.locationId)
     if location is None:
         raise ValidationFailed.field("/locationId", f"unknown location {request.locationId!r}")
     _offered_or_400(location, mbps)
