@@ -99,7 +99,7 @@ def create_connection(
         locationId=location.id,
         description=request.description,
     )
-    jobs.insert(
+    jobs.enqueue(
         session,
         jobs.PROVISION,
         connection.id,
@@ -331,7 +331,7 @@ def _new_change(
     # (a later query in this transaction loads the row as usual).
     _INSERT_CHANGE.execute(session, values)
     change = BandwidthChange(**values)
-    jobs.insert(  # Core too: the connection and the change are written
+    jobs.enqueue(  # an INSERT: the connection and the change are written
         session,
         jobs.APPLY_BANDWIDTH,
         connection.id,

@@ -62,39 +62,24 @@ def enqueue(
     """Adds the job to the caller's transaction: it commits or rolls back with the data.
     A job due now wakes the workers once the transaction commits (the unit of work).
     `queue`: by default the queue the task was registered with (`"default"` if unknown)."""
-    job = Job(**_new_job(task, run_at, now, max_attempts, args, lock_key, queue,
-                         connection_id, change_id))  # fmt: skip
+    job = Job(**new_job(task, run_at, now, max_attempts, args, lock_key, queue,
+                        connection_id, change_id))  # fmt: skip
     session.add(job)
     if run_at <= now:
         uow.wake(session, "jobs")
     return job
 
 
-def insert(
-    session: Session,
-    task: str,
-    *,
-    run_at: datetime,
-    now: datetime,
-    max_attempts: int,
-    args: dict[str, Any] | None = None,
-    lock_key: str | None = None,
-    queue: str | None = None,
-    connection_id: str | None = None,
-    change_id: str | None = None,
-) -> None:
-    """`enqueue` written at once with an INSERT compiled once (`TransactionWrite`), for a
-    caller that needs no Job object (a bandwidth change: issue 14). Everything it refers
-    to must be written already (it is not ordered by a flush)."""
-    values = _new_job(
-        task, run_at, now, max_attempts, args, lock_key, queue, connection_id, change_id
-    )
+def insert(session: Session, values: dict[str, Any]) -> None:
+    """`enqueue` for the columns `new_job` made, written at once with an INSERT compiled
+    once (`TransactionWrite`), for a caller that needs no Job object (issue 14): what it
+    refers to must be written already (it is not ordered by a flush)."""
     _INSERT.execute(session, values)
-    if run_at <= now:
+    if values["run_at"] <= values["created_at"]:
         uow.wake(session, "jobs")
 
 
-def _new_job(
+def new_job(
     task: str,
     run_at: datetime,
     now: datetime,
