@@ -9,6 +9,7 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
+from iod.infra.db import TransactionWrite
 from iod.models import AuditEvent
 
 
@@ -17,10 +18,14 @@ def add(session: Session, event: AuditEvent) -> None:
 
 
 def insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
-    """A Core INSERT, as the events': the rows are never read back in the transaction, so
-    ORM objects (and their flush) would be work for nothing on every write."""
+    """One INSERT compiled once (`TransactionWrite`): the rows are never read back in the
+    transaction, so ORM objects (and their flush) would be work for nothing on every
+    write."""
     if rows:
-        session.connection().execute(insert(cast(Table, AuditEvent.__table__)), rows)
+        _INSERT.execute(session, rows)
+
+
+_INSERT = TransactionWrite(insert(cast(Table, AuditEvent.__table__)))
 
 
 def newest(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Integer, Table, Update, bindparam, select, text, update
 from sqlalchemy.orm import Session
@@ -37,6 +37,7 @@ from iod.connections import repository
 from iod.domain.bandwidth import format_bandwidth
 from iod.domain.capacity import committed_mbps, fits
 from iod.domain.status import ConnectionStatus
+from iod.infra.db import update_loaded
 from iod.infra.errors import CapacityExceeded
 from iod.models import Connection, Location
 
@@ -92,6 +93,36 @@ def recommit(
         _sync_location(session, connection.location_id)
 
 
+def recommit_locked(
+    session: Session,
+    connection: Connection,
+    pending_mbps: Iterable[int],
+    changes: dict[str, Any],
+    *,
+    check: bool = False,
+) -> None:
+    """`recommit` for a connection whose row this transaction has locked and read, with
+    the `to_mbps` of all its pending changes known: `changes` (other columns of the
+    connection) and its new figure are written in one UPDATE (`db.update_loaded`, no flush
+    of the ORM), then the location's counter. The same rows, figures and lock order as
+    `recommit`: the connection's row, then the location's."""
+    status = changes.get("status", connection.status)
+    bandwidth = changes.get("bandwidth_mbps", connection.bandwidth_mbps)
+    assert isinstance(bandwidth, int)
+    old = connection.committed_mbps
+    new = 0 if status == _TERMINATED else committed_mbps(bandwidth, pending_mbps)
+    update_loaded(session, connection, {**changes, "committed_mbps": new})
+    session.flush()  # the caller's other changes (usually none) before the location's lock
+    if check:
+        _reserve(session, connection.location_id, old, new)
+    elif new != old:
+        moved = session.connection().execute(
+            _MOVE, {"location": connection.location_id, "delta": new - old}
+        )
+        row = moved.one()
+        _sync_location(session, connection.location_id, row.committed_mbps, row.ipv4_next)
+
+
 def _reserve(session: Session, location_id: str, old: int, new: int) -> None:
     """The checked update: applies `new - old` only if the location's capacity allows it."""
     delta = new - old
@@ -131,6 +162,13 @@ def _build_reserve() -> Update:
 
 
 _RESERVE = _build_reserve()
+# The unchecked move of the location's counter (a change applied, a figure that goes down).
+_MOVE = (
+    update(cast(Table, Location.__table__))
+    .where(_locations.id == bindparam("location"))
+    .values(committed_mbps=_locations.committed_mbps + bindparam("delta", type_=Integer))
+    .returning(_locations.committed_mbps, _locations.ipv4_next)
+)
 
 
 def _sync_location(

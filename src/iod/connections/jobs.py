@@ -11,7 +11,6 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from iod.jobs import queue
-from iod.models import Job
 
 PROVISION = "provision"
 APPLY_BANDWIDTH = "apply_bandwidth"
@@ -33,18 +32,12 @@ def enqueue(
     now: datetime,
     max_attempts: int,
     change_id: str | None = None,
-) -> Job:
+) -> None:
+    """The job, written at once with one INSERT (`queue.insert`, issue 14): the connection
+    (and the change) must be written already."""
     args = {"connectionId": connection_id}
     if change_id is not None:
         args["changeId"] = change_id
-    return queue.enqueue(
-        session,
-        task,
-        run_at=run_at,
-        now=now,
-        max_attempts=max_attempts,
-        args=args,
-        lock_key=lock_key(connection_id),
-        connection_id=connection_id,
-        change_id=change_id,
-    )
+    key = lock_key(connection_id)
+    queue.insert(session, queue.new_job(task, run_at, now, max_attempts, args, key, None,
+                                        connection_id, change_id))  # fmt: skip

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from iod import events
@@ -21,6 +22,7 @@ from iod.domain.status import (
     transition,
 )
 from iod.infra.clock import Clock
+from iod.infra.db import TransactionWrite, update_loaded
 from iod.infra.errors import InvalidState
 from iod.models import BandwidthChange, Connection, StatusTransition
 
@@ -66,18 +68,26 @@ def record_transition(
     """Moves the connection along the state machine and writes why, in one place (and
     records the domain event of the arrival)."""
     old = connection.status
-    connection.status = transition(ConnectionStatus(old), new).value
-    connection.updated_at = at
-    if connection.target_status is not None and not can_transition(
-        new, ConnectionStatus(connection.target_status)
-    ):
-        connection.target_status = None
-    if connection.target_status == connection.status:
-        connection.target_status = None
-    session.add(
-        StatusTransition(
-            connection_id=connection.id, from_status=old, to_status=new.value, reason=reason, at=at
-        )
+    status = transition(ConnectionStatus(old), new).value
+    target = connection.target_status
+    if target is not None and not can_transition(new, ConnectionStatus(target)):
+        target = None
+    if target == status:
+        target = None
+    # Two statements (`update_loaded`, `TransactionWrite`) rather than a flush of ORM
+    # objects: the worker records every provisioning and action this way (issue 14).
+    update_loaded(
+        session, connection, {"status": status, "updated_at": at, "target_status": target}
+    )
+    _INSERT_TRANSITION.execute(
+        session,
+        {
+            "connection_id": connection.id,
+            "from_status": old,
+            "to_status": new.value,
+            "reason": reason,
+            "at": at,
+        },
     )
     name = _ARRIVALS.get((old, new)) or _ARRIVALS.get((None, new))
     if name is not None:
@@ -89,15 +99,21 @@ def record_transition(
 
 
 def record_creation(session: Session, connection: Connection, reason: str) -> None:
-    session.add(
-        StatusTransition(
-            connection_id=connection.id,
-            from_status=None,
-            to_status=connection.status,
-            reason=reason,
-            at=connection.created_at,
-        )
+    """The connection's first status, written at once (a Core INSERT: nothing reads the
+    row back in the transaction), so the connection's row must be written already."""
+    _INSERT_TRANSITION.execute(
+        session,
+        {
+            "connection_id": connection.id,
+            "from_status": None,
+            "to_status": connection.status,
+            "reason": reason,
+            "at": connection.created_at,
+        },
     )
+
+
+_INSERT_TRANSITION = TransactionWrite(insert(cast(Table, StatusTransition.__table__)))
 
 
 def request_action(

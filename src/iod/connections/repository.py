@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias, cast
 
-from sqlalchemy import FromClause, Row, Select, and_, bindparam, func, or_, select
+from sqlalchemy import FromClause, Row, Select, String, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from iod.domain.status import PENDING_CHANGE_STATUSES, ConnectionStatus
-from iod.infra.db import Database
+from iod.infra.db import Database, TransactionSelect, as_loaded
 from iod.jobs.queue import JobState
-from iod.models import BandwidthChange, Connection, Job
+from iod.models import BandwidthChange, Connection, Job, Location
 
 _PENDING = [s.value for s in PENDING_CHANGE_STATUSES]
 # A plain result row of any columns (SQLAlchemy Core).
@@ -23,6 +23,7 @@ AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 # statements are built once here, so SQLAlchemy compiles each of them once per process.
 _connections = Connection.__table__.c
 _changes = BandwidthChange.__table__.c
+_locations = Location.__table__.c
 CONNECTION_COLUMNS = (
     _connections.id,
     _connections.status,
@@ -86,13 +87,31 @@ def view_rows(db: Database, customer_id: str, connection_id: str) -> Sequence[An
 def get_for_customer(
     session: Session, customer_id: str, connection_id: str, *, lock: bool = False
 ) -> Connection | None:
-    """`lock`: with its row locked (PostgreSQL) and its columns as stored, in one SELECT."""
+    """`lock`: with its row locked (PostgreSQL) and its columns as stored, in one SELECT,
+    run straight on the transaction's connection (`TransactionSelect`, issue 14)."""
+    if lock:
+        rows = _LOCKED_FOR_CUSTOMER.rows(session, id=connection_id, customer=customer_id)
+        if not rows:
+            return None
+        loaded: Connection | None = as_loaded(session, Connection, rows[0])
+        if loaded is not None:
+            return loaded
     statement = select(Connection).where(
         Connection.id == connection_id, Connection.customer_id == customer_id
     )
-    if lock:
+    if lock:  # the session holds the object with changes not flushed: the ORM's way
         statement = statement.with_for_update().execution_options(populate_existing=True)
     return session.scalar(statement)
+
+
+_LOCKED_FOR_CUSTOMER = TransactionSelect(
+    select(*Connection.__table__.c)
+    .where(
+        _connections.id == bindparam("id", type_=String),
+        _connections.customer_id == bindparam("customer", type_=String),
+    )
+    .with_for_update()
+)
 
 
 def get(session: Session, connection_id: str) -> Connection | None:
@@ -122,6 +141,68 @@ def pending_changes(
     for change in rows:
         result[change.connection_id].append(change)
     return result
+
+
+def pending_of(session: Session, connection_id: str) -> list[Any]:
+    """`pending_changes` of one connection as plain rows (the model's attribute names), in
+    the order they apply: one prepared statement on the transaction's connection."""
+    return _PENDING_OF.rows(session, id=connection_id)
+
+
+_PENDING_OF = TransactionSelect(
+    select(
+        _changes.id,
+        _changes.connection_id,
+        _changes.to_mbps,
+        _changes.effective_at,
+        _changes.status,
+        _changes.schedule_id,
+        _changes.revert_of,
+    )
+    .where(_changes.connection_id == bindparam("id", type_=String), _pending_status)
+    .order_by(_changes.effective_at, _changes.id)
+)
+
+
+class Offer(Protocol):
+    """What a change needs of its location: the tiers it offers."""
+
+    id: str
+    tiers_mbps: list[int]
+
+
+def offer_of(session: Session, location_id: str) -> Location | Offer:
+    """The location's tiers, in the transaction: the Location the session holds, or one
+    prepared read of them (a change does not load the ORM object)."""
+    held = session.identity_map.get(session.identity_key(Location, (location_id,)))
+    if held is not None:
+        return cast(Location, held)
+    (row,) = _OFFER.rows(session, id=location_id)  # a foreign key guarantees it
+    return cast(Offer, row)
+
+
+def location(session: Session, location_id: str) -> Location | None:
+    """`locations.repository.get` for an order: the Location the session holds, or one
+    prepared read of its row (`TransactionSelect`) made a loaded object (`as_loaded`)
+    rather than the ORM's load by primary key."""
+    held = session.identity_map.get(session.identity_key(Location, (location_id,)))
+    if held is not None:
+        return cast(Location, held)
+    rows = _LOCATION.rows(session, id=location_id)
+    if not rows:
+        return None
+    loaded = as_loaded(session, Location, rows[0])
+    return cast(Location, loaded) if loaded is not None else session.get(Location, location_id)
+
+
+_LOCATION = TransactionSelect(
+    select(*Location.__table__.c).where(_locations.id == bindparam("id", type_=String))
+)
+_OFFER = TransactionSelect(
+    select(_locations.id, _locations.tiers_mbps).where(
+        _locations.id == bindparam("id", type_=String)
+    )
+)
 
 
 def get_change(session: Session, change_id: str) -> BandwidthChange | None:

@@ -30,7 +30,7 @@ from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
 from iod.domain.status import ChangeStatus, ConnectionStatus, accepts_changes, cancellable
 from iod.domain.tiers import is_offered
 from iod.infra.clock import Clock, rfc3339
-from iod.infra.db import Database
+from iod.infra.db import Database, TransactionWrite, insert_loaded, update_loaded
 from iod.infra.errors import (
     AddressPoolExhausted,
     ChangeInvalidState,
@@ -42,7 +42,6 @@ from iod.infra.errors import (
 from iod.infra.ids import looks_like_id, new_id
 from iod.infra.representation import check_if_match, entity_tag
 from iod.locations import addressing
-from iod.locations import repository as locations
 from iod.models import BandwidthChange, Connection, Location
 
 
@@ -55,7 +54,7 @@ class Policy:
     max_pending_changes: int = 100
 
 
-def _offered_or_400(location: Location, mbps: int) -> None:
+def _offered_or_400(location: Location | repository.Offer, mbps: int) -> None:
     if not is_offered(mbps, location.tiers_mbps):
         offered = ", ".join(format_bandwidth(t) for t in location.tiers_mbps)
         raise ValidationFailed.field(
@@ -68,7 +67,7 @@ def create_connection(
     session: Session, clock: Clock, principal: Principal, request: ConnectionRequest, policy: Policy
 ) -> Connection:
     mbps = parse_bandwidth(request.bandwidth)
-    location = locations.get(session, request.locationId)
+    location = repository.location(session, request.locationId)
     if location is None:
         raise ValidationFailed.field("/locationId", f"unknown location {request.locationId!r}")
     _offered_or_400(location, mbps)
@@ -81,11 +80,15 @@ def create_connection(
         bandwidth_mbps=mbps,
         committed_mbps=0,  # until `recommit` below counts it at the location
         description=request.description,
+        target_status=None,
+        ipv4_block=None,  # allocated below
         created_by=principal.client_id,
         created_at=now,
         updated_at=now,
     )
-    session.add(connection)
+    # Its rows written at once with Core INSERTs, in this order (the connection, its first
+    # status, its job), rather than by a flush of ORM objects (issue 14).
+    insert_loaded(session, connection)
     record_creation(session, connection, f"ordered by client {principal.client_id}")
     record_event(
         session,
@@ -106,10 +109,11 @@ def create_connection(
     )
     # The location's row last (the capacity, then the IPv4 block): it is locked from here to
     # the commit, so orders at one location overlap everything above (docs/performance.md).
-    capacity.recommit(session, connection, (), check=True)
+    capacity.recommit_locked(session, connection, (), {}, check=True)
     prefix = request.ipv4PrefixLength or DEFAULT_PREFIX_LENGTH
     try:
-        connection.ipv4_block = addressing.allocate(session, location, prefix, connection.id)
+        block = addressing.allocate(session, location, prefix, connection.id)
+        update_loaded(session, connection, {"ipv4_block": block})
     except PoolExhausted as exc:
         raise AddressPoolExhausted(
             f"location {location.id} has no /{prefix} block left in its pool"
@@ -188,12 +192,14 @@ def update_bandwidth(
     if_match: str | None = None,
     *,
     always: bool = False,
-) -> tuple[Connection, BandwidthChange | None, BandwidthChange | None, list[BandwidthChange]]:
+) -> tuple[Connection, BandwidthChange | None, BandwidthChange | None, list[Any]]:
     """The connection and the change (and a boost's revert) it accepted; no change when the
     bandwidth asked for is what will be in force then anyway (`is_no_op`). Last, the
     connection's pending changes after it, in the order they apply (read with its row
-    locked, so the answer needs no second query). `always`: record the change even then
-    (a schedule's transition must hold whatever happens to the changes before it)."""
+    locked, so the answer needs no second query): the new ones as models, the others as
+    rows of `repository.pending_of` (the same attribute names). `always`: record the
+    change even then (a schedule's transition must hold whatever happens to the changes
+    before it)."""
     # The connection's row lock serialises its changes (and, on PostgreSQL, anything else
     # that would move what it commits); the location's row is only locked at the end, by the
     # capacity check. With If-Match, compared with the row locked, so nothing changes the
@@ -201,8 +207,7 @@ def update_bandwidth(
     connection = get_connection(session, principal, connection_id, lock=True)
     if if_match is not None:
         check_if_match(if_match, etag(session, connection))
-    location = locations.get(session, connection.location_id)
-    assert location is not None  # a foreign key guarantees it
+    location = repository.offer_of(session, connection.location_id)
     # "Now" is read under the connection's lock, so its changes that are accepted one after
     # the other are also due one after the other, in that order.
     now = clock.now()
@@ -224,7 +229,7 @@ def update_bandwidth(
             f"connection {connection.id} is {target_of(connection).value}; it cannot change"
         )
     _offered_or_400(location, mbps)
-    pending = repository.pending_changes(session, [connection.id])[connection.id]
+    pending = repository.pending_of(session, connection.id)
     if not always and is_no_op(connection.bandwidth_mbps, pending, mbps, run_at, update.revertAt):
         return connection, None, None, pending
     # Each pending change is a row and a job; a client may not pile them up without end.
@@ -243,7 +248,6 @@ def update_bandwidth(
         revert = _new_change(
             session, principal, connection, before, update.revertAt, now, policy, change.id
         )
-    connection.updated_at = now
     change_event(
         session, "bandwidth_change.scheduled", connection, change, now,
         effectiveDate=rfc3339(change.effective_at),
@@ -256,7 +260,9 @@ def update_bandwidth(
     # The connection commits the most it will have once these changes join its pending
     # ones; checked last, for the location's row lock to be held briefly.
     added = [c.to_mbps for c in (change, revert) if c is not None]
-    capacity.recommit(session, connection, [*(c.to_mbps for c in pending), *added], check=True)
+    # The connection's UPDATE (its figure, `updated_at`) with it, as one statement.
+    pending_mbps = [*(c.to_mbps for c in pending), *added]
+    capacity.recommit_locked(session, connection, pending_mbps, {"updated_at": now}, check=True)
     if update.quoteId is not None:  # the quoted rate for this tier (docs/money.md)
         billing.redeem(session, now, principal, update.quoteId, location_id=location.id,
                        mbps=mbps, connection_id=connection.id, change_id=change.id,
@@ -323,9 +329,9 @@ def _new_change(
     # Written now with a Core INSERT (its job, flushed later, refers to it), not through the
     # ORM's flush; the object returned is not in the session: it only carries the values
     # (a later query in this transaction loads the row as usual).
-    session.connection().execute(insert(cast(Table, BandwidthChange.__table__)), values)
+    _INSERT_CHANGE.execute(session, values)
     change = BandwidthChange(**values)
-    jobs.enqueue(
+    jobs.enqueue(  # an INSERT: the connection and the change are written
         session,
         jobs.APPLY_BANDWIDTH,
         connection.id,
@@ -335,6 +341,9 @@ def _new_change(
         max_attempts=policy.max_attempts,
     )
     return change
+
+
+_INSERT_CHANGE = TransactionWrite(insert(cast(Table, BandwidthChange.__table__)))
 
 
 def cancel_change(

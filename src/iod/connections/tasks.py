@@ -27,6 +27,7 @@ from iod.domain.status import (
     ConnectionStatus,
     can_transition,
 )
+from iod.infra.db import update_loaded
 from iod.jobs.registry import JobGone, JobRef, Task, TaskContext, register
 from iod.locations import addressing
 from iod.models import BandwidthChange, Connection
@@ -181,14 +182,26 @@ def _apply_record(session: Session, job: JobRef, ctx: TaskContext) -> None:
     if connection is None:
         raise JobGone(f"connection {change.connection_id} does not exist")
     now = ctx.clock.now()
-    change.from_mbps = connection.bandwidth_mbps
-    change.status = ChangeStatus.APPLIED.value
-    change.applied_at = now
-    connection.bandwidth_mbps = change.to_mbps
-    connection.updated_at = now
+    # The change's row, then (the connection's row is locked already) what the connection
+    # commits, then the location's row: the order the ORM's flush wrote them in. Each is
+    # one statement, without the ORM's flush (`update_loaded`, issue 14).
+    update_loaded(
+        session,
+        change,
+        {"from_mbps": connection.bandwidth_mbps, "status": ChangeStatus.APPLIED.value,
+         "applied_at": now},
+    )  # fmt: skip
+    applied = {"bandwidth_mbps": change.to_mbps, "updated_at": now}
     # The change is no longer pending. The connection's row is locked and was read in this
-    # transaction (`_load_connections`), so `recommit` need not lock and re-read it.
-    capacity.recommit(session, connection, _pending_after(session, connection.id, change.id))
+    # transaction (`_load_connections`), so `recommit` need not lock and re-read it; its
+    # pending changes were read for the batch (`_apply_preload`), unless it has two jobs in it.
+    pending = _pending_after(session, connection.id, change.id)
+    if pending is None:
+        for name, value in applied.items():
+            setattr(connection, name, value)
+        capacity.recommit(session, connection)
+    else:
+        capacity.recommit_locked(session, connection, pending, applied)
     change_event(session, "bandwidth_change.applied", connection, change, now,
                  fromBandwidth=format_bandwidth(change.from_mbps))  # fmt: skip
 

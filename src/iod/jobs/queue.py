@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
-from iod.infra.db import Database, uow
+from iod.infra.db import Database, TransactionWrite, uow
 from iod.jobs.registry import TASKS
 from iod.models import Job
 
@@ -62,27 +62,56 @@ def enqueue(
     """Adds the job to the caller's transaction: it commits or rolls back with the data.
     A job due now wakes the workers once the transaction commits (the unit of work).
     `queue`: by default the queue the task was registered with (`"default"` if unknown)."""
-    if queue is None:
-        registered = TASKS.get(task)
-        queue = registered.queue if registered is not None else "default"
-    job = Job(
-        kind=task,
-        args=args or {},
-        lock_key=lock_key,
-        queue=queue,
-        connection_id=connection_id,
-        change_id=change_id,
-        state=JobState.QUEUED.value,
-        run_at=run_at,
-        scheduled_at=run_at,
-        attempts=0,
-        max_attempts=max_attempts,
-        created_at=now,
-    )
+    job = Job(**new_job(task, run_at, now, max_attempts, args, lock_key, queue,
+                        connection_id, change_id))  # fmt: skip
     session.add(job)
     if run_at <= now:
         uow.wake(session, "jobs")
     return job
+
+
+def insert(session: Session, values: dict[str, Any]) -> None:
+    """`enqueue` for the columns `new_job` made, written at once with an INSERT compiled
+    once (`TransactionWrite`), for a caller that needs no Job object (issue 14): what it
+    refers to must be written already (it is not ordered by a flush)."""
+    _INSERT.execute(session, values)
+    if values["run_at"] <= values["created_at"]:
+        uow.wake(session, "jobs")
+
+
+def new_job(
+    task: str,
+    run_at: datetime,
+    now: datetime,
+    max_attempts: int,
+    args: dict[str, Any] | None,
+    lock_key: str | None,
+    queue: str | None,
+    connection_id: str | None,
+    change_id: str | None,
+) -> dict[str, Any]:
+    """The columns of a new job (all but its id)."""
+    if queue is None:
+        registered = TASKS.get(task)
+        queue = registered.queue if registered is not None else "default"
+    return {
+        "kind": task,
+        "args": args or {},
+        "lock_key": lock_key,
+        "queue": queue,
+        "connection_id": connection_id,
+        "change_id": change_id,
+        "state": JobState.QUEUED.value,
+        "run_at": run_at,
+        "scheduled_at": run_at,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "created_at": now,
+        "lease_until": None,
+        "locked_by": None,
+        "last_error": None,
+        "finished_at": None,
+    }
 
 
 def _not_blocked(now: Any):  # type: ignore[no-untyped-def]
@@ -129,6 +158,7 @@ def _claims(queues: Collection[str] | None) -> tuple[Select[Job], ...]:
 
 _jobs = Job.__table__
 assert isinstance(_jobs, Table)
+_INSERT = TransactionWrite(_jobs.insert())
 # The batch's statements, built once (Core: no ORM objects to synchronise).
 _LEASE = (
     _jobs.update()

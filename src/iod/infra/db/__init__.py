@@ -18,18 +18,26 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     DateTime,
     Engine,
+    Insert,
     MetaData,
     Select,
+    Table,
     TypeDecorator,
+    Update,
+    bindparam,
     create_engine,
     event,
     exc,
+    inspect,
     make_url,
     text,
+    update,
 )
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, make_transient_to_detached, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
 from iod.infra.clock import as_utc
@@ -349,6 +357,44 @@ class _Kept:
         self.connection = connection
 
 
+class _CompiledSelect:
+    """A SELECT compiled once for a dialect: its SQL, how its parameters are bound, and how
+    its rows are converted (its columns' result processors) into named tuples."""
+
+    def __init__(self, dialect: Any, statement: Select[Any]) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self._positions: Sequence[str] | None = compiled.positiontup
+        self._fixed = compiled.params  # the values bound in the statement itself
+        # The binds the statement leaves to each call: a missing one is an error, not NULL.
+        self._required = frozenset(k for k, v in self._fixed.items() if v is None)
+        self._convert: list[tuple[int, Callable[[Any], Any]]] = []
+        for index, column in enumerate(statement.selected_columns):
+            process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+            if process is not None:
+                self._convert.append((index, process))
+        row = namedtuple("Row", list(statement.selected_columns.keys()))  # type: ignore[misc]
+        self._make: Callable[[Iterable[Any]], Any] = row._make
+
+    def bind(self, params: dict[str, Any]) -> Any:
+        if not self._required <= params.keys():
+            raise TypeError(f"missing parameters: {sorted(self._required - params.keys())}")
+        values = {**self._fixed, **params}
+        return values if self._positions is None else tuple(values[k] for k in self._positions)
+
+    def convert(self, fetched: Iterable[Any]) -> list[Any]:
+        make, convert = self._make, self._convert
+        if not convert:
+            return [make(row) for row in fetched]
+        result = []
+        for row in fetched:
+            values = list(row)
+            for index, process in convert:
+                values[index] = process(values[index])
+            result.append(make(values))
+        return result
+
+
 class PreparedSelect:
     """A SELECT compiled once and run straight on a DBAPI connection, for the hottest reads
     (GET one connection, a list page; issue 6).
@@ -369,40 +415,13 @@ class PreparedSelect:
     def __init__(self, engine: Engine, readers: _Readers, statement: Select[Any]) -> None:
         self._engine = engine
         self._readers = readers
-        dialect = engine.dialect
-        compiled = statement.compile(dialect=dialect)
-        self.sql = str(compiled)
-        self._positions: Sequence[str] | None = compiled.positiontup
-        self._fixed = compiled.params  # the values bound in the statement itself
-        # The binds the statement leaves to each call: a missing one is an error, not NULL.
-        self._required = frozenset(k for k, v in self._fixed.items() if v is None)
-        self._convert: list[tuple[int, Callable[[Any], Any]]] = []
-        for index, column in enumerate(statement.selected_columns):
-            process = column.type.dialect_impl(dialect).result_processor(dialect, None)
-            if process is not None:
-                self._convert.append((index, process))
-        row = namedtuple("Row", list(statement.selected_columns.keys()))  # type: ignore[misc]
-        self._make: Callable[[Iterable[Any]], Any] = row._make
-        self._error = dialect.loaded_dbapi.Error
+        self._compiled = _CompiledSelect(engine.dialect, statement)
+        self.sql = self._compiled.sql
+        self._error = engine.dialect.loaded_dbapi.Error
 
     def rows(self, **params: Any) -> list[Any]:
-        if not self._required <= params.keys():
-            raise TypeError(f"missing parameters: {sorted(self._required - params.keys())}")
-        values = {**self._fixed, **params}
-        bound: Any = (
-            values if self._positions is None else tuple(values[k] for k in self._positions)
-        )
-        fetched = self._fetch(bound)
-        make, convert = self._make, self._convert
-        if not convert:
-            return [make(row) for row in fetched]
-        result = []
-        for row in fetched:
-            values_ = list(row)
-            for index, process in convert:
-                values_[index] = process(values_[index])
-            result.append(make(values_))
-        return result
+        bound = self._compiled.bind(params)
+        return self._compiled.convert(self._fetch(bound))
 
     def _fetch(self, bound: Any) -> list[Any]:
         for attempt in (1, 2):
@@ -427,6 +446,135 @@ class PreparedSelect:
         raise AssertionError("unreachable")
 
 
+class TransactionSelect:
+    """A `PreparedSelect` for a write transaction: the SELECT compiled once per dialect and
+    run straight on the DBAPI connection of the session's transaction, so it reads (and,
+    with FOR UPDATE, locks) in that transaction, without SQLAlchemy's execution or the
+    ORM's loading (issue 14: the hot reads of a write). Rows come back as named tuples, as
+    from `PreparedSelect`; parameters are plain values needing no conversion (ids). A DBAPI
+    error comes out as SQLAlchemy's wrapped exception; a lost connection is invalidated.
+    SQLAlchemy's statement events (`before_cursor_execute`...) do not see these reads."""
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+        self._compiled: dict[str, _CompiledSelect] = {}  # by dialect name
+
+    def rows(self, session: Session, **params: Any) -> list[Any]:
+        connection = session.connection()
+        dialect = connection.dialect
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            compiled = self._compiled[dialect.name] = _CompiledSelect(dialect, self.statement)
+        bound = compiled.bind(params)
+        return compiled.convert(_run(connection, compiled.sql, bound, fetch=True))
+
+
+def _run(connection: Connection, sql: str, bound: Any, *, fetch: bool, many: bool = False) -> Any:
+    """Runs `sql` on the DBAPI connection of `connection` (a session's, in its transaction):
+    the rows fetched (`fetch`), or the row count. DBAPI errors as SQLAlchemy's."""
+    dialect = connection.dialect
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None  # the transaction's, checked out
+    error_type = dialect.loaded_dbapi.Error
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            if many:
+                cursor.executemany(sql, bound)
+            else:
+                cursor.execute(sql, bound)
+            return cursor.fetchall() if fetch else cursor.rowcount
+        finally:
+            cursor.close()
+    except error_type as error:
+        dead = dialect.is_disconnect(error, dbapi_connection, None)
+        if dead:
+            connection.invalidate(error)
+        raise exc.DBAPIError.instance(
+            sql, bound, error, error_type, connection_invalidated=dead, dialect=dialect
+        ) from error
+
+
+class _CompiledWrite:
+    """An INSERT or UPDATE compiled once for a dialect and a set of parameter names, with
+    its parameters' bind processors (e.g. `UTCDateTime`'s, JSON's)."""
+
+    def __init__(self, dialect: Any, statement: Insert | Update, keys: frozenset[str]) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=sorted(keys))
+        self.sql = str(compiled)
+        self._positions: Sequence[str] | None = compiled.positiontup
+        names = set(compiled.binds)
+        if names != keys:  # e.g. a column's Python default, which only SQLAlchemy's
+            # execution would fill in: such a statement is not for this
+            raise TypeError(f"parameters {sorted(keys)} do not bind {sorted(names)}")
+        self._process: list[tuple[str, Callable[[Any], Any]]] = []
+        for name, bind in compiled.binds.items():
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                self._process.append((name, process))
+
+    def bind(self, params: dict[str, Any]) -> Any:
+        values = dict(params)
+        for name, process in self._process:
+            values[name] = process(values[name])
+        return values if self._positions is None else tuple(values[k] for k in self._positions)
+
+
+class TransactionWrite:
+    """An INSERT or UPDATE (no RETURNING) run like a `TransactionSelect`: compiled once per
+    dialect and set of parameter names, executed straight on the DBAPI connection of the
+    session's transaction with the columns' bind processors, without SQLAlchemy's execution
+    (issue 14: the rows a write adds or changes and never reads back as objects). Every
+    parameter must be given (no column defaults are filled in); a list of parameter sets is
+    one `executemany`. Not seen by SQLAlchemy's statement events or the ORM."""
+
+    def __init__(self, statement: Insert | Update) -> None:
+        self.statement = statement
+        self._compiled: dict[tuple[str, frozenset[str]], _CompiledWrite] = {}
+
+    def execute(self, session: Session, params: dict[str, Any] | list[dict[str, Any]]) -> int:
+        """Runs it once, or once per parameter set; the row count."""
+        many = isinstance(params, list)
+        sets = params if isinstance(params, list) else [params]
+        if not sets:
+            return 0
+        connection = session.connection()
+        dialect = connection.dialect
+        keys = frozenset(sets[0])
+        key = (dialect.name, keys)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._compiled[key] = _CompiledWrite(dialect, self.statement, keys)
+        if many:
+            if any(frozenset(p) != keys for p in sets):
+                raise TypeError("every parameter set must have the same names")
+            bound = [compiled.bind(p) for p in sets]
+            return int(_run(connection, compiled.sql, bound, fetch=False, many=True))
+        return int(_run(connection, compiled.sql, compiled.bind(sets[0]), fetch=False))
+
+
+def as_loaded(session: Session, model: type[Any], row: Any) -> Any:
+    """The object of `model` for `row` (a named tuple of every column of its table, by
+    attribute name), as if the ORM had loaded it with `populate_existing`: the object of
+    the session's identity map with the row's values, or a new one added to the session as
+    persistent. None when the session holds that object with changes not flushed yet (the
+    caller then loads it through the ORM, which decides what they become)."""
+    values = row._asdict()
+    mapper = inspect(model)
+    key = session.identity_key(model, tuple(values[c.key] for c in mapper.primary_key))
+    existing = session.identity_map.get(key)
+    if existing is not None:
+        if inspect(existing).modified:
+            return None
+        for name, value in values.items():
+            set_committed_value(existing, name, value)
+        return existing
+    instance = model(**values)
+    make_transient_to_detached(instance)
+    session.add(instance)
+    return instance
+
+
 def insert_new(session: Session, table: Any, values: dict[str, Any]) -> bool:
     """INSERT … ON CONFLICT DO NOTHING on either database; True if the row was inserted.
     On PostgreSQL a concurrent insert of the same key waits for the other transaction and
@@ -439,3 +587,68 @@ def insert_new(session: Session, table: Any, values: dict[str, Any]) -> bool:
     key = next(iter(table.primary_key.columns))
     statement = insert(table).values(**values).on_conflict_do_nothing().returning(key)
     return session.execute(statement).first() is not None
+
+
+# `update_loaded`'s statements, one per table and set of columns written, and
+# `insert_loaded`'s, one per table.
+_UPDATES: dict[tuple[Table, frozenset[str]], TransactionWrite] = {}
+_INSERTS: dict[Table, TransactionWrite] = {}
+
+
+def update_loaded(session: Session, instance: Any, values: dict[str, Any]) -> None:
+    """Writes `values` (attribute names: values) to the row of `instance`, a persistent
+    object of this session, now: one Core UPDATE by its primary key, built once per table
+    and set of columns, and the loaded object shows the values without becoming dirty. The
+    ORM's flush of the same change (its unit of work, history, one UPDATE built per flush)
+    cost several times the statement on the hot writes (issue 14). Run as a
+    `TransactionWrite`.
+
+    Inside a savepoint, or when the object has changes that are not flushed yet, the values
+    are set on the object as usual instead (the next flush writes them in the ORM's order,
+    and a savepoint that rolls back expires them, which an UPDATE behind the ORM's back
+    would not)."""
+    state = inspect(instance)
+    if not state.persistent or state.modified or session.in_nested_transaction():
+        for name, value in values.items():
+            setattr(instance, name, value)
+        return
+    mapper = state.mapper
+    table = mapper.local_table
+    assert isinstance(table, Table)
+    key = (table, frozenset(values))
+    statement = _UPDATES.get(key)
+    if statement is None:
+        (primary_key,) = table.primary_key.columns
+        columns = {name: mapper.column_attrs[name].columns[0] for name in sorted(values)}
+        binds = {column: bindparam(name, type_=column.type) for name, column in columns.items()}
+        statement = _UPDATES[key] = TransactionWrite(
+            update(table)
+            .where(primary_key == bindparam("pk_", type_=primary_key.type))
+            .values(binds)
+        )
+    (identity,) = state.identity
+    statement.execute(session, {**values, "pk_": identity})
+    for name, value in values.items():
+        set_committed_value(instance, name, value)
+
+
+def insert_loaded(session: Session, instance: Any) -> None:
+    """Writes `instance`, a new object with every column set (its primary key included),
+    now, with one INSERT (a `TransactionWrite`), and adds it to the session as a persistent
+    object, as if it had been flushed and loaded: the later `update_loaded`s of it are
+    plain UPDATEs. Its row is written in the caller's order, not in a flush's: whatever it
+    refers to must be written already."""
+    state = inspect(instance)
+    assert state.transient, "a new object"
+    mapper = state.mapper
+    table = mapper.local_table
+    assert isinstance(table, Table)
+    values = {
+        attribute.columns[0].key: state.dict[attribute.key] for attribute in mapper.column_attrs
+    }
+    statement = _INSERTS.get(table)
+    if statement is None:
+        statement = _INSERTS[table] = TransactionWrite(table.insert())
+    statement.execute(session, values)
+    make_transient_to_detached(instance)
+    session.add(instance)
