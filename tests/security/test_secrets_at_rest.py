@@ -72,12 +72,18 @@ def _settings(data_dir: Path, **more: object) -> Settings:
     return Settings(data_dir=data_dir, **more)  # type: ignore[arg-type]
 
 
+# The drivers _open_everything made, kept until the test ends: a driver left to the garbage
+# collector closes its store whenever a collection runs, and SQLite then removes its -shm
+# and -wal files, possibly between the test's listing of the directory and its stat().
+_KEPT_OPEN: list[object] = []
+
+
 def _open_everything(settings: Settings) -> Database:
     """What `iod serve` does with its data directory: the database with its first signing
     key (WAL and SHM in use) and the simulated network's store."""
     db = open_database(settings)
     KeyStore(db, FrozenClock()).ensure()
-    make_driver(settings)
+    _KEPT_OPEN.append(make_driver(settings))
     return db
 
 
@@ -105,6 +111,7 @@ def test_another_local_user_cannot_read_the_database_or_the_keys(
             assert refused.returncode != 0 and "Permission denied" in refused.stderr, path
     finally:
         db.dispose()
+        _KEPT_OPEN.clear()
 
 
 @needs_root
