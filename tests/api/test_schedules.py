@@ -150,6 +150,13 @@ def test_bad_input_is_a_400_with_a_pointer(
         (_body(rules=[{**rule, "recurrence": "FREQ=SOMETIMES"}]), "/rules/0/recurrence"),
         (_body(rules=[{**rule, "recurrence": "FREQ=HOURLY"}]), "/rules/0/recurrence"),
         (_body(rules=[{**rule, "recurrence": "FREQ=DAILY;BYHOUR=8"}]), "/rules/0/recurrence"),
+        # INTERVAL=0 once made the planner loop for ever inside dateutil; -1 was a 500.
+        (_body(rules=[{**rule, "recurrence": "FREQ=DAILY;INTERVAL=0"}]), "/rules/0/recurrence"),
+        (_body(rules=[{**rule, "recurrence": "FREQ=WEEKLY;INTERVAL=-1"}]), "/rules/0/recurrence"),
+        (
+            _body(rules=[{**rule, "recurrence": "FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30"}]),
+            "/rules/0/recurrence",
+        ),
         (_body(rules=[rule, {**rule, "start": "25:00"}]), "/rules/1/start"),
         (_body(rules=[{**rule, "end": "08:00"}]), "/rules/0/end"),
         (_body(rules=[{**rule, "bandwidth": "7 Mbps"}]), "/rules/0/bandwidth"),
@@ -158,6 +165,8 @@ def test_bad_input_is_a_400_with_a_pointer(
         (_body(exceptions=[{"date": "2030-12-25"}, {"date": "2030-12-25"}]), "/exceptions"),
         (_body(validFrom="2030-01-02T00:00:00Z", validUntil="2030-01-01T00:00:00Z"), "/validUntil"),
         (_body(validFrom="2030-01-02T00:00:00"), "/validFrom"),
+        (_body(validFrom="0001-01-01T00:00:00Z"), "/validFrom"),  # once a 500 (overflow)
+        (_body(validUntil="9999-12-31T00:00:00Z"), "/validUntil"),
         (_body(timezone="UTC"), "/timezone"),  # unknown field
         (_body(rules=[{**rule, "priority": 1}]), "/rules/0/priority"),
     ]
@@ -183,6 +192,8 @@ def test_bad_input_is_a_400_with_a_pointer(
     )
     assert bad.status_code == 400
     assert api.get(f"{one}/preview?from=yesterday", headers=headers).status_code == 400
+    for edge in ("0001-01-02T00:00:00Z", "9999-12-30T00:00:00Z"):  # once a 500 (overflow)
+        assert api.get(f"{one}/preview?from={edge}", headers=headers).status_code == 400
 
 
 def test_edit_replaces_pause_keeps_resume_plans_delete_cancels(

@@ -245,7 +245,9 @@ def test_later_rule_wins_and_exceptions_override() -> None:
 
 def test_invalid_parts_are_refused() -> None:
     for text in ("FREQ=HOURLY", "FREQ=DAILY;BYHOUR=3", "DTSTART:20300101T000000", "nonsense",
-                 "FREQ=WEEKLY;BYDAY=XX", "FREQ=DAILY\nRRULE:FREQ=DAILY", ""):  # fmt: skip
+                 "FREQ=WEEKLY;BYDAY=XX", "FREQ=DAILY\nRRULE:FREQ=DAILY", "",
+                 "FREQ=DAILY;INTERVAL=0", "FREQ=MONTHLY;INTERVAL=-1", "FREQ=DAILY;INTERVAL=1001",
+                 "FREQ=YEARLY;INTERVAL=x"):  # fmt: skip
         try:
             calendar.recurrence(text, date(2030, 1, 1))
         except calendar.ScheduleError:
@@ -257,3 +259,29 @@ def test_invalid_parts_are_refused() -> None:
         except calendar.ScheduleError:
             continue
         raise AssertionError(f"{name!r} was accepted")
+
+
+def test_rules_that_never_occur_are_refused_quickly() -> None:
+    """dateutil searches a rule with no occurrence up to the year 9999 (seconds for a daily
+    one, each time it is evaluated): such rules are refused when parsed, and the check
+    itself is bounded (the calendar repeats every 400 years)."""
+    import time as clock
+
+    never = ("FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30", "FREQ=YEARLY;BYWEEKNO=60", "FREQ=DAILY;COUNT=0",
+             "FREQ=MONTHLY;BYSETPOS=40;BYDAY=MO", "FREQ=DAILY;UNTIL=20291231T000000")  # fmt: skip
+    for text in never:
+        began = clock.process_time()
+        try:
+            calendar.recurrence(text, date(2030, 1, 1))
+        except calendar.ScheduleError as exc:
+            assert "never occurs" in str(exc)
+        else:
+            raise AssertionError(f"{text!r} was accepted")
+        assert clock.process_time() - began < 2.0  # generous: about 0.15 s on a slow machine
+    # Rare but real: Feb 29 (every 4 years, not in 2100), every 7th year's Feb 29, one day.
+    rare = ("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29", "FREQ=YEARLY;INTERVAL=7;BYMONTH=2;BYMONTHDAY=29",
+            "FREQ=DAILY;COUNT=1", "FREQ=DAILY;UNTIL=20300101T000000")  # fmt: skip
+    for text in rare:
+        calendar.recurrence(text, date(2030, 1, 1))
+    for anchor in (date(2097, 3, 1), date(9980, 1, 1), date(1, 1, 1)):
+        calendar.recurrence("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29", anchor)

@@ -38,6 +38,7 @@ _TIME = re.compile(r"^(?P<h>[0-9]{2}):(?P<m>[0-9]{2})(?::(?P<s>[0-9]{2}))?$")
 # Rules are about days; their time of day is `start`/`end`, so these parts are refused.
 _FORBIDDEN_PARTS = ("BYHOUR", "BYMINUTE", "BYSECOND", "DTSTART", "TZID")
 _ALLOWED_FREQS = ("DAILY", "WEEKLY", "MONTHLY", "YEARLY")
+MAX_INTERVAL = 1000
 
 
 class ScheduleError(ValueError):
@@ -102,6 +103,10 @@ def normalise_recurrence(text: str) -> str:
             "FREQ must be DAILY, WEEKLY, MONTHLY or YEARLY (a rule is a set of days; its "
             "start and end give the time of day)"
         )
+    interval = parts.get("INTERVAL")
+    # INTERVAL=0 would never move on (dateutil loops for ever), a negative one backwards.
+    if interval is not None and not (interval.isdigit() and 1 <= int(interval) <= MAX_INTERVAL):
+        raise ScheduleError(f"INTERVAL must be a whole number from 1 to {MAX_INTERVAL}")
     return value
 
 
@@ -115,7 +120,33 @@ def recurrence(text: str, anchor: date) -> rrule:
         raise ScheduleError(f"is not a valid RRULE: {exc}") from exc
     if not isinstance(rule, rrule):
         raise ScheduleError("must be a single RRULE")
+    if not _occurs(rule, datetime.combine(anchor, time())):
+        raise ScheduleError(
+            "never occurs (e.g. a day the month does not have, a week the year does not "
+            "have, COUNT=0 or an UNTIL before the rule's first day)"
+        )
     return rule
+
+
+def _occurs(rule: rrule, first: datetime) -> bool:
+    """Whether the rule has any occurrence, found in bounded time. dateutil searches a rule
+    that never occurs up to the year 9999 (seconds for a daily one: an evaluation of it
+    would hang a worker). The Gregorian calendar repeats every 400 years (146,097 days, whole
+    weeks, the same leap years), so the rule from a first day moved 400·k years on, to
+    within 410 years of 9999, occurs if and only if this one does, and is searched to the
+    end in a fraction of the time."""
+    years = 400 * max(0, (9589 - first.year) // 400 + 1)
+    until: datetime | None = getattr(rule, "_until", None)
+    moved_until = None
+    if until is not None:
+        if until < first:
+            return False
+        moved_until = until.replace(year=until.year + years) if until.year + years <= 9999 else None
+    try:
+        moved = rule.replace(dtstart=first.replace(year=first.year + years), until=moved_until)
+        return next(iter(moved), None) is not None
+    except (ValueError, OverflowError):
+        return False
 
 
 @dataclass(frozen=True)

@@ -188,6 +188,10 @@ def _exceptions(location: Location, items: Sequence[ScheduleException]) -> list[
 
 
 def _window(valid_from: datetime | None, valid_until: datetime | None) -> None:
+    # The calendar's arithmetic (local dates, days around a window) stays in range.
+    for name, moment in (("validFrom", valid_from), ("validUntil", valid_until)):
+        if moment is not None and not 1970 <= moment.year <= 9000:
+            raise ValidationFailed.field(f"/{name}", "must be within the years 1970 to 9000")
     if valid_from is not None and valid_until is not None and valid_until <= valid_from:
         raise ValidationFailed.field("/validUntil", "must be after validFrom")
 
@@ -440,8 +444,14 @@ def preview(
     """The transitions in (from, to]. Cost: once prices exist (docs/schedules.md)."""
     _, schedule = get(session, principal, connection_id, schedule_id)
     start = start or clock.now()
-    end = end or start + timedelta(days=7)
     problem = None
+    if start.year < 1970 or start.year > 9000 or (end is not None and end.year > 9000):
+        # The calendar's arithmetic (days around the window, its default end) stays in range.
+        raise ValidationFailed(
+            "query parameters from and to: must be within the years 1970 to 9000",
+            errors=[FieldError("", "from and to must be within the years 1970 to 9000")],
+        )
+    end = end or start + timedelta(days=7)
     if end <= start:
         problem = "query parameter to: must be after from"
     elif end - start > MAX_PREVIEW:
