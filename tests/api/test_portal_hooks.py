@@ -372,7 +372,7 @@ def test_a_reloaded_webhook_form_does_not_act_twice(api: TestClient, services: S
     assert admin.post("/portal/webhooks", data=create).status_code == 201
     before = state(services)
     again = admin.post("/portal/webhooks", data=create)
-    assert again.status_code == 409 and "already sent" in again.text
+    assert again.status_code == 409 and "Nothing was done again" in again.text
     assert state(services)[0] == before[0]
     endpoint_id = before[0][0].id
     at = f"/portal/webhooks/{endpoint_id}/rotate"

@@ -14,12 +14,21 @@ class FieldError:
     detail: str
 
 
+# Every problem type the service can answer, with its title: each ProblemError subclass is
+# added when it is defined (wherever it lives), and /problems/{type} describes them all.
+PROBLEM_TYPES: dict[str, str] = {"bad-request": "Bad request"}
+
+
 class ProblemError(Exception):
     """An error with a stable problem type; subclasses set the status and type."""
 
     status: int = 400
     type_name: str = "bad-request"
     title: str = "Bad request"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        PROBLEM_TYPES.setdefault(cls.type_name, cls.title)
 
     def __init__(
         self,
@@ -176,33 +185,15 @@ class Problem:
         return body
 
 
-PROBLEM_TYPES: dict[str, str] = {
-    cls.type_name: cls.title
-    for cls in (
-        ValidationFailed,
-        NotFound,
-        Conflict,
-        CapacityExceeded,
-        AddressPoolExhausted,
-        InvalidState,
-        Unauthorized,
-        Forbidden,
-        PayloadTooLarge,
-        UnsupportedMediaType,
-        TooManyPendingChanges,
-        RequestTimeout,
-        PreconditionFailed,
-        RateLimited,
-        ServiceUnavailable,
-        ScheduleExists,
-    )
-} | {
-    "method-not-allowed": "Method not allowed",
-    "http-error": "HTTP error",
-    "idempotency-key-in-use": "A request with this Idempotency-Key is still running",
-    "idempotency-key-reused": "Idempotency-Key reused with a different request",
-    "not-acceptable": "Not acceptable",
-    "headers-too-large": "Request header fields too large",
-    "internal-error": "Internal server error",
-    "cursor-expired": "Cursor expired",
-}
+PROBLEM_TYPES.update(
+    {
+        "method-not-allowed": "Method not allowed",
+        "http-error": "HTTP error",
+        "idempotency-key-in-use": "A request with this Idempotency-Key is still running",
+        "idempotency-key-reused": "Idempotency-Key reused with a different request",
+        "not-acceptable": "Not acceptable",
+        "headers-too-large": "Request header fields too large",
+        "internal-error": "Internal server error",
+        "cursor-expired": "Cursor expired",
+    }
+)

@@ -291,6 +291,19 @@ PROBLEM_HELP: dict[str, str] = {
     "(from the oldest event kept) or with `after=now`.",
     "schedule-exists": "The connection already has a bandwidth schedule (a connection has at "
     "most one). Change it with `PATCH`, or delete it first.",
+    "too-many-webhook-endpoints": "The customer already has the most webhook endpoints "
+    "allowed. Delete one it no longer needs, or send more event types to one endpoint.",
+    "key-in-use": "The token signing key is still signing, or tokens it signed may still be "
+    "valid: retiring it now would make them fail. Rotate first and wait until they have "
+    "expired, or retire it with `--force` (docs/operations.md).",
+    "insufficient-role": "The portal user's role does not allow this page or action "
+    "(viewer, operator, admin). An admin of the customer can change the role.",
+    "form-refused": "A portal form was refused before it was read: it was posted from "
+    "another site, its security token was missing or stale (reload the page and send it "
+    "again), or the browser sent no cookies.",
+    "form-already-sent": "This portal form was sent before (a page reloaded, or a button "
+    "pressed twice) and was not done again. A secret or sign-in link is shown only once: if "
+    "it was lost, rotate the secret or ask for a new link.",
 }
 
 

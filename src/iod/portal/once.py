@@ -50,9 +50,9 @@ def record(session: Session, now: datetime, customer_id: str, value: str) -> Non
     """Records the form as sent, in the transaction of its work; FormAlreadySent if it was."""
     key = PREFIX + value
     already = FormAlreadySent(
-        "this form was already sent (the page reloaded, or the button pressed twice), and "
-        "it was not done again; a secret or link is shown only once: if it was lost, "
-        "rotate or ask for a new one"
+        "Nothing was done again: this form had been sent before (the page reloaded, or the "
+        "button pressed twice). A secret or link is shown only once: if it was lost, "
+        "rotate the secret or ask for a new link."
     )
     if session.get(IdempotencyKey, (customer_id, key)) is not None:
         raise already
