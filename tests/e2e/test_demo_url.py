@@ -54,3 +54,18 @@ def test_portal_links_name_the_port_make_run_gave(tmp_path: Path) -> None:
         "http://10.0.0.1/portal/welcome?token="
         in iod(env, "users", "link", "admin@demo.example", "--url", "http://10.0.0.1").stdout
     )
+
+
+def test_demo_env_issues_no_sign_in_link(tmp_path: Path) -> None:
+    """The README has `eval "$(iod demo --env)"` run in every terminal: it prints no link,
+    so it issues none (each would be an audit row and an event in the customer's feed)."""
+    import sqlite3
+
+    env = base_env(tmp_path, "sqlite")
+    assert "/portal/welcome?token=" in iod(env, "demo").stdout
+    for _ in range(3):
+        assert "welcome" not in iod(env, "demo", "--env").stdout
+    with sqlite3.connect(tmp_path / "data" / "iod.sqlite3") as db:
+        (links,) = db.execute("SELECT count(*) FROM portal_sign_in_links").fetchone()
+    assert links == 1
+    assert "/portal/welcome?token=" in iod(env, "demo", "--json").stdout

@@ -561,7 +561,8 @@ def demo(
         location = locations_repo.get(session, catalog.DEMO_LOCATION_ID)
         assert location is not None
         tiers = [format_bandwidth(t) for t in location.tiers_mbps]
-    portal_link = _demo_portal_user(db, customer_id, url)
+    # --env prints no link: it issues none (each link is an audit row and an event).
+    portal_link = _demo_portal_user(db, customer_id, url, issue_link=not as_env)
     secret_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -621,8 +622,9 @@ def demo(
 DEMO_PORTAL_EMAIL = "admin@demo.example"
 
 
-def _demo_portal_user(db: Database, customer_id: str, url: str) -> str:
-    """The demo customer's portal admin (created once) and a fresh one-time sign-in link."""
+def _demo_portal_user(db: Database, customer_id: str, url: str, *, issue_link: bool) -> str:
+    """The demo customer's portal admin (created once) and, if asked, a fresh one-time
+    sign-in link (else "")."""
     from iod.audit import service as audit
     from iod.cli.users import sign_in_link
     from iod.infra.config import get_settings
@@ -634,6 +636,8 @@ def _demo_portal_user(db: Database, customer_id: str, url: str) -> str:
         user = portal_repo.user_by_email(session, DEMO_PORTAL_EMAIL)
         if user is None:
             user = portal.create_user(session, clock, customer_id, DEMO_PORTAL_EMAIL, "admin")
+        if not issue_link:
+            return ""
         token = portal.issue_link(
             session, clock, _hasher(), user, portal.PortalPolicy.of(get_settings())
         )
