@@ -39,9 +39,9 @@ def usage(
 ) -> dict[str, Any]:
     """Lines per connection, period, tier, status and rate; totals per currency. The window
     is cut to whole hours (its start floored, its end rounded up)."""
-    # Never an error (every schema-valid window is answered): an empty window has no lines,
-    # and one longer than 366 days is cut to the 366 days before its end (the answer's
-    # `from` says so).
+    # An empty window has no lines, one longer than 366 days is cut to the 366 days before
+    # its end, and both ends are kept within 2000-2200 (the answer's `from` and `to` say what
+    # was read). A `to` before an explicit `from` is refused by the endpoint.
     start, end = (min(max(t.astimezone(UTC), EARLIEST), LATEST) for t in (start, end))
     end = max(end, start)
     start = max(start, end - MAX_WINDOW)
