@@ -357,29 +357,46 @@ class _Kept:
         self.connection = connection
 
 
-class _CompiledSelect:
-    """A SELECT compiled once for a dialect: its SQL, how its parameters are bound, and how
-    its rows are converted (its columns' result processors) into named tuples."""
+Returning = Select[Any] | Insert | Update
+"""A statement that gives rows: a SELECT, or an INSERT or UPDATE with RETURNING."""
 
-    def __init__(self, dialect: Any, statement: Select[Any]) -> None:
+
+class _CompiledSelect:
+    """A SELECT (or an INSERT or UPDATE … RETURNING) compiled once for a dialect: its SQL,
+    how its parameters are bound (their types' bind processors, e.g. `UTCDateTime`'s), and
+    how its rows are converted (its columns' result processors) into named tuples."""
+
+    def __init__(self, dialect: Any, statement: Returning) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
         self._positions: Sequence[str] | None = compiled.positiontup
         self._fixed = compiled.params  # the values bound in the statement itself
         # The binds the statement leaves to each call: a missing one is an error, not NULL.
         self._required = frozenset(k for k, v in self._fixed.items() if v is None)
+        self._process: list[tuple[str, Callable[[Any], Any]]] = []
+        for name, bind in compiled.binds.items():
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                self._process.append((name, processor))
+        columns = (
+            statement.selected_columns
+            if isinstance(statement, Select)
+            else statement.exported_columns
+        )
         self._convert: list[tuple[int, Callable[[Any], Any]]] = []
-        for index, column in enumerate(statement.selected_columns):
+        for index, column in enumerate(columns):
             process = column.type.dialect_impl(dialect).result_processor(dialect, None)
             if process is not None:
                 self._convert.append((index, process))
-        row = namedtuple("Row", list(statement.selected_columns.keys()))  # type: ignore[misc]
+        row = namedtuple("Row", list(map(str, columns.keys())))  # type: ignore[misc]
         self._make: Callable[[Iterable[Any]], Any] = row._make
 
     def bind(self, params: dict[str, Any]) -> Any:
         if not self._required <= params.keys():
             raise TypeError(f"missing parameters: {sorted(self._required - params.keys())}")
         values = {**self._fixed, **params}
+        for name, process in self._process:
+            values[name] = process(values[name])
         return values if self._positions is None else tuple(values[k] for k in self._positions)
 
     def convert(self, fetched: Iterable[Any]) -> list[Any]:
@@ -404,8 +421,8 @@ class PreparedSelect:
     from SQLAlchemy (the SQL as the dialect renders it, its connections, the column types'
     result conversions, e.g. `UTCDateTime`) and skips the rest: the statement is compiled once,
     each row goes through its columns' result processors and comes back as a named tuple
-    with the statement's column names. Bound parameters must be plain values that need no
-    conversion on the way in (strings here).
+    with the statement's column names. Bound parameters go through their types' bind
+    processors (none for the strings of the hot reads).
 
     It runs on the calling thread's kept autocommit connection (`_Readers`): one statement
     is consistent by itself. A DBAPI error comes out as SQLAlchemy's wrapped exception
@@ -451,11 +468,13 @@ class TransactionSelect:
     run straight on the DBAPI connection of the session's transaction, so it reads (and,
     with FOR UPDATE, locks) in that transaction, without SQLAlchemy's execution or the
     ORM's loading (issue 14: the hot reads of a write). Rows come back as named tuples, as
-    from `PreparedSelect`; parameters are plain values needing no conversion (ids). A DBAPI
-    error comes out as SQLAlchemy's wrapped exception; a lost connection is invalidated.
-    SQLAlchemy's statement events (`before_cursor_execute`...) do not see these reads."""
+    from `PreparedSelect`; parameters go through their types' bind processors. An INSERT
+    or UPDATE with RETURNING runs the same way (its rows are the RETURNING columns; no
+    loaded object sees what it wrote). A DBAPI error comes out as SQLAlchemy's wrapped
+    exception; a lost connection is invalidated. SQLAlchemy's statement events
+    (`before_cursor_execute`...) do not see these statements."""
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: Returning) -> None:
         self.statement = statement
         self._compiled: dict[str, _CompiledSelect] = {}  # by dialect name
 
@@ -503,9 +522,16 @@ class _CompiledWrite:
         compiled = statement.compile(dialect=dialect, column_keys=sorted(keys))
         self.sql = str(compiled)
         self._positions: Sequence[str] | None = compiled.positiontup
+        # The values bound in the statement itself (`.values(state="running")`, `+ 1`).
+        self._fixed = {
+            name: value
+            for name, value in compiled.params.items()
+            if name not in keys and value is not None
+        }
         names = set(compiled.binds)
-        if names != keys:  # e.g. a column's Python default, which only SQLAlchemy's
-            # execution would fill in: such a statement is not for this
+        if names != keys | self._fixed.keys() or compiled.prefetch:  # e.g. a column's
+            # Python default, which only SQLAlchemy's execution would fill in: such a
+            # statement is not for this
             raise TypeError(f"parameters {sorted(keys)} do not bind {sorted(names)}")
         self._process: list[tuple[str, Callable[[Any], Any]]] = []
         for name, bind in compiled.binds.items():
@@ -514,7 +540,7 @@ class _CompiledWrite:
                 self._process.append((name, process))
 
     def bind(self, params: dict[str, Any]) -> Any:
-        values = dict(params)
+        values = {**self._fixed, **params} if self._fixed else dict(params)
         for name, process in self._process:
             values[name] = process(values[name])
         return values if self._positions is None else tuple(values[k] for k in self._positions)
@@ -525,8 +551,9 @@ class TransactionWrite:
     dialect and set of parameter names, executed straight on the DBAPI connection of the
     session's transaction with the columns' bind processors, without SQLAlchemy's execution
     (issue 14: the rows a write adds or changes and never reads back as objects). Every
-    parameter must be given (no column defaults are filled in); a list of parameter sets is
-    one `executemany`. Not seen by SQLAlchemy's statement events or the ORM."""
+    parameter must be given, but for the values written in the statement itself (no column
+    defaults are filled in); a list of parameter sets is one `executemany`. Not seen by
+    SQLAlchemy's statement events or the ORM."""
 
     def __init__(self, statement: Insert | Update) -> None:
         self.statement = statement
