@@ -71,11 +71,14 @@ def body_of(event: WrittenEvent) -> str:
 
 def fan_out(session: Session, written: list[WrittenEvent]) -> None:
     customers = sorted({e.customer_id for e in written})
-    rows = (
-        session.connection()
-        .execute(repository.ENABLED_OF_CUSTOMERS, {"customers": customers})
-        .all()
-    )
+    if len(customers) == 1:  # a request's transaction: one read compiled once (issue 14)
+        rows = repository.enabled_of_customer(session, customers[0])
+    else:
+        rows = (
+            session.connection()
+            .execute(repository.ENABLED_OF_CUSTOMERS, {"customers": customers})
+            .all()
+        )
     if not rows:
         return
     by_customer: dict[str, list[tuple[str, list[str]]]] = {}
