@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeAlias, cast
 
-from sqlalchemy import FromClause, Row, Select, String, and_, bindparam, func, or_, select
+from sqlalchemy import FromClause, Row, Select, String, Table, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from iod.domain.status import PENDING_CHANGE_STATUSES, ConnectionStatus
@@ -275,22 +275,41 @@ def pending_mbps(session: Session, connection_id: str) -> list[int]:
     )
 
 
-def pending_mbps_of(session: Session, connection_ids: Sequence[str]) -> dict[str, list[Any]]:
-    """`pending_mbps` of several connections in one query: per connection, its pending
-    changes as (id, to_mbps) rows."""
-    result: dict[str, list[Any]] = {cid: [] for cid in connection_ids}
-    if connection_ids:
-        rows = session.execute(
-            select(
-                BandwidthChange.connection_id, BandwidthChange.id, BandwidthChange.to_mbps
-            ).where(
-                BandwidthChange.connection_id.in_(connection_ids),
-                BandwidthChange.status.in_(_PENDING),
-            )
-        )
-        for row in rows:
-            result[row.connection_id].append(row)
-    return result
+def loaded_by_ids(
+    session: Session,
+    model: type[Connection] | type[BandwidthChange],
+    ids: Sequence[str],
+    *,
+    lock: bool = False,
+) -> list[Any]:
+    """The rows of `ids` (in that order; missing ones left out) as the session's loaded
+    objects, each read by one statement compiled once on the transaction's connection
+    (`TransactionSelect`, made a loaded object by `as_loaded`) rather than by the ORM's
+    loading of an IN query: the worker's batches are a few jobs (issue 14). `lock`: each
+    row locked in turn (PostgreSQL), so in the order of `ids`."""
+    statement = _BY_ID[(model, lock)]
+    found: list[Any] = []
+    for row_id in ids:
+        rows = statement.rows(session, id=row_id)
+        if not rows:
+            continue
+        loaded = as_loaded(session, model, rows[0])
+        if loaded is None:  # the session holds it with changes not flushed: the ORM's way
+            loaded = session.get(model, row_id, with_for_update=lock, populate_existing=True)
+        found.append(loaded)
+    return found
+
+
+def _by_id(table: Table, lock: bool) -> TransactionSelect:
+    query = select(*table.c).where(table.c.id == bindparam("id", type_=String))
+    return TransactionSelect(query.with_for_update() if lock else query)
+
+
+_BY_ID = {
+    (model, lock): _by_id(cast(Table, model.__table__), lock)
+    for model in (Connection, BandwidthChange)
+    for lock in (False, True)
+}
 
 
 def get_change_for_update(session: Session, change_id: str) -> BandwidthChange | None:
