@@ -24,6 +24,7 @@ from sqlalchemy import (
     Insert,
     MetaData,
     Select,
+    String,
     Table,
     TypeDecorator,
     Update,
@@ -31,9 +32,11 @@ from sqlalchemy import (
     create_engine,
     event,
     exc,
+    func,
     inspect,
+    literal,
     make_url,
-    text,
+    select,
     update,
 )
 from sqlalchemy.orm import DeclarativeBase, Session, make_transient_to_detached, sessionmaker
@@ -110,11 +113,14 @@ def _sqlite_connect(busy_timeout_ms: int) -> Any:
     return connect
 
 
-def _sqlite_begin(conn: Any) -> None:
+def _sqlite_begin(conn: Connection) -> None:
     # A writing transaction takes SQLite's write lock at BEGIN, so its reads (capacity, state)
-    # cannot be overtaken by another writer before it writes.
+    # cannot be overtaken by another writer before it writes. Run straight on the DBAPI
+    # connection (`_run`: its errors as SQLAlchemy's, e.g. "database is locked" an
+    # OperationalError): SQLAlchemy's execution of it cost more than the statement, on every
+    # transaction (issue 14).
     immediate = conn.get_execution_options().get("sqlite_immediate", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    _run(conn, "BEGIN IMMEDIATE" if immediate else "BEGIN", (), fetch=False)
 
 
 def make_engine(
@@ -220,7 +226,7 @@ class Database:
                 topics = uow.take_topics(session)
                 if topics and not self.is_sqlite:
                     for topic in sorted(topics):  # delivered by PostgreSQL at the commit only
-                        session.execute(text("SELECT pg_notify(:c, '')"), {"c": f"iod_{topic}"})
+                        _NOTIFY.rows(session, channel=f"iod_{topic}")
                 session.commit()
             except BaseException:
                 uow.discard(session)
@@ -486,6 +492,12 @@ class TransactionSelect:
             compiled = self._compiled[dialect.name] = _CompiledSelect(dialect, self.statement)
         bound = compiled.bind(params)
         return compiled.convert(_run(connection, compiled.sql, bound, fetch=True))
+
+
+# The wake-up of another process's listeners at a commit (PostgreSQL; `Database.write`).
+_NOTIFY = TransactionSelect(
+    select(func.pg_notify(bindparam("channel", type_=String), literal("")).label("notified"))
+)
 
 
 def _run(connection: Connection, sql: str, bound: Any, *, fetch: bool, many: bool = False) -> Any:
