@@ -295,7 +295,7 @@ def loaded_by_ids(
             continue
         loaded = as_loaded(session, model, rows[0])
         if loaded is None:  # the session holds it with changes not flushed: the ORM's way
-            loaded = session.get(model, row_id, with_for_update=lock, populate_existing=True)
+            loaded = session.get(model, row_id, with_for_update=lock)
         found.append(loaded)
     return found
 
