@@ -7,11 +7,12 @@ from __future__ import annotations
 from datetime import UTC, timedelta
 
 import pytest
-from sqlalchemy import String, bindparam, exc, insert, inspect, select, update
+from sqlalchemy import Integer, String, bindparam, exc, insert, inspect, select, update
 
 from iod.infra.db import (
     Database,
     TransactionSelect,
+    TransactionSelectIn,
     TransactionWrite,
     as_loaded,
     insert_loaded,
@@ -221,3 +222,28 @@ def test_a_write_binds_the_values_written_in_the_statement(database: Database) -
             ("chg_x", "cancelled", 701, "a"),
             ("chg_y", "cancelled", 801, "b"),
         ]
+
+
+_BY_IDS = TransactionSelectIn(
+    _changes.id,
+    lambda ids: (
+        select(_changes.id, _changes.to_mbps)
+        .where(ids, _changes.to_mbps >= bindparam("least", type_=Integer))
+        .order_by(_changes.id)
+    ),
+)
+
+
+@pytest.mark.parametrize("count", [1, 3, 4, 70])
+def test_a_list_parameter_is_one_statement_per_power_of_two(database: Database, count: int) -> None:
+    """`TransactionSelectIn`: the list padded to a power of two with its last item (no
+    row twice), longer lists in chunks, other parameters beside it."""
+    _seed(database)
+    ids = [f"chg_n{i:03d}" for i in range(count)]
+    with database.write() as session:
+        _INSERT_CHANGES.execute(session, [_change(cid, 100 + i) for i, cid in enumerate(ids)])
+        rows = _BY_IDS.rows(session, ids, least=0)
+        assert [(r.id, r.to_mbps) for r in rows] == [(c, 100 + i) for i, c in enumerate(ids)]
+        assert [r.id for r in _BY_IDS.rows(session, ids, least=100 + count - 1)] == ids[-1:]
+        assert _BY_IDS.rows(session, [], least=0) == []
+        assert _BY_IDS.rows(session, ["chg_none", ids[0]], least=0)[0].id == ids[0]

@@ -42,7 +42,7 @@ def _load_connections(session: Session, jobs: list[JobRef], preparing: bool) -> 
     (`capacity.recommit`), and every connection's row must be locked before the first
     location's row, the order an order or a change takes them in; otherwise a batch holding
     a location could wait for a connection whose change waits for that location."""
-    ids = sorted({job.connection_id for job in jobs if job.connection_id})
+    ids = {job.connection_id for job in jobs if job.connection_id}
     return repository.loaded_by_ids(session, Connection, ids, lock=not preparing)
 
 
@@ -117,19 +117,18 @@ def _apply_preload(session: Session, jobs: list[JobRef], preparing: bool) -> lis
     """The batch's changes, locked when preparing: a customer's cancel and the worker's
     start cannot both win. Once a change is `applying` no cancel touches it, so
     recording needs no lock on it (but does on the connections: `_load_connections`)."""
-    ids = sorted({job.change_id for job in jobs if job.change_id})
+    ids = {job.change_id for job in jobs if job.change_id}
     rows = repository.loaded_by_ids(session, BandwidthChange, ids, lock=preparing)
     rows += _load_connections(session, jobs, preparing)
     if not preparing:
         # Recording moves what each connection commits (`capacity.recommit`), from its
-        # pending changes: read here for the whole batch (a statement compiled once,
-        # `pending_of`, per connection), with the connections locked above, instead of a
-        # refresh and an ORM query per job (issue 14: they were a quarter of a PUT's CPU).
-        # Only for connections with one job in the batch (a batch never holds two of a
-        # connection's jobs, they share a lock key), so what is read here is still true
-        # when that job records.
+        # pending changes: read here for the whole batch in one statement compiled once,
+        # with the connections locked above, instead of a refresh and a query per job
+        # (issue 14: they were a quarter of a PUT's CPU). Only for connections with one job
+        # in the batch (a batch never holds two of a connection's jobs, they share a lock
+        # key), so what is read here is still true when that job records.
         once = [c for c, n in Counter(j.connection_id for j in jobs).items() if c and n == 1]
-        session.info[_PENDING_KEY] = {cid: repository.pending_of(session, cid) for cid in once}
+        session.info[_PENDING_KEY] = repository.pending_mbps_of(session, sorted(once))
     return rows
 
 

@@ -23,13 +23,14 @@ from sqlalchemy import (
     bindparam,
     exists,
     false,
+    null,
     or_,
     select,
     update,
 )
 from sqlalchemy.orm import Session, aliased
 
-from iod.infra.db import Database, TransactionSelect, TransactionWrite, uow
+from iod.infra.db import Database, TransactionSelect, TransactionSelectIn, TransactionWrite, uow
 from iod.jobs.registry import TASKS
 from iod.models import Job
 
@@ -161,28 +162,39 @@ def _claims(queues: Collection[str] | None) -> tuple[TransactionSelect, ...]:
 
 _jobs = cast(Table, Job.__table__)
 _INSERT = TransactionWrite(_jobs.insert())
-# The lease of each claimed job, one `executemany` for the batch.
-_LEASE = TransactionWrite(
-    _jobs.update()
-    .where(_jobs.c.id == bindparam("id_", type_=Integer))
-    .values(
-        state=JobState.RUNNING.value,
-        attempts=_jobs.c.attempts + 1,
-        lease_until=bindparam("until", type_=Job.lease_until.type),
-        locked_by=bindparam("worker", type_=Job.locked_by.type),
-    )
+# The batch's statements, compiled once per power-of-two batch size (`TransactionSelectIn`):
+# the lease of the jobs claimed, and their end once recorded.
+_LEASE = TransactionSelectIn(
+    _jobs.c.id,
+    lambda ids: (
+        _jobs.update()
+        .where(ids)
+        .values(
+            state=JobState.RUNNING.value,
+            attempts=_jobs.c.attempts + 1,
+            lease_until=bindparam("until", type_=Job.lease_until.type),
+            locked_by=bindparam("worker", type_=Job.locked_by.type),
+        )
+        .returning(_jobs.c.id)
+    ),
 )
-_FINISH_MANY = (
-    _jobs.update()
-    .where(
-        _jobs.c.id.in_(bindparam("ids", expanding=True)),
-        _jobs.c.locked_by == bindparam("worker"),
-        _jobs.c.state == JobState.RUNNING.value,
-    )
-    .values(
-        state=JobState.DONE.value, finished_at=bindparam("now"), lease_until=None, last_error=None
-    )
-    .returning(_jobs.c.id)
+_FINISH_MANY = TransactionSelectIn(
+    _jobs.c.id,
+    lambda ids: (
+        _jobs.update()
+        .where(
+            ids,
+            _jobs.c.locked_by == bindparam("worker", type_=Job.locked_by.type),
+            _jobs.c.state == JobState.RUNNING.value,
+        )
+        .values(
+            state=JobState.DONE.value,
+            finished_at=bindparam("now", type_=Job.finished_at.type),
+            lease_until=null(),
+            last_error=null(),
+        )
+        .returning(_jobs.c.id)
+    ),
 )
 
 
@@ -201,7 +213,7 @@ def claim_batch(
     At most one job per lock key can be due at a time (the others are blocked behind it),
     so a batch never holds two jobs of one key. Queued jobs are looked for first and
     jobs whose lease ran out second: two queries that each follow an index, rather than one
-    OR that scans the table. The lease is one `executemany` for the batch.
+    OR that scans the table. The lease is one UPDATE for the batch.
     """
     rows: list[Any] = []
     for query in _claims(queues):
@@ -211,8 +223,7 @@ def claim_batch(
     if not rows:
         return rows
     lease_until = now + timedelta(seconds=lease_seconds)
-    _LEASE.execute(session, [{"id_": row.id, "until": lease_until, "worker": worker_id}
-                             for row in rows])  # fmt: skip
+    _LEASE.rows(session, [row.id for row in rows], until=lease_until, worker=worker_id)
     return [
         row._replace(
             state=JobState.RUNNING.value,
@@ -299,12 +310,10 @@ def finish_many(session: Session, job_ids: list[int], worker_id: str, now: datet
     """Marks the jobs done that this worker still holds; returns their ids."""
     if not job_ids:
         return set()
-    # Core, not matched against the Job objects in the session: the batch's transaction
-    # commits right after, which expires them anyway.
-    rows = session.connection().execute(
-        _FINISH_MANY, {"ids": job_ids, "worker": worker_id, "now": now}
-    )
-    return {int(row[0]) for row in rows}
+    # Not matched against Job objects in the session: the batch's transaction commits right
+    # after, which expires them anyway.
+    rows = _FINISH_MANY.rows(session, job_ids, worker=worker_id, now=now)
+    return {int(row.id) for row in rows}
 
 
 def release(session: Session, job_ids: list[int], worker_id: str) -> None:
