@@ -15,7 +15,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import (
     Connection,
@@ -363,7 +363,7 @@ class _Kept:
         self.connection = connection
 
 
-Returning = Select[Any] | Insert | Update
+Returning: TypeAlias = Select[Any] | Insert | Update
 """A statement that gives rows: a SELECT, or an INSERT or UPDATE with RETURNING."""
 
 
