@@ -23,6 +23,7 @@ from sqlalchemy import (
     bindparam,
     exists,
     false,
+    literal,
     null,
     or_,
     select,
@@ -119,7 +120,8 @@ def _not_blocked(now: Any):  # type: ignore[no-untyped-def]
     return ~exists().where(
         earlier.lock_key == Job.lock_key,  # NULL = NULL is not true: no key, never blocked
         earlier.id != Job.id,
-        earlier.state.in_(UNFINISHED),
+        # An IN of values bound in the statement (not an expanding one): it is compiled once.
+        earlier.state.in_([literal(state) for state in UNFINISHED]),
         or_(
             earlier.scheduled_at < Job.scheduled_at,
             and_(earlier.scheduled_at == Job.scheduled_at, earlier.id < Job.id),
