@@ -40,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import DeclarativeBase, Session, make_transient_to_detached, sessionmaker
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
 from iod.infra.clock import as_utc
@@ -367,6 +367,17 @@ Returning: TypeAlias = Select[Any] | Insert | Update
 """A statement that gives rows: a SELECT, or an INSERT or UPDATE with RETURNING."""
 
 
+def _bind_processors(dialect: Any, compiled: Any) -> list[tuple[str, Callable[[Any], Any]]]:
+    """The bind processors of a compiled statement's parameters, by the name each is
+    rendered with (a name bound twice is processed once)."""
+    found: dict[str, Callable[[Any], Any]] = {}
+    for bind, name in compiled.bind_names.items():
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            found[name] = process
+    return list(found.items())
+
+
 class _CompiledSelect:
     """A SELECT (or an INSERT or UPDATE … RETURNING) compiled once for a dialect: its SQL,
     how its parameters are bound (their types' bind processors, e.g. `UTCDateTime`'s), and
@@ -379,11 +390,7 @@ class _CompiledSelect:
         self._fixed = compiled.params  # the values bound in the statement itself
         # The binds the statement leaves to each call: a missing one is an error, not NULL.
         self._required = frozenset(k for k, v in self._fixed.items() if v is None)
-        self._process: list[tuple[str, Callable[[Any], Any]]] = []
-        for name, bind in compiled.binds.items():
-            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if processor is not None:
-                self._process.append((name, processor))
+        self._process = _bind_processors(dialect, compiled)
         columns = (
             statement.selected_columns
             if isinstance(statement, Select)
@@ -572,16 +579,12 @@ class _CompiledWrite:
             for name, value in compiled.params.items()
             if name not in keys and value is not None
         }
-        names = set(compiled.binds)
+        names = set(compiled.bind_names.values())  # as rendered (anonymous ones too)
         if names != keys | self._fixed.keys() or compiled.prefetch:  # e.g. a column's
             # Python default, which only SQLAlchemy's execution would fill in: such a
             # statement is not for this
             raise TypeError(f"parameters {sorted(keys)} do not bind {sorted(names)}")
-        self._process: list[tuple[str, Callable[[Any], Any]]] = []
-        for name, bind in compiled.binds.items():
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if process is not None:
-                self._process.append((name, process))
+        self._process = _bind_processors(dialect, compiled)
 
     def bind(self, params: dict[str, Any]) -> Any:
         values = {**self._fixed, **params} if self._fixed else dict(params)
@@ -640,7 +643,11 @@ def as_loaded(session: Session, model: type[Any], row: Any) -> Any:
         for name, value in values.items():
             set_committed_value(existing, name, value)
         return existing
-    instance = model(**values)
+    # Made as the ORM's loading makes it: no constructor, whose attribute events (history,
+    # per column) cost more than the read (issue 14); `make_transient_to_detached` commits
+    # the values as loaded.
+    instance = mapper.class_manager.new_instance()
+    instance_dict(instance).update(values)
     make_transient_to_detached(instance)
     session.add(instance)
     return instance
