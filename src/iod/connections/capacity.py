@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Integer, String, Table, Update, bindparam, select, text, update
+from sqlalchemy import Integer, String, Table, bindparam, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -142,9 +142,10 @@ def _reserve(session: Session, location_id: str, old: int, new: int) -> None:
     )
 
 
-def _build_reserve() -> Update:
-    """The checked UPDATE, its condition stated by `domain.capacity.fits` (the one rule)."""
-    return (
+def _build_reserve() -> TransactionSelect:
+    """The checked UPDATE, its condition stated by `domain.capacity.fits` (the one rule),
+    compiled once (`TransactionSelect`)."""
+    return TransactionSelect(
         update(cast(Table, Location.__table__))
         .where(
             _locations.id == bindparam("location", type_=String),
@@ -159,7 +160,7 @@ def _build_reserve() -> Update:
     )
 
 
-_RESERVE = TransactionSelect(_build_reserve())
+_RESERVE = _build_reserve()
 # The unchecked move of the location's counter (a change applied, a figure that goes down).
 _MOVE = TransactionSelect(
     update(cast(Table, Location.__table__))
