@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections import namedtuple
+from collections import deque, namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -185,7 +185,7 @@ class Database:
         # SQLite has one writer at a time: this process's writers take turns on a lock of
         # its own before BEGIN IMMEDIATE (see `write`). Reentrant: a nested write in one
         # thread meets SQLite's lock, as it did without this one.
-        self._writer_turn = threading.RLock()
+        self._writer_turn = _FairTurn()
         self._turn_timeout = float(engine.get_execution_options().get("iod_busy_timeout", 10.0))
 
     @contextmanager
@@ -345,6 +345,51 @@ class _Readers:
             self._kept.discard(connection)
         connection.invalidate(error)  # closed and forgotten by the pool; a thread that still
         # holds it sees `is_valid` false and takes a new one
+
+
+class _FairTurn:
+    """A reentrant lock handed to its waiters in the order they came (first come, first
+    served): the process's writers wait about as long as each other, rather than as long as
+    the lock's barging leaves them (issue 14: p99 of the writes)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._owner: int | None = None
+        self._depth = 0
+        self._waiting: deque[tuple[int, threading.Lock]] = deque()
+
+    def acquire(self, timeout: float) -> bool:
+        me = threading.get_ident()
+        with self._guard:
+            if self._owner == me:
+                self._depth += 1
+                return True
+            if self._owner is None and not self._waiting:
+                self._owner, self._depth = me, 1
+                return True
+            handed = threading.Lock()
+            handed.acquire()
+            self._waiting.append((me, handed))
+        if handed.acquire(timeout=timeout):
+            return True  # the releaser made this thread the owner
+        with self._guard:
+            if self._owner == me:  # handed over just as the wait ran out
+                return True
+            self._waiting.remove((me, handed))
+            return False
+
+    def release(self) -> None:
+        with self._guard:
+            assert self._owner == threading.get_ident(), "released by a thread not holding it"
+            self._depth -= 1
+            if self._depth:
+                return
+            if self._waiting:
+                self._owner, handed = self._waiting.popleft()
+                self._depth = 1
+                handed.release()
+            else:
+                self._owner = None
 
 
 def _on_event_loop() -> bool:
