@@ -183,8 +183,8 @@ class Database:
         self._prepared: dict[int, tuple[Select[Any], PreparedSelect]] = {}
         self._readers = _Readers(engine)
         # SQLite has one writer at a time: this process's writers take turns on a lock of
-        # its own before BEGIN IMMEDIATE (see `write`). Reentrant: a nested write in one
-        # thread meets SQLite's lock, as it did without this one.
+        # its own before BEGIN IMMEDIATE (see `write`), in the order they came. Reentrant: a
+        # nested write in one thread meets SQLite's lock, as it did without this one.
         self._writer_turn = _FairTurn()
         self._turn_timeout = float(engine.get_execution_options().get("iod_busy_timeout", 10.0))
 
