@@ -198,12 +198,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User and system CPU time of the server and its child processes so far."""
-        ticks = 0
-        for pid in _tree(self.process.pid):
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return tree_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -248,6 +243,16 @@ def children_cpu_seconds() -> float:
     """CPU time of this script's finished children (wrk runs), from getrusage."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User and system CPU time of process `root` and its children so far."""
+    ticks = 0
+    for pid in _tree(root):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _tree(root: int) -> list[int]:
@@ -295,6 +300,8 @@ class Row:
     db_cpu: float = 0.0
     wrk_cpu: float = 0.0
     other_cpu: float = 0.0
+    # With --separate-worker: the `iod worker` process's CPU, in cores (not in `cpu`).
+    worker_cpu: float | None = None
     connections: int = 0
     note: str = ""
     # Write rows: requests/s over the durable-write baseline's of the same kind, database and
@@ -675,9 +682,11 @@ def measure(
     row: Row,
     log: Callable[[str], None],
     database: str | None = None,
+    worker: int | None = None,
 ) -> None:
     """One row: a warm-up, then the measured run. `database`: the PostgreSQL database whose
-    backends' CPU is the row's "postgres" share."""
+    backends' CPU is the row's "postgres" share; `worker`: the pid of a separate `iod
+    worker`, whose CPU is the row's "worker" share (out of "other")."""
     case.check(server.url)
     url = server.url + case.path
     if load.warmup:
@@ -686,19 +695,29 @@ def measure(
     def sample() -> tuple[float, float, float]:
         return server.cpu_seconds(), children_cpu_seconds(), machine_busy_seconds()
 
-    before, pg_before = sample(), postgres_cpu_ticks(database)
+    def worker_seconds() -> float:
+        return tree_cpu_seconds(worker) if worker is not None else 0.0
+
+    before, pg_before, worker_before = sample(), postgres_cpu_ticks(database), worker_seconds()
     row.result = wrk(wrk_path, url, case.script, case.env, load.duration, load, case.connections)
-    after, pg_after = sample(), postgres_cpu_ticks(database)
+    after, pg_after, worker_after = sample(), postgres_cpu_ticks(database), worker_seconds()
     seconds = row.result["duration_us"] / 1e6
     row.cpu, row.wrk_cpu, busy = ((a - b) / seconds for a, b in zip(after, before, strict=True))
     row.db_cpu = postgres_cpu_between(pg_before, pg_after) / seconds
-    row.other_cpu = max(busy - row.cpu - row.db_cpu - row.wrk_cpu, 0.0)
+    worker_cpu = (worker_after - worker_before) / seconds
+    row.worker_cpu = worker_cpu if worker is not None else None
+    row.other_cpu = max(busy - row.cpu - row.db_cpu - row.wrk_cpu - worker_cpu, 0.0)
     row.connections = case.connections or load.connections
+    separate = (
+        f"worker {worker_cpu:.2f} ({1000 * worker_cpu / row.rps:.2f} CPU ms/request) "
+        if worker is not None and row.rps
+        else ""
+    )
     log(
         f"  {row.name} [{row.database}, {row.processes}]: {row.rps:,.0f} req/s, "
         f"p99 {row.result['p99_us'] / 1000:.2f} ms, {row.cpu_ms_per_request:.2f} CPU ms/request, "
         f"cores: server {row.cpu:.2f} postgres {row.db_cpu:.2f} wrk {row.wrk_cpu:.2f} "
-        f"other {row.other_cpu:.2f}, errors {_errors(row)}"
+        f"{separate}other {row.other_cpu:.2f}, errors {_errors(row)}"
     )
 
 
@@ -866,7 +885,8 @@ def run_target(
             case = table[key]
             row = Row(case.name, label, procs)
             rows.append(row)
-            measure(wrk_path, server, case, load, row, log, make_url(url).database if pg else None)
+            measure(wrk_path, server, case, load, row, log, make_url(url).database if pg else None,
+                    worker.pid if worker is not None else None)  # fmt: skip
             if baselines.get(key):
                 row.write_ratio = row.rps / baselines[key]
             if profile_dir is not None and target.database == "sqlite":
@@ -944,7 +964,8 @@ def render(
                 f"{row.rps / baseline:.3f}" if baseline else "",
                 f"{row.write_ratio:.3f}" if row.write_ratio is not None else "",
                 f"{row.cpu_ms_per_request:.3f}",
-                f"{row.cpu:.2f} / {row.db_cpu:.2f} / {row.wrk_cpu:.2f} / {row.other_cpu:.2f}",
+                f"{row.cpu:.2f} / {row.db_cpu:.2f} / {row.wrk_cpu:.2f} / {row.other_cpu:.2f}"
+                + (f" (+ worker {row.worker_cpu:.2f})" if row.worker_cpu is not None else ""),
                 _errors(row),
             ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -176,6 +176,24 @@ def test_inventory_shows_our_connections_and_their_changes(
     is_lumen_error(bad, 400, "INVALID_VALUE", "serviceId")
 
 
+def test_a_service_id_that_is_taken_is_drawn_again(
+    api: TestClient, services: Services, lumen: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order's one read (its own service id, or the drawn one taken) says "taken" for
+    another connection's id, so another is drawn; the first connection keeps its own."""
+    first = ordered(api, lumen, services)
+    draws = iter([first["serviceId"], first["serviceId"], "77000000042"])
+    monkeypatch.setattr("iod.lumen.service.new_service_id", lambda: next(draws))
+    second = ordered(api, lumen, services)
+    assert second["serviceId"] == "77000000042"
+    assert next(draws, None) is None
+    items = api.get(INVENTORY, headers=lumen).json()["serviceInventory"]
+    assert {i["UNI Service ID"]: i["serviceId"] for i in items} == {
+        first["UNI Service ID"]: first["serviceId"],
+        second["UNI Service ID"]: "77000000042",
+    }
+
+
 def test_discovery(api: TestClient, lumen: dict[str, str]) -> None:
     partners = api.get("/Network/v1/provider", headers=lumen).json()["listPartners"]
     assert partners == [

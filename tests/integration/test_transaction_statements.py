@@ -7,11 +7,12 @@ from __future__ import annotations
 from datetime import UTC, timedelta
 
 import pytest
-from sqlalchemy import String, bindparam, exc, insert, inspect, select
+from sqlalchemy import Integer, String, bindparam, exc, insert, inspect, select, update
 
 from iod.infra.db import (
     Database,
     TransactionSelect,
+    TransactionSelectIn,
     TransactionWrite,
     as_loaded,
     insert_loaded,
@@ -166,3 +167,83 @@ def test_insert_loaded_makes_a_persistent_object(database: Database) -> None:
         stored = session.get(Connection, "con_new")
         assert stored is not None and stored.ipv4_block == "10.0.0.0/29"
         assert stored.created_at == NOW and stored.created_at.tzinfo == UTC
+
+
+_APPLY = TransactionSelect(
+    update(BandwidthChange.__table__)
+    .where(
+        _changes.id == bindparam("id", type_=String),
+        _changes.effective_at <= bindparam("now", type_=_changes.effective_at.type),
+    )
+    .values(status="applied", applied_at=bindparam("at", type_=_changes.applied_at.type),
+            to_mbps=_changes.to_mbps + 1)
+    .returning(_changes.id, _changes.to_mbps, _changes.applied_at)
+)  # fmt: skip
+
+
+def test_an_update_returning_binds_and_reads_its_columns_types(database: Database) -> None:
+    """An UPDATE … RETURNING as a `TransactionSelect`: datetime parameters go through the
+    column type's bind processor (a wrong text on SQLite would match no row), the RETURNING
+    columns through their result processors, and values fixed in the statement are bound."""
+    _seed(database)
+    with database.write() as session:
+        _INSERT_CHANGES.execute(session, _change("chg_x", 700))
+        assert _APPLY.rows(session, id="chg_x", now=NOW, at=NOW) == []  # due at LATER only
+        (row,) = _APPLY.rows(session, id="chg_x", now=LATER, at=LATER)
+        assert tuple(row) == ("chg_x", 701, LATER) and row.applied_at.tzinfo is not None
+        stored = session.execute(
+            select(_changes.status, _changes.to_mbps, _changes.applied_at)
+            .where(_changes.id == "chg_x")
+        ).one()  # fmt: skip
+        assert tuple(stored) == ("applied", 701, LATER)
+
+
+def test_a_write_binds_the_values_written_in_the_statement(database: Database) -> None:
+    """A `TransactionWrite` whose statement holds values of its own (a literal, `+ 1`) binds
+    them at each call beside the caller's parameters; a parameter left out is refused."""
+    _seed(database)
+    bump = TransactionWrite(
+        update(BandwidthChange.__table__)
+        .where(_changes.id == bindparam("id_", type_=String))
+        .values(status="cancelled", to_mbps=_changes.to_mbps + 1,
+                failure_reason=bindparam("why", type_=String))
+    )  # fmt: skip
+    with database.write() as session:
+        _INSERT_CHANGES.execute(session, [_change("chg_x", 700), _change("chg_y", 800)])
+        assert bump.execute(session, [{"id_": "chg_x", "why": "a"}, {"id_": "chg_y", "why": "b"}])
+        with pytest.raises(TypeError, match="why"):
+            bump.execute(session, {"id_": "chg_x"})
+    with database.read() as session:
+        rows = session.execute(
+            select(_changes.id, _changes.status, _changes.to_mbps, _changes.failure_reason)
+            .where(_changes.id.in_(["chg_x", "chg_y"])).order_by(_changes.id)
+        ).all()  # fmt: skip
+        assert [tuple(r) for r in rows] == [
+            ("chg_x", "cancelled", 701, "a"),
+            ("chg_y", "cancelled", 801, "b"),
+        ]
+
+
+_BY_IDS = TransactionSelectIn(
+    _changes.id,
+    lambda ids: (
+        select(_changes.id, _changes.to_mbps)
+        .where(ids, _changes.to_mbps >= bindparam("least", type_=Integer))
+        .order_by(_changes.id)
+    ),
+)
+
+
+@pytest.mark.parametrize("count", [1, 3, 4, 70])
+def test_a_list_parameter_is_one_statement_per_power_of_two(database: Database, count: int) -> None:
+    """`TransactionSelectIn`: the list padded to a power of two with its last item (no
+    row twice), longer lists in chunks, other parameters beside it."""
+    _seed(database)
+    ids = [f"chg_n{i:03d}" for i in range(count)]
+    with database.write() as session:
+        _INSERT_CHANGES.execute(session, [_change(cid, 100 + i) for i, cid in enumerate(ids)])
+        rows = _BY_IDS.rows(session, ids, least=0)
+        assert [(r.id, r.to_mbps) for r in rows] == [(c, 100 + i) for i, c in enumerate(ids)]
+        assert [r.id for r in _BY_IDS.rows(session, ids, least=100 + count - 1)] == ids[-1:]
+        assert _BY_IDS.rows(session, [], least=0) == []
+        assert _BY_IDS.rows(session, ["chg_none", ids[0]], least=0)[0].id == ids[0]

@@ -85,3 +85,56 @@ def test_no_turn_within_the_busy_timeout_is_unavailable(sqlite_database: Databas
     with db.write() as session:  # the turn is given back
         assert session.execute(text("SELECT 1")).scalar() == 1
     db.dispose()
+
+
+def _eventually(condition: Any, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.001)
+
+
+def test_the_turn_goes_to_the_writers_in_the_order_they_came() -> None:
+    """First come, first served (`_FairTurn`): a writer that arrives while others wait is
+    not let in before them, however the threads are scheduled."""
+    from iod.infra.db import _FairTurn
+
+    turn = _FairTurn()
+    assert turn.acquire(timeout=1)
+    order: list[int] = []
+
+    def waiter(n: int) -> None:
+        assert turn.acquire(timeout=30)
+        order.append(n)
+        turn.release()
+
+    threads = []
+    for n in range(6):
+        thread = threading.Thread(target=waiter, args=(n,))
+        thread.start()
+        threads.append(thread)
+        _eventually(lambda n=n: len(turn._waiting) == n + 1)  # queued before the next comes
+    turn.release()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert order == list(range(6))
+
+
+def test_the_turn_is_reentrant_and_a_wait_runs_out() -> None:
+    from iod.infra.db import _FairTurn
+
+    turn = _FairTurn()
+    assert turn.acquire(timeout=1) and turn.acquire(timeout=1)  # the same thread again
+    turn.release()
+    outcome: list[bool] = []
+    other = threading.Thread(target=lambda: outcome.append(turn.acquire(timeout=0.05)))
+    other.start()
+    other.join(timeout=30)
+    assert outcome == [False] and not turn._waiting  # still held once: it gave up, queued no more
+    turn.release()
+    later = threading.Thread(
+        target=lambda: (outcome.append(turn.acquire(timeout=30)), turn.release())
+    )
+    later.start()
+    later.join(timeout=30)
+    assert outcome == [False, True]

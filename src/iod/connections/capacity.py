@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Integer, Table, Update, bindparam, select, text, update
+from sqlalchemy import Integer, String, Table, bindparam, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -37,7 +37,7 @@ from iod.connections import repository
 from iod.domain.bandwidth import format_bandwidth
 from iod.domain.capacity import committed_mbps, fits
 from iod.domain.status import ConnectionStatus
-from iod.infra.db import update_loaded
+from iod.infra.db import TransactionSelect, update_loaded
 from iod.infra.errors import CapacityExceeded
 from iod.models import Connection, Location
 
@@ -116,21 +116,19 @@ def recommit_locked(
     if check:
         _reserve(session, connection.location_id, old, new)
     elif new != old:
-        moved = session.connection().execute(
-            _MOVE, {"location": connection.location_id, "delta": new - old}
-        )
-        row = moved.one()
+        (row,) = _MOVE.rows(session, location=connection.location_id, delta=new - old)
         _sync_location(session, connection.location_id, row.committed_mbps, row.ipv4_next)
 
 
 def _reserve(session: Session, location_id: str, old: int, new: int) -> None:
     """The checked update: applies `new - old` only if the location's capacity allows it."""
     delta = new - old
-    # Built once and run on the transaction's connection: on every order and change, building
-    # it and the ORM's bulk UPDATE cost more than the statement (docs/performance.md).
-    done = session.connection().execute(_RESERVE, {"location": location_id, "delta": delta}).first()
-    if done is not None:
-        _sync_location(session, location_id, done.committed_mbps, done.ipv4_next)
+    # Compiled once and run on the transaction's DBAPI connection: on every order and
+    # change, building it and SQLAlchemy's execution cost more than the statement
+    # (docs/performance.md).
+    done = _RESERVE.rows(session, location=location_id, delta=delta)
+    if done:
+        _sync_location(session, location_id, done[0].committed_mbps, done[0].ipv4_next)
         return
     row = session.execute(
         select(_locations.capacity_mbps, _locations.committed_mbps).where(
@@ -144,12 +142,13 @@ def _reserve(session: Session, location_id: str, old: int, new: int) -> None:
     )
 
 
-def _build_reserve() -> Update:
-    """The checked UPDATE, its condition stated by `domain.capacity.fits` (the one rule)."""
-    return (
+def _build_reserve() -> TransactionSelect:
+    """The checked UPDATE, its condition stated by `domain.capacity.fits` (the one rule),
+    compiled once (`TransactionSelect`)."""
+    return TransactionSelect(
         update(cast(Table, Location.__table__))
         .where(
-            _locations.id == bindparam("location"),
+            _locations.id == bindparam("location", type_=String),
             fits(
                 _locations.capacity_mbps,
                 _locations.committed_mbps,
@@ -163,9 +162,9 @@ def _build_reserve() -> Update:
 
 _RESERVE = _build_reserve()
 # The unchecked move of the location's counter (a change applied, a figure that goes down).
-_MOVE = (
+_MOVE = TransactionSelect(
     update(cast(Table, Location.__table__))
-    .where(_locations.id == bindparam("location"))
+    .where(_locations.id == bindparam("location", type_=String))
     .values(committed_mbps=_locations.committed_mbps + bindparam("delta", type_=Integer))
     .returning(_locations.committed_mbps, _locations.ipv4_next)
 )

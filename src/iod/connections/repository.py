@@ -6,11 +6,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeAlias, cast
 
-from sqlalchemy import FromClause, Row, Select, String, and_, bindparam, func, or_, select
+from sqlalchemy import FromClause, Row, Select, String, Table, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from iod.domain.status import PENDING_CHANGE_STATUSES, ConnectionStatus
-from iod.infra.db import Database, TransactionSelect, as_loaded
+from iod.infra.db import Database, TransactionSelect, TransactionSelectIn, as_loaded
 from iod.jobs.queue import JobState
 from iod.models import BandwidthChange, Connection, Job, Location
 
@@ -275,22 +275,57 @@ def pending_mbps(session: Session, connection_id: str) -> list[int]:
     )
 
 
+def loaded_by_ids(
+    session: Session,
+    model: type[Connection] | type[BandwidthChange],
+    ids: Iterable[str],
+    *,
+    lock: bool = False,
+) -> list[Any]:
+    """The rows of `ids` (sorted by id; missing ones left out) as the session's loaded
+    objects: one statement compiled once (`TransactionSelectIn`, on the transaction's
+    connection) made loaded objects by `as_loaded`, rather than the ORM's loading of an IN
+    query built anew (issue 14: the worker's batches). `lock`: the rows locked (PostgreSQL),
+    in id order."""
+    found: list[Any] = []
+    for row in _BY_IDS[(model, lock)].rows(session, sorted(set(ids))):
+        loaded = as_loaded(session, model, row)
+        if loaded is None:  # the session holds it with changes not flushed: the ORM's way
+            loaded = session.get(model, row.id, with_for_update=lock)
+        found.append(loaded)
+    return found
+
+
+def _by_ids(table: Table, lock: bool) -> TransactionSelectIn:
+    def build(ids: Any) -> Select[Any]:
+        query = select(*table.c).where(ids).order_by(table.c.id)
+        return query.with_for_update() if lock else query
+
+    return TransactionSelectIn(table.c.id, build)
+
+
+_BY_IDS = {
+    (model, lock): _by_ids(cast(Table, model.__table__), lock)
+    for model in (Connection, BandwidthChange)
+    for lock in (False, True)
+}
+
+
 def pending_mbps_of(session: Session, connection_ids: Sequence[str]) -> dict[str, list[Any]]:
-    """`pending_mbps` of several connections in one query: per connection, its pending
-    changes as (id, to_mbps) rows."""
+    """`pending_mbps` of several connections in one statement compiled once: per
+    connection, its pending changes as (connection_id, id, to_mbps) rows."""
     result: dict[str, list[Any]] = {cid: [] for cid in connection_ids}
-    if connection_ids:
-        rows = session.execute(
-            select(
-                BandwidthChange.connection_id, BandwidthChange.id, BandwidthChange.to_mbps
-            ).where(
-                BandwidthChange.connection_id.in_(connection_ids),
-                BandwidthChange.status.in_(_PENDING),
-            )
-        )
-        for row in rows:
-            result[row.connection_id].append(row)
+    for row in _PENDING_MBPS_OF.rows(session, connection_ids):
+        result[row.connection_id].append(row)
     return result
+
+
+_PENDING_MBPS_OF = TransactionSelectIn(
+    _changes.connection_id,
+    lambda ids: select(_changes.connection_id, _changes.id, _changes.to_mbps).where(
+        ids, _pending_status
+    ),
+)
 
 
 def get_change_for_update(session: Session, change_id: str) -> BandwidthChange | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from iod.connections import capacity, jobs, repository
@@ -35,18 +34,16 @@ from iod.network.base import ConnectionSpec, NetworkDriver
 
 
 def _load_connections(session: Session, jobs: list[JobRef], preparing: bool) -> list[object]:
-    """One query for a batch's connections; the tasks then find them in the session (whose
-    identity map holds rows weakly: the caller keeps the returned list while it works).
+    """A batch's connections (`repository.loaded_by_ids`); the tasks then find them in the
+    session (whose identity map holds rows weakly: the caller keeps the returned list while
+    it works).
 
     Recording locks them: recording moves what connections commit at their locations
     (`capacity.recommit`), and every connection's row must be locked before the first
     location's row, the order an order or a change takes them in; otherwise a batch holding
     a location could wait for a connection whose change waits for that location."""
-    ids = sorted({job.connection_id for job in jobs if job.connection_id})
-    if not ids:
-        return []
-    query = select(Connection).where(Connection.id.in_(ids)).order_by(Connection.id)
-    return list(session.scalars(query if preparing else query.with_for_update()).all())
+    ids = {job.connection_id for job in jobs if job.connection_id}
+    return repository.loaded_by_ids(session, Connection, ids, lock=not preparing)
 
 
 # --- provision -------------------------------------------------------------------------
@@ -117,22 +114,19 @@ def _provision_abandon(session: Session, job: JobRef, ctx: TaskContext, reason: 
 
 
 def _apply_preload(session: Session, jobs: list[JobRef], preparing: bool) -> list[object]:
-    """The batch's changes in one query, locked when preparing: a customer's cancel and the
-    worker's start cannot both win. Once a change is `applying` no cancel touches it, so
+    """The batch's changes, locked when preparing: a customer's cancel and the worker's
+    start cannot both win. Once a change is `applying` no cancel touches it, so
     recording needs no lock on it (but does on the connections: `_load_connections`)."""
-    ids = [job.change_id for job in jobs if job.change_id]
-    rows: list[object] = []
-    if ids:
-        query = select(BandwidthChange).where(BandwidthChange.id.in_(ids))
-        rows += session.scalars(query.with_for_update() if preparing else query).all()
+    ids = {job.change_id for job in jobs if job.change_id}
+    rows = repository.loaded_by_ids(session, BandwidthChange, ids, lock=preparing)
     rows += _load_connections(session, jobs, preparing)
     if not preparing:
         # Recording moves what each connection commits (`capacity.recommit`), from its
-        # pending changes: read here for the whole batch in one query, with the connections
-        # locked above, instead of a refresh and a query per job (issue 14: they were a
-        # quarter of a PUT's CPU). Only for connections with one job in the batch (a batch
-        # never holds two of a connection's jobs, they share a lock key), so what is read
-        # here is still true when that job records.
+        # pending changes: read here for the whole batch in one statement compiled once,
+        # with the connections locked above, instead of a refresh and a query per job
+        # (issue 14: they were a quarter of a PUT's CPU). Only for connections with one job
+        # in the batch (a batch never holds two of a connection's jobs, they share a lock
+        # key), so what is read here is still true when that job records.
         once = [c for c, n in Counter(j.connection_id for j in jobs).items() if c and n == 1]
         session.info[_PENDING_KEY] = repository.pending_mbps_of(session, sorted(once))
     return rows

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Integer, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Integer, String, Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from iod.infra.db import bulk, insert_new, uow
+from iod.infra.db import TransactionSelect, TransactionWrite, bulk, insert_new, uow
 from iod.models import Event, EventStream
 
 # Names in use, for documentation and a guard against typos (docs/events.md).
@@ -173,7 +173,7 @@ def _write_events(session: Session, pending: list[Any]) -> None:
     # are never read back here. Many rows (a schedule planner's batch) are a COPY on
     # PostgreSQL (`bulk.insert_tuples`: the events are the rows).
     if len(rows) < bulk.COPY_FROM:
-        session.connection().execute(_INSERT_EVENTS, [row._asdict() for row in rows])
+        _INSERT_EVENTS.execute(session, [row._asdict() for row in rows])
     else:
         bulk.insert_tuples(session, _events, WrittenEvent._fields, rows)
     for subscriber in _subscribers:
@@ -184,24 +184,23 @@ def _write_events(session: Session, pending: list[Any]) -> None:
 def _advance(session: Session, customer_id: str, count: int) -> int:
     """Moves the customer's position on by `count` (locking its row to the commit) and
     returns the new last position."""
-    connection = session.connection()
-    params = {"stream": customer_id, "count": count}
-    last = connection.execute(_ADVANCE, params).scalar()
-    if last is None:
+    rows = _ADVANCE.rows(session, stream=customer_id, count=count)
+    if not rows:
         insert_new(session, EventStream.__table__, {"customer_id": customer_id, "position": 0})
-        last = connection.execute(_ADVANCE, params).scalar_one()
-    return int(last)
+        rows = _ADVANCE.rows(session, stream=customer_id, count=count)
+    return int(rows[0].position)
 
 
-# Built once, run on the transaction's connection: on every write transaction, building the
-# statement and the ORM session's execution cost more than the statement itself
-# (docs/performance.md, issue 14 item 2). No loaded object holds these rows.
+# Compiled once, run straight on the transaction's DBAPI connection (`TransactionSelect`,
+# `TransactionWrite`): on every write transaction, SQLAlchemy's execution cost more than
+# the statements themselves (docs/performance.md, issue 14 item 2). No loaded object holds
+# these rows.
 _events = cast(Table, Event.__table__)
-_INSERT_EVENTS = insert(_events)
+_INSERT_EVENTS = TransactionWrite(insert(_events))
 _streams = cast(Table, EventStream.__table__)
-_ADVANCE = (
+_ADVANCE = TransactionSelect(
     update(_streams)
-    .where(_streams.c.customer_id == bindparam("stream"))
+    .where(_streams.c.customer_id == bindparam("stream", type_=String))
     .values(position=_streams.c.position + bindparam("count", type_=Integer))
     .returning(_streams.c.position)
 )

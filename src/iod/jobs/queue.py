@@ -23,14 +23,15 @@ from sqlalchemy import (
     bindparam,
     exists,
     false,
+    literal,
+    null,
     or_,
     select,
     update,
 )
 from sqlalchemy.orm import Session, aliased
-from sqlalchemy.orm.attributes import set_committed_value
 
-from iod.infra.db import Database, TransactionWrite, uow
+from iod.infra.db import Database, TransactionSelect, TransactionSelectIn, TransactionWrite, uow
 from iod.jobs.registry import TASKS
 from iod.models import Job
 
@@ -119,7 +120,8 @@ def _not_blocked(now: Any):  # type: ignore[no-untyped-def]
     return ~exists().where(
         earlier.lock_key == Job.lock_key,  # NULL = NULL is not true: no key, never blocked
         earlier.id != Job.id,
-        earlier.state.in_(UNFINISHED),
+        # An IN of values bound in the statement (not an expanding one): it is compiled once.
+        earlier.state.in_([literal(state) for state in UNFINISHED]),
         or_(
             earlier.scheduled_at < Job.scheduled_at,
             and_(earlier.scheduled_at == Job.scheduled_at, earlier.id < Job.id),
@@ -128,12 +130,14 @@ def _not_blocked(now: Any):  # type: ignore[no-untyped-def]
     )
 
 
-# The claim's two queries by the queues asked for, built once (`now` and `limit` are bound
-# at each claim): a worker claims every few milliseconds when busy.
-_CLAIMS: dict[frozenset[str] | None, tuple[Select[Job], ...]] = {}
+# The claim's two queries by the queues asked for, compiled once and run on the claim's
+# transaction connection (`TransactionSelect`: `now` and `limit` are bound at each claim, the
+# rows are plain named tuples with the Job's attribute names, no ORM loading): a worker
+# claims every few milliseconds when busy, and in `iod serve` after every write (issue 14).
+_CLAIMS: dict[frozenset[str] | None, tuple[TransactionSelect, ...]] = {}
 
 
-def _claims(queues: Collection[str] | None) -> tuple[Select[Job], ...]:
+def _claims(queues: Collection[str] | None) -> tuple[TransactionSelect, ...]:
     key = frozenset(queues) if queues is not None else None
     found = _CLAIMS.get(key)
     if found is None:
@@ -144,43 +148,55 @@ def _claims(queues: Collection[str] | None) -> tuple[Select[Job], ...]:
         )
         queries = []
         for due in candidates:
-            query = select(Job).where(due, _not_blocked(now))
-            if key is not None:
-                query = query.where(Job.queue.in_(sorted(key)))
+            query = select(*_jobs.c).where(due, _not_blocked(now))
+            if key is not None:  # OR of equalities: a compiled statement has no expanding IN
+                query = query.where(or_(false(), *(Job.queue == name for name in sorted(key))))
             queries.append(
-                query.order_by(Job.run_at, Job.id)
-                .limit(bindparam("limit", type_=Integer))
-                .with_for_update(skip_locked=True, of=Job)
+                TransactionSelect(
+                    query.order_by(Job.run_at, Job.id)
+                    .limit(bindparam("limit", type_=Integer))
+                    .with_for_update(skip_locked=True, of=_jobs)
+                )
             )
         found = _CLAIMS[key] = tuple(queries)
     return found
 
 
-_jobs = Job.__table__
-assert isinstance(_jobs, Table)
+_jobs = cast(Table, Job.__table__)
 _INSERT = TransactionWrite(_jobs.insert())
-# The batch's statements, built once (Core: no ORM objects to synchronise).
-_LEASE = (
-    _jobs.update()
-    .where(_jobs.c.id.in_(bindparam("ids", expanding=True)))
-    .values(
-        state=JobState.RUNNING.value,
-        attempts=_jobs.c.attempts + 1,
-        lease_until=bindparam("until"),
-        locked_by=bindparam("worker"),
-    )
+# The batch's statements, compiled once per power-of-two batch size (`TransactionSelectIn`):
+# the lease of the jobs claimed, and their end once recorded.
+_LEASE = TransactionSelectIn(
+    _jobs.c.id,
+    lambda ids: (
+        _jobs.update()
+        .where(ids)
+        .values(
+            state=JobState.RUNNING.value,
+            attempts=_jobs.c.attempts + 1,
+            lease_until=bindparam("until", type_=Job.lease_until.type),
+            locked_by=bindparam("worker", type_=Job.locked_by.type),
+        )
+        .returning(_jobs.c.id)
+    ),
 )
-_FINISH_MANY = (
-    _jobs.update()
-    .where(
-        _jobs.c.id.in_(bindparam("ids", expanding=True)),
-        _jobs.c.locked_by == bindparam("worker"),
-        _jobs.c.state == JobState.RUNNING.value,
-    )
-    .values(
-        state=JobState.DONE.value, finished_at=bindparam("now"), lease_until=None, last_error=None
-    )
-    .returning(_jobs.c.id)
+_FINISH_MANY = TransactionSelectIn(
+    _jobs.c.id,
+    lambda ids: (
+        _jobs.update()
+        .where(
+            ids,
+            _jobs.c.locked_by == bindparam("worker", type_=Job.locked_by.type),
+            _jobs.c.state == JobState.RUNNING.value,
+        )
+        .values(
+            state=JobState.DONE.value,
+            finished_at=bindparam("now", type_=Job.finished_at.type),
+            lease_until=null(),
+            last_error=null(),
+        )
+        .returning(_jobs.c.id)
+    ),
 )
 
 
@@ -191,36 +207,37 @@ def claim_batch(
     worker_id: str,
     limit: int,
     queues: Collection[str] | None = None,
-) -> list[Job]:
+) -> list[Any]:
     """Takes up to `limit` due jobs (of `queues`, or any) and leases them; concurrent
-    workers skip locked rows.
+    workers skip locked rows. The jobs come back as rows (named tuples with the Job's
+    attribute names) that show the lease, not as Job objects.
 
     At most one job per lock key can be due at a time (the others are blocked behind it),
     so a batch never holds two jobs of one key. Queued jobs are looked for first and
     jobs whose lease ran out second: two queries that each follow an index, rather than one
-    OR that scans the table. The lease is one UPDATE for the batch; the Job objects
-    returned show it without being flushed again.
+    OR that scans the table. The lease is one UPDATE for the batch.
     """
-    jobs: list[Job] = []
+    rows: list[Any] = []
     for query in _claims(queues):
-        if len(jobs) >= limit:
+        if len(rows) >= limit:
             break
-        jobs += session.scalars(query, {"now": now, "limit": limit - len(jobs)}).all()
-    if not jobs:
-        return jobs
+        rows += query.rows(session, now=now, limit=limit - len(rows))
+    if not rows:
+        return rows
     lease_until = now + timedelta(seconds=lease_seconds)
-    session.connection().execute(
-        _LEASE, {"ids": [job.id for job in jobs], "until": lease_until, "worker": worker_id}
-    )
-    for job in jobs:
-        set_committed_value(job, "state", JobState.RUNNING.value)
-        set_committed_value(job, "attempts", job.attempts + 1)
-        set_committed_value(job, "lease_until", lease_until)
-        set_committed_value(job, "locked_by", worker_id)
-    return jobs
+    _LEASE.rows(session, [row.id for row in rows], until=lease_until, worker=worker_id)
+    return [
+        row._replace(
+            state=JobState.RUNNING.value,
+            attempts=row.attempts + 1,
+            lease_until=lease_until,
+            locked_by=worker_id,
+        )
+        for row in rows
+    ]
 
 
-def claim(session: Session, now: datetime, lease_seconds: float, worker_id: str) -> Job | None:
+def claim(session: Session, now: datetime, lease_seconds: float, worker_id: str) -> Any | None:
     jobs = claim_batch(session, now, lease_seconds, worker_id, limit=1)
     return jobs[0] if jobs else None
 
@@ -295,12 +312,10 @@ def finish_many(session: Session, job_ids: list[int], worker_id: str, now: datet
     """Marks the jobs done that this worker still holds; returns their ids."""
     if not job_ids:
         return set()
-    # Core, not matched against the Job objects in the session: the batch's transaction
-    # commits right after, which expires them anyway.
-    rows = session.connection().execute(
-        _FINISH_MANY, {"ids": job_ids, "worker": worker_id, "now": now}
-    )
-    return {int(row[0]) for row in rows}
+    # Not matched against Job objects in the session: the batch's transaction commits right
+    # after, which expires them anyway.
+    rows = _FINISH_MANY.rows(session, job_ids, worker=worker_id, now=now)
+    return {int(row.id) for row in rows}
 
 
 def release(session: Session, job_ids: list[int], worker_id: str) -> None:

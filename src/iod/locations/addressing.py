@@ -9,40 +9,71 @@ freed block of the asked size is reused before the pool's untouched tail is cut.
 from __future__ import annotations
 
 from ipaddress import IPv4Network
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Integer, String, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from iod.domain.addressing import aligned, block_at, block_size
+from iod.infra.db import TransactionSelect, TransactionWrite, update_loaded
 from iod.models import Ipv4Block, Location
 
 
 def allocate(session: Session, location: Location, prefix_length: int, connection_id: str) -> str:
-    """The block given to `connection_id`, as CIDR text. Raises PoolExhausted when full."""
-    free = session.scalar(
-        select(Ipv4Block)
-        .where(Ipv4Block.location_id == location.id)
-        .where(Ipv4Block.prefix_length == prefix_length)
-        .where(Ipv4Block.connection_id.is_(None))
-        .order_by(Ipv4Block.offset)
-        .limit(1)
-    )
-    if free is not None:
-        free.connection_id = connection_id
-        return free.network
+    """The block given to `connection_id`, as CIDR text. Raises PoolExhausted when full.
+
+    Its statements are compiled once and run on the transaction's connection
+    (`TransactionSelect`, `TransactionWrite`, `update_loaded`: every order runs them,
+    issue 14); no Ipv4Block object is loaded or flushed."""
+    free = _FREE.rows(session, location=location.id, prefix=prefix_length)
+    if free:
+        offset, network = free[0]
+        held = session.identity_map.get(session.identity_key(Ipv4Block, (location.id, offset)))
+        if held is not None:  # loaded in this transaction: the ORM writes it, in step
+            cast(Ipv4Block, held).connection_id = connection_id
+            session.flush()
+        else:
+            _TAKE.execute(
+                session, {"location": location.id, "offset_": offset, "connection": connection_id}
+            )
+        return str(network)
     offset = aligned(location.ipv4_next, block_size(prefix_length))
     network = str(block_at(IPv4Network(location.ipv4_pool), offset, prefix_length))
-    session.add(
-        Ipv4Block(
-            location_id=location.id,
-            offset=offset,
-            prefix_length=prefix_length,
-            network=network,
-            connection_id=connection_id,
-        )
+    _INSERT_BLOCK.execute(
+        session,
+        {
+            "location_id": location.id,
+            "offset": offset,
+            "prefix_length": prefix_length,
+            "network": network,
+            "connection_id": connection_id,
+        },
     )
-    location.ipv4_next = offset + block_size(prefix_length)
+    update_loaded(session, location, {"ipv4_next": offset + block_size(prefix_length)})
     return network
+
+
+_blocks = cast(Table, Ipv4Block.__table__)
+# The first free block of the size asked for (the index on location, size, connection).
+_FREE = TransactionSelect(
+    select(_blocks.c.offset, _blocks.c.network)
+    .where(
+        _blocks.c.location_id == bindparam("location", type_=String),
+        _blocks.c.prefix_length == bindparam("prefix", type_=Integer),
+        _blocks.c.connection_id.is_(None),
+    )
+    .order_by(_blocks.c.offset)
+    .limit(1)
+)
+_TAKE = TransactionWrite(
+    update(_blocks)
+    .where(
+        _blocks.c.location_id == bindparam("location", type_=String),
+        _blocks.c.offset == bindparam("offset_", type_=Integer),
+    )
+    .values(connection_id=bindparam("connection", type_=String))
+)
+_INSERT_BLOCK = TransactionWrite(insert(_blocks))
 
 
 def release(session: Session, connection_id: str) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, select
+from sqlalchemy import String, Table, and_, bindparam, insert, or_, select
 from sqlalchemy.orm import Session
 
 from iod.domain.status import PENDING_CHANGE_STATUSES
+from iod.infra.db import TransactionSelect, TransactionWrite
 from iod.models import BandwidthChange, Connection, Location, LumenOrder, LumenService
 
 _PENDING = [s.value for s in PENDING_CHANGE_STATUSES]
@@ -21,18 +22,32 @@ def service_id_of(session: Session, connection_id: str) -> str | None:
     )
 
 
-def service_id_taken(session: Session, service_id: str) -> bool:
-    found = session.scalar(
-        select(LumenService.connection_id).where(LumenService.service_id == service_id)
-    )
-    return found is not None
+def service_id_holders(session: Session, connection_id: str, service_id: str) -> list[Any]:
+    """The rows (`connection_id`, `service_id`) of the connection's service id and of the
+    service id `service_id`, if any: one read compiled once, on the transaction's
+    connection (`TransactionSelect`: every order runs it, issue 14)."""
+    return _HOLDERS.rows(session, connection=connection_id, service=service_id)
 
 
 def add_service_id(session: Session, connection_id: str, customer_id: str, service_id: str) -> None:
-    session.add(
-        LumenService(connection_id=connection_id, service_id=service_id, customer_id=customer_id)
+    """Written at once with one INSERT compiled once (`TransactionWrite`): nothing reads it
+    back as an object in the order's transaction."""
+    _INSERT_SERVICE.execute(
+        session,
+        {"connection_id": connection_id, "service_id": service_id, "customer_id": customer_id},
     )
-    session.flush()
+
+
+_services = cast(Table, LumenService.__table__)
+_HOLDERS = TransactionSelect(
+    select(_services.c.connection_id, _services.c.service_id).where(
+        or_(
+            _services.c.connection_id == bindparam("connection", type_=String),
+            _services.c.service_id == bindparam("service", type_=String),
+        )
+    )
+)
+_INSERT_SERVICE = TransactionWrite(insert(_services))
 
 
 def connection_of_service(session: Session, customer_id: str, service_id: str) -> str | None:

@@ -21,6 +21,7 @@ import json
 import random
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -71,11 +72,15 @@ def body_of(event: WrittenEvent) -> str:
 
 def fan_out(session: Session, written: list[WrittenEvent]) -> None:
     customers = sorted({e.customer_id for e in written})
-    rows = (
-        session.connection()
-        .execute(repository.ENABLED_OF_CUSTOMERS, {"customers": customers})
-        .all()
-    )
+    rows: Sequence[Any]
+    if len(customers) == 1:  # a request's transaction: one read compiled once (issue 14)
+        rows = repository.enabled_of_customer(session, customers[0])
+    else:
+        rows = (
+            session.connection()
+            .execute(repository.ENABLED_OF_CUSTOMERS, {"customers": customers})
+            .all()
+        )
     if not rows:
         return
     by_customer: dict[str, list[tuple[str, list[str]]]] = {}

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    String,
     Table,
     Update,
     and_,
@@ -20,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from iod.infra.db import TransactionSelect
 from iod.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 
@@ -69,6 +72,20 @@ ENABLED_OF_CUSTOMERS = select(
 ).where(
     and_(
         _endpoints.c.customer_id.in_(bindparam("customers", expanding=True)),
+        _endpoints.c.enabled.is_(True),
+    )
+)
+
+
+def enabled_of_customer(session: Session, customer_id: str) -> list[Any]:
+    """`ENABLED_OF_CUSTOMERS` for one customer (what a request's transaction writes events
+    for), compiled once and run on the transaction's connection (`TransactionSelect`)."""
+    return _ENABLED_OF_CUSTOMER.rows(session, customer=customer_id)
+
+
+_ENABLED_OF_CUSTOMER = TransactionSelect(
+    select(_endpoints.c.id, _endpoints.c.customer_id, _endpoints.c.event_types).where(
+        _endpoints.c.customer_id == bindparam("customer", type_=String),
         _endpoints.c.enabled.is_(True),
     )
 )

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections import namedtuple
+from collections import deque, namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import (
     Connection,
@@ -24,6 +24,7 @@ from sqlalchemy import (
     Insert,
     MetaData,
     Select,
+    String,
     Table,
     TypeDecorator,
     Update,
@@ -31,13 +32,15 @@ from sqlalchemy import (
     create_engine,
     event,
     exc,
+    func,
     inspect,
+    literal,
     make_url,
-    text,
+    select,
     update,
 )
 from sqlalchemy.orm import DeclarativeBase, Session, make_transient_to_detached, sessionmaker
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
 from iod.infra.clock import as_utc
@@ -110,11 +113,14 @@ def _sqlite_connect(busy_timeout_ms: int) -> Any:
     return connect
 
 
-def _sqlite_begin(conn: Any) -> None:
+def _sqlite_begin(conn: Connection) -> None:
     # A writing transaction takes SQLite's write lock at BEGIN, so its reads (capacity, state)
-    # cannot be overtaken by another writer before it writes.
+    # cannot be overtaken by another writer before it writes. Run straight on the DBAPI
+    # connection (`_run`: its errors as SQLAlchemy's, e.g. "database is locked" an
+    # OperationalError): SQLAlchemy's execution of it cost more than the statement, on every
+    # transaction (issue 14).
     immediate = conn.get_execution_options().get("sqlite_immediate", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    _run(conn, "BEGIN IMMEDIATE" if immediate else "BEGIN", (), fetch=False)
 
 
 def make_engine(
@@ -177,9 +183,9 @@ class Database:
         self._prepared: dict[int, tuple[Select[Any], PreparedSelect]] = {}
         self._readers = _Readers(engine)
         # SQLite has one writer at a time: this process's writers take turns on a lock of
-        # its own before BEGIN IMMEDIATE (see `write`). Reentrant: a nested write in one
-        # thread meets SQLite's lock, as it did without this one.
-        self._writer_turn = threading.RLock()
+        # its own before BEGIN IMMEDIATE (see `write`), in the order they came. Reentrant: a
+        # nested write in one thread meets SQLite's lock, as it did without this one.
+        self._writer_turn = _FairTurn()
         self._turn_timeout = float(engine.get_execution_options().get("iod_busy_timeout", 10.0))
 
     @contextmanager
@@ -220,7 +226,7 @@ class Database:
                 topics = uow.take_topics(session)
                 if topics and not self.is_sqlite:
                     for topic in sorted(topics):  # delivered by PostgreSQL at the commit only
-                        session.execute(text("SELECT pg_notify(:c, '')"), {"c": f"iod_{topic}"})
+                        _NOTIFY.rows(session, channel=f"iod_{topic}")
                 session.commit()
             except BaseException:
                 uow.discard(session)
@@ -341,6 +347,51 @@ class _Readers:
         # holds it sees `is_valid` false and takes a new one
 
 
+class _FairTurn:
+    """A reentrant lock handed to its waiters in the order they came (first come, first
+    served): the process's writers wait about as long as each other, rather than as long as
+    the lock's barging leaves them (issue 14: p99 of the writes)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._owner: int | None = None
+        self._depth = 0
+        self._waiting: deque[tuple[int, threading.Lock]] = deque()
+
+    def acquire(self, timeout: float) -> bool:
+        me = threading.get_ident()
+        with self._guard:
+            if self._owner == me:
+                self._depth += 1
+                return True
+            if self._owner is None and not self._waiting:
+                self._owner, self._depth = me, 1
+                return True
+            handed = threading.Lock()
+            handed.acquire()
+            self._waiting.append((me, handed))
+        if handed.acquire(timeout=timeout):
+            return True  # the releaser made this thread the owner
+        with self._guard:
+            if self._owner == me:  # handed over just as the wait ran out
+                return True
+            self._waiting.remove((me, handed))
+            return False
+
+    def release(self) -> None:
+        with self._guard:
+            assert self._owner == threading.get_ident(), "released by a thread not holding it"
+            self._depth -= 1
+            if self._depth:
+                return
+            if self._waiting:
+                self._owner, handed = self._waiting.popleft()
+                self._depth = 1
+                handed.release()
+            else:
+                self._owner = None
+
+
 def _on_event_loop() -> bool:
     """Whether the calling thread is running an asyncio event loop."""
     try:
@@ -357,29 +408,53 @@ class _Kept:
         self.connection = connection
 
 
-class _CompiledSelect:
-    """A SELECT compiled once for a dialect: its SQL, how its parameters are bound, and how
-    its rows are converted (its columns' result processors) into named tuples."""
+Returning: TypeAlias = Select[Any] | Insert | Update
+"""A statement that gives rows: a SELECT, or an INSERT or UPDATE with RETURNING."""
 
-    def __init__(self, dialect: Any, statement: Select[Any]) -> None:
+
+def _bind_processors(dialect: Any, compiled: Any) -> list[tuple[str, Callable[[Any], Any]]]:
+    """The bind processors of a compiled statement's parameters, by the name each is
+    rendered with (a name bound twice is processed once)."""
+    found: dict[str, Callable[[Any], Any]] = {}
+    for bind, name in compiled.bind_names.items():
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            found[name] = process
+    return list(found.items())
+
+
+class _CompiledSelect:
+    """A SELECT (or an INSERT or UPDATE … RETURNING) compiled once for a dialect: its SQL,
+    how its parameters are bound (their types' bind processors, e.g. `UTCDateTime`'s), and
+    how its rows are converted (its columns' result processors) into named tuples."""
+
+    def __init__(self, dialect: Any, statement: Returning) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
         self._positions: Sequence[str] | None = compiled.positiontup
         self._fixed = compiled.params  # the values bound in the statement itself
         # The binds the statement leaves to each call: a missing one is an error, not NULL.
         self._required = frozenset(k for k, v in self._fixed.items() if v is None)
+        self._process = _bind_processors(dialect, compiled)
+        columns = (
+            statement.selected_columns
+            if isinstance(statement, Select)
+            else statement.exported_columns
+        )
         self._convert: list[tuple[int, Callable[[Any], Any]]] = []
-        for index, column in enumerate(statement.selected_columns):
+        for index, column in enumerate(columns):
             process = column.type.dialect_impl(dialect).result_processor(dialect, None)
             if process is not None:
                 self._convert.append((index, process))
-        row = namedtuple("Row", list(statement.selected_columns.keys()))  # type: ignore[misc]
+        row = namedtuple("Row", list(map(str, columns.keys())))  # type: ignore[misc]
         self._make: Callable[[Iterable[Any]], Any] = row._make
 
     def bind(self, params: dict[str, Any]) -> Any:
         if not self._required <= params.keys():
             raise TypeError(f"missing parameters: {sorted(self._required - params.keys())}")
         values = {**self._fixed, **params}
+        for name, process in self._process:
+            values[name] = process(values[name])
         return values if self._positions is None else tuple(values[k] for k in self._positions)
 
     def convert(self, fetched: Iterable[Any]) -> list[Any]:
@@ -404,8 +479,8 @@ class PreparedSelect:
     from SQLAlchemy (the SQL as the dialect renders it, its connections, the column types'
     result conversions, e.g. `UTCDateTime`) and skips the rest: the statement is compiled once,
     each row goes through its columns' result processors and comes back as a named tuple
-    with the statement's column names. Bound parameters must be plain values that need no
-    conversion on the way in (strings here).
+    with the statement's column names. Bound parameters go through their types' bind
+    processors (none for the strings of the hot reads).
 
     It runs on the calling thread's kept autocommit connection (`_Readers`): one statement
     is consistent by itself. A DBAPI error comes out as SQLAlchemy's wrapped exception
@@ -451,11 +526,13 @@ class TransactionSelect:
     run straight on the DBAPI connection of the session's transaction, so it reads (and,
     with FOR UPDATE, locks) in that transaction, without SQLAlchemy's execution or the
     ORM's loading (issue 14: the hot reads of a write). Rows come back as named tuples, as
-    from `PreparedSelect`; parameters are plain values needing no conversion (ids). A DBAPI
-    error comes out as SQLAlchemy's wrapped exception; a lost connection is invalidated.
-    SQLAlchemy's statement events (`before_cursor_execute`...) do not see these reads."""
+    from `PreparedSelect`; parameters go through their types' bind processors. An INSERT
+    or UPDATE with RETURNING runs the same way (its rows are the RETURNING columns; no
+    loaded object sees what it wrote). A DBAPI error comes out as SQLAlchemy's wrapped
+    exception; a lost connection is invalidated. SQLAlchemy's statement events
+    (`before_cursor_execute`...) do not see these statements."""
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: Returning) -> None:
         self.statement = statement
         self._compiled: dict[str, _CompiledSelect] = {}  # by dialect name
 
@@ -467,6 +544,44 @@ class TransactionSelect:
             compiled = self._compiled[dialect.name] = _CompiledSelect(dialect, self.statement)
         bound = compiled.bind(params)
         return compiled.convert(_run(connection, compiled.sql, bound, fetch=True))
+
+
+class TransactionSelectIn:
+    """A `TransactionSelect` with one list parameter, `column IN (...)`: a batch's rows in
+    one statement rather than one per item, still compiled once. SQLAlchemy's expanding IN
+    renders the statement anew at each run; this compiles it once per power-of-two count of
+    placeholders (1, 2, 4 … `CHUNK`), the list padded with its last item (a repeat in an IN
+    changes nothing), and runs a longer list `CHUNK` items at a time (issue 14: the worker's
+    batches). `build` makes the statement around the IN condition it is given."""
+
+    CHUNK = 64
+
+    def __init__(self, column: Any, build: Callable[[Any], Returning]) -> None:
+        self._column = column
+        self._build = build
+        self._by_count: dict[int, TransactionSelect] = {}
+
+    def rows(self, session: Session, values: Sequence[Any], **params: Any) -> list[Any]:
+        found: list[Any] = []
+        for start in range(0, len(values), self.CHUNK):
+            chunk = list(values[start : start + self.CHUNK])
+            count = 1 << (len(chunk) - 1).bit_length()
+            statement = self._by_count.get(count)
+            if statement is None:
+                places = [bindparam(f"in_{i}", type_=self._column.type) for i in range(count)]
+                statement = TransactionSelect(self._build(self._column.in_(places)))
+                self._by_count[count] = statement
+            chunk += chunk[-1:] * (count - len(chunk))
+            found += statement.rows(
+                session, **params, **{f"in_{i}": v for i, v in enumerate(chunk)}
+            )
+        return found
+
+
+# The wake-up of another process's listeners at a commit (PostgreSQL; `Database.write`).
+_NOTIFY = TransactionSelect(
+    select(func.pg_notify(bindparam("channel", type_=String), literal("")).label("notified"))
+)
 
 
 def _run(connection: Connection, sql: str, bound: Any, *, fetch: bool, many: bool = False) -> Any:
@@ -503,18 +618,21 @@ class _CompiledWrite:
         compiled = statement.compile(dialect=dialect, column_keys=sorted(keys))
         self.sql = str(compiled)
         self._positions: Sequence[str] | None = compiled.positiontup
-        names = set(compiled.binds)
-        if names != keys:  # e.g. a column's Python default, which only SQLAlchemy's
-            # execution would fill in: such a statement is not for this
+        # The values bound in the statement itself (`.values(state="running")`, `+ 1`).
+        self._fixed = {
+            name: value
+            for name, value in compiled.params.items()
+            if name not in keys and value is not None
+        }
+        names = set(compiled.bind_names.values())  # as rendered (anonymous ones too)
+        if names != keys | self._fixed.keys() or compiled.prefetch:  # e.g. a column's
+            # Python default, which only SQLAlchemy's execution would fill in: such a
+            # statement is not for this
             raise TypeError(f"parameters {sorted(keys)} do not bind {sorted(names)}")
-        self._process: list[tuple[str, Callable[[Any], Any]]] = []
-        for name, bind in compiled.binds.items():
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if process is not None:
-                self._process.append((name, process))
+        self._process = _bind_processors(dialect, compiled)
 
     def bind(self, params: dict[str, Any]) -> Any:
-        values = dict(params)
+        values = {**self._fixed, **params} if self._fixed else dict(params)
         for name, process in self._process:
             values[name] = process(values[name])
         return values if self._positions is None else tuple(values[k] for k in self._positions)
@@ -525,8 +643,9 @@ class TransactionWrite:
     dialect and set of parameter names, executed straight on the DBAPI connection of the
     session's transaction with the columns' bind processors, without SQLAlchemy's execution
     (issue 14: the rows a write adds or changes and never reads back as objects). Every
-    parameter must be given (no column defaults are filled in); a list of parameter sets is
-    one `executemany`. Not seen by SQLAlchemy's statement events or the ORM."""
+    parameter must be given, but for the values written in the statement itself (no column
+    defaults are filled in); a list of parameter sets is one `executemany`. Not seen by
+    SQLAlchemy's statement events or the ORM."""
 
     def __init__(self, statement: Insert | Update) -> None:
         self.statement = statement
@@ -569,7 +688,11 @@ def as_loaded(session: Session, model: type[Any], row: Any) -> Any:
         for name, value in values.items():
             set_committed_value(existing, name, value)
         return existing
-    instance = model(**values)
+    # Made as the ORM's loading makes it: no constructor, whose attribute events (history,
+    # per column) cost more than the read (issue 14); `make_transient_to_detached` commits
+    # the values as loaded.
+    instance = mapper.class_manager.new_instance()
+    instance_dict(instance).update(values)
     make_transient_to_detached(instance)
     session.add(instance)
     return instance
