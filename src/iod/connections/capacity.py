@@ -180,7 +180,9 @@ def _sync_location(
     location = session.identity_map.get(session.identity_key(Location, location_id))
     if location is None:
         return
-    if committed is None or ipv4_next is None:
+    # Inside a savepoint the values are expired, never set: its rollback would not expire
+    # values set behind the ORM's back, and they would outlive the rows they came from.
+    if committed is None or ipv4_next is None or session.in_nested_transaction():
         session.expire(location, ["committed_mbps", "ipv4_next"])
     else:
         set_committed_value(location, "committed_mbps", committed)

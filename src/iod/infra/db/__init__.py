@@ -41,6 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Session, make_transient_to_detached, sessionmaker
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
+from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
 from iod.infra.clock import as_utc
@@ -534,14 +535,16 @@ class TransactionSelect:
 
     def __init__(self, statement: Returning) -> None:
         self.statement = statement
-        self._compiled: dict[str, _CompiledSelect] = {}  # by dialect name
+        # By dialect and driver: psycopg and psycopg2 render and bind differently.
+        self._compiled: dict[tuple[str, str], _CompiledSelect] = {}
 
     def rows(self, session: Session, **params: Any) -> list[Any]:
         connection = session.connection()
         dialect = connection.dialect
-        compiled = self._compiled.get(dialect.name)
+        which = (dialect.name, dialect.driver)
+        compiled = self._compiled.get(which)
         if compiled is None:
-            compiled = self._compiled[dialect.name] = _CompiledSelect(dialect, self.statement)
+            compiled = self._compiled[which] = _CompiledSelect(dialect, self.statement)
         bound = compiled.bind(params)
         return compiled.convert(_run(connection, compiled.sql, bound, fetch=True))
 
@@ -649,7 +652,7 @@ class TransactionWrite:
 
     def __init__(self, statement: Insert | Update) -> None:
         self.statement = statement
-        self._compiled: dict[tuple[str, frozenset[str]], _CompiledWrite] = {}
+        self._compiled: dict[tuple[str, str, frozenset[str]], _CompiledWrite] = {}
 
     def execute(self, session: Session, params: dict[str, Any] | list[dict[str, Any]]) -> int:
         """Runs it once, or once per parameter set; the row count."""
@@ -660,7 +663,7 @@ class TransactionWrite:
         connection = session.connection()
         dialect = connection.dialect
         keys = frozenset(sets[0])
-        key = (dialect.name, keys)
+        key = (dialect.name, dialect.driver, keys)
         compiled = self._compiled.get(key)
         if compiled is None:
             compiled = self._compiled[key] = _CompiledWrite(dialect, self.statement, keys)
@@ -731,7 +734,9 @@ def update_loaded(session: Session, instance: Any, values: dict[str, Any]) -> No
     and a savepoint that rolls back expires them, which an UPDATE behind the ORM's back
     would not)."""
     state = inspect(instance)
-    if not state.persistent or state.modified or session.in_nested_transaction():
+    if not (state.persistent or state.pending) or state.session_id != session.hash_key:
+        raise exc.InvalidRequestError(f"update_loaded: {instance!r} is not of this session")
+    if state.pending or state.modified or session.in_nested_transaction():
         for name, value in values.items():
             setattr(instance, name, value)
         return
@@ -750,7 +755,9 @@ def update_loaded(session: Session, instance: Any, values: dict[str, Any]) -> No
             .values(binds)
         )
     (identity,) = state.identity
-    statement.execute(session, {**values, "pk_": identity})
+    if statement.execute(session, {**values, "pk_": identity}) != 1:
+        # As the ORM's flush would: the row this object stands for is not there (any more).
+        raise StaleDataError(f"update_loaded: no {table.name} row {identity!r} to update")
     for name, value in values.items():
         set_committed_value(instance, name, value)
 
@@ -763,6 +770,12 @@ def insert_loaded(session: Session, instance: Any) -> None:
     refers to must be written already."""
     state = inspect(instance)
     assert state.transient, "a new object"
+    if session.in_nested_transaction():
+        # A savepoint's rollback must take the object out of the session again, which it
+        # does only for objects it saw flushed.
+        session.add(instance)
+        session.flush([instance])
+        return
     mapper = state.mapper
     table = mapper.local_table
     assert isinstance(table, Table)
