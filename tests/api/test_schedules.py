@@ -174,6 +174,11 @@ def test_bad_input_is_a_400_with_a_pointer(
         for body, pointer in cases:
             status, pointers = _problem(api.post(url, json=body, headers=headers))
             assert (status, pointers[:1]) == (400, [pointer]), (body, pointers)
+        # A misspelt nested field is named as a top-level one is: with the closest known.
+        misspelt = api.post(url, json=_body(rules=[{**rule, "recurence": "x"}]), headers=headers)
+        assert misspelt.json()["errors"] == [
+            {"pointer": "/rules/0/recurence", "detail": "unknown field; did you mean `recurrence`?"}
+        ]
         duplicate = b'{"timeZone": "UTC", "timeZone": "UTC", "defaultBandwidth": "100 Mbps"}'
         response = api.post(
             url, content=duplicate, headers={**headers, "Content-Type": "application/json"}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from fastapi import Header, Request
 from fastapi.routing import APIRoute
@@ -136,12 +137,37 @@ class StrictJsonRoute(APIRoute):
         return strict
 
 
-def body_fields(route: Any) -> list[str]:
+def body_fields(route: Any, path: tuple[Any, ...] = ()) -> list[str]:
     """The field names of a route's body model(s), for naming the closest known field of
-    an unknown one; empty for a route without one."""
+    an unknown one; `path` (names and list indexes, as in a validation error's `loc` after
+    "body") leads to a nested object's. Empty for a route without one, or a path that does
+    not lead to a model."""
     names: list[str] = []
     for param in getattr(getattr(route, "dependant", None), "body_params", ()):
-        model = getattr(getattr(param, "field_info", None), "annotation", None)
-        if isinstance(model, type) and issubclass(model, BaseModel):
+        model = _model_at(getattr(getattr(param, "field_info", None), "annotation", None), path)
+        if model is not None:
             names.extend(f.alias or name for name, f in model.model_fields.items())
     return names
+
+
+def _model_at(annotation: Any, path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model that `path` leads to from `annotation` (through models' fields, by name or
+    alias, and list items, by index; optional types unwrapped), or None."""
+    for step in (None, *path):
+        if step is not None:
+            if isinstance(step, int):
+                items = [a for a in get_args(annotation) if a is not type(None)]
+                annotation = items[0] if len(items) == 1 else None
+            elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                fields = {f.alias or n: f for n, f in annotation.model_fields.items()}
+                found = fields.get(str(step))
+                annotation = found.annotation if found is not None else None
+            else:
+                return None
+        # Optional[X] (X | None): X.
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        if get_origin(annotation) in (Union, UnionType) and len(options) == 1:
+            annotation = options[0]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None

@@ -173,9 +173,9 @@ def install_error_handlers(app: FastAPI) -> None:
                 errors.append(FieldError(pointer, "duplicate key; send each field once"))
             elif loc == ("body",):
                 errors.append(FieldError("", "the body must be a JSON object"))
-            elif kind == "extra_forbidden" and len(loc) == 2:
-                known = body_fields(request.scope.get("route"))
-                errors.append(FieldError(_pointer(loc), _unknown_field(str(loc[1]), known)))
+            elif kind == "extra_forbidden" and len(loc) >= 2 and loc[0] == "body":
+                known = body_fields(request.scope.get("route"), loc[1:-1])
+                errors.append(FieldError(_pointer(loc), _unknown_field(str(loc[-1]), known)))
             elif loc and loc[0] == "body":
                 errors.append(FieldError(_pointer(loc), _message(error)))
             else:  # a query, path or header parameter: named as such, not as the body
