@@ -667,6 +667,8 @@ def test_a_reloaded_form_does_not_act_twice(api: TestClient, services: Services)
     # A refused form (a 400) is not used up: corrected, the same form acts.
     form_page = form_fields(admin.get("/portal/api-clients").text, "/portal/api-clients")
     assert admin.post("/portal/api-clients", data=form_page | {"name": ""}).status_code == 400
+    too_long = admin.post("/portal/api-clients", data=form_page | {"name": "n" * 256})
+    assert too_long.status_code == 400 and "a name has 1 to 255 characters" in too_long.text
     assert admin.post("/portal/api-clients", data=form_page | {"name": "four"}).status_code == 201
     # The sign-in link of an invitation is shown once too.
     invite = form_fields(admin.get("/portal/users").text, "/portal/users")
