@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -232,6 +232,10 @@ class EventStream(Base):
 
     customer_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     position: Mapped[int] = mapped_column(Integer)
+
+
+# How long an IdempotencyKey row is kept (its `expires_at`), the API's and the portal's.
+IDEMPOTENCY_KEEP = timedelta(hours=24)
 
 
 class IdempotencyKey(Base):

@@ -139,7 +139,7 @@ def test_a_lost_postgres_connection_is_an_outage(database: Database) -> None:
     from iod.infra.db import is_unavailable
 
     if database.is_sqlite:
-        pytest.skip("PostgreSQL only")
+        pytest.skip("a server-side disconnect (pg_terminate_backend) exists on PostgreSQL only")
     _seed(database)
     with pytest.raises(exc.DBAPIError) as raised, database.write() as session:
         pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()

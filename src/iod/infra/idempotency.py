@@ -20,7 +20,6 @@ import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Header, Request
@@ -33,13 +32,13 @@ from iod.auth.tokens import Principal
 from iod.infra.errors import Conflict, ProblemError
 from iod.infra.http import problem
 from iod.infra.problems import problem_response
-from iod.models import IdempotencyKey
+from iod.models import IDEMPOTENCY_KEEP, IdempotencyKey
 
 if TYPE_CHECKING:
     from iod.app import Services
 
 HEADER = "Idempotency-Key"
-KEEP = timedelta(hours=24)
+KEEP = IDEMPOTENCY_KEEP
 
 
 class KeyReused(ProblemError):

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from iod.infra.errors import Conflict, ValidationFailed
-from iod.models import IdempotencyKey
+from iod.models import IDEMPOTENCY_KEEP, IdempotencyKey
 
 FIELD = "once"
 PREFIX = "portal-form:"
-KEEP = timedelta(hours=24)  # as the API's Idempotency-Key rows (iod.infra.idempotency.KEEP)
 _VALUE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
@@ -60,7 +59,7 @@ def record(session: Session, now: datetime, customer_id: str, value: str) -> Non
         IdempotencyKey(
             customer_id=customer_id, key=key, fingerprint="portal-form", state="done",
             status_code=FormAlreadySent.status, body=None, headers=None,
-            created_at=now, expires_at=now + KEEP,
+            created_at=now, expires_at=now + IDEMPOTENCY_KEEP,
         )
     )  # fmt: skip
     try:
