@@ -97,10 +97,10 @@ def test_a_lumen_client_runs_the_flow(lumen_server: tuple[Server, dict[str, Any]
     ).json()["serviceInventory"]
     theirs = httpx.get(f"{url[: -len(created['id'])]}{new['UNI Service ID']}", headers=ours)
     assert theirs.json()["status"] == "terminated"
-    # Metering, three hours ahead (a direct rating call on the server's database: the
+    # Metering, four hours ahead (a direct rating call on the server's database: the
     # served clock is real), then the client reads the hours at each speed in its bills.
     rated = subprocess.run(
-        [sys.executable, "-c", RATE, "3"], env=server.env, capture_output=True, text=True,
+        [sys.executable, "-c", RATE, "4"], env=server.env, capture_output=True, text=True,
         timeout=60, check=False,
     )  # fmt: skip
     assert rated.returncode == 0 and int(rated.stdout) > 0, rated.stdout + rated.stderr

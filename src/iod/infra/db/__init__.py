@@ -774,7 +774,7 @@ def insert_loaded(session: Session, instance: Any) -> None:
         # A savepoint's rollback must take the object out of the session again, which it
         # does only for objects it saw flushed.
         session.add(instance)
-        session.flush([instance])
+        session.flush()
         return
     mapper = state.mapper
     table = mapper.local_table
