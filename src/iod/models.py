@@ -16,10 +16,21 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from iod.infra.db import Base, UTCDateTime
+
+
+def _index_not_null(column: str) -> Index:
+    """An index of `column`'s values without its NULLs (a partial index, on PostgreSQL and
+    SQLite alike): for a column NULL in almost every new row, looked up only by value
+    (`column = x`, `column < x`, which imply `IS NOT NULL`, so both databases use it).
+    Each NULL row would otherwise add an entry that no query reads (docs/performance.md,
+    "Fewer index entries and foreign-key checks per planned transition")."""
+    predicate = text(f"{column} IS NOT NULL")
+    return Index(None, column, postgresql_where=predicate, sqlite_where=predicate)
 
 
 class Customer(Base):
@@ -122,7 +133,11 @@ class Connection(Base):
 
 class BandwidthChange(Base):
     __tablename__ = "bandwidth_changes"
-    __table_args__ = (Index(None, "connection_id", "status"),)
+    __table_args__ = (
+        Index(None, "connection_id", "status"),
+        _index_not_null("revert_of"),
+        _index_not_null("schedule_id"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id"))
@@ -135,10 +150,10 @@ class BandwidthChange(Base):
     applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     # A boost's revert points at the boost; cancelling the boost cancels its revert.
-    revert_of: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    revert_of: Mapped[str | None] = mapped_column(String(40), nullable=True)
     # The schedule whose transition this change is (docs/schedules.md); None for others.
     # No foreign key: the change stays in the history after its schedule is deleted.
-    schedule_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    schedule_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class StatusTransition(Base):
@@ -167,7 +182,7 @@ class Job(Base):
     __table_args__ = (
         Index(None, "state", "run_at"),
         Index(None, "lock_key", "state", "scheduled_at"),
-        Index(None, "finished_at"),
+        _index_not_null("finished_at"),  # `purge_finished`'s `finished_at < x`
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -314,11 +329,16 @@ class Schedule(Base):
 class ScheduleTransition(Base):
     """One planned transition of a schedule: the primary key (schedule, instant) is what
     makes planning exactly once across workers and reruns (INSERT … ON CONFLICT DO
-    NOTHING in the transaction that creates the change)."""
+    NOTHING in the transaction that creates the change).
+
+    No foreign key to `schedules` (since 20261201_0015): its check cost the planner's
+    database a lookup per row. Its only writer is the planner, with the schedule's row
+    locked (read `FOR UPDATE` in the same transaction), and deleting a schedule deletes
+    its transitions first, under the same lock (`repository.delete_all_transitions`)."""
 
     __tablename__ = "schedule_transitions"
 
-    schedule_id: Mapped[str] = mapped_column(ForeignKey("schedules.id"), primary_key=True)
+    schedule_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     mbps: Mapped[int] = mapped_column(Integer)
     # "planned" (change_id is its change) or "refused" (detail says why: capacity, state).
