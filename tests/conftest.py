@@ -92,6 +92,16 @@ def postgres_url() -> str:
     pytest.skip("PostgreSQL tests need IOD_TEST_DATABASE_URL (set by .ci/run)")
 
 
+def migrate_to(database: Database, revision: str, *, down: bool) -> None:
+    """Upgrades (or, `down`, downgrades) `database` to `revision`: the migrations' tests."""
+    from alembic import command
+
+    config = migrate.alembic_config()
+    with database.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.sqlite3"

@@ -6,27 +6,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from alembic import command
 from sqlalchemy import text
 
-from iod.infra import migrate
 from iod.infra.db import Database
 from iod.jobs import queue
+from tests.conftest import migrate_to
 
 BEFORE = "20261126_0006"
-
-
-def _migrate(database: Database, revision: str, *, down: bool) -> None:
-    config = migrate.alembic_config()
-    with database.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        (command.downgrade if down else command.upgrade)(config, revision)
 
 
 def test_existing_jobs_get_their_connections_lock_key_and_keep_running(
     database: Database,
 ) -> None:
-    _migrate(database, BEFORE, down=True)
+    migrate_to(database, BEFORE, down=True)
     at = datetime(2030, 1, 1, tzinfo=UTC)
     stamp = at.replace(tzinfo=None) if database.is_sqlite else at
     with database.engine.begin() as conn:
@@ -43,7 +35,7 @@ def test_existing_jobs_get_their_connections_lock_key_and_keep_running(
                 ),
                 {"k": kind, "c": connection_id, "t": stamp},
             )
-    _migrate(database, "head", down=False)
+    migrate_to(database, "head", down=False)
     with database.engine.connect() as conn:
         rows = conn.execute(
             text("SELECT id, kind, lock_key, queue, args FROM jobs ORDER BY id")
@@ -61,7 +53,7 @@ def test_existing_jobs_get_their_connections_lock_key_and_keep_running(
     # A job of a new kind, then back to the previous schema: the connection jobs stay.
     with database.write() as session:
         queue.enqueue(session, "retention.events", run_at=at, now=at, max_attempts=1)
-    _migrate(database, BEFORE, down=True)
+    migrate_to(database, BEFORE, down=True)
     with database.engine.connect() as conn:
         left = conn.execute(text("SELECT kind, connection_id FROM jobs ORDER BY id")).all()
     assert [tuple(r) for r in left] == [
@@ -69,4 +61,4 @@ def test_existing_jobs_get_their_connections_lock_key_and_keep_running(
         ("apply_bandwidth", "con_a"),
         ("provision", "con_b"),
     ]
-    _migrate(database, "head", down=False)
+    migrate_to(database, "head", down=False)

@@ -7,24 +7,16 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from alembic import command
 from sqlalchemy import text
 
-from iod.infra import migrate
 from iod.infra.db import Database
+from tests.conftest import migrate_to
 
 BEFORE = "20261130_0012"  # the revision before lumen's (the merged chain)
 
 
-def _migrate(database: Database, revision: str, *, down: bool) -> None:
-    config = migrate.alembic_config()
-    with database.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        (command.downgrade if down else command.upgrade)(config, revision)
-
-
 def test_existing_customers_and_connections_get_numbers(database: Database) -> None:
-    _migrate(database, BEFORE, down=True)
+    migrate_to(database, BEFORE, down=True)
     at = datetime(2030, 1, 1, tzinfo=UTC)
     stamp = at.replace(tzinfo=None) if database.is_sqlite else at
     with database.engine.begin() as conn:
@@ -50,7 +42,7 @@ def test_existing_customers_and_connections_get_numbers(database: Database) -> N
                 ),
                 {"c": connection, "k": customer, "t": stamp},
             )
-    _migrate(database, "head", down=False)
+    migrate_to(database, "head", down=False)
     with database.engine.connect() as conn:
         numbers = conn.execute(text("SELECT customer_number FROM customers")).scalars().all()
         services = conn.execute(
@@ -62,7 +54,7 @@ def test_existing_customers_and_connections_get_numbers(database: Database) -> N
     ]  # fmt: skip
     ids = [s.service_id for s in services]
     assert len(set(ids)) == 3 and all(re.fullmatch(r"77[0-9]{9}", i) for i in ids)
-    _migrate(database, BEFORE, down=True)
+    migrate_to(database, BEFORE, down=True)
     with database.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM customers")).scalar() == 2
-    _migrate(database, "head", down=False)
+    migrate_to(database, "head", down=False)

@@ -46,6 +46,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Rows of a deleted schedule would fail the foreign key; the code leaves none (it deletes
+    # a schedule's transitions with it), but this schema no longer refused them.
+    op.execute(
+        "DELETE FROM schedule_transitions WHERE schedule_id NOT IN (SELECT id FROM schedules)"
+    )
     with op.batch_alter_table("schedule_transitions", schema=None) as batch_op:
         batch_op.create_foreign_key(_FK, "schedules", ["schedule_id"], ["id"])
     for name, table, column in _PARTIAL:
