@@ -63,12 +63,14 @@ class _ClaimLost(Exception):
     """A repeat of this request took its claim over: the repeat does the work."""
 
 
+KEY_MAX_LENGTH = 255
+KEY_CHARACTERS = "A-Za-z0-9_.:~+/=-"
 KeyHeader = Annotated[
     str | None,
     Header(
         alias=HEADER,
-        max_length=255,
-        pattern=r"^[A-Za-z0-9_.:~+/=-]+$",
+        max_length=KEY_MAX_LENGTH,
+        pattern=f"^[{KEY_CHARACTERS}]+$",
         description=(
             "Extension: makes a retry safe. A repeat with the same key and the same request, "
             "from the same customer, replays the first response (marked `Idempotent-Replayed: "
