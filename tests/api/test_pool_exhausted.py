@@ -28,7 +28,7 @@ PROMPT = 5.0  # seconds: generous on a shared machine, far below the pool timeou
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """Client states cached (as in production): a token check on the loop reads nothing; a
-    stale state is read in a thread (and would wait there for the pool)."""
+    stale state is read on the loop's kept connection (see the last test)."""
     return settings.model_copy(update={"client_cache_seconds": 300})
 
 
@@ -129,6 +129,32 @@ def test_the_loop_reads_even_when_the_threads_hold_every_kept_connection(
             status, elapsed = _timed(api, path, headers)
             assert status == 200, path
             assert elapsed < PROMPT, (path, elapsed)
+    finally:
+        for one in held:
+            one.release()
+        for holding in holdings:
+            for _ in holding:
+                pass
+
+
+@pytest.mark.timeout(180)
+def test_a_stale_client_state_is_read_while_the_pools_are_exhausted(
+    api: TestClient, headers: dict[str, str], services: Services, tenant: Any
+) -> None:
+    """A bearer check whose client state is stale reads it on the loop's kept connection:
+    with the shared pool and the threads' kept-connection pool held, it still answers."""
+    body = {"bandwidth": "10 Mbps", "locationId": "PL0000774102"}
+    connection_id = api.post(BASE, json=body, headers=headers).json()["id"]
+    run_jobs(services)
+    readers = services.db._readers
+    holdings = [exhausted(services), exhausted(services, readers.pool)]
+    held = [next(holding) for holding in holdings]
+    try:
+        services.clients.forget(tenant.client_id)
+        status, elapsed = _timed(api, f"{BASE}/{connection_id}", headers)
+        assert status == 200
+        assert elapsed < PROMPT, elapsed
+        assert services.clients.cached(tenant.client_id) is not None  # read again
     finally:
         for one in held:
             one.release()
