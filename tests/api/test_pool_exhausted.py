@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -69,6 +70,21 @@ def exhausted(services: Services, pool: Any = None) -> Iterator[Exhausted]:
         holder.join(60)
 
 
+@contextmanager
+def every_pool_held(services: Services) -> Iterator[None]:
+    """The shared pool and the threads' kept-connection pool, each held from a thread."""
+    holdings = [exhausted(services), exhausted(services, services.db._readers.pool)]
+    held = [next(holding) for holding in holdings]
+    try:
+        yield
+    finally:
+        for one in held:
+            one.release()
+        for holding in holdings:
+            for _ in holding:
+                pass
+
+
 def _timed(api: TestClient, path: str, headers: dict[str, str]) -> tuple[int, float]:
     started = time.monotonic()
     status = api.get(path, headers=headers).status_code
@@ -122,19 +138,11 @@ def test_the_loop_reads_even_when_the_threads_hold_every_kept_connection(
     readers = services.db._readers
     for kept in list(readers._kept):  # every thread, the loop's too, checks out anew
         readers._close(kept, None)
-    holdings = [exhausted(services), exhausted(services, readers.pool)]
-    held = [next(holding) for holding in holdings]
-    try:
+    with every_pool_held(services):
         for path in ("/healthz", f"{BASE}/{connection_id}"):
             status, elapsed = _timed(api, path, headers)
             assert status == 200, path
             assert elapsed < PROMPT, (path, elapsed)
-    finally:
-        for one in held:
-            one.release()
-        for holding in holdings:
-            for _ in holding:
-                pass
 
 
 @pytest.mark.timeout(180)
@@ -146,18 +154,9 @@ def test_a_stale_client_state_is_read_while_the_pools_are_exhausted(
     body = {"bandwidth": "10 Mbps", "locationId": "PL0000774102"}
     connection_id = api.post(BASE, json=body, headers=headers).json()["id"]
     run_jobs(services)
-    readers = services.db._readers
-    holdings = [exhausted(services), exhausted(services, readers.pool)]
-    held = [next(holding) for holding in holdings]
-    try:
+    with every_pool_held(services):
         services.clients.forget(tenant.client_id)
         status, elapsed = _timed(api, f"{BASE}/{connection_id}", headers)
         assert status == 200
         assert elapsed < PROMPT, elapsed
         assert services.clients.cached(tenant.client_id) is not None  # read again
-    finally:
-        for one in held:
-            one.release()
-        for holding in holdings:
-            for _ in holding:
-                pass
