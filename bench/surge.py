@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,6 +39,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from profile_summary import summarise
 from run import _tree, postgres_cpu_between, postgres_cpu_ticks
 
 from iod.auth.passwords import open_hasher
@@ -243,6 +245,38 @@ def tree_cpu_seconds(root: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def start_profiles(
+    out: Path, api: subprocess.Popen[bytes], worker: subprocess.Popen[bytes]
+) -> list[tuple[str, subprocess.Popen[bytes], Path]]:
+    """py-spy on the first API process (a child of uvicorn's supervisor) and the worker,
+    until they are sent SIGINT after the surge: collapsed stacks into `out`."""
+    pyspy = shutil.which("py-spy", path=str(VENV_BIN)) or shutil.which("py-spy")
+    if pyspy is None:
+        raise RuntimeError("py-spy is not installed: .venv/bin/pip install py-spy")
+    out.mkdir(parents=True, exist_ok=True)
+    children = [
+        pid for pid in _tree(api.pid) if pid != api.pid and b"resource_tracker" not in _cmdline(pid)
+    ]
+    targets = [("api", min(children) if children else api.pid), ("worker", worker.pid)]
+    spies = []
+    for name, pid in targets:
+        stacks = out / f"surge-{name}.collapsed.txt"
+        spy = subprocess.Popen(
+            [pyspy, "record", "--pid", str(pid), "--rate", "250", "--gil", "--format", "raw",
+             "--output", str(stacks), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        spies.append((name, spy, stacks))
+    time.sleep(1.0)  # py-spy attached
+    return spies
+
+
+def _cmdline(pid: int) -> bytes:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    return b""
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -259,6 +293,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true",
                         help="keep the database and the work directory")  # fmt: skip
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy (--gil) one API process and the worker during the surge "
+                        "into DIR (their CPU figures then include py-spy's pauses)")  # fmt: skip
     args = parser.parse_args()
     url = os.environ.get("IOD_SURGE_DATABASE_URL", DEFAULT_URL)
     refuse_unsafe(url)
@@ -302,6 +339,7 @@ def main() -> int:
         wait_ready(base_url, [api, worker])
         time.sleep(1.0)  # the worker's reconciliation at its start
         database = make_url(url).database
+        spies = start_profiles(args.profile, api, worker) if args.profile else []
         before = (time.process_time(), tree_cpu_seconds(api.pid),
                   tree_cpu_seconds(worker.pid), postgres_cpu_ticks(database))  # fmt: skip
         start = asyncio.run(surge(base_url, clients))
@@ -321,6 +359,13 @@ def main() -> int:
             "worker": tree_cpu_seconds(worker.pid) - before[2],
             "PostgreSQL": postgres_cpu_between(before[3], postgres_cpu_ticks(database)),
         }
+        for name, spy, stacks in spies:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
+            if stacks.exists():
+                summary = stacks.with_suffix("").with_suffix(".summary.md")
+                summary.write_text(summarise(stacks) + "\n")
+                print(f"profile of {name} (py-spy --gil): {summary}", flush=True)
     finally:
         for process in (api, worker):
             if process.poll() is None:

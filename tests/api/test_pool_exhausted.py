@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ PROMPT = 5.0  # seconds: generous on a shared machine, far below the pool timeou
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """Client states cached (as in production): a token check on the loop reads nothing; a
-    stale state is read in a thread (and would wait there for the pool)."""
+    stale state is read on the loop's kept connection (see the last test)."""
     return settings.model_copy(update={"client_cache_seconds": 300})
 
 
@@ -67,6 +68,21 @@ def exhausted(services: Services, pool: Any = None) -> Iterator[Exhausted]:
     finally:
         release.set()
         holder.join(60)
+
+
+@contextmanager
+def every_pool_held(services: Services) -> Iterator[None]:
+    """The shared pool and the threads' kept-connection pool, each held from a thread."""
+    holdings = [exhausted(services), exhausted(services, services.db._readers.pool)]
+    held = [next(holding) for holding in holdings]
+    try:
+        yield
+    finally:
+        for one in held:
+            one.release()
+        for holding in holdings:
+            for _ in holding:
+                pass
 
 
 def _timed(api: TestClient, path: str, headers: dict[str, str]) -> tuple[int, float]:
@@ -122,16 +138,25 @@ def test_the_loop_reads_even_when_the_threads_hold_every_kept_connection(
     readers = services.db._readers
     for kept in list(readers._kept):  # every thread, the loop's too, checks out anew
         readers._close(kept, None)
-    holdings = [exhausted(services), exhausted(services, readers.pool)]
-    held = [next(holding) for holding in holdings]
-    try:
+    with every_pool_held(services):
         for path in ("/healthz", f"{BASE}/{connection_id}"):
             status, elapsed = _timed(api, path, headers)
             assert status == 200, path
             assert elapsed < PROMPT, (path, elapsed)
-    finally:
-        for one in held:
-            one.release()
-        for holding in holdings:
-            for _ in holding:
-                pass
+
+
+@pytest.mark.timeout(180)
+def test_a_stale_client_state_is_read_while_the_pools_are_exhausted(
+    api: TestClient, headers: dict[str, str], services: Services, tenant: Any
+) -> None:
+    """A bearer check whose client state is stale reads it on the loop's kept connection:
+    with the shared pool and the threads' kept-connection pool held, it still answers."""
+    body = {"bandwidth": "10 Mbps", "locationId": "PL0000774102"}
+    connection_id = api.post(BASE, json=body, headers=headers).json()["id"]
+    run_jobs(services)
+    with every_pool_held(services):
+        services.clients.forget(tenant.client_id)
+        status, elapsed = _timed(api, f"{BASE}/{connection_id}", headers)
+        assert status == 200
+        assert elapsed < PROMPT, elapsed
+        assert services.clients.cached(tenant.client_id) is not None  # read again

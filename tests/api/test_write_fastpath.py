@@ -207,6 +207,21 @@ CASES = [
          {"Content-Type": "text/plain"}),
     Case("put, read-only token", "PUT", {"bandwidth": "1 Gbps"}, False, 403, auth="read"),
     Case("put, bad token", "PUT", {"bandwidth": "1 Gbps"}, False, 401, auth="bad"),
+    Case("create, an Idempotency-Key", "POST", ORDER, False, 201, {"Idempotency-Key": "k-1"}),
+    Case("put, an Idempotency-Key", "PUT", {"bandwidth": "1 Gbps"}, False, 200,
+         {"Idempotency-Key": "a:b/c+d=e~f.g_h-1"}),
+    Case("put, a refusal with an Idempotency-Key", "PUT", {"bandwidth": "7 Mbps"}, False, 400,
+         {"Idempotency-Key": "k-2"}),
+    Case("put, a stale If-Match with an Idempotency-Key", "PUT", {"bandwidth": "1 Gbps"},
+         False, 412, {"If-Match": '"stale"', "Idempotency-Key": "k-3"}),
+    Case("put, a malformed Idempotency-Key", "PUT", {"bandwidth": "1 Gbps"}, True, 400,
+         {"Idempotency-Key": "no spaces"}),
+    Case("put, an Idempotency-Key too long", "PUT", {"bandwidth": "1 Gbps"}, True, 400,
+         {"Idempotency-Key": "k" * 256}),
+    Case("create, the longest Idempotency-Key", "POST", ORDER, False, 201,
+         {"Idempotency-Key": "k" * 255}),
+    Case("create, an Idempotency-Key and a bad body", "POST", {"bandwidth": "fast"}, True,
+         400, {"Idempotency-Key": "k-4"}),
 ]  # fmt: skip
 
 
@@ -239,24 +254,51 @@ def test_the_fast_writes_answer_as_the_routes(
     assert _normalised(fast, answers[0]) == _normalised(route, answers[1])
 
 
-def test_an_idempotency_key_goes_to_the_route_and_replays(
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+def test_an_idempotency_key_replays_as_the_routes_do(
+    services: Services, sides: tuple[Side, Side], method: str
+) -> None:
+    """The first answer, its replay and a reuse for another request (422), from the fast
+    layer (which answers all three) and from the route alone: the same, and acted on once."""
+    answers = []
+    for side in sides:
+        side.connection = _connection(side)
+        run_jobs(services)
+        if method == "POST":
+            path, bodies = BASE, [ORDER, ORDER, {**ORDER, "bandwidth": "1 Gbps"}]
+        else:
+            path = f"{BASE}/{side.connection}/bandwidth"
+            bodies = [{"bandwidth": "1 Gbps"}, {"bandwidth": "1 Gbps"}, {"bandwidth": "200 Mbps"}]
+        headers = {**side.headers, "Idempotency-Key": "k-1"}
+        side.handed_on.clear()
+        sent = [side.client.request(method, path, json=b, headers=headers) for b in bodies]
+        done = 201 if method == "POST" else 200
+        assert [r.status_code for r in sent] == [done, done, 422], sent[2].text
+        assert sent[1].headers["idempotent-replayed"] == "true"
+        assert sent[1].json() == sent[0].json()
+        answers.append([_normalised(side, r) for r in sent])
+        if method == "PUT":
+            changes = side.client.get(
+                f"{BASE}/{side.connection}/bandwidth-changes", headers=side.headers
+            )
+            assert len(changes.json()["bandwidthChanges"]) == 1, changes.text
+    assert [f for f in sides[0].handed_on if not f.startswith("GET ")] == []
+    assert answers[0] == answers[1]
+
+
+def test_a_repeated_idempotency_key_header_goes_to_the_route(
     services: Services, sides: tuple[Side, Side]
 ) -> None:
     fast, _ = sides
-    fast.connection = _connection(fast)
-    run_jobs(services)
-    path = f"{BASE}/{fast.connection}/bandwidth"
-    headers = {**fast.headers, "Idempotency-Key": "k-1"}
-    fast.handed_on.clear()
-    first = fast.client.put(path, json={"bandwidth": "1 Gbps"}, headers=headers)
-    again = fast.client.put(path, json={"bandwidth": "1 Gbps"}, headers=headers)
-    other = fast.client.put(path, json={"bandwidth": "200 Mbps"}, headers=headers)
-    assert (first.status_code, again.status_code, other.status_code) == (200, 200, 422)
-    assert again.headers["idempotent-replayed"] == "true"
-    assert again.json() == first.json()
-    assert fast.handed_on == [f"PUT {path}"] * 3
-    changes = fast.client.get(f"{BASE}/{fast.connection}/bandwidth-changes", headers=fast.headers)
-    assert len(changes.json()["bandwidthChanges"]) == 1, changes.text
+    answers = []
+    for side in sides:
+        headers = [
+            *side.headers.items(), ("Content-Type", JSON),
+            ("Idempotency-Key", "k-1"), ("Idempotency-Key", "k-2"),
+        ]  # fmt: skip
+        answers.append(side.client.post(BASE, content=_j(ORDER), headers=headers))
+    assert fast.handed_on == [f"POST {BASE}"]
+    assert answers[0].status_code == answers[1].status_code
 
 
 def test_a_fast_write_is_audited_as_the_routes_are(

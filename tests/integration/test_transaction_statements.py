@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 from datetime import UTC, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Integer, String, bindparam, exc, insert, inspect, select, update
 
+import iod.infra.db as db_module
 from iod.infra.db import (
     Database,
     TransactionSelect,
@@ -50,6 +52,30 @@ def test_written_and_read_in_the_transaction_as_sqlalchemy_would(database: Datab
     with database.read() as session:
         stored = session.get(BandwidthChange, "chg_x")
         assert stored is not None and (stored.to_mbps, stored.effective_at) == (700, LATER)
+
+
+def test_a_list_of_one_is_one_execute(database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One parameter set in a list runs as `execute`, not `executemany` (psycopg's enters
+    pipeline mode); more run as one `executemany`. The rows and counts are the same."""
+    _seed(database)
+    calls: list[bool] = []
+    original = db_module._run
+
+    def spy(connection: Any, sql: str, *args: Any, many: bool = False, **kwargs: Any) -> Any:
+        if sql.startswith("INSERT INTO bandwidth_changes"):
+            calls.append(many)
+        return original(connection, sql, *args, many=many, **kwargs)
+
+    monkeypatch.setattr(db_module, "_run", spy)
+    with database.write() as session:
+        assert _INSERT_CHANGES.execute(session, [_change("chg_x", 700)]) == 1
+        assert _INSERT_CHANGES.execute(session, [_change("chg_y", 800), _change("chg_z", 900)])
+        assert _INSERT_CHANGES.execute(session, []) == 0
+    assert calls == [False, True]
+    with database.read() as session:
+        stored = session.get(BandwidthChange, "chg_x")
+        assert stored is not None and stored.to_mbps == 700
+        assert session.get(BandwidthChange, "chg_z") is not None
 
 
 def test_a_rolled_back_transaction_keeps_nothing_of_them(database: Database) -> None:

@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request, Security
-from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.security import OAuth2
 
@@ -62,8 +61,9 @@ async def authenticate(
     services: Services, state: dict[str, Any], authorization: str | None
 ) -> Principal:
     """Runs on the event loop: verified tokens and client states are cached, so only a stale
-    client state costs a (threadpool) database read. `state` is the ASGI scope's state (what
-    `request.state` reads); the client id is left there."""
+    client state costs a database read (one statement on the loop's kept connection).
+    `state` is the ASGI scope's state (what `request.state` reads); the client id is left
+    there."""
     if not authorization:
         raise Unauthorized(
             "an access token is required: send 'Authorization: Bearer <token>'",
@@ -83,9 +83,9 @@ async def authenticate(
         raise Unauthorized(
             str(exc), headers={"WWW-Authenticate": _challenge("invalid_token", str(exc))}
         ) from exc
-    client = services.clients.cached(principal.client_id)
-    if client is None:
-        client = await run_in_threadpool(services.clients.state, principal.client_id)
+    # Cached (the token endpoint leaves the state it read), else one statement on the event
+    # loop's kept connection, as the token endpoint's own read of the client.
+    client = services.clients.state(principal.client_id)
     detail = None
     if not client.enabled:
         detail = "the client of this access token is disabled"

@@ -1,5 +1,10 @@
 """A short-lived cache of clients' state, so a disabled client's tokens, and the tokens of a
-replaced secret after its grace period, die quickly without a database query per request."""
+replaced secret after its grace period, die quickly without a database query per request.
+
+An entry is as old as the read it comes from: the token endpoint, which has just read the
+client's row to check its secret, leaves that state here (`remember`), so a client's first
+request with its new token needs no read of its own (issue 14, the surge), and is refused
+as soon as it would have been after a read of its own."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from iod.customers import repository
 from iod.infra.db import Database
@@ -17,6 +23,13 @@ class ClientState:
     enabled: bool
     secret_generation: int
     previous_secret_until: datetime | None
+
+    @classmethod
+    def of(cls, row: Any | None) -> ClientState:
+        """The state in a client's `credentials` row (None: an unknown client, refused)."""
+        if row is None:
+            return UNKNOWN
+        return cls(row.enabled, row.secret_generation, row.previous_secret_until)
 
     def accepts_generation(self, generation: int, now: datetime) -> bool:
         """Tokens of the current secret, or of the previous one during its grace period.
@@ -49,25 +62,24 @@ class ClientDirectory:
         return None
 
     def state(self, client_id: str) -> ClientState:
-        """The client's state (an unknown client is a disabled one), cached for the TTL."""
+        """The client's state (an unknown client is a disabled one), cached for the TTL: one
+        statement on the calling thread's kept connection (`customers.credentials`, the
+        token endpoint's read), so it may run on the event loop."""
         known = self.cached(client_id)
         if known is not None:
             return known
         now = time.monotonic()
-        with self._db.read() as session:
-            client = repository.get_client(session, client_id)
-            state = (
-                UNKNOWN
-                if client is None
-                else ClientState(
-                    client.enabled, client.secret_generation, client.previous_secret_until
-                )
-            )
+        state = ClientState.of(repository.credentials(self._db, client_id))
+        self.remember(client_id, state, now)
+        return state
+
+    def remember(self, client_id: str, state: ClientState, read_at: float) -> None:
+        """Caches `state`, read from the database at `read_at` (`time.monotonic()` taken
+        before the read): it is stale `ttl` seconds after that read, wherever it was made."""
         with self._lock:
             if len(self._entries) > 100_000:
                 self._entries.clear()
-            self._entries[client_id] = (now, state)
-        return state
+            self._entries[client_id] = (read_at, state)
 
     def forget(self, client_id: str) -> None:
         self._entries.pop(client_id, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
@@ -14,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
+from iod.auth.directory import ClientState
 from iod.auth.tokens import SCOPES
 from iod.customers import repository as customers
 from iod.customers.service import check_client_secret, needs_slow_check, upgrade_secret_hashes
@@ -287,6 +289,7 @@ async def _authenticate(
     (as the GET's) and an HMAC, tens of microseconds. So concurrent good requests never hold
     each other's reservations, and only real failures use up the failure buckets. An argon2
     hash (a secret stored before issue 14, until its first use) goes to a worker thread."""
+    read_at = time.monotonic()
     client = customers.credentials(services.db, client_id) if _plausible(client_id) else None
     now = services.clock.now()
     if needs_slow_check(client):
@@ -297,6 +300,8 @@ async def _authenticate(
         result = check_client_secret(client, secret, now, services.secret_hasher)
     if client is None or result.generation is None or not client.enabled:
         return None
+    # The state just read: the client's first request with this token needs no read of it.
+    services.clients.remember(client_id, ClientState.of(client), read_at)
     if result.upgrades:
         await run_in_threadpool(_upgrade, services.db, client_id, result.upgrades)
     return client.customer_id, client.scopes.split(), result.generation

@@ -77,9 +77,25 @@ class TokenService:
             "scope": " ".join(scopes),
             "sgen": secret_generation,
         }
-        return jwt.encode(
+        token = jwt.encode(
             claims, key.private_key, algorithm=ALGORITHM, headers={"typ": "at+jwt", "kid": key.kid}
         )
+        # What `verify` would make of it (signed here, with a key this process holds): the
+        # client's first request with it skips the signature check (issue 14, the surge).
+        self._remember(
+            token,
+            Principal(
+                client_id=client_id,
+                customer_id=customer_id,
+                scopes=frozenset(scopes),
+                expires_at=float(claims["exp"]),
+                kid=key.kid,
+                secret_generation=secret_generation,
+                jti=claims["jti"],
+            ),
+            now.timestamp(),
+        )
+        return token
 
     def verify(self, token: str) -> Principal:
         now = self.clock.now().timestamp()
@@ -92,11 +108,14 @@ class TokenService:
                 raise TokenInvalid("the access token is signed by an unknown key")
             return cached
         principal = self._verify_signature(token, self.clock.now())
+        self._remember(token, principal, now)
+        return principal
+
+    def _remember(self, token: str, principal: Principal, now: float) -> None:
         with self._lock:
             if len(self._cache) >= self._cache_size:
                 self._evict(now)
             self._cache[token] = principal
-        return principal
 
     def _evict(self, now: float) -> None:
         expired = [t for t, p in self._cache.items() if p.expires_at <= now]

@@ -17,6 +17,7 @@ PUT …/bandwidth (issue 14), for their usual requests; see its docstring.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -214,12 +215,13 @@ class ConnectionWriteFastPath:
     write's CPU.
 
     Only the usual request is answered here: a JSON body (`application/json`) that parses
-    (`loads_strict`, no repeated key) and validates as the route's body model, and no
-    `Idempotency-Key`. For it the answer is the route's by construction: the same bearer
-    check (`authorize`), the same work (`create_work`, `update_work`), the same
-    transaction and rendering (`idempotency.run_without_key`), errors rendered as the
-    exception handlers render them. Everything else (another content type, no body, a
-    body that does not validate, an Idempotency-Key, a client that hangs up, ids that
+    (`loads_strict`, no repeated key) and validates as the route's body model, with no
+    `Idempotency-Key` or one well-formed key (as the SDK sends). For it the answer is the
+    route's by construction: the same bearer check (`authorize`), the same work
+    (`create_work`, `update_work`), the same transaction, key handling and rendering
+    (`idempotency.run`, `run_without_key`), errors rendered as the exception handlers
+    render them. Everything else (another content type, no body, a body that does not
+    validate, a malformed or repeated Idempotency-Key, a client that hangs up, ids that
     cannot exist) goes on to the FastAPI route with the body as it arrived, so its
     answers, 400s above all, stay the route's own. A body that validates is authorized
     after it is read; FastAPI checks the token first, but the order only shows when both
@@ -250,7 +252,7 @@ class ConnectionWriteFastPath:
         else:
             await self.app(scope, receive, send)
             return
-        authorization = content_type = if_match = None
+        authorization = content_type = if_match = key = None
         for name, value in scope["headers"]:
             # The first of each, as `request.headers.get()` does.
             if name == b"authorization":
@@ -260,12 +262,16 @@ class ConnectionWriteFastPath:
             elif name == b"if-match":
                 if_match = if_match if if_match is not None else value.decode("latin-1")
             elif name == b"idempotency-key":
-                await self.app(scope, receive, send)  # stored and replayed by the route
-                return
-        if content_type is None or content_type.split(";")[0].strip().lower() != (
-            "application/json"
+                if key is not None:  # more than one: the route's to answer
+                    await self.app(scope, receive, send)
+                    return
+                key = value.decode("latin-1")
+        if (
+            content_type is None
+            or content_type.split(";")[0].strip().lower() != "application/json"
+            or (key is not None and not _KEY.fullmatch(key))
         ):
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send)  # 415, or the malformed key's 400
             return
         messages: list[Message] = []
         chunks: list[bytes] = []
@@ -300,9 +306,17 @@ class ConnectionWriteFastPath:
             else:
                 assert isinstance(body, BandwidthUpdate)
                 work = update_work(services, actor, principal, connection_id, body, if_match)
-            return await run_in_threadpool(idempotency.run_without_key, services, work)
+            if key is None:
+                return await run_in_threadpool(idempotency.run_without_key, services, work)
+            return await run_in_threadpool(
+                idempotency.run, services, Request(scope), principal, key, body, work
+            )
 
         await _answer_problems(services, scope, receive, send, answer)
+
+
+# What the routes' `idempotency.KeyHeader` accepts (a key it refuses goes to the route).
+_KEY = re.compile(f"[{idempotency.KEY_CHARACTERS}]{{1,{idempotency.KEY_MAX_LENGTH}}}")
 
 
 class _NotUsual(Exception):

@@ -17,9 +17,10 @@ from datetime import datetime
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Integer, String, Table, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from iod.infra.db import TransactionSelect, TransactionWrite, bulk, insert_new, uow
+from iod.infra.db import TransactionSelect, TransactionWrite, bulk, uow
 from iod.models import Event, EventStream
 
 # Names in use, for documentation and a guard against typos (docs/events.md).
@@ -185,9 +186,9 @@ def _advance(session: Session, customer_id: str, count: int) -> int:
     """Moves the customer's position on by `count` (locking its row to the commit) and
     returns the new last position."""
     rows = _ADVANCE.rows(session, stream=customer_id, count=count)
-    if not rows:
-        insert_new(session, EventStream.__table__, {"customer_id": customer_id, "position": 0})
-        rows = _ADVANCE.rows(session, stream=customer_id, count=count)
+    if not rows:  # the customer's first event: its row, or another transaction's just made
+        first = _FIRST[session.connection().dialect.name]
+        rows = first.rows(session, stream=customer_id, count=count)
     return int(rows[0].position)
 
 
@@ -204,6 +205,24 @@ _ADVANCE = TransactionSelect(
     .values(position=_streams.c.position + bindparam("count", type_=Integer))
     .returning(_streams.c.position)
 )
+
+
+def _first_advance(insert: Any) -> TransactionSelect:
+    """INSERT the counter at `count`, or (a concurrent first write made the row: it waits
+    for that transaction, as the UPDATE would) move it on: one statement (issue 14, a
+    customer's first write)."""
+    statement = insert(_streams).values(
+        customer_id=bindparam("stream", type_=String), position=bindparam("count", type_=Integer)
+    )
+    return TransactionSelect(
+        statement.on_conflict_do_update(
+            index_elements=[_streams.c.customer_id],
+            set_={"position": _streams.c.position + statement.excluded.position},
+        ).returning(_streams.c.position)
+    )
+
+
+_FIRST = {"sqlite": _first_advance(sqlite.insert), "postgresql": _first_advance(postgresql.insert)}
 
 
 def stream(session: Session, customer_id: str, after: int = 0, limit: int = 100) -> list[Event]:

@@ -12,6 +12,11 @@ the same), or outside it, which means its request has not started its work yet o
 once, and should the first request still be alive, its token check fails and it answers 409
 without acting: the work is done exactly once, and a client retrying after a crash is not
 kept waiting. A 5xx releases the key so the client may retry.
+
+The key's row is read, claimed, held and stored with statements compiled once and run on
+the transaction's connection (`TransactionSelect`, `TransactionWrite`), not ORM objects:
+every write the SDK sends carries a key, and the ORM's loading and flushes of this row were
+about a fifth of such a write's CPU (issue 14, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -20,15 +25,17 @@ import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from fastapi import Header, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from iod.auth.tokens import Principal
+from iod.infra.db import TransactionSelect, TransactionWrite
 from iod.infra.errors import Conflict, ProblemError
 from iod.infra.http import problem
 from iod.infra.problems import problem_response
@@ -56,12 +63,14 @@ class _ClaimLost(Exception):
     """A repeat of this request took its claim over: the repeat does the work."""
 
 
+KEY_MAX_LENGTH = 255
+KEY_CHARACTERS = "A-Za-z0-9_.:~+/=-"
 KeyHeader = Annotated[
     str | None,
     Header(
         alias=HEADER,
-        max_length=255,
-        pattern=r"^[A-Za-z0-9_.:~+/=-]+$",
+        max_length=KEY_MAX_LENGTH,
+        pattern=f"^[{KEY_CHARACTERS}]+$",
         description=(
             "Extension: makes a retry safe. A repeat with the same key and the same request, "
             "from the same customer, replays the first response (marked `Idempotent-Replayed: "
@@ -73,6 +82,39 @@ KeyHeader = Annotated[
 KEY_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: problem("The Idempotency-Key was first used for a different request"),
 }
+
+
+_ROW = and_(
+    IdempotencyKey.customer_id == bindparam("of_customer"),
+    IdempotencyKey.key == bindparam("of_key"),
+)
+# The key's row, locked: a duplicate waits here while the key's work transaction runs.
+_KEY_COLUMNS: list[Any] = [
+    IdempotencyKey.fingerprint,
+    IdempotencyKey.state,
+    IdempotencyKey.status_code,
+    IdempotencyKey.body,
+    IdempotencyKey.headers,
+    IdempotencyKey.expires_at,
+]
+_LOCKED = TransactionSelect(select(*_KEY_COLUMNS).where(_ROW).with_for_update())
+# The claim's token, locked (`_hold`).
+_TOKEN_COLUMNS: list[Any] = [IdempotencyKey.state, IdempotencyKey.body]
+_TOKEN = TransactionSelect(select(*_TOKEN_COLUMNS).where(_ROW).with_for_update())
+_KEYS = cast(Table, IdempotencyKey.__table__)
+_INSERT = TransactionWrite(insert(_KEYS))
+_OWN = and_(_ROW, IdempotencyKey.state == "running", IdempotencyKey.body == bindparam("token"))
+# The answer, written over the claim if it is still this request's.
+_STORE = TransactionWrite(
+    update(_KEYS)
+    .where(_OWN)
+    .values(
+        state="done",
+        status_code=bindparam("status_code"),
+        body=bindparam("answer", type_=IdempotencyKey.body.type),
+        headers=bindparam("answer_headers", type_=IdempotencyKey.headers.type),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -154,10 +196,10 @@ def _claim(
         try:
             with services.db.write() as session:
                 # Waits while the key's work transaction runs (it holds the row's lock).
-                row = session.get(IdempotencyKey, (customer_id, key), with_for_update=True)
+                rows = _LOCKED.rows(session, of_customer=customer_id, of_key=key)
+                row = rows[0] if rows else None
                 if row is not None and row.expires_at <= now:
-                    session.delete(row)  # expired: the key may be used afresh
-                    session.flush()
+                    _delete(session, customer_id, key)  # expired: the key may be used afresh
                     row = None
                 if row is not None and row.fingerprint != print_:
                     raise KeyReused(
@@ -167,15 +209,16 @@ def _claim(
                 if row is not None and row.state == "running":
                     # Claimed by a request that is not working on it (not started yet, or
                     # dead): this one takes over; see the module's docstring.
-                    session.delete(row)
-                    session.flush()
+                    _delete(session, customer_id, key)
                     row = None
                 if row is None:
-                    session.add(
-                        IdempotencyKey(
-                            customer_id=customer_id, key=key, fingerprint=print_,
-                            state="running", body=token, created_at=now, expires_at=now + KEEP,
-                        )
+                    _INSERT.execute(
+                        session,
+                        {
+                            "customer_id": customer_id, "key": key, "fingerprint": print_,
+                            "state": "running", "status_code": None, "body": token,
+                            "headers": None, "created_at": now, "expires_at": now + KEEP,
+                        },
                     )  # fmt: skip
                     return None
                 return Response(
@@ -191,16 +234,18 @@ def _claim(
     raise KeyInUse(f"the first request with {HEADER} {key!r} is still running")
 
 
-def _owned(session: Session, customer_id: str, key: str, token: str) -> IdempotencyKey | None:
-    row = session.get(
-        IdempotencyKey, (customer_id, key), with_for_update=True, populate_existing=True
+def _delete(session: Session, customer_id: str, key: str) -> None:
+    session.execute(
+        delete(IdempotencyKey).where(
+            IdempotencyKey.customer_id == customer_id, IdempotencyKey.key == key
+        )
     )
-    return row if row is not None and row.state == "running" and row.body == token else None
 
 
 def _hold(session: Session, customer_id: str, key: str, token: str) -> None:
     """Locks the claim for the work transaction; raises _ClaimLost if it was taken over."""
-    if _owned(session, customer_id, key, token) is None:
+    rows = _TOKEN.rows(session, of_customer=customer_id, of_key=key)
+    if not rows or rows[0].state != "running" or rows[0].body != token:
         raise _ClaimLost
 
 
@@ -213,17 +258,26 @@ def _store(
     body: str,
     headers: dict[str, str],
 ) -> None:
-    row = _owned(session, customer_id, key, token)
-    if row is not None:
-        row.state, row.status_code, row.body = "done", status, body
-        # The ETag names the representation in the stored body, so a replay carries it too.
-        row.headers = {
-            k: v for k, v in headers.items() if k.lower() in ("location", "link", "etag")
-        }
+    """The answer, stored over the claim if the claim is still this request's (in the work
+    transaction, whose `_hold` locked it; nothing otherwise)."""
+    # The ETag names the representation in the stored body, so a replay carries it too.
+    kept = {k: v for k, v in headers.items() if k.lower() in ("location", "link", "etag")}
+    _STORE.execute(
+        session,
+        {
+            "of_customer": customer_id, "of_key": key, "token": token, "status_code": status,
+            "answer": body, "answer_headers": kept,
+        },
+    )  # fmt: skip
 
 
 def _release(services: Services, customer_id: str, key: str, token: str) -> None:
     with services.db.write() as session:
-        row = _owned(session, customer_id, key, token)
-        if row is not None:
-            session.delete(row)
+        session.execute(
+            delete(IdempotencyKey).where(
+                IdempotencyKey.customer_id == customer_id,
+                IdempotencyKey.key == key,
+                IdempotencyKey.state == "running",
+                IdempotencyKey.body == token,
+            )
+        )

@@ -655,11 +655,13 @@ class TransactionWrite:
         self._compiled: dict[tuple[str, str, frozenset[str]], _CompiledWrite] = {}
 
     def execute(self, session: Session, params: dict[str, Any] | list[dict[str, Any]]) -> int:
-        """Runs it once, or once per parameter set; the row count."""
-        many = isinstance(params, list)
+        """Runs it once, or once per parameter set; the row count. A list of one set is run
+        as one: psycopg's `executemany` enters and leaves pipeline mode, which cost more
+        than the INSERT of the usual write's one audit row or event (issue 14)."""
         sets = params if isinstance(params, list) else [params]
         if not sets:
             return 0
+        many = len(sets) > 1
         connection = session.connection()
         dialect = connection.dialect
         keys = frozenset(sets[0])
