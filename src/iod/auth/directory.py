@@ -75,8 +75,13 @@ class ClientDirectory:
 
     def remember(self, client_id: str, state: ClientState, read_at: float) -> None:
         """Caches `state`, read from the database at `read_at` (`time.monotonic()` taken
-        before the read): it is stale `ttl` seconds after that read, wherever it was made."""
+        before the read): it is stale `ttl` seconds after that read, wherever it was made.
+        A state read earlier than the one cached is dropped (a token request that waited
+        for an argon2 check must not bring back a state a later read replaced)."""
         with self._lock:
+            known = self._entries.get(client_id)
+            if known is not None and known[0] > read_at:
+                return
             if len(self._entries) > 100_000:
                 self._entries.clear()
             self._entries[client_id] = (read_at, state)

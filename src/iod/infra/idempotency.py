@@ -98,12 +98,11 @@ _KEY_COLUMNS: list[Any] = [
     IdempotencyKey.expires_at,
 ]
 _LOCKED = TransactionSelect(select(*_KEY_COLUMNS).where(_ROW).with_for_update())
-# The claim's token, locked (`_hold`).
-_TOKEN_COLUMNS: list[Any] = [IdempotencyKey.state, IdempotencyKey.body]
-_TOKEN = TransactionSelect(select(*_TOKEN_COLUMNS).where(_ROW).with_for_update())
 _KEYS = cast(Table, IdempotencyKey.__table__)
 _INSERT = TransactionWrite(insert(_KEYS))
 _OWN = and_(_ROW, IdempotencyKey.state == "running", IdempotencyKey.body == bindparam("token"))
+_DELETE = delete(_KEYS).where(_ROW)
+_RELEASE = delete(_KEYS).where(_OWN)  # the claim, if it is still this request's
 # The answer, written over the claim if it is still this request's.
 _STORE = TransactionWrite(
     update(_KEYS)
@@ -235,16 +234,12 @@ def _claim(
 
 
 def _delete(session: Session, customer_id: str, key: str) -> None:
-    session.execute(
-        delete(IdempotencyKey).where(
-            IdempotencyKey.customer_id == customer_id, IdempotencyKey.key == key
-        )
-    )
+    session.execute(_DELETE, {"of_customer": customer_id, "of_key": key})
 
 
 def _hold(session: Session, customer_id: str, key: str, token: str) -> None:
     """Locks the claim for the work transaction; raises _ClaimLost if it was taken over."""
-    rows = _TOKEN.rows(session, of_customer=customer_id, of_key=key)
+    rows = _LOCKED.rows(session, of_customer=customer_id, of_key=key)
     if not rows or rows[0].state != "running" or rows[0].body != token:
         raise _ClaimLost
 
@@ -273,11 +268,4 @@ def _store(
 
 def _release(services: Services, customer_id: str, key: str, token: str) -> None:
     with services.db.write() as session:
-        session.execute(
-            delete(IdempotencyKey).where(
-                IdempotencyKey.customer_id == customer_id,
-                IdempotencyKey.key == key,
-                IdempotencyKey.state == "running",
-                IdempotencyKey.body == token,
-            )
-        )
+        session.execute(_RELEASE, {"of_customer": customer_id, "of_key": key, "token": token})

@@ -647,8 +647,8 @@ class TransactionWrite:
     session's transaction with the columns' bind processors, without SQLAlchemy's execution
     (issue 14: the rows a write adds or changes and never reads back as objects). Every
     parameter must be given, but for the values written in the statement itself (no column
-    defaults are filled in); a list of parameter sets is one `executemany`. Not seen by
-    SQLAlchemy's statement events or the ORM."""
+    defaults are filled in); a list of several parameter sets is one `executemany` (a list
+    of one, a single execute). Not seen by SQLAlchemy's statement events or the ORM."""
 
     def __init__(self, statement: Insert | Update) -> None:
         self.statement = statement

@@ -13,8 +13,10 @@ first). docs/performance.md, "Fewer index entries and foreign-key checks per pla
 transition".
 
 The previous release's code runs on this schema unchanged (its queries use the partial
-indexes alike; it deletes transitions before their schedule). The indexes are rebuilt: on a
-large `jobs` or `bandwidth_changes` table the upgrade holds their write lock meanwhile.
+indexes alike; it deletes transitions before their schedule), so it may keep serving during
+the upgrade. While the new indexes are built, writes to `jobs` and `bandwidth_changes` wait
+(reads go on); the old indexes are dropped only at the end (`_rebuild`), so the lock that
+also blocks reads is held for moments, not for the builds of a large table.
 """
 
 from collections.abc import Sequence
@@ -36,11 +38,26 @@ _PARTIAL = (
 _FK = "fk_schedule_transitions_schedule_id_schedules"
 
 
-def upgrade() -> None:
+def _rebuild(partial: bool) -> None:
+    """The indexes of _PARTIAL made anew, partial (without NULLs) or whole. Each new one is
+    built beside the old one first (CREATE INDEX takes a SHARE lock: writes wait, reads go
+    on); only then are the old ones dropped and the new ones renamed. A DROP INDEX takes an
+    ACCESS EXCLUSIVE lock, which blocks reads too and is held to the commit, so it comes
+    last, just before the commit, instead of being held through the builds."""
+    postgres = op.get_bind().dialect.name == "postgresql"
     for name, table, column in _PARTIAL:
+        predicate = sa.text(f"{column} IS NOT NULL") if partial else None
+        if not postgres:  # SQLite renames no index; its writer holds the whole file anyway
+            op.drop_index(name, table_name=table)
+        op.create_index(f"{name}_new" if postgres else name, table, [column],
+                        postgresql_where=predicate, sqlite_where=predicate)  # fmt: skip
+    for name, table, _ in _PARTIAL if postgres else ():
         op.drop_index(name, table_name=table)
-        predicate = sa.text(f"{column} IS NOT NULL")
-        op.create_index(name, table, [column], postgresql_where=predicate, sqlite_where=predicate)
+        op.execute(f"ALTER INDEX {name}_new RENAME TO {name}")
+
+
+def upgrade() -> None:
+    _rebuild(partial=True)
     with op.batch_alter_table("schedule_transitions", schema=None) as batch_op:
         batch_op.drop_constraint(_FK, type_="foreignkey")
 
@@ -53,6 +70,4 @@ def downgrade() -> None:
     )
     with op.batch_alter_table("schedule_transitions", schema=None) as batch_op:
         batch_op.create_foreign_key(_FK, "schedules", ["schedule_id"], ["id"])
-    for name, table, column in _PARTIAL:
-        op.drop_index(name, table_name=table)
-        op.create_index(name, table, [column])
+    _rebuild(partial=False)
