@@ -112,6 +112,8 @@ def test_bad_input_gets_a_message_and_an_exit_code(served: Served, tmp_path: Pat
         ({**env, **nowhere}, "connections list", 6, "cannot reach http://127.0.0.1:"),
         ({**env, "IOD_URL": "ftp://example.com"}, "connections list", 2, "must look like"),
         (env, f"bandwidth set {conn} 1Gbps --in 2x", 2, "--in: '2x' is not a duration"),
+        (env, f"bandwidth set {conn} 1Gbps --in 99999999999h", 2, "is too far ahead"),
+        (env, f"bandwidth set {conn} 1Gbps --in 99999999d", 2, "is too far ahead"),
         (env, f"bandwidth set {conn} 1Gbps --at tomorrow", 2, "--at: 'tomorrow' is not"),
         (env, f"bandwidth set {conn} 1Gbps --at 2099-01-01 --in 1h", 2, "not both"),
         (fresh, "connections list", 2, "not logged in: run `iod login`"),

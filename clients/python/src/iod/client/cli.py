@@ -588,7 +588,10 @@ def effective_date(at: str | None, in_: str | None) -> datetime | None:
     if at is not None:
         return parse_at(at)
     if in_ is not None:
-        return (datetime.now(UTC) + parse_duration(in_)).replace(microsecond=0)
+        try:
+            return (datetime.now(UTC) + parse_duration(in_)).replace(microsecond=0)
+        except OverflowError:  # past what a date holds (the year 9999)
+            fail(EXIT_USAGE, f"--in: {in_!r} is too far ahead")
     return None
 
 
