@@ -102,6 +102,12 @@ def test_urls_checked_at_creation() -> None:
         "https://hooks.example.com/a b",
         "gopher://hooks.example.com/",
         "https:///nohost",
+        # IPv4 short forms a resolver reads as 127.0.0.1 or 10.0.0.1: addresses, not names
+        "https://2130706433/x",
+        "https://127.1/x",
+        "https://0x7f.0.0.1/x",
+        "https://0177.0.0.1/x",
+        "https://10.1/x",
     ):
         with pytest.raises(Exception, match="/url") as info:
             service.check_url(url, limits)

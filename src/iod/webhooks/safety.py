@@ -12,6 +12,7 @@ resolves differently a moment later (DNS rebinding) cannot redirect it.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ METADATA = frozenset(
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _6TO4 = ipaddress.ip_network("2002::/16")
 MAX_URL_LENGTH = 2048
+# IPv4 in the short forms the resolver's inet_aton takes (2130706433, 127.1, 0x7f.0.0.1,
+# 0177.0.0.1): no DNS name looks like this, so such a host is an address, judged at creation.
+_NUMERIC_IPV4 = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}\.?")
 
 
 class Refused(Exception):
@@ -86,7 +90,13 @@ class Target:
         try:
             return ipaddress.ip_address(self.host)
         except ValueError:
-            return None
+            pass
+        if _NUMERIC_IPV4.fullmatch(self.host):
+            try:
+                return ipaddress.IPv4Address(socket.inet_aton(self.host.rstrip(".")))
+            except OSError:
+                return None
+        return None
 
 
 def check_url(url: str, *, allow_http: bool) -> Target:
