@@ -78,6 +78,24 @@ def test_a_malformed_key_is_400(api: TestClient, headers) -> None:
     assert response.status_code == 400
 
 
+def test_two_keys_are_400_and_act_on_nothing(api: TestClient, headers, services) -> None:
+    """Two Idempotency-Key headers (not one comma-joined value, also a 400: a key has no
+    comma): which would the client mean? Neither is acted on."""
+    conn = api.post(BASE, json=ORDER, headers=headers).json()
+    two = [*headers.items(), ("Idempotency-Key", "k-1"), ("Idempotency-Key", "k-2")]
+    for response in (
+        api.post(BASE, json=ORDER, headers=two),
+        api.put(f"{BASE}/{conn['id']}/bandwidth", json={"bandwidth": "1 Gbps"}, headers=two),
+        api.post(f"{BASE}/{conn['id']}/suspend", headers=two),
+    ):
+        assert response.status_code == 400, response.text
+        assert response.json()["errors"][0]["pointer"] == "/header/Idempotency-Key"
+    assert count(services) == 1
+    assert api.get(f"{BASE}/{conn['id']}", headers=headers).json()["status"] != "suspended"
+    changes = api.get(f"{BASE}/{conn['id']}/bandwidth-changes", headers=headers).json()
+    assert changes["bandwidthChanges"] == []
+
+
 def test_concurrent_retries_create_exactly_one_each(
     api: TestClient, headers, services: Services
 ) -> None:

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from iod.auth.tokens import Principal
 from iod.infra.db import TransactionSelect, TransactionWrite
-from iod.infra.errors import Conflict, ProblemError
+from iod.infra.errors import Conflict, ProblemError, ValidationFailed
 from iod.infra.http import problem
 from iod.infra.problems import problem_response
 from iod.models import IDEMPOTENCY_KEEP, IdempotencyKey
@@ -149,6 +149,8 @@ def run(
     """Runs `work` in one write transaction, at most once per Idempotency-Key."""
     if key is None:
         return run_without_key(services, work)
+    if len(request.headers.getlist(HEADER)) > 1:  # which one would the client mean?
+        raise ValidationFailed.field(f"/header/{HEADER}", f"send one {HEADER} header, not several")
     print_ = fingerprint(request, body)
     token = uuid.uuid4().hex
     replay = _claim(services, principal.customer_id, key, print_, token)
