@@ -11,6 +11,18 @@ def test_a_query_parameter_is_named_as_one_not_as_the_body(api, headers) -> None
     assert answer.status_code == 400
     assert answer.json()["detail"].startswith("query parameter limit:")
     assert "body" not in answer.json()["detail"]
+    # the pointer names it as the service's own parameter checks do (/query/to of usage)
+    assert answer.json()["errors"] == [
+        {"pointer": "/query/limit", "detail": "'abc' is not a whole number"}
+    ]
+
+
+def test_a_header_parameter_has_a_pointer_of_its_own(api, headers) -> None:
+    answer = api.post(BASE, json={"bandwidth": "100 Mbps", "locationId": LOC},
+                      headers={**headers, "Idempotency-Key": "two words"})  # fmt: skip
+    assert answer.status_code == 400
+    assert answer.json()["detail"].startswith("header parameter Idempotency-Key: ")
+    assert answer.json()["errors"][0]["pointer"] == "/header/Idempotency-Key"
 
 
 def test_a_null_prefix_length_is_told_what_it_must_be(api, headers) -> None:

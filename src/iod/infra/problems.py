@@ -178,12 +178,13 @@ def install_error_handlers(app: FastAPI) -> None:
                 errors.append(FieldError(_pointer(loc), _unknown_field(str(loc[-1]), known)))
             elif loc and loc[0] == "body":
                 errors.append(FieldError(_pointer(loc), _message(error)))
-            else:  # a query, path or header parameter: named as such, not as the body
-                # (an index into a repeated parameter is not part of its name)
+            else:  # a query, path or header parameter: named as such, not as the body;
+                # its pointer is /query/limit, /header/Idempotency-Key (as the service's own
+                # checks of parameters name them); an index into a repeated one is not in
+                # its name, but is in its pointer (/query/type/1)
                 name = ".".join(str(p) for p in loc[1:] if not isinstance(p, int))
-                where = f"{loc[0]} parameter {name}".strip()
-                errors.append(FieldError("", f"{where}: {_parameter_message(error)}"))
-                labels.append(where)
+                errors.append(FieldError(_pointer(loc), _parameter_message(error)))
+                labels.append(f"{loc[0]} parameter {name}".strip())
                 continue
             labels.append(errors[-1].pointer or "body")
         detail = (
