@@ -17,7 +17,7 @@ from fastapi_offline import FastAPIOffline
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from iod import features
-from iod.auth.dependencies import authenticate
+from iod.auth.dependencies import authenticate, remember_early
 from iod.auth.directory import ClientDirectory
 from iod.auth.endpoints import router as auth_router
 from iod.auth.keys import KeyStore
@@ -284,11 +284,12 @@ def create_app(
         state: dict[str, Any], authorization: str | None
     ) -> ProblemError | None:
         try:
-            await authenticate(services, state, authorization)
+            principal = await authenticate(services, state, authorization)
         except Unauthorized as exc:
             return exc
         except Exception:  # e.g. the database is down: the route answers it properly
             return None
+        remember_early(state, authorization, principal)
         return None
 
     app.add_middleware(

@@ -99,6 +99,20 @@ async def authenticate(
     return principal
 
 
+# Where the middleware's bearer check of a request with a body, made before the body is
+# read, leaves what it found for `authorize`: (the Authorization header, its `Principal`).
+EARLY_PRINCIPAL = "early_principal"
+
+
+def remember_early(state: dict[str, Any], authorization: str | None, principal: Principal) -> None:
+    """Leaves the principal of the check made before the body was read (`authenticate`,
+    on the same header) for the request's `authorize`, which then does not check the token
+    and its client again: the client's state is the one read (or cached) as the request
+    arrived, at most the body's timeout (IOD_HTTP_BODY_TIMEOUT_SECONDS) earlier, as for a
+    request that has been running that long; the token's expiry is checked again."""
+    state[EARLY_PRINCIPAL] = (authorization, principal)
+
+
 def _rate_limit(
     services: Services, state: dict[str, Any], principal: Principal, scope: str
 ) -> None:
@@ -137,7 +151,17 @@ async def authorize(
     """The whole bearer check of one request: the token and its client (401), a rate-limit
     token (429), the scope (403). Shared by the dependency and the fast GET
     (connections/fastpath.py), so both answer alike."""
-    principal = await authenticate(services, state, authorization)
+    early = state.pop(EARLY_PRINCIPAL, None)
+    if (
+        early is not None
+        and early[0] == authorization
+        and early[1].expires_at > services.clock.now().timestamp()
+    ):
+        # The middleware's check of this header as the request arrived (`remember_early`):
+        # not made twice for a request with a body (issue 14).
+        principal: Principal = early[1]
+    else:
+        principal = await authenticate(services, state, authorization)
     # Counted before the scope check: refused requests cost the server too.
     _rate_limit(services, state, principal, scope)
     if scope not in principal.scopes:

@@ -4,20 +4,54 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from iod.infra.db import TransactionSelectIn, TransactionWrite
 from iod.models import BandwidthChange, TrafficCounter, TrafficSample
 
+_counters = cast(Table, TrafficCounter.__table__)
+_samples = cast(Table, TrafficSample.__table__)
+# The sampler's statements (issue 14): compiled once, run on the transaction's connection,
+# rather than an ORM query with an IN list of every active connection (re-rendered, and
+# re-parsed by psycopg, at each run) and a flush of an object per sample and counter.
+_COUNTERS = TransactionSelectIn(
+    _counters.c.connection_id, lambda ids: select(*_counters.c).where(ids)
+)
+_INSERT_COUNTERS = TransactionWrite(insert(_counters))
+_UPDATE_COUNTERS = TransactionWrite(
+    update(_counters).where(
+        _counters.c.connection_id == bindparam("counter_id", type_=_counters.c.connection_id.type)
+    )
+)
+_INSERT_SAMPLES = TransactionWrite(insert(_samples))
 
-def counters(session: Session, connection_ids: list[str]) -> dict[str, TrafficCounter]:
+
+def counters(session: Session, connection_ids: list[str]) -> dict[str, Any]:
+    """The last counters of these connections (rows with `TrafficCounter`'s columns)."""
     if not connection_ids:
         return {}
-    rows = session.scalars(
-        select(TrafficCounter).where(TrafficCounter.connection_id.in_(connection_ids))
-    ).all()
-    return {r.connection_id: r for r in rows}
+    return {r.connection_id: r for r in _COUNTERS.rows(session, connection_ids)}
+
+
+def write_counters(
+    session: Session, new: list[dict[str, Any]], changed: list[dict[str, Any]]
+) -> None:
+    """Inserts the `new` counters (each a dict of every column) and updates the `changed`
+    ones (the connection id as `counter_id`), each in connection id order: the order their
+    rows are locked in."""
+    if changed:  # updates before inserts, as the ORM's flush ordered them
+        _UPDATE_COUNTERS.execute(session, changed)
+    if new:
+        _INSERT_COUNTERS.execute(session, new)
+
+
+def insert_samples(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Inserts raw samples (each a dict of every column but `id`)."""
+    if rows:
+        _INSERT_SAMPLES.execute(session, rows)
 
 
 def samples(

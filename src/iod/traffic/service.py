@@ -17,10 +17,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
-from iod.models import TrafficCounter, TrafficSample
+from iod.models import TrafficSample
 from iod.traffic import repository
 
 Reading = tuple[int, int, int, int]  # bytes in, bytes out, packets in, packets out
@@ -32,33 +33,39 @@ def _delta(now: int, before: int) -> int:
 
 
 def ingest(session: Session, at: datetime, readings: dict[str, Reading]) -> int:
-    """Stores the deltas of these readings; returns the samples written."""
+    """Stores the deltas of these readings; returns the samples written. The session's
+    pending changes are flushed first (as the ORM's autoflush of the counters' read did);
+    the counters and samples are written with compiled statements, not as ORM objects
+    (issue 14: the worker's sampler over every active connection)."""
+    session.flush()
     known = repository.counters(session, sorted(readings))
-    written = 0
+    new: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
     for connection_id, (b_in, b_out, p_in, p_out) in sorted(readings.items()):
+        counter = {"at": at, "bytes_in": b_in, "bytes_out": b_out,
+                   "packets_in": p_in, "packets_out": p_out}  # fmt: skip
         last = known.get(connection_id)
         if last is None:
-            first = TrafficCounter(connection_id=connection_id, at=at, bytes_in=b_in,
-                                   bytes_out=b_out, packets_in=p_in, packets_out=p_out)  # fmt: skip
-            session.add(first)
+            new.append({"connection_id": connection_id, **counter})
             continue
         seconds = (at - last.at).total_seconds()
         if seconds <= 0:
             continue  # an older or repeated reading
         d_in, d_out = _delta(b_in, last.bytes_in), _delta(b_out, last.bytes_out)
-        session.add(
-            TrafficSample(
-                connection_id=connection_id, at=at, seconds=seconds, resolution=0,
-                bytes_in=d_in, bytes_out=d_out, packets_in=_delta(p_in, last.packets_in),
-                packets_out=_delta(p_out, last.packets_out),
-                peak_in_bps=int(d_in * 8 / seconds), peak_out_bps=int(d_out * 8 / seconds),
-            )
+        samples.append(
+            {
+                "connection_id": connection_id, "at": at, "seconds": seconds, "resolution": 0,
+                "bytes_in": d_in, "bytes_out": d_out,
+                "packets_in": _delta(p_in, last.packets_in),
+                "packets_out": _delta(p_out, last.packets_out),
+                "peak_in_bps": int(d_in * 8 / seconds), "peak_out_bps": int(d_out * 8 / seconds),
+            }
         )  # fmt: skip
-        last.at, last.bytes_in, last.bytes_out = at, b_in, b_out
-        last.packets_in, last.packets_out = p_in, p_out
-        written += 1
-    session.flush()
-    return written
+        changed.append({"counter_id": connection_id, **counter})
+    repository.write_counters(session, new, changed)
+    repository.insert_samples(session, samples)
+    return len(samples)
 
 
 @dataclass(frozen=True)
