@@ -64,6 +64,18 @@ def test_simulated_network_is_mended_and_a_second_run_finds_nothing(
     assert not reconcile(services.db, driver, services.clock).changed
 
 
+def test_a_busy_connection_is_counted_as_left_to_its_job(api, headers, services) -> None:
+    """A connection with a job due is left alone, and said to be (the start-up log's
+    "skipped" counted only those the database no longer has; found by a user's trial)."""
+    order(api, headers)  # quiet: unchanged
+    busy = order(api, headers)
+    run_jobs(services)
+    assert api.post(f"{BASE}/{busy}/suspend", headers=headers).status_code == 202
+    report = reconcile(services.db, services.driver, services.clock)
+    assert report.skipped == [busy]
+    assert report.unchanged == 1
+
+
 def test_the_cli_reconciles_and_audits_what_it_changed(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOD_")}
     env["IOD_DATA_DIR"] = str(tmp_path)

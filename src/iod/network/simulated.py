@@ -219,6 +219,7 @@ class SimulatedDriver:
                     db.execute("DELETE FROM network WHERE connection_id = ?", (connection_id,))
             for connection_id, want in sorted(wanted.items()):
                 if connection_id in skip:
+                    report.skipped.append(connection_id)
                     continue
                 now = have.get(connection_id)
                 if now is None:

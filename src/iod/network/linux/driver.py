@@ -470,6 +470,8 @@ class LinuxDriver:
                 self._remove(connection_id)
         for connection_id, want in sorted(wanted.items()):
             if connection_id in skip:
+                if connection_id not in found:  # (a port it has is counted above)
+                    report.skipped.append(connection_id)
                 continue
             spec = ConnectionSpec(
                 connection_id, want.location_id, want.bandwidth_mbps, want.ipv4_block
