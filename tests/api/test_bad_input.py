@@ -737,6 +737,9 @@ def test_body_without_content_type_is_415(api, auth, services) -> None:
         response = api.post(BASE, content=content, headers=auth)
     assert "content-type" not in response.request.headers
     assert_problem(response, 415)
+    assert response.json()["detail"] == (
+        "send the body as application/json, with a Content-Type header (none was sent)"
+    )
 
 
 @pytest.mark.parametrize(

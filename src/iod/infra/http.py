@@ -78,7 +78,9 @@ async def require_json(request: Request) -> None:
         media.startswith("application/") and media.endswith("+json")
     ):
         raise UnsupportedMediaType(
-            f"send the body as application/json, not {media or 'without a content type'}"
+            f"send the body as application/json, not {media}"
+            if media
+            else "send the body as application/json, with a Content-Type header (none was sent)"
         )
 
 
