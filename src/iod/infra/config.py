@@ -22,6 +22,15 @@ class Settings(BaseSettings):
     database_connect_timeout: float = Field(
         default=10.0, gt=0, description="Seconds to open a PostgreSQL connection."
     )
+    database_tcp_timeout: float = Field(
+        default=20.0,
+        ge=0,
+        le=3600,
+        description="Seconds a PostgreSQL server may leave an open connection unanswered "
+        "(sent data unacknowledged, keepalive probes lost) before the connection is given up "
+        "and the request answered 503; 0 keeps the operating system's defaults (about 15 "
+        "minutes on Linux).",
+    )
     database_pool_timeout: float = Field(
         default=30.0, gt=0, description="Seconds a request waits for a pooled connection."
     )
@@ -392,6 +401,7 @@ class Settings(BaseSettings):
         """make_engine()'s timeouts."""
         return {
             "connect_timeout": self.database_connect_timeout,
+            "tcp_timeout": self.database_tcp_timeout,
             "pool_timeout": self.database_pool_timeout,
             "busy_timeout": self.sqlite_busy_timeout,
         }

@@ -124,17 +124,41 @@ def _sqlite_begin(conn: Connection) -> None:
     _run(conn, "BEGIN IMMEDIATE" if immediate else "BEGIN", (), fetch=False)
 
 
+def tcp_options(tcp_timeout: float) -> dict[str, str]:
+    """libpq's TCP settings for a PostgreSQL connection that gives up on a server which has
+    not answered for `tcp_timeout` seconds (0: the operating system's defaults, which on
+    Linux wait about 15 minutes for a server that silently stopped answering).
+
+    `tcp_user_timeout` bounds how long sent data may go unacknowledged (a query, a
+    pre-ping); the keepalives find a dead server under a connection that waits for a result
+    or idles (the jobs' LISTEN), probing after half the timeout."""
+    if tcp_timeout <= 0:
+        return {}
+    idle = max(1, round(tcp_timeout / 2))
+    return {
+        "keepalives": "1",
+        "keepalives_idle": str(idle),
+        "keepalives_interval": str(max(1, round(tcp_timeout / 6))),
+        "keepalives_count": "3",
+        "tcp_user_timeout": str(max(1000, round(tcp_timeout * 1000))),
+    }
+
+
 def make_engine(
     url: str,
     *,
     connect_timeout: float = 10.0,
     pool_timeout: float = 30.0,
     busy_timeout: float = 10.0,
+    tcp_timeout: float = 20.0,
     **kwargs: Any,
 ) -> Engine:
     """The engine for `url`. The timeouts bound how long a request waits for the database
     before it is answered 503: `connect_timeout` for a new PostgreSQL connection,
-    `pool_timeout` for a pooled one, `busy_timeout` for SQLite's write lock."""
+    `pool_timeout` for a pooled one, `busy_timeout` for SQLite's write lock, `tcp_timeout`
+    for a PostgreSQL server that stopped answering on an open connection (`tcp_options`:
+    they go into the URL's query, where the URL does not set them itself, so the jobs'
+    and events' LISTEN connections, made from the engine's URL, get them too)."""
     if url.startswith("sqlite"):
         if make_url(url).database not in (None, "", ":memory:"):  # a file: a QueuePool
             kwargs.setdefault("pool_timeout", pool_timeout)
@@ -155,7 +179,9 @@ def make_engine(
     # request reconnects instead of failing on a dead socket: recovery needs no restart.
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("connect_args", {"connect_timeout": max(1, round(connect_timeout))})
-    return create_engine(url, **kwargs)
+    parsed = make_url(url)
+    options = {k: v for k, v in tcp_options(tcp_timeout).items() if k not in parsed.query}
+    return create_engine(parsed.update_query_dict(options), **kwargs)
 
 
 def is_unavailable(error: BaseException) -> bool:
