@@ -511,3 +511,30 @@ def test_arbitrary_structured_tokens_are_refused(
     forged = f"{b64url_json(header)}.{b64url_json(payload)}.{b64url(signature)}"
     with pytest.raises(TokenInvalid):
         tokens.verify(forged)
+
+
+def test_a_cached_token_is_refused_when_the_clock_steps_back(
+    tokens: TokenService, clock: FrozenClock
+) -> None:
+    """The signing service caches what it issued; a clock stepped back by more than the
+    leeway refuses it as a verified token would be refused."""
+    token = tokens.issue(CLIENT, CUSTOMER, ["read"])
+    assert tokens.verify(token).client_id == CLIENT  # from the cache
+    clock.advance(timedelta(seconds=-30))  # within the leeway: accepted
+    assert tokens.verify(token).client_id == CLIENT
+    clock.advance(timedelta(minutes=-5))
+    with pytest.raises(TokenInvalid, match="future"):
+        tokens.verify(token)
+    clock.advance(timedelta(minutes=6))
+    assert tokens.verify(token).client_id == CLIENT
+
+
+def test_a_token_verified_once_is_refused_from_the_cache_when_the_clock_steps_back(
+    keys: KeyStore, clock: FrozenClock, tokens: TokenService
+) -> None:
+    other = TokenService(keys, clock, issuer=ISSUER, audience=AUDIENCE, ttl=TTL)
+    token = other.issue(CLIENT, CUSTOMER, ["read"])
+    assert tokens.verify(token).client_id == CLIENT  # signature checked, then cached
+    clock.advance(timedelta(minutes=-5))
+    with pytest.raises(TokenInvalid, match="future"):
+        tokens.verify(token)

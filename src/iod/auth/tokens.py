@@ -9,7 +9,7 @@ from typing import Any
 
 import jwt
 
-from iod.auth.keys import ALGORITHM, KeyStore
+from iod.auth.keys import ALGORITHM, CLOCK_LEEWAY, KeyStore
 from iod.infra.clock import Clock
 from iod.infra.ids import new_id
 
@@ -32,10 +32,17 @@ class Principal:
     # The token's identity (its `jti` claim), for any revocation or replay check: never the
     # token string, since an ECDSA signature can be altered into another valid one.
     jti: str = field(default="", compare=False)
+    # The later of its `iat` and `nbf`: a cached token is refused, as a verified one is,
+    # while the service's clock is more than CLOCK_LEEWAY before it (a clock stepped back).
+    valid_from: float = field(default=0.0, compare=False)
 
 
 class TokenInvalid(Exception):
     """Any reason a bearer token is not accepted; the message is safe to show."""
+
+
+_LEEWAY = CLOCK_LEEWAY.total_seconds()
+_FUTURE = "the access token is not valid yet (issued in the future)"
 
 
 class TokenService:
@@ -92,6 +99,7 @@ class TokenService:
                 kid=key.kid,
                 secret_generation=secret_generation,
                 jti=claims["jti"],
+                valid_from=float(iat),
             ),
             now.timestamp(),
         )
@@ -103,6 +111,8 @@ class TokenService:
         if cached is not None:
             if cached.expires_at <= now:
                 raise TokenInvalid("the access token has expired")
+            if cached.valid_from > now + _LEEWAY:
+                raise TokenInvalid(_FUTURE)
             if not self.keys.knows(cached.kid):
                 self._cache.pop(token, None)
                 raise TokenInvalid("the access token is signed by an unknown key")
@@ -161,8 +171,8 @@ class TokenService:
         if exp <= now.timestamp():
             raise TokenInvalid("the access token has expired")
         nbf = claims.get("nbf", iat)
-        if not isinstance(nbf, int) or max(iat, nbf) > now.timestamp() + 60:
-            raise TokenInvalid("the access token is not valid yet (issued in the future)")
+        if not isinstance(nbf, int) or max(iat, nbf) > now.timestamp() + _LEEWAY:
+            raise TokenInvalid(_FUTURE)
         customer_id = claims.get("customer_id")
         scope = claims.get("scope", "")
         if not isinstance(customer_id, str) or not isinstance(scope, str):
@@ -178,4 +188,5 @@ class TokenService:
             kid=str(kid),
             secret_generation=generation,
             jti=str(claims["jti"]),
+            valid_from=float(max(iat, nbf)),
         )
