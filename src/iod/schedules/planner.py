@@ -44,7 +44,20 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import ARRAY, Executable, String, Table, bindparam, func, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Executable,
+    String,
+    Table,
+    any_,
+    bindparam,
+    func,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -212,19 +225,29 @@ class _Refusal:
     detail: str
 
 
+def _among(session: Session, column: Any, ids: Sequence[str]) -> ColumnElement[bool]:
+    """`column IN (ids)`; on PostgreSQL `column = ANY(:ids)`, one array parameter: the
+    statement's text is the same whatever the batch's size, and neither SQLAlchemy nor
+    psycopg renders a placeholder per id (a tenth of the planner's CPU with `IN` lists of
+    500: docs/performance.md, issue 17). Both are planned as the same index probes."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast("ColumnElement[bool]", column == any_(literal(list(ids), ARRAY(String))))
+    return cast("ColumnElement[bool]", column.in_(ids))
+
+
 def _lock_connections(session: Session, ids: Sequence[str]) -> dict[str, _Connection]:
     c = _connections.c
     rows = session.execute(
         select(c.id, c.customer_id, c.location_id, c.status, c.target_status,
                c.bandwidth_mbps, c.committed_mbps)
-        .where(c.id.in_(ids))
+        .where(_among(session, c.id, ids))
         .order_by(c.id)
         .with_for_update()
     ).all()  # fmt: skip
     found = {row.id: _Connection(*row) for row in rows}
     pending = session.execute(
         select(_changes.c.connection_id, func.count(), func.max(_changes.c.to_mbps))
-        .where(_changes.c.connection_id.in_(ids), _changes.c.status.in_(_PENDING))
+        .where(_among(session, _changes.c.connection_id, ids), _changes.c.status.in_(_PENDING))
         .group_by(_changes.c.connection_id)
     ).all()
     for connection_id, count, highest in pending:
@@ -244,7 +267,7 @@ def _lock_schedules(session: Session, ids: Sequence[str]) -> list[Any]:
     return list(
         session.execute(
             select(*(c[name] for name in _SCHEDULE_COLUMNS))
-            .where(c.id.in_(ids))
+            .where(_among(session, c.id, ids))
             .order_by(c.id)
             .with_for_update()
         ).all()
@@ -606,11 +629,15 @@ def _write(
     for committed, ids in _by_value((c.committed_mbps, c.id) for c in moved).items():
         db.execute(
             update(_connections)
-            .where(_connections.c.id.in_(ids))
+            .where(_among(session, _connections.c.id, ids))
             .values(committed_mbps=committed, updated_at=now)
         )
     for until, ids in _by_value((u, sid) for sid, u in planned_until.items()).items():
-        db.execute(update(_schedules).where(_schedules.c.id.in_(ids)).values(planned_until=until))
+        db.execute(
+            update(_schedules)
+            .where(_among(session, _schedules.c.id, ids))
+            .values(planned_until=until)
+        )
     shifted = [loc for loc in locations.values() if loc.committed_mbps != loc.read_mbps]
     for location in shifted:  # the row is locked: the difference is exact
         db.execute(
