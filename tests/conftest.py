@@ -14,6 +14,7 @@ import structlog
 from fastapi.testclient import TestClient
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import func, select, text
+from sqlalchemy.engine import Connection as DBConnection
 
 from iod.app import Services, build_services, create_app
 from iod.customers import service as customers
@@ -123,10 +124,26 @@ def _prepare_postgres() -> Database:
             conn.execute(text("CREATE SCHEMA public"))
         migrate.upgrade(engine)
         _pg_ready = True
-    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
     with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        _empty_tables(conn)
     return Database(engine)
+
+
+# Every sequence a test used back at its start, as `TRUNCATE ... RESTART IDENTITY` did.
+_RESTART_SEQUENCES = text(
+    "SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, start_value, false)"
+    " FROM pg_sequences WHERE schemaname = current_schema() AND last_value IS NOT NULL"
+)
+
+
+def _empty_tables(conn: DBConnection) -> None:
+    """The tables as a fresh migration leaves them: a DELETE per table, children first, and
+    the sequences restarted. Not `TRUNCATE`: it gives each of the 38 tables and their indexes
+    new files, 0.3 to 0.5 s a test on a slow disk (about 200 s of the suite on two workers),
+    where deleting the few rows a test leaves takes 10 ms."""
+    for table in reversed(Base.metadata.sorted_tables):
+        conn.execute(table.delete())
+    conn.execute(_RESTART_SEQUENCES)
 
 
 @pytest.fixture(params=BACKENDS)
