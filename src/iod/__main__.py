@@ -1,5 +1,5 @@
 """`python -m iod` is the `iod` command."""
 
-from iod.cli.main import app
+from iod.cli.main import main
 
-app()
+main()

@@ -97,6 +97,36 @@ def test_version(tmp_path: Path) -> None:
     assert result.stdout == "iod 0.1.0 (internet-on-demand)\n"
 
 
+# `main` with a command that reports whether the collector runs, at once and after the pause.
+GC_PROBE = """
+import gc, time
+import iod.cli.main as cli
+cli.GC_PAUSE_SECONDS = 0.2
+def command():
+    print(gc.isenabled(), flush=True)
+    time.sleep(1.5)
+    print(gc.isenabled(), flush=True)
+cli.app = command
+cli.main()
+print(gc.isenabled())
+"""
+
+
+def test_the_garbage_collector_waits_while_a_command_starts_then_runs(tmp_path: Path) -> None:
+    """`iod` starts with the cyclic collector off (a seventh of its start-up CPU) and turns
+    it on again after GC_PAUSE_SECONDS, whatever the command, so a long one collects."""
+    result = subprocess.run(
+        [sys.executable, "-c", GC_PROBE],
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "True"]
+
+
 def terminate(tmp_path: Path, *args: str, answer: str | None = None) -> tuple[int, str]:
     """`iod connections terminate con_1 ARGS…` against a port nobody listens on: exit 6
     ("cannot reach") shows the command went ahead. With `answer`, stdin is a terminal that

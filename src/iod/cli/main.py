@@ -7,6 +7,8 @@ one imports hold only the command definitions, and each command imports the serv
 
 from __future__ import annotations
 
+import gc
+import threading
 from typing import Annotated
 
 import typer
@@ -121,3 +123,23 @@ def db_current() -> None:
         f"database: {migrate.current_revision(engine) or 'empty'}; "
         f"release: {migrate.head_revision()}"
     )
+
+
+# How long a command runs before the cyclic garbage collector is back on (see main).
+GC_PAUSE_SECONDS = 5.0
+
+
+def main() -> None:
+    """The `iod` command (and `python -m iod`). The cyclic garbage collector is off while it
+    starts: importing the server's modules (SQLAlchemy, pydantic, FastAPI, the models)
+    allocates hundreds of thousands of objects, and the collections that triggers walk them
+    again and again, about a seventh of a command's start-up CPU (3.2 to 2.7 s of user time
+    on a slow 2-core VM: docs/performance.md, "Test suite time"). A timer turns it back on
+    after GC_PAUSE_SECONDS, so the commands that run long (serve, worker, edge-agent,
+    events tail, webhooks listen) collect as always; a short command has ended by then.
+    Tests that call `app` in-process are not affected."""
+    gc.disable()
+    timer = threading.Timer(GC_PAUSE_SECONDS, gc.enable)
+    timer.daemon = True  # never keeps a finished command alive
+    timer.start()
+    app()
