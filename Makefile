@@ -39,8 +39,8 @@ typecheck: $(STAMP)
 
 ## Two passes (tests/two_passes.py): the tests that may share the machine on PYTEST_WORKERS
 ## xdist workers, then the `serial` ones alone (data plane, faults, timing-sensitive).
-## The sources are byte-compiled first: where PYTHONDONTWRITEBYTECODE is set (as on the CI
-## VM), each of the hundreds of `iod` processes the tests start would compile them again
+## The sources are byte-compiled first: where PYTHONDONTWRITEBYTECODE is set (as in the CI
+## VM's shell), each of the hundreds of `iod` processes the tests start would compile them again
 ## (about 0.4 s of CPU each); compileall writes the .pyc files whatever that says.
 PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
