@@ -284,7 +284,7 @@ def nothing_written(services: Services) -> Iterator[None]:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """What is alive once the tests are collected (the modules, the app's classes, the
-    collected items: about a million objects) lives as long as the run: out of the cyclic
-    collector's reach, its full collections stop walking them again at every test."""
+    collected items) lives as long as the run: out of the cyclic collector's reach, its
+    full collections stop walking them again and again."""
     gc.collect()
     gc.freeze()
