@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import html
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import orjson
@@ -65,6 +66,31 @@ def unavailable_response(
 
 def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
+
+
+def without_none_branches(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pydantic's errors with the `None` member of `X | SkipJsonSchema[None]` folded away.
+
+    Such a field (optional, not nullable: null is hidden from the schema) is a union for
+    pydantic, so a bad value gives one error per member, each under the member's tag:
+    `/rules/list[ScheduleRule]/0/recurrence` and `/rules/none` "Input should be None". The
+    `None` member is there only to let the field be left out: its error is dropped and the
+    other member's tag taken out of the location (`/rules/0/recurrence`)."""
+    optional = {
+        tuple(e["loc"][:-1])
+        for e in errors
+        if e.get("type") == "none_required" and e.get("loc") and e["loc"][-1] == "none"
+    }
+    if not optional:
+        return list(errors)
+    folded = []
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        if loc[-1:] == ("none",) and loc[:-1] in optional and error.get("type") == "none_required":
+            continue
+        kept = tuple(part for i, part in enumerate(loc) if not (i and loc[:i] in optional))
+        folded.append({**error, "loc": kept})
+    return folded
 
 
 def _pointer(loc: tuple[Any, ...]) -> str:
@@ -161,7 +187,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = []
         labels = []  # how the detail names each error: a pointer, "body", or the parameter
-        for error in exc.errors():
+        for error in without_none_branches(exc.errors()):
             loc = tuple(error.get("loc", ()))
             kind = error.get("type")
             if kind == "json_invalid":

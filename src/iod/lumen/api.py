@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from iod.infra.db import is_unavailable
 from iod.infra.errors import ProblemError
+from iod.infra.problems import without_none_branches
 from iod.lumen.dependencies import CUSTOMER_HEADER, TOKEN_PATH
 from iod.lumen.endpoints import lumen_errors, router
 from iod.lumen.errors import Item, LumenError, items_of, property_path
@@ -106,7 +107,7 @@ def _is_tag(part: str) -> bool:
 
 def _validation_items(request: Request, exc: RequestValidationError) -> list[Item]:
     items: list[Item] = []
-    for error in exc.errors():
+    for error in without_none_branches(exc.errors()):
         loc = [str(p) for p in error.get("loc", ()) if not _is_tag(str(p))]
         kind = str(error.get("type", ""))
         code = _CODES.get(kind, "INVALID_VALUE")
