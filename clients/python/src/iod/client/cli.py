@@ -366,11 +366,21 @@ def connections_list(
         print_json({"connections": [row.to_json() for row in rows]})
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    fixed = 0
     for name in ("id", "status", "bandwidth", "location"):
         widest = max([len(name)] + [len(clean(getattr(row, name))) for row in rows])
         table.add_column(name, no_wrap=True, min_width=widest)
-    table.add_column("pending", no_wrap=True, overflow="ellipsis")
-    table.add_column("description", no_wrap=True, overflow="ellipsis")
+        fixed += widest
+    # The two free-text columns share what the others leave (a space at each edge, two
+    # between columns), cut short with an ellipsis: left unbounded, a long pending list made
+    # rich drop the other columns instead. On a narrow terminal the description goes.
+    room = out.width - fixed - 2 * 4 - 2
+    described = room - 2 >= 2 * len("description")
+    pending_room = (room - 2) * 3 // 5 if described else room
+    table.add_column("pending", no_wrap=True, overflow="ellipsis", max_width=max(pending_room, 7))
+    if described:
+        table.add_column("description", no_wrap=True, overflow="ellipsis",
+                         max_width=room - 2 - pending_room)  # fmt: skip
     for row in rows:
         table.add_row(
             safe(row.id),
@@ -383,7 +393,7 @@ def connections_list(
                     for p in row.pending_bandwidth_changes
                 )
             ),
-            safe(row.description or ""),
+            *([safe(row.description or "")] if described else []),
         )
     out.print(table)
 
@@ -579,7 +589,16 @@ def parse_at(text: str, option: str = "--at") -> datetime:
             f"{option}: {text!r} is not a date-time such as 2030-01-01T09:00 (local time) or "
             "2030-01-01T09:00:00Z",
         )
-    return moment if moment.tzinfo is not None else moment.astimezone()
+    if moment.tzinfo is not None:
+        return moment
+    local = moment.astimezone()  # a repeated local time (autumn): its first occurrence
+    if local.replace(tzinfo=None) != moment:  # a local time the clocks skip (spring)
+        fail(
+            EXIT_USAGE,
+            f"{option}: {text!r} does not exist in this computer's time zone (the clocks skip "
+            f"it); give another time or an offset, such as {moment:%Y-%m-%dT%H:%M}Z",
+        )
+    return local
 
 
 def effective_date(at: str | None, in_: str | None) -> datetime | None:
