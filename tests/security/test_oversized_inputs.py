@@ -155,6 +155,19 @@ def test_oversized_headers_are_431(served: tuple[Server, str], tmp_path: Path) -
 
 
 @pytest.mark.e2e
+def test_a_request_the_http_parser_refuses_is_a_400_problem(served: tuple[Server, str]) -> None:
+    """A DEL in a header value, or a broken request line: not uvicorn's plain text."""
+    server, _ = served
+    for request in (
+        f"PUT {BASE}/x/bandwidth HTTP/1.1\r\nHost: x\r\nIf-Match: \x7f\x7f\r\n\r\n".encode(),
+        b"GET / HTTP/9\r\n\r\n",
+    ):
+        status, body = problem_of(exchange(server, request))
+        assert status == 400 and body["type"] == "/problems/validation-error", body
+        assert body["detail"].startswith("the request is not valid HTTP/1.1")
+
+
+@pytest.mark.e2e
 def test_headers_sent_too_slowly_are_408(served: tuple[Server, str]) -> None:
     """Slowloris: a request whose headers never end is answered and closed."""
     server, _ = served

@@ -185,7 +185,8 @@ async def get_usage(
             alias="from",
             description="Window start (RFC 3339); default: this month's start. A window "
             "longer than 366 days starts 366 days before its end; an empty one has no lines; "
-            "a `to` before it is a 400.",
+            "a `to` before it is a 400. Both ends are kept within the years 2000 to 2200: the "
+            "answer's `from` and `to` say what was read.",
         ),
     ] = None,
     end: Annotated[

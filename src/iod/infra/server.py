@@ -5,7 +5,8 @@ time it likes to send a request's headers, and with httptools (which `iod serve`
 buffers headers of any size. Here a request's request line and headers must arrive within
 `IOD_HTTP_HEADER_TIMEOUT_SECONDS` of its first byte (or of the connection opening) and fit
 in `IOD_HTTP_MAX_HEADER_BYTES`; otherwise the connection gets 408 or 431 (problem+json) and
-is closed. Bodies are timed by the middleware (`IOD_HTTP_BODY_TIMEOUT_SECONDS`).
+is closed. Bodies are timed by the middleware (`IOD_HTTP_BODY_TIMEOUT_SECONDS`). A request
+the HTTP parser refuses is answered 400 problem+json (uvicorn's own answer is plain text).
 
 Idle sockets must not crowd out real requests (issue 12: 1,050 sockets that sent nothing
 made every request fail with uvicorn's plain-text 503). So, per process:
@@ -257,6 +258,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 408, "Request Timeout", "request-timeout",
                 f"the request headers did not arrive within {self._header_timeout:g} s",
             )
+        )  # fmt: skip
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the HTTP parser refuses (a control character in a header, a broken
+        request line): uvicorn answers it in plain text; here it is problem+json too."""
+        self._refuse(
+            _problem(400, "Bad Request", "validation-error",
+                     "the request is not valid HTTP/1.1 (its request line or a header)")
         )  # fmt: skip
 
     def _refuse(self, response: bytes) -> None:
