@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -72,6 +73,20 @@ def verify(received: object, secret: str) -> dict[str, object]:
         received.headers,  # type: ignore[attr-defined]
     )
     return payload
+
+
+def _delivery_of(api: TestClient, headers: dict[str, str], hook: dict[str, object]) -> Any:
+    (delivery,) = api.get(f"{HOOKS}/{hook['id']}/deliveries", headers=headers).json()["deliveries"]
+    return delivery
+
+
+def _eventually(check: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return bool(check())
 
 
 def test_crud_secret_once_and_signed_deliveries(
@@ -157,6 +172,11 @@ def test_gives_up_after_the_schedule_and_410_disables(
     # Disabled: a retry is refused until it is enabled again.
     retry = api.post(f"{HOOKS}/{hook['id']}/deliveries/{delivery['id']}/retry", headers=headers)
     assert retry.status_code == 409
+    problem = retry.json()
+    assert problem["type"] == "/problems/webhook-endpoint-disabled"
+    assert problem["title"] == "The webhook endpoint is disabled"
+    described = api.get(problem["type"])
+    assert described.status_code == 200 and "PATCH" in described.json()["description"]
 
 
 def test_a_batch_changes_its_endpoints_in_id_order(
@@ -435,9 +455,9 @@ def test_a_retry_during_an_attempt_keeps_its_schedule_and_counts_both(
         running.join(60)
     assert not running.is_alive()
     receiver.hold = False
-    (after_first,) = api.get(f"{HOOKS}/{hook['id']}/deliveries", headers=headers).json()[
-        "deliveries"
-    ]
+    # The held attempt outlived its batch: its own thread records it once it is answered.
+    assert _eventually(lambda: _delivery_of(api, headers, hook)["attemptCount"] == 1, 10)
+    after_first = _delivery_of(api, headers, hook)
     assert after_first["status"] == "pending" and after_first["attemptCount"] == 1
     assert after_first["nextAttemptAt"] == retried.json()["nextAttemptAt"]
     run_jobs(services)
@@ -467,8 +487,76 @@ def test_an_endpoint_deleted_during_an_attempt_leaves_nothing_behind(
         receiver.release.set()
         running.join(60)
     assert not running.is_alive()
+
+    def states() -> set[str]:
+        with services.db.read() as session:
+            return set(session.scalars(select(Job.state).where(Job.queue == "webhooks")))
+
+    # The held attempt outlived its batch: its job was deferred, and is woken (due now)
+    # once the answer is recorded (as nothing: the delivery is gone).
+    assert _eventually(lambda: run_jobs(services) >= 0 and states() == {"done"}, 10)
     with services.db.read() as session:
         assert session.scalar(select(func.count()).select_from(WebhookAttempt)) == 0
         assert session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
-        states = set(session.scalars(select(Job.state).where(Job.queue == "webhooks")))
-    assert states == {"done"}  # recorded as done: nothing left to send
+
+
+def test_an_answer_with_nul_bytes_is_recorded_once_per_attempt(
+    api: TestClient, headers: dict[str, str], services: Services, receiver: Receiver
+) -> None:
+    """PostgreSQL text cannot hold NUL: a receiver's answer with one is stored with U+FFFD,
+    so the attempt is recorded (not the job failed and the delivery sent again)."""
+    hook = create_hook(api, headers, receiver.url, eventTypes=["connection.ordered"])
+    receiver.default, receiver.reply = 500, b"oops\x00 \x00end"
+    order(api, headers)
+    run_jobs(services)
+    assert len(receiver.wait_for(3)) == 3
+    time.sleep(0.2)
+    assert len(receiver.received) == 3  # once per attempt of the schedule, no more
+    (delivery,) = api.get(f"{HOOKS}/{hook['id']}/deliveries", headers=headers).json()["deliveries"]
+    assert delivery["status"] == "failed" and delivery["attemptCount"] == 3
+    assert "gave up after 3 attempts" in delivery["lastError"]
+    assert [a["statusCode"] for a in delivery["attempts"]] == [500, 500, 500]
+    assert {a["responseBody"] for a in delivery["attempts"]} == {"oops\ufffd \ufffdend"}
+
+
+def test_a_slow_receiver_holds_back_only_its_own_deliveries(
+    api: TestClient, headers: dict[str, str], services: Services
+) -> None:
+    """One event for a receiver that takes its time and one that answers at once: the quick
+    one's attempt is recorded while the slow one is still waiting, the worker is free for
+    other jobs meanwhile, and the slow one's attempt is recorded when it answers: once, not
+    sent again."""
+    import threading
+
+    services.settings = services.settings.model_copy(update={"webhook_timeout_seconds": 30})
+    with serve() as slow, serve() as quick:
+        slow.hold = True
+        slow_hook = create_hook(api, headers, slow.url, eventTypes=["connection.ordered"])
+        quick_hook = create_hook(api, headers, quick.url, eventTypes=["connection.ordered"])
+        order(api, headers)
+        worker = services.worker()
+        running = threading.Thread(target=worker.run_once)
+        started = time.monotonic()
+        running.start()
+        try:
+            slow.wait_for(1, timeout=10)
+            assert _eventually(
+                lambda: _delivery_of(api, headers, quick_hook)["status"] == "succeeded", 5
+            )
+            running.join(5)
+            assert not running.is_alive()  # the worker does not wait for the slow receiver
+            assert time.monotonic() - started < 8
+            assert _delivery_of(api, headers, slow_hook)["status"] == "pending"
+        finally:
+            slow.release.set()
+            running.join(60)
+        assert _eventually(
+            lambda: _delivery_of(api, headers, slow_hook)["status"] == "succeeded", 10
+        )
+        run_jobs(services)
+        delivery = _delivery_of(api, headers, slow_hook)
+        assert delivery["attemptCount"] == 1 and [a["number"] for a in delivery["attempts"]] == [1]
+        assert len(slow.received) == 1 and len(quick.received) == 1
+        with services.db.read() as session:
+            states = set(session.scalars(select(Job.state).where(Job.queue == "webhooks")))
+        assert states == {"done"}

@@ -108,11 +108,39 @@ def test_urls_checked_at_creation() -> None:
         "https://0x7f.0.0.1/x",
         "https://0177.0.0.1/x",
         "https://10.1/x",
+        # A trailing dot names the same host (localhost. is localhost); port 0 is no port.
+        "https://localhost./x",
+        "https://LocalHost./x",
+        "https://hooks.localhost./x",
+        "https://127.0.0.1./x",
+        "https://localhost../x",
+        "https://hooks.example.com:0/x",
     ):
         with pytest.raises(Exception, match="/url") as info:
             service.check_url(url, limits)
         assert info.value.errors[0].pointer == "/url"  # type: ignore[attr-defined]
     assert service.check_url("https://hooks.example.com/x?a=1", limits)
+    assert service.check_url("https://hooks.example.com./x", limits)
+
+
+def test_the_sender_refuses_what_creation_refuses() -> None:
+    """The delivery's check and the creation's are one: a trailing dot is the same name."""
+    target = safety.check_url("https://Hooks.Example.com./x", allow_http=False)
+    assert target.host == "hooks.example.com" and target.port == 443
+    for url in ("https://localhost./x", "https://hooks.example.com:0/x"):
+        outcome = sender.send(url, BODY, {}, allowed=[], allow_http=False, timeout=2)
+        assert outcome.status_code is None and "refused" in (outcome.error or ""), url
+
+
+def test_what_the_receiver_says_is_stored_without_nul() -> None:
+    """PostgreSQL text cannot hold NUL: the answer's body and headers are made storable
+    where they are read (NUL -> U+FFFD)."""
+    with serve() as receiver:
+        receiver.reply, receiver.default = b"bad\x00answer \xff", 500
+        outcome = sender.send(receiver.url, BODY, {}, allowed=LOOPBACK, allow_http=True, timeout=2)
+        assert outcome.status_code == 500
+        assert outcome.body == "bad\ufffdanswer \ufffd"
+    assert sender.storable("a\x00b\x00") == "a\ufffdb\ufffd"
 
 
 def _resolver(*answers: str) -> Any:

@@ -6,13 +6,14 @@ the task that makes one attempt per job.
   id is the `webhook-id`, the body is fixed then) and a job on the `webhooks` queue. A
   transaction that rolls back leaves neither.
 - The task `webhook_deliver`: `prepare` (claim transaction) reloads the delivery and its
-  endpoint and signs the body with the secrets in force now; `act` (no transaction open)
+  endpoint and opens the secrets in force now; `act` (no transaction open) signs,
   resolves, checks and POSTs (`sender.py`); `record` stores the attempt and either finishes
   the delivery or enqueues the next attempt on the retry schedule (with jitter, or after
   `Retry-After`), disabling the endpoint on 410 or after failing for
   IOD_WEBHOOK_DISABLE_AFTER_SECONDS (event `webhook_endpoint.disabled`).
 A worker killed mid-attempt leaves the job leased; once the lease runs out another worker
-takes it and sends the same delivery again, with the same `webhook-id` (at least once).
+takes it and sends the same delivery again, with the same `webhook-id` (at least once). An
+attempt not answered when its batch settles is recorded by its sending thread (`_Flight`).
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ import json
 import random
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from iod import events
@@ -36,10 +39,11 @@ from iod.events import WrittenEvent
 from iod.events.service import encode_cursor
 from iod.infra.clock import rfc3339
 from iod.infra.config import Settings
+from iod.infra.db import Database
 from iod.infra.ids import new_id
 from iod.infra.secure import key_encryption_key
 from iod.jobs import queue
-from iod.jobs.registry import JobRef, TaskContext
+from iod.jobs.registry import Deferred, JobRef, TaskContext
 from iod.models import WebhookDelivery
 from iod.webhooks import repository, safety, sender, service, signing
 
@@ -144,7 +148,8 @@ def schedule_now(session: Session, delivery: WebhookDelivery, now: datetime) -> 
 # step for the whole batch with a few Core statements rather than ORM objects per job:
 # - `preload` (claim transaction): one query reads every delivery of the batch with its
 #   endpoint; `prepare` then signs from those rows (the endpoint's keys opened once);
-# - `act`: the first job's act sends the whole batch at once (below);
+# - `act`: the first job's act sends the whole batch at once and waits for it to settle
+#   (below); an attempt still unanswered then is detached and recorded on its own;
 # - `preload` (record transaction): the batch's endpoints (FOR KEY SHARE) and deliveries
 #   (FOR UPDATE) locked and read in two queries; the first `record` writes the whole batch:
 #   one INSERT of the attempts, one UPDATE of the deliveries (PostgreSQL: FROM unnest of
@@ -163,9 +168,12 @@ class OutcomeLost(Exception):
 class Attempt:
     job_id: int
     delivery_id: str
+    endpoint_id: str
+    generation: int
     url: str
     body: bytes
-    headers: dict[str, str]
+    keys: tuple[bytes, ...]  # signed when sent: the timestamp is the attempt's own
+    engine: Engine  # where an outcome that comes after its batch is recorded
 
 
 @dataclass
@@ -269,8 +277,10 @@ def _current(session: Session, job: JobRef) -> WebhookDelivery | None:
 
 def prepare(session: Session, job: JobRef, ctx: TaskContext) -> Attempt | None:
     delivery_id = _delivery_id(job)
-    with _results_lock:  # a new claim of the job: an outcome of an earlier run is stale
-        _results.pop((job.id, delivery_id), None)
+    with _lock_flights:  # a new claim of the job: an outcome of an earlier run is stale,
+        flight = _flights.get((job.id, delivery_id))
+        if flight is not None and _settled(flight):  # unless its own thread is to record it
+            del _flights[(job.id, delivery_id)]
     stash = _stash(session)
     row = stash.to_send.get(delivery_id) if stash is not None else None
     if row is None:  # not preloaded (a direct call): its own query
@@ -288,27 +298,61 @@ def prepare(session: Session, job: JobRef, ctx: TaskContext) -> Attempt | None:
         return None
     keys = service.signing_keys(row.endpoint_id, row.secret, row.previous_secret,
                                 row.previous_secret_until, now, _kek(ctx.settings))  # fmt: skip
-    body = row.body.encode()
-    headers = signing.headers_with_keys(keys, delivery_id, int(now.timestamp()), body)
-    attempt = Attempt(job.id, delivery_id, row.url, body, headers)
+    attempt = Attempt(job.id, delivery_id, row.endpoint_id, row.generation, row.url,
+                      row.body.encode(), tuple(keys), session.get_bind().engine)  # fmt: skip
     _batch_of(session)[job.id] = attempt
     return attempt
 
 
-# Outcomes by (job id, delivery id): job ids alone repeat across databases (tests).
-_results: dict[tuple[int, str], tuple[float, sender.Outcome]] = {}
-_results_lock = threading.Lock()
+@dataclass
+class _Flight:
+    """One attempt from its sending to its recording. The worker's batch transaction records
+    it when it was known by the time the batch settled; otherwise it is `detached`: its job
+    is deferred and the sending thread records it itself, the moment the answer comes."""
+
+    attempt: Attempt
+    ctx: TaskContext
+    outcome: sender.Outcome | None = None
+    at: datetime | None = None  # when the outcome was known: the attempt's `at`
+    known_since: float = 0.0  # monotonic, to forget it after a lease
+    detached: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    recorded: threading.Event = field(default_factory=threading.Event)  # when detached
+    record_failed: bool = False  # detached, and its transaction failed: send it again
+
+
+def _settled(flight: _Flight) -> bool:
+    """Nothing more will happen to it in this process (the worker may still record it)."""
+    if flight.outcome is None:
+        return False
+    return not flight.detached or flight.recorded.is_set() or flight.record_failed
+
+
+# In flight or answered, by (job id, delivery id): job ids alone repeat across databases
+# (tests). `record` reads an entry (again, when a batch is recorded job by job), so entries
+# go only a lease after their answer: by then an unrecorded job is another worker's to run.
+_flights: dict[tuple[int, str], _Flight] = {}
+_lock_flights = threading.Lock()
 
 
 # The worker acts on a batch's jobs one after another; a receiver's answer takes
 # milliseconds to seconds, so the first `act` of a batch sends every attempt the batch
-# prepared at once (on the sending threads) and the others find their outcome ready. The
+# prepared at once (on the sending threads) and waits for them to settle: at most
+# SETTLE_SECONDS. What has answered by then is recorded by the worker with the batch (one
+# transaction); what has not is detached (`_Flight`) and its job deferred, so a slow receiver
+# holds back neither the batch's other deliveries nor the worker's next batches. The
 # attempts wait in the preparing thread's `_local.batch`, tagged with the claim's session: a
 # new claim forgets what an earlier one left (its jobs were released or failed).
 _local = threading.local()
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
-SENDING_THREADS = 32
+SENDING_THREADS = 64
+# An endpoint's attempts in flight at once in a process; the next ones wait in its lane.
+# A slow endpoint thus takes at most this many of the sending threads from the others.
+PER_ENDPOINT = 16
+SETTLE_SECONDS = 1.0
+_lanes: dict[str, deque[_Flight]] = {}  # endpoint id -> attempts waiting for a thread
+_busy: dict[str, int] = {}  # endpoint id -> its attempts being sent
 
 
 def _batch_of(session: Session) -> dict[int, Attempt]:
@@ -330,17 +374,22 @@ def _sending_pool() -> ThreadPoolExecutor:
 def _send(ctx: TaskContext, attempt: Attempt) -> sender.Outcome:
     settings = ctx.settings
     try:
+        timestamp = int(ctx.clock.now().timestamp())
+        headers = signing.headers_with_keys(
+            list(attempt.keys), attempt.delivery_id, timestamp, attempt.body
+        )
         outcome = sender.send(
             attempt.url,
             attempt.body,
-            attempt.headers,
+            headers,
             allowed=safety.parse_networks(settings.webhook_allow_networks),
             allow_http=settings.webhook_allow_http,
             timeout=settings.webhook_timeout_seconds,
         )
     except Exception as exc:  # a failed attempt like any other, never the batch's end
         log.exception("webhook.send_failed", delivery_id=attempt.delivery_id)
-        outcome = sender.Outcome(None, None, f"{type(exc).__name__}: {exc}"[:1000], 0)
+        error = sender.storable(f"{type(exc).__name__}: {exc}"[:1000])
+        outcome = sender.Outcome(None, None, error, 0)
     log.info(
         "webhook.attempt",
         delivery_id=attempt.delivery_id,
@@ -351,37 +400,122 @@ def _send(ctx: TaskContext, attempt: Attempt) -> sender.Outcome:
     return outcome
 
 
+def _submit(flight: _Flight) -> None:
+    """Sends the attempt on a sending thread, after its endpoint's earlier ones when
+    PER_ENDPOINT of them are in flight."""
+    endpoint_id = flight.attempt.endpoint_id
+    with _lock_flights:
+        if _busy.get(endpoint_id, 0) >= PER_ENDPOINT:
+            _lanes.setdefault(endpoint_id, deque()).append(flight)
+            return
+        _busy[endpoint_id] = _busy.get(endpoint_id, 0) + 1
+    _sending_pool().submit(_lane, flight)
+
+
+def _lane(flight: _Flight | None) -> None:
+    """A sending thread: this attempt, then the ones waiting for its endpoint."""
+    while flight is not None:
+        endpoint_id = flight.attempt.endpoint_id
+        try:
+            _settle(flight, _send(flight.ctx, flight.attempt))
+        except Exception:  # never leave the lane stuck
+            log.exception("webhook.lane_failed", delivery_id=flight.attempt.delivery_id)
+        with _lock_flights:
+            waiting = _lanes.get(endpoint_id)
+            if waiting:
+                flight = waiting.popleft()
+                if not waiting:
+                    del _lanes[endpoint_id]
+            else:
+                flight = None
+                _busy[endpoint_id] -= 1
+                if not _busy[endpoint_id]:
+                    del _busy[endpoint_id]
+
+
+def _settle(flight: _Flight, outcome: sender.Outcome) -> None:
+    """The answer is known: kept for the batch's `record`, or, when the batch was recorded
+    without it, recorded now in a transaction of its own."""
+    at = flight.ctx.clock.now()
+    with _lock_flights:
+        flight.outcome, flight.at, flight.known_since = outcome, at, time.monotonic()
+        detached = flight.detached
+        flight.done.set()
+    if detached:
+        _record_detached(flight)
+
+
+def _record_detached(flight: _Flight) -> None:
+    """Records a detached attempt in a transaction of its own: the attempt, the delivery's
+    new state (a next attempt gets a new generation, so the deferred job finds nothing left
+    to do), and the deferred job made due now. A failure here (or a crash before) leaves
+    the deferred job to send the delivery again, the same webhook-id (at least once)."""
+    attempt, ctx, outcome = flight.attempt, flight.ctx, flight.outcome
+    assert outcome is not None and flight.at is not None
+    job = JobRef(attempt.job_id, TASK, None, None, 0, JOB_ATTEMPTS,
+                 {"deliveryId": attempt.delivery_id, "generation": attempt.generation})  # fmt: skip
+    try:
+        with _database(attempt.engine).write() as session:
+            endpoints, deliveries = _lock(session, [attempt.delivery_id])
+            _record_batch(session, [(job, outcome, flight.at)], endpoints, deliveries, ctx)
+            queue.wake_job(session, attempt.job_id, ctx.clock.now())
+    except Exception:
+        log.exception("webhook.record_failed", delivery_id=attempt.delivery_id)
+        flight.record_failed = True
+        return
+    flight.recorded.set()
+
+
+_databases: weakref.WeakKeyDictionary[Engine, Database] = weakref.WeakKeyDictionary()
+
+
+def _database(engine: Engine) -> Database:
+    """Write transactions (events at the commit, SQLite's turns) on the worker's engine."""
+    with _lock_flights:
+        db = _databases.get(engine)
+        if db is None:
+            db = _databases[engine] = Database(engine)
+        return db
+
+
 def act(ctx: TaskContext, attempt: Attempt, operation_id: str) -> None:
-    with _results_lock:
-        if (attempt.job_id, attempt.delivery_id) in _results:
-            return  # sent with its batch
+    key = (attempt.job_id, attempt.delivery_id)
+    with _lock_flights:
+        flight = _flights.get(key)
+    if flight is None:
+        flight = _send_batch(ctx, attempt)
+    with _lock_flights:
+        if flight.outcome is not None and (not flight.detached or flight.recorded.is_set()):
+            return  # recorded with its batch (`record`), or already by its own thread
+        flight.detached = True
+    # Not answered yet: the job comes back after a lease (or at once, when the answer is
+    # recorded: `_record_detached` wakes it); in this process it finds the same flight.
+    limit = ctx.settings.webhook_timeout_seconds
+    raise Deferred(max(ctx.settings.job_lease_seconds, 2 * limit + 1), "waiting for the receiver")
+
+
+def _send_batch(ctx: TaskContext, attempt: Attempt) -> _Flight:
+    """Sends the attempt and the others its batch prepared, and waits for them to answer,
+    SETTLE_SECONDS at most; returns the attempt's flight."""
     batch: dict[int, Attempt] = getattr(_local, "batch", {})
-    others = [a for a in batch.values() if a.job_id != attempt.job_id]
     _local.batch = {}
-    pool = _sending_pool()
-    futures = [(a, pool.submit(_send, ctx, a)) for a in [attempt, *others]]
-    # httpx's timeout is per phase: an answer trickling in could take longer in all. The
-    # batch waits a bounded time; what has not answered by then is a failed attempt.
-    limit = 2 * ctx.settings.webhook_timeout_seconds + 1
-    wait([future for _, future in futures], timeout=limit)
-    outcomes = [
-        (
-            (a.job_id, a.delivery_id),
-            future.result()
-            if future.done()
-            else sender.Outcome(None, None, f"timeout: no complete answer in {limit:g} s", 0),
-        )
-        for a, future in futures
-    ]
     now = time.monotonic()
-    with _results_lock:
-        # `record` reads them (again, when a batch is recorded job by job), so entries go
-        # only after a lease: by then an unrecorded job is another worker's to run again.
+    started: list[_Flight] = []
+    with _lock_flights:
         keep = ctx.settings.job_lease_seconds
-        for key in [k for k, (at, _) in _results.items() if now - at > keep]:
-            del _results[key]
-        for key, outcome in outcomes:
-            _results[key] = (now, outcome)
+        for key in [k for k, f in _flights.items() if _settled(f) and now - f.known_since > keep]:
+            del _flights[key]
+        for a in [attempt, *(a for a in batch.values() if a.job_id != attempt.job_id)]:
+            if (a.job_id, a.delivery_id) not in _flights:  # else still in flight here
+                _flights[(a.job_id, a.delivery_id)] = flight = _Flight(a, ctx)
+                started.append(flight)
+        mine = _flights[(attempt.job_id, attempt.delivery_id)]
+    for flight in started:
+        _submit(flight)
+    deadline = now + min(SETTLE_SECONDS, ctx.settings.webhook_timeout_seconds)
+    for flight in started:
+        flight.done.wait(max(0.0, deadline - time.monotonic()))
+    return mine
 
 
 def _give_up(delivery: WebhookDelivery, now: datetime, reason: str) -> None:
@@ -393,29 +527,34 @@ def _give_up(delivery: WebhookDelivery, now: datetime, reason: str) -> None:
 
 def record(session: Session, job: JobRef, ctx: TaskContext) -> None:
     key = (job.id, _delivery_id(job))
-    with _results_lock:
-        found = _results.get(key)
-    if found is None:
+    with _lock_flights:
+        flight = _flights.get(key)
+    if flight is None or flight.outcome is None or flight.at is None:
         # Not sent by this process (or forgotten): the job runs again, the same webhook-id.
         raise OutcomeLost(f"the outcome of job {job.id}'s attempt is not in this process")
+    if flight.detached:
+        return  # recorded by its sending thread (`act` saw it done)
     stash = _stash(session)
     if session.in_nested_transaction() or stash is None:
         # Job by job (the worker's careful way): this job's rows, read again under locks.
         endpoints, deliveries = _lock(session, [key[1]])
-        _record_batch(session, [(job, found[1])], endpoints, deliveries, ctx)
+        _record_batch(session, [(job, flight.outcome, flight.at)], endpoints, deliveries, ctx)
         return
     if stash.recorded:
         return  # written with its batch
     stash.recorded = True
-    with _results_lock:
-        batch = [(j, _results[k][1]) for j in stash.jobs
-                 if (k := (j.id, _delivery_id(j))) in _results]  # fmt: skip
+    batch = []
+    with _lock_flights:
+        for j in stash.jobs:
+            f = _flights.get((j.id, _delivery_id(j)))
+            if f is not None and f.outcome is not None and f.at is not None and not f.detached:
+                batch.append((j, f.outcome, f.at))
     _record_batch(session, batch, stash.endpoints, stash.deliveries, ctx)
 
 
 def _record_batch(
     session: Session,
-    batch: list[tuple[JobRef, sender.Outcome]],
+    batch: list[tuple[JobRef, sender.Outcome, datetime]],
     endpoints: dict[str, _Endpoint],
     deliveries: dict[str, _Delivery],
     ctx: TaskContext,
@@ -433,7 +572,7 @@ def _record_batch(
     # runs in endpoint-id order, so two workers' batches cannot lock two endpoints in
     # opposite orders (the endpoints are only FOR KEY SHARE locked up to then).
     disables: dict[str, tuple[_Endpoint, str]] = {}
-    for job, outcome in batch:
+    for job, outcome, at in batch:
         delivery = deliveries.get(_delivery_id(job))
         if delivery is None:
             continue  # its endpoint was deleted meanwhile
@@ -443,7 +582,7 @@ def _record_batch(
         delivery.attempts += 1
         delivery.last_error = error
         attempts.append({
-            "delivery_id": delivery.id, "number": delivery.attempts, "at": now,
+            "delivery_id": delivery.id, "number": delivery.attempts, "at": at,
             "duration_ms": outcome.duration_ms, "status_code": outcome.status_code,
             "response_body": outcome.body, "error": error,
         })  # fmt: skip
@@ -462,7 +601,7 @@ def _record_batch(
         changed[delivery.id] = {
             "b_id": delivery.id, "b_attempts": delivery.attempts, "b_status": delivery.status,
             "b_last_status_code": outcome.status_code, "b_last_error": delivery.last_error,
-            "b_updated_at": now,
+            "b_generation": delivery.generation, "b_updated_at": now,
         }  # fmt: skip
     conn = session.connection()
     if attempts:
@@ -493,6 +632,7 @@ def _update_deliveries(
             "statuses": [r["b_status"] for r in rows],
             "codes": [r["b_last_status_code"] for r in rows],
             "errors": [r["b_last_error"] for r in rows],
+            "generations": [r["b_generation"] for r in rows],
             "nexts": [scheduled.get(r["b_id"]) for r in rows],
             "keeps": [r["b_id"] not in scheduled for r in rows], "at": now,
         })  # fmt: skip
@@ -537,6 +677,10 @@ def _after_failure(
         _fail(delivery, f"{delivery.last_error} (gave up after {delivery.attempts} attempts)")
         return None
     run_at = now + timedelta(seconds=delay)
+    # The next attempt's job is a new generation: the job of this one, run again (a worker
+    # died before finishing it, or it was deferred while its answer was awaited), finds
+    # nothing to do rather than sending before the schedule says.
+    delivery.generation += 1
     _enqueue(session, delivery.id, delivery.generation, run_at, now)
     return run_at
 

@@ -287,7 +287,9 @@ async def list_deliveries(
     responses={
         202: {"description": "Queued: one more attempt now, with the same `webhook-id`"},
         404: DELIVERY_NOT_FOUND,
-        409: problem("The endpoint is disabled (`/problems/invalid-state`): enable it first"),
+        409: problem(
+            "The endpoint is disabled (`/problems/webhook-endpoint-disabled`): enable it first"
+        ),
         **READ_ERRORS,
     },
 )

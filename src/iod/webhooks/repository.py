@@ -257,7 +257,7 @@ def _update_deliveries(*columns: str) -> Update:
     )
 
 
-_RECORDED = ("attempts", "status", "last_status_code", "last_error", "updated_at")
+_RECORDED = ("attempts", "status", "last_status_code", "last_error", "generation", "updated_at")
 UPDATE_DELIVERIES = _update_deliveries(*_RECORDED, "next_attempt_at")
 UPDATE_DELIVERIES_KEEPING_SCHEDULE = _update_deliveries(*_RECORDED)
 # PostgreSQL: the batch's deliveries in one statement (arrays, unnest), not one UPDATE each;
@@ -266,12 +266,13 @@ UPDATE_DELIVERIES_ARRAYS = text(
     """
     UPDATE webhook_deliveries AS d
     SET attempts = v.attempts, status = v.status, last_status_code = v.code,
-        last_error = v.error, updated_at = :at,
+        last_error = v.error, generation = v.generation, updated_at = :at,
         next_attempt_at = CASE WHEN v.keep THEN d.next_attempt_at ELSE v.next END
     FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS integer[]), CAST(:statuses AS text[]),
                 CAST(:codes AS integer[]), CAST(:errors AS text[]),
-                CAST(:nexts AS timestamptz[]), CAST(:keeps AS boolean[]))
-         AS v(id, attempts, status, code, error, next, keep)
+                CAST(:generations AS integer[]), CAST(:nexts AS timestamptz[]),
+                CAST(:keeps AS boolean[]))
+         AS v(id, attempts, status, code, error, generation, next, keep)
     WHERE d.id = v.id
     """
 )

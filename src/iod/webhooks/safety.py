@@ -29,7 +29,7 @@ _6TO4 = ipaddress.ip_network("2002::/16")
 MAX_URL_LENGTH = 2048
 # IPv4 in the short forms the resolver's inet_aton takes (2130706433, 127.1, 0x7f.0.0.1,
 # 0177.0.0.1): no DNS name looks like this, so such a host is an address, judged at creation.
-_NUMERIC_IPV4 = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}\.?")
+_NUMERIC_IPV4 = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}")
 
 
 class Refused(Exception):
@@ -82,7 +82,7 @@ def why_forbidden(address: IPAddress, allowed: Sequence[Network] = ()) -> str | 
 @dataclass(frozen=True)
 class Target:
     scheme: str
-    host: str  # as written (lower case), without brackets
+    host: str  # as written (lower case), without brackets or a trailing dot
     port: int
 
     @property
@@ -93,7 +93,7 @@ class Target:
             pass
         if _NUMERIC_IPV4.fullmatch(self.host):
             try:
-                return ipaddress.IPv4Address(socket.inet_aton(self.host.rstrip(".")))
+                return ipaddress.IPv4Address(socket.inet_aton(self.host))
             except OSError:
                 return None
         return None
@@ -121,8 +121,14 @@ def check_url(url: str, *, allow_http: bool) -> Target:
     if parts.fragment:
         raise Refused("a URL without a #fragment")
     host = (parts.hostname or "").lower()
+    # A trailing dot names the same host (`localhost.` is `localhost`): judged without it.
+    host = host[:-1] if host.endswith(".") else host
     if not host:
         raise Refused("a URL with a host")
+    if host.startswith(".") or host.endswith(".") or ".." in host:
+        raise Refused("not a valid host name: an empty label")
+    if port == 0:
+        raise Refused("port 0 is not a port a webhook can be sent to")
     return Target(scheme, host, port or (443 if scheme == "https" else 80))
 
 

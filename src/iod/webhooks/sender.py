@@ -3,7 +3,10 @@
 The request goes to the checked IP address itself, with the original `Host` header and,
 for https, the original name as TLS SNI and certificate name (httpx's `sni_hostname`
 extension), so what is connected to is exactly what was checked. Redirects are not followed,
-proxies from the environment are not used, at most 1 KiB of the answer is kept. Each thread
+proxies from the environment are not used, at most 1 KiB of the answer is kept, and all
+the receiver's text kept (body, `Location`) is made storable here (`storable`: PostgreSQL
+text cannot hold NUL). An attempt takes at most `timeout` in all: httpx's timeouts are per
+phase, so an answer trickling in is cut at the deadline. Each thread
 keeps a client per (scheme, host) for keep-alive: its pooled connections all go to
 addresses checked for that host with that certificate name.
 """
@@ -26,6 +29,12 @@ from iod.webhooks import safety
 MAX_BODY = 1024
 _CLIENTS_PER_THREAD = 64
 _local = threading.local()
+
+
+def storable(text: str) -> str:
+    """`text` as a database text column can hold it: NUL (which PostgreSQL refuses) becomes
+    U+FFFD, as undecodable bytes do."""
+    return text.replace("\x00", "\ufffd")
 
 
 @dataclass(frozen=True)
@@ -137,17 +146,20 @@ def send(
                 kept += chunk
                 if len(kept) >= MAX_BODY:
                     break
+                if time.monotonic() - started > timeout:
+                    raise httpx.ReadTimeout("the answer took longer than the timeout in all")
         finally:
             response.close()
     except httpx.TimeoutException as exc:
         return Outcome(None, None, f"timeout after {timeout:g} s: {type(exc).__name__}", took())
     except httpx.HTTPError as exc:
-        return Outcome(None, None, f"{type(exc).__name__}: {exc}"[:1000], took())
-    text = kept[:MAX_BODY].decode("utf-8", errors="replace")
+        return Outcome(None, None, storable(f"{type(exc).__name__}: {exc}"[:1000]), took())
+    text = storable(kept[:MAX_BODY].decode("utf-8", errors="replace"))
     status = response.status_code
     error = None
     if 300 <= status < 400:
-        error = f"redirect not followed (Location: {response.headers.get('location', '')[:200]})"
+        location = storable(response.headers.get("location", "")[:200])
+        error = f"redirect not followed (Location: {location})"
     elif not 200 <= status < 300:
         error = f"HTTP {status}"
     retry_after = None

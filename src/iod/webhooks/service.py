@@ -16,8 +16,9 @@ from iod.events import NAMES
 from iod.events.service import encode_cursor
 from iod.infra.clock import FrozenClock
 from iod.infra.config import Settings
-from iod.infra.errors import Conflict, FieldError, InvalidState, NotFound, ValidationFailed
+from iod.infra.errors import Conflict, FieldError, NotFound, ValidationFailed
 from iod.infra.ids import looks_like_id, new_id
+from iod.infra.problems import PROBLEM_HELP
 from iod.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from iod.webhooks import keys, repository, safety, signing
 from iod.webhooks.schemas import (
@@ -34,6 +35,22 @@ ATTEMPTS_SHOWN = 10
 class TooManyEndpoints(Conflict):
     type_name = "too-many-webhook-endpoints"
     title = "Too many webhook endpoints"
+
+
+class EndpointDisabled(Conflict):
+    """A delivery of a disabled endpoint cannot be sent again (`retry`)."""
+
+    type_name = "webhook-endpoint-disabled"
+    title = "The webhook endpoint is disabled"
+
+
+# Its page (/problems/webhook-endpoint-disabled) says what to do, as every type's does.
+PROBLEM_HELP.setdefault(
+    EndpointDisabled.type_name,
+    "The webhook endpoint is disabled (by you, or by the service after a 410 Gone or days of "
+    "failed attempts: `disabledReason` says which), so its deliveries are not sent. Enable "
+    'it with `PATCH` `{"enabled": true}`, then retry the delivery.',
+)
 
 
 @dataclass(frozen=True)
@@ -365,7 +382,7 @@ def retry(
     if found is None:
         raise NotFound("No such delivery of this webhook endpoint for this customer")
     if not endpoint.enabled:
-        raise InvalidState(
+        raise EndpointDisabled(
             "The webhook endpoint is disabled: enable it (PATCH enabled: true) first"
         )
     deliver.schedule_now(session, found, now)
