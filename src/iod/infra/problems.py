@@ -320,6 +320,10 @@ PROBLEM_HELP: dict[str, str] = {
     "most one). Change it with `PATCH`, or delete it first.",
     "too-many-webhook-endpoints": "The customer already has the most webhook endpoints "
     "allowed. Delete one it no longer needs, or send more event types to one endpoint.",
+    "webhook-endpoint-disabled": "The webhook endpoint is disabled (by you, or by the service "
+    "after a 410 Gone or days of failed attempts: `disabledReason` says which), so its "
+    'deliveries are not sent. Enable it with `PATCH` `{"enabled": true}`, then retry the '
+    "delivery.",
     "key-in-use": "The token signing key is still signing, or tokens it signed may still be "
     "valid: retiring it now would make them fail. Rotate first and wait until they have "
     "expired, or retire it with `--force` (docs/operations.md).",

@@ -18,7 +18,6 @@ from iod.infra.clock import FrozenClock
 from iod.infra.config import Settings
 from iod.infra.errors import Conflict, FieldError, NotFound, ValidationFailed
 from iod.infra.ids import looks_like_id, new_id
-from iod.infra.problems import PROBLEM_HELP
 from iod.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from iod.webhooks import keys, repository, safety, signing
 from iod.webhooks.schemas import (
@@ -42,15 +41,6 @@ class EndpointDisabled(Conflict):
 
     type_name = "webhook-endpoint-disabled"
     title = "The webhook endpoint is disabled"
-
-
-# Its page (/problems/webhook-endpoint-disabled) says what to do, as every type's does.
-PROBLEM_HELP.setdefault(
-    EndpointDisabled.type_name,
-    "The webhook endpoint is disabled (by you, or by the service after a 410 Gone or days of "
-    "failed attempts: `disabledReason` says which), so its deliveries are not sent. Enable "
-    'it with `PATCH` `{"enabled": true}`, then retry the delivery.',
-)
 
 
 @dataclass(frozen=True)
