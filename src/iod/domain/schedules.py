@@ -23,14 +23,20 @@ exception dates and an optional validity window. The rules:
 
 from __future__ import annotations
 
+import calendar as stdlib_calendar
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from itertools import islice
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+import structlog
 from dateutil.rrule import rrule, rrulestr
+
+log = structlog.get_logger("iod.schedules")
 
 DAY_SECONDS = 86_400
 MAX_RECURRENCE_LENGTH = 500
@@ -39,10 +45,29 @@ _TIME = re.compile(r"^(?P<h>[0-9]{2}):(?P<m>[0-9]{2})(?::(?P<s>[0-9]{2}))?$")
 _FORBIDDEN_PARTS = ("BYHOUR", "BYMINUTE", "BYSECOND", "DTSTART", "TZID")
 _ALLOWED_FREQS = ("DAILY", "WEEKLY", "MONTHLY", "YEARLY")
 MAX_INTERVAL = 1000
+_WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+# Easter falls on day 80 (March 22) to 115 (April 25 of a leap year) of its year, counted
+# from 0: these offsets keep the day in Easter's own year, every year. dateutil indexes a
+# list of the year's days with Easter's day plus the offset: beyond it raises IndexError in
+# some years (Easter late, the offset large) or, below 0, silently wraps to December.
+EASTER_OFFSETS = (-80, 250)
+# A rule with COUNT is evaluated up to its last occurrence, found once by walking it from its
+# first day: that day must come within these years of the first (0.1 s of dateutil at most).
+MAX_COUNT_YEARS = 100
+# Names `zoneinfo` loads that are no IANA zone: the host's own zone (`localtime` follows
+# /etc/localtime), tzcode's template and the "zone unknown" placeholder.
+_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 
 
 class ScheduleError(ValueError):
     """A part of a schedule that cannot be used; the message says why in plain words."""
+
+
+@lru_cache(maxsize=1)
+def zone_names() -> frozenset[str]:
+    """The IANA time zone names (`zoneinfo.available_timezones()`, read once, less the names
+    of files that are no zone: `localtime`, `posixrules`, `Factory`; `UTC` always)."""
+    return frozenset((available_timezones() - _NOT_ZONES) | {"UTC"})
 
 
 def zone(name: str) -> ZoneInfo:
@@ -50,6 +75,8 @@ def zone(name: str) -> ZoneInfo:
     if not name or len(name) > 64 or name.startswith(("/", ".")) or ".." in name:
         raise ScheduleError(f"{name[:64]!r} is not an IANA time zone name")
     try:
+        if name not in zone_names():
+            raise ZoneInfoNotFoundError(name)
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ScheduleError(
@@ -107,25 +134,97 @@ def normalise_recurrence(text: str) -> str:
     # INTERVAL=0 would never move on (dateutil loops for ever), a negative one backwards.
     if interval is not None and not (interval.isdigit() and 1 <= int(interval) <= MAX_INTERVAL):
         raise ScheduleError(f"INTERVAL must be a whole number from 1 to {MAX_INTERVAL}")
+    _check_ordinals(parts)
+    for offset in parts.get("BYEASTER", "").split(","):
+        low, high = EASTER_OFFSETS
+        if re.fullmatch(r"[+-]?[0-9]+", offset) and not low <= int(offset) <= high:
+            raise ScheduleError(
+                f"BYEASTER must be from {low} to {high}: a day of Easter's own year"
+            )
     return value
 
 
-@lru_cache(maxsize=4096)
+def _check_ordinals(parts: dict[str, str]) -> None:
+    """BYDAY's `+2MO`/`-1FR` counts the weekday within the month (MONTHLY, or YEARLY with
+    BYMONTH) or the year (YEARLY): a count beyond 5 (53) matches no day, and dateutil
+    indexes past the end of its list of the year's days for large ones (IndexError in some
+    months). DAILY and WEEKLY ignore the count, as dateutil does."""
+    freq = parts["FREQ"]
+    if freq not in ("MONTHLY", "YEARLY"):
+        return
+    in_month = freq == "MONTHLY" or "BYMONTH" in parts
+    most = 5 if in_month else 53
+    for entry in parts.get("BYDAY", "").split(","):
+        count = re.search(r"[+-]?[0-9]+", entry)
+        if count is not None and abs(int(count[0])) > most:
+            within = "month" if in_month else "year"
+            raise ScheduleError(
+                f"BYDAY {entry}: a {within} has at most {most} of each weekday "
+                f"(count from 1 to {most}, or -1 to -{most} from the end)"
+            )
+
+
 def recurrence(text: str, anchor: date) -> rrule:
-    """The parsed rule (dates at local midnight from `anchor`); ScheduleError if invalid."""
-    value = normalise_recurrence(text)
+    """The parsed rule (dates at local midnight from `anchor`); ScheduleError if invalid:
+    unusable text, a rule dateutil cannot step through (any exception it raises while
+    parsing or stepping), one that never occurs, a COUNT that ends too far on."""
+    checked = _checked(text, anchor)
+    if isinstance(checked, str):
+        raise ScheduleError(checked)
+    return checked.rule
+
+
+@dataclass(frozen=True)
+class _Checked:
+    rule: rrule  # from the anchor, as written (cache=False: it keeps no occurrences)
+    freq: str
+    interval: int
+    wkst: int
+    # What the rule is given to be shifted (`_from`): the byxxx parts dateutil would derive
+    # from the anchor (a WEEKLY rule's weekday, a MONTHLY's day...), and a COUNT's last day.
+    fixed: dict[str, Any]
+
+
+@lru_cache(maxsize=4096)
+def _checked(text: str, anchor: date) -> _Checked | str:
+    """The rule, or why it cannot be used (the verdict is cached: a stored rule that a newer
+    check refuses is not checked again at each evaluation)."""
     try:
-        rule = rrulestr(value, dtstart=datetime.combine(anchor, time()), cache=True)
-    except (ValueError, TypeError, OverflowError, IndexError, KeyError) as exc:
+        return _check(text, anchor)
+    except ScheduleError as exc:
+        return str(exc)
+
+
+def _check(text: str, anchor: date) -> _Checked:
+    value = normalise_recurrence(text)
+    first = datetime.combine(anchor, time())
+    try:
+        rule = rrulestr(value, dtstart=first, cache=False)
+    except Exception as exc:  # whatever dateutil raises on text it cannot use
         raise ScheduleError(f"is not a valid RRULE: {exc}") from exc
     if not isinstance(rule, rrule):
         raise ScheduleError("must be a single RRULE")
-    if not _occurs(rule, datetime.combine(anchor, time())):
+    if not _occurs(rule, first):
         raise ScheduleError(
             "never occurs (e.g. a day the month does not have, a week the year does not "
             "have, COUNT=0 or an UNTIL before the rule's first day)"
         )
-    return rule
+    parts = dict(part.partition("=")[::2] for part in value.split(";") if part)
+    fixed: dict[str, Any] = {}
+    if not {"BYWEEKNO", "BYYEARDAY", "BYMONTHDAY", "BYDAY", "BYEASTER"} & set(parts):
+        # What dateutil derives from the DTSTART when none of these is given.
+        if parts["FREQ"] == "YEARLY":
+            fixed = {"bymonthday": anchor.day}
+            if "BYMONTH" not in parts:
+                fixed["bymonth"] = anchor.month
+        elif parts["FREQ"] == "MONTHLY":
+            fixed = {"bymonthday": anchor.day}
+        elif parts["FREQ"] == "WEEKLY":
+            fixed = {"byweekday": anchor.weekday()}
+    if "COUNT" in parts:
+        fixed.update(count=None, until=_count_end(rule, first, int(parts["COUNT"])))
+    wkst = _WEEKDAYS.index(parts["WKST"]) if "WKST" in parts else stdlib_calendar.firstweekday()
+    return _Checked(rule, parts["FREQ"], int(parts.get("INTERVAL", "1")), wkst, fixed)
 
 
 def _occurs(rule: rrule, first: datetime) -> bool:
@@ -134,7 +233,7 @@ def _occurs(rule: rrule, first: datetime) -> bool:
     would hang a worker). The Gregorian calendar repeats every 400 years (146,097 days, whole
     weeks, the same leap years), so the rule from a first day moved 400·k years on, to
     within 410 years of 9999, occurs if and only if this one does, and is searched to the
-    end in a fraction of the time."""
+    end in a fraction of the time. An exception dateutil raises on the way is ScheduleError."""
     years = 400 * max(0, (9589 - first.year) // 400 + 1)
     until: datetime | None = getattr(rule, "_until", None)
     moved_until = None
@@ -144,9 +243,92 @@ def _occurs(rule: rrule, first: datetime) -> bool:
         moved_until = until.replace(year=until.year + years) if until.year + years <= 9999 else None
     try:
         moved = rule.replace(dtstart=first.replace(year=first.year + years), until=moved_until)
-        return next(iter(moved), None) is not None
     except (ValueError, OverflowError):
         return False
+    try:
+        return next(iter(moved), None) is not None
+    except Exception as exc:  # e.g. IndexError: a rule dateutil cannot step through
+        raise ScheduleError(
+            f"is not a valid RRULE: dateutil cannot evaluate it ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _count_end(rule: rrule, first: datetime, count: int) -> datetime:
+    """A COUNT rule's last occurrence (or its UNTIL's), found by walking it (bounded: it must
+    come within MAX_COUNT_YEARS of the first day). It makes the rule an UNTIL one, which
+    `_from` can start anywhere: a count depends on every occurrence before."""
+    limit = first.replace(year=first.year + MAX_COUNT_YEARS)
+    until: datetime | None = getattr(rule, "_until", None)
+    last: datetime | None = None
+    walked = 0
+    try:
+        bounded = rule.replace(count=None, until=limit if until is None else min(until, limit))
+        for moment in islice(bounded, count):
+            last, walked = moment, walked + 1
+    except Exception as exc:
+        raise ScheduleError(
+            f"is not a valid RRULE: dateutil cannot evaluate it ({type(exc).__name__}: {exc})"
+        ) from exc
+    if walked < count and (until is None or until > limit):
+        raise ScheduleError(
+            f"with COUNT must have its last occurrence within {MAX_COUNT_YEARS} years of its "
+            "first day: use UNTIL for a longer one"
+        )
+    assert last is not None  # the rule occurs (checked before)
+    return last
+
+
+def period_start(freq: str, interval: int, wkst: int, anchor: date, first: date) -> date:
+    """Where to start a rule from the anchor to find its occurrences from `first` on: the
+    latest start of one of its periods (a day, a week from WKST, a month, a year; every
+    INTERVAL-th from the anchor's) on or before `first`, or the anchor while `first` is in
+    the anchor's own period. Started there, with the parts it derives from the anchor given
+    explicitly, the rule has the same occurrences from `first` on as from the anchor:
+    dateutil builds each period's candidate days from that period alone (BYSETPOS included),
+    and only the first period may be cut short (a WEEKLY rule from its DTSTART's weekday)."""
+    if first <= anchor:
+        return anchor
+    if freq == "DAILY":
+        return anchor + timedelta(days=(first - anchor).days // interval * interval)
+    if freq == "WEEKLY":
+        week = anchor - timedelta(days=(anchor.weekday() - wkst) % 7)
+        steps = (first - week).days // (7 * interval)
+        return anchor if steps == 0 else week + timedelta(days=7 * interval * steps)
+    if freq == "MONTHLY":
+        month = anchor.year * 12 + anchor.month - 1
+        steps = (first.year * 12 + first.month - 1 - month) // interval
+        month += steps * interval
+        return anchor if steps == 0 else date(month // 12, month % 12 + 1, 1)
+    steps = (first.year - anchor.year) // interval  # YEARLY
+    return anchor if steps == 0 else date(anchor.year + steps * interval, 1, 1)
+
+
+@lru_cache(maxsize=4096)
+def _from(text: str, anchor: date, start: date) -> rrule:
+    """The rule started at `start` (`period_start`), caching its occurrences: they run from
+    `start`, a period at most before the dates asked for, so the cache stays small."""
+    checked = _checked(text, anchor)
+    assert not isinstance(checked, str)
+    return checked.rule.replace(
+        dtstart=datetime.combine(start, time()), cache=True, **checked.fixed
+    )
+
+
+def occurrences(text: str, anchor: date, first: date, last: date) -> list[date]:
+    """The local dates in [first, last] the rule (valid: `recurrence`) happens on, at a cost
+    bounded by the range asked for, not by its distance from the anchor."""
+    checked = _checked(text, anchor)
+    if isinstance(checked, str):
+        raise ScheduleError(checked)
+    start = period_start(checked.freq, checked.interval, checked.wkst, anchor, first)
+    rule = _from(text, anchor, start)
+    try:
+        found = rule.between(
+            datetime.combine(first, time()), datetime.combine(last, time()), inc=True
+        )
+    except Exception as exc:  # not met by a rule the checks pass; never a failed planning
+        raise ScheduleError(f"dateutil cannot evaluate it ({type(exc).__name__}: {exc})") from exc
+    return [moment.date() for moment in found]
 
 
 @dataclass(frozen=True)
@@ -183,17 +365,26 @@ def local_to_utc(day: date, seconds: int, tz: ZoneInfo) -> datetime:
 
 def _windows(spec: Spec, rule: Rule, first: date, last: date) -> list[tuple[datetime, datetime]]:
     """The rule's windows (UTC) whose local date is within [first, last]."""
-    parsed = recurrence(rule.recurrence, spec.anchor)
-    days = parsed.between(datetime.combine(first, time()), datetime.combine(last, time()), inc=True)
+    try:
+        days = occurrences(rule.recurrence, spec.anchor, first, last)
+    except ScheduleError as exc:
+        _unusable(rule.recurrence, spec.anchor, str(exc))
+        return []
     windows = []
-    for occurrence in days:
-        day = occurrence.date()
+    for day in days:
         begin = local_to_utc(day, rule.start, spec.zone)
         end_day = day if rule.end > rule.start else day + timedelta(days=1)
         finish = local_to_utc(end_day, rule.end, spec.zone)
         if begin < finish:  # a window a gap has emptied does not happen
             windows.append((begin, finish))
     return windows
+
+
+@lru_cache(maxsize=256)
+def _unusable(text: str, anchor: date, reason: str) -> None:
+    """A stored rule the checks refuse (stored before they did: docs/schedules.md) holds on no
+    day; said once per rule and anchor (cached), not at each evaluation."""
+    log.warning("schedule_rule_unusable", recurrence=text, anchor=str(anchor), reason=reason)
 
 
 @dataclass

@@ -7,11 +7,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from markupsafe import Markup, escape
 
 from iod.domain.bandwidth import format_bandwidth
+from iod.domain.schedules import zone_names
 from iod.infra.clock import as_utc
 from iod.infra.errors import ValidationFailed
 
@@ -25,19 +26,10 @@ def zone_of(name: str) -> ZoneInfo:
 
 def check_zone(name: str, pointer: str = "/timeZone") -> str:
     name = name.strip() or "UTC"
-    if len(name) > 64 or name not in _zones():
+    # The calendar's list: no `localtime` (the host's zone), `posixrules` or `Factory`.
+    if len(name) > 64 or name not in zone_names():
         raise ValidationFailed.field(pointer, f"{name[:64]!r} is not an IANA time zone name")
     return name
-
-
-_ZONES: frozenset[str] | None = None
-
-
-def _zones() -> frozenset[str]:
-    global _ZONES
-    if _ZONES is None:
-        _ZONES = frozenset(available_timezones() | {"UTC"})
-    return _ZONES
 
 
 def local(value: datetime | None, zone: str) -> str:

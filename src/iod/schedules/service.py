@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -190,10 +190,15 @@ def _exceptions(location: Location, items: Sequence[ScheduleException]) -> list[
 def _window(valid_from: datetime | None, valid_until: datetime | None) -> None:
     # The calendar's arithmetic (local dates, days around a window) stays in range.
     for name, moment in (("validFrom", valid_from), ("validUntil", valid_until)):
-        if moment is not None and not 1970 <= moment.year <= 9000:
-            raise ValidationFailed.field(f"/{name}", "must be within the years 1970 to 9000")
+        if moment is not None and not _in_years(moment):
+            raise ValidationFailed.field(f"/{name}", "must be within the years 1970 to 9000 (UTC)")
     if valid_from is not None and valid_until is not None and valid_until <= valid_from:
         raise ValidationFailed.field("/validUntil", "must be after validFrom")
+
+
+def _in_years(moment: datetime) -> bool:
+    """Whether the instant is within the years 1970 to 9000 in UTC (whatever its offset)."""
+    return 1970 <= moment.astimezone(UTC).year <= 9000
 
 
 def _anchor(schedule_zone: str, valid_from: datetime | None, now: datetime) -> str:
@@ -445,12 +450,15 @@ def preview(
     _, schedule = get(session, principal, connection_id, schedule_id)
     start = start or clock.now()
     problem = None
-    if start.year < 1970 or start.year > 9000 or (end is not None and end.year > 9000):
+    if not _in_years(start) or (end is not None and not _in_years(end)):
         # The calendar's arithmetic (days around the window, its default end) stays in range.
         raise ValidationFailed(
-            "query parameters from and to: must be within the years 1970 to 9000",
-            errors=[FieldError("", "from and to must be within the years 1970 to 9000")],
+            "query parameters from and to: must be within the years 1970 to 9000 (UTC)",
+            errors=[FieldError("", "from and to must be within the years 1970 to 9000 (UTC)")],
         )
+    if end is None and not _in_years(start + timedelta(days=7)):
+        problem = "query parameter to: from + 7 days (the default) is past the year 9000 (UTC)"
+        raise ValidationFailed(problem, errors=[FieldError("", problem)])
     end = end or start + timedelta(days=7)
     if end <= start:
         problem = "query parameter to: must be after from"
