@@ -36,7 +36,8 @@ RECURRENCE_DESCRIPTION = (
     "`FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR` or `FREQ=MONTHLY;BYDAY=-1FR` (the last Friday). "
     "FREQ is DAILY, WEEKLY, MONTHLY or YEARLY; BYHOUR, BYMINUTE, BYSECOND and DTSTART are "
     "not allowed (the time of day is `start`/`end`; the rule counts from the schedule's "
-    "`validFrom`, or its creation day)."
+    "`validFrom`, or its creation day). A BYDAY count is 1 to 5 within a month (53 within a "
+    "year), BYEASTER -80 to 250, and a COUNT must end within 100 years (else use UNTIL)."
 )
 
 
