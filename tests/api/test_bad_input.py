@@ -752,6 +752,49 @@ def test_json_media_types_are_accepted(api, auth, media_type: str) -> None:
     assert response.status_code == 201, response.text
 
 
+SCHEDULE = {
+    "timeZone": "UTC",
+    "defaultBandwidth": "100 Mbps",
+    "rules": [
+        {"bandwidth": "1 Gbps", "start": "08:00", "end": "18:00", "recurrence": "FREQ=DAILY"}
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    "media_type",
+    ["application/json-patch+json", "application/vnd.x+json", "text/plain"],
+)
+def test_patch_takes_only_a_merge_patch(api, auth, services, conn, media_type: str) -> None:
+    """PATCH bodies are JSON merge patches (RFC 7396): a JSON Patch (RFC 6902), whose
+    operations would be read as fields, is 415 like any other type, with Accept-Patch."""
+    made = api.post(f"{BASE}/{conn['id']}/schedules", json=SCHEDULE, headers=auth)
+    assert made.status_code == 201, made.text
+    url = f"{BASE}/{conn['id']}/schedules/{made.json()['id']}"
+    with nothing_written(services):
+        response = api.patch(
+            url, content=raw({"paused": True}), headers={**auth, "Content-Type": media_type}
+        )
+    body = assert_problem(response, 415)
+    assert response.headers["Accept-Patch"] == "application/merge-patch+json, application/json"
+    if media_type == "application/json-patch+json":
+        assert "JSON Patch" in body["detail"]
+    for accepted in ("application/merge-patch+json", "application/json; charset=utf-8"):
+        done = api.patch(
+            url, content=raw({"paused": True}), headers={**auth, "Content-Type": accepted}
+        )
+        assert done.status_code == 200, done.text
+
+
+def test_a_json_patch_body_is_415_on_any_method(api, auth, services) -> None:
+    content = raw({"bandwidth": "100 Mbps", "locationId": LOC})
+    with nothing_written(services):
+        response = api.post(
+            BASE, content=content, headers={**auth, "Content-Type": "application/json-patch+json"}
+        )
+    assert_problem(response, 415)
+
+
 # --- fields -----------------------------------------------------------------------------------
 
 

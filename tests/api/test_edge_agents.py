@@ -199,3 +199,91 @@ def test_registering_an_agent_hands_it_the_connections_in_force(
     ).json()
     assert [(r["connectionId"], r["acked"]) for r in snap["connections"]] == [(conn["id"], True)]
     assert snap["cursor"] == 1
+
+
+INT32_MAX = 2**31 - 1
+COUNTER_MAX = 2**62  # 2**63 - 1 would be shown as 2**63 in the OpenAPI's doubles
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [
+        ({"drift": 2**63}, "/drift"),
+        ({"drift": INT32_MAX + 1}, "/drift"),  # an INTEGER column: PostgreSQL's int4
+        ({"actualCount": 2**63}, "/actualCount"),
+        ({"actualCount": INT32_MAX + 1}, "/actualCount"),
+        ({"cursor": 2**63}, "/cursor"),
+        ({"cursor": 2**62 + 1}, "/cursor"),  # as `GET …/changes?after=`
+    ],
+)
+def test_report_integers_beyond_their_column_are_400(
+    api: TestClient, headers: dict[str, str], services: Services, body: dict[str, int], pointer: str
+) -> None:
+    eh = edge_headers(api, register(services, A))
+    answer = api.post(f"/internal/edge/v1/locations/{A}/reports", json=body, headers=eh)
+    assert answer.status_code == 400, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert [e["pointer"] for e in answer.json()["errors"]] == [pointer]
+
+
+def test_report_integers_at_their_bounds_are_stored(
+    api: TestClient, headers: dict[str, str], services: Services
+) -> None:
+    eh = edge_headers(api, register(services, A))
+    body = {"drift": INT32_MAX, "actualCount": INT32_MAX, "cursor": 2**62}
+    answer = api.post(f"/internal/edge/v1/locations/{A}/reports", json=body, headers=eh)
+    assert answer.status_code == 200, answer.text
+    with services.db.read() as session:
+        mine = edge_repository.agent(session, A)
+        assert mine is not None and (mine.drift, mine.actual_count) == (INT32_MAX, INT32_MAX)
+
+
+@pytest.mark.parametrize("field", ["bytesIn", "bytesOut", "packetsIn", "packetsOut"])
+def test_counters_beyond_their_bound_are_400(
+    api: TestClient, headers: dict[str, str], services: Services, field: str
+) -> None:
+    eh = edge_headers(api, register(services, A))
+    conn = order(api, headers)
+    run_jobs(services)
+    reading = {"connectionId": conn["id"], "bytesIn": 0, "bytesOut": 0, field: COUNTER_MAX + 1}
+    body = {"at": services.clock.now().isoformat(), "samples": [reading]}
+    answer = api.post(f"/internal/edge/v1/locations/{A}/samples", json=body, headers=eh)
+    assert answer.status_code == 400, answer.text
+    assert [e["pointer"] for e in answer.json()["errors"]] == [f"/samples/0/{field}"]
+
+
+def test_counters_at_their_bound_are_stored(
+    api: TestClient, headers: dict[str, str], services: Services
+) -> None:
+    """The largest counters, and the largest jumps between readings a millisecond apart (a
+    rate, and a bucket's sum, beyond 64 bits), are stored and downsampled without an
+    overflow."""
+    from datetime import timedelta
+
+    from iod.traffic import service as traffic
+
+    eh = edge_headers(api, register(services, A))
+    conn = order(api, headers)
+    run_jobs(services)
+    url = f"/internal/edge/v1/locations/{A}/samples"
+    at = services.clock.now() - timedelta(hours=1)
+    for step, value in enumerate([0, COUNTER_MAX, 0, COUNTER_MAX]):
+        moment = at + timedelta(milliseconds=step)
+        reading = {"connectionId": conn["id"], "bytesIn": value, "bytesOut": value,
+                   "packetsIn": value, "packetsOut": value}  # fmt: skip
+        body = {"at": moment.isoformat(), "samples": [reading]}
+        answer = api.post(url, json=body, headers=eh)
+        assert answer.status_code == 200, answer.text
+    with services.db.write() as session:
+        assert traffic.downsample(session, services.clock.now()) == 3
+
+
+def test_the_openapi_shows_the_bounds(api: TestClient) -> None:
+    schemas = api.get("/openapi.json").json()["components"]["schemas"]
+    report = schemas["EdgeReport"]["properties"]
+    for field, most in (("drift", INT32_MAX), ("actualCount", INT32_MAX), ("cursor", 2**62)):
+        [number] = [s for s in report[field]["anyOf"] if s.get("type") == "integer"]  # or null
+        assert (number["minimum"], number["maximum"]) == (0, most)
+    reading = schemas["CounterReading"]["properties"]
+    for field in ("bytesIn", "bytesOut", "packetsIn", "packetsOut"):
+        assert (reading[field]["minimum"], reading[field]["maximum"]) == (0, COUNTER_MAX)

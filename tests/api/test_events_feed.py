@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from iod import events
 from iod.app import Services
+from iod.customers import service as customers
 from iod.events import service as feed
 from iod.infra.db import Database, make_engine
 from tests.conftest import Tenant, get_token, postgres_url, run_jobs
@@ -243,3 +244,44 @@ def test_stream_limit_per_client(
     hub.close_stream(tenant.client_id)
     assert api.get(f"{FEED}/stream", headers=headers).status_code == 200
     assert hub.streams[tenant.client_id] == most - 1  # the finished stream gave its slot back
+
+
+def test_a_cursor_beyond_the_last_event_is_400(
+    api: TestClient, headers, services: Services, tenant: Tenant
+) -> None:
+    """A well-formed cursor past the customer's last position would skip every event up to
+    it, later, without a word: it is refused where it was given (the feed, its long poll,
+    the stream's `after` and `Last-Event-ID`). The last position itself is valid."""
+    for _ in range(2):
+        record(services.db, services, tenant.customer_id)
+    last = api.get(FEED, headers=headers).json()["nextCursor"]
+    assert feed.decode_cursor(last) == 2
+    for beyond in (feed.encode_cursor(3), "evP_________8"):
+        for params in ({"after": beyond}, {"after": beyond, "wait": 1}):
+            started = time.monotonic()
+            answer = api.get(FEED, params=params, headers=headers)
+            assert answer.status_code == 400, answer.text
+            assert time.monotonic() - started < 1  # refused at once, not after the wait
+            assert answer.headers["content-type"].startswith("application/problem+json")
+            assert [e["pointer"] for e in answer.json()["errors"]] == ["/query/after"]
+            assert "beyond the last event" in answer.json()["detail"]
+        stream = api.get(f"{FEED}/stream", params={"after": beyond}, headers=headers)
+        assert stream.status_code == 400
+        assert [e["pointer"] for e in stream.json()["errors"]] == ["/query/after"]
+        resumed = api.get(f"{FEED}/stream", headers={**headers, "Last-Event-ID": beyond})
+        assert resumed.status_code == 400
+        assert [e["pointer"] for e in resumed.json()["errors"]] == ["/header/Last-Event-ID"]
+    # Another customer's positions are not this one's: its last position is its own.
+    with services.db.write() as session:
+        stranger = customers.create_customer(session, services.clock, "Other").id
+    for _ in range(5):
+        record(services.db, services, stranger)
+    assert (
+        api.get(FEED, params={"after": feed.encode_cursor(3)}, headers=headers).status_code == 400
+    )
+    # The last position is valid: nothing new yet (and the long poll waits for it).
+    assert api.get(FEED, params={"after": last}, headers=headers).json() == {
+        "events": [],
+        "nextCursor": last,
+    }
+    assert api.get(FEED, params={"after": last, "wait": 0}, headers=headers).status_code == 200

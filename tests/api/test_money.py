@@ -307,3 +307,38 @@ def test_usage_parameters(api, headers, priced, clock) -> None:
         headers=headers,
     ).json()
     assert empty["lines"] == [] and empty["totals"] == []
+
+
+@pytest.mark.parametrize(
+    "times, pointer",
+    [
+        ({"effectiveDate": "9999-12-31T00:00:00Z"}, "/effectiveDate"),
+        ({"effectiveDate": (START + timedelta(days=366)).isoformat()}, "/effectiveDate"),
+        ({"revertAt": (START + timedelta(days=366)).isoformat()}, "/revertAt"),
+        ({"effectiveDate": (START + timedelta(days=2)).isoformat(),
+          "revertAt": (START + timedelta(days=1)).isoformat()}, "/revertAt"),
+    ],
+)  # fmt: skip
+def test_a_quote_has_the_bandwidth_changes_time_rules(
+    api, headers, priced, times: dict[str, str], pointer: str
+) -> None:
+    """Whatever `PUT …/bandwidth` refuses, a quote for it refuses the same way (a quote its
+    change could never use is never made)."""
+    conn = order(api, headers).json()
+    run_jobs(priced)
+    put = api.put(
+        f"{BASE}/connections/{conn['id']}/bandwidth",
+        json={"bandwidth": "1 Gbps", **times},
+        headers=headers,
+    )
+    assert put.status_code == 400, put.text
+    with nothing_written(priced):
+        quoted = quote(api, headers, connectionId=conn["id"], bandwidth="1 Gbps", **times)
+    assert quoted.status_code == 400, quoted.text
+    assert quoted.json()["errors"] == put.json()["errors"]
+    assert [e["pointer"] for e in quoted.json()["errors"]] == [pointer]
+    # A year ahead, to the day, is a change (and a quote) like any other.
+    ahead = {"effectiveDate": (START + timedelta(days=365)).isoformat()}
+    assert (
+        quote(api, headers, connectionId=conn["id"], bandwidth="1 Gbps", **ahead).status_code == 201
+    )

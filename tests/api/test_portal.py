@@ -21,7 +21,7 @@ from iod.customers import service as customers
 from iod.infra.clock import FrozenClock
 from iod.infra.config import Settings
 from iod.locations import catalog
-from iod.models import AuditEvent, PortalSession, PortalUser
+from iod.models import AuditEvent, Client, PortalSession, PortalUser
 from iod.portal import service as people
 from iod.portal.endpoints import SESSION_COOKIE
 from tests.conftest import counts, run_jobs
@@ -675,3 +675,63 @@ def test_a_reloaded_form_does_not_act_twice(api: TestClient, services: Services)
     invite |= {"email": "once@example.com", "role": "viewer"}
     assert admin.post("/portal/users", data=invite).status_code == 201
     assert admin.post("/portal/users", data=invite).status_code == 409
+
+
+def stored(services: Services) -> tuple[int, int, int]:
+    """Rows in portal_users, clients and audit_events."""
+    with services.db.read() as session:
+        return tuple(  # type: ignore[return-value]
+            session.scalar(select(func.count()).select_from(model)) or 0
+            for model in (PortalUser, Client, AuditEvent)
+        )
+
+
+# Control characters (a NUL PostgreSQL cannot store) and invisible format characters (U+202E,
+# a right-to-left override; a zero-width space): what the API's text fields refuse.
+BAD_TEXT = ["a\x00b", "a\x1bb", "a\u202eb", "a\u200bb"]
+
+
+@pytest.mark.parametrize("bad", BAD_TEXT)
+def test_portal_text_fields_follow_the_apis_text_rule(
+    api: TestClient, services: Services, bad: str
+) -> None:
+    cid = customer(services, "Acme")
+    admin = signed_in(api, services, cid, "admin")
+    before = stored(services)
+    invite = form_fields(admin.get("/portal/users").text, "/portal/users")
+    email = bad.replace("b", "") + "@b.example"
+    refused = admin.post("/portal/users", data=invite | {"email": email, "role": "viewer"})
+    assert refused.status_code == 400, refused.text
+    assert "<code>/email</code>" in refused.text and "\x00" not in refused.text
+    form = form_fields(admin.get("/portal/api-clients").text, "/portal/api-clients")
+    named = admin.post("/portal/api-clients", data=form | {"name": bad})
+    assert named.status_code == 400, named.text
+    assert "<code>/name</code>" in named.text and "must not contain" in named.text
+    # Signing in with such an address is refused before anything is looked up or audited.
+    stranger = browser(api)
+    page = stranger.get("/portal/sign-in")
+    sign_in = stranger.post(
+        "/portal/sign-in",
+        data={"csrf": csrf_of(page.text), "email": email, "password": PASSWORD},
+    )
+    assert sign_in.status_code == 400, sign_in.text
+    assert "\x00" not in sign_in.text
+    assert stored(services) == before
+    # The same forms still take ordinary text.
+    ok = form_fields(admin.get("/portal/api-clients").text, "/portal/api-clients")
+    assert admin.post("/portal/api-clients", data=ok | {"name": "Zoë's robot"}).status_code == 201
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_pages_never_output_control_characters(api: TestClient, services: Services) -> None:
+    """A row stored before the forms refused them (SQLite took a NUL) is shown with U+FFFD."""
+    cid = customer(services, "Acme")
+    admin = signed_in(api, services, cid, "admin")
+    user_id = make_user(services, cid, "old@b.example", "viewer")
+    with services.db.write() as session:
+        user = session.get(PortalUser, user_id)
+        assert user is not None
+        user.email = "old\x00@b.example"
+    page = admin.get("/portal/users")
+    assert page.status_code == 200
+    assert "\x00" not in page.text and "old\ufffd@b.example" in page.text

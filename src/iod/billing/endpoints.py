@@ -136,6 +136,7 @@ def create_quote(
             effective=body.effectiveDate,
             revert_at=body.revertAt,
             ttl_seconds=services.settings.quote_ttl_seconds,
+            max_schedule_days=services.policy.max_schedule_days,
         )
         result = QuoteOut.model_validate(service.present_quote(quote))
         return idempotency.Outcome(

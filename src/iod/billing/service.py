@@ -275,7 +275,10 @@ def create_quote(
     effective: datetime | None,
     revert_at: datetime | None,
     ttl_seconds: int,
+    max_schedule_days: int,
 ) -> Quote:
+    """`max_schedule_days`: how far ahead a change's times may be (`IOD_MAX_SCHEDULE_DAYS`),
+    checked as `PUT …/bandwidth` checks them."""
     now = clock.now()
     if (location_id is None) == (connection_id is None):
         raise ValidationFailed(
@@ -302,6 +305,9 @@ def create_quote(
     elif effective is not None or revert_at is not None:
         field = "/effectiveDate" if effective is not None else "/revertAt"
         raise ValidationFailed.field(field, "only a change (connectionId) has one")
+    from iod.connections.service import change_time  # it imports this module
+
+    at = change_time(now, effective, revert_at, max_schedule_days)  # as the change's PUT
     assert location_id is not None
     location = locations.get(session, location_id)
     if location is None:
@@ -313,9 +319,6 @@ def create_quote(
             "/bandwidth",
             f"{format_bandwidth(mbps)} is not offered at {location.id}; offered: {offered}",
         )
-    if revert_at is not None and revert_at <= max(effective or now, now):
-        raise ValidationFailed.field("/revertAt", "must be after the effective time")
-    at = effective if effective is not None and effective > now else now
     price = repository.price_at(session, location.id, mbps, at)
     if price is None:
         raise NotPriced(f"{format_bandwidth(mbps)} at {location.id} has no price at {rfc3339(at)}")

@@ -35,6 +35,22 @@ def invisible_format_character(value: str) -> str | None:
     return None
 
 
+def text_problem(value: str) -> str | None:
+    """What makes `value` unfit for a free-text field (a description, a name), or None: the
+    API's one rule for text, which the portal's forms apply too. Control characters (a NUL
+    PostgreSQL cannot store) and lone surrogates (no database can) are refused, and so are
+    invisible format characters (`invisible_format_character`)."""
+    if _CONTROL.search(value):
+        return "must not contain control characters or lone surrogates"
+    invisible = invisible_format_character(value)
+    if invisible is not None:
+        return (
+            f"must not contain invisible format characters such as bidirectional "
+            f"overrides or zero-width spaces (found {invisible})"
+        )
+    return None
+
+
 BANDWIDTH_DESCRIPTION = (
     "A positive number and a unit, Mbps or Gbps, case-insensitive, with an optional space: "
     "`100 Mbps`, `1Gbps`, `1.5 Gbps`. It must be a tier offered at the connection's location. "
@@ -126,14 +142,9 @@ class ConnectionRequest(StrictBody):
             raise ValueError("must be a string")
         if len(value) > 255:
             raise ValueError("must be at most 255 characters")
-        if _CONTROL.search(value):
-            raise ValueError("must not contain control characters or lone surrogates")
-        invisible = invisible_format_character(value)
-        if invisible is not None:
-            raise ValueError(
-                f"must not contain invisible format characters such as bidirectional "
-                f"overrides or zero-width spaces (found {invisible})"
-            )
+        problem = text_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("ipv4PrefixLength", mode="before")

@@ -63,6 +63,24 @@ def _offered_or_400(location: Location | repository.Offer, mbps: int) -> None:
         )
 
 
+def change_time(
+    now: datetime, effective: datetime | None, revert_at: datetime | None, max_days: int
+) -> datetime:
+    """When a bandwidth change runs: at `effective`, or now when that is absent or past.
+    Its times' rules, for `PUT …/bandwidth` and for a quote of it (`billing.create_quote`),
+    so a quote is never made that its change would refuse: `effective` at most `max_days`
+    ahead; `revert_at` (a boost's end) after the change runs, within the same days."""
+    horizon = now + timedelta(days=max_days)
+    if effective is not None and effective > horizon:
+        raise ValidationFailed.field("/effectiveDate", f"must be at most {max_days} days ahead")
+    run_at = effective if effective is not None and effective > now else now
+    if revert_at is not None and not run_at < revert_at <= horizon:
+        raise ValidationFailed.field(
+            "/revertAt", f"must be after the effective time and at most {max_days} days ahead"
+        )
+    return run_at
+
+
 def create_connection(
     session: Session, clock: Clock, principal: Principal, request: ConnectionRequest, policy: Policy
 ) -> Connection:
@@ -211,18 +229,7 @@ def update_bandwidth(
     # "Now" is read under the connection's lock, so its changes that are accepted one after
     # the other are also due one after the other, in that order.
     now = clock.now()
-    effective = update.effectiveDate
-    if effective is not None and effective > now + timedelta(days=policy.max_schedule_days):
-        raise ValidationFailed.field(
-            "/effectiveDate", f"must be at most {policy.max_schedule_days} days ahead"
-        )
-    run_at = effective if effective is not None and effective > now else now
-    horizon = now + timedelta(days=policy.max_schedule_days)
-    if update.revertAt is not None and not run_at < update.revertAt <= horizon:
-        raise ValidationFailed.field(
-            "/revertAt",
-            f"must be after the effective time and at most {policy.max_schedule_days} days ahead",
-        )
+    run_at = change_time(now, update.effectiveDate, update.revertAt, policy.max_schedule_days)
     mbps = parse_bandwidth(update.bandwidth)
     if not accepts_changes(target_of(connection)):
         raise InvalidState(

@@ -11,6 +11,14 @@ from iod.connections.schemas import StrictBody
 State = Literal["active", "suspended", "absent"]
 REPORT_MAX = 100  # results per report
 SAMPLES_MAX = 250  # readings per samples request
+# Integers are bounded by the columns that keep them (a larger one was a 500): an INTEGER
+# (PostgreSQL's int4) for the agent's counts; a BIGINT for the traffic counters, whose bound
+# is 2**62 (4.6 EB, millennia of a 100 Gbps link) rather than 2**63 - 1 because the OpenAPI
+# document writes bounds as JSON doubles, which hold 2**62 exactly but round 2**63 - 1 up to
+# 2**63; a cursor as `GET …/changes?after=` takes it.
+COUNT_MAX = 2**31 - 1
+COUNTER_MAX = 2**62
+CURSOR_MAX = 2**62
 
 
 class EdgeConnection(BaseModel):
@@ -60,16 +68,17 @@ class EdgeReport(StrictBody):
     model_config = ConfigDict(extra="forbid", title="EdgeReport")
 
     cursor: int | None = Field(
-        default=None, ge=0, strict=True, description="The last change applied."
+        default=None, ge=0, le=CURSOR_MAX, strict=True, description="The last change applied."
     )
     version: str | None = Field(default=None, max_length=64)
     hostname: str | None = Field(default=None, max_length=255)
     actualCount: int | None = Field(
-        default=None, ge=0, strict=True, description="Connections the edge holds now."
+        default=None, ge=0, le=COUNT_MAX, strict=True, description="Connections the edge holds now."
     )
     drift: int | None = Field(
         default=None,
         ge=0,
+        le=COUNT_MAX,
         strict=True,
         description="What the last full resynchronisation corrected on the edge's kernel.",
     )
@@ -89,10 +98,14 @@ class CounterReading(StrictBody):
     model_config = ConfigDict(extra="forbid", title="CounterReading")
 
     connectionId: str = Field(min_length=1, max_length=40, strict=True)
-    bytesIn: int = Field(ge=0, strict=True, description="Cumulative, towards the customer.")
-    bytesOut: int = Field(ge=0, strict=True, description="Cumulative, from the customer.")
-    packetsIn: int = Field(default=0, ge=0, strict=True)
-    packetsOut: int = Field(default=0, ge=0, strict=True)
+    bytesIn: int = Field(
+        ge=0, le=COUNTER_MAX, strict=True, description="Cumulative, towards the customer."
+    )
+    bytesOut: int = Field(
+        ge=0, le=COUNTER_MAX, strict=True, description="Cumulative, from the customer."
+    )
+    packetsIn: int = Field(default=0, ge=0, le=COUNTER_MAX, strict=True)
+    packetsOut: int = Field(default=0, ge=0, le=COUNTER_MAX, strict=True)
 
 
 class EdgeSamples(StrictBody):

@@ -113,7 +113,8 @@ async def list_events(
     """What happened to the customer's connections and bandwidth changes, in commit order.
 
     Replayable: events are kept `IOD_EVENTS_RETENTION_DAYS` (30) days; a cursor whose next
-    events were pruned is 410. With `wait`, an empty answer waits for the next event.
+    events were pruned is 410, one beyond the last event 400. With `wait`, an empty answer
+    waits for the next event.
     """
     services = _services(request)
     types = _types(type)
@@ -210,13 +211,15 @@ async def stream_events(
     """The feed as Server-Sent Events: what is there after the cursor, then each event as it
     commits. A comment line every `IOD_EVENTS_HEARTBEAT_SECONDS` (15) keeps proxies from
     closing an idle stream; the server ends a stream after `IOD_EVENTS_STREAM_MAX_SECONDS`
-    and the client resumes with `Last-Event-ID`.
+    and the client resumes with `Last-Event-ID`. A cursor beyond the last event, in `after`
+    or `Last-Event-ID`, is 400 as in `listEvents`.
     """
     services = _services(request)
     settings = services.settings
     types = _types(type)
     customer = principal.customer_id
     cursor = last_event_id if last_event_id is not None else after
+    pointer = "/header/Last-Event-ID" if last_event_id is not None else "/query/after"
     db = services.db
     hub = service.hub_of(db)
     position = await off_the_loop(services, lambda: service.start_position(db, customer, cursor))
@@ -231,6 +234,7 @@ async def stream_events(
             types=types,
             connection_id=connectionId,
             limit=100,
+            pointer=pointer,
         )
 
     seen = hub.generation

@@ -21,7 +21,7 @@ from typing import Any
 from iod.events import repository
 from iod.infra.clock import rfc3339
 from iod.infra.db import Database
-from iod.infra.errors import ProblemError
+from iod.infra.errors import FieldError, ProblemError, ValidationFailed
 from iod.models import Event
 
 NOW = "now"  # the `after` that means: only what commits from now on
@@ -101,6 +101,19 @@ def start_position(db: Database, customer_id: str, after: str | None) -> int:
     return decode_cursor(after)
 
 
+def beyond_the_last(after: int, pointer: str) -> ValidationFailed:
+    """A cursor past the customer's last position: none of ours handed out (positions only
+    grow), and following it would skip every event up to it once they exist."""
+    where, _, name = pointer.strip("/").partition("/")
+    detail = (
+        f"{encode_cursor(after)!r} is beyond the last event: pass an event's `id` or a "
+        "`nextCursor` you were given, `now`, or no cursor"
+    )
+    return ValidationFailed(
+        f"{where} parameter {name}: {detail}", errors=[FieldError(pointer, detail)]
+    )
+
+
 def read_page(
     db: Database,
     customer_id: str,
@@ -110,11 +123,15 @@ def read_page(
     types: Sequence[str] = (),
     connection_id: str | None = None,
     limit: int = 100,
+    pointer: str = "/query/after",
 ) -> Page:
     """The customer's events after `after` (in commit order). `explicit`: `after` came from
-    the client, so a place whose following events were pruned is 410, not a silent gap."""
+    the client, so a place whose following events were pruned is 410, not a silent gap, and
+    a place beyond the last event is a 400 at `pointer` (the parameter it came in)."""
     with db.read() as session:
         upto = repository.last_position(session, customer_id)
+        if explicit and after > upto:
+            raise beyond_the_last(after, pointer)
         if explicit and after < upto:
             oldest = repository.oldest_kept(session, customer_id)
             if oldest is None or oldest > after + 1:

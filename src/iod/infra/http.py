@@ -61,27 +61,50 @@ READ_ERRORS: dict[int | str, dict[str, Any]] = {
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **READ_ERRORS,
     400: problem("Invalid body: each invalid field is named by a JSON Pointer in `errors`"),
-    415: problem("The body is not application/json"),
+    415: problem(
+        "The body is not application/json (nor another application/*+json); a PATCH's is "
+        "not a JSON merge patch (application/merge-patch+json or application/json)"
+    ),
 }
 
 
+# PATCH bodies are JSON merge patches (RFC 7396), sent as such or as plain JSON; a 415 of a
+# PATCH says so in Accept-Patch (RFC 5789 §2.2).
+MERGE_PATCH_TYPES = ("application/merge-patch+json", "application/json")
+JSON_PATCH = "application/json-patch+json"
+
+
 async def require_json(request: Request) -> None:
-    """Bodies are JSON; anything else is 415 before it is parsed. No body at all is left to
-    validation, which answers 400 for the missing required body. (`async`: it only reads
-    headers, so FastAPI runs it on the event loop instead of a threadpool hop.)"""
+    """Bodies are JSON (`application/json` or another `application/*+json`); anything else
+    is 415 before it is parsed. A JSON Patch (RFC 6902: a list of operations, not the
+    fields) is refused everywhere, and a PATCH takes a merge patch only
+    (`MERGE_PATCH_TYPES`). No body at all is left to validation, which answers 400 for the
+    missing required body. (`async`: it only reads headers, so FastAPI runs it on the event
+    loop instead of a threadpool hop.)"""
     headers = request.headers
     if headers.get("content-length", "0") == "0" and "transfer-encoding" not in headers:
         return
     content_type = headers.get("content-type", "")
     media = content_type.split(";")[0].strip().lower()
-    if media != "application/json" and not (
-        media.startswith("application/") and media.endswith("+json")
+    if request.method == "PATCH":
+        if media not in MERGE_PATCH_TYPES:
+            raise UnsupportedMediaType(
+                _refusal(media, "a JSON merge patch (RFC 7396): " + " or ".join(MERGE_PATCH_TYPES)),
+                headers={"Accept-Patch": ", ".join(MERGE_PATCH_TYPES)},
+            )
+    elif media == JSON_PATCH or (
+        media != "application/json"
+        and not (media.startswith("application/") and media.endswith("+json"))
     ):
-        raise UnsupportedMediaType(
-            f"send the body as application/json, not {media}"
-            if media
-            else "send the body as application/json, with a Content-Type header (none was sent)"
-        )
+        raise UnsupportedMediaType(_refusal(media, "application/json"))
+
+
+def _refusal(media: str, wanted: str) -> str:
+    if not media:
+        return f"send the body as {wanted}, with a Content-Type header (none was sent)"
+    if media == JSON_PATCH:
+        return f"a JSON Patch (RFC 6902, {JSON_PATCH}) is not accepted: send the body as {wanted}"
+    return f"send the body as {wanted}, not {media}"
 
 
 # --- ETag and If-Match (RFC 9110 §8.8.3, §13.1.1) -----------------------------------------

@@ -302,7 +302,7 @@ def price_request(request: Request, body: PriceRequestIn, caller: WRITE) -> Pric
         _act_for(session, request, caller)
         return pricing.price_request(
             session, services.clock, caller, catalog_of(services), body,
-            services.settings.quote_ttl_seconds,
+            services.settings.quote_ttl_seconds, services.policy.max_schedule_days,
         )  # fmt: skip
 
 

@@ -90,6 +90,7 @@ def price_request(
     catalog: Catalog,
     body: PriceRequestIn,
     ttl_seconds: int,
+    max_schedule_days: int,
 ) -> PriceQuote:
     """A money quote for a new service (partner and location) or a change of a service, with
     the request kept beside it. Refusals are Lumen lists naming the request's field."""
@@ -152,6 +153,7 @@ def price_request(
             location_id=None if connection_id is not None else body.masterSiteId,
             connection_id=connection_id, bandwidth=format_bandwidth(mbps),
             effective=None, revert_at=None, ttl_seconds=ttl_seconds,
+            max_schedule_days=max_schedule_days,
         )  # fmt: skip
     except ValidationFailed as exc:
         pointer = exc.errors[0].pointer if exc.errors else ""

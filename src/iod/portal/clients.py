@@ -16,6 +16,7 @@ from iod.customers import service as customers
 from iod.infra.clock import Clock
 from iod.infra.errors import NotFound, ValidationFailed
 from iod.models import Client
+from iod.portal.service import check_text
 
 # The grace periods a rotation offers (the old secret keeps working meanwhile).
 GRACES = {"0": timedelta(0), "1h": timedelta(hours=1), "24h": timedelta(hours=24)}
@@ -44,6 +45,7 @@ def create(
     name = name.strip()
     if not name or len(name) > 255:
         raise ValidationFailed.field("/name", "a name has 1 to 255 characters")
+    check_text("/name", name)
     new = customers.create_client(session, clock, customer_id, scopes, hasher=hasher, name=name)
     audit.record(session, clock, actor, "client.create", "client", new.client_id,
                  customer_id=customer_id, details={"scopes": new.scopes, "name": name})  # fmt: skip

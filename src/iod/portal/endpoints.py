@@ -9,6 +9,7 @@ Errors are the API's problem details, shown next to their field (`errors[].point
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from collections.abc import Callable, Coroutine
 from datetime import datetime
@@ -88,6 +89,19 @@ class PortalRoute(APIRoute):
 router = APIRouter(prefix="/portal", route_class=PortalRoute, include_in_schema=False)
 
 
+# Control characters HTML may not carry (a NUL above all): a refused form's value shown back,
+# or a row stored before the forms refused them, is shown with U+FFFD, as a browser would.
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, str):
+        # `replace` keeps the type: escaped text (Markup) stays escaped, plain text plain.
+        for char in set(_UNPRINTABLE.findall(value)):
+            value = value.replace(char, "\ufffd")
+    return value
+
+
 @cache
 def _templates() -> Environment:
     env = Environment(
@@ -95,6 +109,7 @@ def _templates() -> Environment:
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_printable,
     )
     env.filters["bandwidth"] = format_bandwidth
     env.filters["local"] = views.local

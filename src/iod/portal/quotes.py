@@ -83,6 +83,7 @@ def for_order(
         session, services.clock, user.principal, location_id=order.locationId,
         connection_id=None, bandwidth=order.bandwidth, effective=None, revert_at=None,
         ttl_seconds=services.settings.quote_ttl_seconds,
+        max_schedule_days=services.policy.max_schedule_days,
     ))  # fmt: skip
 
 
@@ -96,6 +97,7 @@ def for_change(
         session, services.clock, user.principal, location_id=None, connection_id=connection_id,
         bandwidth=update.bandwidth, effective=update.effectiveDate, revert_at=update.revertAt,
         ttl_seconds=services.settings.quote_ttl_seconds,
+        max_schedule_days=services.policy.max_schedule_days,
     ), zone)  # fmt: skip
 
 

@@ -30,6 +30,7 @@ from iod.auth.passwords import (
     verify_password,
 )
 from iod.auth.tokens import Principal
+from iod.connections.schemas import text_problem
 from iod.customers import repository as customers
 from iod.infra.clock import Clock, as_utc, rfc3339
 from iod.infra.config import Settings
@@ -110,9 +111,19 @@ def actor(user_id: str, source: str, request_id: str | None) -> audit.Actor:
 
 def normalise_email(text: str) -> str:
     email = text.strip().lower()
+    check_text("/email", email)
     if len(email) > 254 or not _EMAIL.fullmatch(email):
         raise ValidationFailed.field("/email", "must be an email address such as ana@example.com")
     return email
+
+
+def check_text(pointer: str, value: str) -> str:
+    """`value` of a form's free-text field, if the API would take it in a text field (its
+    rule: `connections.schemas.text_problem`); else a 400 at `pointer`."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValidationFailed.field(pointer, problem)
+    return value
 
 
 def check_role(role: str) -> str:
@@ -330,7 +341,9 @@ def sign_in(
     request_id: str | None = None,
 ) -> SignIn:
     now = clock.now()
-    address = email.strip().lower()[:254]
+    # An address no account can have (a NUL, an invisible character) is refused before it
+    # is looked up or written to the audit log.
+    address = check_text("/email", email.strip().lower()[:254])
     user = repository.user_by_email(session, address, lock=True) if address else None
     if user is not None and user.locked_until is not None and as_utc(user.locked_until) > now:
         # Not even checked: a locked account cannot be guessed at meanwhile.

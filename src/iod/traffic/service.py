@@ -28,6 +28,15 @@ Reading = tuple[int, int, int, int]  # bytes in, bytes out, packets in, packets 
 DOWNSAMPLE_SECONDS = 300
 
 
+# The BIGINT columns' largest value: a rate or a bucket's sum beyond it (counters that jump
+# by 2**63 a millisecond apart) is stored as this rather than failing the whole batch.
+_BIGINT_MAX = 2**63 - 1
+
+
+def _big(value: int) -> int:
+    return min(value, _BIGINT_MAX)
+
+
 def _delta(now: int, before: int) -> int:
     return now - before if now >= before else now  # reset (a rebuilt class): from zero
 
@@ -59,7 +68,8 @@ def ingest(session: Session, at: datetime, readings: dict[str, Reading]) -> int:
                 "bytes_in": d_in, "bytes_out": d_out,
                 "packets_in": _delta(p_in, last.packets_in),
                 "packets_out": _delta(p_out, last.packets_out),
-                "peak_in_bps": int(d_in * 8 / seconds), "peak_out_bps": int(d_out * 8 / seconds),
+                "peak_in_bps": _big(int(d_in * 8 / seconds)),
+                "peak_out_bps": _big(int(d_out * 8 / seconds)),
             }
         )  # fmt: skip
         changed.append({"counter_id": connection_id, **counter})
@@ -178,9 +188,10 @@ def downsample(session: Session, before: datetime, limit: int = 50_000) -> int:
                 connection_id=connection_id,
                 at=datetime.fromtimestamp(end, tz=group[0].at.tzinfo),
                 seconds=sum(r.seconds for r in group), resolution=DOWNSAMPLE_SECONDS,
-                bytes_in=sum(r.bytes_in for r in group), bytes_out=sum(r.bytes_out for r in group),
-                packets_in=sum(r.packets_in for r in group),
-                packets_out=sum(r.packets_out for r in group),
+                bytes_in=_big(sum(r.bytes_in for r in group)),
+                bytes_out=_big(sum(r.bytes_out for r in group)),
+                packets_in=_big(sum(r.packets_in for r in group)),
+                packets_out=_big(sum(r.packets_out for r in group)),
                 peak_in_bps=max(r.peak_in_bps for r in group),
                 peak_out_bps=max(r.peak_out_bps for r in group),
             )
