@@ -226,6 +226,32 @@ def test_report_integers_beyond_their_column_are_400(
     assert [e["pointer"] for e in answer.json()["errors"]] == [pointer]
 
 
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [
+        ({"version": "1.0\x00"}, "/version"),
+        ({"hostname": "edge\x00one"}, "/hostname"),
+        ({"hostname": "edge\u202eone"}, "/hostname"),
+        ({"results": [{"opId": "op\x00", "ok": True}]}, "/results/0/opId"),
+        ({"results": [{"opId": "op", "ok": False, "error": "no\x00"}]}, "/results/0/error"),
+    ],
+)
+def test_report_text_with_control_characters_is_400(
+    api: TestClient, headers: dict[str, str], services: Services, body: dict[str, object],
+    pointer: str,
+) -> None:  # fmt: skip
+    """A NUL was stored on SQLite and a 500 on PostgreSQL: the API's rule for text."""
+    eh = edge_headers(api, register(services, A))
+    answer = api.post(f"/internal/edge/v1/locations/{A}/reports", json=body, headers=eh)
+    assert answer.status_code == 400, answer.text
+    assert [e["pointer"] for e in answer.json()["errors"]] == [pointer]
+    reading = {"connectionId": "con_\x00", "bytesIn": 0, "bytesOut": 0}
+    body = {"at": services.clock.now().isoformat(), "samples": [reading]}
+    answer = api.post(f"/internal/edge/v1/locations/{A}/samples", json=body, headers=eh)
+    assert answer.status_code == 400, answer.text
+    assert [e["pointer"] for e in answer.json()["errors"]] == ["/samples/0/connectionId"]
+
+
 def test_report_integers_at_their_bounds_are_stored(
     api: TestClient, headers: dict[str, str], services: Services
 ) -> None:

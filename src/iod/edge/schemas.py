@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
-from iod.connections.schemas import StrictBody
+from iod.connections.schemas import StrictBody, text_problem
 
 State = Literal["active", "suspended", "absent"]
 REPORT_MAX = 100  # results per report
@@ -19,6 +19,18 @@ SAMPLES_MAX = 250  # readings per samples request
 COUNT_MAX = 2**31 - 1
 COUNTER_MAX = 2**62
 CURSOR_MAX = 2**62
+
+
+def _text(value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# An agent's strings follow the API's rule for text (no NUL, which PostgreSQL cannot store:
+# a 500 there; no other control or invisible format character).
+Text = Annotated[str, AfterValidator(_text)]
 
 
 class EdgeConnection(BaseModel):
@@ -57,9 +69,9 @@ class EdgeChanges(BaseModel):
 class OperationResult(StrictBody):
     model_config = ConfigDict(extra="forbid", title="OperationResult")
 
-    opId: str = Field(min_length=1, max_length=64, strict=True)
+    opId: Text = Field(min_length=1, max_length=64, strict=True)
     ok: bool = Field(strict=True)
-    error: str | None = Field(default=None, max_length=300)
+    error: Text | None = Field(default=None, max_length=300)
 
 
 class EdgeReport(StrictBody):
@@ -70,8 +82,8 @@ class EdgeReport(StrictBody):
     cursor: int | None = Field(
         default=None, ge=0, le=CURSOR_MAX, strict=True, description="The last change applied."
     )
-    version: str | None = Field(default=None, max_length=64)
-    hostname: str | None = Field(default=None, max_length=255)
+    version: Text | None = Field(default=None, max_length=64)
+    hostname: Text | None = Field(default=None, max_length=255)
     actualCount: int | None = Field(
         default=None, ge=0, le=COUNT_MAX, strict=True, description="Connections the edge holds now."
     )
@@ -97,7 +109,7 @@ class EdgeReportResult(BaseModel):
 class CounterReading(StrictBody):
     model_config = ConfigDict(extra="forbid", title="CounterReading")
 
-    connectionId: str = Field(min_length=1, max_length=40, strict=True)
+    connectionId: Text = Field(min_length=1, max_length=40, strict=True)
     bytesIn: int = Field(
         ge=0, le=COUNTER_MAX, strict=True, description="Cumulative, towards the customer."
     )
