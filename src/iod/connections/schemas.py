@@ -5,9 +5,17 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from iod.domain.addressing import PREFIX_LENGTHS
@@ -49,6 +57,18 @@ def text_problem(value: str) -> str | None:
             f"overrides or zero-width spaces (found {invisible})"
         )
     return None
+
+
+def _text(value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# A string field under the API's rule for text (`text_problem`): no NUL, which PostgreSQL
+# can neither store nor compare (a 500 there), no other control or invisible format character.
+Text = Annotated[str, AfterValidator(_text)]
 
 
 BANDWIDTH_DESCRIPTION = (

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from iod.connections.schemas import StrictBody, text_problem
+from iod.connections.schemas import StrictBody, Text
 
 State = Literal["active", "suspended", "absent"]
 REPORT_MAX = 100  # results per report
@@ -19,18 +19,6 @@ SAMPLES_MAX = 250  # readings per samples request
 COUNT_MAX = 2**31 - 1
 COUNTER_MAX = 2**62
 CURSOR_MAX = 2**62
-
-
-def _text(value: str) -> str:
-    problem = text_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return value
-
-
-# An agent's strings follow the API's rule for text (no NUL, which PostgreSQL cannot store:
-# a 500 there; no other control or invisible format character).
-Text = Annotated[str, AfterValidator(_text)]
 
 
 class EdgeConnection(BaseModel):

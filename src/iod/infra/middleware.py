@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from secrets import token_hex
 from typing import Any
+from urllib.parse import parse_qsl
 
 import structlog
 from starlette.exceptions import HTTPException
@@ -16,7 +17,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from iod.infra.errors import PayloadTooLarge, ProblemError
+from iod.infra.errors import FieldError, PayloadTooLarge, ProblemError, ValidationFailed
 from iod.infra.metrics import HttpMetrics
 from iod.infra.problems import problem_response
 
@@ -148,11 +149,14 @@ class RequestContextMiddleware:
                     too_large = int(declared_length) > limit
                 except ValueError:
                     too_large = False
-            refused: ProblemError | None = None
-            if too_large:
-                refused = PayloadTooLarge(f"the request body exceeds {limit} bytes")
-            elif (
-                self.authenticate is not None
+            refused: ProblemError | None = (
+                PayloadTooLarge(f"the request body exceeds {limit} bytes")
+                if too_large
+                else nul_in_url(scope)
+            )
+            if (
+                refused is None
+                and self.authenticate is not None
                 and (chunked or declared_length not in (None, b"0"))
                 and scope["path"].startswith(self.authenticated_prefix)
             ):
@@ -200,6 +204,24 @@ class RequestContextMiddleware:
         if response is None:
             response = problem_response(problem, instance=scope["path"], request_id=request_id)
         await response(scope, _empty_receive, send)
+
+
+def nul_in_url(scope: Scope) -> ValidationFailed | None:
+    """A NUL (`%00`) in the path or the query: no id, name or value of this API holds one,
+    and PostgreSQL cannot compare text with one (a lookup would be a 500), so it is refused
+    here, once for every route: 400 naming the path or each query parameter."""
+    query: bytes = scope.get("query_string", b"")
+    if "\x00" not in scope["path"] and b"%00" not in query and b"\x00" not in query:
+        return None
+    errors = []
+    if "\x00" in scope["path"]:
+        errors.append(FieldError("/path", "the path must not contain a NUL character (%00)"))
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if "\x00" in name or "\x00" in value:
+            pointer = "/query/" + name.replace("\x00", "").replace("~", "~0").replace("/", "~1")
+            errors.append(FieldError(pointer, "must not contain a NUL character (%00)"))
+    detail = "the URL must not contain a NUL character (%00)"
+    return ValidationFailed(detail, errors=errors or [FieldError("/query", detail)])
 
 
 class _InternalError(ProblemError):

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from iod.connections.schemas import StrictBody
+from iod.connections.schemas import StrictBody, Text
 
 # -- errors --------------------------------------------------------------------------------
 
@@ -210,7 +210,7 @@ class OrderRequest(_Body):
 
     model_config = ConfigDict(title="LumenOrderRequest")
 
-    externalId: str = Field(
+    externalId: Text = Field(
         min_length=1,
         max_length=20,
         description="The client's id of the order, at most 20 characters (a number is taken "
