@@ -59,6 +59,16 @@ def text_problem(value: str) -> str | None:
     return None
 
 
+def description_text(value: Any) -> str:
+    """A description (of a connection, a schedule, a webhook endpoint): a string of at most
+    255 characters under the API's rule for text (`text_problem`); ValueError if not."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    if len(value) > 255:
+        raise ValueError("must be at most 255 characters")
+    return _text(value)
+
+
 def _text(value: str) -> str:
     problem = text_problem(value)
     if problem is not None:
@@ -157,15 +167,7 @@ class ConnectionRequest(StrictBody):
     @classmethod
     def _description(cls, value: Any) -> Any:
         # Checked here, before the Optional union, so errors point at the field itself.
-        value = _no_null(value)
-        if not isinstance(value, str):
-            raise ValueError("must be a string")
-        if len(value) > 255:
-            raise ValueError("must be at most 255 characters")
-        problem = text_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
+        return description_text(_no_null(value))
 
     @field_validator("ipv4PrefixLength", mode="before")
     @classmethod

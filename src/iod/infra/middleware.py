@@ -17,7 +17,13 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from iod.infra.errors import FieldError, PayloadTooLarge, ProblemError, ValidationFailed
+from iod.infra.errors import (
+    FieldError,
+    NotFound,
+    PayloadTooLarge,
+    ProblemError,
+    ValidationFailed,
+)
 from iod.infra.metrics import HttpMetrics
 from iod.infra.problems import problem_response
 
@@ -206,21 +212,22 @@ class RequestContextMiddleware:
         await response(scope, _empty_receive, send)
 
 
-def nul_in_url(scope: Scope) -> ValidationFailed | None:
+def nul_in_url(scope: Scope) -> ProblemError | None:
     """A NUL (`%00`) in the path or the query: no id, name or value of this API holds one,
-    and PostgreSQL cannot compare text with one (a lookup would be a 500), so it is refused
-    here, once for every route: 400 naming the path or each query parameter."""
+    and PostgreSQL cannot compare text with one (a lookup was a 500), so it is answered here,
+    once for every route: in the path, 404 (no resource has such a path, as for any garbage
+    id); in the query, 400 naming each parameter."""
+    if "\x00" in scope["path"]:
+        return NotFound("no resource has a NUL character (%00) in its path")
     query: bytes = scope.get("query_string", b"")
-    if "\x00" not in scope["path"] and b"%00" not in query and b"\x00" not in query:
+    if b"%00" not in query and b"\x00" not in query:
         return None
     errors = []
-    if "\x00" in scope["path"]:
-        errors.append(FieldError("/path", "the path must not contain a NUL character (%00)"))
     for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
         if "\x00" in name or "\x00" in value:
             pointer = "/query/" + name.replace("\x00", "").replace("~", "~0").replace("/", "~1")
             errors.append(FieldError(pointer, "must not contain a NUL character (%00)"))
-    detail = "the URL must not contain a NUL character (%00)"
+    detail = "the query must not contain a NUL character (%00)"
     return ValidationFailed(detail, errors=errors or [FieldError("/query", detail)])
 
 

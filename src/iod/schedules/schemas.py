@@ -10,12 +10,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from pydantic.json_schema import SkipJsonSchema
 
 from iod.connections.schemas import (
-    _CONTROL,
     _RFC3339,
     BANDWIDTH_DESCRIPTION,
     StrictBody,
     _canonical_bandwidth,
-    invisible_format_character,
+    description_text,
 )
 from iod.domain import schedules as calendar
 
@@ -76,18 +75,7 @@ def _date_time(value: Any) -> Any:
 
 
 def _description(value: Any) -> Any:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    if len(value) > 255:
-        raise ValueError("must be at most 255 characters")
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters or lone surrogates")
-    invisible = invisible_format_character(value)
-    if invisible is not None:
-        raise ValueError(f"must not contain invisible format characters (found {invisible})")
-    return value
+    return None if value is None else description_text(value)
 
 
 class ScheduleRule(StrictBody):

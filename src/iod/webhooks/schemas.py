@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from iod.connections.schemas import _CONTROL, StrictBody, invisible_format_character
+from iod.connections.schemas import StrictBody, description_text
 from iod.events import NAMES
 
 # What `eventTypes` takes: every event type, and each type's namespace (`connection.`).
@@ -26,19 +26,6 @@ EVENT_TYPES_DESCRIPTION = (
     "namespace ending in a dot (`connection.`, `bandwidth_change.`); an event is sent when it "
     "matches any. Empty or absent: every event."
 )
-
-
-def _text(value: Any, *, field: str) -> Any:
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    if len(value) > 255:
-        raise ValueError("must be at most 255 characters")
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters or lone surrogates")
-    invisible = invisible_format_character(value)
-    if invisible is not None:
-        raise ValueError(f"must not contain invisible format characters (found {invisible})")
-    return value
 
 
 def _event_types(value: Any) -> Any:
@@ -93,7 +80,7 @@ class WebhookEndpointRequest(StrictBody):
     def _description(cls, value: Any) -> Any:
         if value is None:
             raise ValueError("must be a string when present; leave the field out instead")
-        return _text(value, field="description")
+        return description_text(value)
 
 
 class WebhookEndpointUpdate(StrictBody):
@@ -139,7 +126,7 @@ class WebhookEndpointUpdate(StrictBody):
     @field_validator("description", mode="before")
     @classmethod
     def _description(cls, value: Any) -> Any:
-        return None if value is None else _text(value, field="description")
+        return None if value is None else description_text(value)
 
     @field_validator("enabled", mode="before")
     @classmethod
