@@ -395,7 +395,8 @@ class WebhookDelivery(Base):
     body: Mapped[str] = mapped_column(Text)  # the JSON body, as signed
     status: Mapped[str] = mapped_column(String(16))  # pending, succeeded, failed
     attempts: Mapped[int] = mapped_column(Integer)
-    # Bumped by a manual retry: a job of an older generation does nothing.
+    # Bumped by a manual retry and by each next attempt scheduled: a job of an older
+    # generation does nothing.
     generation: Mapped[int] = mapped_column(Integer)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)

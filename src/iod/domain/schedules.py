@@ -70,12 +70,14 @@ def zone_names() -> frozenset[str]:
     return frozenset((available_timezones() - _NOT_ZONES) | {"UTC"})
 
 
-def zone(name: str) -> ZoneInfo:
-    """The IANA time zone `name`, or ScheduleError."""
+def zone(name: str, *, given: bool = False) -> ZoneInfo:
+    """The time zone `name`, or ScheduleError. `given` (a name a client sends): it must be
+    an IANA name (`zone_names`). A stored name is loaded as it is: one accepted before that
+    check (`localtime`, `Factory`) must not stop the planning of its schedule."""
     if not name or len(name) > 64 or name.startswith(("/", ".")) or ".." in name:
         raise ScheduleError(f"{name[:64]!r} is not an IANA time zone name")
     try:
-        if name not in zone_names():
+        if given and name not in zone_names():
             raise ZoneInfoNotFoundError(name)
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:

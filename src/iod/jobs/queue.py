@@ -353,6 +353,19 @@ def defer(session: Session, jobs: list[tuple[int, float]], worker_id: str, now: 
         )
 
 
+def finish_outside(session: Session, job_id: int, now: datetime) -> bool:
+    """Marks the job done, queued or running, whoever holds it: its work was done outside
+    the worker (a deferred job's answer, recorded by the thread that got it). The worker's
+    later `defer` or `finish` of it then matches nothing."""
+    done = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]))
+        .values(state=JobState.DONE.value, finished_at=now, lease_until=None, last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(done, "rowcount", 0))
+
+
 def wake_job(session: Session, job_id: int, now: datetime) -> bool:
     """Makes a queued job due now (what it waited for has happened); the workers are woken
     at the commit. False when the job is not queued for later."""

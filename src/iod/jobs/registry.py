@@ -30,6 +30,7 @@ from iod.infra.clock import Clock
 
 if TYPE_CHECKING:
     from iod.infra.config import Settings
+    from iod.infra.db import Database
     from iod.network.base import NetworkDriver
 
 P = TypeVar("P")
@@ -66,11 +67,13 @@ class JobRef:
 
 @dataclass(frozen=True)
 class TaskContext:
-    """What a task may use besides its session: the clock, the settings, the driver."""
+    """What a task may use besides its session: the clock, the settings, the driver, and
+    the worker's database (for a transaction of the task's own outside the worker's)."""
 
     clock: Clock
     settings: Settings
     driver: NetworkDriver
+    db: Database | None = None
 
 
 def _no_preload(session: Session, jobs: list[JobRef], preparing: bool) -> list[object]:

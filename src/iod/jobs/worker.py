@@ -68,7 +68,7 @@ class Worker:
         self.clock = clock
         self.policy = policy
         self.settings = settings or Settings()
-        self.context = TaskContext(clock, self.settings, driver)
+        self.context = TaskContext(clock, self.settings, driver, db)
         self.queues = frozenset(queues) if queues is not None else None
         self.scheduler = Scheduler(db, clock, self.settings.job_max_attempts)
         self.periodic = periodic

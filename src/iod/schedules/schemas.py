@@ -49,7 +49,7 @@ def _string(value: Any, example: str) -> str:
 def _zone(value: Any) -> Any:
     value = _string(value, "America/New_York")
     try:
-        calendar.zone(value)
+        calendar.zone(value, given=True)
     except calendar.ScheduleError as exc:
         raise ValueError(str(exc)) from None
     return value

@@ -22,7 +22,6 @@ import json
 import random
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from iod import events
@@ -39,7 +38,6 @@ from iod.events import WrittenEvent
 from iod.events.service import encode_cursor
 from iod.infra.clock import rfc3339
 from iod.infra.config import Settings
-from iod.infra.db import Database
 from iod.infra.ids import new_id
 from iod.infra.secure import key_encryption_key
 from iod.jobs import queue
@@ -173,7 +171,6 @@ class Attempt:
     url: str
     body: bytes
     keys: tuple[bytes, ...]  # signed when sent: the timestamp is the attempt's own
-    engine: Engine  # where an outcome that comes after its batch is recorded
 
 
 @dataclass
@@ -299,7 +296,7 @@ def prepare(session: Session, job: JobRef, ctx: TaskContext) -> Attempt | None:
     keys = service.signing_keys(row.endpoint_id, row.secret, row.previous_secret,
                                 row.previous_secret_until, now, _kek(ctx.settings))  # fmt: skip
     attempt = Attempt(job.id, delivery_id, row.endpoint_id, row.generation, row.url,
-                      row.body.encode(), tuple(keys), session.get_bind().engine)  # fmt: skip
+                      row.body.encode(), tuple(keys))  # fmt: skip
     _batch_of(session)[job.id] = attempt
     return attempt
 
@@ -347,12 +344,29 @@ _local = threading.local()
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 SENDING_THREADS = 64
-# An endpoint's attempts in flight at once in a process; the next ones wait in its lane.
-# A slow endpoint thus takes at most this many of the sending threads from the others.
+# An endpoint's attempts in flight at once in a process; the next ones wait in its lane,
+# so a slow endpoint takes at most this many of the sending threads. A lane holds no more
+# than its endpoint's threads can send before a deferred job comes back (`_room`): one more
+# attempt is not sent but deferred (ENDPOINT_BUSY_SECONDS), so no attempt waits in a lane
+# until another process sends it too, and a stopping process waits for a bounded lane.
 PER_ENDPOINT = 16
+ENDPOINT_BUSY_SECONDS = 2.0
 SETTLE_SECONDS = 1.0
 _lanes: dict[str, deque[_Flight]] = {}  # endpoint id -> attempts waiting for a thread
-_busy: dict[str, int] = {}  # endpoint id -> its attempts being sent
+_sending: dict[str, int] = {}  # endpoint id -> its threads sending
+_busy: dict[str, int] = {}  # endpoint id -> its attempts sending or waiting in its lane
+
+
+def _deferral(ctx: TaskContext) -> float:
+    """How long a detached attempt's job is deferred: a lease, at least twice the timeout."""
+    limit = ctx.settings.webhook_timeout_seconds
+    return max(ctx.settings.job_lease_seconds, 2 * limit + 1)
+
+
+def _room(ctx: TaskContext) -> int:
+    """An endpoint's attempts in flight and waiting, at most: what its threads send, each
+    attempt taking the timeout at worst, before a deferred job comes back."""
+    return PER_ENDPOINT * max(1, int(_deferral(ctx) // ctx.settings.webhook_timeout_seconds) - 1)
 
 
 def _batch_of(session: Session) -> dict[int, Attempt]:
@@ -402,13 +416,13 @@ def _send(ctx: TaskContext, attempt: Attempt) -> sender.Outcome:
 
 def _submit(flight: _Flight) -> None:
     """Sends the attempt on a sending thread, after its endpoint's earlier ones when
-    PER_ENDPOINT of them are in flight."""
+    PER_ENDPOINT of them are in flight (`_send_batch` counted it in `_busy` already)."""
     endpoint_id = flight.attempt.endpoint_id
     with _lock_flights:
-        if _busy.get(endpoint_id, 0) >= PER_ENDPOINT:
+        if _sending.get(endpoint_id, 0) >= PER_ENDPOINT:
             _lanes.setdefault(endpoint_id, deque()).append(flight)
             return
-        _busy[endpoint_id] = _busy.get(endpoint_id, 0) + 1
+        _sending[endpoint_id] = _sending.get(endpoint_id, 0) + 1
     _sending_pool().submit(_lane, flight)
 
 
@@ -421,16 +435,17 @@ def _lane(flight: _Flight | None) -> None:
         except Exception:  # never leave the lane stuck
             log.exception("webhook.lane_failed", delivery_id=flight.attempt.delivery_id)
         with _lock_flights:
+            _busy[endpoint_id] -= 1
+            if not _busy[endpoint_id]:
+                del _busy[endpoint_id]
             waiting = _lanes.get(endpoint_id)
-            if waiting:
-                flight = waiting.popleft()
-                if not waiting:
-                    del _lanes[endpoint_id]
-            else:
-                flight = None
-                _busy[endpoint_id] -= 1
-                if not _busy[endpoint_id]:
-                    del _busy[endpoint_id]
+            flight = waiting.popleft() if waiting else None
+            if waiting is not None and not waiting:
+                del _lanes[endpoint_id]
+            if flight is None:  # this thread leaves the endpoint
+                _sending[endpoint_id] -= 1
+                if not _sending[endpoint_id]:
+                    del _sending[endpoint_id]
 
 
 def _settle(flight: _Flight, outcome: sender.Outcome) -> None:
@@ -447,35 +462,27 @@ def _settle(flight: _Flight, outcome: sender.Outcome) -> None:
 
 def _record_detached(flight: _Flight) -> None:
     """Records a detached attempt in a transaction of its own: the attempt, the delivery's
-    new state (a next attempt gets a new generation, so the deferred job finds nothing left
-    to do), and the deferred job made due now. A failure here (or a crash before) leaves
-    the deferred job to send the delivery again, the same webhook-id (at least once)."""
+    new state (a next attempt gets a new generation) and its job finished. A failure here
+    (or a crash before) leaves the deferred job to send the delivery again, the same
+    webhook-id (at least once)."""
     attempt, ctx, outcome = flight.attempt, flight.ctx, flight.outcome
     assert outcome is not None and flight.at is not None
     job = JobRef(attempt.job_id, TASK, None, None, 0, JOB_ATTEMPTS,
                  {"deliveryId": attempt.delivery_id, "generation": attempt.generation})  # fmt: skip
     try:
-        with _database(attempt.engine).write() as session:
+        if ctx.db is None:
+            raise RuntimeError("no database in the task's context")
+        with ctx.db.write() as session:
             endpoints, deliveries = _lock(session, [attempt.delivery_id])
             _record_batch(session, [(job, outcome, flight.at)], endpoints, deliveries, ctx)
-            queue.wake_job(session, attempt.job_id, ctx.clock.now())
+            # Its job is done here: whether the worker has deferred it yet or not, it will
+            # not run again (the worker's `defer` of it then matches nothing).
+            queue.finish_outside(session, attempt.job_id, ctx.clock.now())
     except Exception:
         log.exception("webhook.record_failed", delivery_id=attempt.delivery_id)
         flight.record_failed = True
         return
     flight.recorded.set()
-
-
-_databases: weakref.WeakKeyDictionary[Engine, Database] = weakref.WeakKeyDictionary()
-
-
-def _database(engine: Engine) -> Database:
-    """Write transactions (events at the commit, SQLite's turns) on the worker's engine."""
-    with _lock_flights:
-        db = _databases.get(engine)
-        if db is None:
-            db = _databases[engine] = Database(engine)
-        return db
 
 
 def act(ctx: TaskContext, attempt: Attempt, operation_id: str) -> None:
@@ -484,32 +491,43 @@ def act(ctx: TaskContext, attempt: Attempt, operation_id: str) -> None:
         flight = _flights.get(key)
     if flight is None:
         flight = _send_batch(ctx, attempt)
+    if flight is None:  # its endpoint's lane is full here: not sent
+        raise Deferred(ENDPOINT_BUSY_SECONDS, "the endpoint's earlier attempts are in flight")
     with _lock_flights:
-        if flight.outcome is not None and (not flight.detached or flight.recorded.is_set()):
-            return  # recorded with its batch (`record`), or already by its own thread
+        if flight.outcome is not None and not flight.detached:
+            return  # recorded with its batch (`record`)
         flight.detached = True
-    # Not answered yet: the job comes back after a lease (or at once, when the answer is
-    # recorded: `_record_detached` wakes it); in this process it finds the same flight.
-    limit = ctx.settings.webhook_timeout_seconds
-    raise Deferred(max(ctx.settings.job_lease_seconds, 2 * limit + 1), "waiting for the receiver")
+        recorded = flight.recorded.is_set()
+    if recorded:  # by its sending thread, which finished the job: the `defer` matches nothing
+        raise Deferred(0, "recorded by its sending thread")
+    # Not answered yet: the job comes back after a lease, unless the answer is recorded
+    # before (`_record_detached` finishes the job); in this process it finds the same flight.
+    raise Deferred(_deferral(ctx), "waiting for the receiver")
 
 
-def _send_batch(ctx: TaskContext, attempt: Attempt) -> _Flight:
+def _send_batch(ctx: TaskContext, attempt: Attempt) -> _Flight | None:
     """Sends the attempt and the others its batch prepared, and waits for them to answer,
-    SETTLE_SECONDS at most; returns the attempt's flight."""
+    SETTLE_SECONDS at most; returns the attempt's flight, None when it was not sent (its
+    endpoint's lane is full: `_room`; the batch's other attempts not sent are deferred by
+    their own `act`)."""
     batch: dict[int, Attempt] = getattr(_local, "batch", {})
     _local.batch = {}
     now = time.monotonic()
     started: list[_Flight] = []
+    room = _room(ctx)
     with _lock_flights:
         keep = ctx.settings.job_lease_seconds
         for key in [k for k, f in _flights.items() if _settled(f) and now - f.known_since > keep]:
             del _flights[key]
         for a in [attempt, *(a for a in batch.values() if a.job_id != attempt.job_id)]:
-            if (a.job_id, a.delivery_id) not in _flights:  # else still in flight here
-                _flights[(a.job_id, a.delivery_id)] = flight = _Flight(a, ctx)
-                started.append(flight)
-        mine = _flights[(attempt.job_id, attempt.delivery_id)]
+            if (a.job_id, a.delivery_id) in _flights:  # still in flight here
+                continue
+            if _busy.get(a.endpoint_id, 0) >= room:
+                continue  # its own `act` defers it
+            _busy[a.endpoint_id] = _busy.get(a.endpoint_id, 0) + 1
+            _flights[(a.job_id, a.delivery_id)] = flight = _Flight(a, ctx)
+            started.append(flight)
+        mine = _flights.get((attempt.job_id, attempt.delivery_id))
     for flight in started:
         _submit(flight)
     deadline = now + min(SETTLE_SECONDS, ctx.settings.webhook_timeout_seconds)
