@@ -163,7 +163,7 @@ def test_a_request_the_http_parser_refuses_is_a_400_problem(served: tuple[Server
         b"GET / HTTP/9\r\n\r\n",
     ):
         status, body = problem_of(exchange(server, request))
-        assert status == 400 and body["type"] == "/problems/validation-error", body
+        assert status == 400 and body["type"] == "/problems/bad-request", body
         assert body["detail"].startswith("the request is not valid HTTP/1.1")
 
 

@@ -47,7 +47,9 @@ CSV_COLUMNS = ("locationId", "bandwidth", "currency", "hourlyRate", "monthlyCap"
 
 def read_price_file(name: str, text: str) -> list[Any]:
     """The rows of a price file: JSON (a list, or {"prices": [...]}) or CSV with a header
-    of `CSV_COLUMNS` (monthlyCap and effectiveFrom may be empty)."""
+    of `CSV_COLUMNS` (monthlyCap and effectiveFrom may be empty). A byte-order mark (a
+    spreadsheet's UTF-8 export) is not part of the first column's name."""
+    text = text.removeprefix("\ufeff")
     if name.lower().endswith(".csv"):
         reader = csv.DictReader(io.StringIO(text))
         unknown = set(reader.fieldnames or ()) - set(CSV_COLUMNS)
@@ -124,7 +126,11 @@ def parse_prices(
         if cap is not None and cap < hourly:
             errors.append(FieldError(f"/{index}/monthlyCap", "must be at least one hour's rate"))
             continue
-        effective = (row.effectiveFrom or now).astimezone(UTC).replace(microsecond=0)
+        try:
+            effective = (row.effectiveFrom or now).astimezone(UTC).replace(microsecond=0)
+        except OverflowError:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
+            errors.append(FieldError(f"/{index}/effectiveFrom", "is out of the years 1 to 9999"))
+            continue
         parsed.append((location, tier, row, hourly, cap, effective))
     if errors:
         raise ValidationFailed("the price file has invalid entries", errors=errors)

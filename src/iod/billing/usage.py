@@ -54,7 +54,8 @@ def usage(
         if not found:
             raise NotFound(f"no connection {connection_id!r}")
     lo = floor_hour(start)
-    hi = floor_hour(end) + (HOUR if end != floor_hour(end) else timedelta(0))
+    # An empty window stays empty (not the hour around it).
+    hi = floor_hour(end) + (HOUR if end != floor_hour(end) and end > start else timedelta(0))
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     totals: dict[str, int] = {}
     for line in repository.usage_lines(session, principal.customer_id, lo, hi, connection_id):

@@ -97,7 +97,12 @@ def _duration(text: str, option: str) -> timedelta:
             f"{text!r} is not a duration such as 90s, 15m, 24h or 1d2h", param_hint=option
         )
     parts = {key: int(value or 0) for key, value in match.groupdict().items()}
-    return timedelta(days=parts["d"], hours=parts["h"], minutes=parts["m"], seconds=parts["s"])
+    try:
+        return timedelta(days=parts["d"], hours=parts["h"], minutes=parts["m"],
+                         seconds=parts["s"])  # fmt: skip
+    except OverflowError:
+        raise typer.BadParameter(f"{text!r} is longer than any duration here",
+                                 param_hint=option) from None  # fmt: skip
 
 
 def _audit(
@@ -795,7 +800,11 @@ def _since(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
-        return clock.now() - _duration(text, "--since")
+        try:
+            return clock.now() - _duration(text, "--since")
+        except OverflowError:
+            raise typer.BadParameter(f"{text!r} reaches back before the year 1",
+                                     param_hint="--since") from None  # fmt: skip
     return moment if moment.tzinfo is not None else moment.astimezone()
 
 

@@ -15,7 +15,7 @@ import typer
 
 from iod.cli import admin, edge
 from iod.cli.billing import prices_app
-from iod.cli.common import console, open_db_or_exit
+from iod.cli.common import console, err, open_db_or_exit
 from iod.cli.jobs import jobs_app
 from iod.cli.network import network_app
 from iod.cli.users import users_app
@@ -113,16 +113,21 @@ def db_check_capacity(
 @db_app.command("current")
 def db_current() -> None:
     """Print the schema revision of the database and of this release."""
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
     from iod.infra import migrate
     from iod.infra.config import get_settings
     from iod.infra.db import make_engine
 
     settings = get_settings()
-    engine = make_engine(settings.effective_database_url)
-    console.print(
-        f"database: {migrate.current_revision(engine) or 'empty'}; "
-        f"release: {migrate.head_revision()}"
-    )
+    try:  # read only: neither migrated nor refused for being behind (that is what it shows)
+        engine = make_engine(settings.effective_database_url)
+        current = migrate.current_revision(engine)
+    except (OperationalError, ArgumentError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        err.print(f"[red]error:[/red] cannot use the database: {safe(reason)}", highlight=False)
+        raise typer.Exit(2) from exc
+    console.print(f"database: {current or 'empty'}; release: {migrate.head_revision()}")
 
 
 # How long a command runs before the cyclic garbage collector is back on (see main).

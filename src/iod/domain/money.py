@@ -19,6 +19,8 @@ _EXPONENTS = {
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _AMOUNT = re.compile(r"^\d{1,12}(\.\d{1,3})?$")
 SECONDS_PER_HOUR = 3600
+# A price's amounts are kept in minor units in INTEGER columns (PostgreSQL's int4).
+MAX_MINOR = 2**31 - 1
 ESTIMATE_DAY_HOURS = 24
 ESTIMATE_MONTH_HOURS = 720  # 30 days: the provider's own example, $0.46 x 720 = $331.20
 
@@ -50,6 +52,9 @@ def to_minor(text: str, currency: str) -> int:
     scaled = value.scaleb(exponent(currency))
     if scaled != scaled.to_integral_value():
         raise MoneyError(f"{text} has more decimals than {currency} has ({exponent(currency)})")
+    if scaled > MAX_MINOR:
+        most = format_minor(MAX_MINOR, currency)
+        raise MoneyError(f"{text} is more than a price can be ({most} {currency})")
     return int(scaled)
 
 

@@ -6,7 +6,8 @@ buffers headers of any size. Here a request's request line and headers must arri
 `IOD_HTTP_HEADER_TIMEOUT_SECONDS` of its first byte (or of the connection opening) and fit
 in `IOD_HTTP_MAX_HEADER_BYTES`; otherwise the connection gets 408 or 431 (problem+json) and
 is closed. Bodies are timed by the middleware (`IOD_HTTP_BODY_TIMEOUT_SECONDS`). A request
-the HTTP parser refuses is answered 400 problem+json (uvicorn's own answer is plain text).
+the HTTP parser refuses is answered 400 problem+json, type bad-request (uvicorn's own
+answer is plain text).
 
 Idle sockets must not crowd out real requests (issue 12: 1,050 sockets that sent nothing
 made every request fail with uvicorn's plain-text 503). So, per process:
@@ -264,7 +265,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """A request the HTTP parser refuses (a control character in a header, a broken
         request line): uvicorn answers it in plain text; here it is problem+json too."""
         self._refuse(
-            _problem(400, "Bad Request", "validation-error",
+            _problem(400, "Bad request", "bad-request",
                      "the request is not valid HTTP/1.1 (its request line or a header)")
         )  # fmt: skip
 

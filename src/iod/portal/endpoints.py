@@ -95,7 +95,7 @@ _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _printable(value: Any) -> Any:
-    if isinstance(value, str):
+    if isinstance(value, str) and _UNPRINTABLE.search(value):  # rare: most values pass here
         # `replace` keeps the type: escaped text (Markup) stays escaped, plain text plain.
         for char in set(_UNPRINTABLE.findall(value)):
             value = value.replace(char, "\ufffd")

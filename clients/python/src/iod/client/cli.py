@@ -596,7 +596,8 @@ def parse_at(text: str, option: str = "--at") -> datetime:
         fail(
             EXIT_USAGE,
             f"{option}: {text!r} does not exist in this computer's time zone (the clocks skip "
-            f"it); give another time or an offset, such as {moment:%Y-%m-%dT%H:%M}Z",
+            f"it); give another time, or one with its UTC offset, such as "
+            f"{moment:%Y-%m-%dT%H:%M}{local.isoformat()[-6:]}",
         )
     return local
 
