@@ -85,3 +85,48 @@ def test_an_exhausted_pool_is_a_409_and_writes_nothing(api, headers, services) -
     assert refused.status_code == 409
     assert refused.json()["type"].endswith("/problems/address-pool-exhausted")
     assert "192.168.7.0/29" in refused.json()["detail"]
+
+
+def _place(id_: str, pool: str | None = None) -> dict[str, str]:
+    entry = {"id": id_, "name": id_, "address": "1 Main St", "capacity": "10 Gbps"}
+    return entry | ({"ipv4Pool": pool} if pool else {})
+
+
+@pytest.mark.parametrize(
+    ("entries", "pointer"),
+    [
+        ([_place("T2", "0.0.0.0/0")], "/0/ipv4Pool"),
+        ([_place("T2", "172.16.0.0/24"), _place("T3", "172.16.0.128/25")], "/1/ipv4Pool"),
+        ([_place("PL0001247634", "172.31.0.0/24")], "/0/ipv4Pool"),  # a pool cannot change
+    ],
+)
+def test_a_pool_that_overlaps_another_or_changes_is_refused(
+    services: Services, entries: list[dict[str, str]], pointer: str
+) -> None:
+    with pytest.raises(locations.ValidationFailed) as refused, services.db.write() as session:
+        locations.upsert(session, services.clock, locations.parse_catalog(entries))
+    assert [e.pointer for e in refused.value.errors] == [pointer]
+    with services.db.read() as session:
+        assert {row.id for row in locations.repository.list_all(session)}.isdisjoint({"T2", "T3"})
+
+
+def test_the_pool_of_another_location_is_refused(services: Services) -> None:
+    with services.db.read() as session:
+        taken = next(r.ipv4_pool for r in locations.repository.list_all(session) if r.id == LOC)
+    with pytest.raises(locations.ValidationFailed) as refused, services.db.write() as session:
+        locations.upsert(session, services.clock, locations.parse_catalog([_place("T2", taken)]))
+    assert f"overlaps the pool of {LOC}" in refused.value.errors[0].detail
+
+
+def test_a_default_pool_avoids_the_explicit_pools_of_the_same_import(services: Services) -> None:
+    with services.db.read() as session:
+        first_free = locations._next_pool(session, [])
+    with services.db.write() as session:
+        locations.upsert(session, services.clock, locations.parse_catalog(
+            [_place("T4"), _place("T5", str(first_free))]
+        ))  # fmt: skip
+    with services.db.read() as session:
+        pools = {
+            row.id: IPv4Network(row.ipv4_pool) for row in locations.repository.list_all(session)
+        }
+    assert pools["T5"] == first_free and not pools["T4"].overlaps(first_free)

@@ -78,9 +78,13 @@ def parse_catalog(data: Any) -> list[LocationIn]:
 
 
 def upsert(session: Session, clock: Clock, entries: list[LocationIn]) -> tuple[int, int]:
-    """Create or update locations by id; returns (created, updated)."""
+    """Create or update locations by id; returns (created, updated). An explicit pool must
+    overlap no other location's (their connections' blocks would collide), and a location's
+    pool cannot change once it exists (its blocks were given from it): ValidationFailed,
+    nothing written, naming each such entry."""
     created = updated = 0
     now = clock.now()
+    explicit = _check_pools(session, entries)
     for entry in entries:
         row = repository.get(session, entry.id)
         tiers = offered_tiers(entry)
@@ -93,7 +97,7 @@ def upsert(session: Session, clock: Clock, entries: list[LocationIn]) -> tuple[i
                     address=entry.address,
                     capacity_mbps=capacity,
                     tiers_mbps=tiers,
-                    ipv4_pool=entry.ipv4Pool or str(_next_pool(session)),
+                    ipv4_pool=entry.ipv4Pool or str(_next_pool(session, explicit)),
                     ipv4_next=0,
                     created_at=now,
                     updated_at=now,
@@ -115,9 +119,37 @@ def upsert(session: Session, clock: Clock, entries: list[LocationIn]) -> tuple[i
     return created, updated
 
 
-def _next_pool(session: Session) -> IPv4Network:
+def _check_pools(session: Session, entries: list[LocationIn]) -> list[IPv4Network]:
+    """The entries' explicit pools, checked (`upsert`)."""
+    pools = {row.id: IPv4Network(row.ipv4_pool) for row in repository.list_all(session)}
+    errors = []
+    for index, entry in enumerate(entries):
+        if entry.ipv4Pool is None:
+            continue
+        pool = IPv4Network(entry.ipv4Pool)
+        if entry.id in pools and pools[entry.id] != pool:
+            errors.append(FieldError(
+                f"/{index}/ipv4Pool",
+                f"the location's pool is {pools[entry.id]} and cannot change (its connections' "
+                "blocks were given from it)",
+            ))  # fmt: skip
+            continue
+        clash = next((i for i, p in pools.items() if i != entry.id and p.overlaps(pool)), None)
+        if clash is not None:
+            errors.append(FieldError(
+                f"/{index}/ipv4Pool", f"overlaps the pool of {clash} ({pools[clash]})"
+            ))  # fmt: skip
+            continue
+        pools[entry.id] = pool  # later entries of the file are checked against it too
+    if errors:
+        raise ValidationFailed("the catalog has invalid entries", errors=errors)
+    return [IPv4Network(e.ipv4Pool) for e in entries if e.ipv4Pool is not None]
+
+
+def _next_pool(session: Session, reserved: list[IPv4Network]) -> IPv4Network:
+    """The first free default pool, besides the explicit pools of the same import."""
     taken = [IPv4Network(row.ipv4_pool) for row in repository.list_all(session)]
-    return next_default_pool(taken)
+    return next_default_pool(taken + reserved)
 
 
 def describe(location: Location) -> dict[str, Any]:
