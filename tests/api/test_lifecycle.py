@@ -315,3 +315,34 @@ def test_a_change_that_fails_for_good_leaves_the_connection_alone(
     body = api.get(f"{BASE}/{active['id']}", headers=headers).json()
     assert body["bandwidth"] == "100 Mbps" and body["status"] == "active"
     assert body["pendingBandwidthChanges"] == []
+
+
+def test_the_target_stays_while_later_actions_are_queued(
+    api, headers, services: Services, active
+) -> None:
+    """suspend, resume, suspend accepted at once: while the queue works through them, the
+    connection heads for the last one's status (a tester saw `active` with no target while
+    the second suspend was queued, and a resume refused as "is active")."""
+    for action in ("suspend", "resume", "suspend"):
+        assert act(api, headers, active, action).status_code == 202
+    worker = services.worker()
+    seen = []
+    for _ in range(3):  # one action of the connection per batch: its lock key
+        assert worker.run_once() >= 1
+        body = api.get(f"{BASE}/{active['id']}", headers=headers).json()
+        seen.append((body["status"], body.get("targetStatus")))
+    assert seen == [("suspended", "suspended"), ("active", "suspended"), ("suspended", None)]
+    run_jobs(services)
+
+
+def test_an_action_accepted_mid_queue_is_judged_against_the_last_target(
+    api, headers, services: Services, active
+) -> None:
+    for action in ("suspend", "resume", "suspend"):
+        assert act(api, headers, active, action).status_code == 202
+    worker = services.worker()
+    worker.run_once()
+    worker.run_once()  # active now, a suspend still queued: heading for suspended
+    assert act(api, headers, active, "resume").status_code == 202
+    run_jobs(services)
+    assert status_of(api, headers, active) == "active"

@@ -63,16 +63,27 @@ def record_event(
 
 
 def record_transition(
-    session: Session, connection: Connection, new: ConnectionStatus, reason: str, at: datetime
+    session: Session,
+    connection: Connection,
+    new: ConnectionStatus,
+    reason: str,
+    at: datetime,
+    *,
+    more_to_come: bool = False,
 ) -> None:
     """Moves the connection along the state machine and writes why, in one place (and
-    records the domain event of the arrival)."""
+    records the domain event of the arrival). `more_to_come`: actions accepted after this
+    one are still queued, so the target (the last accepted action's) stays as it is."""
     old = connection.status
     status = transition(ConnectionStatus(old), new).value
     target = connection.target_status
-    if target is not None and not can_transition(new, ConnectionStatus(target)):
+    if (
+        not more_to_come
+        and target is not None
+        and not can_transition(new, ConnectionStatus(target))
+    ):
         target = None
-    if target == status:
+    if not more_to_come and target == status:
         target = None
     # Two statements (`update_loaded`, `TransactionWrite`) rather than a flush of ORM
     # objects: the worker records every provisioning and action this way (issue 14).

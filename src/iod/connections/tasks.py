@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from iod.connections import capacity, jobs, repository
@@ -27,9 +28,10 @@ from iod.domain.status import (
     can_transition,
 )
 from iod.infra.db import update_loaded
+from iod.jobs.queue import JobState
 from iod.jobs.registry import JobGone, JobRef, Task, TaskContext, register
 from iod.locations import addressing
-from iod.models import BandwidthChange, Connection
+from iod.models import BandwidthChange, Connection, Job
 from iod.network.base import ConnectionSpec, NetworkDriver
 
 
@@ -250,9 +252,26 @@ def _action_record(session: Session, job: JobRef, ctx: TaskContext) -> None:
     action = _ACTION_OF_KIND[job.kind]
     wanted = ACTION_TARGETS[action]
     if can_transition(ConnectionStatus(connection.status), wanted):
-        record_transition(session, connection, wanted, _REASONS[action], ctx.clock.now())
+        record_transition(session, connection, wanted, _REASONS[action], ctx.clock.now(),
+                          more_to_come=_later_actions(session, job))  # fmt: skip
         if wanted is ConnectionStatus.TERMINATED:
             addressing.release(session, connection.id)  # the network has let it go
+
+
+def _later_actions(session: Session, job: JobRef) -> bool:
+    """Whether actions of the connection accepted after this job's are still queued (they
+    run in order: the connection's lock key)."""
+    found = session.execute(
+        select(Job.id)
+        .where(
+            Job.lock_key == jobs.lock_key(job.connection_id or ""),
+            Job.state == JobState.QUEUED.value,
+            Job.kind.in_(list(_ACTION_OF_KIND)),
+            Job.id > job.id,
+        )
+        .limit(1)
+    ).first()
+    return found is not None
 
 
 def _action_abandon(session: Session, job: JobRef, ctx: TaskContext, reason: str) -> None:
