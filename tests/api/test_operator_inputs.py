@@ -83,3 +83,17 @@ def test_an_empty_usage_window_has_no_lines(
     whole = api.get(f"{BASE}/usage", params={"from": at, "to": "2030-01-31T10:45:00Z"},
                     headers=headers).json()  # fmt: skip
     assert whole["lines"]  # a window within an hour still has its hour
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("locationId,bandwidth,currency,hourlyRate\nPL1,100 Mbps,USD,0.46,extra\n", "more fields"),
+        ("locationId,bandwidth,currency,hourlyRate,currency\n", "each column once: currency"),
+        ("locationId,bandwidth,currency,hourlyRate\n", "no rows"),
+    ],
+)
+def test_a_malformed_price_csv_says_what_is_wrong(text: str, says: str) -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        billing.read_price_file("p.csv", text)
+    assert says in refused.value.detail

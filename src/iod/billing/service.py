@@ -52,13 +52,27 @@ def read_price_file(name: str, text: str) -> list[Any]:
     text = text.removeprefix("\ufeff")
     if name.lower().endswith(".csv"):
         reader = csv.DictReader(io.StringIO(text))
-        unknown = set(reader.fieldnames or ()) - set(CSV_COLUMNS)
-        if unknown or not reader.fieldnames:
+        header = list(reader.fieldnames or ())
+        unknown = set(header) - set(CSV_COLUMNS)
+        if unknown or not header:
             raise ValidationFailed(
                 f"a price CSV has the header {','.join(CSV_COLUMNS)}; unknown columns: "
                 f"{', '.join(sorted(unknown)) or 'no header'}"
             )
-        return [{k: v for k, v in row.items() if v not in (None, "")} for row in reader]
+        twice = sorted({column for column in header if header.count(column) > 1})
+        if twice:
+            raise ValidationFailed(f"a price CSV names each column once: {', '.join(twice)}")
+        rows = []
+        for index, row in enumerate(reader):
+            if None in row:  # DictReader's key for the fields beyond the header's
+                raise ValidationFailed(
+                    f"row {index + 1} of the price CSV has more fields than its header",
+                    errors=[FieldError(f"/{index}", "more fields than the header")],
+                )
+            rows.append({k: v for k, v in row.items() if v not in (None, "")})
+        if not rows:
+            raise ValidationFailed("the price CSV has a header and no rows")
+        return rows
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

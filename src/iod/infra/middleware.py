@@ -25,7 +25,7 @@ from iod.infra.errors import (
     ValidationFailed,
 )
 from iod.infra.metrics import HttpMetrics
-from iod.infra.problems import problem_response
+from iod.infra.problems import json_pointer, problem_response
 
 log = structlog.get_logger("iod.http")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -225,7 +225,7 @@ def nul_in_url(scope: Scope) -> ProblemError | None:
     errors = []
     for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
         if "\x00" in name or "\x00" in value:
-            pointer = "/query/" + name.replace("\x00", "").replace("~", "~0").replace("/", "~1")
+            pointer = json_pointer(("query", name.replace("\x00", "")))
             errors.append(FieldError(pointer, "must not contain a NUL character (%00)"))
     detail = "the query must not contain a NUL character (%00)"
     return ValidationFailed(detail, errors=errors or [FieldError("/query", detail)])

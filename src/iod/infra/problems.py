@@ -93,7 +93,8 @@ def without_none_branches(errors: Sequence[dict[str, Any]]) -> list[dict[str, An
     return folded
 
 
-def _pointer(loc: tuple[Any, ...]) -> str:
+def json_pointer(loc: tuple[Any, ...]) -> str:
+    """A pydantic location as a JSON Pointer (RFC 6901), without the leading `body`."""
     parts = list(loc[1:]) if loc and loc[0] == "body" else list(loc)
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
@@ -201,15 +202,15 @@ def install_error_handlers(app: FastAPI) -> None:
                 errors.append(FieldError("", "the body must be a JSON object"))
             elif kind == "extra_forbidden" and len(loc) >= 2 and loc[0] == "body":
                 known = body_fields(request.scope.get("route"), loc[1:-1])
-                errors.append(FieldError(_pointer(loc), _unknown_field(str(loc[-1]), known)))
+                errors.append(FieldError(json_pointer(loc), _unknown_field(str(loc[-1]), known)))
             elif loc and loc[0] == "body":
-                errors.append(FieldError(_pointer(loc), _message(error)))
+                errors.append(FieldError(json_pointer(loc), _message(error)))
             else:  # a query, path or header parameter: named as such, not as the body;
                 # its pointer is /query/limit, /header/Idempotency-Key (as the service's own
                 # checks of parameters name them); an index into a repeated one is not in
                 # its name, but is in its pointer (/query/type/1)
                 name = ".".join(str(p) for p in loc[1:] if not isinstance(p, int))
-                errors.append(FieldError(_pointer(loc), _parameter_message(error)))
+                errors.append(FieldError(json_pointer(loc), _parameter_message(error)))
                 labels.append(f"{loc[0]} parameter {name}".strip())
                 continue
             labels.append(errors[-1].pointer or "body")
