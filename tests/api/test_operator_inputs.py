@@ -97,3 +97,12 @@ def test_a_malformed_price_csv_says_what_is_wrong(text: str, says: str) -> None:
     with pytest.raises(ValidationFailed) as refused:
         billing.read_price_file("p.csv", text)
     assert says in refused.value.detail
+
+
+@pytest.mark.parametrize("name", ["Acme\x1b[31m", "Acme\x00", "Acme\u202e"])
+def test_a_customer_name_follows_the_text_rule(services: Services, name: str) -> None:
+    from iod.customers import service as customers
+
+    with pytest.raises(ValidationFailed) as refused, services.db.write() as session:
+        customers.create_customer(session, services.clock, name)
+    assert [e.pointer for e in refused.value.errors] == ["/name"]

@@ -11,7 +11,7 @@ from sqlalchemy import update
 
 from iod.infra.clock import SystemClock
 from iod.infra.db import Database, make_engine
-from iod.models import AuditEvent, Location
+from iod.models import AuditEvent, Customer, Location
 from tests.e2e.conftest import base_env, iod
 
 EVIL = "[/oops][link=https://evil.example]x[/link][blink]b\x1b[5m\x07\x9b:smile:\u202e"
@@ -22,12 +22,16 @@ MARKUP = "[/oops][link=https://evil.example]x[/link][blink]b"
 def test_admin_tables_print_hostile_text_literally(tmp_path: Path) -> None:
     env = base_env(tmp_path, "sqlite", COLUMNS="2000")
     demo = json.loads(iod(env, "demo", "--json").stdout)
-    # Through the commands themselves: a customer named by an operator who pasted it.
-    made = iod(env, "customers", "create", EVIL, "--json")
+    # The command refuses control characters in a name (the API's text rule) and takes markup.
+    refused_name = iod(env, "customers", "create", EVIL, check=False)
+    assert refused_name.returncode != 0 and "control characters" in refused_name.stderr
+    assert "\x1b" not in refused_name.stderr
+    made = iod(env, "customers", "create", MARKUP, "--json")
     customer_id = json.loads(made.stdout)["id"]
     # What the commands would refuse, written as an older release or a direct write could.
     db = Database(make_engine(f"sqlite:///{tmp_path / 'data' / 'iod.sqlite3'}"))
     with db.write() as session:
+        session.execute(update(Customer).where(Customer.id == customer_id).values(name=EVIL))
         session.execute(
             update(Location)
             .where(Location.id == demo["location_id"])

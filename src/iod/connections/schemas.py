@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -20,67 +18,12 @@ from pydantic.json_schema import SkipJsonSchema
 
 from iod.domain.addressing import PREFIX_LENGTHS
 from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
+from iod.domain.text import CONTROL, description_text
 from iod.infra.representation import refuse_duplicate_keys
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?$"
 )
-# Control characters, and lone UTF-16 surrogates that no database can store.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
-
-
-def invisible_format_character(value: str) -> str | None:
-    """The first Unicode format character (category Cf: bidirectional overrides and
-    isolates, zero-width spaces and joiners, soft hyphens, ...) in `value`, named, or None.
-    They render as nothing or reorder the text around them, so what an operator reads would
-    not be what the customer sent (Trojan Source, CVE-2021-42574)."""
-    if value.isascii():
-        return None
-    for char in value:
-        if unicodedata.category(char) == "Cf":
-            name = unicodedata.name(char, "a format character")
-            return f"U+{ord(char):04X} {name}"
-    return None
-
-
-def text_problem(value: str) -> str | None:
-    """What makes `value` unfit for a free-text field (a description, a name), or None: the
-    API's one rule for text, which the portal's forms apply too. Control characters (a NUL
-    PostgreSQL cannot store) and lone surrogates (no database can) are refused, and so are
-    invisible format characters (`invisible_format_character`)."""
-    if _CONTROL.search(value):
-        return "must not contain control characters or lone surrogates"
-    invisible = invisible_format_character(value)
-    if invisible is not None:
-        return (
-            f"must not contain invisible format characters such as bidirectional "
-            f"overrides or zero-width spaces (found {invisible})"
-        )
-    return None
-
-
-def description_text(value: Any) -> str:
-    """A description (of a connection, a schedule, a webhook endpoint): a string of at most
-    255 characters under the API's rule for text (`text_problem`); ValueError if not."""
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    if len(value) > 255:
-        raise ValueError("must be at most 255 characters")
-    return _text(value)
-
-
-def _text(value: str) -> str:
-    problem = text_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return value
-
-
-# A string field under the API's rule for text (`text_problem`): no NUL, which PostgreSQL
-# can neither store nor compare (a 500 there), no other control or invisible format character.
-Text = Annotated[str, AfterValidator(_text)]
-
-
 BANDWIDTH_DESCRIPTION = (
     "A positive number and a unit, Mbps or Gbps, case-insensitive, with an optional space: "
     "`100 Mbps`, `1Gbps`, `1.5 Gbps`. It must be a tier offered at the connection's location. "
@@ -179,7 +122,7 @@ class ConnectionRequest(StrictBody):
     @field_validator("locationId")
     @classmethod
     def _location(cls, value: str) -> str:
-        if not value or len(value) > 64 or _CONTROL.search(value):
+        if not value or len(value) > 64 or CONTROL.search(value):
             raise ValueError("is not a known location id")
         return value
 

@@ -14,6 +14,7 @@ from iod import events
 from iod.auth.passwords import SecretHasher, is_slow_hash, new_secret
 from iod.auth.tokens import SCOPES
 from iod.customers import repository
+from iod.domain.text import text_problem
 from iod.infra.clock import Clock, rfc3339
 from iod.infra.errors import NotFound, ValidationFailed
 from iod.infra.ids import new_id
@@ -45,6 +46,9 @@ def create_customer(
     name = name.strip()
     if not name or len(name) > 255:
         raise ValidationFailed.field("/name", "a customer name has 1 to 255 characters")
+    problem = text_problem(name)
+    if problem is not None:
+        raise ValidationFailed.field("/name", f"a customer name {problem}")
     number = _available_number(session, customer_number)
     customer = Customer(id=new_id("cus"), name=name, created_at=clock.now(), customer_number=number)
     session.add(customer)

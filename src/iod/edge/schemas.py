@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from iod.connections.schemas import StrictBody, Text
+from iod.connections.schemas import StrictBody
+from iod.domain.text import Text
 
 State = Literal["active", "suspended", "absent"]
 REPORT_MAX = 100  # results per report

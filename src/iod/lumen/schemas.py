@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from iod.connections.schemas import StrictBody, Text
+from iod.connections.schemas import StrictBody
+from iod.domain.text import Text
 
 # -- errors --------------------------------------------------------------------------------
 

@@ -30,8 +30,8 @@ from iod.auth.passwords import (
     verify_password,
 )
 from iod.auth.tokens import Principal
-from iod.connections.schemas import text_problem
 from iod.customers import repository as customers
+from iod.domain.text import text_problem
 from iod.infra.clock import Clock, as_utc, rfc3339
 from iod.infra.config import Settings
 from iod.infra.db import Database
@@ -119,7 +119,7 @@ def normalise_email(text: str) -> str:
 
 def check_text(pointer: str, value: str) -> str:
     """`value` of a form's free-text field, if the API would take it in a text field (its
-    rule: `connections.schemas.text_problem`); else a 400 at `pointer`."""
+    rule: `domain.text.text_problem`); else a 400 at `pointer`."""
     problem = text_problem(value)
     if problem is not None:
         raise ValidationFailed.field(pointer, problem)

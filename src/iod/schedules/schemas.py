@@ -14,9 +14,9 @@ from iod.connections.schemas import (
     BANDWIDTH_DESCRIPTION,
     StrictBody,
     _canonical_bandwidth,
-    description_text,
 )
 from iod.domain import schedules as calendar
+from iod.domain.text import description_text
 
 MAX_RULES = 20
 MAX_EXCEPTIONS = 366

@@ -8,7 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from iod.connections.schemas import StrictBody, description_text
+from iod.connections.schemas import StrictBody
+from iod.domain.text import description_text
 from iod.events import NAMES
 
 # What `eventTypes` takes: every event type, and each type's namespace (`connection.`).
