@@ -106,6 +106,28 @@ def test_a_matching_if_match_is_accepted(
     assert suspend.status_code == 202, suspend.text
 
 
+def test_if_match_on_several_header_lines_is_one_list(
+    api: TestClient, headers: dict[str, str], services: Services, created: Any
+) -> None:
+    """RFC 9110 §5.3: `If-Match: "a"` and `If-Match: "b"` on two lines mean `"a", "b"`;
+    the tag on the second line counts (the fast PUT and the FastAPI actions alike)."""
+    conn_id, stale = created.json()["id"], created.headers["etag"]
+    run_jobs(services)
+
+    def lines(*tags: str) -> list[tuple[str, str]]:
+        return [*headers.items(), *(("If-Match", tag) for tag in tags)]
+
+    with nothing_written(services):
+        refused = api.put(f"{BASE}/{conn_id}/bandwidth", json={"bandwidth": "1 Gbps"},
+                          headers=lines(stale, '"other"'))  # fmt: skip
+    assert refused.status_code == 412, refused.text
+    put = api.put(f"{BASE}/{conn_id}/bandwidth", json={"bandwidth": "1 Gbps"},
+                  headers=lines(stale, etag_of(api, headers, conn_id)))  # fmt: skip
+    assert put.status_code == 200, put.text
+    suspend = api.post(f"{BASE}/{conn_id}/suspend", headers=lines('"other"', put.headers["etag"]))
+    assert suspend.status_code == 202, suspend.text
+
+
 def test_a_weak_tag_never_matches(
     api: TestClient, headers: dict[str, str], services: Services, created: Any
 ) -> None:

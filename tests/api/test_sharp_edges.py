@@ -239,3 +239,78 @@ def test_every_problem_type_explains_itself(api: TestClient, name: str) -> None:
 
 def test_an_unknown_problem_type_is_404(api: TestClient) -> None:
     assert problem(api.get("/problems/<script>", headers=BROWSER), 404)
+
+
+# --- the change list, a page at a time --------------------------------------------------------
+
+
+def test_the_change_list_pages_in_effective_order(
+    api: TestClient,
+    headers: dict[str, str],
+    services: Services,
+    clock: FrozenClock,
+    active: dict[str, Any],
+) -> None:
+    url = f"{BASE}/{active['id']}"
+    for hours, bandwidth in ((5, "200 Mbps"), (1, "500 Mbps"), (3, "100 Mbps"), (2, "2 Gbps")):
+        at = rfc3339(clock.now() + timedelta(hours=hours))
+        put = api.put(f"{url}/bandwidth", json={"bandwidth": bandwidth, "effectiveDate": at},
+                      headers=headers)  # fmt: skip
+        assert put.status_code == 200, put.text
+    applied = api.put(f"{url}/bandwidth", json={"bandwidth": "300 Mbps"}, headers=headers)
+    assert applied.status_code == 200, applied.text
+
+    whole = api.get(f"{url}/bandwidth-changes", headers=headers)
+    assert whole.status_code == 200 and "link" not in whole.headers
+    everything = whole.json()
+    assert "nextCursor" not in everything and len(everything["bandwidthChanges"]) == 5
+    instants = [c["effectiveDate"] for c in everything["bandwidthChanges"]]
+    assert instants == sorted(instants)
+
+    seen: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 2}
+    pages = 0
+    while True:
+        page = api.get(f"{url}/bandwidth-changes", params=params, headers=headers)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        seen += body["bandwidthChanges"]
+        pages += 1
+        if "nextCursor" not in body:
+            assert "link" not in page.headers
+            break
+        assert body["nextCursor"] == body["bandwidthChanges"][-1]["id"]
+        assert f"cursor={body['nextCursor']}" in page.headers["link"]
+        assert page.headers["link"].endswith('>; rel="next"')
+        params["cursor"] = body["nextCursor"]
+    assert pages == 3 and seen == everything["bandwidthChanges"]
+
+
+def test_a_bad_change_list_parameter_is_a_400_naming_it(
+    api: TestClient,
+    headers: dict[str, str],
+    services: Services,
+    clock: FrozenClock,
+    active: dict[str, Any],
+) -> None:
+    other = api.post(BASE, json={"bandwidth": "1 Gbps", "locationId": LOC}, headers=headers)
+    assert other.status_code == 201, other.text
+    run_jobs(services)
+    at = rfc3339(clock.now() + timedelta(hours=1))
+    put = api.put(f"{BASE}/{other.json()['id']}/bandwidth",
+                  json={"bandwidth": "500 Mbps", "effectiveDate": at}, headers=headers)  # fmt: skip
+    assert put.status_code == 200, put.text
+    foreign = api.get(f"{BASE}/{other.json()['id']}/bandwidth-changes", headers=headers).json()
+    url = f"{BASE}/{active['id']}/bandwidth-changes"
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"limit": 0}, "/query/limit"),
+        ({"limit": 1001}, "/query/limit"),
+        ({"limit": "many"}, "/query/limit"),
+        ({"cursor": "nope"}, "/query/cursor"),
+        ({"cursor": active["id"]}, "/query/cursor"),  # a connection id is no change cursor
+        ({"cursor": new_id("chg")}, "/query/cursor"),  # shaped like one, no such change
+        ({"cursor": foreign["bandwidthChanges"][0]["id"]}, "/query/cursor"),  # another's
+    ]
+    for params, pointer in cases:
+        body = problem(api.get(url, params=params, headers=headers), 400)
+        assert [e["pointer"] for e in body["errors"]] == [pointer], (params, body)

@@ -320,6 +320,35 @@ def test_list_follows_next_cursor() -> None:
         list(client.list_connections())
 
 
+def test_change_list_follows_next_cursor() -> None:
+    def page(request: httpx.Request) -> httpx.Response:
+        cursor = request.url.params.get("cursor")
+        nxt = {None: "chg_a", "chg_a": "chg_b", "chg_b": None}[cursor]
+        change = {"id": nxt or "chg_c", "bandwidth": "100 Mbps", "status": "applied",
+                  "effectiveDate": "2030-01-01T00:00:00Z"}  # fmt: skip
+        body: dict[str, Any] = {"bandwidthChanges": [change]}
+        if nxt:
+            body["nextCursor"] = nxt
+        return httpx.Response(200, json=body)
+
+    api = FakeApi(page)
+    with api.client() as client:
+        ids = [c.id for c in client.list_bandwidth_changes("con_1")]
+    assert ids == ["chg_a", "chg_b", "chg_c"]
+    assert [r.url.params.get("cursor") for r in api.requests] == [None, "chg_a", "chg_b"]
+
+    async def listed() -> list[str]:
+        transport = httpx.MockTransport(FakeApi(page))
+        async with AsyncClient(URL, "me", "pw", transport=transport) as client:
+            return [c.id for c in await client.list_bandwidth_changes("con_1")]
+
+    assert asyncio.run(listed()) == ["chg_a", "chg_b", "chg_c"]
+
+    api = FakeApi(httpx.Response(200, json={"bandwidthChanges": [], "nextCursor": "same"}))
+    with api.client() as client, pytest.raises(UnexpectedResponse, match="twice"):
+        client.list_bandwidth_changes("con_1")
+
+
 def fake_time(client: Client) -> list[float]:
     now = [0.0]
     slept: list[float] = []

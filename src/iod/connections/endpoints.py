@@ -137,6 +137,18 @@ def _cursor(value: str | None) -> str | None:
     return value
 
 
+# A cursor of the change list is the id of the last change of the previous page.
+CHANGE_CURSOR_PATTERN = r"^chg_[0-9a-hjkmnp-tv-z]{29}$"
+
+
+def _change_cursor(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(CHANGE_CURSOR_PATTERN, value):
+        raise ValueError(
+            f"{value[:64]!r} is not a cursor: pass the `nextCursor` of the previous page"
+        )
+    return value
+
+
 _list_pool: ThreadPoolExecutor | None = None
 _list_pool_lock = threading.Lock()
 
@@ -221,6 +233,11 @@ async def list_connections(
 
     body, next_cursor, rows = await off_the_loop(services, page)
     charge_rows(services, request.scope.setdefault("state", {}), principal, rows)
+    return _page_answer(request, body, next_cursor)
+
+
+def _page_answer(request: Request, body: bytes, next_cursor: str | None) -> Response:
+    """A list page's JSON answer, with a `Link` to the next page when there is one."""
     answer = Response(body, media_type="application/json")
     if next_cursor is not None:
         url = request.url.include_query_params(cursor=next_cursor)
@@ -468,26 +485,43 @@ async def status_history(
     tags=["Bandwidth"],
     response_model=BandwidthChangeList,
     response_model_exclude_none=True,
-    responses={404: NOT_FOUND, **READ_ERRORS},
+    responses={400: problem("Invalid query parameter"), 404: NOT_FOUND, **READ_ERRORS},
 )
 async def list_changes(
-    request: Request, connectionId: ConnectionId, principal: READ
-) -> BandwidthChangeList:
-    """Extension: every change, past and pending, in the order they take effect. An answer
-    costs one read of the rate limit plus one per 100 changes in it."""
+    request: Request,
+    connectionId: ConnectionId,
+    principal: READ,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 1000,
+    cursor: Annotated[
+        str | None,
+        Query(
+            description="`nextCursor` of the previous page.",
+            json_schema_extra={"pattern": CHANGE_CURSOR_PATTERN},
+        ),
+        AfterValidator(_change_cursor),
+    ] = None,
+) -> Response:
+    """Extension: the connection's changes, past and pending, in the order they take effect
+    (then by id), a page at a time: the next page is named by `nextCursor` and by an RFC 8288
+    `Link: <…>; rel="next"` header. An answer costs one read of the rate limit plus one per
+    100 changes in it."""
     services = _services(request)
 
-    def changes() -> BandwidthChangeList:
+    def changes() -> tuple[bytes, str | None, int]:
         with services.db.read() as session:
             connection = service.get_connection(session, principal, connectionId)
-            rows = service.changes_of(session, connection.id)
-            return BandwidthChangeList(bandwidthChanges=[service.change_to_schema(c) for c in rows])
+            rows, next_cursor = service.changes_page(
+                session, connection.id, cursor=cursor, limit=limit
+            )
+            answer = BandwidthChangeList(
+                bandwidthChanges=[service.change_to_schema(c) for c in rows],
+                nextCursor=next_cursor,
+            )
+            return answer.model_dump_json(exclude_none=True).encode(), next_cursor, len(rows)
 
-    answer = await off_the_loop(services, changes)
-    charge_rows(
-        services, request.scope.setdefault("state", {}), principal, len(answer.bandwidthChanges)
-    )
-    return answer
+    body, next_cursor, rows = await off_the_loop(services, changes)
+    charge_rows(services, request.scope.setdefault("state", {}), principal, rows)
+    return _page_answer(request, body, next_cursor)
 
 
 @router.get(

@@ -333,12 +333,30 @@ def get_change_for_update(session: Session, change_id: str) -> BandwidthChange |
     return session.get(BandwidthChange, change_id, with_for_update=True)
 
 
-def changes_of(session: Session, connection_id: str) -> Sequence[BandwidthChange]:
-    return session.scalars(
-        select(BandwidthChange)
-        .where(BandwidthChange.connection_id == connection_id)
-        .order_by(BandwidthChange.effective_at, BandwidthChange.id)
-    ).all()
+def changes_of(
+    session: Session,
+    connection_id: str,
+    *,
+    after: BandwidthChange | None = None,
+    limit: int | None = None,
+) -> Sequence[BandwidthChange]:
+    """The connection's changes in effective order, then by id (a change's effective
+    instant never moves): all, or at most `limit` of those after the change `after`."""
+    statement = select(BandwidthChange).where(BandwidthChange.connection_id == connection_id)
+    if after is not None:
+        statement = statement.where(
+            or_(
+                BandwidthChange.effective_at > after.effective_at,
+                and_(
+                    BandwidthChange.effective_at == after.effective_at,
+                    BandwidthChange.id > after.id,
+                ),
+            )
+        )
+    statement = statement.order_by(BandwidthChange.effective_at, BandwidthChange.id)
+    if limit is not None:
+        statement = statement.limit(limit)
+    return session.scalars(statement).all()
 
 
 def revert_of(session: Session, change_id: str) -> BandwidthChange | None:

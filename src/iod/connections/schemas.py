@@ -290,9 +290,13 @@ class ConnectionList(BaseModel):
 
 
 class BandwidthChangeList(BaseModel):
-    """Every change of a connection, past and pending, in effective order."""
+    """A page of a connection's changes, past and pending, in effective order."""
 
     bandwidthChanges: list[BandwidthChange]
+    nextCursor: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Pass as `cursor` for the next page; absent on the last page.",
+    )
 
 
 class StatusTransitionOut(BaseModel):

@@ -399,6 +399,27 @@ def changes_of(session: Session, connection_id: str) -> Sequence[BandwidthChange
     return repository.changes_of(session, connection_id)
 
 
+def changes_page(
+    session: Session, connection_id: str, *, cursor: str | None, limit: int
+) -> tuple[Sequence[BandwidthChange], str | None]:
+    """A page of the connection's changes in effective order (then id) after the change
+    `cursor` (the last of the previous page), and the next page's cursor, if any. A cursor
+    that is no change of this connection is a 400 at /query/cursor."""
+    after = None
+    if cursor is not None:
+        after = repository.get_change(session, cursor)
+        if after is None or after.connection_id != connection_id:
+            raise ValidationFailed.field(
+                "/query/cursor",
+                f"{cursor!r} is not a cursor of this connection's changes: pass the "
+                "`nextCursor` of the previous page",
+            )
+    rows = repository.changes_of(session, connection_id, after=after, limit=limit + 1)
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].id
+    return rows, None
+
+
 def get_change(
     session: Session, principal: Principal, connection_id: str, change_id: str
 ) -> BandwidthChange:

@@ -70,6 +70,7 @@ class RequestContextMiddleware:
         declared_length = None
         chunked = False
         authorization = None
+        if_match_lines = 0
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
@@ -79,6 +80,10 @@ class RequestContextMiddleware:
                 chunked = True
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
+            elif name == b"if-match":
+                if_match_lines += 1
+        if if_match_lines > 1:
+            scope["headers"] = one_line_of(scope["headers"], b"if-match")
         # Always our own id: 128 random bits as 32 hex digits (what uuid4().hex gave, at a
         # fraction of its cost). A client's X-Request-Id is logged beside it, never instead:
         # a chosen id would let a client forge or collide with other requests' log lines.
@@ -210,6 +215,21 @@ class RequestContextMiddleware:
         if response is None:
             response = problem_response(problem, instance=scope["path"], request_id=request_id)
         await response(scope, _empty_receive, send)
+
+
+def one_line_of(headers: list[tuple[bytes, bytes]], field: bytes) -> list[tuple[bytes, bytes]]:
+    """`headers` with the lines of the list-valued `field` combined into one, in order and
+    comma-separated, where its first line was (RFC 9110 §5.3): every reader of the headers
+    (which take the first line) then sees them all."""
+    values = [value for name, value in headers if name == field]
+    combined: list[tuple[bytes, bytes]] = []
+    for name, value in headers:
+        if name != field:
+            combined.append((name, value))
+        elif values:
+            combined.append((field, b", ".join(values)))
+            values = []
+    return combined
 
 
 def nul_in_url(scope: Scope) -> ProblemError | None:

@@ -174,11 +174,22 @@ def changes_path(connection_id: str, change_id: str | None = None) -> str:
     return path if change_id is None else f"{path}/{quote(change_id, safe='')}"
 
 
-def parse_changes(data: Any) -> list[BandwidthChange]:
+def parse_changes(data: Any) -> tuple[list[BandwidthChange], str | None]:
+    """The changes and `nextCursor` of a page of a connection's changes."""
     items = data.get("bandwidthChanges", []) if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise UnexpectedResponse("the server's answer is not a list of bandwidth changes")
-    return [parse(BandwidthChange, item) for item in items]
+    cursor = data.get("nextCursor")
+    changes = [parse(BandwidthChange, item) for item in items]
+    return changes, cursor if isinstance(cursor, str) and cursor else None
+
+
+def follow(cursor: str, seen: set[str]) -> str:
+    """`cursor`, once: a server that sends a cursor twice would make a list loop forever."""
+    if cursor in seen:
+        raise UnexpectedResponse(f"the server sent the cursor {cursor!r} twice")
+    seen.add(cursor)
+    return cursor
 
 
 def poll_delays() -> Iterator[float]:

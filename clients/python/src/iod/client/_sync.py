@@ -15,7 +15,7 @@ from iod.client import _common as c
 from iod.client import money as m
 from iod.client._config import resolve
 from iod.client.auth import ClientCredentialsAuth
-from iod.client.errors import ApiError, UnexpectedResponse
+from iod.client.errors import ApiError
 from iod.client.events import FEED_PATH, READ_TIMEOUT, Follower, StreamUnavailable, params
 from iod.client.models import (
     ACTIVE,
@@ -148,10 +148,7 @@ class Client(ScheduleMethods):
                 yield c.parse(Connection, item)
             if cursor is None:
                 return
-            if cursor in seen:
-                raise UnexpectedResponse(f"the server sent the cursor {cursor!r} twice")
-            seen.add(cursor)
-            params["cursor"] = cursor
+            params["cursor"] = c.follow(cursor, seen)
 
     def get_connection(self, connection_id: str) -> Connection:
         return c.parse(Connection, self.request("GET", c.connection_path(connection_id)))
@@ -226,8 +223,18 @@ class Client(ScheduleMethods):
         return c.parse(Traffic, self.request("GET", path, params=params))
 
     def list_bandwidth_changes(self, connection_id: str) -> list[BandwidthChange]:
-        """Every change of the connection, past and pending, in effective order."""
-        return c.parse_changes(self.request("GET", c.changes_path(connection_id)))
+        """Every change of the connection, past and pending, in effective order (following
+        `nextCursor` page after page)."""
+        changes: list[BandwidthChange] = []
+        params: dict[str, Any] = {}
+        seen: set[str] = set()
+        while True:
+            path = c.changes_path(connection_id)
+            items, cursor = c.parse_changes(self.request("GET", path, params=params))
+            changes.extend(items)
+            if cursor is None:
+                return changes
+            params["cursor"] = c.follow(cursor, seen)
 
     def cancel_bandwidth_change(self, connection_id: str, change_id: str) -> BandwidthChange:
         """Cancels a change that is still scheduled (a boost's revert goes with it)."""
