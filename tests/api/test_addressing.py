@@ -130,3 +130,36 @@ def test_a_default_pool_avoids_the_explicit_pools_of_the_same_import(services: S
             row.id: IPv4Network(row.ipv4_pool) for row in locations.repository.list_all(session)
         }
     assert pools["T5"] == first_free and not pools["T4"].overlaps(first_free)
+
+
+def test_a_pool_given_to_a_location_named_twice_in_an_import_is_not_ignored(
+    services: Services,
+) -> None:
+    """The first entry makes the location (a default pool), the second asks for another
+    pool: refused as a change of the pool, not dropped silently."""
+    with pytest.raises(locations.ValidationFailed) as refused, services.db.write() as session:
+        locations.upsert(session, services.clock, locations.parse_catalog(
+            [_place("T6"), _place("T6", "172.20.0.0/24")]
+        ))  # fmt: skip
+    assert [e.pointer for e in refused.value.errors] == ["/1/ipv4Pool"]
+
+
+def test_a_location_kept_with_its_pool_is_not_refused_for_an_overlap_stored_before(
+    services: Services,
+) -> None:
+    """Two locations whose pools overlap (stored before imports checked it): importing them
+    again unchanged but for a name changes no pool, so it is not refused."""
+    with services.db.write() as session:
+        for id_ in ("T7", "T8"):
+            session.add(locations.Location(
+                id=id_, name=id_, address="1 Main St", capacity_mbps=10_000,
+                tiers_mbps=[100], ipv4_pool="172.21.0.0/24", ipv4_next=0,
+                created_at=services.clock.now(), updated_at=services.clock.now(),
+            ))  # fmt: skip
+    with services.db.write() as session:
+        locations.upsert(session, services.clock, locations.parse_catalog(
+            [_place("T7", "172.21.0.0/24") | {"name": "renamed"}]
+        ))  # fmt: skip
+    with services.db.read() as session:
+        names = {row.id: row.name for row in locations.repository.list_all(session)}
+    assert names["T7"] == "renamed"

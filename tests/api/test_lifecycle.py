@@ -346,3 +346,36 @@ def test_an_action_accepted_mid_queue_is_judged_against_the_last_target(
     assert act(api, headers, active, "resume").status_code == 202
     run_jobs(services)
     assert status_of(api, headers, active) == "active"
+
+
+def test_an_action_that_fails_for_good_leaves_the_later_ones_target(
+    api, headers, services: Services, active
+) -> None:
+    """suspend (refused by the network for good), resume, suspend accepted at once: once the
+    first has failed the connection still heads for the last one's status (the failure
+    cleared the target: `active` with no target, a suspend queued, a resume refused), and
+    once all have run no target is left."""
+    services.driver.fail_next.extend(["suspend"] * 5)  # type: ignore[attr-defined]
+    for action in ("suspend", "resume", "suspend"):
+        assert act(api, headers, active, action).status_code == 202
+    worker = services.worker()
+    seen = []
+    while worker.run_once():
+        body = api.get(f"{BASE}/{active['id']}", headers=headers).json()
+        seen.append((body["status"], body.get("targetStatus")))
+    assert seen[-1] == ("suspended", None)
+    assert all(target == "suspended" for _, target in seen[:-1]), seen
+
+
+def test_no_target_is_left_when_the_last_action_has_nothing_to_do(
+    api, headers, services: Services, active
+) -> None:
+    """suspend (failed for good), resume: the resume finds the connection active already;
+    being the last, it leaves no target behind."""
+    services.driver.fail_next.extend(["suspend"] * 5)  # type: ignore[attr-defined]
+    for action in ("suspend", "resume"):
+        assert act(api, headers, active, action).status_code == 202
+    run_jobs(services)
+    body = api.get(f"{BASE}/{active['id']}", headers=headers).json()
+    assert (body["status"], body.get("targetStatus")) == ("active", None)
+    assert act(api, headers, active, "suspend").status_code == 202

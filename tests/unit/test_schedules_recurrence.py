@@ -119,6 +119,16 @@ def test_count_is_an_end_found_once() -> None:
     calendar.recurrence("FREQ=DAILY;COUNT=36000", anchor)
 
 
+@pytest.mark.parametrize("anchor", [date(2000, 2, 29), date(2400, 2, 29)])
+def test_count_from_a_29_february_whose_year_a_century_on_is_not_leap(anchor: date) -> None:
+    """The COUNT bound is 100 years on: from 2000-02-29 that is 2100, no leap year (was a
+    ValueError, a 500 at the schedule's creation and a failed planning)."""
+    calendar.recurrence("FREQ=DAILY;COUNT=3", anchor)
+    assert calendar.occurrences("FREQ=DAILY;COUNT=3", anchor, anchor, anchor + timedelta(9)) == [
+        anchor, anchor + timedelta(1), anchor + timedelta(2)
+    ]
+
+
 # --- the rule started near the range asked for equals dateutil from its first day ----------
 
 WEEKDAYS = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"]

@@ -233,8 +233,22 @@ def _action_prepare(session: Session, job: JobRef, ctx: TaskContext) -> Connecti
     connection = _connection(session, job)
     wanted = ACTION_TARGETS[_ACTION_OF_KIND[job.kind]]
     if not can_transition(ConnectionStatus(connection.status), wanted):
-        return None  # already there (a rerun), or overtaken (provisioning failed)
+        # Already there (a rerun), or overtaken (provisioning failed, or an earlier action
+        # failed for good): the last action queued settles the target.
+        if not _later_actions(session, job):
+            _settle_target(connection)
+        return None
     return spec_of(connection)
+
+
+def _settle_target(connection: Connection) -> None:
+    """No action of the connection is left to run: no target, unless one is still to reach."""
+    target = connection.target_status
+    status = ConnectionStatus(connection.status)
+    if target is not None and (
+        target == status or not can_transition(status, ConnectionStatus(target))
+    ):
+        connection.target_status = None
 
 
 def _action_act(driver: NetworkDriver, spec: ConnectionSpec, op_id: str, kind: str) -> None:
@@ -278,7 +292,8 @@ def _action_abandon(session: Session, job: JobRef, ctx: TaskContext, reason: str
     """The network refused for good: the connection stays as it is, and says so."""
     connection = repository.get(session, job.connection_id or "")
     if connection is not None:
-        connection.target_status = None
+        if not _later_actions(session, job):  # else the target stays the last accepted's
+            connection.target_status = None
         connection.updated_at = ctx.clock.now()
         record_event(session, "connection.action_failed", connection, connection.updated_at,
                      action=_ACTION_OF_KIND[job.kind].value, error=reason)  # fmt: skip

@@ -259,7 +259,11 @@ def _count_end(rule: rrule, first: datetime, count: int) -> datetime:
     """A COUNT rule's last occurrence (or its UNTIL's), found by walking it (bounded: it must
     come within MAX_COUNT_YEARS of the first day). It makes the rule an UNTIL one, which
     `_from` can start anywhere: a count depends on every occurrence before."""
-    limit = first.replace(year=first.year + MAX_COUNT_YEARS)
+    years = first.year + MAX_COUNT_YEARS
+    # A 29 February's year a century on may not be a leap year (2000 -> 2100): the 28th.
+    limit = first.replace(
+        year=years, day=min(first.day, stdlib_calendar.monthrange(years, first.month)[1])
+    )
     until: datetime | None = getattr(rule, "_until", None)
     last: datetime | None = None
     walked = 0

@@ -122,18 +122,25 @@ def upsert(session: Session, clock: Clock, entries: list[LocationIn]) -> tuple[i
 def _check_pools(session: Session, entries: list[LocationIn]) -> list[IPv4Network]:
     """The entries' explicit pools, checked (`upsert`)."""
     pools = {row.id: IPv4Network(row.ipv4_pool) for row in repository.list_all(session)}
+    stored = set(pools)
+    defaulted: set[str] = set()  # made by an earlier entry of the import, with a default pool
     errors = []
     for index, entry in enumerate(entries):
         if entry.ipv4Pool is None:
+            if entry.id not in pools:
+                defaulted.add(entry.id)
             continue
         pool = IPv4Network(entry.ipv4Pool)
-        if entry.id in pools and pools[entry.id] != pool:
+        if entry.id in defaulted or (entry.id in pools and pools[entry.id] != pool):
+            given = "a default one" if entry.id in defaulted else str(pools[entry.id])
             errors.append(FieldError(
                 f"/{index}/ipv4Pool",
-                f"the location's pool is {pools[entry.id]} and cannot change (its connections' "
-                "blocks were given from it)",
+                f"the location's pool is {given} and cannot change (its connections' "
+                "blocks are given from it)",
             ))  # fmt: skip
             continue
+        if entry.id in stored:
+            continue  # its own pool, unchanged: no new overlap (one stored before is kept)
         clash = next((i for i, p in pools.items() if i != entry.id and p.overlaps(pool)), None)
         if clash is not None:
             errors.append(FieldError(
