@@ -125,7 +125,9 @@ def test_count_from_a_29_february_whose_year_a_century_on_is_not_leap(anchor: da
     ValueError, a 500 at the schedule's creation and a failed planning)."""
     calendar.recurrence("FREQ=DAILY;COUNT=3", anchor)
     assert calendar.occurrences("FREQ=DAILY;COUNT=3", anchor, anchor, anchor + timedelta(9)) == [
-        anchor, anchor + timedelta(1), anchor + timedelta(2)
+        anchor,
+        anchor + timedelta(1),
+        anchor + timedelta(2),
     ]
 
 

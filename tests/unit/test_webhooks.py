@@ -7,7 +7,10 @@ import ipaddress
 import json
 import random
 import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -199,6 +202,55 @@ def test_redirects_are_not_followed_and_answers_are_cut_to_1_kib() -> None:
     # Without the allow list a loopback receiver is refused before any connection.
     refused = sender.send(receiver.url, BODY, {}, allowed=[], allow_http=True, timeout=2)
     assert "refused" in (refused.error or "")
+
+
+@contextmanager
+def trickling_receiver(pause: float) -> Iterator[tuple[str, threading.Event]]:
+    """A receiver that reads the request and then sends its status line and headers one byte
+    every `pause` seconds, for as long as the sender listens (a slow loris in reverse)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def answer() -> None:
+        listener.settimeout(5)
+        try:
+            peer, _ = listener.accept()
+        except OSError:
+            return
+        with peer:
+            peer.recv(65536)
+            header = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 200 + b"\r\n\r\n"
+            for byte in header:
+                if stop.wait(pause):
+                    return
+                try:
+                    peer.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook", stop
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
+
+
+def test_an_attempt_is_cut_at_its_timeout_even_while_headers_trickle_in() -> None:
+    """Each read is within the timeout, but the attempt as a whole is not: it is cut once
+    the timeout has passed in all (it took 21.6 s for a 1 s timeout before)."""
+    with trickling_receiver(pause=0.05) as (url, _):
+        started = time.monotonic()
+        outcome = sender.send(url, BODY, {}, allowed=LOOPBACK, allow_http=True, timeout=1)
+        took = time.monotonic() - started
+    assert outcome.status_code is None and "timeout after 1 s" in (outcome.error or ""), outcome
+    assert took < 4, took  # generous: the deadline is 1 s, a read's 0.05 s beyond it at most
+    # The thread's next attempt has a deadline of its own (none is left over).
+    with serve() as receiver:
+        outcome = sender.send(receiver.url, BODY, {}, allowed=LOOPBACK, allow_http=True, timeout=2)
+        assert outcome.ok, outcome
 
 
 def test_retry_schedule_with_jitter_and_retry_after() -> None:

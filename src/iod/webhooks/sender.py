@@ -6,22 +6,28 @@ extension), so what is connected to is exactly what was checked. Redirects are n
 proxies from the environment are not used, at most 1 KiB of the answer is kept, and all
 the receiver's text kept (body, `Location`) is made storable here (`storable`: PostgreSQL
 text cannot hold NUL). An attempt takes at most `timeout` in all: httpx's timeouts are per
-phase, so an answer trickling in is cut at the deadline. Each thread
-keeps a client per (scheme, host) for keep-alive: its pooled connections all go to
+read, so every socket operation of an attempt (connect, TLS, each write and read, the
+status line and headers included) is given only what is left of the attempt's deadline
+(`_Deadlines`), and a receiver that trickles its answer a byte at a time is cut at it. Each
+thread keeps a client per (scheme, host) for keep-alive: its pooled connections all go to
 addresses checked for that host with that certificate name.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import ssl
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import httpcore
 import httpx
 
 from iod.webhooks import safety
@@ -50,6 +56,88 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
+def _left(timeout: float | None) -> float:
+    """What is left of this thread's attempt's deadline, at most `timeout`; a read timeout
+    when nothing is (mapped to httpx.ReadTimeout by httpx)."""
+    deadline: float | None = getattr(_local, "deadline", None)
+    if deadline is None:
+        return math.inf if timeout is None else timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("the attempt took longer than the timeout in all")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every operation waits at most for what is left of the deadline of
+    the attempt the thread is making (`_local.deadline`)."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _left(timeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        tls = self._stream.start_tls(ssl_context, server_hostname, _left(timeout))
+        return _DeadlineStream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _Deadlines(httpcore.NetworkBackend):
+    """httpcore's own backend, its connections under the attempt's deadline."""
+
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._backend.connect_tcp(
+            host, port, _left(timeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("webhooks are sent over TCP only")
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _transport() -> httpx.HTTPTransport:
+    transport = httpx.HTTPTransport(
+        trust_env=False, limits=httpx.Limits(max_connections=16, max_keepalive_connections=4)
+    )
+    # httpx does not take a network backend; its pool is httpcore's, which does. Checked by
+    # tests/unit/test_webhook_sender.py (a receiver trickling its headers is cut in time).
+    pool = transport._pool
+    if not isinstance(pool, httpcore.ConnectionPool):  # pragma: no cover - no proxy is used
+        raise TypeError(f"unexpected httpx pool {type(pool).__name__}")
+    pool._network_backend = _Deadlines(pool._network_backend)
+    return transport
+
+
 def _client(scheme: str, host: str, timeout: float) -> httpx.Client:
     clients: OrderedDict[tuple[str, str, float], httpx.Client] | None = getattr(
         _local, "clients", None
@@ -63,7 +151,7 @@ def _client(scheme: str, host: str, timeout: float) -> httpx.Client:
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
             trust_env=False,
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=4),
+            transport=_transport(),
         )
         clients[key] = client
         while len(clients) > _CLIENTS_PER_THREAD:
@@ -135,6 +223,7 @@ def send(
     if target.scheme == "https":
         extensions["sni_hostname"] = target.host
     client = _client(target.scheme, target.host, timeout)
+    _local.deadline = started + timeout
     try:
         request = httpx.Request(
             "POST", pinned, content=body, headers=request_headers, extensions=extensions
@@ -154,6 +243,8 @@ def send(
         return Outcome(None, None, f"timeout after {timeout:g} s: {type(exc).__name__}", took())
     except httpx.HTTPError as exc:
         return Outcome(None, None, storable(f"{type(exc).__name__}: {exc}"[:1000]), took())
+    finally:
+        _local.deadline = None
     text = storable(kept[:MAX_BODY].decode("utf-8", errors="replace"))
     status = response.status_code
     error = None
