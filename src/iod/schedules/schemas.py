@@ -15,6 +15,7 @@ from iod.connections.schemas import (
     StrictBody,
     _canonical_bandwidth,
     description_text,
+    invalid_datetime,
 )
 from iod.domain import schedules as calendar
 
@@ -70,7 +71,7 @@ def _date_time(value: Any) -> Any:
         moment = datetime.fromisoformat(value.replace("z", "Z"))
         moment.astimezone(UTC)
     except (ValueError, OverflowError) as exc:
-        raise ValueError(f"is not a valid date-time: {str(exc)[:80]}") from None
+        raise ValueError(invalid_datetime(exc)[:120]) from None
     return moment
 
 
