@@ -36,10 +36,27 @@ def test_short_rules(text: str, recurrence: str, start: str, end: str) -> None:
         "1 Gbps XX 08:00-18:00",
         "1 Gbps MO 8-18",
         "1 Gbps fifth-MO 08:00-18:00",
+        # A range with a side missing was read as its one day ("MO-" as Mondays only).
+        "1 Gbps MO- 08:00-18:00",
+        "1 Gbps -FR 08:00-18:00",
+        "1 Gbps MO,,FR 08:00-18:00",
+        "1 Gbps MO-FR, 08:00-18:00",
+        # Digits other than ASCII ones: the hours were converted, the minutes sent as typed.
+        "1 Gbps daily 08:\uff10\uff10-18:00",
+        "1 Gbps daily \u0660\u0668:00-18:00",
     ],
 )
 def test_bad_short_rules_say_what_was_expected(text: str) -> None:
     with pytest.raises(RuleSyntaxError):
+        parse_rule(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [("1 Gbps MO- 08:00-18:00", "'MO-'"), ("1 Gbps -2-MO 08:00-18:00", "'-2-MO'")],
+)
+def test_a_broken_day_range_is_named_whole(text: str, shown: str) -> None:
+    with pytest.raises(RuleSyntaxError, match=shown):
         parse_rule(text)
 
 

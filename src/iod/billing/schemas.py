@@ -15,6 +15,7 @@ from iod.connections.schemas import (
     StrictBody,
     _canonical_bandwidth,
     _no_null,
+    invalid_datetime,
 )
 
 AMOUNT: dict[str, Any] = {"pattern": r"^-?\d+(\.\d+)?$", "examples": ["0.46"]}
@@ -32,7 +33,7 @@ def _datetime(value: Any) -> Any:
     try:
         return datetime.fromisoformat(value.replace("z", "Z")).astimezone(UTC)
     except (ValueError, OverflowError) as exc:
-        raise ValueError(f"is not a valid date-time: {exc}") from exc
+        raise ValueError(invalid_datetime(exc)) from exc
 
 
 def rfc3339_param(value: Any) -> Any:

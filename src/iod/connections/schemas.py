@@ -185,10 +185,17 @@ class BandwidthUpdate(StrictBody):
             # Found by fuzzing: 0001-01-01T00:00:00+00:01 parses but is before year 1 in UTC.
             moment.astimezone(UTC)
         except (ValueError, OverflowError) as exc:
-            if "offset" in str(exc):  # Python's message quotes timedelta reprs: say it plainly
-                raise ValueError("has a UTC offset out of range (at most ±23:59)") from exc
-            raise ValueError(f"is not a valid date-time: {exc}") from exc
+            raise ValueError(invalid_datetime(exc)) from exc
         return moment
+
+
+def invalid_datetime(exc: ValueError | OverflowError) -> str:
+    """What is wrong with a date-time that matched the RFC 3339 pattern but that Python could
+    not read or move to UTC. Python's message for an offset quotes timedelta reprs
+    (`offset must be a timedelta strictly between -timedelta(hours=24) and …`): said plainly."""
+    if "offset" in str(exc):
+        return "has a UTC offset out of range (at most ±23:59)"
+    return f"is not a valid date-time: {exc}"
 
 
 class PendingBandwidthChange(BaseModel):

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from iod.audit import service as audit
 from iod.auth.dependencies import actor, charge_rows, require_read, require_write
 from iod.auth.tokens import Principal
+from iod.connections.schemas import invalid_datetime
 from iod.infra import idempotency
 from iod.infra.http import READ_ERRORS, WRITE_ERRORS, StrictJsonRoute, problem, require_json
 from iod.schedules import service
@@ -96,7 +97,7 @@ def _moment(value: str | None) -> datetime | None:
         moment = datetime.fromisoformat(value.replace("z", "Z"))
         moment.astimezone(UTC)
     except (ValueError, OverflowError) as exc:
-        raise ValueError(f"is not a valid date-time ({str(exc)[:60]})") from None
+        raise ValueError(invalid_datetime(exc)[:100]) from None
     return moment
 
 

@@ -14,6 +14,7 @@ from iod.connections.schemas import (
     BANDWIDTH_DESCRIPTION,
     StrictBody,
     _canonical_bandwidth,
+    invalid_datetime,
 )
 from iod.domain import schedules as calendar
 from iod.domain.text import description_text
@@ -70,7 +71,7 @@ def _date_time(value: Any) -> Any:
         moment = datetime.fromisoformat(value.replace("z", "Z"))
         moment.astimezone(UTC)
     except (ValueError, OverflowError) as exc:
-        raise ValueError(f"is not a valid date-time: {str(exc)[:80]}") from None
+        raise ValueError(invalid_datetime(exc)[:120]) from None
     return moment
 
 

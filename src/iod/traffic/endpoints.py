@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from iod.auth.dependencies import require_read
 from iod.auth.tokens import Principal
 from iod.connections import repository as connections
+from iod.connections.schemas import invalid_datetime
 from iod.domain.bandwidth import format_bandwidth
 from iod.infra.errors import FieldError, NotFound, ValidationFailed
 from iod.infra.http import READ_ERRORS, StrictJsonRoute, problem
@@ -34,7 +35,7 @@ _RFC3339 = re.compile(
 def _bad(name: str, detail: str) -> ValidationFailed:
     return ValidationFailed(
         f"query parameter {name}: {detail}",
-        errors=[FieldError("", f"query parameter {name}: {detail}")],
+        errors=[FieldError(f"/query/{name}", detail)],  # as the framework's own checks
     )
 
 
@@ -47,7 +48,7 @@ def _when(name: str, value: str | None) -> datetime | None:
     try:
         return datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
     except ValueError as exc:
-        raise _bad(name, f"is not a valid date-time: {exc}") from exc
+        raise _bad(name, invalid_datetime(exc)) from exc
 
 
 def _direction(d: service.Direction) -> TrafficDirection:

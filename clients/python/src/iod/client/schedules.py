@@ -27,7 +27,8 @@ DAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 _NTH = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": -1}
 _RULE = re.compile(
     r"^\s*(?P<bandwidth>\d+(?:\.\d+)?\s*[MmGg]bps)\s+(?P<days>\S+)\s+"
-    r"(?P<start>\d{1,2}:\d{2})\s*-\s*(?P<end>\d{1,2}:\d{2})\s*$"
+    r"(?P<start>\d{1,2}:\d{2})\s*-\s*(?P<end>\d{1,2}:\d{2})\s*$",
+    re.ASCII,  # ASCII digits only, as the API's times (`\d` matches fullwidth ones too)
 )
 
 
@@ -59,7 +60,11 @@ def days_to_rrule(text: str) -> str:
         return f"FREQ=MONTHLY;BYDAY={number}{DAYS[_day(nth.group(2))]}"
     chosen: list[int] = []
     for part in text.split(","):
-        first, _, last = part.partition("-")
+        first, dash, last = part.partition("-")
+        if dash and not (first and last):  # "MO-" is not Mondays: a range lost its end
+            raise RuleSyntaxError(
+                f"{part!r} is not a day or a range of days: use e.g. MO, MO-FR or SA,SU"
+            )
         start = _day(first)
         stop = _day(last) if last else start
         index = start
