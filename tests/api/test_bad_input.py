@@ -1127,3 +1127,24 @@ def test_a_body_that_is_not_utf8_says_so_with_a_pointer(
     assert body["errors"] == [
         {"pointer": "", "detail": "the body is not valid JSON: it is not UTF-8"}
     ]
+
+
+def test_a_repeated_authorization_or_content_type_line_is_a_400(
+    api: TestClient, headers: dict[str, str], services: Services
+) -> None:
+    """Each holds one value: with two, a layer reading the first and one reading the last
+    would disagree about what the client meant (content type, or whose token)."""
+    body = raw({"bandwidth": "100 Mbps", "locationId": LOC})
+    token = headers["Authorization"]
+    plain = [(k, v) for k, v in headers.items() if k.lower() not in ("authorization",)]
+    cases = [
+        ([*plain, ("Authorization", token), ("Authorization", token)], "/header/Authorization"),
+        ([*plain, ("Authorization", token), ("Content-Type", "application/json"),
+          ("Content-Type", "text/plain")], "/header/Content-Type"),
+    ]  # fmt: skip
+    for lines, pointer in cases:
+        with nothing_written(services):
+            assert_problem(api.post(BASE, content=body, headers=lines), 400, pointer)
+        assert_problem(api.get(BASE, headers=lines), 400, pointer)
+    single = [*plain, ("Authorization", token), ("Content-Type", "application/json")]
+    assert api.post(BASE, content=body, headers=single).status_code == 201

@@ -70,7 +70,7 @@ class RequestContextMiddleware:
         declared_length = None
         chunked = False
         authorization = None
-        if_match_lines = 0
+        if_match_lines = authorization_lines = content_type_lines = 0
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
@@ -80,6 +80,9 @@ class RequestContextMiddleware:
                 chunked = True
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
+                authorization_lines += 1
+            elif name == b"content-type":
+                content_type_lines += 1
             elif name == b"if-match":
                 if_match_lines += 1
         if if_match_lines > 1:
@@ -167,6 +170,12 @@ class RequestContextMiddleware:
             )
             if (
                 refused is None
+                and (authorization_lines > 1 or content_type_lines > 1)
+                and scope["path"].startswith(self.authenticated_prefix)
+            ):
+                refused = repeated_header(authorization_lines > 1)
+            if (
+                refused is None
                 and self.authenticate is not None
                 and (chunked or declared_length not in (None, b"0"))
                 and scope["path"].startswith(self.authenticated_prefix)
@@ -215,6 +224,14 @@ class RequestContextMiddleware:
         if response is None:
             response = problem_response(problem, instance=scope["path"], request_id=request_id)
         await response(scope, _empty_receive, send)
+
+
+def repeated_header(authorization: bool) -> ValidationFailed:
+    """A 400 for a request of the API with two Authorization or Content-Type lines: each
+    holds one value (RFC 9110 §5.3), and layers that read the first and layers that read the
+    last would disagree about which the client meant."""
+    name = "Authorization" if authorization else "Content-Type"
+    return ValidationFailed.field(f"/header/{name}", f"send one {name} header, not several")
 
 
 def one_line_of(headers: list[tuple[bytes, bytes]], field: bytes) -> list[tuple[bytes, bytes]]:
