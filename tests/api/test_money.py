@@ -97,6 +97,21 @@ def test_quote_then_order_with_it(api, headers, priced, tenant) -> None:
     assert names == ["quote.created"]
 
 
+def test_a_quote_promises_a_price_not_capacity(api, headers, priced) -> None:
+    """docs/money.md: a quote is made for an order the location cannot take now; the order
+    redeeming it is refused for capacity (409) and leaves the quote unused, to be used once
+    there is room."""
+    small = "PL0000774102"  # a 100 Mbps port
+    q = quote(api, headers, locationId=small, bandwidth="100 Mbps")
+    assert q.status_code == 201, q.text
+    first = order(api, headers, locationId=small)
+    assert first.status_code == 201, first.text
+    with nothing_written(priced):
+        full = order(api, headers, locationId=small, quoteId=q.json()["id"])
+    assert full.status_code == 409 and full.json()["type"] == "/problems/capacity-exceeded"
+    assert "usedAt" not in api.get(f"{BASE}/quotes/{q.json()['id']}", headers=headers).json()
+
+
 def test_unusable_quotes_store_nothing(api, headers, priced, make_tenant, clock) -> None:
     q = quote(api, headers, locationId=LOC, bandwidth="100 Mbps").json()
     with nothing_written(priced):
