@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from iod.app import Services
 from iod.customers import service as customers
-from iod.infra.clock import FrozenClock
+from iod.infra.clock import FrozenClock, rfc3339
 from iod.infra.config import Settings
 from iod.locations import catalog
 from iod.models import AuditEvent, Client, PortalSession, PortalUser
@@ -614,6 +614,40 @@ def test_the_connections_table_filters_and_pages(api: TestClient, services: Serv
     bad = viewer.get("/portal/connections?status=sleeping")
     assert bad.status_code == 400 and "<code>/status</code>" in bad.text
     assert viewer.get("/portal/connections?cursor=nope").status_code == 400
+
+
+def test_the_connection_page_shows_the_latest_changes_only(
+    api: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schedule makes thousands of changes over the years: the page lists the latest
+    CHANGES_SHOWN and says how many older ones it leaves to the API."""
+    from iod.connections import service as connections
+    from iod.connections.schemas import BandwidthUpdate, ConnectionRequest
+    from iod.portal import endpoints as portal_endpoints
+
+    monkeypatch.setattr(portal_endpoints, "CHANGES_SHOWN", 5)
+    cid = customer(services, "Acme")
+    viewer = signed_in(api, services, cid, "viewer")
+    principal = people.CurrentUser("usr_x", cid, "", "operator", "UTC", "", "").principal
+    with services.db.write() as session:
+        made = connections.create_connection(
+            session, services.clock, principal,
+            ConnectionRequest(bandwidth="10 Mbps", locationId=catalog.DEMO_LOCATION_ID),
+            services.policy,
+        )  # fmt: skip
+    run_jobs(services)
+    for hours, mbps in enumerate((20, 50, 100, 200, 300, 500, 1000), start=1):
+        with services.db.write() as session:
+            at = rfc3339(services.clock.now() + timedelta(hours=hours))
+            connections.update_bandwidth(
+                session, services.clock, principal, made.id,
+                BandwidthUpdate(bandwidth=f"{mbps} Mbps", effectiveDate=at), services.policy,
+            )  # fmt: skip
+    page = viewer.get(f"/portal/connections/{made.id}")
+    assert page.status_code == 200
+    table = page.text[page.text.index('id="changes-h"') :]
+    assert table.count("<tr>") == 1 + 5  # header + the five latest
+    assert "1 Gbps" in table and "2 older changes not shown" in table
 
 
 def form_fields(html: str, action: str) -> dict[str, str]:

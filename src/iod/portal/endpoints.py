@@ -545,6 +545,9 @@ async def connections_page(
     )
 
 
+CHANGES_SHOWN = 200
+
+
 def _connection_context(
     services: Services, session: Session, user: CurrentUser, connection_id: str
 ) -> dict[str, Any]:
@@ -572,7 +575,12 @@ def _connection_context(
     return {
         "c": view,
         "version": connections.etag_of(view),
-        "changes": sorted(changes, key=lambda c: (c.effective_at, c.id), reverse=True),
+        # The latest first, at most CHANGES_SHOWN: every pending change (at most 100 a
+        # connection) and the latest others; a schedule makes thousands over the years.
+        "changes": sorted(changes, key=lambda c: (c.effective_at, c.id), reverse=True)[
+            :CHANGES_SHOWN
+        ],
+        "older_changes": max(0, len(changes) - CHANGES_SHOWN),
         "history": history,
         "tiers": [format_bandwidth(t) for t in tiers],
         "location": location,
