@@ -379,3 +379,55 @@ def test_no_target_is_left_when_the_last_action_has_nothing_to_do(
     body = api.get(f"{BASE}/{active['id']}", headers=headers).json()
     assert (body["status"], body.get("targetStatus")) == ("active", None)
     assert act(api, headers, active, "suspend").status_code == 202
+
+
+def test_an_action_failing_for_good_waits_for_one_being_accepted(
+    api, headers, services: Services, active
+) -> None:
+    """A suspend fails for good while a resume is being accepted (the connection's row
+    locked, its job not yet committed): the failure's handler waits for the row, then sees
+    the resume queued and leaves its target. It read the row unlocked: it took the
+    customer's event positions at its commit, then waited for the row, while the resume
+    held the row and waited for the positions (a deadlock; or, timed otherwise, the resume's
+    target cleared with its job queued)."""
+    import threading
+
+    from sqlalchemy import select
+
+    from iod.auth.tokens import Principal
+    from iod.connections import jobs, lifecycle, repository
+    from iod.connections.tasks import _action_abandon
+    from iod.jobs.registry import JobRef
+    from iod.models import Job
+
+    if services.db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    assert act(api, headers, active, "suspend").status_code == 202
+    with services.db.read() as session:
+        job = session.scalars(
+            select(Job).where(Job.connection_id == active["id"], Job.kind == jobs.SUSPEND)
+        ).one()
+        ref = JobRef(job.id, job.kind, job.connection_id, None, 5, 5, lock_key=job.lock_key)
+    locked, failed = threading.Event(), threading.Event()
+
+    def accept_resume() -> None:
+        with services.db.write() as session:
+            connection = repository.get_for_update(session, active["id"])
+            assert connection is not None
+            locked.set()
+            failed.wait(1)  # the failure's handler is blocked on the row by now (or not)
+            principal = Principal("cli_x", connection.customer_id, frozenset({"write"}), 0.0)
+            lifecycle.request_action(
+                session, services.clock, principal, connection, lifecycle.Action.RESUME, 5,
+                locked=True,
+            )  # fmt: skip
+
+    accepting = threading.Thread(target=accept_resume)
+    accepting.start()
+    locked.wait(5)
+    with services.db.write() as session:
+        threading.Timer(0.3, failed.set).start()
+        _action_abandon(session, ref, services.worker().context, "refused")
+    accepting.join(5)
+    body = api.get(f"{BASE}/{active['id']}", headers=headers).json()
+    assert (body["status"], body.get("targetStatus")) == ("active", "active"), body

@@ -83,6 +83,10 @@ def test_traffic_parameters_have_pointers(api, headers) -> None:
         ({"from": "x"}, "/query/from"),
         ({"to": "2026-13-01T00:00:00Z"}, "/query/to"),
         ({"from": "2026-12-02T00:00:00Z", "to": "2026-11-01T00:00:00Z"}, "/query/from"),
+        # Out of range: the one sent is named (`from` defaults to an hour before `to`).
+        ({"to": "9999-12-31T23:59:59Z"}, "/query/to"),
+        ({"to": "0001-01-01T00:30:00Z"}, "/query/to"),
+        ({"from": "0001-01-01T00:30:00Z", "to": "2026-11-01T00:00:00Z"}, "/query/from"),
     ]
     for params, pointer in cases:
         answer = api.get(traffic, params=params, headers=headers)

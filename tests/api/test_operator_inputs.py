@@ -106,3 +106,19 @@ def test_a_customer_name_follows_the_text_rule(services: Services, name: str) ->
     with pytest.raises(ValidationFailed) as refused, services.db.write() as session:
         customers.create_customer(session, services.clock, name)
     assert [e.pointer for e in refused.value.errors] == ["/name"]
+
+
+@pytest.mark.parametrize("name", ["ci\x1b[31m", "ci\x00", "ci\u202e", "c" * 256])
+def test_a_client_name_follows_the_text_rule(services: Services, name: str) -> None:
+    # `iod clients create --name` wrote it as given (the portal's form checks it first): a
+    # NUL or a 256th character was a DataError on PostgreSQL, an escape sequence went to the
+    # admin tables.
+    from iod.customers import service as customers
+
+    with services.db.write() as session:
+        customer = customers.create_customer(session, services.clock, "Acme")
+    with pytest.raises(ValidationFailed) as refused, services.db.write() as session:
+        customers.create_client(
+            session, services.clock, customer.id, "read", hasher=services.secret_hasher, name=name
+        )
+    assert [e.pointer for e in refused.value.errors] == ["/name"]

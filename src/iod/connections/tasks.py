@@ -289,8 +289,11 @@ def _later_actions(session: Session, job: JobRef) -> bool:
 
 
 def _action_abandon(session: Session, job: JobRef, ctx: TaskContext, reason: str) -> None:
-    """The network refused for good: the connection stays as it is, and says so."""
-    connection = repository.get(session, job.connection_id or "")
+    """The network refused for good: the connection stays as it is, and says so. Its row is
+    locked first, as every writer of it does: whether later actions are queued is then read
+    after any being accepted has committed, and the commit's event positions (the customer's
+    `event_streams` row) are taken after the row, not before (a deadlock with the API)."""
+    connection = repository.get_for_update(session, job.connection_id or "")
     if connection is not None:
         if not _later_actions(session, job):  # else the target stays the last accepted's
             connection.target_status = None

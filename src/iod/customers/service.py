@@ -110,6 +110,11 @@ def create_client(
 ) -> NewClient:
     if repository.get_customer(session, customer_id) is None:
         raise NotFound(f"no customer {customer_id}")
+    if len(name) > 255:  # the portal's form checks it too; `iod clients create` does not
+        raise ValidationFailed.field("/name", "a client name has at most 255 characters")
+    problem = text_problem(name)
+    if problem is not None:
+        raise ValidationFailed.field("/name", f"a client name {problem}")
     scope_list = parse_scopes(scopes)
     secret = client_secret or new_secret()
     client = Client(

@@ -112,11 +112,15 @@ async def get_traffic(
     now = services.clock.now()
     first, last = _when("from", start), _when("to", end)
     to = last or now
+    try:  # bins stay in range: a day's margin either side
+        to + timedelta(days=1)
+    except OverflowError as exc:
+        raise _bad("to", "is out of range") from exc
     try:
         begin = first or to - timedelta(hours=1)
-        (to + timedelta(days=1)) - (begin - timedelta(days=1))  # bins stay in range
-    except OverflowError as exc:
-        raise _bad("from", "is out of range") from exc
+        begin - timedelta(days=1)
+    except OverflowError as exc:  # `from` defaults to an hour before `to`: name the one sent
+        raise _bad("to" if first is None else "from", "is out of range") from exc
     if begin >= to:
         raise _bad("from", "must be before `to`")
     seconds = (to - begin).total_seconds()

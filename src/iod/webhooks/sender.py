@@ -130,7 +130,7 @@ def _transport() -> httpx.HTTPTransport:
         trust_env=False, limits=httpx.Limits(max_connections=16, max_keepalive_connections=4)
     )
     # httpx does not take a network backend; its pool is httpcore's, which does. Checked by
-    # tests/unit/test_webhook_sender.py (a receiver trickling its headers is cut in time).
+    # tests/unit/test_webhooks.py (a receiver trickling its headers is cut in time).
     pool = transport._pool
     if not isinstance(pool, httpcore.ConnectionPool):  # pragma: no cover - no proxy is used
         raise TypeError(f"unexpected httpx pool {type(pool).__name__}")
