@@ -425,7 +425,10 @@ class Settings(BaseSettings):
         "loopback, private, link-local or reserved (e.g. 127.0.0.0/8 for a local receiver).",
     )
     webhook_timeout_seconds: float = Field(
-        default=10, gt=0, description="One webhook attempt's connect/read/write timeout."
+        default=10,
+        gt=0,
+        description="How long one webhook attempt may take in all, from connecting to the "
+        "last byte of the answer kept (the host name's lookup before it aside).",
     )
     webhook_retry_schedule: str = Field(
         default="0,5,300,1800,7200,18000,36000,36000",
