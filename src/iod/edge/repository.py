@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select, update
@@ -44,6 +44,15 @@ def next_seq(session: Session, location_id: str, count: int = 1) -> int:
 
 def desired(session: Session, location_id: str, connection_id: str) -> EdgeDesired | None:
     return session.get(EdgeDesired, (location_id, connection_id))
+
+
+def connections_at(session: Session, location_ids: Iterable[str]) -> set[str]:
+    """The connections the edges of these locations hold (or are removing)."""
+    return set(
+        session.scalars(
+            select(EdgeDesired.connection_id).where(EdgeDesired.location_id.in_(list(location_ids)))
+        ).all()
+    )
 
 
 def desired_of_location(session: Session, location_id: str) -> Sequence[EdgeDesired]:
