@@ -126,7 +126,40 @@ def test_a_failed_edge_operation_is_retried_as_an_attempt(
         job = session.scalars(select(Job).where(Job.connection_id == conn["id"])).one()
         assert job.attempts == 1 and "no such uplink" in (job.last_error or "")
         op = session.get(EdgeOperation, row["opId"])
-    assert op is None or op.status in ("pending",)
+    # Counted once: the next hand-over has an id of its own (`job-<id>.<seq>`).
+    assert op is not None and op.status == edge.RETRIED
+
+
+def test_a_replayed_failure_does_not_fail_the_operation_handed_over_again(
+    api: TestClient, headers: dict[str, str], services: Services
+) -> None:
+    """An agent resends a report whose answer it lost (its unreported results are kept),
+    e.g. a failure. The retry had handed the operation over again under the same id, so the
+    old failure was recorded against the new hand-over, which the agent had not even seen
+    (against `make run`: `{"recorded": 1}`, a second attempt burnt, and the agent's `ok`
+    for it then ignored). Each hand-over after a failure has an id of its own."""
+    creds = register(services, A)
+    conn = order(api, headers)
+    run_jobs(services)
+    eh = edge_headers(api, creds)
+    reports = f"/internal/edge/v1/locations/{A}/reports"
+    [first] = api.get(f"/internal/edge/v1/locations/{A}/desired", headers=eh).json()["connections"]
+    failure = {"results": [{"opId": first["opId"], "ok": False, "error": "no such uplink"}]}
+    assert api.post(reports, headers=eh, json=failure).json() == {"recorded": 1, "unknown": 0}
+    run_jobs(services)  # the failure counts; the retry hands the operation over again
+    [again] = api.get(f"/internal/edge/v1/locations/{A}/desired", headers=eh).json()["connections"]
+    assert again["seq"] > first["seq"] and not again["acked"]
+    assert again["opId"] != first["opId"] and again["opId"].startswith(f"{first['opId']}.")
+
+    replayed = api.post(reports, headers=eh, json=failure)  # the lost answer's report, again
+    assert replayed.status_code == 200 and replayed.json()["recorded"] == 0
+    done = {"results": [{"opId": again["opId"], "ok": True}]}
+    assert api.post(reports, headers=eh, json=done).json() == {"recorded": 1, "unknown": 0}
+    run_jobs(services)
+    assert api.get(f"{BASE}/{conn['id']}", headers=headers).json()["status"] == "active"
+    with services.db.read() as session:
+        job = session.scalars(select(Job).where(Job.connection_id == conn["id"])).one()
+    assert (job.state, job.attempts) == ("done", 2)
 
 
 def test_tenancy_an_agent_reads_and_reports_only_its_location(

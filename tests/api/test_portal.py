@@ -559,6 +559,47 @@ def test_admins_manage_users_and_api_clients(api: TestClient, services: Services
         assert action in actions, action  # fmt: skip
 
 
+@pytest.mark.parametrize("what", ["role", "disable"])
+def test_two_admins_acting_on_each_other_at_once_leave_one_admin(
+    api: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch, what: str
+) -> None:
+    """Each request read its admin's role with the session, before its write: two admins
+    demoting (or disabling) each other at once both passed and left the customer with no
+    admin at all (found against `make run`: both POSTs 303, both users viewers). The role
+    is read again, locked, in the write: the second one is refused."""
+    cid = customer(services, "Acme")
+    first = signed_in(api, services, cid, "admin")
+    with services.db.read() as session:
+        first_id = session.scalars(select(PortalUser.id).where(PortalUser.customer_id == cid)).one()
+    second_id = make_user(services, cid, "second@example.com", "admin")
+    form = {"csrf": page_csrf(first, "/portal/users")}
+    if what == "role":
+        form["role"] = "viewer"
+    resolve = people.resolve
+
+    def second_acts_meanwhile(*args: object, **kwargs: object) -> people.CurrentUser | None:
+        """The first admin's session is read; the second admin's request on the first
+        commits before the first admin's write begins."""
+        current = resolve(*args, **kwargs)  # type: ignore[arg-type]
+        monkeypatch.setattr(people, "resolve", resolve)
+        with services.db.write() as session:
+            second = session.get(PortalUser, second_id)
+            assert second is not None
+            acting = people.CurrentUser(second.id, cid, second.email, "admin", "UTC", "", "")
+            if what == "role":
+                people.set_role(session, services.clock, acting, first_id, "viewer")
+            else:
+                people.set_disabled(session, services.clock, acting, first_id, True)
+        return current
+
+    monkeypatch.setattr(people, "resolve", second_acts_meanwhile)
+    answer = first.post(f"/portal/users/{second_id}/{what}", data=form)
+    assert answer.status_code == 403, answer.text
+    with services.db.read() as session:
+        users = {u.id: u for u in session.scalars(select(PortalUser)).all()}
+    assert users[second_id].role == "admin" and users[second_id].disabled_at is None
+
+
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_forged_cookies_and_tokens_cost_no_argon2(
     api: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch

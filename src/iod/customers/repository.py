@@ -48,7 +48,10 @@ def list_customers(session: Session) -> list[Customer]:
     return list(session.scalars(select(Customer).order_by(Customer.id)))
 
 
-def get_client(session: Session, client_id: str) -> Client | None:
+def get_client(session: Session, client_id: str, *, lock: bool = False) -> Client | None:
+    """The client; `lock`: its row locked and read again (a read-modify-write)."""
+    if lock:
+        return session.get(Client, client_id, with_for_update=True, populate_existing=True)
     return session.get(Client, client_id)
 
 

@@ -236,7 +236,9 @@ def rotate_secret(
     within the grace period ends the first secret at once)."""
     if grace < timedelta(0):
         raise ValidationFailed.field("/grace", "the grace period cannot be negative")
-    client = repository.get_client(session, client_id)
+    # Locked: a rotation at the same time starts from this one's secret, not from the one
+    # both read (which made the first rotation's secret, shown once, never work).
+    client = repository.get_client(session, client_id, lock=True)
     if client is None:
         raise NotFound(f"no client {client_id}")
     secret = new_secret()

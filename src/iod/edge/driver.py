@@ -111,9 +111,18 @@ class EdgeRouter:
         return self.local.inventory()
 
     def counters(self) -> dict[str, tuple[int, int, int, int]]:
-        """The in-process driver's counters (edge agents send their own)."""
+        """The in-process driver's counters (edge agents send their own). Not those of the
+        connections an agent holds: the in-process driver still has the ones in force when
+        their location was handed to its agent (until a restart reconciles it), and two
+        samplers' readings of one connection, interleaved, each look like a reset."""
         read = getattr(self.local, "counters", None)
-        return dict(read()) if callable(read) else {}
+        counters = dict(read()) if callable(read) else {}
+        edges = self.edge_locations()
+        if counters and edges:
+            with self.db.read() as session:
+                held = repository.connections_at(session, edges)
+            counters = {c: v for c, v in counters.items() if c not in held}
+        return counters
 
     def reconcile(
         self, desired: list[ConfiguredConnection], skip: frozenset[str], *, dry_run: bool = False

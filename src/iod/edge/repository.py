@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select, update
@@ -46,6 +46,15 @@ def desired(session: Session, location_id: str, connection_id: str) -> EdgeDesir
     return session.get(EdgeDesired, (location_id, connection_id))
 
 
+def connections_at(session: Session, location_ids: Iterable[str]) -> set[str]:
+    """The connections the edges of these locations hold (or are removing)."""
+    return set(
+        session.scalars(
+            select(EdgeDesired.connection_id).where(EdgeDesired.location_id.in_(list(location_ids)))
+        ).all()
+    )
+
+
 def desired_of_location(session: Session, location_id: str) -> Sequence[EdgeDesired]:
     return session.scalars(
         select(EdgeDesired).where(EdgeDesired.location_id == location_id).order_by(EdgeDesired.seq)
@@ -65,6 +74,21 @@ def changes_after(
 
 def operation(session: Session, op_id: str, *, lock: bool = False) -> EdgeOperation | None:
     query = select(EdgeOperation).where(EdgeOperation.op_id == op_id)
+    return session.scalars(query.with_for_update() if lock else query).first()
+
+
+def operation_of_job(session: Session, op_id: str, *, lock: bool = False) -> EdgeOperation | None:
+    """The last hand-over of a job's operation: `op_id` itself, or `op_id.<seq>` when it
+    was handed over again after a failure."""
+    query = (
+        select(EdgeOperation)
+        .where(
+            (EdgeOperation.op_id == op_id)
+            | EdgeOperation.op_id.startswith(f"{op_id}.", autoescape=True)
+        )
+        .order_by(EdgeOperation.seq.desc())
+        .limit(1)
+    )
     return session.scalars(query.with_for_update() if lock else query).first()
 
 

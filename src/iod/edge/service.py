@@ -34,6 +34,7 @@ EDGE_CUSTOMER_ID = "cus_edge_agents"
 EDGE_CUSTOMER_NAME = "Edge agents (internal)"
 ACTIVE, SUSPENDED, ABSENT = "active", "suspended", "absent"
 _IN_FORCE = [ConnectionStatus.ACTIVE.value, ConnectionStatus.SUSPENDED.value]
+RETRIED = "retried"  # a failed operation whose failure a job attempt has counted
 TOPIC = "edge"  # woken by every commit that changes some location's desired state
 
 
@@ -226,8 +227,9 @@ def report(
         op.error = None if result.ok else (result.error or "failed on the edge")[:2000]
         op.acked_at = now
         recorded += 1
-        if op.op_id.startswith("job-") and op.op_id[4:].isdigit():
-            queue.wake_job(session, int(op.op_id[4:]), now)
+        job_id = op.op_id[4:].split(".")[0]  # job-<id>, or job-<id>.<seq> handed again
+        if op.op_id.startswith("job-") and job_id.isdigit():
+            queue.wake_job(session, int(job_id), now)
     session.flush()
     return recorded, unknown
 
@@ -258,15 +260,17 @@ def hand_over(
 ) -> Outcome:
     """One write transaction of the edge driver (`iod.edge.driver`): the operation's state,
     or, the first time, its desired row and operation row (the agent is woken)."""
-    op = repository.operation(session, op_id, lock=True)
-    if op is not None:
+    op = repository.operation_of_job(session, op_id, lock=True)
+    again = op is not None and op.status == RETRIED
+    if op is not None and not again:
         if op.status == "done":
             return Outcome("done")
         if op.status == "failed":
-            # This attempt fails; the next one hands the operation over afresh.
-            error = op.error
-            session.delete(op)
-            return Outcome("failed", error)
+            # This attempt fails; the next one hands the operation over afresh, under an id
+            # of its own: a report of this failure sent again (its answer was lost) must
+            # not fail the new hand-over, which the agent has not applied yet.
+            op.status = RETRIED
+            return Outcome("failed", op.error)
         if now - op.created_at > timeout:
             return Outcome("timeout")
         return Outcome("waiting")
@@ -282,6 +286,8 @@ def hand_over(
     if repository.agent(session, location_id) is None:
         return Outcome("local")
     seq = repository.next_seq(session, location_id)
+    if again:
+        op_id = f"{op_id}.{seq}"
     row = repository.desired(session, location_id, connection_id)
     if kind == "terminate":
         state = ABSENT

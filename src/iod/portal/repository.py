@@ -16,6 +16,18 @@ def get_user(session: Session, user_id: str) -> PortalUser | None:
     return session.get(PortalUser, user_id)
 
 
+def users_for_update(session: Session, user_ids: Sequence[str]) -> dict[str, PortalUser]:
+    """These users, their rows locked in id order (the order every such lock is taken in)."""
+    query = (
+        select(PortalUser)
+        .where(PortalUser.id.in_(sorted(user_ids)))
+        .order_by(PortalUser.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {user.id: user for user in session.scalars(query).all()}
+
+
 def user_by_email(session: Session, email: str, *, lock: bool = False) -> PortalUser | None:
     query = select(PortalUser).where(PortalUser.email == email)
     if lock:

@@ -442,8 +442,21 @@ def sign_out(session: Session, clock: Clock, user: CurrentUser, *, everywhere: b
     return ended
 
 
+def _acted_on_by_admin(session: Session, admin: CurrentUser, user_id: str) -> PortalUser:
+    """The user an admin changes. Both rows are locked, in id order, and the admin's own
+    role and state are read again here: the session's were read before this transaction,
+    and another admin may have taken them away meanwhile (two admins demoting or disabling
+    each other at once both passed the session's check and left the customer without an
+    admin). The second of them is refused."""
+    ids = [admin.user_id, user_id] if looks_like_id(user_id) else [admin.user_id]
+    acting = repository.users_for_update(session, ids).get(admin.user_id)
+    if acting is None or acting.disabled_at is not None or acting.role != "admin":
+        raise RoleRefused("this needs the admin role; yours was taken away meanwhile")
+    return user_of(session, admin.customer_id, user_id)
+
+
 def set_role(session: Session, clock: Clock, admin: CurrentUser, user_id: str, role: str) -> None:
-    user = user_of(session, admin.customer_id, user_id)
+    user = _acted_on_by_admin(session, admin, user_id)
     role = check_role(role)
     if user.id == admin.user_id and role != "admin":
         raise ValidationFailed.field("/role", "you cannot take the admin role from yourself")
@@ -458,7 +471,7 @@ def set_role(session: Session, clock: Clock, admin: CurrentUser, user_id: str, r
 def set_disabled(
     session: Session, clock: Clock, admin: CurrentUser, user_id: str, disabled: bool
 ) -> None:
-    user = user_of(session, admin.customer_id, user_id)
+    user = _acted_on_by_admin(session, admin, user_id)
     if user.id == admin.user_id and disabled:
         raise ValidationFailed.field("/userId", "you cannot disable your own account")
     if disabled and user.disabled_at is None:
