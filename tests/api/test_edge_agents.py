@@ -126,7 +126,7 @@ def test_a_failed_edge_operation_is_retried_as_an_attempt(
         job = session.scalars(select(Job).where(Job.connection_id == conn["id"])).one()
         assert job.attempts == 1 and "no such uplink" in (job.last_error or "")
         op = session.get(EdgeOperation, row["opId"])
-    # Counted once: the next hand-over has an id of its own (`job-<id>.<seq>`).
+    # Counted once: the next hand-over has an id of its own (`job-<id>.<n>`).
     assert op is not None and op.status == edge.RETRIED
 
 
@@ -153,13 +153,21 @@ def test_a_replayed_failure_does_not_fail_the_operation_handed_over_again(
 
     replayed = api.post(reports, headers=eh, json=failure)  # the lost answer's report, again
     assert replayed.status_code == 200 and replayed.json()["recorded"] == 0
-    done = {"results": [{"opId": again["opId"], "ok": True}]}
+    # It fails a second time: the third hand-over has an id of its own too.
+    second = {"results": [{"opId": again["opId"], "ok": False, "error": "still no uplink"}]}
+    assert api.post(reports, headers=eh, json=second).json() == {"recorded": 1, "unknown": 0}
+    run_jobs(services)
+    [third] = api.get(f"/internal/edge/v1/locations/{A}/desired", headers=eh).json()["connections"]
+    assert third["opId"] not in (first["opId"], again["opId"]) and not third["acked"]
+    for old in (failure, second):
+        assert api.post(reports, headers=eh, json=old).json()["recorded"] == 0
+    done = {"results": [{"opId": third["opId"], "ok": True}]}
     assert api.post(reports, headers=eh, json=done).json() == {"recorded": 1, "unknown": 0}
     run_jobs(services)
     assert api.get(f"{BASE}/{conn['id']}", headers=headers).json()["status"] == "active"
     with services.db.read() as session:
         job = session.scalars(select(Job).where(Job.connection_id == conn["id"])).one()
-    assert (job.state, job.attempts) == ("done", 2)
+    assert (job.state, job.attempts) == ("done", 3)
 
 
 def test_tenancy_an_agent_reads_and_reports_only_its_location(

@@ -77,21 +77,6 @@ def operation(session: Session, op_id: str, *, lock: bool = False) -> EdgeOperat
     return session.scalars(query.with_for_update() if lock else query).first()
 
 
-def operation_of_job(session: Session, op_id: str, *, lock: bool = False) -> EdgeOperation | None:
-    """The last hand-over of a job's operation: `op_id` itself, or `op_id.<seq>` when it
-    was handed over again after a failure."""
-    query = (
-        select(EdgeOperation)
-        .where(
-            (EdgeOperation.op_id == op_id)
-            | EdgeOperation.op_id.startswith(f"{op_id}.", autoescape=True)
-        )
-        .order_by(EdgeOperation.seq.desc())
-        .limit(1)
-    )
-    return session.scalars(query.with_for_update() if lock else query).first()
-
-
 def operations(session: Session, op_ids: list[str]) -> Sequence[EdgeOperation]:
     if not op_ids:
         return []

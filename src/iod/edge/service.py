@@ -227,7 +227,7 @@ def report(
         op.error = None if result.ok else (result.error or "failed on the edge")[:2000]
         op.acked_at = now
         recorded += 1
-        job_id = op.op_id[4:].split(".")[0]  # job-<id>, or job-<id>.<seq> handed again
+        job_id = op.op_id[4:].split(".")[0]  # job-<id>, or job-<id>.<n> handed again
         if op.op_id.startswith("job-") and job_id.isdigit():
             queue.wake_job(session, int(job_id), now)
     session.flush()
@@ -260,9 +260,15 @@ def hand_over(
 ) -> Outcome:
     """One write transaction of the edge driver (`iod.edge.driver`): the operation's state,
     or, the first time, its desired row and operation row (the agent is woken)."""
-    op = repository.operation_of_job(session, op_id, lock=True)
-    again = op is not None and op.status == RETRIED
-    if op is not None and not again:
+    # The job's operation, or its latest hand-over after failures (`job-<id>.<n>`, the n-th
+    # one again): each a primary-key lookup, and failures are few.
+    base, retries = op_id, 0
+    op = repository.operation(session, op_id, lock=True)
+    while op is not None and op.status == RETRIED:
+        retries += 1
+        op_id = f"{base}.{retries}"
+        op = repository.operation(session, op_id, lock=True)
+    if op is not None:
         if op.status == "done":
             return Outcome("done")
         if op.status == "failed":
@@ -286,8 +292,6 @@ def hand_over(
     if repository.agent(session, location_id) is None:
         return Outcome("local")
     seq = repository.next_seq(session, location_id)
-    if again:
-        op_id = f"{op_id}.{seq}"
     row = repository.desired(session, location_id, connection_id)
     if kind == "terminate":
         state = ABSENT
