@@ -17,8 +17,15 @@ _samples = cast(Table, TrafficSample.__table__)
 # The sampler's statements (issue 14): compiled once, run on the transaction's connection,
 # rather than an ORM query with an IN list of every active connection (re-rendered, and
 # re-parsed by psycopg, at each run) and a flush of an object per sample and counter.
+# Locked (PostgreSQL; SQLite has one writer) in connection id order, the order they are
+# updated in: two readings of one connection ingested at once (two identical posts of an
+# agent) are then ingested one after the other, and the second finds the first's counter
+# and is skipped as a repeated reading, instead of both counting the same bytes.
 _COUNTERS = TransactionSelectIn(
-    _counters.c.connection_id, lambda ids: select(*_counters.c).where(ids)
+    _counters.c.connection_id,
+    lambda ids: (
+        select(*_counters.c).where(ids).order_by(_counters.c.connection_id).with_for_update()
+    ),
 )
 _INSERT_COUNTERS = TransactionWrite(insert(_counters))
 _UPDATE_COUNTERS = TransactionWrite(
