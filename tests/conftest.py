@@ -288,3 +288,23 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     full collections stop walking them again and again."""
     gc.collect()
     gc.freeze()
+
+
+def reads_meet(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> None:
+    """Makes `owner.name` (a read) wait, once it has read, until two callers have read: two
+    transactions then act on the same snapshot unless the read locks, in which case the
+    second blocks in it, the wait gives up after a second, and they run one after the
+    other (the concurrency tests' way to show a lost update)."""
+    import contextlib
+    import threading
+
+    both_read = threading.Barrier(2, timeout=1)
+    read = getattr(owner, name)
+
+    def read_then_wait(*args: object, **kwargs: object) -> object:
+        found = read(*args, **kwargs)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_read.wait()
+        return found
+
+    monkeypatch.setattr(owner, name, read_then_wait)

@@ -4,8 +4,6 @@ as one after the other would."""
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -16,6 +14,7 @@ from iod.customers import repository
 from iod.customers import service as customers
 from iod.customers.service import RotatedSecret
 from iod.models import Client
+from tests.conftest import reads_meet
 
 
 @pytest.mark.parametrize("database", ["postgres"], indirect=True)
@@ -30,17 +29,7 @@ def test_two_rotations_at_once_keep_the_first_ones_secret_for_the_grace(
         made = customers.create_client(
             session, services.clock, customer.id, "read write", hasher=services.secret_hasher
         )
-    both_read = threading.Barrier(2, timeout=1)
-    get_client = repository.get_client
-
-    def read_then_wait(session, client_id, **lock):  # type: ignore[no-untyped-def]
-        client = get_client(session, client_id, **lock)
-        # A rotation that locks the row keeps the other from reading: the barrier breaks.
-        with contextlib.suppress(threading.BrokenBarrierError):
-            both_read.wait()
-        return client
-
-    monkeypatch.setattr(repository, "get_client", read_then_wait)
+    reads_meet(monkeypatch, repository, "get_client")
 
     def rotate(_: int) -> RotatedSecret:
         with services.db.write() as session:

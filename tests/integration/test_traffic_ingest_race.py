@@ -3,11 +3,8 @@ the second before the first committed), on PostgreSQL: the bytes are counted onc
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -17,6 +14,7 @@ from iod.infra.clock import FrozenClock
 from iod.infra.ids import new_id
 from iod.models import TrafficSample
 from iod.traffic import repository, service
+from tests.conftest import reads_meet
 
 
 @pytest.mark.parametrize("database", ["postgres"], indirect=True)
@@ -27,17 +25,7 @@ def test_one_reading_ingested_twice_at_once_is_counted_once(
     with services.db.write() as session:
         service.ingest(session, clock.now(), {connection_id: (0, 0, 0, 0)})
     clock.advance(timedelta(seconds=10))
-    both_read = threading.Barrier(2, timeout=1)
-    counters = repository.counters
-
-    def read_then_wait(session: Any, ids: list[str]) -> dict[str, Any]:
-        known = counters(session, ids)
-        # An ingest that locks the counters keeps the other from reading: the barrier breaks.
-        with contextlib.suppress(threading.BrokenBarrierError):
-            both_read.wait()
-        return known
-
-    monkeypatch.setattr(repository, "counters", read_then_wait)
+    reads_meet(monkeypatch, repository, "counters")
 
     def ingest(_: int) -> int:
         with services.db.write() as session:
