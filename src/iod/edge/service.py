@@ -53,7 +53,9 @@ def register_agent(
     in force: from now on its operations go to the agent."""
     from iod.models import Location
 
-    if session.get(Location, location_id) is None:
+    # The location's row locked first: two registrations of one location at once run one
+    # after the other, and the second is refused below (not a unique key's error).
+    if session.get(Location, location_id, with_for_update=True) is None:
         raise NotFound(f"no location {location_id!r}")
     if repository.agent(session, location_id) is not None:
         raise Conflict(f"location {location_id} already has an agent")
