@@ -4,6 +4,7 @@ one location learns nothing of another). Both databases."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from iod.app import Services
 from iod.edge import repository as edge_repository
 from iod.edge import service as edge
 from iod.edge.agent import Agent, Applier, load_state
-from iod.models import EdgeOperation, Job
+from iod.infra.clock import FrozenClock
+from iod.models import Connection, EdgeOperation, Job
 from iod.network.simulated import SimulatedDriver
 from tests.conftest import Tenant, get_token, run_jobs
 
@@ -128,6 +130,35 @@ def test_a_failed_edge_operation_is_retried_as_an_attempt(
         op = session.get(EdgeOperation, row["opId"])
     # Counted once: the next hand-over has an id of its own (`job-<id>.<n>`).
     assert op is not None and op.status == edge.RETRIED
+
+
+def test_an_unacknowledged_operation_is_handed_over_again_after_its_timeout(
+    api: TestClient, headers: dict[str, str], services: Services, clock: FrozenClock
+) -> None:
+    """An operation the agent has not acknowledged within IOD_EDGE_ACK_TIMEOUT_SECONDS is a
+    failed attempt, and the next attempt hands it over again (a new id, a new window): every
+    later attempt timed out at once before, and the job failed with nothing handed again."""
+    creds = register(services, A)
+    conn = order(api, headers)
+    run_jobs(services)
+    eh = edge_headers(api, creds)
+    desired = f"/internal/edge/v1/locations/{A}/desired"
+    [first] = api.get(desired, headers=eh).json()["connections"]
+    clock.advance(timedelta(seconds=services.settings.edge_ack_timeout_seconds + 1))
+    run_jobs(services)  # the timeout counts; the retry hands the operation over again
+    eh = edge_headers(api, creds)  # the first token has expired meanwhile
+    [again] = api.get(desired, headers=eh).json()["connections"]
+    assert again["opId"] != first["opId"] and not again["acked"], again
+    with services.db.read() as session:
+        job = session.scalars(select(Job).where(Job.connection_id == conn["id"])).one()
+    assert job.attempts == 1 and "not acknowledged" in (job.last_error or ""), job.last_error
+    done = {"results": [{"opId": again["opId"], "ok": True}]}
+    reports = f"/internal/edge/v1/locations/{A}/reports"
+    assert api.post(reports, headers=eh, json=done).json() == {"recorded": 1, "unknown": 0}
+    run_jobs(services)
+    with services.db.read() as session:  # (the customer's token has expired too)
+        made = session.get(Connection, conn["id"])
+        assert made is not None and made.status == "active"
 
 
 def test_a_replayed_failure_does_not_fail_the_operation_handed_over_again(

@@ -280,6 +280,10 @@ def hand_over(
             op.status = RETRIED
             return Outcome("failed", op.error)
         if now - op.created_at > timeout:
+            # As a failure: this attempt fails, and the next hands the operation over again
+            # under an id of its own, with a window of its own (every later attempt timed out
+            # at once before, with nothing handed over again).
+            op.status = RETRIED
             return Outcome("timeout")
         return Outcome("waiting")
     if location_id is None:  # terminate names only the connection
