@@ -161,6 +161,40 @@ def test_an_unacknowledged_operation_is_handed_over_again_after_its_timeout(
         assert made is not None and made.status == "active"
 
 
+def test_a_change_the_agent_fails_for_good_is_withdrawn_from_its_desired_state(
+    api: TestClient, headers: dict[str, str], services: Services
+) -> None:
+    """The database records the change as failed; the location's desired row must then say
+    the bandwidth in force again, or an agent coming back would apply the failed change."""
+    creds = register(services, A)
+    conn = order(api, headers)
+    run_jobs(services)
+    eh = edge_headers(api, creds)
+    desired = f"/internal/edge/v1/locations/{A}/desired"
+    reports = f"/internal/edge/v1/locations/{A}/reports"
+    [row] = api.get(desired, headers=eh).json()["connections"]
+    api.post(reports, headers=eh, json={"results": [{"opId": row["opId"], "ok": True}]})
+    run_jobs(services)
+    put = api.put(f"{BASE}/{conn['id']}/bandwidth", json={"bandwidth": "500 Mbps"},
+                  headers=headers)  # fmt: skip
+    assert put.status_code == 200, put.text
+    change_id = put.json()["change"]["id"]
+    run_jobs(services)
+    change_url = f"{BASE}/{conn['id']}/bandwidth-changes/{change_id}"
+    for _ in range(services.policy.max_attempts):  # the agent fails every hand-over
+        [row] = api.get(desired, headers=eh).json()["connections"]
+        assert row["bandwidthMbps"] == 500 and row["opId"], row
+        failure = {"results": [{"opId": row["opId"], "ok": False, "error": "no such uplink"}]}
+        assert api.post(reports, headers=eh, json=failure).json()["recorded"] == 1
+        run_jobs(services)
+        if api.get(change_url, headers=headers).json()["status"] == "failed":
+            break
+    assert api.get(change_url, headers=headers).json()["status"] == "failed"
+    [row] = api.get(desired, headers=eh).json()["connections"]
+    assert (row["state"], row["bandwidthMbps"]) == ("active", 100), row
+    assert api.get(f"{BASE}/{conn['id']}", headers=headers).json()["bandwidth"] == "100 Mbps"
+
+
 def test_a_replayed_failure_does_not_fail_the_operation_handed_over_again(
     api: TestClient, headers: dict[str, str], services: Services
 ) -> None:

@@ -109,6 +109,8 @@ def _provision_abandon(session: Session, job: JobRef, ctx: TaskContext, reason: 
     # (record_transition has already given its capacity back: a terminated one commits 0.)
     # Whatever a failed provisioning left on the network is an orphan that reconciliation
     # removes; a driver given the block again replaces a stale holder (docs/network.md).
+    # An edge agent's desired row becomes a tombstone (the agent removes what it applied).
+    _settle_edge(session, ctx, connection)
     addressing.release(session, connection.id)
 
 
@@ -213,6 +215,15 @@ def _apply_abandon(session: Session, job: JobRef, ctx: TaskContext, reason: str)
             capacity.recommit(session, connection)
             change_event(session, "bandwidth_change.failed", connection, change,
                          ctx.clock.now(), error=reason)  # fmt: skip
+            _settle_edge(session, ctx, connection)
+
+
+def _settle_edge(session: Session, ctx: TaskContext, connection: Connection) -> None:
+    """A job given up for good: an edge agent's desired row of the connection says again
+    what the database has in force (`edge.service.settle`)."""
+    from iod.edge import service as edge
+
+    edge.settle(session, ctx.clock.now(), connection)
 
 
 # --- suspend, resume, terminate --------------------------------------------------------
@@ -300,6 +311,7 @@ def _action_abandon(session: Session, job: JobRef, ctx: TaskContext, reason: str
         connection.updated_at = ctx.clock.now()
         record_event(session, "connection.action_failed", connection, connection.updated_at,
                      action=_ACTION_OF_KIND[job.kind].value, error=reason)  # fmt: skip
+        _settle_edge(session, ctx, connection)
 
 
 def _action_task(kind: str) -> Task[ConnectionSpec]:

@@ -363,9 +363,7 @@ def reconcile_location(
         if row is None:
             row = EdgeDesired(location_id=location_id, connection_id=connection_id)
             session.add(row)
-        row.seq = repository.next_seq(session, location_id)
-        row.op_id, row.state, row.bandwidth_mbps, row.ipv4_block = None, state, mbps, block
-        row.updated_at = now
+        _restate(session, now, row, state, mbps, block)
     for connection_id, row in sorted(rows.items()):
         if connection_id in desired or connection_id in skip or row.state == ABSENT:
             continue
@@ -377,6 +375,41 @@ def reconcile_location(
         session.flush()
         uow.wake(session, TOPIC)
     return created, removed, corrected, unchanged
+
+
+def _restate(
+    session: Session, now: datetime, row: EdgeDesired, state: str, mbps: int, block: str | None
+) -> None:
+    """`row` says `state` again, as a change of its own (a new seq, no operation)."""
+    row.seq = repository.next_seq(session, row.location_id)
+    row.op_id, row.state, row.bandwidth_mbps, row.ipv4_block = None, state, mbps, block
+    row.updated_at = now
+
+
+def settle(session: Session, now: datetime, connection: Connection) -> bool:
+    """After a job of `connection` was given up for good: if an agent holds the connection,
+    its desired row says again what the database has in force (what the failed operation
+    asked for is withdrawn: the agent, when it comes back, converges to the database, not to
+    a change recorded as failed). True when the row changed."""
+    row = repository.desired(session, connection.location_id, connection.id)
+    if row is None:
+        return False
+    status = connection.status
+    if status == ConnectionStatus.ACTIVE.value:
+        state = ACTIVE
+    elif status == ConnectionStatus.SUSPENDED.value:
+        state = SUSPENDED
+    else:
+        state = ABSENT
+    mbps, block = connection.bandwidth_mbps, connection.ipv4_block
+    if state == ABSENT:
+        mbps, block = row.bandwidth_mbps, row.ipv4_block
+    if (row.state, row.bandwidth_mbps, row.ipv4_block) == (state, mbps, block):
+        return False
+    _restate(session, now, row, state, mbps, block)
+    session.flush()
+    uow.wake(session, TOPIC)
+    return True
 
 
 def connections_of(session: Session, location_id: str) -> set[str]:
