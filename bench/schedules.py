@@ -2,10 +2,11 @@
 
 Seeds N active connections, each with a schedule (weekdays 08:00-18:00 1 Gbps in one of
 three zones, 100 Mbps otherwise, a lunch-time rule on MO/WE/FR), never planned, with bulk
-INSERTs; then times `schedules.service.plan_due` batch after batch (as the periodic task and
-its follow-up jobs do, one after the other: one worker) until nothing is due. The planner
-is set-based (`schedules.planner`): a batch's transitions are evaluated in Python, checked
-by `update_bandwidth`'s rules in memory and written with a few multi-row statements (COPY).
+INSERTs; then times `schedules.service.plan_concurrently` job after job (as the periodic
+task and its follow-up jobs do, one after the other: one worker) until nothing is due; a job
+has `--at-once` batches in flight, each in a transaction of its own. The planner is
+set-based (`schedules.planner`): a batch's transitions are evaluated in Python, checked by
+`update_bandwidth`'s rules in memory and written with a few multi-row statements (COPY).
 
 Schedules of equal content over the same window are evaluated once per batch; `--distinct`
 gives every schedule its own office-hours start (08:MM:SS), so none is shared.
@@ -41,7 +42,7 @@ from iod.infra.db import Database, make_engine
 from iod.infra.ids import new_id
 from iod.locations import service as locations
 from iod.models import Connection, Location, Schedule
-from iod.schedules import service
+from iod.schedules import service, tasks
 
 LOCATION = {"id": "BENCH000001", "name": "Bench", "address": "-", "capacity": "100 Gbps"}
 ZONES = ("America/New_York", "Europe/Berlin", "Australia/Lord_Howe")
@@ -64,6 +65,10 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=1000, help="connections (one schedule each)")
     parser.add_argument("--batch", type=int, default=500, help="schedules per planner job")
     parser.add_argument("--distinct", action="store_true", help="no two schedules alike")
+    parser.add_argument(
+        "--at-once", type=int, default=2,
+        help="batches in flight (IOD_SCHEDULES_PLAN_AT_ONCE; 1: one after the other)",
+    )  # fmt: skip
     args = parser.parse_args()
     if not args.url or not args.url.startswith("postgresql"):
         sys.exit("--url (or IOD_BENCH_SCHEDULES_DATABASE_URL): a PostgreSQL database to wipe")
@@ -71,7 +76,7 @@ def main() -> None:
     logging.disable(logging.WARNING)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
-    engine = make_engine(args.url, pool_size=2, max_overflow=0)
+    engine = make_engine(args.url, pool_size=2 + 2 * args.at_once, max_overflow=0)
     with engine.begin() as conn:
         conn.execute(text("DROP SCHEMA public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
@@ -127,9 +132,11 @@ def main() -> None:
     started = time.perf_counter()
     cpu = time.process_time()
     total, jobs, after = 0, 0, None
-    while True:
-        with db.write() as session:
-            planned, after = service.plan_due(session, clock, policy, planning, after)
+    while True:  # the planner's jobs, one after the other, as one worker runs them
+        planned, after = service.plan_concurrently(
+            db, clock, policy, planning, after,
+            batches=tasks.ROUNDS_PER_JOB * args.at_once, at_once=args.at_once,
+        )  # fmt: skip
         total += planned
         jobs += 1
         if after is None:

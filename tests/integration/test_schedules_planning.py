@@ -75,13 +75,22 @@ def _expected(services: Services, ids: list[str], start: object, end: object) ->
     return total
 
 
-def test_concurrent_planners_plan_each_transition_once(
-    services: Services, tenant: Tenant, clock: FrozenClock
-) -> None:
-    ids = _schedules(services, tenant, 6)
+def thirty_hours_later(
+    services: Services, tenant: Tenant, clock: FrozenClock, count: int
+) -> tuple[list[str], object, int]:
+    """`count` schedules planned at creation, then the clock 30 hours on: their ids, how
+    far creation planned them, and how many changes schedules had planned by then."""
+    ids = _schedules(services, tenant, count)
     created_until = clock.now() + PLANNING.horizon
     before = len(_planned(services))
     clock.advance(timedelta(hours=30))
+    return ids, created_until, before
+
+
+def test_concurrent_planners_plan_each_transition_once(
+    services: Services, tenant: Tenant, clock: FrozenClock
+) -> None:
+    ids, created_until, before = thirty_hours_later(services, tenant, clock, 6)
     errors: list[BaseException] = []
 
     def planner() -> None:
@@ -111,10 +120,7 @@ def test_concurrent_planners_plan_each_transition_once(
 def test_a_planner_that_dies_mid_transaction_leaves_nothing_half_done(
     services: Services, tenant: Tenant, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ids = _schedules(services, tenant, 4)
-    created_until = clock.now() + PLANNING.horizon
-    before = len(_planned(services))
-    clock.advance(timedelta(hours=30))
+    ids, created_until, before = thirty_hours_later(services, tenant, clock, 4)
     real = planner._sync
     calls = {"n": 0}
 

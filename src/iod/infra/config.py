@@ -263,7 +263,15 @@ class Settings(BaseSettings):
         default=50,
         ge=1,
         description="Schedules planned per job of the planner (more: a follow-up job). A job "
-        "holds its connections' locations' rows until it commits: keep it small.",
+        "holds its connections' locations' rows from its last statements until it commits.",
+    )
+    schedules_plan_at_once: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Batches the planner has in flight at once on PostgreSQL, each in a "
+        "transaction of its own, so the database writes one while the next is evaluated "
+        "(SQLite: one at a time).",
     )
 
     # The customer portal (iod.portal, docs/portal.md).

@@ -12,7 +12,9 @@ database works (the network):
   id, so a rerun after a crash is the same operation;
 - `record(session, job, ctx)` in the write transaction that finishes the job;
 - `abandon(session, job, ctx, reason)`, the final-failure hook, when the last attempt failed.
-A task whose work is all in the database is a single `prepare` (`task` below).
+A task whose work is all in the database is a single `prepare` (`task` below); one that
+runs transactions of its own (the schedule planner's, several at once) does them in `act`,
+with `ctx.db`, after a `prepare` that returns what it needs.
 """
 
 from __future__ import annotations
@@ -113,7 +115,9 @@ def get(name: str) -> Task[Any] | None:
     return TASKS.get(name)
 
 
-Handler = Callable[[Session, JobRef, TaskContext], None]
+# Returns None (its work is done), or with `act` what `act` needs.
+Handler = Callable[[Session, JobRef, TaskContext], object]
+Act = Callable[[TaskContext, Any, str], None]
 
 
 def task(
@@ -121,17 +125,21 @@ def task(
     *,
     queue: str = "default",
     on_failure: Callable[[Session, JobRef, TaskContext, str], None] | None = None,
+    act: Act | None = None,
 ) -> Callable[[Handler], Handler]:
     """Registers a task whose work is all in the database: `handler(session, job, ctx)`
     runs in the claim's transaction, and once that commits the job is finished (never handed
     back). A crash between that commit and the job's `finish` runs it again: handlers are
-    at least once and must be idempotent (a periodic one by `job.args["period"]`)."""
+    at least once and must be idempotent (a periodic one by `job.args["period"]`).
+
+    `act`: run after that commit with what the handler returned (unless None), with no
+    transaction open, before the job is finished (its failure is retried as usual)."""
 
     def decorate(handler: Handler) -> Handler:
-        def prepare(session: Session, job: JobRef, ctx: TaskContext) -> None:
-            handler(session, job, ctx)
+        def prepare(session: Session, job: JobRef, ctx: TaskContext) -> object:
+            return handler(session, job, ctx)
 
-        register(Task(name, prepare, abandon=on_failure, queue=queue))
+        register(Task(name, prepare, act=act, abandon=on_failure, queue=queue))
         return handler
 
     return decorate
@@ -211,6 +219,7 @@ def periodic(
     cron: str | None = None,
     queue: str = "default",
     max_catch_up: int = 1000,
+    act: Act | None = None,
 ) -> Callable[[Handler], Handler]:
     """Registers `handler` as a task run once per period across every process: each period
     is a row of `periodic_runs` (the first process to insert it enqueues the job), missed
@@ -220,7 +229,7 @@ def periodic(
     schedule = Schedule(interval, cron)
 
     def decorate(handler: Handler) -> Handler:
-        task(name, queue=queue)(handler)
+        task(name, queue=queue, act=act)(handler)
         known = PERIODIC.get(name)
         entry = Periodic(name, schedule, max_catch_up)
         if known is not None and known != entry:

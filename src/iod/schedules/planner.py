@@ -39,7 +39,7 @@ plan twice. A planner killed mid-batch commits nothing; its job runs again.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
@@ -216,6 +216,14 @@ class _Location:
     committed_mbps: int
     tiers_mbps: list[int]
     read_mbps: int  # the counter as read: the UPDATE applies the difference
+    # The most the counter rose above `read_mbps` when a change was checked (None: no
+    # change accepted here): the optimistic check's condition (`_settle_locations`).
+    peak: int | None = None
+
+
+class _Stale(Exception):
+    """The locations' figures a batch was checked against, read without their locks, no
+    longer hold: the batch is checked again with the rows locked."""
 
 
 @dataclass
@@ -279,10 +287,12 @@ def _planned_already(
 ) -> set[tuple[str, datetime]]:
     """(schedule, instant) of the transitions planned (or refused) from `since` on.
 
-    On PostgreSQL a LATERAL subquery per schedule id: its only sensible plan is the primary
-    key (schedule_id, at) probed once per id, whatever the table's statistics say. The
-    plain `IN (…)` was planned as a scan of the whole table when they were missing or stale
-    (a table grown by planning since its last ANALYZE): 0.1 s a batch at 700,000 rows."""
+    On PostgreSQL a LATERAL subquery per schedule id, fenced by `OFFSET 0` so it is not
+    pulled up into a join: its only plan is then the primary key (schedule_id, at) probed
+    once per id, whatever the table's statistics say. A join (the plain `IN (…)`, or the
+    LATERAL without its fence) was planned as a scan of the whole table when they were
+    missing or stale (a table grown by planning since its last ANALYZE): 0.1 s a batch at
+    700,000 rows."""
     t = _transitions.c
     if session.get_bind().dialect.name == "postgresql":
         statement: Executable = _PLANNED_ALREADY_PG.bindparams(ids=list(schedule_ids), since=since)
@@ -297,7 +307,7 @@ _PLANNED_ALREADY_PG = (
     text(
         "SELECT found.schedule_id, found.at FROM unnest(:ids) AS ids(id) CROSS JOIN LATERAL"
         " (SELECT t.schedule_id, t.at FROM schedule_transitions AS t"
-        " WHERE t.schedule_id = ids.id AND t.at >= :since) AS found"
+        " WHERE t.schedule_id = ids.id AND t.at >= :since OFFSET 0) AS found"
     )
     .bindparams(
         bindparam("ids", type_=ARRAY(String)), bindparam("since", type_=_transitions.c.at.type)
@@ -306,14 +316,14 @@ _PLANNED_ALREADY_PG = (
 )
 
 
-def _lock_locations(session: Session, ids: Iterable[str]) -> dict[str, _Location]:
+def _read_locations(session: Session, ids: Iterable[str], *, lock: bool) -> dict[str, _Location]:
     c = _locations.c
-    rows = session.execute(
+    statement = (
         select(c.id, c.capacity_mbps, c.committed_mbps, c.tiers_mbps)
         .where(c.id.in_(sorted(set(ids))))
         .order_by(c.id)
-        .with_for_update()
-    ).all()
+    )
+    rows = session.execute(statement.with_for_update() if lock else statement).all()
     return {
         row.id: _Location(row.id, row.capacity_mbps, row.committed_mbps, list(row.tiers_mbps),
                           row.committed_mbps)
@@ -425,8 +435,24 @@ def plan_batch(
         if instants:
             already = _planned_already(session, [row.id for row in rows], min(instants))
         at = {connections[row.connection_id].location_id for row in rows}
-        locations = _lock_locations(session, at)
-        return _check_and_write(session, now, limits, plans, connections, locations, already)
+        # Optimistic first: checked against the locations' figures read without their locks,
+        # which are taken only by the UPDATE at the end (`_settle_locations`), so a batch
+        # holds them for its last statements alone and two batches overlap until then. If
+        # the figures no longer hold by then (or a change did not fit), the savepoint goes
+        # and the batch is checked again with the rows locked first.
+        as_read = {key: replace(value) for key, value in connections.items()}
+        try:
+            with session.begin_nested():
+                return _check_and_write(
+                    session, now, limits, plans, connections,
+                    _read_locations(session, at, lock=False), already, optimistic=True,
+                )  # fmt: skip
+        except _Stale:
+            pass
+        return _check_and_write(
+            session, now, limits, plans, as_read, _read_locations(session, at, lock=True),
+            already, optimistic=False,
+        )  # fmt: skip
 
 
 # The columns of the rows written, in the order of the tuples built below.
@@ -449,11 +475,17 @@ def _check_and_write(
     connections: dict[str, _Connection],
     locations: dict[str, _Location],
     already: set[tuple[str, datetime]],
+    *,
+    optimistic: bool,
 ) -> tuple[int, dict[str, datetime]]:
     """Checks the transitions in order and writes the batch. The rows are tuples in the
     columns' order (no dict per row); the changes go into their COPY as they are accepted,
     so PostgreSQL takes them in while the rest is built (`bulk.rows_into`). The ids of the
-    changes are drawn at once (`new_ids`), the instants' and bandwidths' texts made once."""
+    changes are drawn at once (`new_ids`), the instants' and bandwidths' texts made once.
+
+    `optimistic`: the locations were read without their locks; a change that does not fit
+    raises `_Stale` (its refusal's figures would be the unlocked ones), and the figures
+    are confirmed at the end (`_settle_locations`)."""
     registered = TASKS.get(connection_jobs.APPLY_BANDWIDTH)
     queue = registered.queue if registered is not None else "default"
     kind, queued = connection_jobs.APPLY_BANDWIDTH, JobState.QUEUED.value
@@ -496,6 +528,8 @@ def _check_and_write(
                     new = connection.committed_with(mbps)
                     ok = fits(location.capacity_mbps, location.committed_mbps,
                               new - connection.committed_mbps)  # fmt: skip
+                    if not ok and optimistic:
+                        raise _Stale
                 else:
                     ok = False
                 if not ok:  # refused: `_refusal` says why, in `update_bandwidth`'s words
@@ -515,6 +549,9 @@ def _check_and_write(
                              attempts, now))  # fmt: skip
                 due_now = due_now or run_at <= now
                 location.committed_mbps += new - connection.committed_mbps
+                rise = location.committed_mbps - location.read_mbps
+                if location.peak is None or rise > location.peak:
+                    location.peak = rise
                 connection.committed_mbps = new
                 connection.pending += 1
                 connection.highest = mbps if connection.highest is None else max(
@@ -534,7 +571,7 @@ def _check_and_write(
                                      row.connection_id, schedule_id, change_id, bandwidth, at,
                                      effective, plain)))  # fmt: skip
             planned_until[schedule_id] = until
-    _write(session, now, jobs, transitions, connections, locations, planned_until)
+    _write(session, now, jobs, transitions, connections, locations, planned_until, optimistic)
     # The changes are the schedule's doing, not the caller's: the service's events (null
     # actor), as the one-by-one path's were.
     caller = events.current_actor(session)
@@ -617,6 +654,7 @@ def _write(
     connections: dict[str, _Connection],
     locations: dict[str, _Location],
     planned_until: dict[str, datetime],
+    optimistic: bool,
 ) -> None:
     """The batch's jobs and transitions, a statement per table (`bulk.insert_tuples`: COPY
     on PostgreSQL; the changes are in already), then the figures: an UPDATE per distinct
@@ -638,22 +676,51 @@ def _write(
             .where(_among(session, _schedules.c.id, ids))
             .values(planned_until=until)
         )
-    shifted = [loc for loc in locations.values() if loc.committed_mbps != loc.read_mbps]
-    for location in shifted:  # the row is locked: the difference is exact
-        db.execute(
-            update(_locations)
-            .where(_locations.c.id == location.id)
-            .values(
-                committed_mbps=_locations.c.committed_mbps
-                + (location.committed_mbps - location.read_mbps)
+    # The locations last: their rows are the ones other batches and requests wait for.
+    if optimistic:
+        shifted = _settle_locations(session, locations)
+    else:
+        shifted = [loc for loc in locations.values() if loc.committed_mbps != loc.read_mbps]
+        for location in shifted:  # the row is locked: the difference is exact
+            db.execute(
+                update(_locations)
+                .where(_locations.c.id == location.id)
+                .values(
+                    committed_mbps=_locations.c.committed_mbps
+                    + (location.committed_mbps - location.read_mbps)
+                )
             )
-        )
     _sync(session, Connection, {c.id: {"committed_mbps": c.committed_mbps, "updated_at": now}
                                 for c in moved})  # fmt: skip
     _sync(session, Schedule, {sid: {"planned_until": until}
                               for sid, until in planned_until.items()})  # fmt: skip
     _sync(session, Location, {loc.id: {"committed_mbps": loc.committed_mbps}
                               for loc in shifted})  # fmt: skip
+
+
+def _settle_locations(session: Session, locations: dict[str, _Location]) -> list[_Location]:
+    """The optimistic batch's locations, in id order (the lock order): each counter moves by
+    what the batch added, on condition that every check still passes on the figure the row
+    has now, with its lock. A change's check was `read + rise <= capacity` (`fits`) with
+    the rise so far, so all pass on the current figure exactly when `current + peak` does;
+    and the tiers must be the ones the changes were checked against. Otherwise `_Stale`
+    (the caller's savepoint undoes the batch's rows). Returns the locations, their figures
+    as written."""
+    c = _locations.c
+    db = session.connection()
+    for location in sorted(locations.values(), key=lambda loc: loc.id):
+        statement = update(_locations).where(c.id == location.id)
+        if location.peak is not None:
+            statement = statement.where(fits(c.capacity_mbps, c.committed_mbps, location.peak))
+        row = db.execute(
+            statement.values(
+                committed_mbps=c.committed_mbps + (location.committed_mbps - location.read_mbps)
+            ).returning(c.committed_mbps, c.tiers_mbps)
+        ).first()
+        if row is None or list(row.tiers_mbps) != location.tiers_mbps:
+            raise _Stale
+        location.committed_mbps = row.committed_mbps
+    return list(locations.values())
 
 
 def _by_value(pairs: Iterable[tuple[Any, str]]) -> dict[Any, list[str]]:

@@ -10,6 +10,7 @@ batch each in id order, its locations last).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -26,6 +27,7 @@ from iod.domain.bandwidth import format_bandwidth, parse_bandwidth
 from iod.domain.status import ChangeStatus, ConnectionStatus, accepts_changes
 from iod.domain.tiers import is_offered
 from iod.infra.clock import Clock, as_utc
+from iod.infra.db import Database
 from iod.infra.errors import (
     FieldError,
     InvalidState,
@@ -432,6 +434,68 @@ def plan_due(
     )  # fmt: skip
     last = batch[-1][0] if len(batch) == planning.batch else None
     return planned, last
+
+
+def plan_concurrently(
+    db: Database,
+    clock: Clock,
+    policy: connections.Policy,
+    planning: Planning,
+    after_id: str | None = None,
+    *,
+    batches: int,
+    at_once: int,
+) -> tuple[int, str | None]:
+    """`plan_due` for up to `batches` batches, `at_once` of them in flight, each in a
+    transaction of its own (a thread each): what the planner's job does, with no transaction
+    of the worker open (docs/schedules.md, "Evaluation").
+
+    The batches are due schedules in id order, each after the last one handed out, so no
+    two hold the same schedule; they meet only on their locations' rows, which each takes
+    at its end (`planner.plan_batch`), and on their customers' event streams at the commit.
+    While one batch's rows go into PostgreSQL, the next is evaluated here: the planner's
+    CPU and the database's overlap (docs/performance.md, issue 17). A batch that fails
+    fails the call once the others are done; those committed stay, the rest is planned by
+    the next run. Returns how many transitions were planned and the last schedule id
+    handed out when more may be due."""
+    limits = _limits(policy)
+    planned, last, more = 0, after_id, True
+    with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="iod-planner") as pool:
+        running: set[Future[int]] = set()
+        for _ in range(batches):
+            now = clock.now()
+            before = now + planning.horizon - planning.margin
+            with db.read() as session:
+                batch = repository.due_for_planning(session, before, last, planning.batch)
+            if batch:
+                last = batch[-1][0]
+                running.add(
+                    pool.submit(_plan_batch, db, now, limits, planning.horizon, batch, before)
+                )
+            if len(batch) < planning.batch:
+                more = False
+                break
+            if len(running) >= at_once:
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                planned += sum(future.result() for future in done)
+        planned += sum(future.result() for future in wait(running).done)
+    return planned, last if more else None
+
+
+def _plan_batch(
+    db: Database,
+    now: datetime,
+    limits: planner.Limits,
+    horizon: timedelta,
+    batch: Sequence[tuple[str, str]],
+    before: datetime,
+) -> int:
+    with db.write() as session:
+        planned, _ = planner.plan_batch(
+            session, now, limits, horizon, [s for s, _ in batch], [c for _, c in batch],
+            before=before,
+        )  # fmt: skip
+    return planned
 
 
 # --- preview ---------------------------------------------------------------------------

@@ -1,15 +1,22 @@
 """The schedule planner: a periodic task that plans each active schedule's transitions a
 horizon ahead (`IOD_SCHEDULES_HORIZON_HOURS`, 48) as ordinary scheduled bandwidth changes.
 
-Each run plans up to `IOD_SCHEDULES_PLAN_BATCH` schedules in its job's transaction and, when
-more may be due, enqueues a follow-up job for the next ones (same lock key, so they run one
-after the other). Reruns after a crash plan nothing twice: a schedule's `planned_until` and
-the `schedule_transitions` primary key move in the transaction that creates the changes.
+A job's `act` (no transaction of the worker open) plans up to `ROUNDS_PER_JOB` rounds of
+`IOD_SCHEDULES_PLAN_AT_ONCE` batches of `IOD_SCHEDULES_PLAN_BATCH` schedules in flight on
+PostgreSQL (one at a time on SQLite, which has one writer), each in a transaction of its own
+(`service.plan_concurrently`); when more may be due it enqueues a follow-up job for the next
+ones (same lock key, so they run one after the other). Reruns after a crash plan nothing
+twice: a schedule's `planned_until` and the `schedule_transitions` primary key move in the
+transaction that creates its changes, and a schedule planned meanwhile is no longer due. A
+crash after the follow-up was enqueued and before the job was finished runs the job again:
+it finds its schedules planned, and at worst enqueues a second follow-up, which finds the
+same.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -21,6 +28,9 @@ from iod.schedules import service
 PLAN = "schedules.plan"
 PLAN_MORE = "schedules.plan_more"
 LOCK_KEY = "schedules:plan"
+# Batches per job, as many rounds of the batches in flight: a job stays short (the worker
+# finishes it, then claims its follow-up) without paying a job's bookkeeping per batch.
+ROUNDS_PER_JOB = 4
 
 
 def settings_of(ctx: TaskContext) -> tuple[Policy, service.Planning]:
@@ -36,27 +46,45 @@ def settings_of(ctx: TaskContext) -> tuple[Policy, service.Planning]:
     return policy, planning
 
 
-def _run(session: Session, job: JobRef, ctx: TaskContext, after: str | None) -> None:
+def at_once(ctx: TaskContext) -> int:
+    """Batches in flight: the setting on PostgreSQL; one on SQLite (one writer at a time)."""
+    assert ctx.db is not None  # the worker's database
+    if ctx.db.engine.dialect.name != "postgresql":
+        return 1
+    return ctx.settings.schedules_plan_at_once
+
+
+def _act(ctx: TaskContext, prepared: dict[str, Any], operation_id: str) -> None:
+    assert ctx.db is not None  # the worker's database
     policy, planning = settings_of(ctx)
-    _, last = service.plan_due(session, ctx.clock, policy, planning, after)
+    parallel = at_once(ctx)
+    _, last = service.plan_concurrently(
+        ctx.db, ctx.clock, policy, planning, prepared["after"],
+        batches=ROUNDS_PER_JOB * parallel, at_once=parallel,
+    )  # fmt: skip
     if last is not None:
         now = ctx.clock.now()
-        queue.enqueue(
-            session,
-            PLAN_MORE,
-            run_at=now,
-            now=now,
-            max_attempts=job.max_attempts,
-            args={"after": last},
-            lock_key=LOCK_KEY,
-        )
+        with ctx.db.write() as session:
+            queue.enqueue(
+                session,
+                PLAN_MORE,
+                run_at=now,
+                now=now,
+                max_attempts=prepared["max_attempts"],
+                args={"after": last},
+                lock_key=LOCK_KEY,
+            )
 
 
-@periodic(PLAN, every="15m")
-def _plan(session: Session, job: JobRef, ctx: TaskContext) -> None:
-    _run(session, job, ctx, None)
+def _prepared(job: JobRef, after: str | None) -> dict[str, Any]:
+    return {"after": after, "max_attempts": job.max_attempts}
 
 
-@task(PLAN_MORE)
-def _plan_more(session: Session, job: JobRef, ctx: TaskContext) -> None:
-    _run(session, job, ctx, str(job.args["after"]))
+@periodic(PLAN, every="15m", act=_act)
+def _plan(session: Session, job: JobRef, ctx: TaskContext) -> dict[str, Any]:
+    return _prepared(job, None)
+
+
+@task(PLAN_MORE, act=_act)
+def _plan_more(session: Session, job: JobRef, ctx: TaskContext) -> dict[str, Any]:
+    return _prepared(job, str(job.args["after"]))
