@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection as DBConnection
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from iod.app import Services
@@ -195,3 +195,16 @@ def test_batches_in_flight_at_once_plan_each_transition_once(
     assert counter == reference
     with services.db.read() as session:
         assert capacity.check(session) == []
+
+
+def test_keyed_lookups_hold_for_the_planners_transaction_alone(services: Services) -> None:
+    postgres = services.db.engine.dialect.name == "postgresql"
+    with services.db.engine.connect() as connection:
+        session = Session(bind=connection)
+        planner.keyed_lookups(session)
+        shown = connection.execute(text("SHOW enable_seqscan")).scalar() if postgres else "off"
+        assert shown == "off"
+        session.commit()
+        # The next transaction on the same connection plans as usual (`SET LOCAL`).
+        shown = connection.execute(text("SHOW enable_seqscan")).scalar() if postgres else "on"
+        assert shown == "on"

@@ -331,6 +331,18 @@ def _read_locations(session: Session, ids: Iterable[str], *, lock: bool) -> dict
     }  # fmt: skip
 
 
+def keyed_lookups(session: Session) -> None:
+    """For the rest of the transaction (PostgreSQL), no sequential scan where an index
+    serves: every statement of a planner's transaction looks rows up by key (a batch's few
+    hundred connections, schedules, changes), in tables that planning grows by hundreds of
+    thousands of rows between two ANALYZEs. With statistics that old, PostgreSQL planned
+    some of them as scans of the whole table (the UPDATE of a batch's connections, the due
+    schedules' join): 4 of the 33 s of the backends' CPU at 100,000 schedules
+    (docs/performance.md, issue 17). `SET LOCAL`: the planner's own transactions only."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL enable_seqscan = off"))
+
+
 # --- the rules of update_bandwidth, in memory ------------------------------------------------
 
 

@@ -466,6 +466,7 @@ def plan_concurrently(
             now = clock.now()
             before = now + planning.horizon - planning.margin
             with db.read() as session:
+                planner.keyed_lookups(session)
                 batch = repository.due_for_planning(session, before, last, planning.batch)
             if batch:
                 last = batch[-1][0]
@@ -491,6 +492,7 @@ def _plan_batch(
     before: datetime,
 ) -> int:
     with db.write() as session:
+        planner.keyed_lookups(session)
         planned, _ = planner.plan_batch(
             session, now, limits, horizon, [s for s, _ in batch], [c for _, c in batch],
             before=before,
