@@ -13,14 +13,16 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection as DBConnection
 from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from iod.app import Services
 from iod.connections import capacity
 from iod.connections import repository as connections_repository
 from iod.infra.clock import FrozenClock
+from iod.jobs.registry import Deferred, TaskContext
 from iod.models import BandwidthChange, Location, ScheduleTransition
-from iod.schedules import planner, service
+from iod.schedules import planner, service, tasks
 from tests.conftest import Tenant
 from tests.integration.test_schedules_planning import (
     LOC,
@@ -65,6 +67,15 @@ def _meanwhile(
 
     monkeypatch.setattr(planner, "_read_locations", reading)
     return reads
+
+
+def overcommit(db: DBConnection) -> None:
+    """The location over-committed meanwhile (a smaller port in the catalog): nothing fits
+    any more, not even a change that does not move its connection's figure (checked all the
+    same)."""
+    db.execute(
+        update(Location).where(Location.id == LOC).values(committed_mbps=Location.capacity_mbps + 1)
+    )
 
 
 def _plan_all(services: Services, clock: FrozenClock) -> int:
@@ -114,16 +125,7 @@ def test_a_figure_that_no_longer_fits_checks_the_batch_again_with_the_lock(
 ) -> None:
     ids, created_until, before = thirty_hours_later(services, tenant, clock, 4)
 
-    # Over-committed meanwhile (a smaller port in the catalog): nothing fits any more, not
-    # even a change that does not move the connection's figure (checked all the same).
-    def fill(db: DBConnection) -> None:
-        db.execute(
-            update(Location)
-            .where(Location.id == LOC)
-            .values(committed_mbps=Location.capacity_mbps + 1)
-        )
-
-    reads = _meanwhile(monkeypatch, fill)
+    reads = _meanwhile(monkeypatch, overcommit)
     _plan_all(services, clock)
     assert reads[True] > 0  # the optimistic check saw room the row no longer had
     refusals = _refusals(services)
@@ -208,3 +210,52 @@ def test_keyed_lookups_hold_for_the_planners_transaction_alone(services: Service
         # The next transaction on the same connection plans as usual (`SET LOCAL`).
         shown = connection.execute(text("SHOW enable_seqscan")).scalar() if postgres else "on"
         assert shown == "on"
+
+
+def test_a_failed_batch_fails_the_call_and_the_next_run_plans_the_rest(
+    services: Services, tenant: Tenant, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids, created_until, before = thirty_hours_later(services, tenant, clock, 9)
+    real = service._plan_batch
+    calls = {"n": 0}
+
+    def second_fails(*args: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("batch two failed")
+        return real(*args)
+
+    monkeypatch.setattr(service, "_plan_batch", second_fails)
+    with pytest.raises(RuntimeError, match="batch two failed"):
+        service.plan_concurrently(services.db, clock, POLICY, PLANNING, None, batches=3, at_once=2)
+    monkeypatch.setattr(service, "_plan_batch", real)
+    after = None
+    while True:  # the job again, then its follow-ups
+        _, after = service.plan_concurrently(
+            services.db, clock, POLICY, PLANNING, after, batches=3, at_once=2
+        )
+        if after is None:
+            break
+    planned = _planned(services)
+    assert len(planned) == len(set(planned))
+    added = len(planned) - before
+    assert added == _expected(services, ids, created_until, clock.now() + PLANNING.horizon)
+
+
+def test_the_planner_job_waits_out_an_outage_without_spending_attempts(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def down(*args: Any, **kwargs: Any) -> tuple[int, str | None]:
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+
+    monkeypatch.setattr(service, "plan_concurrently", down)
+    context = TaskContext(services.clock, services.settings, services.driver, services.db)
+    with pytest.raises(Deferred):
+        tasks._act(context, {"after": None, "max_attempts": 5}, "job-1")
+
+    def broken(*args: Any, **kwargs: Any) -> tuple[int, str | None]:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(service, "plan_concurrently", broken)
+    with pytest.raises(ValueError, match="a bug"):  # an attempt, retried as usual
+        tasks._act(context, {"after": None, "max_attempts": 5}, "job-1")

@@ -13,7 +13,7 @@ transition costs about 12 statements and 6 ms of CPU each. Here instead:
    highest bandwidth of each connection's pending changes, the transitions already planned.
 2. Each schedule's owed transitions are evaluated in Python (`owed`; schedules with the
    same content over the same window are evaluated once per batch).
-3. The locations' rows are locked (last, as everywhere) and every transition is checked in
+3. The locations' rows are read without their locks and every transition is checked in
    memory, in the order the one-by-one path met them (schedules in batch order, each one's
    transitions in time order), by the rules of `update_bandwidth` in its order: the
    effective date's limit, the connection's state, the tier, the pending changes' limit,
@@ -22,7 +22,12 @@ transition costs about 12 statements and 6 ms of CPU each. Here instead:
 4. The batch is written with a few multi-row statements: changes (streamed into their
    COPY as they are accepted), jobs, transitions (`bulk`: COPY on PostgreSQL, an INSERT
    executemany on SQLite and for a few rows), then the connections' figures, the
-   schedules' `planned_until`, the locations' counters (an UPDATE per distinct value).
+   schedules' `planned_until` (an UPDATE per distinct value), and last the locations'
+   counters, one conditional UPDATE each that takes the row's lock and confirms the
+   figures the checks used (`_settle_locations`). If they no longer hold, or a change did
+   not fit on the figures read, the batch's savepoint is rolled back and steps 3 and 4 run
+   again with the locations' rows locked first (a location that is really full pays for
+   both passes).
    The events go through `events.record_all` and are written at the commit like every
    other. The rows are tuples (no dict per row), the changes' ids drawn at once
    (`new_ids`), the payloads' JSON text built from templates (`bulk.Encoded`), and the
@@ -671,7 +676,9 @@ def _write(
     """The batch's jobs and transitions, a statement per table (`bulk.insert_tuples`: COPY
     on PostgreSQL; the changes are in already), then the figures: an UPDATE per distinct
     value (a batch's connections commit a few figures, its schedules share their
-    `planned_until`). Loaded objects are brought up to date without being marked dirty."""
+    `planned_until`), the locations last (`optimistic`: `_settle_locations`; else their rows
+    are locked already and the difference is exact). Loaded objects are brought up to date
+    without being marked dirty."""
     bulk.insert_tuples(session, _jobs, _JOB_COLUMNS, jobs)
     bulk.insert_tuples(session, _transitions, _TRANSITION_COLUMNS, transitions)
     db = session.connection()

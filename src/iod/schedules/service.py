@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy.orm import Session
 
 from iod import events
@@ -52,6 +53,7 @@ from iod.schedules.schemas import (
 from iod.schedules.schemas import Schedule as ScheduleOut
 
 MAX_PREVIEW = timedelta(days=31)
+log = structlog.get_logger("iod.schedules")
 
 
 @dataclass(frozen=True)
@@ -455,11 +457,12 @@ def plan_concurrently(
     at its end (`planner.plan_batch`), and on their customers' event streams at the commit.
     While one batch's rows go into PostgreSQL, the next is evaluated here: the planner's
     CPU and the database's overlap (docs/performance.md, issue 17). A batch that fails
-    fails the call once the others are done; those committed stay, the rest is planned by
-    the next run. Returns how many transitions were planned and the last schedule id
-    handed out when more may be due."""
+    fails the call once those in flight are done (the first failure raised, the others
+    logged); those committed stay, the rest is planned by the next run. Returns how many
+    transitions were planned and the last schedule id handed out when more may be due."""
     limits = _limits(policy)
     planned, last, more = 0, after_id, True
+    failures: list[BaseException] = []
     with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="iod-planner") as pool:
         running: set[Future[int]] = set()
         for _ in range(batches):
@@ -478,9 +481,27 @@ def plan_concurrently(
                 break
             if len(running) >= at_once:
                 done, running = wait(running, return_when=FIRST_COMPLETED)
-                planned += sum(future.result() for future in done)
-        planned += sum(future.result() for future in wait(running).done)
+                planned += _outcomes(done, failures)
+                if failures:
+                    break  # the next run plans the rest
+        planned += _outcomes(wait(running).done, failures)
+    if failures:
+        for failure in failures[1:]:
+            log.error("schedules.batch_failed", error=repr(failure))
+        raise failures[0]
     return planned, last if more else None
+
+
+def _outcomes(done: set[Future[int]], failures: list[BaseException]) -> int:
+    """The transitions the finished batches planned; their failures go to `failures`."""
+    planned = 0
+    for future in done:
+        failure = future.exception()
+        if failure is None:
+            planned += future.result()
+        else:
+            failures.append(failure)
+    return planned
 
 
 def _plan_batch(

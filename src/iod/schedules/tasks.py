@@ -9,8 +9,10 @@ ones (same lock key, so they run one after the other). Reruns after a crash plan
 twice: a schedule's `planned_until` and the `schedule_transitions` primary key move in the
 transaction that creates its changes, and a schedule planned meanwhile is no longer due. A
 crash after the follow-up was enqueued and before the job was finished runs the job again:
-it finds its schedules planned, and at worst enqueues a second follow-up, which finds the
-same.
+its schedules are planned (no longer due), so it plans the next ones and enqueues a second
+follow-up chain; the two run one after the other (same lock key) and plan nothing twice.
+The database unavailable during `act` defers the job (`Deferred`: not an attempt), as an
+outage in the claim's transaction did, rather than spending its attempts.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from iod.connections.service import Policy
+from iod.infra.db import is_unavailable
 from iod.jobs import queue
-from iod.jobs.registry import JobRef, TaskContext, periodic, task
+from iod.jobs.registry import Deferred, JobRef, TaskContext, periodic, task
 from iod.schedules import service
 
 PLAN = "schedules.plan"
@@ -31,6 +34,7 @@ LOCK_KEY = "schedules:plan"
 # Batches per job, as many rounds of the batches in flight: a job stays short (the worker
 # finishes it, then claims its follow-up) without paying a job's bookkeeping per batch.
 ROUNDS_PER_JOB = 4
+OUTAGE_RETRY_SECONDS = 5.0
 
 
 def settings_of(ctx: TaskContext) -> tuple[Policy, service.Planning]:
@@ -55,6 +59,15 @@ def at_once(ctx: TaskContext) -> int:
 
 
 def _act(ctx: TaskContext, prepared: dict[str, Any], operation_id: str) -> None:
+    try:
+        _plan_now(ctx, prepared)
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise Deferred(OUTAGE_RETRY_SECONDS, "database unavailable") from exc
+        raise
+
+
+def _plan_now(ctx: TaskContext, prepared: dict[str, Any]) -> None:
     assert ctx.db is not None  # the worker's database
     policy, planning = settings_of(ctx)
     parallel = at_once(ctx)

@@ -1,4 +1,6 @@
-"""Review of the optimistic capacity check (d7af57d): cases its own tests do not reach."""
+"""The optimistic capacity check's fallback where the batch's rows are already on their way
+(a COPY aborted inside the savepoint), and the planner's job killed after it enqueued its
+follow-up: each transition planned once (test_schedules_optimistic.py has the rest)."""
 
 from __future__ import annotations
 
@@ -6,16 +8,15 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection as DBConnection
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from iod.app import Services
 from iod.infra.clock import FrozenClock
-from iod.models import Location, ScheduleTransition
+from iod.models import ScheduleTransition
 from iod.schedules import service
 from tests.conftest import Tenant
-from tests.integration.test_schedules_optimistic import _meanwhile
-from tests.integration.test_schedules_planning import LOC, POLICY, _schedules
+from tests.integration.test_schedules_optimistic import _meanwhile, overcommit
+from tests.integration.test_schedules_planning import POLICY, _schedules
 
 # Ten days ahead: a batch of a few schedules owes well over `bulk.COPY_FROM` (100)
 # transitions, so on PostgreSQL its changes go into a COPY.
@@ -31,14 +32,7 @@ def test_a_stale_figure_met_in_the_middle_of_the_changes_copy_falls_back(
     _schedules(services, tenant, 6)
     clock.advance(timedelta(hours=1))
 
-    def fill(db: DBConnection) -> None:
-        db.execute(
-            update(Location)
-            .where(Location.id == LOC)
-            .values(committed_mbps=Location.capacity_mbps + 1)
-        )
-
-    reads = _meanwhile(monkeypatch, fill)
+    reads = _meanwhile(monkeypatch, overcommit)
     with services.db.write() as session:
         service.plan_due(session, clock, POLICY, LONG, None)
     assert reads[True] == 1
