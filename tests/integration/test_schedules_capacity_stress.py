@@ -13,6 +13,7 @@ dies mid-write among several in flight leaves nothing of itself behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
@@ -224,7 +225,7 @@ def test_concurrent_planning_and_api_writes_keep_capacity_and_exactly_once(
 ) -> None:
     seed = int(os.environ.get("IOD_STRESS_SEED", "13"))
     rng = random.Random(seed)
-    conn_ids, schedule_ids = _setup(services, tenant, 30)
+    conn_ids, _ = _setup(services, tenant, 30)
     created = _created_at(services)
     assert _snapshot_problems(services) == []
     deadlocks_before = _deadlocks(services)
@@ -312,7 +313,7 @@ def test_concurrent_planning_and_api_writes_keep_capacity_and_exactly_once(
                     r = request("terminate", "POST", f"{BASE}/{cid}/terminate")
                     if r.status_code not in (202, 409):
                         failures.add(f"terminate: {r.status_code} {r.text[:300]}")
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             failures.add(f"client {seed}: {exc!r}")
 
     def worker() -> None:
@@ -320,7 +321,7 @@ def test_concurrent_planning_and_api_writes_keep_capacity_and_exactly_once(
             while not stop.is_set():
                 run_jobs(services)
                 time.sleep(0.02)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             failures.add(f"worker: {exc!r}")
 
     def monitor() -> None:
@@ -331,7 +332,7 @@ def test_concurrent_planning_and_api_writes_keep_capacity_and_exactly_once(
                 with stats_lock:
                     stats["snapshots"] += 1
                 time.sleep(0.05)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             failures.add(f"monitor: {exc!r}")
 
     threads = [threading.Thread(target=client, args=(seed * 10 + n,)) for n in (1, 2, 3)]
@@ -351,7 +352,7 @@ def test_concurrent_planning_and_api_writes_keep_capacity_and_exactly_once(
                     planned, after = service.plan_concurrently(
                         services.db, clock, POLICY, PLANNING, after, batches=4, at_once=3
                     )
-                except BaseException as exc:  # noqa: BLE001
+                except BaseException as exc:
                     failures.add(f"planner: {exc!r}")
                     raise
                 planned_total += planned
@@ -450,10 +451,8 @@ def test_a_batch_killed_among_several_in_flight_leaves_nothing_half_done(
             calls["batches"] += 1
             first_three = calls["batches"] <= 3
         if first_three:
-            try:
+            with contextlib.suppress(threading.BrokenBarrierError):
                 started.wait()  # three batches in flight at once
-            except threading.BrokenBarrierError:
-                pass
         return int(real_batch(*args))
 
     real_read = planner._read_locations
