@@ -178,9 +178,7 @@ def _assert_exactly_once(services: Services) -> None:
         assert events == len(planned), (events, len(planned))
 
 
-def _assert_every_transition_recorded(
-    services: Services, created: dict[str, datetime]
-) -> None:
+def _assert_every_transition_recorded(services: Services, created: dict[str, datetime]) -> None:
     """Each schedule's recorded instants are exactly its initial one and every transition
     up to its `planned_until` (the planner never fell behind the clock here)."""
     with services.db.read() as session:
@@ -423,9 +421,7 @@ def test_a_batch_killed_among_several_in_flight_leaves_nothing_half_done(
         with services.db.read() as session:
             return {
                 "until": dict(session.execute(select(Schedule.id, Schedule.planned_until)).all()),
-                "transitions": Counter(
-                    session.scalars(select(ScheduleTransition.schedule_id))
-                ),
+                "transitions": Counter(session.scalars(select(ScheduleTransition.schedule_id))),
                 "changes": Counter(
                     session.scalars(
                         select(BandwidthChange.schedule_id).where(
