@@ -547,10 +547,9 @@ def test_the_workers_recording_locks_its_connections_in_id_order(
     """What the stress above ran into (a PostgreSQL deadlock between the worker's recording
     and a planner batch, surfacing as the planner's exception or a PUT's 503): a batch of
     jobs of several kinds is preloaded a query per kind (`Worker._preload`), each locking
-    its connections in id order, but not the batch's connections in id order overall. A
-    suspend of B claimed before a change of A (A < B) locks B, then A; a planner batch
-    locks A, then B."""
-    from iod.connections import tasks as connection_tasks
+    its connections in id order, but not the batch's connections in id order overall: a
+    suspend of B claimed before a change of A (A < B) locked B, then A; a planner batch
+    locks A, then B. The worker now locks the whole batch's connections in id order first."""
 
     headers = {"Authorization": f"Bearer {get_token(api, tenant)}"}
     made = [
@@ -564,17 +563,38 @@ def test_the_workers_recording_locks_its_connections_in_id_order(
     put = api.put(f"{BASE}/{low}/bandwidth", json={"bandwidth": "50 Mbps"}, headers=headers)
     assert put.status_code == 200, put.text
 
-    locked: list[list[str]] = []
-    real = connections_repository.loaded_by_ids
+    # Another transaction (a planner batch) holds the lower id's row and will take the
+    # higher one's next, in id order; the worker's recording meets it.
+    failures: list[BaseException] = []
 
-    def recording(session: Session, model: Any, ids: Any, *, lock: bool = False) -> Any:
-        if model is Connection and lock:
-            locked.append(sorted(set(ids)))
-        return real(session, model, ids, lock=lock)
+    def work() -> None:
+        try:
+            services.worker().run_once()  # one batch: the suspend and the change
+        except BaseException as exc:
+            failures.append(exc)
 
-    monkeypatch.setattr(connections_repository, "loaded_by_ids", recording)
-    monkeypatch.setattr(connection_tasks.repository, "loaded_by_ids", recording)
-    services.worker().run_once()  # one batch: the suspend and the change
-    order = [cid for batch in locked for cid in batch]
-    assert set(order) == {low, high}, locked  # both recorded in one transaction
-    assert order == sorted(order), f"connections locked out of id order: {locked}"
+    with services.db.engine.connect() as other:
+        lock = text("SELECT id FROM connections WHERE id = :id FOR UPDATE")
+        other.execute(lock, {"id": low})
+        worker = threading.Thread(target=work)
+        worker.start()
+        waiting = text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE '%connections%'"
+        )
+        deadline = time.monotonic() + 30
+        with services.db.engine.connect() as probe:
+            while not probe.execute(waiting).scalar() and time.monotonic() < deadline:
+                probe.rollback()
+                time.sleep(0.02)
+        # The worker waits for the lower id now. Had it locked the higher one first (kind
+        # after kind), this would wait for the worker: a deadlock, one of the two aborted.
+        other.execute(text("SET LOCAL lock_timeout = '20s'"))
+        other.execute(lock, {"id": high})
+        other.commit()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert failures == []
+    with services.db.read() as session:
+        states = {c.id: c.status for c in session.scalars(select(Connection))}
+    assert states[high] == "suspended"

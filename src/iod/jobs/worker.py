@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from iod.infra.clock import Clock
@@ -26,7 +27,7 @@ from iod.infra.db import Database, is_unavailable
 from iod.jobs import queue
 from iod.jobs.periodic import Scheduler
 from iod.jobs.registry import PERIODIC, TASKS, Deferred, JobGone, JobRef, Task, TaskContext
-from iod.models import Job
+from iod.models import Connection, Job
 from iod.network.base import NetworkDriver
 
 Prepared = tuple[JobRef, Task[Any] | None, object | None, Exception | None]
@@ -204,7 +205,23 @@ class Worker:
     @staticmethod
     def _preload(session: Session, refs: list[JobRef], *, preparing: bool) -> list[object]:
         """Loads (and locks, as each task needs for `prepare` or for `record`) the batch's
-        rows, a query per kind; keep the result while working on them."""
+        rows, a query per kind; keep the result while working on them.
+
+        Recording locks the connections of the batch's jobs first, all of them in id order,
+        in one statement: each kind's recording locks its own jobs' connections in id order
+        (it moves what they commit at their locations), but a batch of several kinds took
+        them kind after kind, so out of id order: against a schedule planner's batch or a
+        request locking the same connections in id order, a deadlock
+        (tests/integration/test_schedules_capacity_stress.py)."""
+        if not preparing:
+            ids = sorted({ref.connection_id for ref in refs if ref.connection_id})
+            if ids:
+                session.execute(
+                    select(Connection.id)
+                    .where(Connection.id.in_(ids))
+                    .order_by(Connection.id)
+                    .with_for_update()
+                ).all()
         by_kind: dict[str, list[JobRef]] = {}
         for ref in refs:
             by_kind.setdefault(ref.kind, []).append(ref)
