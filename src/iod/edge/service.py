@@ -94,7 +94,7 @@ def register_agent(
                 connection_id=connection_id,
                 seq=seq,
                 op_id=None,
-                state=SUSPENDED if status == ConnectionStatus.SUSPENDED.value else ACTIVE,
+                state=_state_of(status),
                 bandwidth_mbps=mbps,
                 ipv4_block=block,
                 updated_at=now,
@@ -377,6 +377,15 @@ def reconcile_location(
     return created, removed, corrected, unchanged
 
 
+def _state_of(status: str) -> str:
+    """What an edge agent should have of a connection in `status`."""
+    if status == ConnectionStatus.ACTIVE.value:
+        return ACTIVE
+    if status == ConnectionStatus.SUSPENDED.value:
+        return SUSPENDED
+    return ABSENT
+
+
 def _restate(
     session: Session, now: datetime, row: EdgeDesired, state: str, mbps: int, block: str | None
 ) -> None:
@@ -394,13 +403,7 @@ def settle(session: Session, now: datetime, connection: Connection) -> bool:
     row = repository.desired(session, connection.location_id, connection.id)
     if row is None:
         return False
-    status = connection.status
-    if status == ConnectionStatus.ACTIVE.value:
-        state = ACTIVE
-    elif status == ConnectionStatus.SUSPENDED.value:
-        state = SUSPENDED
-    else:
-        state = ABSENT
+    state = _state_of(connection.status)
     mbps, block = connection.bandwidth_mbps, connection.ipv4_block
     if state == ABSENT:
         mbps, block = row.bandwidth_mbps, row.ipv4_block

@@ -427,15 +427,35 @@ def plan_due(
     """Plans up to `planning.batch` schedules that need it (the periodic task) at once
     (`planner.plan_batch`); returns how many transitions it planned and the last schedule id
     when there may be more."""
-    now = clock.now()
-    before = now + planning.horizon - planning.margin
-    batch = repository.due_for_planning(session, before, after_id, planning.batch)
-    planned, _ = planner.plan_batch(
-        session, now, _limits(policy), planning.horizon, [s for s, _ in batch],
-        [c for _, c in batch], before=before,
-    )  # fmt: skip
+    now, before, batch = _due(session, clock, planning, after_id)
+    planned = _plan_due_batch(session, now, _limits(policy), planning.horizon, batch, before)
     last = batch[-1][0] if len(batch) == planning.batch else None
     return planned, last
+
+
+def _due(
+    session: Session, clock: Clock, planning: Planning, after_id: str | None
+) -> tuple[datetime, datetime, Sequence[tuple[str, str]]]:
+    """The next batch of schedules due after `after_id` ((schedule, connection) ids), the
+    instant it is planned at, and how far a schedule must be planned not to be due."""
+    now = clock.now()
+    before = now + planning.horizon - planning.margin
+    return now, before, repository.due_for_planning(session, before, after_id, planning.batch)
+
+
+def _plan_due_batch(
+    session: Session,
+    now: datetime,
+    limits: planner.Limits,
+    horizon: timedelta,
+    batch: Sequence[tuple[str, str]],
+    before: datetime,
+) -> int:
+    planned, _ = planner.plan_batch(
+        session, now, limits, horizon, [s for s, _ in batch], [c for _, c in batch],
+        before=before,
+    )  # fmt: skip
+    return planned
 
 
 def plan_concurrently(
@@ -466,11 +486,9 @@ def plan_concurrently(
     with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="iod-planner") as pool:
         running: set[Future[int]] = set()
         for _ in range(batches):
-            now = clock.now()
-            before = now + planning.horizon - planning.margin
             with db.read() as session:
                 planner.keyed_lookups(session)
-                batch = repository.due_for_planning(session, before, last, planning.batch)
+                now, before, batch = _due(session, clock, planning, last)
             if batch:
                 last = batch[-1][0]
                 running.add(
@@ -514,11 +532,7 @@ def _plan_batch(
 ) -> int:
     with db.write() as session:
         planner.keyed_lookups(session)
-        planned, _ = planner.plan_batch(
-            session, now, limits, horizon, [s for s, _ in batch], [c for _, c in batch],
-            before=before,
-        )  # fmt: skip
-    return planned
+        return _plan_due_batch(session, now, limits, horizon, batch, before)
 
 
 # --- preview ---------------------------------------------------------------------------
