@@ -21,8 +21,10 @@ import pytest
 import structlog
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
+from sqlalchemy import exc as sa_exc
 
 from iod.app import Services, build_services, create_app
+from iod.connections import service
 from iod.infra import idempotency
 from iod.infra.clock import FrozenClock
 from iod.infra.config import Settings
@@ -185,13 +187,21 @@ def test_no_pooled_connection_within_the_pool_timeout_is_503(
 def test_a_claim_whose_request_died_is_taken_over_at_once(
     api: TestClient, services: Services, tenant: Tenant, headers: dict[str, str]
 ) -> None:
-    """A crash between claiming a key and doing the work leaves a `running` claim: the retry
-    takes it over at once instead of answering 409, and the work happens once."""
+    """A claim is never committed without its answer now: a crash rolls it back with the
+    work. The earlier version committed the claim first, so a `running` row can be left from
+    a request it was serving when it died: the retry takes it over at once instead of
+    answering 409, and the work happens once."""
     first = api.post(BASE, json=ORDER, headers={**headers, "Idempotency-Key": "model"})
     with services.db.read() as session:
         fp = session.get(IdempotencyKey, (tenant.customer_id, "model")).fingerprint  # type: ignore[union-attr]
-    # The claim of a request with the same body, left behind by a process that was killed.
-    assert idempotency._claim(services, tenant.customer_id, "crashed", fp, "dead") is None
+    now = services.clock.now()
+    with services.db.write() as session:  # what the earlier version left behind
+        session.add(
+            IdempotencyKey(
+                customer_id=tenant.customer_id, key="crashed", fingerprint=fp, state="running",
+                body="dead", created_at=now, expires_at=now + idempotency.KEEP,
+            )
+        )  # fmt: skip
     retry = api.post(BASE, json=ORDER, headers={**headers, "Idempotency-Key": "crashed"})
     assert retry.status_code == 201
     assert retry.json()["id"] != first.json()["id"]
@@ -199,9 +209,25 @@ def test_a_claim_whose_request_died_is_taken_over_at_once(
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json()["id"] == retry.json()["id"]
     assert counts(services)[0] == 2
-    # Had the first request been alive after all, its work would find the claim gone.
-    with pytest.raises(idempotency._ClaimLost), services.db.write() as session:
-        idempotency._hold(session, tenant.customer_id, "crashed", "dead")
+
+
+def test_a_failed_work_transaction_leaves_no_claim(
+    api: TestClient, services: Services, tenant: Tenant, headers: dict[str, str]
+) -> None:
+    """The claim is in the work's transaction: work that fails with an error that is not a
+    refusal (here a lost database connection mid-work, a 503) leaves no row, so the retry acts."""
+
+    def failing(*_args: Any, **_kwargs: Any) -> Any:
+        raise sa_exc.OperationalError("INSERT …", {}, Exception("server closed the connection"))
+
+    keyed = {**headers, "Idempotency-Key": "mid-work"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(service, "create_connection", failing)
+        assert api.post(BASE, json=ORDER, headers=keyed).status_code == 503
+    with services.db.read() as session:
+        assert session.get(IdempotencyKey, (tenant.customer_id, "mid-work")) is None
+    assert api.post(BASE, json=ORDER, headers=keyed).status_code == 201
+    assert api.post(BASE, json=ORDER, headers=keyed).headers["idempotent-replayed"] == "true"
 
 
 class _OutageAfterCarryingOut(SimulatedDriver):

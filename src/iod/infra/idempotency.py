@@ -1,20 +1,20 @@
 """Idempotency-Key: a retried POST or PUT replays the first response instead of acting twice.
 
-The key is claimed in a short transaction of its own (so a concurrent duplicate sees it), and
-the response is stored in the same transaction as the work it describes, so the two commit or
-roll back together. The claim carries a random token (in `body` while it is `running`); the
-work transaction starts by locking the key's row and checking the token is still its own.
+The key is claimed, the work done and its answer stored in one write transaction: the
+transaction's first statement inserts the key's row (`INSERT … ON CONFLICT DO NOTHING`), so a
+concurrent duplicate's insert waits for that transaction (PostgreSQL's unique index; SQLite's
+single writer) and then finds the stored answer and replays it. Nothing of a claim outlives
+its transaction: a crash, a killed process or an outage rolls the claim back with the work,
+and a retry finds the key free. So the work is done exactly once and a retry after a crash
+is served at once. A refusal (4xx) rolls the work back and is stored in a transaction of its
+own, so a retry gets it too; a 5xx stores nothing, so the client may retry.
 
-So a claim is in one of two places: inside its work transaction, where its row is locked (a
-duplicate waits for the lock and then replays the stored answer; SQLite's single writer does
-the same), or outside it, which means its request has not started its work yet or has died
-(a crash, a killed process, a database outage). A duplicate then takes the claim over at
-once, and should the first request still be alive, its token check fails and it answers 409
-without acting: the work is done exactly once, and a client retrying after a crash is not
-kept waiting. A 5xx releases the key so the client may retry.
+Until 2026-12-02 the claim was committed in a transaction of its own before the work's
+(issue 14: one transaction less per keyed write). A `running` row left by that version
+(a request that died between its claim and its work) is taken over like an expired key.
 
-The key's row is read, claimed, held and stored with statements compiled once and run on
-the transaction's connection (`TransactionSelect`, `TransactionWrite`), not ORM objects:
+The key's row is claimed, read and stored with statements compiled once and run on the
+transaction's connection (`TransactionSelect`, `TransactionWrite`), not ORM objects:
 every write the SDK sends carries a key, and the ORM's loading and flushes of this row were
 about a fifth of such a write's CPU (issue 14, docs/performance.md).
 """
@@ -22,16 +22,16 @@ about a fifth of such a write's CPU (issue 14, docs/performance.md).
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from fastapi import Header, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, and_, bindparam, null, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from iod.auth.tokens import Principal
@@ -59,10 +59,6 @@ class KeyInUse(Conflict):
     title = "A request with this Idempotency-Key is still running"
 
 
-class _ClaimLost(Exception):
-    """A repeat of this request took its claim over: the repeat does the work."""
-
-
 KEY_MAX_LENGTH = 255
 KEY_CHARACTERS = "A-Za-z0-9_.:~+/=-"
 KeyHeader = Annotated[
@@ -88,7 +84,7 @@ _ROW = and_(
     IdempotencyKey.customer_id == bindparam("of_customer"),
     IdempotencyKey.key == bindparam("of_key"),
 )
-# The key's row, locked: a duplicate waits here while the key's work transaction runs.
+# The key's row, locked: what a repeat finds once the first request's transaction is over.
 _KEY_COLUMNS: list[Any] = [
     IdempotencyKey.fingerprint,
     IdempotencyKey.state,
@@ -99,14 +95,52 @@ _KEY_COLUMNS: list[Any] = [
 ]
 _LOCKED = TransactionSelect(select(*_KEY_COLUMNS).where(_ROW).with_for_update())
 _KEYS = cast(Table, IdempotencyKey.__table__)
-_INSERT = TransactionWrite(insert(_KEYS))
-_OWN = and_(_ROW, IdempotencyKey.state == "running", IdempotencyKey.body == bindparam("token"))
-_DELETE = delete(_KEYS).where(_ROW)
-_RELEASE = delete(_KEYS).where(_OWN)  # the claim, if it is still this request's
-# The answer, written over the claim if it is still this request's.
+_CLAIM_VALUES = {
+    "customer_id": bindparam("of_customer"),
+    "key": bindparam("of_key"),
+    "fingerprint": bindparam("fingerprint"),
+    "state": "running",
+    "created_at": bindparam("now", type_=IdempotencyKey.created_at.type),
+    "expires_at": bindparam("expires_at", type_=IdempotencyKey.expires_at.type),
+}
+
+
+def _claim_statement(insert: Any) -> TransactionSelect:
+    """The key's row, inserted as this transaction's claim unless it exists: a row back
+    means the key is this request's. A duplicate in flight makes it wait for that one's
+    transaction (PostgreSQL's unique index; SQLite has one writer)."""
+    return TransactionSelect(
+        insert(_KEYS)
+        .values(**_CLAIM_VALUES)
+        .on_conflict_do_nothing(index_elements=[_KEYS.c.customer_id, _KEYS.c.key])
+        .returning(_KEYS.c.state)
+    )
+
+
+_CLAIMS = {
+    "sqlite": _claim_statement(sqlite.insert),
+    "postgresql": _claim_statement(postgresql.insert),
+}
+# An expired key, or a claim left by the version that committed claims on their own: this
+# request's now.
+_RENEW = TransactionWrite(
+    update(_KEYS)
+    .where(_ROW)
+    .values(
+        **{
+            name: value
+            for name, value in _CLAIM_VALUES.items()
+            if name not in ("customer_id", "key")
+        },
+        status_code=null(),
+        body=null(),
+        headers=null(),
+    )
+)
+# The answer, written over the claim this transaction holds.
 _STORE = TransactionWrite(
     update(_KEYS)
-    .where(_OWN)
+    .where(_ROW)
     .values(
         state="done",
         status_code=bindparam("status_code"),
@@ -152,30 +186,28 @@ def run(
     if len(request.headers.getlist(HEADER)) > 1:  # which one would the client mean?
         raise ValidationFailed.field(f"/header/{HEADER}", f"send one {HEADER} header, not several")
     print_ = fingerprint(request, body)
-    token = uuid.uuid4().hex
-    replay = _claim(services, principal.customer_id, key, print_, token)
-    if replay is not None:
-        return replay
+    customer_id = principal.customer_id
     try:
         with services.db.write() as session:
-            _hold(session, principal.customer_id, key, token)
+            replay = _claim(session, services.clock.now(), customer_id, key, print_)
+            if replay is not None:
+                return replay
             outcome = work(session)
-            _store(session, principal.customer_id, key, token, outcome.status,
+            _store(session, customer_id, key, outcome.status,
                    outcome.model.model_dump_json(exclude_none=True), outcome.headers)  # fmt: skip
-    except _ClaimLost as exc:
-        raise KeyInUse(f"a repeat of this request with {HEADER} {key!r} is running") from exc
+    except (KeyReused, KeyInUse):
+        raise  # about the key, not the work: nothing to store
     except ProblemError as exc:
         if exc.status >= 500:
-            _release(services, principal.customer_id, key, token)
-            raise
-        # The first answer, even a refusal, is what a retry gets.
+            raise  # nothing stored: the client may retry
+        # The first answer, even a refusal, is what a retry gets. The work was rolled back
+        # with the claim; the refusal is stored unless a repeat has stored an answer since.
         response = problem_response(exc, instance=request.url.path)
         with services.db.write() as session:
-            _store(session, principal.customer_id, key, token, exc.status,
-                   bytes(response.body).decode(), dict(exc.headers))  # fmt: skip
-        raise
-    except BaseException:
-        _release(services, principal.customer_id, key, token)
+            claimed = _claim(session, services.clock.now(), customer_id, key, print_)
+            if claimed is None:
+                _store(session, customer_id, key, exc.status,
+                       bytes(response.body).decode(), dict(exc.headers))  # fmt: skip
         raise
     return _render(outcome)
 
@@ -189,85 +221,57 @@ def run_without_key(services: Services, work: Callable[[Session], Outcome]) -> R
 
 
 def _claim(
-    services: Services, customer_id: str, key: str, print_: str, token: str
+    session: Session, now: datetime, customer_id: str, key: str, print_: str
 ) -> Response | None:
-    """Claims the key (None: go ahead) or answers from it (a replay, 409 or 422)."""
-    now = services.clock.now()
+    """Claims the key in this transaction (None: go ahead) or answers from it (a replay or
+    422). Raises KeyInUse if the key's row came and went twice while it looked (deleted by
+    the retention task, or a duplicate that rolled back, each time)."""
+    claim = _CLAIMS[session.get_bind().dialect.name]
+    params = {"of_customer": customer_id, "of_key": key, "fingerprint": print_,
+              "now": now, "expires_at": now + KEEP}  # fmt: skip
     for _ in range(2):
-        try:
-            with services.db.write() as session:
-                # Waits while the key's work transaction runs (it holds the row's lock).
-                rows = _LOCKED.rows(session, of_customer=customer_id, of_key=key)
-                row = rows[0] if rows else None
-                if row is not None and row.expires_at <= now:
-                    _delete(session, customer_id, key)  # expired: the key may be used afresh
-                    row = None
-                if row is not None and row.fingerprint != print_:
-                    raise KeyReused(
-                        f"{HEADER} {key!r} was first used for a different request; "
-                        "use a new key for a new request"
-                    )
-                if row is not None and row.state == "running":
-                    # Claimed by a request that is not working on it (not started yet, or
-                    # dead): this one takes over; see the module's docstring.
-                    _delete(session, customer_id, key)
-                    row = None
-                if row is None:
-                    _INSERT.execute(
-                        session,
-                        {
-                            "customer_id": customer_id, "key": key, "fingerprint": print_,
-                            "state": "running", "status_code": None, "body": token,
-                            "headers": None, "created_at": now, "expires_at": now + KEEP,
-                        },
-                    )  # fmt: skip
-                    return None
-                return Response(
-                    content=row.body or "",
-                    status_code=row.status_code or 200,
-                    headers={**(row.headers or {}), "Idempotent-Replayed": "true"},
-                    media_type="application/problem+json"
-                    if (row.status_code or 200) >= 400
-                    else "application/json",
-                )
-        except IntegrityError:
-            continue  # a concurrent request claimed it first: look again
+        if claim.rows(session, **params):
+            return None
+        rows = _LOCKED.rows(session, of_customer=customer_id, of_key=key)
+        if not rows:
+            continue  # gone since the insert met it: try the insert again
+        row = rows[0]
+        if row.expires_at <= now or row.state == "running":
+            # Expired: the key may be used afresh. Running: a claim the earlier version
+            # committed on its own, whose request died before its work (see the docstring).
+            _RENEW.execute(session, params)
+            return None
+        if row.fingerprint != print_:
+            raise KeyReused(
+                f"{HEADER} {key!r} was first used for a different request; "
+                "use a new key for a new request"
+            )
+        return Response(
+            content=row.body or "",
+            status_code=row.status_code or 200,
+            headers={**(row.headers or {}), "Idempotent-Replayed": "true"},
+            media_type="application/problem+json"
+            if (row.status_code or 200) >= 400
+            else "application/json",
+        )
     raise KeyInUse(f"the first request with {HEADER} {key!r} is still running")
-
-
-def _delete(session: Session, customer_id: str, key: str) -> None:
-    session.execute(_DELETE, {"of_customer": customer_id, "of_key": key})
-
-
-def _hold(session: Session, customer_id: str, key: str, token: str) -> None:
-    """Locks the claim for the work transaction; raises _ClaimLost if it was taken over."""
-    rows = _LOCKED.rows(session, of_customer=customer_id, of_key=key)
-    if not rows or rows[0].state != "running" or rows[0].body != token:
-        raise _ClaimLost
 
 
 def _store(
     session: Session,
     customer_id: str,
     key: str,
-    token: str,
     status: int,
     body: str,
     headers: dict[str, str],
 ) -> None:
-    """The answer, stored over the claim if the claim is still this request's (in the work
-    transaction, whose `_hold` locked it; nothing otherwise)."""
+    """The answer, stored over the claim this transaction holds (`_claim`)."""
     # The ETag names the representation in the stored body, so a replay carries it too.
     kept = {k: v for k, v in headers.items() if k.lower() in ("location", "link", "etag")}
     _STORE.execute(
         session,
         {
-            "of_customer": customer_id, "of_key": key, "token": token, "status_code": status,
+            "of_customer": customer_id, "of_key": key, "status_code": status,
             "answer": body, "answer_headers": kept,
         },
     )  # fmt: skip
-
-
-def _release(services: Services, customer_id: str, key: str, token: str) -> None:
-    with services.db.write() as session:
-        session.execute(_RELEASE, {"of_customer": customer_id, "of_key": key, "token": token})
