@@ -8,12 +8,18 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import exc, inspect, select
+from sqlalchemy import bindparam, exc, inspect, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from iod.connections import capacity
-from iod.infra.db import Database, insert_loaded, update_loaded
+from iod.infra.db import (
+    Database,
+    TransactionSelect,
+    TransactionWrite,
+    insert_loaded,
+    update_loaded,
+)
 from iod.models import Connection, Location
 from tests.integration.test_prepared_select import NOW, _seed
 
@@ -150,3 +156,32 @@ def test_a_lost_postgres_connection_is_an_outage(database: Database) -> None:
     assert is_unavailable(raised.value), repr(raised.value)
     with database.write() as session:  # and the pool recovers
         assert len(repository.pending_of(session, "con_0")) == 2
+
+
+_RENAME = TransactionWrite(
+    update(Location).where(Location.id == bindparam("of_id")).values(name=bindparam("name"))
+)
+_NAME = TransactionSelect(select(Location.name).where(Location.id == bindparam("of_id")))
+
+
+def test_statements_before_during_and_after_a_savepoint_run_where_they_belong(
+    database: Database,
+) -> None:
+    """The transaction's connection is kept between statements (issue 14), but a savepoint
+    begun after the first statement still gets its SAVEPOINT: what ran in it is undone by its
+    rollback, what ran before and after it stays. Without that, the rollback failed or undid
+    nothing (found by tests/integration/test_schedules_planner_equivalence.py)."""
+    _seed(database)
+    with database.write() as session:
+        _RENAME.execute(session, {"of_id": "LOC-1", "name": "before"})
+        savepoint = session.begin_nested()
+        _RENAME.execute(session, {"of_id": "LOC-1", "name": "inside"})
+        assert _NAME.rows(session, of_id="LOC-1")[0].name == "inside"
+        savepoint.rollback()
+        assert _NAME.rows(session, of_id="LOC-1")[0].name == "before"
+        with session.begin_nested():
+            _RENAME.execute(session, {"of_id": "LOC-1", "name": "kept"})
+    with database.read() as session:
+        assert session.scalar(select(Location.name).where(Location.id == "LOC-1")) == "kept"
+    with database.write() as session:  # a new transaction: its own connection again
+        assert _NAME.rows(session, of_id="LOC-1")[0].name == "kept"

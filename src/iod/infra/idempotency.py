@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from fastapi import Header, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import Table, and_, bindparam, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -164,12 +164,14 @@ def fingerprint(request: Request, body: BaseModel | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _render(outcome: Outcome) -> JSONResponse:
-    return JSONResponse(
-        outcome.model.model_dump(mode="json", exclude_none=True),
-        status_code=outcome.status,
-        headers=outcome.headers,
-    )
+def _render(outcome: Outcome, body: str) -> Response:
+    """The answer: `body` is the outcome's model serialised (`_serialise`), which is also
+    what is stored for a replay, so the first answer and its replays are the same bytes."""
+    return Response(body, outcome.status, outcome.headers, media_type="application/json")
+
+
+def _serialise(outcome: Outcome) -> str:
+    return outcome.model.model_dump_json(exclude_none=True)
 
 
 def run(
@@ -193,8 +195,8 @@ def run(
             if replay is not None:
                 return replay
             outcome = work(session)
-            _store(session, customer_id, key, outcome.status,
-                   outcome.model.model_dump_json(exclude_none=True), outcome.headers)  # fmt: skip
+            body_sent = _serialise(outcome)
+            _store(session, customer_id, key, outcome.status, body_sent, outcome.headers)
     except (KeyReused, KeyInUse):
         raise  # about the key, not the work: nothing to store
     except ProblemError as exc:
@@ -209,7 +211,7 @@ def run(
                 _store(session, customer_id, key, exc.status,
                        bytes(response.body).decode(), dict(exc.headers))  # fmt: skip
         raise
-    return _render(outcome)
+    return _render(outcome, body_sent)
 
 
 def run_without_key(services: Services, work: Callable[[Session], Outcome]) -> Response:
@@ -217,7 +219,7 @@ def run_without_key(services: Services, work: Callable[[Session], Outcome]) -> R
     Also what the fast writes (connections/fastpath.py) answer, so both render alike."""
     with services.db.write() as session:
         outcome = work(session)
-    return _render(outcome)
+    return _render(outcome, _serialise(outcome))
 
 
 def _claim(

@@ -15,7 +15,7 @@ from collections import deque, namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from sqlalchemy import (
     Connection,
@@ -251,9 +251,8 @@ class Database:
                 yield session
                 uow.before_commit(session)
                 topics = uow.take_topics(session)
-                if topics and not self.is_sqlite:
-                    for topic in sorted(topics):  # delivered by PostgreSQL at the commit only
-                        _NOTIFY.rows(session, channel=f"iod_{topic}")
+                if topics and not self.is_sqlite:  # delivered by PostgreSQL at the commit only
+                    _notify(session, [f"iod_{topic}" for topic in sorted(topics)])
                 session.commit()
             except BaseException:
                 uow.discard(session)
@@ -565,7 +564,7 @@ class TransactionSelect:
         self._compiled: dict[tuple[str, str], _CompiledSelect] = {}
 
     def rows(self, session: Session, **params: Any) -> list[Any]:
-        connection = session.connection()
+        connection = _connection(session)
         dialect = connection.dialect
         which = (dialect.name, dialect.driver)
         compiled = self._compiled.get(which)
@@ -607,10 +606,45 @@ class TransactionSelectIn:
         return found
 
 
-# The wake-up of another process's listeners at a commit (PostgreSQL; `Database.write`).
-_NOTIFY = TransactionSelect(
-    select(func.pg_notify(bindparam("channel", type_=String), literal("")).label("notified"))
-)
+# The wake-up of another process's listeners at a commit (PostgreSQL; `Database.write`):
+# all the transaction's channels in one statement, by their count.
+_NOTIFY: dict[int, TransactionSelect] = {}
+
+
+def _notify(session: Session, channels: Sequence[str]) -> None:
+    statement = _NOTIFY.get(len(channels))
+    if statement is None:
+        statement = _NOTIFY[len(channels)] = TransactionSelect(
+            select(
+                *(
+                    func.pg_notify(bindparam(f"channel_{n}", type_=String), literal("")).label(
+                        f"notified_{n}"
+                    )
+                    for n in range(len(channels))
+                )
+            )
+        )
+    statement.rows(session, **{f"channel_{n}": channel for n, channel in enumerate(channels)})
+
+
+_CONNECTION = "iod_transaction_connection"
+
+
+def _connection(session: Session) -> Connection:
+    """`session.connection()`, kept in the session's info for the transaction (and savepoint)
+    it belongs to: asking the session each time walked its transaction's state machine
+    again, for each of a write's 15 or so statements (issue 14). A savepoint is a key of its
+    own: the session emits its SAVEPOINT when its connection is first asked for in it."""
+    where = (session.get_transaction(), session.get_nested_transaction())
+    kept = session.info.get(_CONNECTION)
+    if where[0] is not None and kept is not None and kept[0] == where:
+        return cast(Connection, kept[1])
+    connection = session.connection()
+    session.info[_CONNECTION] = (
+        (session.get_transaction(), session.get_nested_transaction()),
+        connection,
+    )
+    return connection
 
 
 def _run(connection: Connection, sql: str, bound: Any, *, fetch: bool, many: bool = False) -> Any:
@@ -688,7 +722,7 @@ class TransactionWrite:
         if not sets:
             return 0
         many = len(sets) > 1
-        connection = session.connection()
+        connection = _connection(session)
         dialect = connection.dialect
         keys = frozenset(sets[0])
         key = (dialect.name, dialect.driver, keys)
