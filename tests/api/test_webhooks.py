@@ -560,3 +560,51 @@ def test_a_slow_receiver_holds_back_only_its_own_deliveries(
         with services.db.read() as session:
             states = set(session.scalars(select(Job.state).where(Job.queue == "webhooks")))
         assert states == {"done"}
+
+
+def test_a_hanging_name_lookup_is_a_timed_out_attempt_and_retried(
+    api: TestClient,
+    headers: dict[str, str],
+    services: Services,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name server that does not answer: the attempt is recorded at its timeout as a
+    timeout (not a refused address), the delivery stays pending with its next attempt
+    queued, and that attempt is sent once the name resolves."""
+    import socket
+    import threading
+
+    from iod.webhooks import safety
+
+    release = threading.Event()
+
+    def getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        release.wait(5)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port or 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    services.settings = services.settings.model_copy(update={"webhook_timeout_seconds": 0.5})
+    port = receiver.url.split(":")[2].split("/")[0]
+    hook = create_hook(
+        api, headers, f"http://slow.example.com:{port}/hook", eventTypes=["connection.ordered"]
+    )
+    order(api, headers)
+    try:
+        started = time.monotonic()
+        services.worker().run_once()
+        assert _eventually(lambda: _delivery_of(api, headers, hook)["attemptCount"] == 1, 5)
+        assert time.monotonic() - started < 3  # generous: the timeout is 0.5 s, DNS hangs 5 s
+        delivery = _delivery_of(api, headers, hook)
+        expected = "timeout after 0.5 s: resolving slow.example.com took longer than"
+        assert delivery["status"] == "pending", delivery
+        assert delivery["attempts"][0]["error"].startswith(expected), delivery
+        assert "refused" not in delivery["lastError"]
+        assert receiver.received == []
+    finally:
+        release.set()
+    assert _eventually(lambda: not safety._in_flight, 5)
+    run_jobs(services)
+    delivery = _delivery_of(api, headers, hook)
+    assert delivery["status"] == "succeeded" and delivery["attemptCount"] == 2, delivery
+    assert len(receiver.wait_for(1)) == 1

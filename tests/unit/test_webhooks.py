@@ -161,9 +161,9 @@ def _resolver(*answers: str) -> Any:
 def test_dns_rebinding_is_checked_at_every_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", _resolver("8.8.8.8", "127.0.0.1"))
     target = safety.check_url("https://hooks.example.com/x", allow_http=False)
-    assert str(safety.resolve(target, [])) == "8.8.8.8"
+    assert str(safety.resolve(target, [], timeout=5)) == "8.8.8.8"
     with pytest.raises(safety.Refused, match="loopback"):
-        safety.resolve(target, [])
+        safety.resolve(target, [], timeout=5)
 
 
 def test_the_sender_connects_to_the_checked_address_with_the_original_host(
@@ -187,6 +187,91 @@ def test_the_sender_connects_to_the_checked_address_with_the_original_host(
         )
         assert refused.status_code is None and "refused" in (refused.error or "")
         assert len(receiver.received) == 1
+
+
+@pytest.fixture
+def hanging_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, list[str]]]:
+    """A getaddrinfo that hangs (5 s at most) until the event is set, then answers
+    127.0.0.1; the names it was asked for. Set and waited for at the end, so no lookup of
+    this test is left in flight for the next one."""
+    _lookup_threads_gone()
+    release, asked = threading.Event(), []
+    answer = _resolver("127.0.0.1")
+
+    def getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        asked.append(host)
+        release.wait(5)
+        return answer(host, port)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield release, asked
+    release.set()
+    assert _lookup_threads_gone() and not safety._in_flight
+
+
+def _lookup_threads() -> int:
+    return sum(thread.name == "iod-resolve" for thread in threading.enumerate())
+
+
+def _lookup_threads_gone(within: float = 5) -> bool:
+    deadline = time.monotonic() + within
+    while _lookup_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not _lookup_threads()
+
+
+def test_a_hanging_name_lookup_fails_the_attempt_at_its_timeout(
+    hanging_dns: tuple[threading.Event, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lookup counts against the attempt's deadline: a name server that does not answer
+    is a timeout of the attempt (retried like any), not a refused address, and nothing is
+    connected to. The lookup left hanging does not spoil the next attempts."""
+    release, _ = hanging_dns
+    with serve() as receiver:
+        port = receiver.url.split(":")[2].split("/")[0]
+        url = f"http://slow.example.com:{port}/hook"
+        started = time.monotonic()
+        outcome = sender.send(url, BODY, {}, allowed=LOOPBACK, allow_http=True, timeout=0.5)
+        took = time.monotonic() - started
+        assert took < 3, took  # generous: the deadline is 0.5 s, the resolver hangs 5 s
+        expected = "resolving slow.example.com took longer than the attempt's timeout"
+        assert outcome.status_code is None, outcome
+        assert outcome.error == f"timeout after 0.5 s: {expected}", outcome
+        assert receiver.received == []
+        release.set()
+        # A lookup that answers: connected to; one that answers a private address: refused.
+        monkeypatch.setattr(socket, "getaddrinfo", _resolver("127.0.0.1"))
+        outcome = sender.send(url, BODY, {}, allowed=LOOPBACK, allow_http=True, timeout=0.5)
+        assert outcome.ok, outcome
+        monkeypatch.setattr(socket, "getaddrinfo", _resolver("10.0.0.7"))
+        outcome = sender.send(url, BODY, {}, allowed=LOOPBACK, allow_http=True, timeout=0.5)
+        assert outcome.status_code is None and "refused" in (outcome.error or ""), outcome
+        assert "10.0.0.7 is a private address" in (outcome.error or "")
+        assert len(receiver.received) == 1
+
+
+def test_name_lookups_in_flight_are_bounded(
+    hanging_dns: tuple[threading.Event, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hanging resolver holds one thread per name, LOOKUPS in all: attempts to a name
+    being looked up join its lookup, one to another name waits for a free slot within its
+    own deadline."""
+    release, asked = hanging_dns
+    monkeypatch.setattr(safety, "LOOKUPS", 2)
+
+    def target(name: str) -> safety.Target:
+        return safety.check_url(f"https://{name}/hook", allow_http=False)
+
+    for name in ("a.example.com", "a.example.com", "b.example.com"):
+        with pytest.raises(safety.ResolveTimeout, match=f"resolving {name} took longer"):
+            safety.resolve(target(name), LOOPBACK, timeout=0.2)
+    with pytest.raises(safety.ResolveTimeout, match="2 lookups of other names in flight"):
+        safety.resolve(target("c.example.com"), LOOPBACK, timeout=0.2)
+    assert asked == ["a.example.com", "b.example.com"] and _lookup_threads() == 2
+    # A slot freed within the attempt's deadline is taken.
+    threading.Timer(0.2, release.set).start()
+    assert str(safety.resolve(target("c.example.com"), LOOPBACK, timeout=3)) == "127.0.0.1"
+    assert asked == ["a.example.com", "b.example.com", "c.example.com"]
 
 
 def test_redirects_are_not_followed_and_answers_are_cut_to_1_kib() -> None:

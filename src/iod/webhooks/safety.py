@@ -7,6 +7,15 @@ cloud metadata address), or inside a network the operator allows
 `::ffff:a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) are judged by that IPv4 address
 too. The sender then connects to the address that was checked (`sender.py`), so a name that
 resolves differently a moment later (DNS rebinding) cannot redirect it.
+
+The name is looked up within the attempt's deadline (`_lookup`): `getaddrinfo` cannot be
+interrupted, so it runs on a thread of its own while the attempt waits at most what is left
+of its timeout (`ResolveTimeout` then, a timeout like any other of the attempt). A lookup
+that timed out keeps its thread until the system's resolver gives up (resolv.conf's
+`timeout` times `attempts`, per name server), so the lookups in flight are bounded: one per
+host name at a time (attempts to a name being looked up wait for that lookup) and LOOKUPS in
+all; an attempt finding them all taken waits for one within its deadline. The threads are
+daemons: a hanging lookup does not hold back a stopping process.
 """
 
 from __future__ import annotations
@@ -14,8 +23,12 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -30,10 +43,20 @@ MAX_URL_LENGTH = 2048
 # IPv4 in the short forms the resolver's inet_aton takes (2130706433, 127.1, 0x7f.0.0.1,
 # 0177.0.0.1): no DNS name looks like this, so such a host is an address, judged at creation.
 _NUMERIC_IPV4 = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}")
+# Host name lookups in flight in a process at most, each on a thread of its own (hanging ones
+# included): half the sending threads (delivery.SENDING_THREADS); a lookup takes milliseconds.
+LOOKUPS = 32
+_lookups = threading.Condition()
+_in_flight: dict[str, Future[list[Any]]] = {}  # host name -> its lookup
 
 
 class Refused(Exception):
     """The URL or the address it resolves to may not be sent to."""
+
+
+class ResolveTimeout(Exception):
+    """The host's name was not resolved within the attempt's timeout: a failed attempt like
+    any timeout (retried), not a refused address."""
 
 
 def parse_networks(text: str) -> list[Network]:
@@ -143,15 +166,61 @@ def check_literal(target: Target, allowed: Sequence[Network]) -> None:
             raise Refused(f"{reason}: webhooks are only delivered to public addresses")
 
 
-def resolve(target: Target, allowed: Sequence[Network]) -> IPAddress:
+def _run_lookup(host: str, future: Future[list[Any]]) -> None:
+    try:
+        try:
+            # The port plays no part in the addresses: one lookup serves every port.
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        finally:
+            # Forgotten before it is answered: only the attempts that came while it was in
+            # flight take its answer; a later one looks the name up again.
+            with _lookups:
+                del _in_flight[host]
+                _lookups.notify_all()
+    except Exception as exc:  # handed to whoever waits for it
+        future.set_exception(exc)
+    else:
+        future.set_result(infos)
+
+
+def _lookup(host: str, timeout: float) -> list[Any]:
+    """`getaddrinfo(host)`, waiting at most `timeout` seconds (ResolveTimeout then): joins
+    the host's lookup in flight, or starts one when fewer than LOOKUPS are."""
+    deadline = time.monotonic() + timeout
+    with _lookups:
+        future = _in_flight.get(host)
+        while future is None and len(_in_flight) >= LOOKUPS:
+            if not _lookups.wait(deadline - time.monotonic()):
+                raise ResolveTimeout(
+                    f"resolving {host} took longer than the attempt's timeout"
+                    f" ({LOOKUPS} lookups of other names in flight)"
+                )
+            future = _in_flight.get(host)
+        if future is None:
+            future = _in_flight[host] = Future()
+            try:
+                threading.Thread(
+                    target=_run_lookup, args=(host, future), name="iod-resolve", daemon=True
+                ).start()
+            except BaseException:
+                del _in_flight[host]  # no thread would ever finish it
+                raise
+    try:
+        return future.result(max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        raise ResolveTimeout(f"resolving {host} took longer than the attempt's timeout") from None
+
+
+def resolve(target: Target, allowed: Sequence[Network], *, timeout: float) -> IPAddress:
     """The address to connect to: the first of the host's addresses that is allowed;
-    Refused when none is (or the name does not resolve)."""
+    Refused when none is (or the name does not resolve); ResolveTimeout when the name is not
+    resolved within `timeout` seconds."""
     literal = target.literal
     if literal is not None:
         candidates: list[IPAddress] = [literal]
     else:
         try:
-            infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+            infos = _lookup(target.host, timeout)
         except (OSError, UnicodeError) as exc:
             raise Refused(f"cannot resolve {target.host}: {exc}") from exc
         candidates = []

@@ -8,7 +8,8 @@ the receiver's text kept (body, `Location`) is made storable here (`storable`: P
 text cannot hold NUL). An attempt takes at most `timeout` in all: httpx's timeouts are per
 read, so every socket operation of an attempt (connect, TLS, each write and read, the
 status line and headers included) is given only what is left of the attempt's deadline
-(`_Deadlines`), and a receiver that trickles its answer a byte at a time is cut at it. Each
+(`_Deadlines`), and a receiver that trickles its answer a byte at a time is cut at it. The
+host's name is looked up under the same deadline (`safety.resolve`). Each
 thread keeps a client per (scheme, host) for keep-alive: its pooled connections all go to
 addresses checked for that host with that certificate name.
 """
@@ -205,11 +206,14 @@ def send(
     def took() -> int:
         return int((time.monotonic() - started) * 1000)
 
+    deadline = started + timeout
     try:
         target = safety.check_url(url, allow_http=allow_http)
-        address = safety.resolve(target, allowed)
+        address = safety.resolve(target, allowed, timeout=deadline - time.monotonic())
     except safety.Refused as exc:
         return Outcome(None, None, f"refused: {exc}", took())
+    except safety.ResolveTimeout as exc:
+        return Outcome(None, None, f"timeout after {timeout:g} s: {exc}", took())
     pinned, host_header = _pinned(url, str(address))
     request_headers = {
         **headers,
@@ -223,7 +227,7 @@ def send(
     if target.scheme == "https":
         extensions["sni_hostname"] = target.host
     client = _client(target.scheme, target.host, timeout)
-    _local.deadline = started + timeout
+    _local.deadline = deadline
     try:
         request = httpx.Request(
             "POST", pinned, content=body, headers=request_headers, extensions=extensions
