@@ -128,6 +128,24 @@ def test_if_match_on_several_header_lines_is_one_list(
     assert suspend.status_code == 202, suspend.text
 
 
+def test_a_star_on_several_header_lines_is_a_star(
+    api: TestClient, headers: dict[str, str], services: Services, created: Any
+) -> None:
+    """`If-Match: *` sent twice (a proxy or a client library repeating it) is `*, *` once
+    joined: still "any current representation", not a 412 (it was one). A `*` among tags
+    is not a star: the tags decide."""
+    conn_id, stale = created.json()["id"], created.headers["etag"]
+    run_jobs(services)
+    twice = [*headers.items(), ("If-Match", "*"), ("If-Match", "*")]
+    put = api.put(f"{BASE}/{conn_id}/bandwidth", json={"bandwidth": "1 Gbps"}, headers=twice)
+    assert put.status_code == 200, put.text
+    with nothing_written(services):
+        mixed = api.post(
+            f"{BASE}/{conn_id}/suspend", headers={**headers, "If-Match": f"{stale}, *"}
+        )
+    assert mixed.status_code == 412, mixed.text
+
+
 def test_a_weak_tag_never_matches(
     api: TestClient, headers: dict[str, str], services: Services, created: Any
 ) -> None:

@@ -29,8 +29,9 @@ def entity_tag_of(body: bytes) -> str:
 
 def check_if_match(if_match: str | None, current: str) -> None:
     """412 unless `If-Match` is absent, `*` (the resource exists, or we would not be here),
-    or names `current` with a strong tag."""
-    if if_match is None or if_match.strip() == "*":
+    or names `current` with a strong tag. `*` on several header lines (joined into `*, *`)
+    is still `*`; `*` in a list with tags is not the grammar's, and only the tags count."""
+    if if_match is None or all(member.strip() == "*" for member in if_match.split(",")):
         return
     for weak, opaque in _TAGS.findall(if_match):
         if not weak and f'"{opaque}"' == current:
