@@ -128,3 +128,39 @@ def test_the_queue_depth_query_does_not_scan_finished_jobs(services: Services) -
         plan = " ".join(r[0] for r in session.execute(text(f"EXPLAIN {statement}")))
         session.rollback()
     assert "ix_jobs_state_run_at" in plan and "Index Cond" in plan, plan
+
+
+def test_a_key_renewed_while_retention_deletes_survives(services: Services) -> None:
+    """A request may claim an expired key again (renew it) between retention's SELECT of the
+    expired keys and its DELETE; on PostgreSQL the DELETE then waits for the row and sees it
+    renewed. It must not delete it: a retry of that request would act a second time."""
+    now = services.clock.now()
+    with services.db.write() as session:
+        for key in ("renewed", "expired"):
+            session.add(
+                IdempotencyKey(
+                    customer_id="cus_a", key=key, fingerprint="f", state="done",
+                    created_at=now - 2 * DAY, expires_at=now - DAY,
+                )
+            )  # fmt: skip
+    with services.db.write() as session:
+        execute = session.execute
+        statements = []
+
+        def renew_after_the_select(statement, *args, **kwargs):  # type: ignore[no-untyped-def]
+            result = execute(statement, *args, **kwargs)
+            statements.append(statement)
+            if len(statements) == 1:  # the SELECT of the expired keys has run
+                execute(
+                    text(
+                        "UPDATE idempotency_keys SET expires_at = :later"
+                        " WHERE customer_id = 'cus_a' AND key = 'renewed'"
+                    ),
+                    {"later": now + DAY},
+                )
+            return result
+
+        session.execute = renew_after_the_select  # type: ignore[method-assign]
+        assert retention.expire_idempotency_keys(session, now) == 2, "both were selected"
+    with services.db.read() as session:
+        assert list(session.scalars(select(IdempotencyKey.key))) == ["renewed"]

@@ -108,8 +108,9 @@ async def get_location(
         404: problem("No such connection for this customer"),
         409: problem(
             "The tier has no price at that time, or the connection is terminated "
-            "(`/problems/conflict`, `/problems/invalid-state`), or a request with the same "
-            "Idempotency-Key is still running"
+            "(`/problems/conflict`, `/problems/invalid-state`), or, rarely, the row of the "
+            "same Idempotency-Key came and went while the request looked for it "
+            "(`/problems/idempotency-key-in-use`; retry)"
         ),
         **WRITE_ERRORS,
         **idempotency.KEY_RESPONSES,

@@ -67,16 +67,16 @@ CHANGE_NOT_FOUND = problem("No such connection or bandwidth change for this cust
 CONFLICT = problem(
     "Not possible now: the location's capacity would be exceeded "
     "(`/problems/capacity-exceeded`), the connection is terminated "
-    "(`/problems/invalid-state`), or a request with the same Idempotency-Key is still running "
-    "(`/problems/idempotency-key-in-use`)"
+    "(`/problems/invalid-state`), or, rarely, the row of the same Idempotency-Key came and "
+    "went while the request looked for it (`/problems/idempotency-key-in-use`; retry)"
 )
 CHANGE_CONFLICT = problem(
     "Not possible now: the location's capacity would be exceeded "
     "(`/problems/capacity-exceeded`), the connection is terminated "
     "(`/problems/invalid-state`), it already has the most pending bandwidth changes allowed "
     "(`IOD_MAX_PENDING_CHANGES`, default 100: `/problems/too-many-pending-changes`), or a "
-    "request with the same Idempotency-Key is still running "
-    "(`/problems/idempotency-key-in-use`)"
+    "rarely, the row of the same Idempotency-Key came and went while the request looked for "
+    "it (`/problems/idempotency-key-in-use`; retry)"
 )
 ILLEGAL = problem("The state machine does not allow it (`/problems/invalid-state`)")
 BY_ID = {"connectionId": "$response.body#/id"}

@@ -189,7 +189,7 @@ PROBLEM_TYPES.update(
     {
         "method-not-allowed": "Method not allowed",
         "http-error": "HTTP error",
-        "idempotency-key-in-use": "A request with this Idempotency-Key is still running",
+        "idempotency-key-in-use": "The Idempotency-Key changed while looked up; retry",
         "idempotency-key-reused": "Idempotency-Key reused with a different request",
         "not-acceptable": "Not acceptable",
         "headers-too-large": "Request header fields too large",

@@ -56,7 +56,7 @@ class KeyReused(ProblemError):
 
 class KeyInUse(Conflict):
     type_name = "idempotency-key-in-use"
-    title = "A request with this Idempotency-Key is still running"
+    title = "The Idempotency-Key changed while looked up; retry"
 
 
 KEY_MAX_LENGTH = 255
@@ -70,8 +70,9 @@ KeyHeader = Annotated[
         description=(
             "Extension: makes a retry safe. A repeat with the same key and the same request, "
             "from the same customer, replays the first response (marked `Idempotent-Replayed: "
-            "true`) without acting again; the same key with a different request is 422; while "
-            "the first is still running, 409. Keys are kept 24 hours."
+            "true`) without acting again; the same key with a different request is 422; a "
+            "repeat that arrives while the first is still running waits for it and replays "
+            "its answer. Keys are kept 24 hours."
         ),
     ),
 ]
@@ -256,7 +257,10 @@ def _claim(
             if (row.status_code or 200) >= 400
             else "application/json",
         )
-    raise KeyInUse(f"the first request with {HEADER} {key!r} is still running")
+    raise KeyInUse(
+        f"the row of {HEADER} {key!r} was written and removed twice while this request "
+        "looked for it; retry the request"
+    )
 
 
 def _store(

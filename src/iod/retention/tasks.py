@@ -23,7 +23,12 @@ MAX_BATCHES = 20
 
 
 def expire_idempotency_keys(session: Session, now: datetime, batch: int = BATCH) -> int:
-    """Deletes up to `batch` keys past their `expires_at` (they are kept 24 hours)."""
+    """Deletes up to `batch` keys past their `expires_at` (they are kept 24 hours).
+
+    The DELETE checks the expiry again: on PostgreSQL a request may renew an expired key
+    (claim it again) between the SELECT and the DELETE, and the DELETE, waiting for its row
+    lock, then sees the renewed row; deleting it would let a retry of that request act twice.
+    """
     expired = (
         select(IdempotencyKey.customer_id, IdempotencyKey.key)
         .where(IdempotencyKey.expires_at <= now)
@@ -32,7 +37,11 @@ def expire_idempotency_keys(session: Session, now: datetime, batch: int = BATCH)
     keys = session.execute(expired).all()
     if keys:
         pair = tuple_(IdempotencyKey.customer_id, IdempotencyKey.key)
-        session.execute(delete(IdempotencyKey).where(pair.in_([tuple(k) for k in keys])))
+        session.execute(
+            delete(IdempotencyKey).where(
+                pair.in_([tuple(k) for k in keys]), IdempotencyKey.expires_at <= now
+            )
+        )
     return len(keys)
 
 

@@ -38,8 +38,9 @@ router = APIRouter(prefix="/internet-on-demand", route_class=StrictJsonRoute)
 NOT_FOUND = problem("No such connection (or schedule of it) for this customer")
 CONFLICT = problem(
     "Not possible now: the connection already has a schedule (`/problems/schedule-exists`), "
-    "it is terminated (`/problems/invalid-state`), or a request with the same "
-    "Idempotency-Key is still running (`/problems/idempotency-key-in-use`)"
+    "it is terminated (`/problems/invalid-state`), or, rarely, the row of the same "
+    "Idempotency-Key came and went while the request looked for it "
+    "(`/problems/idempotency-key-in-use`; retry)"
 )
 SCHEDULE_BY_ID = {
     "connectionId": "$request.path.connectionId",
@@ -246,8 +247,8 @@ async def get_schedule(
         200: {"description": "Schedule changed"},
         404: NOT_FOUND,
         409: problem(
-            "A request with the same Idempotency-Key is still running "
-            "(`/problems/idempotency-key-in-use`)"
+            "Rarely: the row of the same Idempotency-Key came and went while the request "
+            "looked for it (`/problems/idempotency-key-in-use`; retry)"
         ),
         **WRITE_ERRORS,
         **idempotency.KEY_RESPONSES,

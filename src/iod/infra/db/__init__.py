@@ -634,10 +634,12 @@ def _connection(session: Session) -> Connection:
     """`session.connection()`, kept in the session's info for the transaction (and savepoint)
     it belongs to: asking the session each time walked its transaction's state machine
     again, for each of a write's 15 or so statements (issue 14). A savepoint is a key of its
-    own: the session emits its SAVEPOINT when its connection is first asked for in it."""
+    own: the session emits its SAVEPOINT when its connection is first asked for in it. A
+    session whose transaction failed (not `is_active`) asks the session again, which raises
+    its PendingRollbackError as before."""
     where = (session.get_transaction(), session.get_nested_transaction())
     kept = session.info.get(_CONNECTION)
-    if where[0] is not None and kept is not None and kept[0] == where:
+    if where[0] is not None and kept is not None and kept[0] == where and session.is_active:
         return cast(Connection, kept[1])
     connection = session.connection()
     session.info[_CONNECTION] = (
