@@ -1148,3 +1148,21 @@ def test_a_repeated_authorization_or_content_type_line_is_a_400(
         assert_problem(api.get(BASE, headers=lines), 400, pointer)
     single = [*plain, ("Authorization", token), ("Content-Type", "application/json")]
     assert api.post(BASE, content=body, headers=single).status_code == 201
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+def test_a_body_of_thousands_of_errors_gets_a_small_answer(
+    api, auth, services, conn, method
+) -> None:
+    """6,000 unknown keys in 64 KB: the first 20 errors are listed, the rest counted (each
+    names the known fields: listing them all was a 1.5 MB answer)."""
+    body = {"bandwidth": "100 Mbps", **{f"k{n}": 1 for n in range(6000)}}
+    path = BASE if method == "POST" else f"{BASE}/{conn['id']}/bandwidth"
+    with nothing_written(services):
+        r = api.request(method, path, json=body, headers=auth)
+    assert r.status_code == 400, r.text
+    problem = r.json()
+    assert len(problem["errors"]) == 20
+    assert "/k0" in [e["pointer"] for e in problem["errors"]]
+    assert "more errors (the first 20 listed)" in problem["detail"]
+    assert len(r.content) < 20_000

@@ -477,6 +477,26 @@ def test_expired_sessions_and_links_are_purged(api: TestClient, services: Servic
     assert fresh.get("/portal/connections").status_code == 303
 
 
+def test_a_time_zone_that_names_a_directory_or_no_file_is_a_400(
+    api: TestClient, services: Services
+) -> None:
+    """`America` is a directory of the zone files, 300 characters no file name: the form's
+    error page looked them up to show times and answered 500."""
+    client = signed_in(api, services, customer(services, "Acme"), "operator")
+    con = order(client)
+    run_jobs(services)
+    token = page_csrf(client)
+    for zone in ("America", "Etc", "x" * 300, "../../etc/passwd", "localtime"):
+        for step in ("review", "confirm"):
+            answer = client.post(
+                f"/portal/connections/{con}/bandwidth",
+                data={"csrf": token, "bandwidth": "1 Gbps", "when": "at", "step": step,
+                      "effectiveDate": "2030-02-01T10:00", "timeZone": zone},
+            )  # fmt: skip
+            assert answer.status_code == 400, (zone, step, answer.text[:300])
+            assert 'id="err-timeZone" role="alert"' in answer.text, (zone, step)
+
+
 def test_times_are_the_users_and_stored_in_utc() -> None:
     from datetime import UTC, datetime
 

@@ -27,6 +27,7 @@ from iod.edge.schemas import (
     EdgeSamplesResult,
     EdgeSnapshot,
 )
+from iod.infra import draining
 from iod.infra.errors import ValidationFailed
 from iod.infra.http import READ_ERRORS, WRITE_ERRORS, StrictJsonRoute, problem, require_json
 from iod.traffic import service as traffic
@@ -138,10 +139,21 @@ async def watch_changes(
             return service.changes(session, agent, after, limit)
 
     cursor, rows, more = await run_in_threadpool(read, True)
-    while not rows and time.monotonic() < deadline and not await request.is_disconnected():
+    # Not while the server is stopping (infra.draining): the agent asks again.
+    while (
+        not rows
+        and time.monotonic() < deadline
+        and not draining.begun()
+        and not await request.is_disconnected()
+    ):
         seen, checked = _woken, time.monotonic()
         # Woken at once by this process's commits; other processes' within a second.
-        while _woken == seen and time.monotonic() - checked < 1 and time.monotonic() < deadline:
+        while (
+            _woken == seen
+            and time.monotonic() - checked < 1
+            and time.monotonic() < deadline
+            and not draining.begun()
+        ):
             await asyncio.sleep(0.05)
         cursor, rows, more = await run_in_threadpool(read, False)
     return EdgeChanges(

@@ -141,7 +141,7 @@ async def list_events(
             ),
         )
         left = deadline - time.monotonic()
-        if page.events or left <= 0:
+        if page.events or left <= 0 or hub.draining:  # draining: the server is stopping
             break
         position = page.next_position
         await hub.wait(seen, min(left, settings.events_recheck_seconds))
@@ -279,6 +279,8 @@ async def stream_events(
                         beat + settings.events_heartbeat_seconds - now,
                     )
                     await hub.wait(seen_now, left)
+                    if hub.draining:  # the server is stopping: the client resumes elsewhere
+                        return
                 seen_now = hub.generation
                 page = await off_the_loop(services, partial(read, at, False))
         finally:

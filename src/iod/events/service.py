@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from iod.events import repository
+from iod.infra import draining
 from iod.infra.clock import rfc3339
 from iod.infra.db import Database
 from iod.infra.errors import FieldError, ProblemError, ValidationFailed
@@ -166,6 +167,12 @@ class Hub:
         self.generation = 0
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self.streams: dict[str, int] = {}  # open streams per client id
+        self.draining = False  # the process is shutting down: streams end (infra.draining)
+
+    def drain(self) -> None:
+        """Wakes every waiter for good: a stream sees `draining` and ends its answer."""
+        self.draining = True
+        self.notify()
 
     def notify(self) -> None:
         with self._lock:
@@ -176,11 +183,12 @@ class Hub:
                 loop.call_soon_threadsafe(event.set)
 
     async def wait(self, seen: int, timeout: float) -> bool:
-        """Until an event commits after generation `seen` (True) or `timeout` (False)."""
+        """Until an event commits after generation `seen` (True) or `timeout` (False); at
+        once when the process is shutting down (`draining`)."""
         event = asyncio.Event()
         entry = (asyncio.get_running_loop(), event)
         with self._lock:
-            if self.generation != seen:
+            if self.generation != seen or self.draining:
                 return True
             self._waiters.add(entry)
         try:
@@ -230,6 +238,7 @@ def hub_of(db: Database) -> Hub:
         hub = _hubs.get(db)
         if hub is None:
             hub = _hubs[db] = Hub()
+            draining.register(hub)
             db.listen("events", hub.notify)
             if not db.is_sqlite:
                 from iod.jobs.listener import Listener

@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from iod.infra import draining
 from iod.infra.config import get_settings
 
 IMPORT_PATH = "iod.infra.server:GuardedHttpToolsProtocol"
@@ -172,6 +173,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 del self.per_address[self._counted]
             self._counted = None
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """uvicorn is stopping and tells each connection to finish: streams and long polls
+        that wait for news end now (`infra.draining`), not after IOD_SHUTDOWN_TIMEOUT."""
+        draining.begin()
+        super().shutdown()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:

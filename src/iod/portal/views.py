@@ -18,10 +18,15 @@ from iod.infra.errors import ValidationFailed
 
 
 def zone_of(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
+    """The zone named, or UTC for a name that is none: only the calendar's names are
+    looked up, never a path a form sent (`America` is a directory of the zone files, a
+    very long name no file name at all: both were a 500)."""
+    if name in zone_names():
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    return ZoneInfo("UTC")
 
 
 def check_zone(name: str, pointer: str = "/timeZone") -> str:
