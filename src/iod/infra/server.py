@@ -27,9 +27,12 @@ load it too; it reads the settings from the environment like the rest of the pro
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
 import json
 import socket
+import termios
 from collections import Counter
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Any, ClassVar
@@ -113,6 +116,25 @@ def _no_delay(transport: asyncio.Transport) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _unread(transport: asyncio.BaseTransport) -> bool:
+    """Whether bytes wait in the connection's receive buffer that the loop has not read.
+
+    A busy event loop may run a due timer before it reads what arrived meanwhile (uvloop
+    runs the timers first in each turn): a keep-alive or header timer would then close a
+    connection whose next request is already there, and the kernel answers the client with
+    a reset (the surge benchmark's clients saw `ReadError` on their PUTs so). FIONREAD asks
+    the kernel without reading."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    waiting = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, waiting, True)
+    except OSError:
+        return False
+    return waiting[0] > 0
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # Open connections per client address, in this process (one event loop: no lock).
     per_address: ClassVar[Counter[str]] = Counter()
@@ -134,6 +156,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0  # size of the current request line and headers
         self._request_started = False
         self._refused = False
+        self._spared = False  # a timer let unread bytes be read once (per request, per idle)
 
     # -- the connection ---------------------------------------------------------------
 
@@ -179,6 +202,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         that wait for news end now (`infra.draining`), not after IOD_SHUTDOWN_TIMEOUT."""
         draining.begin()
         super().shutdown()
+
+    def on_response_complete(self) -> None:
+        self._spared = False  # the keep-alive wait that follows may be spared once
+        super().on_response_complete()
+
+    def timeout_keep_alive_handler(self) -> None:
+        """uvicorn's keep-alive timeout, but a request already in the buffer is read and
+        served (it cancels the timer set again here) instead of reset."""
+        if not self._spared and not self.transport.is_closing() and _unread(self.transport):
+            self._spared = True
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+            return
+        super().timeout_keep_alive_handler()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -237,6 +275,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # -- the guards ---------------------------------------------------------------------
 
     def _arm(self) -> None:
+        self._spared = False
         self._pending_bytes = 0
         self._request_started = False
         self._header_timer = self.loop.call_later(self._header_timeout, self._timed_out)
@@ -257,6 +296,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _timed_out(self) -> None:
         self._header_timer = None
         if self.transport.is_closing():
+            return
+        if not self._spared and _unread(self.transport):
+            # What arrived may complete the headers: read it before judging (once).
+            self._spared = True
+            self._header_timer = self.loop.call_later(self._header_timeout, self._timed_out)
             return
         if not self._request_started:
             self.transport.close()  # nothing sent at all: nobody to answer
