@@ -102,7 +102,7 @@ def recreate(url: str, *, drop_only: bool = False) -> None:
         admin.dispose()
 
 
-def seed(url: str, key_file: Path, count: int) -> list[Client]:
+def seed(url: str, key_file: Path, count: int, locations: int = 1) -> list[Client]:
     """`count` customers, each with a client (through the service's code, so the secret gets
     the keyed hash of `key_file`) and one active 100 Mbps connection at a roomy location."""
     engine = make_engine(url)
@@ -114,12 +114,16 @@ def seed(url: str, key_file: Path, count: int) -> list[Client]:
     made: list[Client] = []
     try:
         with db.write() as session:
+            # One location (the default: every change takes its counter's row lock in turn,
+            # as at a busy site), or the connections spread over several.
+            sites = [LOCATION] if locations == 1 else [f"{LOCATION}-{n}" for n in range(locations)]
             session.execute(
-                insert(Location).values(
-                    id=LOCATION, name="surge", address="-", capacity_mbps=10_000_000,
-                    tiers_mbps=[100, 200], ipv4_pool="10.0.0.0/8",
-                    committed_mbps=100 * count, created_at=now, updated_at=now,
-                )
+                insert(Location),
+                [{"id": site, "name": "surge", "address": "-", "capacity_mbps": 10_000_000,
+                  "tiers_mbps": [100, 200], "ipv4_pool": "10.0.0.0/8",
+                  "committed_mbps": 100 * len(range(n, count, len(sites))),
+                  "created_at": now, "updated_at": now}
+                 for n, site in enumerate(sites)],
             )  # fmt: skip
             customer_ids = [new_id("cus") for _ in range(count)]
             session.execute(
@@ -130,10 +134,10 @@ def seed(url: str, key_file: Path, count: int) -> list[Client]:
             connection_ids = [new_id("con") for _ in range(count)]
             session.execute(
                 insert(Connection),
-                [{"id": i, "customer_id": c, "location_id": LOCATION, "status": "active",
-                  "bandwidth_mbps": 100, "committed_mbps": 100, "created_by": "surge",
-                  "created_at": now, "updated_at": now}
-                 for i, c in zip(connection_ids, customer_ids, strict=True)],
+                [{"id": i, "customer_id": c, "location_id": sites[n % len(sites)],
+                  "status": "active", "bandwidth_mbps": 100, "committed_mbps": 100,
+                  "created_by": "surge", "created_at": now, "updated_at": now}
+                 for n, (i, c) in enumerate(zip(connection_ids, customer_ids, strict=True))],
             )  # fmt: skip
             for customer_id, connection_id in zip(customer_ids, connection_ids, strict=True):
                 new = customers.create_client(
@@ -288,6 +292,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--api-processes", type=int, default=2)
+    parser.add_argument("--locations", type=int, default=1,
+                        help="spread the connections over this many locations")  # fmt: skip
     parser.add_argument("--apply-timeout", type=float, default=120.0,
                         help="seconds to wait for every change to be applied")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -303,7 +309,7 @@ def main() -> int:
     print(f"work directory: {work}", flush=True)
     recreate(url)
     seeded_at = time.monotonic()
-    clients = seed(url, work / "secret-hash.key", args.clients)
+    clients = seed(url, work / "secret-hash.key", args.clients, args.locations)
     print(f"seeded {len(clients)} customers, clients and connections in "
           f"{time.monotonic() - seeded_at:.1f} s", flush=True)  # fmt: skip
 

@@ -118,6 +118,7 @@ class Services:
                 backoff_cap_seconds=s.job_backoff_cap_seconds,
                 batch_size=s.worker_batch_size,
                 outage_backoff_cap_seconds=s.worker_outage_backoff_cap,
+                gather_seconds=s.worker_gather_seconds,
             ),
             wakeup=self.wakeup,
             settings=s,

@@ -48,6 +48,8 @@ class WorkerPolicy:
     backoff_cap_seconds: float = 60.0
     batch_size: int = 64
     outage_backoff_cap_seconds: float = 5.0
+    # After a batch that was not full, wait this long before the next (IOD_WORKER_GATHER_SECONDS).
+    gather_seconds: float = 0.0
 
 
 class Worker:
@@ -346,6 +348,10 @@ class Worker:
                     )
                     outage_since = None
                 if ran:
+                    if ran < self.policy.batch_size and self.policy.gather_seconds > 0:
+                        # Busy, with jobs arriving one by one: each batch is a claim and a
+                        # record transaction, so let the next one gather a few (issue 14).
+                        stop.wait(self.policy.gather_seconds)
                     continue
                 timeout = self._idle_timeout()
             except Exception as exc:
