@@ -20,7 +20,7 @@ from sqlalchemy import text
 from tests.e2e.conftest import Server, base_env, iod, token_for
 from tests.faults.conftest import BASE, report, size
 
-RETRYABLE = {409, 429, 503}  # 409: the key's first attempt is still running somewhere
+RETRYABLE = {409, 429, 503}  # 409: the key's row came and went while looked up (rare)
 
 
 def test_api_killed_during_creates_with_idempotency_keys(

@@ -185,3 +185,21 @@ def test_statements_before_during_and_after_a_savepoint_run_where_they_belong(
         assert session.scalar(select(Location.name).where(Location.id == "LOC-1")) == "kept"
     with database.write() as session:  # a new transaction: its own connection again
         assert _NAME.rows(session, of_id="LOC-1")[0].name == "kept"
+
+
+def test_a_statement_after_a_failed_flush_raises_as_the_session_would(database: Database) -> None:
+    """The kept connection is not used once the session's transaction has failed: the
+    statement raises SQLAlchemy's PendingRollbackError, as `session.execute` does, instead
+    of running in a transaction the session considers dead (on SQLite it would have run)."""
+    _seed(database)
+    with pytest.raises(exc.PendingRollbackError), database.write() as session:
+        assert _NAME.rows(session, of_id="LOC-1")  # the connection is now kept
+        session.add(_new_connection("con_dup"))
+        session.add(_new_connection("con_dup"))  # the same primary key: the flush fails
+        with pytest.raises((exc.IntegrityError, exc.SAWarning)):
+            session.flush()
+        _RENAME.execute(session, {"of_id": "LOC-1", "name": "after a failed flush"})
+    with database.read() as session:
+        assert session.scalar(select(Location.name).where(Location.id == "LOC-1")) != (
+            "after a failed flush"
+        )

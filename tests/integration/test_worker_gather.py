@@ -13,8 +13,9 @@ from iod.app import Services
 
 
 def _run(services: Services, script: list[int], gather: float) -> list[float]:
-    """Runs the worker's loop over `run_once` answers `script` (jobs run per batch), then
-    stops it; the times of the calls."""
+    """Runs the worker's loop over `run_once` answers `script` (jobs run per batch; -1: none
+    was due, and a job is enqueued meanwhile, which wakes the worker), then stops it; the
+    times of the calls."""
     worker = services.worker()
     worker.policy = dataclasses.replace(worker.policy, gather_seconds=gather, batch_size=4)
     worker.periodic = False
@@ -27,6 +28,9 @@ def _run(services: Services, script: list[int], gather: float) -> list[float]:
         ran = next(answers, None)
         if ran is None:
             stop.set()
+            return 0
+        if ran < 0:
+            worker.wakeup.set()
             return 0
         return ran
 
@@ -46,3 +50,8 @@ def test_after_a_partial_batch_the_worker_waits_for_more(services: Services) -> 
 def test_with_no_gathering_the_worker_goes_on_at_once(services: Services) -> None:
     calls = _run(services, [1, 1, 1], gather=0)
     assert calls[-1] - calls[0] < 0.9
+
+
+def test_an_idle_worker_woken_by_a_job_starts_it_at_once(services: Services) -> None:
+    calls = _run(services, [-1, 1], gather=1.0)
+    assert calls[1] - calls[0] < 0.9, "woken from idle: no gathering"

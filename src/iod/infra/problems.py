@@ -313,8 +313,8 @@ PROBLEM_HELP: dict[str, str] = {
     "the request was stored: retry after `Retry-After` seconds, with the same "
     "`Idempotency-Key` for a write.",
     "http-error": "An HTTP error without a more specific type; `detail` says what it is.",
-    "idempotency-key-in-use": "A repeat of this request with the same `Idempotency-Key` "
-    "took it over; that repeat gets the answer.",
+    "idempotency-key-in-use": "The row of this `Idempotency-Key` was written and removed "
+    "twice while the request looked for it (rare). Retry the request with the same key.",
     "idempotency-key-reused": "This `Idempotency-Key` was first used for a different "
     "request. Use a new key for a new request.",
     "not-acceptable": "The server cannot answer in a media type the `Accept` header allows.",

@@ -28,6 +28,8 @@ def expire_idempotency_keys(session: Session, now: datetime, batch: int = BATCH)
     The DELETE checks the expiry again: on PostgreSQL a request may renew an expired key
     (claim it again) between the SELECT and the DELETE, and the DELETE, waiting for its row
     lock, then sees the renewed row; deleting it would let a retry of that request act twice.
+    Returns how many were selected (those deleted, but for such renewed ones): the caller
+    goes on while whole batches come back.
     """
     expired = (
         select(IdempotencyKey.customer_id, IdempotencyKey.key)

@@ -93,8 +93,8 @@ def retry_delay(policy: RetryPolicy, attempt: int, error: Exception) -> float | 
     if isinstance(error, ApiError) and error.status in policy.statuses:
         return policy.delay(attempt, error.retry_after)
     if isinstance(error, ApiError) and str(error.type).endswith("/idempotency-key-in-use"):
-        # The first attempt of this very call is still running on the server: its answer
-        # will be replayed once it is done.
+        # The key's row came and went while the server looked for it (rare): the same
+        # key again gets the first answer, or does the work once.
         return policy.delay(attempt, None)
     return None
 
