@@ -1,6 +1,6 @@
 """A request the client sent in time is served even when a timer falls due before the event
 loop reads it: a busy loop may run its due timers first, and closing then resets the
-connection under the request (the surge benchmark's clients saw `ReadError`s). The keep-alive
+connection under the request. The keep-alive
 and header timers of `iod.infra.server` look at the receive buffer first, once; a connection
 with nothing there is still closed.
 

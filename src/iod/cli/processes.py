@@ -43,6 +43,11 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "http": server.IMPORT_PATH,
         "loop": settings.http_loop,
         "timeout_keep_alive": settings.http_keep_alive_seconds,
+        # uvicorn's supervisor pings each of --workers N; one that has not answered within
+        # 5 s (its default) it kills. A process saturated by a surge, its pong thread
+        # waiting for the GIL and a CPU, missed that and was killed with every request it
+        # had in hand (the surge benchmark's clients saw resets): only a hung one should be.
+        "timeout_worker_healthcheck": settings.http_worker_healthcheck_seconds,
         # iod/server.py limits requests in progress, connections per address and in all;
         # uvicorn's limit counted idle connections and answered in plain text.
         "limit_concurrency": None,

@@ -164,6 +164,13 @@ class Settings(BaseSettings):
         "but accepts greedily: with --workers N one process may take every connection "
         "(docs/performance.md).",
     )
+    http_worker_healthcheck_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="`iod serve --workers N`: a process that does not answer its supervisor's "
+        "ping within this is taken for hung, killed and replaced. uvicorn's 5 s killed busy "
+        "processes under load, with every request they had in hand (docs/operations.md).",
+    )
     http_keep_alive_seconds: int = Field(
         default=5, ge=1, description="An idle keep-alive connection is closed after this."
     )

@@ -121,9 +121,10 @@ def _unread(transport: asyncio.BaseTransport) -> bool:
 
     A busy event loop may run a due timer before it reads what arrived meanwhile (uvloop
     runs the timers first in each turn): a keep-alive or header timer would then close a
-    connection whose next request is already there, and the kernel answers the client with
-    a reset (the surge benchmark's clients saw `ReadError` on their PUTs so). FIONREAD asks
-    the kernel without reading."""
+    connection whose next request is already there, sent in time, and the kernel would
+    answer the client with a reset. FIONREAD asks the kernel without reading. (A request
+    sent after the keep-alive has closed the connection still meets the reset: that is the
+    client's to retry, docs/performance.md "Resets under load".)"""
     sock = transport.get_extra_info("socket")
     if sock is None:
         return False
