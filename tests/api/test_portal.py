@@ -513,6 +513,12 @@ def test_times_are_the_users_and_stored_in_utc() -> None:
     assert bad.value.errors[0].pointer == "/revertAt"
     with pytest.raises(ValidationFailed):
         views.check_zone("Mars/Olympus")
+    # As the CLI's --at: a skipped wall time is refused, a repeated one is the first.
+    with pytest.raises(ValidationFailed, match="clocks skip it") as skipped:
+        views.parse_local("2027-03-14T02:30", "America/New_York", "/effectiveDate")
+    assert skipped.value.errors[0].pointer == "/effectiveDate"
+    repeated = views.parse_local("2027-11-07T01:30", "America/New_York", "/effectiveDate")
+    assert repeated == datetime(2027, 11, 7, 5, 30, tzinfo=UTC), "01:30 EDT, the first"
 
 
 # Flows through the pages whose storage is plain rows: SQLite is enough (the argon2 hash

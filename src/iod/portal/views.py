@@ -56,7 +56,17 @@ def parse_local(text: str, zone: str, pointer: str) -> datetime:
         ) from None
     if naive.tzinfo is not None:
         return naive.astimezone(UTC)
-    return naive.replace(tzinfo=zone_of(zone)).astimezone(UTC)
+    # As the CLI's --at: a wall time the clocks skip is refused (it was moved an hour on
+    # without a word), a repeated one is its first occurrence (fold=0).
+    tz = zone_of(zone)
+    moment = naive.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    if moment.astimezone(tz).replace(tzinfo=None) != naive:
+        raise ValidationFailed.field(
+            pointer,
+            f"{text[:40]} does not exist in {zone}: the clocks skip it (daylight saving "
+            "time begins); choose another time",
+        )
+    return moment
 
 
 @dataclass(frozen=True)
