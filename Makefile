@@ -21,7 +21,7 @@ install: $(STAMP)
 run: $(STAMP)
 	@if $(BIN)/python -c 'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1).close()' \
 	  $(HOST) $(PORT) 2>/dev/null; then \
-	  echo "make run: $(HOST):$(PORT) is taken (is \`make run\` already running?); stop it, or use another port: make run PORT=8081" >&2; \
+	  echo "make run: $(HOST):$(PORT) is taken (is \`make run\` already running?); stop it, or use another port: make run PORT=$$(( $(PORT) + 1 ))" >&2; \
 	  exit 1; fi
 	$(BIN)/iod demo --url http://$(HOST):$(PORT)
 	IOD_ISSUER=$${IOD_ISSUER:-http://$(HOST):$(PORT)} $(BIN)/iod serve --host $(HOST) --port $(PORT)
