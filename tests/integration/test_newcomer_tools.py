@@ -50,7 +50,7 @@ def test_make_run_refuses_a_taken_port_before_starting_anything(
     )
     assert result.returncode != 0
     assert f"127.0.0.1:{listener} is taken" in result.stderr, result.stderr
-    assert "make run PORT=" in result.stderr
+    assert f"make run PORT={listener + 1}" in result.stderr, "the next port suggested"
     assert not data.exists(), "the demo data was made although the port was taken"
 
 
