@@ -4,6 +4,8 @@ one location learns nothing of another). Both databases."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from iod.app import Services
 from iod.edge import repository as edge_repository
 from iod.edge import service as edge
 from iod.edge.agent import Agent, Applier, load_state
+from iod.events import service as events_service
+from iod.infra import draining
 from iod.infra.clock import FrozenClock
 from iod.models import Connection, EdgeOperation, Job
 from iod.network.simulated import SimulatedDriver
@@ -290,6 +294,29 @@ def test_changes_long_poll_cursor_and_strict_bodies(
         headers=eh | {"Content-Type": "application/json"},
     )  # fmt: skip
     assert twice.status_code == 400
+
+
+def test_long_polls_answer_at_once_while_the_server_stops(
+    api: TestClient, headers: dict[str, str], services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the server begins to stop (`iod.infra.draining`, set by the HTTP protocol's
+    shutdown), an agent's long poll and a customer's `/events` long poll answer at once,
+    empty, instead of holding the shutdown for their wait."""
+    eh = edge_headers(api, register(services, A))
+    begun = threading.Event()
+    begun.set()
+    monkeypatch.setattr(draining, "_begun", begun)  # this process is stopping (the test's)
+    monkeypatch.setattr(events_service.hub_of(services.db), "draining", True)
+    started = time.monotonic()
+    changes = api.get(
+        f"/internal/edge/v1/locations/{A}/changes", params={"after": 0, "wait": 60}, headers=eh
+    )
+    assert changes.status_code == 200 and changes.json()["changes"] == []
+    feed = api.get(
+        "/internet-on-demand/events", params={"after": "now", "wait": 60}, headers=headers
+    )
+    assert feed.status_code == 200 and feed.json()["events"] == []
+    assert time.monotonic() - started < 15, "a long poll waited out its wait"
 
 
 @pytest.mark.parametrize("seeded", [True])
