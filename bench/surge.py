@@ -402,7 +402,10 @@ def main() -> int:
         if not args.keep:
             recreate(url, drop_only=True)
     report(args, result, url)
-    return 0 if result.all_applied_s is not None and len(accepted) == len(clients) else 1
+    done = result.all_applied_s is not None and len(accepted) == len(clients)
+    if done and not args.keep:
+        shutil.rmtree(work, ignore_errors=True)  # the servers' log and key; kept on a failure
+    return 0 if done else 1
 
 
 def report(args: argparse.Namespace, result: Result, url: str) -> None:
