@@ -44,9 +44,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "loop": settings.http_loop,
         "timeout_keep_alive": settings.http_keep_alive_seconds,
         # uvicorn's supervisor pings each of --workers N; one that has not answered within
-        # 5 s (its default) it kills. A process saturated by a surge, its pong thread
-        # waiting for the GIL and a CPU, missed that and was killed with every request it
-        # had in hand (the surge benchmark's clients saw resets): only a hung one should be.
+        # 5 s (its default) it kills, with every request it has in hand. A process merely
+        # saturated, its pong thread waiting for the GIL and a CPU, could miss that: only a
+        # hung one should be killed (a precaution; not seen in the surge benchmark).
         "timeout_worker_healthcheck": settings.http_worker_healthcheck_seconds,
         # iod/server.py limits requests in progress, connections per address and in all;
         # uvicorn's limit counted idle connections and answered in plain text.

@@ -74,7 +74,7 @@ CHANGE_CONFLICT = problem(
     "Not possible now: the location's capacity would be exceeded "
     "(`/problems/capacity-exceeded`), the connection is terminated "
     "(`/problems/invalid-state`), it already has the most pending bandwidth changes allowed "
-    "(`IOD_MAX_PENDING_CHANGES`, default 100: `/problems/too-many-pending-changes`), or a "
+    "(`IOD_MAX_PENDING_CHANGES`, default 100: `/problems/too-many-pending-changes`), or, "
     "rarely, the row of the same Idempotency-Key came and went while the request looked for "
     "it (`/problems/idempotency-key-in-use`; retry)"
 )

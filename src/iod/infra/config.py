@@ -168,8 +168,8 @@ class Settings(BaseSettings):
         default=60,
         ge=1,
         description="`iod serve --workers N`: a process that does not answer its supervisor's "
-        "ping within this is taken for hung, killed and replaced. uvicorn's 5 s killed busy "
-        "processes under load, with every request they had in hand (docs/operations.md).",
+        "ping within this is taken for hung, killed and replaced, with every request it has "
+        "in hand; uvicorn's own 5 s could take a saturated process for a hung one.",
     )
     http_keep_alive_seconds: int = Field(
         default=5, ge=1, description="An idle keep-alive connection is closed after this."
