@@ -56,6 +56,9 @@ def test_an_issued_token_is_cached_as_its_verification_makes_it(
 def test_the_first_request_with_a_new_token_reads_nothing(
     api: TestClient, services: Services, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The module's 0.3 s would have the state go stale before its first use when the token
+    # request itself takes longer, as on a loaded machine (a CI saw 5 s): a minute here.
+    monkeypatch.setattr(services.clients, "_ttl", 60.0)
     token = get_token(api, tenant)
     state = services.clients.cached(tenant.client_id)
     assert state is not None and state.enabled and state.secret_generation == 0
