@@ -7,9 +7,9 @@ simulated network answering at once), errors by status for each step, and p50/p9
 per step. Run: `make bench-surge` (IOD_SURGE_DATABASE_URL, default a database
 `iod_bench_surge` on the local PostgreSQL, created anew and dropped at the end).
 
-The clients run in this process (asyncio and httpx, one connection each) on the same
-machine as the servers, so their CPU is taken from the servers': on a shared 2-CPU machine
-the figures are a floor. The token endpoint's per-address limits are raised (every client
+The clients run in this process (uvloop and aiohttp, one connection each; `--client httpx`
+for the SDK's library) on the same machine as the servers, so their CPU is taken from the
+servers': on a shared 2-CPU machine the figures are a floor. The token endpoint's per-address limits are raised (every client
 comes from 127.0.0.1, where in production they come from many addresses); the per-client
 write limits stay as configured.
 """
@@ -33,8 +33,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import httpx
+import uvloop
 from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
@@ -70,6 +73,7 @@ class Client:
     answered_at: float = 0.0  # time.perf_counter() when the PUT was answered
     change_id: str | None = None
     retries: int = 0  # requests sent again after a transport error (`_sent`)
+    problem: str | None = None  # the title and detail of a refusal
 
 
 @dataclass
@@ -78,6 +82,7 @@ class Result:
     all_accepted_s: float | None = None
     all_applied_s: float | None = None
     applied: int = 0
+    start: float = 0.0  # time.perf_counter() at the release of the clients
     # CPU seconds from the release of the clients to the last application, per party.
     cpu: dict[str, float] = field(default_factory=dict)
 
@@ -169,7 +174,99 @@ def wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout: floa
     raise RuntimeError(f"{url} not ready in {timeout:.0f} s")
 
 
-async def _sent(client: Client, request: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+class Transport:
+    """The clients' HTTP library. `aiohttp` (the default) parses with a C parser and costs the
+    servers' two CPUs about a fifth of what `httpx` does per request (docs/performance.md);
+    `httpx`, the SDK's library, stays selectable (`--client httpx`) to compare with."""
+
+    errors: tuple[type[BaseException], ...]
+
+    async def open(self, base_url: str) -> None: ...
+    async def close(self) -> None: ...
+
+    async def token(self, client: Client) -> tuple[int, dict[str, Any] | None]:
+        raise NotImplementedError
+
+    async def put(self, client: Client, token: str, key: str) -> tuple[int, dict[str, Any] | None]:
+        raise NotImplementedError
+
+
+class HttpxTransport(Transport):
+    errors = (httpx.HTTPError,)
+    transport_errors = (httpx.TransportError,)
+
+    async def open(self, base_url: str) -> None:
+        self.http = httpx.AsyncClient(
+            base_url=base_url,
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            timeout=httpx.Timeout(60.0),
+            verify=False,
+        )
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def token(self, client: Client) -> tuple[int, dict[str, Any] | None]:
+        response = await self.http.post(
+            "/oauth2/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client.client_id, client.secret),
+        )
+        return response.status_code, response.json()
+
+    async def put(self, client: Client, token: str, key: str) -> tuple[int, dict[str, Any] | None]:
+        response = await self.http.put(
+            f"{PREFIX}/{client.connection_id}/bandwidth",
+            json={"bandwidth": "200 Mbps"},
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
+        )
+        return response.status_code, response.json()
+
+
+class AiohttpTransport(Transport):
+    errors = (aiohttp.ClientError, asyncio.TimeoutError)
+    transport_errors = (aiohttp.ClientConnectionError,)
+
+    async def open(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1),
+            timeout=aiohttp.ClientTimeout(total=60.0),
+        )
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def token(self, client: Client) -> tuple[int, dict[str, Any] | None]:
+        async with self.http.post(
+            self.base_url + "/oauth2/token",
+            data={"grant_type": "client_credentials"},
+            auth=aiohttp.BasicAuth(client.client_id, client.secret),
+        ) as response:
+            body = await response.read()
+        return response.status, json.loads(body) if body else None
+
+    async def put(self, client: Client, token: str, key: str) -> tuple[int, dict[str, Any] | None]:
+        async with self.http.put(
+            f"{self.base_url}{PREFIX}/{client.connection_id}/bandwidth",
+            json={"bandwidth": "200 Mbps"},
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
+        ) as response:
+            body = await response.read()
+        return response.status, json.loads(body) if body else None
+
+
+TRANSPORTS: dict[str, type[HttpxTransport] | type[AiohttpTransport]] = {
+    "aiohttp": AiohttpTransport,
+    "httpx": HttpxTransport,
+}
+
+
+async def _sent(
+    http: HttpxTransport | AiohttpTransport,
+    client: Client,
+    request: Callable[[], Awaitable[tuple[int, dict[str, Any] | None]]],
+) -> tuple[int, dict[str, Any] | None]:
     """`request`, sent again once after a transport error, as the SDK does (the PUT with
     the same Idempotency-Key). On two CPUs shared with the servers the clients can be
     seconds late: one may send on a kept-alive connection the server closed when it had
@@ -177,61 +274,60 @@ async def _sent(client: Client, request: Callable[[], Awaitable[httpx.Response]]
     yet), and gets a reset, which any HTTP client meets and retries. Counted."""
     try:
         return await request()
-    except httpx.TransportError:
+    except http.transport_errors:
         client.retries += 1
         return await request()
 
 
-async def one_client(http: httpx.AsyncClient, client: Client, gate: asyncio.Event) -> None:
+def _problem(body: dict[str, Any] | None) -> str:
+    """What a refusal said (problem+json's title and detail), for the report."""
+    if not body:
+        return "(no body)"
+    return f"{body.get('title')}: {str(body.get('detail'))[:120]}"
+
+
+async def one_client(
+    http: HttpxTransport | AiohttpTransport, client: Client, gate: asyncio.Event
+) -> None:
     await gate.wait()
     began = time.perf_counter()
     try:
-        response = await _sent(client, lambda: http.post(
-            "/oauth2/token",
-            data={"grant_type": "client_credentials"},
-            auth=(client.client_id, client.secret),
-        ))  # fmt: skip
-        client.token_status = response.status_code
-    except httpx.HTTPError as exc:
+        status, body = await _sent(http, client, lambda: http.token(client))
+        client.token_status = status
+    except http.errors as exc:
         client.token_status = type(exc).__name__
         return
     finally:
         client.token_ms = (time.perf_counter() - began) * 1000
-    if response.status_code != 200:
+    if status != 200 or body is None:
+        client.problem = _problem(body)
         return
-    token = response.json()["access_token"]
+    token = body["access_token"]
     began = time.perf_counter()
     key = new_id("key")  # the same on a retry, as the SDK does: the change is made once
     try:
-        response = await _sent(client, lambda: http.put(
-            f"{PREFIX}/{client.connection_id}/bandwidth",
-            json={"bandwidth": "200 Mbps"},
-            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
-        ))  # fmt: skip
-        client.put_status = response.status_code
-        if response.status_code == 200:
-            client.change_id = response.json()["change"]["id"]
-    except httpx.HTTPError as exc:
+        status, body = await _sent(http, client, lambda: http.put(client, token, key))
+        client.put_status = status
+        if status == 200 and body is not None:
+            client.change_id = body["change"]["id"]
+        else:
+            client.problem = _problem(body)
+    except http.errors as exc:
         client.put_status = type(exc).__name__
     finally:
         client.answered_at = time.perf_counter()
         client.put_ms = (client.answered_at - began) * 1000
 
 
-async def surge(base_url: str, clients: list[Client]) -> float:
+async def surge(base_url: str, clients: list[Client], library: str = "aiohttp") -> float:
     """Each client has an HTTP client of its own, as 1,000 separate schedulers would: one
     shared httpx pool of 1,000 connections spends CPU in every request on the pool's
     bookkeeping (measured: 19 s of this process's CPU for 2,000 requests), which starved
     the servers on the same two CPUs. Plain HTTP, so no TLS context is loaded per client."""
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    timeout = httpx.Timeout(60.0)
-    async with contextlib.AsyncExitStack() as stack:
-        https = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout, verify=False)
-            )
-            for _ in clients
-        ]
+    https = [TRANSPORTS[library]() for _ in clients]
+    for http in https:
+        await http.open(base_url)
+    try:
         gate = asyncio.Event()
         tasks = [
             asyncio.create_task(one_client(h, c, gate)) for h, c in zip(https, clients, strict=True)
@@ -241,6 +337,9 @@ async def surge(base_url: str, clients: list[Client]) -> float:
         gate.set()
         await asyncio.gather(*tasks)
         return start
+    finally:
+        for http in https:
+            await http.close()
 
 
 def applied_count(engine) -> int:  # type: ignore[no-untyped-def]
@@ -312,6 +411,12 @@ def main() -> int:
                         help="spread the connections over this many locations")  # fmt: skip
     parser.add_argument("--apply-timeout", type=float, default=120.0,
                         help="seconds to wait for every change to be applied")  # fmt: skip
+    parser.add_argument("--client", choices=sorted(TRANSPORTS), default="aiohttp",
+                        help="the clients' HTTP library (default aiohttp: the cheaper on "
+                        "the CPUs the servers share)")  # fmt: skip
+    parser.add_argument("--http-threads", type=int, metavar="N",
+                        help="IOD_HTTP_THREADS of the API processes (default: the "
+                        "service's default)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true",
                         help="keep the database and the work directory")  # fmt: skip
@@ -342,6 +447,13 @@ def main() -> int:
         # 1,000 clients share the loopback address: the per-address connection bound (128)
         # would refuse most of them; the benchmark measures capacity, not that bound.
         IOD_HTTP_MAX_CONNECTIONS_PER_ADDRESS="0",
+        # The kernel hands a new connection to whichever API process accepts first, so one
+        # may hold most of the 1,000, and a request counts as in progress until its task
+        # ends (a moment after its answer went out, when the client may have sent its
+        # next one): the per-process bound (IOD_HTTP_MAX_CONCURRENCY, 1,000) then refuses
+        # a few with 503. An operator expecting N clients at once sets it above N.
+        IOD_HTTP_MAX_CONCURRENCY=str(2 * max(args.clients, 500)),
+        **({"IOD_HTTP_THREADS": str(args.http_threads)} if args.http_threads else {}),
     )
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
@@ -352,7 +464,10 @@ def main() -> int:
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     worker = subprocess.Popen(
-        [str(VENV_BIN / "iod"), "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+        [str(VENV_BIN / "iod"), "worker"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     engine = make_engine(url)
     result = Result(clients=clients)
@@ -364,7 +479,7 @@ def main() -> int:
         spies = start_profiles(args.profile, api, worker) if args.profile else []
         before = (time.process_time(), tree_cpu_seconds(api.pid),
                   tree_cpu_seconds(worker.pid), postgres_cpu_ticks(database))  # fmt: skip
-        start = asyncio.run(surge(base_url, clients))
+        start = result.start = uvloop.run(surge(base_url, clients, args.client))
         accepted = [c for c in clients if c.put_status == 200]
         if accepted:
             result.all_accepted_s = max(c.answered_at for c in accepted) - start
@@ -408,6 +523,12 @@ def main() -> int:
     return 0 if done else 1
 
 
+def timeline(clients: list[Client], start: float) -> str:
+    """The accepted PUTs counted per second since the release: where the surge stalls."""
+    seconds = Counter(int(c.answered_at - start) for c in clients if c.put_status == 200)
+    return " ".join(str(seconds.get(n, 0)) for n in range(max(seconds, default=-1) + 1))
+
+
 def report(args: argparse.Namespace, result: Result, url: str) -> None:
     clients = result.clients
     tokens = Counter(str(c.token_status) for c in clients)
@@ -419,7 +540,8 @@ def report(args: argparse.Namespace, result: Result, url: str) -> None:
     lines = [
         f"machine: {len(os.sched_getaffinity(0))} CPUs, load average now {load}; PostgreSQL "
         f"{make_url(url).database}; {args.api_processes} API processes (--no-worker) and 1 "
-        "`iod worker`; the clients in this process (asyncio + httpx), one connection each",
+        f"`iod worker`; the clients in this process (uvloop + {args.client}), one connection "
+        "each",
         f"{len(clients)} clients: token, then PUT bandwidth (with an Idempotency-Key)",
         "",
         "| step | answers by status | p50 ms | p99 ms | max ms |",
@@ -440,6 +562,9 @@ def report(args: argparse.Namespace, result: Result, url: str) -> None:
            f"({result.all_applied_s - (result.all_accepted_s or 0):.2f} s after the last "
            "acceptance)" if result.all_applied_s is not None else
            f" within {args.apply_timeout:.0f} s"),
+        *(f"refused {n} times: {problem}" for problem, n in
+          Counter(c.problem for c in clients if c.problem).most_common(5)),
+        "changes accepted per second since the start: " + timeline(clients, result.start),
         "goal (issue 14): all accepted within 5 s, all applied within 5 s after that, no 5xx",
         "CPU seconds from the release to the last application: "
         + ", ".join(f"{who} {seconds:.1f}" for who, seconds in result.cpu.items()),

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from anyio import to_thread
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
@@ -205,6 +206,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.keys.ensure()
+        # Fewer threads than anyio's 40: each waits for the GIL after every database round
+        # trip, and 40 of them (more than the pool's 30 connections) spent the surge's CPU
+        # on switching and held row locks the longer (docs/performance.md, "Tenth step").
+        to_thread.current_default_thread_limiter().total_tokens = services.settings.http_threads
         if freeze_heap:
             # Everything alive now (modules, routes, schemas: some 100,000 objects) lives as
             # long as the process. Moved out of the cyclic garbage collector's reach, a full

@@ -261,6 +261,14 @@ class Settings(BaseSettings):
         description="A waiting feed or stream reads again at least this often, even unwoken "
         "(commits of processes it cannot hear: another process on SQLite).",
     )
+    http_threads: int = Field(
+        default=8,
+        ge=1,
+        le=1000,
+        description="Threads per API process for the request work that blocks (database "
+        "transactions, secret and password checks); more requests wait their turn. Each "
+        "thread holds at most one pooled database connection while it works.",
+    )
     list_threads: int = Field(
         default=2,
         ge=1,

@@ -9,6 +9,7 @@ transaction recorded and then wakes the listeners of the topics it touched.
 from __future__ import annotations
 
 import asyncio
+import select as io_select
 import threading
 import weakref
 from collections import deque, namedtuple
@@ -39,6 +40,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, make_transient_to_detached, sessionmaker
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
@@ -175,13 +177,43 @@ def make_engine(
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_timeout", pool_timeout)
-    # A pooled connection is tested before use, so after a database restart the first
-    # request reconnects instead of failing on a dead socket: recovery needs no restart.
-    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("connect_args", {"connect_timeout": max(1, round(connect_timeout))})
     parsed = make_url(url)
     options = {k: v for k, v in tcp_options(tcp_timeout).items() if k not in parsed.query}
-    return create_engine(parsed.update_query_dict(options), **kwargs)
+    engine = create_engine(parsed.update_query_dict(options), **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        event.listen(engine, "checkout", _ping_if_disturbed(engine.dialect))
+    return engine
+
+
+def _ping_if_disturbed(dialect: Dialect) -> Callable[..., None]:
+    """A pooled PostgreSQL connection is checked before use, so after a database restart
+    the first request reconnects instead of failing on a dead socket: recovery needs no
+    restart of the service. `pool_pre_ping` did it with a round trip on every checkout,
+    a fifth of a bandwidth change's throughput (docs/performance.md, "Tenth step").
+
+    An idle connection in the pool has nothing to read: every answer to its last
+    transaction was read before it went back. A server that stops or restarts (or an
+    administrator's `pg_terminate_backend`) sends a FATAL message and closes the socket,
+    which makes it readable. So the socket is polled without waiting, a system call and
+    no round trip; only a readable one (or one psycopg knows is broken) gets the
+    dialect's ping, and one that fails it is replaced (`DisconnectionError`: the pool
+    connects anew). A server that vanished without closing the socket is found by the
+    query itself, within `tcp_timeout`, as the ping would have been."""
+
+    def checkout(dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: Any) -> None:
+        if dbapi_connection.closed or dbapi_connection.broken:
+            raise exc.DisconnectionError("the connection was closed")
+        poller = io_select.poll()  # not select(): a process may hold more than 1,024 files
+        poller.register(dbapi_connection.fileno(), io_select.POLLIN)
+        if not poller.poll(0):
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise exc.DisconnectionError(f"the connection failed its ping: {error}") from error
+
+    return checkout
 
 
 def is_unavailable(error: BaseException) -> bool:
