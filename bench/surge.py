@@ -9,9 +9,9 @@ per step. Run: `make bench-surge` (IOD_SURGE_DATABASE_URL, default a database
 
 The clients run in this process (uvloop and aiohttp, one connection each; `--client httpx`
 for the SDK's library) on the same machine as the servers, so their CPU is taken from the
-servers': on a shared 2-CPU machine the figures are a floor. The token endpoint's per-address limits are raised (every client
-comes from 127.0.0.1, where in production they come from many addresses); the per-client
-write limits stay as configured.
+servers': on a shared 2-CPU machine the figures are a floor. The token endpoint's
+per-address limits are raised (every client comes from 127.0.0.1, where in production they
+come from many addresses); the per-client write limits stay as configured.
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ class HttpxTransport(Transport):
             data={"grant_type": "client_credentials"},
             auth=(client.client_id, client.secret),
         )
-        return response.status_code, response.json()
+        return response.status_code, _json(response.content)
 
     async def put(self, client: Client, token: str, key: str) -> tuple[int, dict[str, Any] | None]:
         response = await self.http.put(
@@ -220,7 +220,7 @@ class HttpxTransport(Transport):
             json={"bandwidth": "200 Mbps"},
             headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
         )
-        return response.status_code, response.json()
+        return response.status_code, _json(response.content)
 
 
 class AiohttpTransport(Transport):
@@ -244,7 +244,7 @@ class AiohttpTransport(Transport):
             auth=aiohttp.BasicAuth(client.client_id, client.secret),
         ) as response:
             body = await response.read()
-        return response.status, json.loads(body) if body else None
+        return response.status, _json(body)
 
     async def put(self, client: Client, token: str, key: str) -> tuple[int, dict[str, Any] | None]:
         async with self.http.put(
@@ -253,7 +253,7 @@ class AiohttpTransport(Transport):
             headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
         ) as response:
             body = await response.read()
-        return response.status, json.loads(body) if body else None
+        return response.status, _json(body)
 
 
 TRANSPORTS: dict[str, type[HttpxTransport] | type[AiohttpTransport]] = {
@@ -277,6 +277,15 @@ async def _sent(
     except http.transport_errors:
         client.retries += 1
         return await request()
+
+
+def _json(body: bytes) -> dict[str, Any] | None:
+    """The answer's JSON object; None for an empty or non-JSON body (a proxy's page)."""
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _problem(body: dict[str, Any] | None) -> str:

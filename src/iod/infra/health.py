@@ -15,8 +15,10 @@ router = APIRouter(tags=["Health"])
 
 
 @router.get("/healthz", operation_id="getHealth", summary="Liveness")
-def healthz() -> dict[str, str]:
-    """Answers while the process lives."""
+async def healthz() -> dict[str, str]:
+    """Answers while the process lives: on the event loop, not on one of the
+    `IOD_HTTP_THREADS`, which requests waiting on a database that drops packets may all
+    hold for seconds (docs/security.md)."""
     return {"status": "ok"}
 
 

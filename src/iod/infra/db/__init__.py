@@ -180,8 +180,13 @@ def make_engine(
     kwargs.setdefault("connect_args", {"connect_timeout": max(1, round(connect_timeout))})
     parsed = make_url(url)
     options = {k: v for k, v in tcp_options(tcp_timeout).items() if k not in parsed.query}
+    # The check without a round trip needs psycopg 3's connection (`broken`, `fileno`);
+    # another driver (psycopg2 for a bare postgresql:// URL) keeps SQLAlchemy's pre-ping.
+    psycopg3 = parsed.get_driver_name() == "psycopg"
+    if not psycopg3:
+        kwargs.setdefault("pool_pre_ping", True)
     engine = create_engine(parsed.update_query_dict(options), **kwargs)
-    if not kwargs.get("pool_pre_ping"):
+    if psycopg3 and "pool_pre_ping" not in kwargs:
         event.listen(engine, "checkout", _ping_if_disturbed(engine.dialect))
     return engine
 
@@ -198,8 +203,11 @@ def _ping_if_disturbed(dialect: Dialect) -> Callable[..., None]:
     which makes it readable. So the socket is polled without waiting, a system call and
     no round trip; only a readable one (or one psycopg knows is broken) gets the
     dialect's ping, and one that fails it is replaced (`DisconnectionError`: the pool
-    connects anew). A server that vanished without closing the socket is found by the
-    query itself, within `tcp_timeout`, as the ping would have been."""
+    connects anew). A server that vanished without closing the socket (a host that
+    crashed, a failover that moved the address) is not seen by the poll until the TCP
+    keepalives give up (`tcp_timeout`): meanwhile the request's first statement fails
+    after that timeout and is answered 503 with nothing stored (the pre-ping waited as
+    long, then connected anew and served it)."""
 
     def checkout(dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: Any) -> None:
         if dbapi_connection.closed or dbapi_connection.broken:
@@ -328,14 +336,14 @@ class _Readers:
     count it in PostgreSQL's `max_connections`. A thread that ends closes its own.
 
     Checking a connection out of the pool for each read costs the pool's bookkeeping and,
-    on PostgreSQL, two round trips that wait on the event loop: `pool_pre_ping`'s SELECT 1
-    and the ROLLBACK when it goes back. A kept autocommit connection costs neither; a
-    connection the server has closed (a restart) is noticed by the read itself, which is
-    then tried once more on a new one. The kept connections come from a pool of their own,
-    configured as the engine's (`Pool.recreate`: the same size, timeout and connect
-    events), so they never take a connection the sessions need and never go back to a pool
-    in autocommit mode: a kept connection is closed when it fails or when the database is
-    disposed."""
+    on PostgreSQL, a round trip that waits on the event loop: the ROLLBACK when it goes
+    back (and, before `_ping_if_disturbed`, `pool_pre_ping`'s SELECT 1). A kept
+    autocommit connection costs neither; a connection the server has closed (a restart)
+    is noticed by the read itself, which is then tried once more on a new one. The kept
+    connections come from a pool of their own, configured as the engine's
+    (`Pool.recreate`: the same size, timeout and connect events), so they never take a
+    connection the sessions need and never go back to a pool in autocommit mode: a kept
+    connection is closed when it fails or when the database is disposed."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
