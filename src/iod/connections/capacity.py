@@ -120,6 +120,21 @@ def recommit_locked(
         _sync_location(session, connection.location_id, row.committed_mbps, row.ipv4_next)
 
 
+def committed_by_new(bandwidth_mbps: int) -> int:
+    """What a connection just ordered commits (no pending change yet): its row is written
+    with it, and `reserve_new` counts it at its location."""
+    return committed_mbps(bandwidth_mbps, ())
+
+
+def reserve_new(session: Session, connection: Connection) -> None:
+    """`recommit(..., check=True)` for a connection just ordered, whose row was written
+    with its figure (`committed_by_new`) in this transaction: only the location's checked
+    UPDATE, no second write of the connection's row (issue 14). The location's row is
+    locked from here to the commit, as by `recommit`."""
+    session.flush()  # the caller's changes first, as `recommit`
+    _reserve(session, connection.location_id, 0, connection.committed_mbps)
+
+
 def _reserve(session: Session, location_id: str, old: int, new: int) -> None:
     """The checked update: applies `new - old` only if the location's capacity allows it."""
     delta = new - old

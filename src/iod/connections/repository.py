@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TypeAlias, cast
+from typing import Any, NamedTuple, Protocol, TypeAlias, cast
 
 from sqlalchemy import FromClause, Row, Select, String, Table, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
@@ -111,6 +111,44 @@ _LOCKED_FOR_CUSTOMER = TransactionSelect(
         _connections.customer_id == bindparam("customer", type_=String),
     )
     .with_for_update()
+)
+
+
+def get_to_change(
+    session: Session, customer_id: str, connection_id: str
+) -> tuple[Connection, Location | Offer] | None:
+    """`get_for_customer(..., lock=True)` and `offer_of` its location in one SELECT (issue
+    14: a change's reads): the connection's row locked (`FOR UPDATE OF connections` on
+    PostgreSQL; the location's row is read, not locked) with its location's tiers. Its
+    pending changes are not joined: on PostgreSQL a row lock that had to wait sees the
+    locked row as committed since, but the joined rows as of the statement's start, and a
+    change committed in between would be missed (`pending_of` reads them after the lock)."""
+    rows = _TO_CHANGE.rows(session, id=connection_id, customer=customer_id)
+    if not rows:
+        return None
+    values = rows[0]._asdict()
+    offer = _Offer(values["location_id"], values.pop("offer_tiers_mbps"))
+    loaded: Connection | None = as_loaded(session, Connection, values)
+    if loaded is None:  # the session holds it with changes not flushed: the ORM's way
+        loaded = get_for_customer(session, customer_id, connection_id, lock=True)
+        assert loaded is not None  # locked above: it cannot have gone
+    held = session.identity_map.get(session.identity_key(Location, (offer.id,)))
+    return loaded, (cast(Location, held) if held is not None else cast(Offer, offer))
+
+
+class _Offer(NamedTuple):
+    id: str
+    tiers_mbps: list[int]
+
+
+_TO_CHANGE = TransactionSelect(
+    select(*Connection.__table__.c, _locations.tiers_mbps.label("offer_tiers_mbps"))
+    .join_from(Connection, Location, _connections.location_id == _locations.id)
+    .where(
+        _connections.id == bindparam("id", type_=String),
+        _connections.customer_id == bindparam("customer", type_=String),
+    )
+    .with_for_update(of=Connection.__table__)
 )
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
@@ -96,7 +96,8 @@ def create_connection(
         location_id=location.id,
         status=ConnectionStatus.PROVISIONING.value,
         bandwidth_mbps=mbps,
-        committed_mbps=0,  # until `recommit` below counts it at the location
+        # What it commits, written with its row; counted at its location below.
+        committed_mbps=capacity.committed_by_new(mbps),
         description=request.description,
         target_status=None,
         ipv4_block=None,  # allocated below
@@ -127,7 +128,7 @@ def create_connection(
     )
     # The location's row last (the capacity, then the IPv4 block): it is locked from here to
     # the commit, so orders at one location overlap everything above (docs/performance.md).
-    capacity.recommit_locked(session, connection, (), {}, check=True)
+    capacity.reserve_new(session, connection)
     prefix = request.ipv4PrefixLength or DEFAULT_PREFIX_LENGTH
     try:
         block = addressing.allocate(session, location, prefix, connection.id)
@@ -144,20 +145,32 @@ def create_connection(
     return connection
 
 
+_Found = TypeVar("_Found")
+
+
 def get_connection(
     session: Session, principal: Principal, connection_id: str, *, lock: bool = False
 ) -> Connection:
     """`lock`: with the connection's row locked (PostgreSQL; SQLite's write transaction
     holds the database's lock already), in the same SELECT."""
-    # Ids that cannot exist are not looked up; another customer's id is a 404 too.
-    connection = (
-        repository.get_for_customer(session, principal.customer_id, connection_id, lock=lock)
-        if looks_like_id(connection_id)
-        else None
+    return _of_customer(
+        principal,
+        connection_id,
+        lambda customer_id: repository.get_for_customer(
+            session, customer_id, connection_id, lock=lock
+        ),
     )
-    if connection is None:
+
+
+def _of_customer(
+    principal: Principal, connection_id: str, lookup: Callable[[str], _Found | None]
+) -> _Found:
+    """What `lookup` finds for the principal's customer, or 404. Ids that cannot exist are
+    not looked up; another customer's id is a 404 too."""
+    found = lookup(principal.customer_id) if looks_like_id(connection_id) else None
+    if found is None:
         raise NotFound(f"no connection {connection_id!r}")
-    return connection
+    return found
 
 
 LIVE_STATUSES = (
@@ -222,10 +235,13 @@ def update_bandwidth(
     # that would move what it commits); the location's row is only locked at the end, by the
     # capacity check. With If-Match, compared with the row locked, so nothing changes the
     # connection between the check and the commit.
-    connection = get_connection(session, principal, connection_id, lock=True)
+    connection, location = _of_customer(
+        principal,
+        connection_id,
+        lambda customer_id: repository.get_to_change(session, customer_id, connection_id),
+    )
     if if_match is not None:
         check_if_match(if_match, etag(session, connection))
-    location = repository.offer_of(session, connection.location_id)
     # "Now" is read under the connection's lock, so its changes that are accepted one after
     # the other are also due one after the other, in that order.
     now = clock.now()

@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import String, Table, and_, bindparam, insert, or_, select
+from sqlalchemy import String, Table, and_, bindparam, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from iod.domain.status import PENDING_CHANGE_STATUSES
-from iod.infra.db import TransactionSelect, TransactionWrite
+from iod.infra.db import TransactionSelect
 from iod.models import BandwidthChange, Connection, Location, LumenOrder, LumenService
 
 _PENDING = [s.value for s in PENDING_CHANGE_STATUSES]
@@ -29,12 +30,14 @@ def service_id_holders(session: Session, connection_id: str, service_id: str) ->
     return _HOLDERS.rows(session, connection=connection_id, service=service_id)
 
 
-def add_service_id(session: Session, connection_id: str, customer_id: str, service_id: str) -> None:
-    """Written at once with one INSERT compiled once (`TransactionWrite`): nothing reads it
-    back as an object in the order's transaction."""
-    _INSERT_SERVICE.execute(
-        session,
-        {"connection_id": connection_id, "service_id": service_id, "customer_id": customer_id},
+def add_service_id(session: Session, connection_id: str, customer_id: str, service_id: str) -> bool:
+    """Gives the connection `service_id` unless it has a service id already or `service_id`
+    is another's (INSERT … ON CONFLICT DO NOTHING, either unique key): True if it did.
+    Compiled once and run on the transaction's connection (`TransactionSelect`); nothing
+    reads the row back as an object in the order's transaction."""
+    insert_new = _INSERT_NEW[session.get_bind().dialect.name]
+    return bool(
+        insert_new.rows(session, connection=connection_id, service=service_id, customer=customer_id)
     )
 
 
@@ -47,7 +50,23 @@ _HOLDERS = TransactionSelect(
         )
     )
 )
-_INSERT_SERVICE = TransactionWrite(insert(_services))
+
+
+def _insert_new(insert: Any) -> TransactionSelect:
+    # RETURNING, not the row count: psycopg's count is not 0 for a conflict skipped.
+    return TransactionSelect(
+        insert(_services)
+        .values(
+            connection_id=bindparam("connection", type_=String),
+            service_id=bindparam("service", type_=String),
+            customer_id=bindparam("customer", type_=String),
+        )
+        .on_conflict_do_nothing()
+        .returning(_services.c.connection_id)
+    )
+
+
+_INSERT_NEW = {"sqlite": _insert_new(sqlite.insert), "postgresql": _insert_new(postgresql.insert)}
 
 
 def connection_of_service(session: Session, customer_id: str, service_id: str) -> str | None:

@@ -67,17 +67,17 @@ def new_service_id() -> str:
 
 def ensure_service_id(session: Session, connection_id: str, customer_id: str) -> str:
     """The connection's service id, given now if it has none yet: a new random one is
-    drawn, and one read says both whether the connection has one already and whether the
-    new one is taken (then another is drawn)."""
+    drawn and inserted unless the connection has one or the id is taken (one statement, the
+    usual case of an order, issue 14); if it was not inserted, one read says which (the
+    connection's own id is returned; a taken one makes it draw another)."""
     while True:
         service_id = new_service_id()
+        if repository.add_service_id(session, connection_id, customer_id, service_id):
+            return service_id
         holders = repository.service_id_holders(session, connection_id, service_id)
         for holder in holders:
             if holder.connection_id == connection_id:
                 return str(holder.service_id)
-        if not holders:
-            repository.add_service_id(session, connection_id, customer_id, service_id)
-            return service_id
 
 
 # -- status words --------------------------------------------------------------------------

@@ -781,11 +781,12 @@ class TransactionWrite:
 
 def as_loaded(session: Session, model: type[Any], row: Any) -> Any:
     """The object of `model` for `row` (a named tuple of every column of its table, by
-    attribute name), as if the ORM had loaded it with `populate_existing`: the object of
-    the session's identity map with the row's values, or a new one added to the session as
-    persistent. None when the session holds that object with changes not flushed yet (the
-    caller then loads it through the ORM, which decides what they become)."""
-    values = row._asdict()
+    attribute name, or such a dict), as if the ORM had loaded it with `populate_existing`:
+    the object of the session's identity map with the row's values, or a new one added to
+    the session as persistent. None when the session holds that object with changes not
+    flushed yet (the caller then loads it through the ORM, which decides what they
+    become)."""
+    values = row if isinstance(row, dict) else row._asdict()
     mapper = inspect(model)
     key = session.identity_key(model, tuple(values[c.key] for c in mapper.primary_key))
     existing = session.identity_map.get(key)

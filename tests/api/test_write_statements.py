@@ -1,0 +1,163 @@
+"""The statements of the hottest writes, one by one, on both databases (issue 14).
+
+A create and a bandwidth change are measured against a durable-write baseline
+(docs/performance.md): each statement a write runs costs the driver's and SQLAlchemy's
+Python as well as the database's work. These tests name every statement of their
+transactions in order, so one added to them (or folded away) is a decision seen in review,
+and they check the folds keep their meaning: an order's connection row is written once with
+its committed figure, its Lumen service id is one INSERT, and a change reads its connection
+and its location's tiers in one SELECT.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event, select
+
+import iod.infra.db as db_module
+from iod.app import Services
+from iod.models import Connection, Location, LumenService
+
+BASE = "/internet-on-demand/connections"
+_NAME = re.compile(
+    r"^\s*(?:(INSERT) INTO|(UPDATE)|(DELETE) FROM)\s+\"?(\w+)|^\s*(SELECT)\b.*?\bFROM\s+\"?(\w+)",
+    re.S | re.I,
+)
+
+
+def _named(sql: str) -> str | None:
+    """The statement's verb and table ("INSERT jobs"); "SELECT" for one without FROM (PostgreSQL's
+    NOTIFY at the commit); None for what is no row statement (BEGIN, SAVEPOINT…)."""
+    match = _NAME.match(sql)
+    if match:
+        verb = next(g for g in match.groups()[:3] + match.groups()[4:5] if g)
+        table = match.group(4) or match.group(6)
+        return f"{verb.upper()} {table}"
+    return "SELECT" if sql.lstrip().upper().startswith("SELECT") else None
+
+
+@pytest.fixture
+def statements(services: Services, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The row statements run from here on: those run straight on a transaction's
+    connection (`db._run`) and those SQLAlchemy executes."""
+    seen: list[str] = []
+    original = db_module._run
+
+    def spy(connection: Any, sql: str, *args: Any, **kwargs: Any) -> Any:
+        name = _named(sql)
+        if name:
+            seen.append(name)
+        return original(connection, sql, *args, **kwargs)
+
+    def executed(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        name = _named(sql)
+        if name:
+            seen.append(name)
+
+    monkeypatch.setattr(db_module, "_run", spy)
+    engine = services.db.engine
+    event.listen(engine, "before_cursor_execute", executed)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", executed)
+
+
+# The commit's part, after the work: the customer's event position and its event, the
+# events' subscribers (the audit row; the customer's webhook endpoints, none here; those
+# given as `then`), and on PostgreSQL the NOTIFY that wakes the other processes' listeners.
+def _commit(services: Services, then: tuple[str, ...] = ()) -> list[str]:
+    notify = ["SELECT"] if services.db.engine.dialect.name == "postgresql" else []
+    fan_out = ["INSERT audit_events", "SELECT webhook_endpoints", *then]
+    return ["UPDATE event_streams", "INSERT events", *fan_out, *notify]
+
+
+def test_an_order_runs_these_statements(
+    api: TestClient, headers: dict[str, str], services: Services, statements: list[str]
+) -> None:
+    location = "PL0001247634"
+    order = {"locationId": location, "bandwidth": "20 Mbps"}
+    api.post(BASE, json=order, headers=headers)  # the customer's first event makes its stream
+    statements.clear()
+    response = api.post(BASE, json=order, headers=headers)
+    assert response.status_code == 201, response.text
+    assert statements == [
+        "SELECT locations",
+        "INSERT connections",  # with its committed figure: written once before its block
+        "INSERT status_transitions",
+        "INSERT jobs",
+        "UPDATE locations",  # the capacity check, the location's row locked from here
+        "SELECT ipv4_blocks",  # a freed block to reuse
+        "INSERT ipv4_blocks",
+        "UPDATE locations",  # the pool's next offset
+        "UPDATE connections",  # its block
+        *_commit(services, then=("INSERT lumen_services",)),  # its Lumen service id
+    ]
+    with services.db.read() as session:
+        connection = session.get(Connection, response.json()["id"])
+        assert connection is not None
+        assert connection.committed_mbps == 20
+        assert connection.ipv4_block == response.json()["ipv4Block"]
+        committed = session.scalar(select(Location.committed_mbps).where(Location.id == location))
+        assert committed == 40
+        service_ids = session.scalars(
+            select(LumenService.service_id).where(LumenService.connection_id == connection.id)
+        ).all()
+        assert len(service_ids) == 1 and re.fullmatch(r"77\d{9}", service_ids[0])
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["no key", "Idempotency-Key"])
+def test_a_change_runs_these_statements(
+    api: TestClient,
+    headers: dict[str, str],
+    services: Services,
+    statements: list[str],
+    keyed: bool,
+) -> None:
+    order = {"locationId": "PL0001247634", "bandwidth": "20 Mbps"}
+    connection_id = api.post(BASE, json=order, headers=headers).json()["id"]
+    statements.clear()
+    key = {"Idempotency-Key": "change-1"} if keyed else {}
+    response = api.put(f"{BASE}/{connection_id}/bandwidth", json={"bandwidth": "50 Mbps"},
+                       headers={**headers, **key})  # fmt: skip
+    assert response.status_code == 200, response.text
+    claim, store = (["INSERT idempotency_keys"], ["UPDATE idempotency_keys"]) if keyed else ([], [])
+    assert statements == [
+        *claim,
+        "SELECT connections",  # locked, with its location's tiers (joined)
+        "SELECT bandwidth_changes",  # its pending changes, read after the lock
+        "INSERT bandwidth_changes",
+        "INSERT jobs",
+        "UPDATE connections",  # its committed figure and updated_at
+        "UPDATE locations",  # the capacity check
+        *store,
+        *_commit(services),
+    ]
+    assert [c["bandwidth"] for c in response.json()["pendingBandwidthChanges"]] == ["50 Mbps"]
+    with services.db.read() as session:
+        assert session.scalar(select(Location.committed_mbps).where(
+            Location.id == "PL0001247634")) == 50  # fmt: skip
+
+
+def test_a_change_refuses_a_tier_its_location_does_not_offer(
+    api: TestClient, headers: dict[str, str], services: Services
+) -> None:
+    """The tiers read with the connection's row are the location's own."""
+    order = {"locationId": "PL0001247634", "bandwidth": "20 Mbps"}
+    connection_id = api.post(BASE, json=order, headers=headers).json()["id"]
+    with services.db.write() as session:
+        location = session.get(Location, "PL0001247634")
+        assert location is not None
+        location.tiers_mbps = [20, 100]
+    refused = api.put(f"{BASE}/{connection_id}/bandwidth", json={"bandwidth": "50 Mbps"},
+                      headers=headers)  # fmt: skip
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["errors"][0]["pointer"] == "/bandwidth"
+    accepted = api.put(f"{BASE}/{connection_id}/bandwidth", json={"bandwidth": "100 Mbps"},
+                       headers=headers)  # fmt: skip
+    assert accepted.status_code == 200, accepted.text
