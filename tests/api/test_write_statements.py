@@ -12,15 +12,17 @@ and its location's tiers in one SELECT.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 
 import iod.infra.db as db_module
 from iod.app import Services
+from iod.connections import capacity, repository
 from iod.models import Connection, Location, LumenService
 
 BASE = "/internet-on-demand/connections"
@@ -31,8 +33,8 @@ _NAME = re.compile(
 
 
 def _named(sql: str) -> str | None:
-    """The statement's verb and table ("INSERT jobs"); "SELECT" for one without FROM (PostgreSQL's
-    NOTIFY at the commit); None for what is no row statement (BEGIN, SAVEPOINT…)."""
+    """The statement's verb and table ("INSERT jobs"); "SELECT" for one without FROM (as
+    `pg_notify` was in the transaction); None for what is no row statement (BEGIN…)."""
     match = _NAME.match(sql)
     if match:
         verb = next(g for g in match.groups()[:3] + match.groups()[4:5] if g)
@@ -70,11 +72,11 @@ def statements(services: Services, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 # The commit's part, after the work: the customer's event position and its event, the
 # events' subscribers (the audit row; the customer's webhook endpoints, none here; those
-# given as `then`), and on PostgreSQL the NOTIFY that wakes the other processes' listeners.
-def _commit(services: Services, then: tuple[str, ...] = ()) -> list[str]:
-    notify = ["SELECT"] if services.db.engine.dialect.name == "postgresql" else []
+# given as `then`). PostgreSQL's NOTIFY is sent after the commit, on a connection of its
+# own (infra/db/notify.py), not in the transaction.
+def _commit(then: tuple[str, ...] = ()) -> list[str]:
     fan_out = ["INSERT audit_events", "SELECT webhook_endpoints", *then]
-    return ["UPDATE event_streams", "INSERT events", *fan_out, *notify]
+    return ["UPDATE event_streams", "INSERT events", *fan_out]
 
 
 def test_an_order_runs_these_statements(
@@ -96,7 +98,7 @@ def test_an_order_runs_these_statements(
         "INSERT ipv4_blocks",
         "UPDATE locations",  # the pool's next offset
         "UPDATE connections",  # its block
-        *_commit(services, then=("INSERT lumen_services",)),  # its Lumen service id
+        *_commit(then=("INSERT lumen_services",)),  # its Lumen service id
     ]
     with services.db.read() as session:
         connection = session.get(Connection, response.json()["id"])
@@ -109,6 +111,7 @@ def test_an_order_runs_these_statements(
             select(LumenService.service_id).where(LumenService.connection_id == connection.id)
         ).all()
         assert len(service_ids) == 1 and re.fullmatch(r"77\d{9}", service_ids[0])
+        assert capacity.check(session) == []  # every stored figure as recomputed
 
 
 @pytest.mark.parametrize("keyed", [False, True], ids=["no key", "Idempotency-Key"])
@@ -136,12 +139,45 @@ def test_a_change_runs_these_statements(
         "UPDATE connections",  # its committed figure and updated_at
         "UPDATE locations",  # the capacity check
         *store,
-        *_commit(services),
+        *_commit(),
     ]
     assert [c["bandwidth"] for c in response.json()["pendingBandwidthChanges"]] == ["50 Mbps"]
     with services.db.read() as session:
         assert session.scalar(select(Location.committed_mbps).where(
             Location.id == "PL0001247634")) == 50  # fmt: skip
+        assert capacity.check(session) == []
+
+
+def test_a_change_does_not_wait_for_its_locations_row(
+    api: TestClient, headers: dict[str, str], services: Services
+) -> None:
+    """The connection's row is locked with its location's tiers read in the same SELECT
+    (`FOR UPDATE OF connections`): the location's row is not locked by it, so a change does
+    not queue behind the orders in flight at its location until its capacity check."""
+    if services.db.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has one writer at a time: no row locks")
+    order = {"locationId": "PL0001247634", "bandwidth": "20 Mbps"}
+    connection_id = api.post(BASE, json=order, headers=headers).json()["id"]
+    with services.db.read() as session:
+        customer_id = session.scalar(
+            select(Connection.customer_id).where(Connection.id == connection_id)
+        )
+    assert customer_id is not None
+    found: list[bool] = []
+
+    def read_to_change() -> None:
+        with services.db.write() as session:
+            found.append(repository.get_to_change(session, customer_id, connection_id) is not None)
+
+    with services.db.engine.connect() as holder, holder.begin():
+        holder.execute(text("SELECT 1 FROM locations WHERE id = 'PL0001247634' FOR UPDATE"))
+        reader = threading.Thread(target=read_to_change)
+        reader.start()
+        reader.join(10)
+        waited = reader.is_alive()
+    reader.join(10)
+    assert not waited, "the change waited for its location's row lock"
+    assert found == [True]
 
 
 def test_a_change_refuses_a_tier_its_location_does_not_offer(

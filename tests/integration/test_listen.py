@@ -1,6 +1,6 @@
 """On PostgreSQL an idle worker of any process is woken by the commit of a job due now
-(NOTIFY iod_jobs in the enqueuing transaction, LISTEN in the worker); a rollback or a job
-due later wakes nobody."""
+(NOTIFY iod_jobs sent after the enqueuing transaction's commit, infra/db/notify.py; LISTEN
+in the worker); a rollback or a job due later wakes nobody."""
 
 from __future__ import annotations
 

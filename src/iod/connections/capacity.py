@@ -7,9 +7,11 @@ connection stores its figure (`connections.committed_mbps`) and each location th
 (`locations.committed_mbps`).
 
 `recommit` is the one place that keeps them in step. Whatever changes what a connection
-commits (an order, a change scheduled, applied, failed or cancelled, a termination) calls it
-in the same transaction, after the change. It takes the connection's row lock, recomputes
-the figure, and applies the difference to the location's row in place. An increase that is
+commits (a change scheduled, applied, failed or cancelled, a termination) calls it in the
+same transaction, after the change. It takes the connection's row lock, recomputes the
+figure, and applies the difference to the location's row in place. An order writes its new
+connection's row with its figure (`committed_by_new`), and `reserve_new` counts it at the
+location with the same checked UPDATE. An increase that is
 checked (an order, a change) is a conditional `UPDATE ... WHERE committed + d <= capacity`
 (the condition built by `iod.domain.capacity.fits`, the rule's one statement):
 atomic on both databases, so concurrent orders can never over-commit a location, and the

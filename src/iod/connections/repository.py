@@ -122,7 +122,10 @@ def get_to_change(
     PostgreSQL; the location's row is read, not locked) with its location's tiers. Its
     pending changes are not joined: on PostgreSQL a row lock that had to wait sees the
     locked row as committed since, but the joined rows as of the statement's start, and a
-    change committed in between would be missed (`pending_of` reads them after the lock)."""
+    change committed in between would be missed (`pending_of` reads them after the lock).
+    The tiers are likewise those of the statement's start: a catalog change committed while
+    the change waited for the connection's lock is not seen (the location's row is not
+    locked by a change in any case, so a catalog change never waits for it)."""
     rows = _TO_CHANGE.rows(session, id=connection_id, customer=customer_id)
     if not rows:
         return None
@@ -209,16 +212,6 @@ class Offer(Protocol):
     tiers_mbps: list[int]
 
 
-def offer_of(session: Session, location_id: str) -> Location | Offer:
-    """The location's tiers, in the transaction: the Location the session holds, or one
-    prepared read of them (a change does not load the ORM object)."""
-    held = session.identity_map.get(session.identity_key(Location, (location_id,)))
-    if held is not None:
-        return cast(Location, held)
-    (row,) = _OFFER.rows(session, id=location_id)  # a foreign key guarantees it
-    return cast(Offer, row)
-
-
 def location(session: Session, location_id: str) -> Location | None:
     """`locations.repository.get` for an order: the Location the session holds, or one
     prepared read of its row (`TransactionSelect`) made a loaded object (`as_loaded`)
@@ -235,11 +228,6 @@ def location(session: Session, location_id: str) -> Location | None:
 
 _LOCATION = TransactionSelect(
     select(*Location.__table__.c).where(_locations.id == bindparam("id", type_=String))
-)
-_OFFER = TransactionSelect(
-    select(_locations.id, _locations.tiers_mbps).where(
-        _locations.id == bindparam("id", type_=String)
-    )
 )
 
 

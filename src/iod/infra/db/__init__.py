@@ -25,7 +25,6 @@ from sqlalchemy import (
     Insert,
     MetaData,
     Select,
-    String,
     Table,
     TypeDecorator,
     Update,
@@ -33,11 +32,8 @@ from sqlalchemy import (
     create_engine,
     event,
     exc,
-    func,
     inspect,
-    literal,
     make_url,
-    select,
     update,
 )
 from sqlalchemy.engine import Dialect
@@ -48,6 +44,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePoo
 
 from iod.infra.clock import as_utc
 from iod.infra.db import uow
+from iod.infra.db.notify import Notifier
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -244,7 +241,7 @@ class Database:
         self._write = sessionmaker(writer, expire_on_commit=False, autoflush=False)
         event.listen(self._write, "after_soft_rollback", uow.discard_savepoint)
         # topic -> callables run after a commit that woke it (`uow.wake`), in this process;
-        # on PostgreSQL the commit also NOTIFYs channel `iod_<topic>` for other processes.
+        # on PostgreSQL other processes hear it on channel `iod_<topic>` (`notify.py`).
         self._listeners: dict[str, list[Callable[[], None]]] = {}
         self._on_dispose: list[Callable[[], None]] = []
         self._prepared: dict[int, tuple[Select[Any], PreparedSelect]] = {}
@@ -253,6 +250,8 @@ class Database:
         # its own before BEGIN IMMEDIATE (see `write`), in the order they came. Reentrant: a
         # nested write in one thread meets SQLite's lock, as it did without this one.
         self._writer_turn = _FairTurn()
+        self._wakes: Notifier | None = None  # made at the first commit that wakes a topic
+        self._wakes_lock = threading.Lock()
         self._turn_timeout = float(engine.get_execution_options().get("iod_busy_timeout", 10.0))
 
     @contextmanager
@@ -291,16 +290,31 @@ class Database:
                 yield session
                 uow.before_commit(session)
                 topics = uow.take_topics(session)
-                if topics and not self.is_sqlite:  # delivered by PostgreSQL at the commit only
-                    _notify(session, [f"iod_{topic}" for topic in sorted(topics)])
                 session.commit()
             except BaseException:
                 uow.discard(session)
                 session.rollback()
                 raise
+        if topics and not self.is_sqlite:  # other processes' listeners, after the commit
+            self._notifier().wake(f"iod_{topic}" for topic in topics)
         for topic in topics:
             for callback in self._listeners.get(topic, ()):
                 callback()
+
+    def _notifier(self) -> Notifier:
+        """The NOTIFYs of this database's commits (PostgreSQL), sent after each commit on a
+        connection of the notifier's own, coalesced (`notify.py`)."""
+        notifier = self._wakes
+        if notifier is None:
+            with self._wakes_lock:
+                notifier = self._wakes
+                if notifier is None:
+                    notifier = self._wakes = Notifier(self.engine.url)
+        return notifier
+
+    def flush_notifications(self, timeout: float = 5.0) -> bool:
+        """Waits until the NOTIFYs of the commits so far are sent (tests); True on SQLite."""
+        return self._wakes is None or self._wakes.flush(timeout)
 
     @contextmanager
     def _turn(self) -> Iterator[None]:
@@ -325,6 +339,8 @@ class Database:
     def dispose(self) -> None:
         for callback in self._on_dispose:
             callback()
+        if self._wakes is not None:
+            self._wakes.close()  # what is pending is sent first
         self._readers.close_all()
         self.engine.dispose()
 
@@ -644,27 +660,6 @@ class TransactionSelectIn:
                 session, **params, **{f"in_{i}": v for i, v in enumerate(chunk)}
             )
         return found
-
-
-# The wake-up of another process's listeners at a commit (PostgreSQL; `Database.write`):
-# all the transaction's channels in one statement, by their count.
-_NOTIFY: dict[int, TransactionSelect] = {}
-
-
-def _notify(session: Session, channels: Sequence[str]) -> None:
-    statement = _NOTIFY.get(len(channels))
-    if statement is None:
-        statement = _NOTIFY[len(channels)] = TransactionSelect(
-            select(
-                *(
-                    func.pg_notify(bindparam(f"channel_{n}", type_=String), literal("")).label(
-                        f"notified_{n}"
-                    )
-                    for n in range(len(channels))
-                )
-            )
-        )
-    statement.rows(session, **{f"channel_{n}": channel for n, channel in enumerate(channels)})
 
 
 _CONNECTION = "iod_transaction_connection"

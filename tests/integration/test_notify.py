@@ -1,0 +1,156 @@
+"""PostgreSQL's wake-ups of other processes, sent after the commit and coalesced
+(infra/db/notify.py): a listener hears every channel a commit woke, never a rolled-back
+one's; commits that come while a NOTIFY is in flight share the next one; what is pending
+when the database is disposed is sent first; a database that is away costs retries, not
+the commits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import make_url
+
+from iod.infra.clock import FrozenClock
+from iod.infra.db import Database, make_engine
+from iod.infra.db import notify as notify_module
+from iod.infra.db.notify import Notifier
+from iod.jobs import queue
+from tests.conftest import _prepare_postgres, postgres_url
+
+
+class _Heard:
+    """A LISTEN connection of its own on some channels: what it has heard so far."""
+
+    def __init__(self, *channels: str) -> None:
+        url = make_url(postgres_url()).set(drivername="postgresql")
+        self.conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+        for channel in channels:
+            self.conn.execute(f"LISTEN {channel}")
+        self.heard: list[str] = []
+
+    def collect(self, seconds: float) -> list[str]:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            for note in self.conn.notifies(timeout=min(left, 0.2), stop_after=1):
+                self.heard.append(note.channel)
+        return self.heard
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@pytest.fixture
+def other() -> Any:
+    """A Database of its own, as another process would have."""
+    postgres_url()
+    _prepare_postgres().dispose()
+    db = Database(make_engine(postgres_url(), pool_size=2))
+    yield db
+    db.dispose()
+
+
+def test_commits_wake_listeners_after_the_commit(other: Database, clock: FrozenClock) -> None:
+    heard = _Heard("iod_jobs", "iod_events")
+    try:
+        now = clock.now()
+        with pytest.raises(RuntimeError), other.write() as session:
+            queue.enqueue(session, "provision", run_at=now, now=now, max_attempts=1)
+            raise RuntimeError("rolled back")
+        assert other.flush_notifications()
+        assert heard.collect(0.5) == [], "a rolled-back transaction wakes nobody"
+        with other.write() as session:
+            queue.enqueue(session, "provision", run_at=now, now=now, max_attempts=1)
+        assert other.flush_notifications()
+        assert heard.collect(2) == ["iod_jobs"]
+        # The transaction is over when the listener hears it: its job is there to take.
+        with other.read() as session:
+            assert queue.next_due(session) is not None
+    finally:
+        heard.close()
+
+
+def test_commits_during_a_notify_in_flight_share_the_next(
+    other: Database, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load each commit does not cost a NOTIFY: those handed over while one is being
+    sent go together in one statement, and every channel is still heard."""
+    release, entered = threading.Event(), threading.Event()
+    original = notify_module._State._send
+
+    def slow(state: Any, channels: list[str]) -> None:
+        entered.set()
+        release.wait(10)
+        original(state, channels)
+
+    monkeypatch.setattr(notify_module._State, "_send", slow)
+    heard = _Heard("iod_jobs", "iod_events")
+    try:
+        now = clock.now()
+        with other.write() as session:  # the first: its NOTIFY is held in flight
+            queue.enqueue(session, "provision", run_at=now, now=now, max_attempts=1)
+        assert entered.wait(10)
+        for n in range(20):
+            with other.write() as session:
+                queue.enqueue(session, "provision", run_at=now, now=now, max_attempts=1)
+                if n == 7:
+                    from iod.infra.db import uow
+
+                    uow.wake(session, "events")
+        release.set()
+        assert other.flush_notifications()
+        notifier = other._wakes
+        assert notifier is not None and notifier.sent == 2  # 21 commits, 2 statements
+        assert sorted(heard.collect(2)) == ["iod_events", "iod_jobs", "iod_jobs"]
+    finally:
+        release.set()
+        heard.close()
+
+
+def test_what_is_pending_is_sent_when_the_database_is_disposed(clock: FrozenClock) -> None:
+    postgres_url()
+    _prepare_postgres().dispose()
+    db = Database(make_engine(postgres_url(), pool_size=2))
+    heard = _Heard("iod_jobs")
+    try:
+        now = clock.now()
+        with db.write() as session:
+            queue.enqueue(session, "provision", run_at=now, now=now, max_attempts=1)
+        db.dispose()  # at once: the NOTIFY may not have gone yet
+        assert heard.collect(2) == ["iod_jobs"]
+        threads = [t for t in threading.enumerate() if t.name == "iod-notify"]
+        assert all(not t.is_alive() or t.daemon for t in threads)
+    finally:
+        heard.close()
+
+
+def test_a_database_that_is_away_costs_retries_not_commits() -> None:
+    """No server on the port: the wake is kept and retried (one warning), `wake` never
+    blocks, and closing ends the thread."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    notifier = Notifier(make_url(f"postgresql+psycopg://postgres@127.0.0.1:{port}/nowhere"))
+    started = time.monotonic()
+    for _ in range(100):
+        notifier.wake(["iod_jobs"])
+    assert time.monotonic() - started < 1.0, "wake does not wait for the database"
+    assert not notifier.flush(0.3)  # it cannot be sent: still pending
+    assert notifier.sent == 0
+    thread = notifier._state.thread
+    notifier.close()
+    assert thread is not None
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_sqlite_has_no_notifier(sqlite_database: Database, clock: FrozenClock) -> None:
+    now = clock.now()
+    with sqlite_database.write() as session:
+        queue.enqueue(session, "provision", run_at=now, now=now, max_attempts=1)
+    assert sqlite_database._wakes is None and sqlite_database.flush_notifications()
