@@ -119,34 +119,101 @@ def test_what_is_pending_is_sent_when_the_database_is_disposed(clock: FrozenCloc
         now = clock.now()
         with db.write() as session:
             queue.enqueue(session, "provision", run_at=now, now=now, max_attempts=1)
+        notifier = db._wakes
+        assert notifier is not None
+        thread = notifier._state.thread
         db.dispose()  # at once: the NOTIFY may not have gone yet
         assert heard.collect(2) == ["iod_jobs"]
-        threads = [t for t in threading.enumerate() if t.name == "iod-notify"]
-        assert all(not t.is_alive() or t.daemon for t in threads)
+        assert thread is not None and not thread.is_alive()
+        assert db._wakes is None  # a commit after this would make a new notifier
     finally:
         heard.close()
 
 
-def test_a_database_that_is_away_costs_retries_not_commits() -> None:
-    """No server on the port: the wake is kept and retried (one warning), `wake` never
+def test_a_database_that_is_away_costs_retries_not_commits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No server on the port: the wake is kept and retried after a pause that more commits
+    do not cut short (each would make the server start a backend to refuse), `wake` never
     blocks, and closing ends the thread."""
     import socket
 
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    attempts: list[float] = []
+    original = psycopg.connect
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(time.monotonic())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(psycopg, "connect", counted)
     notifier = Notifier(make_url(f"postgresql+psycopg://postgres@127.0.0.1:{port}/nowhere"))
     started = time.monotonic()
-    for _ in range(100):
+    while time.monotonic() - started < 1.2:  # a commit every 5 ms
         notifier.wake(["iod_jobs"])
-    assert time.monotonic() - started < 1.0, "wake does not wait for the database"
-    assert not notifier.flush(0.3)  # it cannot be sent: still pending
+        time.sleep(0.005)
+    assert not notifier.flush(0.1)  # it cannot be sent: still pending
     assert notifier.sent == 0
+    # At 0 s, then after 0.5 s (a pause of 1 s follows): not one per commit.
+    assert 1 <= len(attempts) <= 3, attempts
     thread = notifier._state.thread
     notifier.close()
     assert thread is not None
     thread.join(10)
     assert not thread.is_alive()
+
+
+def test_a_connection_the_server_ended_is_replaced_at_once(other: Database) -> None:
+    """A restart ends the notifier's idle connection; the next commit's NOTIFY goes out on a
+    new one at once, not after the failure pause."""
+    heard = _Heard("iod_jobs")
+    try:
+        with other.write() as session:
+            from iod.infra.db import uow
+
+            uow.wake(session, "jobs")
+        assert other.flush_notifications()
+        assert heard.collect(1) == ["iod_jobs"]
+        notifier = other._wakes
+        assert notifier is not None
+        pid = notifier._state.connection.info.backend_pid
+        heard.conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+        time.sleep(0.2)
+        with other.write() as session:
+            uow.wake(session, "jobs")
+        assert other.flush_notifications(0.4), "sent without waiting out a pause"
+        assert heard.collect(1) == ["iod_jobs", "iod_jobs"]
+        assert not notifier._state.failing
+    finally:
+        heard.close()
+
+
+def test_a_thread_that_died_is_started_again(other: Database) -> None:
+    heard = _Heard("iod_jobs")
+    try:
+        with other.write() as session:
+            from iod.infra.db import uow
+
+            uow.wake(session, "jobs")
+        assert other.flush_notifications()
+        notifier = other._wakes
+        assert notifier is not None
+        first = notifier._state.thread
+        assert first is not None
+        with notifier._state.changed:  # as if it had died: it ends when nothing is pending
+            notifier._state.closed = True
+            notifier._state.changed.notify_all()
+        first.join(5)
+        notifier._state.closed = False
+        with other.write() as session:
+            uow.wake(session, "jobs")
+        assert other.flush_notifications()
+        assert notifier._state.thread is not first
+        assert heard.collect(1) == ["iod_jobs", "iod_jobs"]
+    finally:
+        heard.close()
 
 
 def test_sqlite_has_no_notifier(sqlite_database: Database, clock: FrozenClock) -> None:

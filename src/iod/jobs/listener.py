@@ -1,5 +1,6 @@
 """LISTEN on PostgreSQL so an idle worker wakes as soon as any process enqueues a job due
-now (the enqueuing transaction NOTIFYs `iod_jobs` at its commit, `Database.write()`)."""
+now (`iod_jobs` is NOTIFYed just after the enqueuing transaction's commit,
+`Database.write()` and `infra/db/notify.py`)."""
 
 from __future__ import annotations
 

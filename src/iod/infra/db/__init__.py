@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeAlias, cast
 
+import structlog
 from sqlalchemy import (
     Connection,
     DateTime,
@@ -45,6 +46,8 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePoo
 from iod.infra.clock import as_utc
 from iod.infra.db import uow
 from iod.infra.db.notify import Notifier
+
+_log = structlog.get_logger("iod.db")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -296,7 +299,10 @@ class Database:
                 session.rollback()
                 raise
         if topics and not self.is_sqlite:  # other processes' listeners, after the commit
-            self._notifier().wake(f"iod_{topic}" for topic in topics)
+            try:
+                self._notifier().wake(f"iod_{topic}" for topic in topics)
+            except Exception:  # committed all the same: the listeners will poll
+                _log.exception("db.notify_wake_failed")
         for topic in topics:
             for callback in self._listeners.get(topic, ()):
                 callback()
@@ -339,8 +345,10 @@ class Database:
     def dispose(self) -> None:
         for callback in self._on_dispose:
             callback()
-        if self._wakes is not None:
-            self._wakes.close()  # what is pending is sent first
+        with self._wakes_lock:
+            wakes, self._wakes = self._wakes, None  # a later commit makes a new one
+        if wakes is not None:
+            wakes.close()  # what is pending is sent first
         self._readers.close_all()
         self.engine.dispose()
 
