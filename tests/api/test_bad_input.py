@@ -1166,3 +1166,32 @@ def test_a_body_of_thousands_of_errors_gets_a_small_answer(
     assert "/k0" in [e["pointer"] for e in problem["errors"]]
     assert "more errors (the first 20 listed)" in problem["detail"]
     assert len(r.content) < 20_000
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/{long}",
+        "/{conn}/bandwidth-changes/{long}",
+        "/{long}/bandwidth-changes",
+        "/{conn}/bandwidth-changes?cursor={long}",
+    ],
+)
+def test_a_long_id_is_not_echoed_whole(api, auth, conn, path: str) -> None:
+    """An id of 3,000 characters (none is longer than a few dozen) is quoted in the
+    problem's detail by its first 64 characters and an ellipsis."""
+    long = "con_" + "a" * 3000
+    r = api.get(BASE + path.format(long=long, conn=conn["id"]), headers=auth)
+    assert r.status_code in (400, 404), r.text
+    detail = r.json()["detail"]
+    assert len(detail) < 300, detail
+    assert "a" * 60 + "…'" in detail
+
+
+def test_shown_quotes_short_values_as_repr_and_clips_long_ones() -> None:
+    from iod.infra.errors import shown
+
+    assert shown("con_1") == "'con_1'"
+    assert shown("x" * 64) == repr("x" * 64)
+    assert shown("x" * 65) == repr("x" * 64 + "…")
+    assert shown("it's", 2) == repr("it…")

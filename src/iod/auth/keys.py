@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from iod.infra.clock import Clock, rfc3339
 from iod.infra.db import Database
-from iod.infra.errors import Conflict, NotFound
+from iod.infra.errors import Conflict, NotFound, shown
 from iod.models import SigningKey
 
 log = structlog.get_logger("iod.keys")
@@ -328,7 +328,7 @@ def retire(
     infos = {info.kid: info for info in describe(session, now, token_ttl)}
     info = infos.get(kid)
     if info is None:
-        raise NotFound(f"no signing key {kid!r} (see `iod keys list`)")
+        raise NotFound(f"no signing key {shown(kid)} (see `iod keys list`)")
     if info.state == "signing":
         raise KeyInUse(f"key {kid} signs tokens now: run `iod keys rotate` first")
     if info.state == "next":

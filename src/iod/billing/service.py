@@ -21,7 +21,7 @@ from iod.domain.capacity import fits
 from iod.domain.status import ConnectionStatus, accepts_changes
 from iod.domain.tiers import is_offered
 from iod.infra.clock import Clock, rfc3339
-from iod.infra.errors import Conflict, FieldError, InvalidState, NotFound, ValidationFailed
+from iod.infra.errors import Conflict, FieldError, InvalidState, NotFound, ValidationFailed, shown
 from iod.infra.ids import looks_like_id, new_id
 from iod.locations import repository as locations
 from iod.models import Connection, Location, Price, Quote
@@ -271,7 +271,7 @@ def catalog(session: Session, clock: Clock) -> list[dict[str, Any]]:
 def catalog_location(session: Session, clock: Clock, location_id: str) -> dict[str, Any]:
     location = locations.get(session, location_id) if len(location_id) <= 64 else None
     if location is None:
-        raise NotFound(f"no location {location_id!r}")
+        raise NotFound(f"no location {shown(location_id)}")
     prices = in_force(repository.prices_of(session, [location.id]), clock.now())
     return catalog_entry(location, prices)
 
@@ -317,7 +317,7 @@ def create_quote(
             else None
         )
         if connection is None:
-            raise NotFound(f"no connection {connection_id!r}")
+            raise NotFound(f"no connection {shown(connection_id)}")
         status = ConnectionStatus(connection.target_status or connection.status)
         if not accepts_changes(status):
             raise InvalidState(f"connection {connection.id} is {status.value}; it cannot change")
@@ -411,7 +411,7 @@ def get_quote(session: Session, principal: Principal, quote_id: str) -> Quote:
         else None
     )
     if quote is None:
-        raise NotFound(f"no quote {quote_id!r}")
+        raise NotFound(f"no quote {shown(quote_id)}")
     return quote
 
 

@@ -27,7 +27,7 @@ from iod.domain.bandwidth import format_bandwidth
 from iod.domain.rating import HOUR
 from iod.infra.clock import rfc3339
 from iod.infra.db import insert_new
-from iod.infra.errors import NotFound
+from iod.infra.errors import NotFound, shown
 from iod.infra.ids import looks_like_id, new_id
 from iod.models import Statement
 
@@ -274,7 +274,7 @@ def get_for_customer(session: Session, customer_id: str, statement_id: str) -> S
         else None
     )
     if statement is None:
-        raise NotFound(f"no statement {statement_id!r}")
+        raise NotFound(f"no statement {shown(statement_id)}")
     return statement
 
 

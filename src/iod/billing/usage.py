@@ -12,7 +12,7 @@ from iod.billing import repository
 from iod.domain import money
 from iod.domain.bandwidth import format_bandwidth
 from iod.domain.rating import HOUR, floor_hour
-from iod.infra.errors import NotFound
+from iod.infra.errors import NotFound, shown
 from iod.infra.ids import looks_like_id
 
 MAX_WINDOW = timedelta(days=366)
@@ -52,7 +52,7 @@ def usage(
             session, principal.customer_id, connection_id
         )
         if not found:
-            raise NotFound(f"no connection {connection_id!r}")
+            raise NotFound(f"no connection {shown(connection_id)}")
     lo = floor_hour(start)
     # An empty window stays empty (not the hour around it).
     hi = floor_hour(end) + (HOUR if end != floor_hour(end) and end > start else timedelta(0))

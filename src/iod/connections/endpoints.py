@@ -36,6 +36,7 @@ from iod.connections.schemas import (
 )
 from iod.domain.status import Action, ConnectionStatus
 from iod.infra import idempotency
+from iod.infra.errors import shown
 from iod.infra.http import (
     ETAG_HEADER,
     PRECONDITION_FAILED,
@@ -132,7 +133,7 @@ CURSOR_PATTERN = r"^con_[0-9a-hjkmnp-tv-z]{29}$"
 def _cursor(value: str | None) -> str | None:
     if value is not None and not re.fullmatch(CURSOR_PATTERN, value):
         raise ValueError(
-            f"{value[:64]!r} is not a cursor: pass the `nextCursor` of the previous page"
+            f"{shown(value)} is not a cursor: pass the `nextCursor` of the previous page"
         )
     return value
 
@@ -144,7 +145,7 @@ CHANGE_CURSOR_PATTERN = r"^chg_[0-9a-hjkmnp-tv-z]{29}$"
 def _change_cursor(value: str | None) -> str | None:
     if value is not None and not re.fullmatch(CHANGE_CURSOR_PATTERN, value):
         raise ValueError(
-            f"{value[:64]!r} is not a cursor: pass the `nextCursor` of the previous page"
+            f"{shown(value)} is not a cursor: pass the `nextCursor` of the previous page"
         )
     return value
 

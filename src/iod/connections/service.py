@@ -38,6 +38,7 @@ from iod.infra.errors import (
     NotFound,
     TooManyPendingChanges,
     ValidationFailed,
+    shown,
 )
 from iod.infra.ids import looks_like_id, new_id
 from iod.infra.representation import check_if_match, entity_tag
@@ -169,7 +170,7 @@ def _of_customer(
     not looked up; another customer's id is a 404 too."""
     found = lookup(principal.customer_id) if looks_like_id(connection_id) else None
     if found is None:
-        raise NotFound(f"no connection {connection_id!r}")
+        raise NotFound(f"no connection {shown(connection_id)}")
     return found
 
 
@@ -427,7 +428,7 @@ def changes_page(
         if after is None or after.connection_id != connection_id:
             raise ValidationFailed.field(
                 "/query/cursor",
-                f"{cursor!r} is not a cursor of this connection's changes: pass the "
+                f"{shown(cursor)} is not a cursor of this connection's changes: pass the "
                 "`nextCursor` of the previous page",
             )
     rows = repository.changes_of(session, connection_id, after=after, limit=limit + 1)
@@ -442,7 +443,9 @@ def get_change(
     connection = get_connection(session, principal, connection_id)
     change = repository.get_change(session, change_id) if looks_like_id(change_id) else None
     if change is None or change.connection_id != connection.id:
-        raise NotFound(f"no bandwidth change {change_id!r} on connection {connection_id!r}")
+        raise NotFound(
+            f"no bandwidth change {shown(change_id)} on connection {shown(connection_id)}"
+        )
     return change
 
 
@@ -525,7 +528,7 @@ def view(db: Database, principal: Principal, connection_id: str) -> ConnectionOu
         else ()
     )
     if not rows:
-        raise NotFound(f"no connection {connection_id!r}")
+        raise NotFound(f"no connection {shown(connection_id)}")
     return ConnectionOut.model_validate(_documents(rows)[0])
 
 

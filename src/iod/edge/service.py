@@ -25,7 +25,7 @@ from iod.domain.status import ConnectionStatus
 from iod.edge import repository
 from iod.infra.clock import Clock
 from iod.infra.db import uow
-from iod.infra.errors import Conflict, NotFound
+from iod.infra.errors import Conflict, NotFound, shown
 from iod.jobs import queue
 from iod.models import Connection, Customer, EdgeAgent, EdgeDesired, EdgeOperation
 
@@ -56,7 +56,7 @@ def register_agent(
     # The location's row locked first: two registrations of one location at once run one
     # after the other, and the second is refused below (not a unique key's error).
     if session.get(Location, location_id, with_for_update=True) is None:
-        raise NotFound(f"no location {location_id!r}")
+        raise NotFound(f"no location {shown(location_id)}")
     if repository.agent(session, location_id) is not None:
         raise Conflict(f"location {location_id} already has an agent")
     now = clock.now()
@@ -108,7 +108,7 @@ def remove_agent(session: Session, clock: Clock, location_id: str) -> EdgeAgent:
     """The location goes back to the in-process driver; its agent's client is disabled."""
     agent = repository.agent(session, location_id, lock=True)
     if agent is None:
-        raise NotFound(f"location {location_id!r} has no agent")
+        raise NotFound(f"location {shown(location_id)} has no agent")
     client = customers.get_client(session, agent.client_id)
     if client is not None:
         client.enabled = False
@@ -125,7 +125,7 @@ def agent_for(session: Session, location_id: str, client_id: str) -> EdgeAgent:
     has another agent, none, or does not exist (an agent learns nothing of other places)."""
     agent = repository.agent(session, location_id)
     if agent is None or agent.client_id != client_id:
-        raise NotFound(f"no location {location_id!r} for this agent")
+        raise NotFound(f"no location {shown(location_id)} for this agent")
     return agent
 
 

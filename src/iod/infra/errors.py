@@ -6,6 +6,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROBLEM_BASE = "/problems/"
+ECHO_LIMIT = 64
+
+
+def shown(value: str, limit: int = ECHO_LIMIT) -> str:
+    """A value the client sent, quoted for a problem's detail: its first `limit` characters
+    and an ellipsis when it is longer (an id of 3,000 characters is not echoed whole)."""
+    return repr(value) if len(value) <= limit else repr(value[:limit] + "…")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from iod.infra.errors import (
     ProblemError,
     ServiceUnavailable,
     ValidationFailed,
+    shown,
 )
 from iod.infra.http import body_fields, problem
 
@@ -407,7 +408,7 @@ def describe_problem(
     for programs, a page for a person in a browser (`Accept: text/html`)."""
     title = PROBLEM_TYPES.get(problemType)
     if title is None:
-        raise NotFound(f"no problem type {problemType!r}")
+        raise NotFound(f"no problem type {shown(problemType)}")
     uri = PROBLEM_BASE + problemType
     description = PROBLEM_HELP.get(problemType, title)
     if not _wants_html(request):

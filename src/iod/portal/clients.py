@@ -14,7 +14,7 @@ from iod.auth.passwords import SecretHasher
 from iod.customers import repository
 from iod.customers import service as customers
 from iod.infra.clock import Clock
-from iod.infra.errors import NotFound, ValidationFailed
+from iod.infra.errors import NotFound, ValidationFailed, shown
 from iod.models import Client
 from iod.portal.service import check_text
 
@@ -29,7 +29,7 @@ def clients_of(session: Session, customer_id: str) -> Sequence[Client]:
 def _own(session: Session, customer_id: str, client_id: str) -> Client:
     client = repository.get_client(session, client_id) if 0 < len(client_id) <= 40 else None
     if client is None or client.customer_id != customer_id:
-        raise NotFound(f"no API client {client_id!r}")
+        raise NotFound(f"no API client {shown(client_id)}")
     return client
 
 

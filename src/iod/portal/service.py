@@ -35,7 +35,7 @@ from iod.domain.text import text_problem
 from iod.infra.clock import Clock, as_utc, rfc3339
 from iod.infra.config import Settings
 from iod.infra.db import Database
-from iod.infra.errors import Forbidden, NotFound, ValidationFailed
+from iod.infra.errors import Forbidden, NotFound, ValidationFailed, shown
 from iod.infra.ids import looks_like_id, new_id
 from iod.models import PortalSession, PortalSignInLink, PortalUser
 from iod.portal import repository
@@ -211,7 +211,7 @@ def user_of(session: Session, customer_id: str, user_id: str) -> PortalUser:
     """Another customer's user is a 404, like one that does not exist."""
     user = repository.get_user(session, user_id) if looks_like_id(user_id) else None
     if user is None or user.customer_id != customer_id:
-        raise NotFound(f"no user {user_id!r}")
+        raise NotFound(f"no user {shown(user_id)}")
     return user
 
 

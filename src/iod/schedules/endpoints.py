@@ -20,6 +20,7 @@ from iod.auth.dependencies import actor, charge_rows, require_read, require_writ
 from iod.auth.tokens import Principal
 from iod.connections.schemas import invalid_datetime
 from iod.infra import idempotency
+from iod.infra.errors import shown
 from iod.infra.http import READ_ERRORS, WRITE_ERRORS, StrictJsonRoute, problem, require_json
 from iod.schedules import service
 from iod.schedules.schemas import (
@@ -81,7 +82,7 @@ def _act_for(session: Session, request: Request, principal: Principal) -> None:
 def _cursor(value: str | None) -> str | None:
     if value is not None and not re.fullmatch(CURSOR_PATTERN, value):
         raise ValueError(
-            f"{value[:64]!r} is not a cursor: pass the `nextCursor` of the previous page"
+            f"{shown(value)} is not a cursor: pass the `nextCursor` of the previous page"
         )
     return value
 

@@ -35,6 +35,7 @@ from iod.infra.errors import (
     NotFound,
     ScheduleExists,
     ValidationFailed,
+    shown,
 )
 from iod.infra.ids import looks_like_id, new_id
 from iod.locations import repository as locations
@@ -133,7 +134,7 @@ def get(
         else None
     )
     if schedule is None or schedule.connection_id != connection.id:
-        raise NotFound(f"no schedule {schedule_id!r} on connection {connection_id!r}")
+        raise NotFound(f"no schedule {shown(schedule_id)} on connection {shown(connection_id)}")
     return connection, schedule
 
 

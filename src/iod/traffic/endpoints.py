@@ -16,7 +16,7 @@ from iod.auth.tokens import Principal
 from iod.connections import repository as connections
 from iod.connections.schemas import invalid_datetime
 from iod.domain.bandwidth import format_bandwidth
-from iod.infra.errors import FieldError, NotFound, ValidationFailed
+from iod.infra.errors import FieldError, NotFound, ValidationFailed, shown
 from iod.infra.http import READ_ERRORS, StrictJsonRoute, problem
 from iod.traffic import service
 from iod.traffic.schemas import Traffic, TrafficDirection, TrafficPoint
@@ -106,7 +106,7 @@ async def get_traffic(
         with services.db.read() as session:
             connection = connections.get(session, connectionId)
             if connection is None or connection.customer_id != principal.customer_id:
-                raise NotFound(f"no connection {connectionId!r}")
+                raise NotFound(f"no connection {shown(connectionId)}")
 
     await run_in_threadpool(owned)  # 404 first: another customer learns nothing more
     now = services.clock.now()
@@ -132,7 +132,7 @@ async def get_traffic(
         with services.db.read() as session:
             connection = connections.get(session, connectionId)
             if connection is None or connection.customer_id != principal.customer_id:
-                raise NotFound(f"no connection {connectionId!r}")
+                raise NotFound(f"no connection {shown(connectionId)}")
             found = service.series(
                 session, connection.id, connection.bandwidth_mbps, begin, to, step
             )
