@@ -33,6 +33,13 @@ _NAME = re.compile(
 
 
 def _named(sql: str) -> str | None:
+    if sql.lstrip().upper().startswith("WITH "):  # a data-modifying WITH: its parts
+        parts = re.findall(r"\b(UPDATE|INSERT INTO|DELETE FROM)\s+\"?(\w+)", sql, re.I)
+        return " + ".join(f"{verb.split()[0].upper()} {table}" for verb, table in parts)
+    return _one(sql)
+
+
+def _one(sql: str) -> str | None:
     """The statement's verb and table ("INSERT jobs"); "SELECT" for one without FROM (as
     `pg_notify` was in the transaction); None for what is no row statement (BEGIN…)."""
     match = _NAME.match(sql)
@@ -70,12 +77,14 @@ def statements(services: Services, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         event.remove(engine, "before_cursor_execute", executed)
 
 
-# The commit's part, after the work: the customer's event position and its event, the
-# events' subscribers (the audit row; the customer's webhook endpoints, none here; those
-# given as `then`). PostgreSQL's NOTIFY is sent after the commit, on a connection of its
-# own (infra/db/notify.py), not in the transaction.
-def _commit(then: tuple[str, ...] = ()) -> list[str]:
+# The commit's part, after the work: the customer's event position and its event (one
+# statement on PostgreSQL), the events' subscribers (the audit row; the customer's webhook
+# endpoints, none here; those given as `then`). PostgreSQL's NOTIFY is sent after the
+# commit, on a connection of its own (infra/db/notify.py), not in the transaction.
+def _commit(services: Services, then: tuple[str, ...] = ()) -> list[str]:
     fan_out = ["INSERT audit_events", "SELECT webhook_endpoints", *then]
+    if services.db.engine.dialect.name == "postgresql":  # one statement (events/__init__.py)
+        return ["UPDATE event_streams + INSERT events", *fan_out]
     return ["UPDATE event_streams", "INSERT events", *fan_out]
 
 
@@ -98,7 +107,7 @@ def test_an_order_runs_these_statements(
         "INSERT ipv4_blocks",
         "UPDATE locations",  # the pool's next offset
         "UPDATE connections",  # its block
-        *_commit(then=("INSERT lumen_services",)),  # its Lumen service id
+        *_commit(services, then=("INSERT lumen_services",)),  # its Lumen service id
     ]
     with services.db.read() as session:
         connection = session.get(Connection, response.json()["id"])
@@ -139,7 +148,7 @@ def test_a_change_runs_these_statements(
         "UPDATE connections",  # its committed figure and updated_at
         "UPDATE locations",  # the capacity check
         *store,
-        *_commit(),
+        *_commit(services),
     ]
     assert [c["bandwidth"] for c in response.json()["pendingBandwidthChanges"]] == ["50 Mbps"]
     with services.db.read() as session:

@@ -93,6 +93,36 @@ def test_positions_count_each_customer_from_one(database: Database, clock: Froze
     ]
 
 
+def test_one_customers_events_are_written_alike_on_either_path(
+    database: Database, clock: FrozenClock
+) -> None:
+    """A transaction of one customer's events (the usual request) is, on PostgreSQL, one
+    statement that moves the stream on and inserts the rows (`_advance_and_insert`); its
+    first events, or more than eight at once, go the general way. Positions, payloads,
+    actors and times come out the same either way."""
+    later = clock.now() + timedelta(seconds=1)
+    payload = {"bandwidth": "50 Mbps", "nested": {"n": 1, "list": [1, "ü"]}, "none": None}
+    with database.write() as session:  # the customer's first: makes its stream row
+        _record(session, "cus_a", "first", clock)
+    for count in (1, 2, 8, 9):
+        with database.write() as session:
+            events.act_as(session, {"type": "client", "id": "cli_1", "source": "test"})
+            for n in range(count):
+                events.record(session, SYNTHETIC, customer_id="cus_a", subject_id=f"{count}.{n}",
+                              at=later, **payload)  # fmt: skip
+    written = _all(database, "cus_a")
+    assert [e.position for e in written] == list(range(1, 1 + 1 + 1 + 2 + 8 + 9))
+    assert [e.subject_id for e in written] == ["first"] + [
+        f"{count}.{n}" for count in (1, 2, 8, 9) for n in range(count)
+    ]
+    for event in written[1:]:
+        assert event.payload == payload and event.at == later and event.name == SYNTHETIC
+        assert event.actor == {"type": "client", "id": "cli_1", "source": "test"}
+    assert written[0].actor is None
+    with database.read() as session:
+        assert session.get(EventStream, "cus_a").position == 21  # type: ignore[union-attr]
+
+
 def test_unknown_event_names_are_refused(database: Database, clock: FrozenClock) -> None:
     with pytest.raises(ValueError, match="unknown event name"), database.write() as session:
         events.record(session, "connection.typo", customer_id="c", subject_id="s", at=clock.now())

@@ -27,6 +27,7 @@ from sqlalchemy import (
     MetaData,
     Select,
     Table,
+    TextualSelect,
     TypeDecorator,
     Update,
     bindparam,
@@ -498,8 +499,9 @@ class _Kept:
         self.connection = connection
 
 
-Returning: TypeAlias = Select[Any] | Insert | Update
-"""A statement that gives rows: a SELECT, or an INSERT or UPDATE with RETURNING."""
+Returning: TypeAlias = Select[Any] | Insert | Update | TextualSelect
+"""A statement that gives rows: a SELECT, an INSERT or UPDATE with RETURNING, or a text
+statement with its columns (`text(...).columns(...)`, one the Core cannot build)."""
 
 
 def _bind_processors(dialect: Any, compiled: Any) -> list[tuple[str, Callable[[Any], Any]]]:
