@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from iod import events
 from iod.app import Services
@@ -121,6 +121,23 @@ def test_one_customers_events_are_written_alike_on_either_path(
     assert written[0].actor is None
     with database.read() as session:
         assert session.get(EventStream, "cus_a").position == 21  # type: ignore[union-attr]
+    # The stored text too: the service's own events (no actor) on either path.
+    with database.write() as session:
+        _record(session, "cus_a", "no actor", clock)  # the one-statement path (PostgreSQL)
+    with database.write() as session:
+        _record(session, "cus_c", "no actor", clock)  # a first event: the general path
+    if database.engine.dialect.name == "postgresql":
+        with database.read() as session:
+            stored = session.execute(
+                text(
+                    "SELECT customer_id, actor::text, actor IS NULL, payload::text FROM events"
+                    " WHERE subject_id = 'no actor' ORDER BY customer_id"
+                )
+            ).all()
+        assert [tuple(row) for row in stored] == [
+            ("cus_a", "null", False, "{}"),
+            ("cus_c", "null", False, "{}"),
+        ]
 
 
 def test_unknown_event_names_are_refused(database: Database, clock: FrozenClock) -> None:

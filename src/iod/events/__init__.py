@@ -12,7 +12,6 @@ PostgreSQL). The names and payloads are documented in docs/events.md.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, NamedTuple, cast
@@ -21,7 +20,6 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    TypeDecorator,
     bindparam,
     delete,
     insert,
@@ -171,17 +169,19 @@ def _write_events(session: Session, pending: list[Any]) -> None:
     by_customer: dict[str, list[PendingEvent]] = {}
     for event in pending:
         by_customer.setdefault(event.customer_id, []).append(event)
+    new_stream = False  # the folded statement found no stream row of the customer
     if len(by_customer) == 1 and len(pending) <= _FOLDED_MOST:
         # A request's transaction: on PostgreSQL the position and the rows in one statement.
         written = _advance_and_insert(session, pending[0].customer_id, pending)
-        if written is not None:
+        if written:
             _written(session, written)
             return
+        new_stream = written is not None
     rows: list[WrittenEvent] = []
     # Customers in a fixed order, so two transactions never wait on each other's rows.
     for customer_id in sorted(by_customer):
         events = by_customer[customer_id]
-        last = _advance(session, customer_id, len(events))
+        last = _advance(session, customer_id, len(events), new=new_stream)
         first = last - len(events) + 1
         rows += [
             WrittenEvent(customer_id, position, e.name, e.subject_id, e.payload, e.actor, e.at)
@@ -209,7 +209,7 @@ def _advance_and_insert(
 ) -> list[WrittenEvent] | None:
     """On PostgreSQL, `_advance` and the events' INSERT as one statement (a data-modifying
     WITH: the stream's row is updated, and locked, first), one round trip fewer in every
-    write that records events (issue 14). None on SQLite (no such WITH), and when the
+    write that records events (issue 14). None on SQLite (no such WITH); no rows when the
     customer has no stream row yet (nothing was written: the caller's path makes it)."""
     if session.get_bind().dialect.name != "postgresql":
         return None
@@ -224,7 +224,7 @@ def _advance_and_insert(
                        f"at_{n}": event.at})  # fmt: skip
     returned = statement.rows(session, **params)
     if not returned:
-        return None
+        return []
     first = min(row.position for row in returned)
     return [
         WrittenEvent(customer_id, first + n, e.name, e.subject_id, e.payload, e.actor, e.at)
@@ -248,7 +248,7 @@ def _folded(count: int) -> TransactionSelect:
         " WHERE customer_id = :stream RETURNING position)"
         " INSERT INTO events (customer_id, position, name, subject_id, payload, actor, at)"
         " SELECT :stream, advanced.position - :count + 1 + v.n, v.name, v.subject_id,"
-        " CAST(v.payload AS JSON), CAST(v.actor AS JSON), v.at"
+        " v.payload, v.actor, v.at"
         " FROM advanced, (VALUES " + values + ") AS v (n, name, subject_id, payload, actor, at)"
         " RETURNING events.position"
     )
@@ -257,31 +257,20 @@ def _folded(count: int) -> TransactionSelect:
         bindparam("count", type_=Integer),
         *(bindparam(f"name_{n}", type_=String) for n in range(count)),
         *(bindparam(f"subject_{n}", type_=String) for n in range(count)),
-        *(bindparam(f"payload_{n}", type_=_JSON_TEXT) for n in range(count)),
-        *(bindparam(f"actor_{n}", type_=_JSON_TEXT) for n in range(count)),
+        # The columns' own types: bound (and cast) as the general path's INSERT binds them,
+        # so the stored text is the same (a missing actor is JSON null, not SQL NULL).
+        *(bindparam(f"payload_{n}", type_=_events.c.payload.type) for n in range(count)),
+        *(bindparam(f"actor_{n}", type_=_events.c.actor.type) for n in range(count)),
         *(bindparam(f"at_{n}", type_=Event.__table__.c.at.type) for n in range(count)),
     )
     return TransactionSelect(statement.columns(position=Integer))
 
 
-class _JsonText(TypeDecorator[Any]):
-    """A JSON document bound as its text (the statement casts it): `json.dumps` as the
-    events' JSON columns store it, None as NULL."""
-
-    impl = String
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
-        return None if value is None else json.dumps(value)
-
-
-_JSON_TEXT = _JsonText()
-
-
-def _advance(session: Session, customer_id: str, count: int) -> int:
+def _advance(session: Session, customer_id: str, count: int, *, new: bool = False) -> int:
     """Moves the customer's position on by `count` (locking its row to the commit) and
-    returns the new last position."""
-    rows = _ADVANCE.rows(session, stream=customer_id, count=count)
+    returns the new last position. `new`: the customer had no stream row a moment ago (the
+    UPDATE is not tried again)."""
+    rows = [] if new else _ADVANCE.rows(session, stream=customer_id, count=count)
     if not rows:  # the customer's first event: its row, or another transaction's just made
         first = _FIRST[session.connection().dialect.name]
         rows = first.rows(session, stream=customer_id, count=count)
