@@ -261,7 +261,7 @@ def _folded(count: int) -> TransactionSelect:
         # so the stored text is the same (a missing actor is JSON null, not SQL NULL).
         *(bindparam(f"payload_{n}", type_=_events.c.payload.type) for n in range(count)),
         *(bindparam(f"actor_{n}", type_=_events.c.actor.type) for n in range(count)),
-        *(bindparam(f"at_{n}", type_=Event.__table__.c.at.type) for n in range(count)),
+        *(bindparam(f"at_{n}", type_=_events.c.at.type) for n in range(count)),
     )
     return TransactionSelect(statement.columns(position=Integer))
 
