@@ -55,7 +55,7 @@ class _State:
         self.closed = False
         self.thread: threading.Thread | None = None
         self.connection: Any = None  # the thread's own: only it uses and closes it
-        self.sent = 0  # statements sent, for tests and the benchmark's report
+        self.sent = 0  # statements sent (tests count them)
         self.failing = False
         _states.add(self)
 
