@@ -61,10 +61,15 @@ def test_a_connection_the_server_closed_is_replaced_at_checkout(
     try:
         with admin.connect() as conn:
             assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": victim}).scalar()
-            deadline = time.monotonic() + 10
+            conn.commit()
+            deadline = time.monotonic() + 30
+            # A transaction per look: PostgreSQL keeps one snapshot of its activity
+            # statistics for the whole of a transaction, so polling in one would see the
+            # backend alive for ever if the first look came before it ended.
             while conn.execute(
                 text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": victim}
             ).scalar_one():
+                conn.rollback()
                 assert time.monotonic() < deadline, "the backend did not end"
                 time.sleep(0.05)
     finally:

@@ -180,7 +180,10 @@ def test_a_connection_the_server_ended_is_replaced_at_once(other: Database) -> N
         assert notifier is not None
         pid = notifier._state.connection.info.backend_pid
         heard.conn.execute("SELECT pg_terminate_backend(%s)", [pid])
-        time.sleep(0.2)
+        deadline = time.monotonic() + 30  # autocommit: each look sees the activity anew
+        while heard.conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
+            assert time.monotonic() < deadline, "the backend did not end"
+            time.sleep(0.02)
         with other.write() as session:
             uow.wake(session, "jobs")
         assert other.flush_notifications(0.4), "sent without waiting out a pause"
