@@ -25,7 +25,6 @@ from fastapi import Request, Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iod.audit import service as audit
@@ -307,8 +306,8 @@ class ConnectionWriteFastPath:
                 assert isinstance(body, BandwidthUpdate)
                 work = update_work(services, actor, principal, connection_id, body, if_match)
             if key is None:
-                return await run_in_threadpool(idempotency.run_without_key, services, work)
-            return await run_in_threadpool(
+                return await services.db.in_writer(idempotency.run_without_key, services, work)
+            return await services.db.in_writer(
                 idempotency.run, services, Request(scope), principal, key, body, work
             )
 

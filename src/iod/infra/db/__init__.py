@@ -9,15 +9,21 @@ transaction recorded and then wakes the listeners of the topics it touched.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import os
 import select as io_select
 import threading
+import time
 import weakref
 from collections import deque, namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
+import anyio.to_thread
 import structlog
 from sqlalchemy import (
     Connection,
@@ -47,6 +53,8 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePoo
 from iod.infra.clock import as_utc
 from iod.infra.db import uow
 from iod.infra.db.notify import Notifier
+
+_T = TypeVar("_T")
 
 _log = structlog.get_logger("iod.db")
 
@@ -256,6 +264,7 @@ class Database:
         self._writer_turn = _FairTurn()
         self._wakes: Notifier | None = None  # made at the first commit that wakes a topic
         self._wakes_lock = threading.Lock()
+        self._writer: tuple[int, ThreadPoolExecutor] | None = None  # (its pid, the thread)
         self._turn_timeout = float(engine.get_execution_options().get("iod_busy_timeout", 10.0))
 
     @contextmanager
@@ -308,6 +317,57 @@ class Database:
             for callback in self._listeners.get(topic, ()):
                 callback()
 
+    async def in_writer(self, work: Callable[..., _T], *args: Any) -> _T:
+        """`work(*args)`, a function that writes (`write()`), called off the event loop:
+        on SQLite on this process's writer thread, one after another in the order they
+        came; on PostgreSQL, whose writers run side by side, in the threadpool.
+
+        SQLite has one writer at a time anyway (`write` queues a process's writers on a
+        lock): a thread of the pool for each waiting write cost a wake-up and a hand-over of
+        that lock per write, where the writer thread goes from one to the next (issue 14).
+        A write that waited longer than the busy timeout in the queue is the same 503 as one
+        that waited that long for the lock. As in the threadpool, a caller cancelled while
+        its work runs waits until the work has ended; one cancelled before, never runs it."""
+        if not self.is_sqlite:
+            return await anyio.to_thread.run_sync(functools.partial(work, *args))
+        queued = time.monotonic()
+        context = contextvars.copy_context()
+        done: Future[_T] = self._writer_thread().submit(
+            context.run, self._queued_work, queued, work, *args
+        )
+        waited = asyncio.wrap_future(done)
+        try:
+            return await asyncio.shield(waited)
+        except asyncio.CancelledError:
+            if done.cancel():
+                raise
+            while not waited.done():
+                try:
+                    await asyncio.shield(waited)
+                except asyncio.CancelledError:
+                    continue
+                except BaseException:
+                    break
+            raise
+
+    def _queued_work(self, queued: float, work: Callable[..., _T], *args: Any) -> _T:
+        if time.monotonic() - queued > self._turn_timeout:
+            raise exc.TimeoutError(
+                f"no turn to write within {self._turn_timeout:g} s: other writes of this"
+                " process were ahead of it"
+            )
+        return work(*args)
+
+    def _writer_thread(self) -> ThreadPoolExecutor:
+        writer = self._writer
+        if writer is None or writer[0] != os.getpid():  # none yet, or a forked child's
+            with self._wakes_lock:
+                writer = self._writer
+                if writer is None or writer[0] != os.getpid():
+                    executor = ThreadPoolExecutor(1, thread_name_prefix="iod-sqlite-writer")
+                    writer = self._writer = (os.getpid(), executor)
+        return writer[1]
+
     def _notifier(self) -> Notifier:
         """The NOTIFYs of this database's commits (PostgreSQL), sent after each commit on a
         connection of the notifier's own, coalesced (`notify.py`)."""
@@ -350,6 +410,10 @@ class Database:
             wakes, self._wakes = self._wakes, None  # a later commit makes a new one
         if wakes is not None:
             wakes.close()  # what is pending is sent first
+        with self._wakes_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None and writer[0] == os.getpid():
+            writer[1].shutdown(wait=True)  # what was queued is written first
         self._readers.close_all()
         self.engine.dispose()
 
