@@ -35,7 +35,7 @@ class Receiver:
     def __post_init__(self) -> None:
         self.arrived = threading.Condition(self.lock)
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[Received]:
         with self.arrived:
             self.arrived.wait_for(lambda: len(self.received) >= count, timeout)
             return list(self.received)

@@ -155,8 +155,8 @@ def test_an_admin_orders_changes_and_manages_api_clients(portal: Portal) -> None
     expect(page.get_by_role("heading", name="Confirm the order")).to_be_visible()
     page.get_by_role("button", name="Confirm the order").click()
     expect(page.get_by_role("heading", name="Browser office")).to_be_visible()
-    # Live: the page reloads itself when provisioning is done.
-    expect(page.locator("#status")).to_have_text("active")
+    # Live: the page reloads itself when provisioning is done (a worker's job, under load).
+    expect(page.locator("#status")).to_have_text("active", timeout=60_000)
     connection_id = page.url.split("/portal/connections/")[1].split("?")[0]
     timeline = page.locator("svg.timeline desc")
     assert "1 Gbps" not in (timeline.text_content() or "")
@@ -167,7 +167,7 @@ def test_an_admin_orders_changes_and_manages_api_clients(portal: Portal) -> None
     form.get_by_label("New bandwidth", exact=True).select_option("1 Gbps")
     form.get_by_label("Now", exact=True).check()
     review_and_confirm(page)
-    expect(page.locator("#current-bandwidth")).to_have_text("1 Gbps")
+    expect(page.locator("#current-bandwidth")).to_have_text("1 Gbps", timeout=60_000)
     expect(timeline).to_contain_text("1 Gbps from")
 
     # Schedule in two days at 09:30 the user's time; it is stored in UTC.
@@ -199,7 +199,7 @@ def test_an_admin_orders_changes_and_manages_api_clients(portal: Portal) -> None
         local_input(datetime.now(ZoneInfo(ZONE)) + timedelta(hours=1))
     )
     review_and_confirm(page)
-    expect(page.locator("#current-bandwidth")).to_have_text("200 Mbps")
+    expect(page.locator("#current-bandwidth")).to_have_text("200 Mbps", timeout=60_000)
     expect(page.locator("tbody tr").filter(has_text="reverts a boost")).to_contain_text("1 Gbps")
     expect(timeline).to_contain_text("1 Gbps planned from")
 

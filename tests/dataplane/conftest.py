@@ -98,6 +98,24 @@ def netdriver(prefix: str) -> Iterator[LinuxDriver]:
     driver.close()
 
 
+def wait_listening(
+    namespace: str, port: int, server: subprocess.Popen[bytes], timeout: float = 15
+) -> None:
+    """Returns once a TCP server listens on `port` in `namespace` (an iperf3 -s just started:
+    a client that came first was refused); fails if `server` exits first or at `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert server.poll() is None, f"the server exited with {server.returncode}"
+        listening = subprocess.run(
+            ["ip", "netns", "exec", namespace, "ss", "-Hltn", f"sport = :{port}"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        if listening.strip():
+            return
+        assert time.monotonic() < deadline, f"nothing listens on {port} in {namespace}"
+        time.sleep(0.05)
+
+
 @dataclass
 class Measured:
     goodput_mbps: float
@@ -129,7 +147,11 @@ class Iperf:
              "-p", str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        time.sleep(0.3)
+        try:
+            wait_listening(self.edge, self.port, self.server)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

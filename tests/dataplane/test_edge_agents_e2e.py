@@ -29,7 +29,12 @@ import httpx
 import pytest
 
 from iod.domain.addressing import customer_address, gateway
-from tests.dataplane.conftest import remove_namespaces, require_dataplane, require_iperf3
+from tests.dataplane.conftest import (
+    remove_namespaces,
+    require_dataplane,
+    require_iperf3,
+    wait_listening,
+)
 from tests.e2e.conftest import Server, base_env, iod, token_for, wait_for
 
 pytestmark = pytest.mark.dataplane
@@ -119,8 +124,8 @@ class Host:
             ["ip", "netns", "exec", self.ns, "iperf3", "-s", "-1", "-B", server, "-p", "5297"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        time.sleep(0.3)
         try:
+            wait_listening(self.ns, 5297, srv)
             done = subprocess.run(
                 ["ip", "netns", "exec", self.customers, "iperf3", "-c", server, "-B", client,
                  "-p", "5297", "-t", str(seconds), "-R", "-J"],

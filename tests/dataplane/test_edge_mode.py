@@ -16,7 +16,12 @@ import pytest
 from iod.domain.addressing import customer_address, gateway
 from iod.network.base import ConfiguredConnection, ConnectionSpec
 from iod.network.linux.edge import EdgeShaper, minor_of
-from tests.dataplane.conftest import remove_namespaces, require_dataplane, require_iperf3
+from tests.dataplane.conftest import (
+    remove_namespaces,
+    require_dataplane,
+    require_iperf3,
+    wait_listening,
+)
 
 pytestmark = pytest.mark.dataplane
 LOC = "PL-EDGE-TEST"
@@ -57,8 +62,8 @@ class EdgeLab:
             ["ip", "netns", "exec", self.edge, "iperf3", "-s", "-1", "-B", server, "-p", "5298"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        time.sleep(0.3)
         try:
+            wait_listening(self.edge, 5298, srv)
             args = ["ip", "netns", "exec", self.customers, "iperf3", "-c", server, "-B", client,
                     "-p", "5298", "-t", str(seconds), "-O", "0.5", "-J",
                     "--connect-timeout", "1500"]  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from iod.client import Client
-from tests.e2e.conftest import Server, base_env, iod, token_for, wait_for
+from tests.e2e.conftest import Server, base_env, iod, start_worker, token_for, wait_for
 
 STREAM = "/internet-on-demand/events/stream"
 
@@ -46,10 +46,9 @@ def test_stream_and_waits_across_processes(tmp_path: Path, backend: str) -> None
         iod(env, "db", "upgrade")
     demo = json.loads(iod(env, "demo", "--json").stdout)
     server = Server(env, tmp_path / "api.log", "--no-worker").start()
-    log = (tmp_path / "worker.log").open("ab")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "iod", "worker"], env=env, stdout=log, stderr=log
-    )
+    # Started and ready before the clock of the SDK's wait starts below (a start costs
+    # seconds on a loaded machine).
+    worker = start_worker(env, tmp_path / "worker.log")
     try:
         token = token_for(server.url, demo["client_id"], demo["client_secret"])
         h = {"Authorization": f"Bearer {token}"}
@@ -178,5 +177,4 @@ def test_stream_and_waits_across_processes(tmp_path: Path, backend: str) -> None
     finally:
         worker.terminate()
         worker.wait(timeout=20)
-        log.close()
         server.stop()

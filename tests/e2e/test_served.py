@@ -91,11 +91,19 @@ def test_disabled_client_tokens_stop_within_5_seconds(
     assert httpx.get(f"{server.url}{BASE}", headers=h).status_code == 200
     iod(server.env, "clients", "disable", demo["client_id"])
     disabled_at = time.monotonic()
-    response = wait_for(
-        lambda: (r := httpx.get(f"{server.url}{BASE}", headers=h)).status_code == 401 and r,
-        timeout=10,
-    )
-    assert time.monotonic() - disabled_at < 5
+    accepted: list[float] = []  # when each request the token still passed was sent
+
+    def refused() -> httpx.Response | None:
+        sent = time.monotonic()
+        answer = httpx.get(f"{server.url}{BASE}", headers=h, timeout=10)
+        if answer.status_code == 200:
+            accepted.append(sent)
+        return answer if answer.status_code == 401 else None
+
+    response = wait_for(refused, timeout=30)
+    # No request sent 5 s after the disabling passed (when the answers came back, on a
+    # loaded machine, is not the server's 5 s).
+    assert not accepted or accepted[-1] - disabled_at < 5, accepted
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
     denied = httpx.post(
         f"{server.url}/oauth2/token",
@@ -173,7 +181,7 @@ def test_request_ids_reach_the_structured_logs(served: tuple[Server, dict[str, A
                 ids.add((entry.get("request_id", ""), entry.get("client_request_id", "")))
         return ids
 
-    wait_for(lambda: {(ours, "trace-e2e-1"), (problem_id, "")} <= logged(), timeout=5)
+    wait_for(lambda: {(ours, "trace-e2e-1"), (problem_id, "")} <= logged())
 
 
 def test_separate_worker_process_executes_jobs(tmp_path: Path, backend: str) -> None:

@@ -50,7 +50,9 @@ def test_ctrl_c_ends_open_streams_and_long_polls_at_once(tmp_path: Path) -> None
             assert next(lines).startswith("retry:")
             poller = threading.Thread(target=long_poll)
             poller.start()
-            time.sleep(2)  # the long poll is waiting (an idle server reads it at once)
+            # The long poll is waiting (an idle server reads it at once; a loaded one may take
+            # seconds, and the server shows no sign of it: no log line, no gauge).
+            time.sleep(5)
             stopping = time.monotonic()
             server.process.send_signal(signal.SIGINT)
             rest = list(lines)  # ends when the server ends the stream

@@ -15,7 +15,15 @@ import httpx
 
 from iod.client import webhooks
 from tests.conftest import postgres_url
-from tests.e2e.conftest import Server, base_env, iod, start_worker, token_for, wait_for
+from tests.e2e.conftest import (
+    Server,
+    base_env,
+    free_port,
+    iod,
+    start_worker,
+    token_for,
+    wait_for,
+)
 from tests.webhook_receiver import Receiver, serve
 
 HOOKS = "/internet-on-demand/webhook-endpoints"
@@ -61,7 +69,10 @@ def test_webhooks_end_to_end(tmp_path: Path) -> None:
         )
         every = stack.enter_context(serve())
         second = ExitStack()
-        only = second.enter_context(serve())
+        # A port of this worker's range, not the kernel's: it is bound again after being
+        # closed for a while (part 2), when an outgoing connection may have taken an
+        # ephemeral one.
+        only = second.enter_context(serve(port=free_port()))
         start = http.get(FEED, params={"after": "now"}).json()["nextCursor"]
         hook_all = http.post(HOOKS, json={"url": every.url}).json()
         hook_conn = http.post(HOOKS, json={"url": only.url, "eventTypes": ["connection."]}).json()

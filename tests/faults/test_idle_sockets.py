@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import Server, base_env, iod, token_for
+from tests.e2e.conftest import Server, base_env, iod, token_for, wait_for
 from tests.faults.conftest import BASE, report, size
 
 IDLE = size(1050, 3000)
@@ -155,9 +155,16 @@ def _post_head(token: str, length: int) -> bytes:
     ).encode()
 
 
+def _refused(url: str) -> httpx.Response | None:
+    answer = httpx.get(f"{url}/healthz", timeout=10)
+    return answer if answer.status_code == 503 else None
+
+
 def test_overload_is_problem_json_503_with_retry_after(tmp_path: Path) -> None:
+    # The body timeout far above the waits below: only the clients' closing ends the two
+    # requests in progress in time.
     server, demo = _serve(
-        tmp_path, IOD_HTTP_MAX_CONCURRENCY="2", IOD_HTTP_BODY_TIMEOUT_SECONDS="20"
+        tmp_path, IOD_HTTP_MAX_CONCURRENCY="2", IOD_HTTP_BODY_TIMEOUT_SECONDS="120"
     )
     try:
         token = token_for(server.url, demo["client_id"], demo["client_secret"])
@@ -166,16 +173,17 @@ def test_overload_is_problem_json_503_with_retry_after(tmp_path: Path) -> None:
         try:
             for sock in busy:
                 sock.sendall(_post_head(token, 100))
-            time.sleep(0.5)
-            refused = httpx.get(f"{server.url}/healthz", timeout=10)
-            assert refused.status_code == 503
+            # Once the server has both requests in progress (a loaded machine takes a while).
+            refused = wait_for(lambda: _refused(server.url), timeout=30)
             assert refused.headers["content-type"] == "application/problem+json"
             assert refused.headers["retry-after"] == "1"
             assert refused.json()["type"] == "/problems/service-unavailable"
         finally:
             _close(busy)
-        time.sleep(0.5)
-        assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+        # Served again once the server has seen them closed.
+        wait_for(
+            lambda: httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200, timeout=30
+        )
     finally:
         server.stop()
 

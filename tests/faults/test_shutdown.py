@@ -39,6 +39,28 @@ def _hold_the_write_path(env: dict[str, str], engine: Any, location: str) -> Any
     return release_postgres
 
 
+def _in_the_server_waiting(env: dict[str, str], engine: Any) -> None:
+    """Returns once the held order waits for the lock in the server: on PostgreSQL seen as a
+    backend waiting on a lock (a transaction per look: pg_stat_activity is a snapshot per
+    transaction); SQLite shows no such thing, so a wait long enough for a loaded machine."""
+    if "IOD_DATABASE_URL" not in env:
+        time.sleep(3.0)
+        return
+
+    def waiting() -> bool:
+        with engine.connect() as conn:
+            return bool(
+                conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()"
+                    )
+                ).scalar()
+            )
+
+    wait_for(waiting, timeout=30)
+
+
 def test_sigterm_lets_the_request_in_flight_finish(
     tmp_path: Path, backend: str, engine_for: Any
 ) -> None:
@@ -65,7 +87,7 @@ def test_sigterm_lets_the_request_in_flight_finish(
 
         client = threading.Thread(target=order)
         client.start()
-        time.sleep(1.0)  # the order is in the server, waiting for the lock
+        _in_the_server_waiting(env, engine)  # the order is in the server, waiting for the lock
         assert client.is_alive(), answer
         assert server.process is not None
         process = server.process

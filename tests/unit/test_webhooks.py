@@ -191,7 +191,7 @@ def test_the_sender_connects_to_the_checked_address_with_the_original_host(
 
 @pytest.fixture
 def hanging_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, list[str]]]:
-    """A getaddrinfo that hangs (5 s at most) until the event is set, then answers
+    """A getaddrinfo that hangs (60 s at most) until the event is set, then answers
     127.0.0.1; the names it was asked for. Set and waited for at the end, so no lookup of
     this test is left in flight for the next one."""
     _lookup_threads_gone()
@@ -200,7 +200,7 @@ def hanging_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Eve
 
     def getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
         asked.append(host)
-        release.wait(5)
+        release.wait(60)
         return answer(host, port)  # type: ignore[no-any-return]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
@@ -233,18 +233,19 @@ def test_a_hanging_name_lookup_fails_the_attempt_at_its_timeout(
         started = time.monotonic()
         outcome = sender.send(url, BODY, {}, allowed=LOOPBACK, allow_http=True, timeout=0.5)
         took = time.monotonic() - started
-        assert took < 3, took  # generous: the deadline is 0.5 s, the resolver hangs 5 s
+        assert took < 20, took  # generous: the deadline is 0.5 s, the resolver hangs 60 s
         expected = "resolving slow.example.com took longer than the attempt's timeout"
         assert outcome.status_code is None, outcome
         assert outcome.error == f"timeout after 0.5 s: {expected}", outcome
         assert receiver.received == []
         release.set()
         # A lookup that answers: connected to; one that answers a private address: refused.
+        # (A whole HTTP exchange: a timeout a loaded machine meets.)
         monkeypatch.setattr(socket, "getaddrinfo", _resolver("127.0.0.1"))
-        outcome = sender.send(url, BODY, {}, allowed=LOOPBACK, allow_http=True, timeout=0.5)
+        outcome = sender.send(url, BODY, {}, allowed=LOOPBACK, allow_http=True, timeout=5)
         assert outcome.ok, outcome
         monkeypatch.setattr(socket, "getaddrinfo", _resolver("10.0.0.7"))
-        outcome = sender.send(url, BODY, {}, allowed=LOOPBACK, allow_http=True, timeout=0.5)
+        outcome = sender.send(url, BODY, {}, allowed=LOOPBACK, allow_http=True, timeout=5)
         assert outcome.status_code is None and "refused" in (outcome.error or ""), outcome
         assert "10.0.0.7 is a private address" in (outcome.error or "")
         assert len(receiver.received) == 1
