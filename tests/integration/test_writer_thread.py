@@ -7,11 +7,17 @@ import asyncio
 import contextvars
 import threading
 import time
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import exc, text
 
+from iod.app import Services
+from iod.infra import idempotency
 from iod.infra.db import Database, is_unavailable
+
+LOC = "PL0001247634"
 
 _SEEN: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="unset")
 
@@ -141,3 +147,64 @@ def test_dispose_ends_the_thread_and_a_later_write_starts_another(
     assert not any(t.ident == first for t in threading.enumerate())
     second = asyncio.run(sqlite_database.in_writer(_insert, sqlite_database, 1))
     assert second.startswith("iod-sqlite-writer")
+
+
+def test_a_caller_cancelled_twice_or_whose_work_fails_still_waits_for_its_end(
+    sqlite_database: Database,
+) -> None:
+    started = threading.Event()
+    ended: list[float] = []
+
+    def work(fail: bool) -> None:
+        started.set()
+        time.sleep(0.3)
+        ended.append(time.monotonic())
+        if fail:
+            raise ValueError("failed after the cancel")
+
+    async def main(fail: bool) -> float:
+        started.clear()
+        task = asyncio.ensure_future(sqlite_database.in_writer(work, fail))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        task.cancel()  # again, while it waits for the work's end
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.monotonic()
+
+    for fail in (False, True):
+        ended.clear()
+        returned = asyncio.run(main(fail))
+        assert ended and ended[0] <= returned
+
+
+def test_a_busy_timeout_of_zero_lets_a_write_alone_go_ahead(sqlite_database: Database) -> None:
+    sqlite_database._turn_timeout = 0.0
+    assert asyncio.run(sqlite_database.in_writer(_insert, sqlite_database, 1))
+
+
+def test_the_fast_writes_run_on_the_writer_thread(
+    api: TestClient, headers: dict[str, str], services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the served app: the create and the PUT's transactions run on the writer thread
+    on SQLite and in the threadpool on PostgreSQL."""
+    threads: list[str] = []
+    real = idempotency.run_without_key
+
+    def spied(*args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(idempotency, "run_without_key", spied)
+    base = "/internet-on-demand/connections"
+    made = api.post(base, json={"bandwidth": "100 Mbps", "locationId": LOC}, headers=headers)
+    assert made.status_code == 201, made.text
+    changed = api.put(
+        f"{base}/{made.json()['id']}/bandwidth", json={"bandwidth": "200 Mbps"}, headers=headers
+    )
+    assert changed.status_code == 200, changed.text
+    assert len(threads) == 2
+    on_writer = [name.startswith("iod-sqlite-writer") for name in threads]
+    assert on_writer == [services.db.is_sqlite] * 2

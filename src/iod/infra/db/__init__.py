@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeAlias, TypeVar, cast
 
+import anyio
 import anyio.to_thread
 import structlog
 from sqlalchemy import (
@@ -327,31 +328,40 @@ class Database:
         that lock per write, where the writer thread goes from one to the next (issue 14).
         A write that waited longer than the busy timeout in the queue is the same 503 as one
         that waited that long for the lock. As in the threadpool, a caller cancelled while
-        its work runs waits until the work has ended; one cancelled before, never runs it."""
+        its work runs waits until the work has ended; one cancelled while its work waits in
+        the queue never runs it (in the threadpool, a thread waiting for the turn wrote)."""
         if not self.is_sqlite:
             return await anyio.to_thread.run_sync(functools.partial(work, *args))
         queued = time.monotonic()
         context = contextvars.copy_context()
-        done: Future[_T] = self._writer_thread().submit(
-            context.run, self._queued_work, queued, work, *args
-        )
+        try:
+            done: Future[_T] = self._writer_thread().submit(
+                context.run, self._queued_work, queued, work, *args
+            )
+        except RuntimeError:  # that thread was shut down meanwhile (`dispose`): a new one
+            done = self._writer_thread().submit(context.run, self._queued_work, queued, work, *args)
         waited = asyncio.wrap_future(done)
         try:
             return await asyncio.shield(waited)
         except asyncio.CancelledError:
             if done.cancel():
                 raise
-            while not waited.done():
-                try:
-                    await asyncio.shield(waited)
-                except asyncio.CancelledError:
-                    continue
-                except BaseException:
-                    break
+            # Running: wait for its end. Shielded from anyio's cancel scopes, which cancel
+            # the task again at every turn of the loop (a busy loop until the write ends).
+            with anyio.CancelScope(shield=True):
+                while not waited.done():
+                    try:
+                        await asyncio.shield(waited)
+                    except asyncio.CancelledError:
+                        continue
+                    except BaseException:
+                        break
             raise
 
     def _queued_work(self, queued: float, work: Callable[..., _T], *args: Any) -> _T:
-        if time.monotonic() - queued > self._turn_timeout:
+        # A busy timeout of 0 means no waiting for a lock someone holds: a write alone in
+        # the queue goes ahead (`_turn` then says whether someone holds the turn).
+        if self._turn_timeout > 0 and time.monotonic() - queued > self._turn_timeout:
             raise exc.TimeoutError(
                 f"no turn to write within {self._turn_timeout:g} s: other writes of this"
                 " process were ahead of it"
