@@ -511,6 +511,9 @@ def test_times_are_the_users_and_stored_in_utc() -> None:
     with pytest.raises(ValidationFailed) as bad:
         views.parse_local("tomorrow", "UTC", "/revertAt")
     assert bad.value.errors[0].pointer == "/revertAt"
+    with pytest.raises(ValidationFailed) as long:  # a long value is clipped, and says so
+        views.parse_local("x" * 300, "UTC", "/revertAt")
+    assert long.value.errors[0].detail.startswith(repr("x" * 40 + "…") + " is not a date")
     with pytest.raises(ValidationFailed):
         views.check_zone("Mars/Olympus")
     # As the CLI's --at: a skipped wall time is refused, a repeated one is the first.

@@ -34,7 +34,14 @@ from iod.domain.bandwidth import format_bandwidth
 from iod.domain.status import Action, ChangeStatus, ConnectionStatus
 from iod.events import repository as events_repository
 from iod.events import service as events_service
-from iod.infra.errors import FieldError, Forbidden, NotFound, ProblemError, ValidationFailed
+from iod.infra.errors import (
+    FieldError,
+    Forbidden,
+    NotFound,
+    ProblemError,
+    ValidationFailed,
+    shown,
+)
 from iod.infra.ids import looks_like_id
 from iod.infra.ratelimit import Rate, TokenBuckets
 from iod.locations import repository as locations
@@ -750,7 +757,7 @@ async def cancel_change(request: Request, connection_id: str, change_id: str) ->
 async def lifecycle_action(request: Request, connection_id: str, action: str) -> Response:
     user = await current_user(request)
     if action not in {a.value for a in Action}:
-        raise NotFound(f"no action {action[:40]!r}")
+        raise NotFound(f"no action {shown(action, 40)}")
     schemas.parse(schemas.Empty, await form_of(request, user.csrf_token))
     people.require_role(user, "operator")
     services = _services(request)
@@ -994,7 +1001,7 @@ async def rotate_client(request: Request, client_id: str) -> Response:
 async def enable_client(request: Request, client_id: str, what: str) -> Response:
     user = await current_user(request)
     if what not in ("disable", "enable"):
-        raise NotFound(f"no action {what[:40]!r}")
+        raise NotFound(f"no action {shown(what, 40)}")
     schemas.parse(schemas.Empty, await form_of(request, user.csrf_token))
     people.require_role(user, "admin")
     services = _services(request)
@@ -1075,7 +1082,7 @@ async def create_user(request: Request) -> Response:
 async def change_user(request: Request, user_id: str, what: str) -> Response:
     user = await current_user(request)
     if what not in ("role", "disable", "enable", "link"):
-        raise NotFound(f"no action {what[:40]!r}")
+        raise NotFound(f"no action {shown(what, 40)}")
     fields = await form_of(request, user.csrf_token)
     people.require_role(user, "admin")
     services = _services(request)
@@ -1131,7 +1138,7 @@ def _static(name: str) -> bytes:
 @router.get("/static/{name}")
 async def static(name: str) -> Response:
     if name not in _STATIC:
-        raise NotFound(f"no file {name[:40]!r}")
+        raise NotFound(f"no file {shown(name, 40)}")
     return Response(
         _static(name),
         media_type=_STATIC[name],

@@ -19,7 +19,14 @@ from sqlalchemy.orm import Session
 
 from iod.connections import service as connections
 from iod.domain.bandwidth import format_bandwidth
-from iod.infra.errors import FieldError, Forbidden, NotFound, ProblemError, ValidationFailed
+from iod.infra.errors import (
+    FieldError,
+    Forbidden,
+    NotFound,
+    ProblemError,
+    ValidationFailed,
+    shown,
+)
 from iod.infra.ids import looks_like_id
 from iod.locations import repository as locations
 from iod.portal import schemas, views
@@ -236,7 +243,7 @@ async def webhook_page(
 async def change_webhook(request: Request, endpoint_id: str, what: str) -> Response:
     """enable, disable, rotate (the new secret shown once), delete."""
     if what not in ("enable", "disable", "rotate", "delete"):
-        raise NotFound(f"no action {what[:40]!r}")
+        raise NotFound(f"no action {shown(what, 40)}")
     user = await _button(request, "admin")
     services = _services(request)
     principal, limits = user.principal, _limits(request)
@@ -419,7 +426,7 @@ async def change_schedule(
 ) -> Response:
     """pause, resume, delete."""
     if what not in ("pause", "resume", "delete"):
-        raise NotFound(f"no action {what[:40]!r}")
+        raise NotFound(f"no action {shown(what, 40)}")
     user = await _button(request, "operator")
     services = _services(request)
     planning = _planning(request)

@@ -14,7 +14,7 @@ from markupsafe import Markup, escape
 from iod.domain.bandwidth import format_bandwidth
 from iod.domain.schedules import zone_names
 from iod.infra.clock import as_utc
-from iod.infra.errors import ValidationFailed
+from iod.infra.errors import ValidationFailed, shown
 
 
 def zone_of(name: str) -> ZoneInfo:
@@ -52,7 +52,7 @@ def parse_local(text: str, zone: str, pointer: str) -> datetime:
         naive = datetime.fromisoformat(text)
     except ValueError:
         raise ValidationFailed.field(
-            pointer, f"{text[:40]!r} is not a date and time such as 2030-01-01T10:00"
+            pointer, f"{shown(text, 40)} is not a date and time such as 2030-01-01T10:00"
         ) from None
     if naive.tzinfo is not None:
         return naive.astimezone(UTC)
