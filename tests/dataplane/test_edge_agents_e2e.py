@@ -188,10 +188,12 @@ def test_three_edges_enforce_their_own_orders_and_survive_kills_and_restarts(
             got = host.download(gw, cust, 2)
             assert 0.85 * rate < got <= 1.01 * rate, (host.location, rate, got)
 
-        # Telemetry: a 4 s download through A shows in …/traffic within two sample periods
-        # at the wire rate (goodput plus the TCP/IP and Ethernet headers, 1514/1448).
+        # Telemetry: an 8 s download through A shows in …/traffic within two sample periods
+        # at the wire rate (goodput plus the TCP/IP and Ethernet headers, 1514/1448). Several
+        # 1 s points, averaged: the bytes a sample's timing puts in a point rather than the
+        # next even out (a single point was seen 6.5 % above the rate on a busy machine).
         started = datetime.now(UTC)
-        goodput = hosts[0].download(*endpoints[0], 4)
+        goodput = hosts[0].download(*endpoints[0], 8)
         ended = datetime.now(UTC)
         time.sleep(2)  # two sample periods
         traffic = api.get(f"{BASE}/{conns[0]['id']}/traffic", params={
@@ -199,7 +201,7 @@ def test_three_edges_enforce_their_own_orders_and_survive_kills_and_restarts(
             "to": (ended - timedelta(seconds=1)).isoformat(), "step": 1,
         }).json()  # fmt: skip
         seen = [p["inBps"] / 1e6 for p in traffic["points"] if p["inBps"] is not None]
-        assert seen, traffic
+        assert len(seen) >= 3, traffic
         wire = goodput * 1514 / 1448
         assert abs(sum(seen) / len(seen) - wire) <= 0.05 * wire, (seen, goodput)
 
