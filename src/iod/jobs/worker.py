@@ -50,6 +50,11 @@ class WorkerPolicy:
     outage_backoff_cap_seconds: float = 5.0
     # After a batch that was not full, wait this long before the next (IOD_WORKER_GATHER_SECONDS).
     gather_seconds: float = 0.0
+    # While a batch is carried out, record what is done once this much time has gone by since
+    # the batch was claimed or last recorded: a batch of fast operations is recorded once,
+    # one of slow operations (a provisioning that takes seconds) job by job, so each result
+    # shows as soon as it is done, not when the whole batch is.
+    record_every_seconds: float = 1.0
 
 
 class Worker:
@@ -93,7 +98,9 @@ class Worker:
            so one job's failure keeps the others and the claim);
         2. the driver carries out each job's operation, named by the job id;
         3. one transaction records every result and finishes the jobs (again a savepoint
-           each). Failures are retried or recorded one by one, afterwards.
+           each). Failures are retried or recorded one by one, afterwards. When carrying
+           them out takes longer than `record_every_seconds`, what is done so far is
+           recorded before the next job is carried out.
         """
         if self._held:
             held, self._held = self._held, []
@@ -122,10 +129,15 @@ class Worker:
         # Half the lease for the batch: what is not carried out by then (or when asked to
         # stop) goes back to the queue, so a slow network never outlives a lease.
         deadline = time.monotonic() + self.policy.lease_seconds / 2
+        recorded_at = time.monotonic()
         for ref, task, spec, failure in prepared:
             if failure is not None or task is None:
                 failures.append((ref, task, failure or JobGone("no task")))
                 continue
+            if acted and time.monotonic() - recorded_at > self.policy.record_every_seconds:
+                failures += self._record_acted(acted)
+                acted = []
+                recorded_at = time.monotonic()
             acts = spec is not None and task.act is not None
             # A job whose work is all in `prepare` (a `@task`, a periodic task) has committed
             # its effects with the claim: it is finished, never handed back to run again.
@@ -142,12 +154,7 @@ class Worker:
                 failures.append((ref, task, exc))
 
         if acted:
-            try:
-                failures += self._record(acted)
-            except Exception as exc:
-                if is_unavailable(exc):
-                    self._held = acted
-                raise
+            failures += self._record_acted(acted)
         if released or deferred:
             with self.db.write() as session:
                 if released:
@@ -233,6 +240,17 @@ class Worker:
             if task is not None:
                 rows += task.preload(session, group, preparing)
         return rows
+
+    def _record_acted(self, acted: list[Acted]) -> list[tuple[JobRef, Task[Any] | None, Exception]]:
+        """`_record`; when the database is unavailable, the results are held for the next
+        `run_once` to record first (the jobs not carried out yet stay claimed until their
+        lease runs out, then run again)."""
+        try:
+            return self._record(acted)
+        except Exception as exc:
+            if is_unavailable(exc):
+                self._held = acted
+            raise
 
     def _record(self, acted: list[Acted]) -> list[tuple[JobRef, Task[Any] | None, Exception]]:
         """Records the batch in one transaction; if anything in it fails, records job by job
