@@ -49,29 +49,27 @@ def _statuses_seen_at_each_provisioning(
     return seen
 
 
-def test_slow_operations_are_recorded_one_by_one(
+@pytest.mark.parametrize(
+    ("record_every", "active_at_each_start"),
+    [
+        # 0 s: every operation counts as slow, whatever the machine's speed. When the k-th
+        # provisioning starts, the k-1 before it are recorded active.
+        (0.0, [0, 1, 2]),
+        # Fast operations (an hour to spare): the batch is recorded once, at its end.
+        (3600.0, [0, 0, 0]),
+    ],
+    ids=["slow-one-by-one", "fast-together"],
+)
+def test_a_batch_is_recorded_as_it_goes_when_slow(
     api: TestClient,
     headers: dict[str, str],
     services: Services,
     driver: SimulatedDriver,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # 0 s: every operation counts as slow, whatever the machine's speed.
-    seen = _statuses_seen_at_each_provisioning(
-        api, headers, services, driver, monkeypatch, record_every=0.0
-    )
-    # When the k-th provisioning starts, the k-1 before it are recorded active.
-    assert [sum(status == "active" for status in s.values()) for s in seen] == [0, 1, 2]
-
-
-def test_fast_operations_are_recorded_together(
-    api: TestClient,
-    headers: dict[str, str],
-    services: Services,
-    driver: SimulatedDriver,
-    monkeypatch: pytest.MonkeyPatch,
+    record_every: float,
+    active_at_each_start: list[int],
 ) -> None:
     seen = _statuses_seen_at_each_provisioning(
-        api, headers, services, driver, monkeypatch, record_every=3600.0
+        api, headers, services, driver, monkeypatch, record_every
     )
-    assert [sum(status == "active" for status in s.values()) for s in seen] == [0, 0, 0]
+    assert [sum(status == "active" for status in s.values()) for s in seen] == active_at_each_start
