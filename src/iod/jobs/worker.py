@@ -130,13 +130,25 @@ class Worker:
         # stop) goes back to the queue, so a slow network never outlives a lease.
         deadline = time.monotonic() + self.policy.lease_seconds / 2
         recorded_at = time.monotonic()
+        chunks = True  # recording as it goes; after a failed record, all at the end
         for ref, task, spec, failure in prepared:
             if failure is not None or task is None:
                 failures.append((ref, task, failure or JobGone("no task")))
                 continue
-            if acted and time.monotonic() - recorded_at > self.policy.record_every_seconds:
-                failures += self._record_acted(acted)
-                acted = []
+            if (
+                chunks
+                and acted
+                and time.monotonic() - recorded_at >= self.policy.record_every_seconds
+            ):
+                try:
+                    failures += self._record(acted)
+                    acted = []
+                except Exception as exc:
+                    # The batch goes on as without chunks: what was carried out is recorded
+                    # (or held, the database being unavailable) with the rest at its end.
+                    if not is_unavailable(exc):
+                        log.exception("worker.record_failed", jobs=len(acted))
+                    chunks = False
                 recorded_at = time.monotonic()
             acts = spec is not None and task.act is not None
             # A job whose work is all in `prepare` (a `@task`, a periodic task) has committed
@@ -243,8 +255,7 @@ class Worker:
 
     def _record_acted(self, acted: list[Acted]) -> list[tuple[JobRef, Task[Any] | None, Exception]]:
         """`_record`; when the database is unavailable, the results are held for the next
-        `run_once` to record first (the jobs not carried out yet stay claimed until their
-        lease runs out, then run again)."""
+        `run_once` to record first."""
         try:
             return self._record(acted)
         except Exception as exc:
