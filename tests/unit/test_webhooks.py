@@ -118,12 +118,18 @@ def test_urls_checked_at_creation() -> None:
         "https://127.0.0.1./x",
         "https://localhost../x",
         "https://hooks.example.com:0/x",
+        # Names the delivery could not resolve: found at creation, not at the first event.
+        "https://" + "a" * 64 + ".example.com/x",
+        "https://" + ("a" * 60 + ".") * 5 + "com/x",
+        "https://xn--a.xn--b/x",
     ):
         with pytest.raises(Exception, match="/url") as info:
             service.check_url(url, limits)
         assert info.value.errors[0].pointer == "/url"  # type: ignore[attr-defined]
     assert service.check_url("https://hooks.example.com/x?a=1", limits)
     assert service.check_url("https://hooks.example.com./x", limits)
+    assert service.check_url("https://" + "a" * 63 + ".example.com/x", limits)
+    assert service.check_url("https://xn--bcher-kva.example/x", limits)  # bücher.example
 
 
 def test_the_sender_refuses_what_creation_refuses() -> None:
