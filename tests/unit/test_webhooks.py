@@ -121,7 +121,8 @@ def test_urls_checked_at_creation() -> None:
         # Names the delivery could not resolve: found at creation, not at the first event.
         "https://" + "a" * 64 + ".example.com/x",
         "https://" + ("a" * 60 + ".") * 5 + "com/x",
-        "https://xn--a.xn--b/x",
+        "https://8.8.8.08/x",  # not an address the delivery's URL parser takes
+        "https://[2606:4700::1]./x",
     ):
         with pytest.raises(Exception, match="/url") as info:
             service.check_url(url, limits)
@@ -130,6 +131,9 @@ def test_urls_checked_at_creation() -> None:
     assert service.check_url("https://hooks.example.com./x", limits)
     assert service.check_url("https://" + "a" * 63 + ".example.com/x", limits)
     assert service.check_url("https://xn--bcher-kva.example/x", limits)  # bücher.example
+    assert service.check_url("https://xn--n3h.net/x", limits)  # ☃.net: not IDNA 2008, but real
+    assert service.check_url("https://xn--bcher-kva.my_svc.example.com/x", limits)
+    assert service.check_url("https://[2606:4700::1]:8443/x", limits)
 
 
 def test_the_sender_refuses_what_creation_refuses() -> None:

@@ -21,7 +21,7 @@ from iod.billing import statements as statement_docs
 from iod.domain import money
 from iod.domain.bandwidth import format_bandwidth
 from iod.domain.rating import HOUR
-from iod.infra.errors import ValidationFailed
+from iod.infra.errors import ValidationFailed, shown
 from iod.portal import cost_chart, views
 from iod.portal.endpoints import (
     SECURITY_HEADERS,
@@ -41,7 +41,7 @@ def _month(text: str, now: datetime) -> str:
     if not text:
         return statement_docs.month_of(now)
     if not MONTH.fullmatch(text):
-        raise ValidationFailed.field("/month", f"{text[:20]!r} is not a month such as 2026-11")
+        raise ValidationFailed.field("/month", f"{shown(text, 20)} is not a month such as 2026-11")
     return text
 
 

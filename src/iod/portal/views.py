@@ -33,7 +33,7 @@ def check_zone(name: str, pointer: str = "/timeZone") -> str:
     name = name.strip() or "UTC"
     # The calendar's list: no `localtime` (the host's zone), `posixrules` or `Factory`.
     if len(name) > 64 or name not in zone_names():
-        raise ValidationFailed.field(pointer, f"{name[:64]!r} is not an IANA time zone name")
+        raise ValidationFailed.field(pointer, f"{shown(name)} is not an IANA time zone name")
     return name
 
 

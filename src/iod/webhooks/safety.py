@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from iod.infra.errors import shown
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -152,15 +154,15 @@ def check_url(url: str, *, allow_http: bool) -> Target:
         raise Refused("a URL with a host")
     if host.startswith(".") or host.endswith(".") or ".." in host:
         raise Refused("not a valid host name: an empty label")
-    if not host.startswith("[") and ":" not in host:  # a name (or an IPv4 address)
+    if ":" not in host:  # a name (or an IPv4 address), which DNS limits
         if len(host) > 253:
             raise Refused("not a valid host name: longer than 253 characters")
         if any(len(label) > 63 for label in host.split(".")):
             raise Refused("not a valid host name: a label longer than 63 characters")
-        try:
-            httpx.URL(url).host  # noqa: B018 - the delivery reads it (an `xn--` label must be punycode)
-        except (httpx.InvalidURL, ValueError) as exc:
-            raise Refused(f"not a valid host name: {str(exc)[:80]}") from exc
+    try:
+        httpx.URL(url)  # what the delivery builds its request from (sender._pinned)
+    except (httpx.InvalidURL, ValueError) as exc:  # e.g. `8.8.8.08`, `[2606:4700::1].`
+        raise Refused(f"not a valid URL: {shown(str(exc))}") from exc
     if port == 0:
         raise Refused("port 0 is not a port a webhook can be sent to")
     return Target(scheme, host, port or (443 if scheme == "https" else 80))
