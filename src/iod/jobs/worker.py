@@ -166,7 +166,12 @@ class Worker:
                 failures.append((ref, task, exc))
 
         if acted:
-            failures += self._record_acted(acted)
+            try:
+                failures += self._record(acted)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    self._held = acted
+                raise
         if released or deferred:
             with self.db.write() as session:
                 if released:
@@ -252,16 +257,6 @@ class Worker:
             if task is not None:
                 rows += task.preload(session, group, preparing)
         return rows
-
-    def _record_acted(self, acted: list[Acted]) -> list[tuple[JobRef, Task[Any] | None, Exception]]:
-        """`_record`; when the database is unavailable, the results are held for the next
-        `run_once` to record first."""
-        try:
-            return self._record(acted)
-        except Exception as exc:
-            if is_unavailable(exc):
-                self._held = acted
-            raise
 
     def _record(self, acted: list[Acted]) -> list[tuple[JobRef, Task[Any] | None, Exception]]:
         """Records the batch in one transaction; if anything in it fails, records job by job

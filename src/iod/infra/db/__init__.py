@@ -333,13 +333,11 @@ class Database:
         if not self.is_sqlite:
             return await anyio.to_thread.run_sync(functools.partial(work, *args))
         queued = time.monotonic()
-        context = contextvars.copy_context()
+        call = functools.partial(contextvars.copy_context().run, self._queued_work, queued, work)
         try:
-            done: Future[_T] = self._writer_thread().submit(
-                context.run, self._queued_work, queued, work, *args
-            )
+            done: Future[_T] = self._writer_thread().submit(call, *args)
         except RuntimeError:  # that thread was shut down meanwhile (`dispose`): a new one
-            done = self._writer_thread().submit(context.run, self._queued_work, queued, work, *args)
+            done = self._writer_thread().submit(call, *args)
         waited = asyncio.wrap_future(done)
         try:
             return await asyncio.shield(waited)
