@@ -23,6 +23,7 @@ from sqlalchemy import event, select, text
 import iod.infra.db as db_module
 from iod.app import Services
 from iod.connections import capacity, repository
+from iod.infra.db import later
 from iod.models import Connection, Location, LumenService
 
 BASE = "/internet-on-demand/connections"
@@ -50,25 +51,48 @@ def _one(sql: str) -> str | None:
     return "SELECT" if sql.lstrip().upper().startswith("SELECT") else None
 
 
+class Seen(list[str]):
+    """The statements by name, in order; `trips`: the same grouped by the round trip that
+    sent them (`later.py` sends several in one on PostgreSQL)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trips: list[list[str]] = []
+
+    def sent(self, names: list[str], *, commit: bool = False) -> None:
+        if names:
+            self.extend(names)
+            self.trips.append([*names, "COMMIT"] if commit else names)
+
+
 @pytest.fixture
-def statements(services: Services, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The row statements run from here on: those run straight on a transaction's
-    connection (`db._run`) and those SQLAlchemy executes."""
-    seen: list[str] = []
-    original = db_module._run
+def statements(services: Services, monkeypatch: pytest.MonkeyPatch) -> Iterator[Seen]:
+    """The row statements run from here on, in the order they reach the database: those run
+    straight on a transaction's connection (`db._run`), those sent later together
+    (`later.send`, PostgreSQL) and those SQLAlchemy executes. Each round trip of the
+    transaction is also kept (`Seen.trips`)."""
+    seen = Seen()
+    original, original_send = db_module._run, later.send
 
     def spy(connection: Any, sql: str, *args: Any, **kwargs: Any) -> Any:
         name = _named(sql)
-        if name:
-            seen.append(name)
+        if name and not later.pending(connection):  # else sent with the queue, below
+            seen.sent([name])
         return original(connection, sql, *args, **kwargs)
+
+    def send_spy(connection: Any, **kwargs: Any) -> None:
+        queued = connection.info.get("iod_later") or []
+        seen.sent([name for item in queued if (name := _named(item.sql))],
+                  commit=kwargs.get("commit", False))  # fmt: skip
+        original_send(connection, **kwargs)
 
     def executed(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
         name = _named(sql)
         if name:
-            seen.append(name)
+            seen.sent([name])
 
     monkeypatch.setattr(db_module, "_run", spy)
+    monkeypatch.setattr(later, "send", send_spy)
     engine = services.db.engine
     event.listen(engine, "before_cursor_execute", executed)
     try:
@@ -82,14 +106,17 @@ def statements(services: Services, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 # endpoints, none here; those given as `then`). PostgreSQL's NOTIFY is sent after the
 # commit, on a connection of its own (infra/db/notify.py), not in the transaction.
 def _commit(services: Services, then: tuple[str, ...] = ()) -> list[str]:
-    fan_out = ["INSERT audit_events", "SELECT webhook_endpoints", *then]
+    # The webhook endpoints are read just before the events are written (`read_ahead`:
+    # with them in one round trip on PostgreSQL), the audit row after.
     if services.db.engine.dialect.name == "postgresql":  # one statement (events/__init__.py)
-        return ["UPDATE event_streams + INSERT events", *fan_out]
-    return ["UPDATE event_streams", "INSERT events", *fan_out]
+        written = ["UPDATE event_streams + INSERT events"]
+    else:
+        written = ["UPDATE event_streams", "INSERT events"]
+    return ["SELECT webhook_endpoints", *written, "INSERT audit_events", *then]
 
 
 def test_an_order_runs_these_statements(
-    api: TestClient, headers: dict[str, str], services: Services, statements: list[str]
+    api: TestClient, headers: dict[str, str], services: Services, statements: Seen
 ) -> None:
     location = "PL0001247634"
     order = {"locationId": location, "bandwidth": "20 Mbps"}
@@ -128,7 +155,7 @@ def test_a_change_runs_these_statements(
     api: TestClient,
     headers: dict[str, str],
     services: Services,
-    statements: list[str],
+    statements: Seen,
     keyed: bool,
 ) -> None:
     order = {"locationId": "PL0001247634", "bandwidth": "20 Mbps"}
@@ -206,3 +233,33 @@ def test_a_change_refuses_a_tier_its_location_does_not_offer(
     accepted = api.put(f"{BASE}/{connection_id}/bandwidth", json={"bandwidth": "100 Mbps"},
                        headers=headers)  # fmt: skip
     assert accepted.status_code == 200, accepted.text
+
+
+def test_a_keyed_change_on_postgresql_is_a_few_round_trips(
+    api: TestClient, headers: dict[str, str], services: Services, statements: Seen
+) -> None:
+    """The statements after the pending changes' read go together (`db/later.py`), the
+    location's checked UPDATE with them: its row is locked for a round trip or two, not
+    for one per statement (issue 14, the surge at one location)."""
+    if services.db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's pipeline mode; SQLite runs each statement in-process")
+    order = {"locationId": "PL0001247634", "bandwidth": "20 Mbps"}
+    connection_id = api.post(BASE, json=order, headers=headers).json()["id"]
+    statements.clear()
+    statements.trips.clear()
+    response = api.put(f"{BASE}/{connection_id}/bandwidth", json={"bandwidth": "50 Mbps"},
+                       headers={**headers, "Idempotency-Key": "k"})  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert statements.trips == [
+        ["INSERT idempotency_keys"],  # the key's claim: a replay answers from it
+        ["SELECT connections"],  # locked: what follows depends on it
+        ["SELECT bandwidth_changes"],
+        [
+            "INSERT bandwidth_changes", "INSERT jobs", "UPDATE connections",
+            "UPDATE locations",  # the capacity check: the location's row locked from here
+            "UPDATE idempotency_keys",  # the answer
+            "SELECT webhook_endpoints",  # read ahead of the events, for their fan-out
+            "UPDATE event_streams + INSERT events",  # its positions are waited for
+        ],
+        ["INSERT audit_events", "COMMIT"],  # one round trip
+    ]  # fmt: skip

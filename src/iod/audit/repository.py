@@ -20,9 +20,9 @@ def add(session: Session, event: AuditEvent) -> None:
 def insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     """One INSERT compiled once (`TransactionWrite`): the rows are never read back in the
     transaction, so ORM objects (and their flush) would be work for nothing on every
-    write."""
+    write. Sent with the transaction's next round trip (`TransactionWrite.later`)."""
     if rows:
-        _INSERT.execute(session, rows)
+        _INSERT.later(session, rows)
 
 
 _INSERT = TransactionWrite(insert(cast(Table, AuditEvent.__table__)))

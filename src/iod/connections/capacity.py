@@ -113,7 +113,8 @@ def recommit_locked(
     assert isinstance(bandwidth, int)
     old = connection.committed_mbps
     new = 0 if status == _TERMINATED else committed_mbps(bandwidth, pending_mbps)
-    update_loaded(session, connection, {**changes, "committed_mbps": new})
+    # Sent with the next round trip (the row is locked: its count is checked then).
+    update_loaded(session, connection, {**changes, "committed_mbps": new}, send_later=True)
     session.flush()  # the caller's other changes (usually none) before the location's lock
     if check:
         _reserve(session, connection.location_id, old, new)
@@ -140,13 +141,29 @@ def reserve_new(session: Session, connection: Connection) -> None:
 def _reserve(session: Session, location_id: str, old: int, new: int) -> None:
     """The checked update: applies `new - old` only if the location's capacity allows it."""
     delta = new - old
+
+    def checked(done: list[Any]) -> None:
+        if done:
+            _sync_location(session, location_id, done[0].committed_mbps, done[0].ipv4_next)
+        else:
+            _refuse(session, location_id, old, new)
+
     # Compiled once and run on the transaction's DBAPI connection: on every order and
     # change, building it and SQLAlchemy's execution cost more than the statement
-    # (docs/performance.md).
-    done = _RESERVE.rows(session, location=location_id, delta=delta)
-    if done:
-        _sync_location(session, location_id, done[0].committed_mbps, done[0].ipv4_next)
-        return
+    # (docs/performance.md). Where the location is not loaded in the session (a change),
+    # nothing reads its counter before the commit: the UPDATE goes with the transaction's
+    # next round trip (`db/later.py`), the check on its row before the commit. On
+    # PostgreSQL the location's row is then locked from that round trip, not from here:
+    # the statements before the commit are sent with it or one round trip later, not one
+    # by one while every other change at the location waits for the row (issue 14).
+    if session.identity_map.get(session.identity_key(Location, location_id)) is None:
+        _RESERVE.later(session, checked, location=location_id, delta=delta)
+    else:
+        checked(_RESERVE.rows(session, location=location_id, delta=delta))
+
+
+def _refuse(session: Session, location_id: str, old: int, new: int) -> None:
+    """The 409 for a checked update that did not fit."""
     row = session.execute(
         select(_locations.capacity_mbps, _locations.committed_mbps).where(
             _locations.id == location_id

@@ -353,7 +353,7 @@ def _new_change(
     # Written now with a Core INSERT (its job, flushed later, refers to it), not through the
     # ORM's flush; the object returned is not in the session: it only carries the values
     # (a later query in this transaction loads the row as usual).
-    _INSERT_CHANGE.execute(session, values)
+    _INSERT_CHANGE.later(session, values)  # with the next round trip (`db/later.py`)
     change = BandwidthChange(**values)
     jobs.enqueue(  # an INSERT: the connection and the change are written
         session,

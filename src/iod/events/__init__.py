@@ -100,14 +100,21 @@ class WrittenEvent(NamedTuple):
 
 
 Subscriber = Callable[[Session, list[WrittenEvent]], None]
+Ahead = Callable[[Session, list[str]], None]
 _subscribers: list[Subscriber] = []
+_ahead: list[Ahead] = []
 
 
-def subscribe(subscriber: Subscriber) -> Subscriber:
+def subscribe(subscriber: Subscriber, *, ahead: Ahead | None = None) -> Subscriber:
     """Runs `subscriber` in every transaction that writes events, after they are written
-    (with their positions): what it writes commits or rolls back with them."""
+    (with their positions): what it writes commits or rolls back with them. `ahead`, if
+    given, runs just before the events are written, with their customers' ids (sorted): a
+    read it queues there (`TransactionSelect.later`) goes with the events' own round trip
+    on PostgreSQL instead of one of its own after them (issue 14)."""
     if subscriber not in _subscribers:
         _subscribers.append(subscriber)
+        if ahead is not None:
+            _ahead.append(ahead)
     return subscriber
 
 
@@ -169,6 +176,8 @@ def _write_events(session: Session, pending: list[Any]) -> None:
     by_customer: dict[str, list[PendingEvent]] = {}
     for event in pending:
         by_customer.setdefault(event.customer_id, []).append(event)
+    for ahead in _ahead:
+        ahead(session, sorted(by_customer))
     new_stream = False  # the folded statement found no stream row of the customer
     if len(by_customer) == 1 and len(pending) <= _FOLDED_MOST:
         # A request's transaction: on PostgreSQL the position and the rows in one statement.

@@ -274,7 +274,7 @@ def _store(
     """The answer, stored over the claim this transaction holds (`_claim`)."""
     # The ETag names the representation in the stored body, so a replay carries it too.
     kept = {k: v for k, v in headers.items() if k.lower() in ("location", "link", "etag")}
-    _STORE.execute(
+    _STORE.later(  # with the COMMIT's round trip on PostgreSQL (`db/later.py`)
         session,
         {
             "of_customer": customer_id, "of_key": key, "status_code": status,

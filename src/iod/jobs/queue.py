@@ -74,8 +74,9 @@ def enqueue(
 def insert(session: Session, values: dict[str, Any]) -> None:
     """`enqueue` for the columns `new_job` made, written at once with an INSERT compiled
     once (`TransactionWrite`), for a caller that needs no Job object (issue 14): what it
-    refers to must be written already (it is not ordered by a flush)."""
-    _INSERT.execute(session, values)
+    refers to must be written already (it is not ordered by a flush). Sent with the
+    transaction's next round trip (`TransactionWrite.later`)."""
+    _INSERT.later(session, values)
     if values["run_at"] <= values["created_at"]:
         uow.wake(session, "jobs")
 

@@ -72,10 +72,29 @@ def body_of(event: WrittenEvent) -> str:
     )
 
 
+_AHEAD = "iod_webhooks_ahead"
+
+
+def read_ahead(session: Session, customers: list[str]) -> None:
+    """`fan_out`'s read for a transaction of one customer's events (a request's), queued
+    before the events are written: it goes with their round trip (`events.subscribe`)."""
+    if len(customers) != 1:
+        return
+    customer = customers[0]
+
+    def keep(rows: list[Any]) -> None:
+        session.info[_AHEAD] = (customer, rows)
+
+    repository.enabled_of_customer_later(session, customer, keep)
+
+
 def fan_out(session: Session, written: list[WrittenEvent]) -> None:
     customers = sorted({e.customer_id for e in written})
+    ahead = session.info.pop(_AHEAD, None)
     rows: Sequence[Any]
-    if len(customers) == 1:  # a request's transaction: one read compiled once (issue 14)
+    if ahead is not None and [ahead[0]] == customers:  # read with the events (read_ahead)
+        rows = ahead[1]
+    elif len(customers) == 1:  # a request's transaction: one read compiled once (issue 14)
         rows = repository.enabled_of_customer(session, customers[0])
     else:
         rows = (

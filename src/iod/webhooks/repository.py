@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -81,6 +81,14 @@ def enabled_of_customer(session: Session, customer_id: str) -> list[Any]:
     """`ENABLED_OF_CUSTOMERS` for one customer (what a request's transaction writes events
     for), compiled once and run on the transaction's connection (`TransactionSelect`)."""
     return _ENABLED_OF_CUSTOMER.rows(session, customer=customer_id)
+
+
+def enabled_of_customer_later(
+    session: Session, customer_id: str, then: Callable[[list[Any]], None]
+) -> None:
+    """`then(enabled_of_customer(...))`, the read sent with the transaction's next round
+    trip (`TransactionSelect.later`)."""
+    _ENABLED_OF_CUSTOMER.later(session, then, customer=customer_id)
 
 
 _ENABLED_OF_CUSTOMER = TransactionSelect(

@@ -25,7 +25,7 @@ register(
         queue=delivery.QUEUE,
     )
 )
-events.subscribe(delivery.fan_out)
+events.subscribe(delivery.fan_out, ahead=delivery.read_ahead)
 
 
 @periodic("retention.webhook_deliveries", every="1h")

@@ -52,7 +52,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
 from iod.infra.clock import as_utc
-from iod.infra.db import uow
+from iod.infra.db import later, uow
 from iod.infra.db.notify import Notifier
 
 _T = TypeVar("_T")
@@ -250,6 +250,7 @@ class Database:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         writer = engine.execution_options(sqlite_immediate=True) if self.is_sqlite else engine
+        later.enable(engine)  # PostgreSQL: a write's statements sent together (`later.py`)
         self._read = sessionmaker(engine, expire_on_commit=False, autoflush=False)
         self._write = sessionmaker(writer, expire_on_commit=False, autoflush=False)
         event.listen(self._write, "after_soft_rollback", uow.discard_savepoint)
@@ -304,6 +305,7 @@ class Database:
                 yield session
                 uow.before_commit(session)
                 topics = uow.take_topics(session)
+                _send_with_commit(session)
                 session.commit()
             except BaseException:
                 uow.discard(session)
@@ -424,6 +426,22 @@ class Database:
             writer[1].shutdown(wait=True)  # what was queued is written first
         self._readers.close_all()
         self.engine.dispose()
+
+
+def _send_with_commit(session: Session) -> None:
+    """On PostgreSQL, the statements the transaction queued to send later (`later.py`) go
+    with its COMMIT in one round trip, when nothing else is left to run first: no check of a
+    queued result (it must be able to roll back), no change of the ORM's to flush, no
+    savepoint. Otherwise (and on SQLite) `session.commit()` sends them before its COMMIT."""
+    kept = session.info.get(_CONNECTION)
+    if kept is None or not session.is_active:
+        return
+    connection = kept[1]
+    if not later.pending(connection) or later.checks_pending(connection):
+        return
+    if connection.in_nested_transaction() or session.new or session.dirty or session.deleted:
+        return
+    later.send(connection, commit=True)
 
 
 class _Readers:
@@ -703,13 +721,33 @@ class TransactionSelect:
 
     def rows(self, session: Session, **params: Any) -> list[Any]:
         connection = _connection(session)
+        compiled = self._compiled_for(connection)
+        bound = compiled.bind(params)
+        return compiled.convert(_run(connection, compiled.sql, bound, fetch=True))
+
+    def later(self, session: Session, then: Callable[[list[Any]], None], **params: Any) -> None:
+        """`then(self.rows(session, **params))`, the statement sent with the transaction's
+        next round trip where it can be (`later.py`: PostgreSQL), at once elsewhere. For an
+        UPDATE … RETURNING whose rows only a check needs: `then` runs before the commit, and
+        what it raises rolls the transaction back."""
+        connection = _connection(session)
+        if not later.defers(connection):
+            then(self.rows(session, **params))
+            return
+        compiled = self._compiled_for(connection)
+        later.queue(
+            connection,
+            later.Later(compiled.sql, compiled.bind(params), True, False,
+                        lambda fetched: then(compiled.convert(fetched))),
+        )  # fmt: skip
+
+    def _compiled_for(self, connection: Connection) -> _CompiledSelect:
         dialect = connection.dialect
         which = (dialect.name, dialect.driver)
         compiled = self._compiled.get(which)
         if compiled is None:
             compiled = self._compiled[which] = _CompiledSelect(dialect, self.statement)
-        bound = compiled.bind(params)
-        return compiled.convert(_run(connection, compiled.sql, bound, fetch=True))
+        return compiled
 
 
 class TransactionSelectIn:
@@ -768,7 +806,13 @@ def _connection(session: Session) -> Connection:
 
 def _run(connection: Connection, sql: str, bound: Any, *, fetch: bool, many: bool = False) -> Any:
     """Runs `sql` on the DBAPI connection of `connection` (a session's, in its transaction):
-    the rows fetched (`fetch`), or the row count. DBAPI errors as SQLAlchemy's."""
+    the rows fetched (`fetch`), or the row count. DBAPI errors as SQLAlchemy's. What the
+    transaction queued to send later goes first (`later.py`)."""
+    if later.pending(connection):  # the queue and this statement in one round trip
+        result: list[Any] = []
+        later.queue(connection, later.Later(sql, bound, fetch, many, result.append))
+        later.send(connection)
+        return result[0]
     dialect = connection.dialect
     dbapi_connection = connection.connection.dbapi_connection
     assert dbapi_connection is not None  # the transaction's, checked out
@@ -837,23 +881,53 @@ class TransactionWrite:
         """Runs it once, or once per parameter set; the row count. A list of one set is run
         as one: psycopg's `executemany` enters and leaves pipeline mode, which cost more
         than the INSERT of the usual write's one audit row or event (issue 14)."""
+        connection = _connection(session)
+        bound = self._bound(connection, params)
+        if bound is None:
+            return 0
+        sql, values, many = bound
+        return int(_run(connection, sql, values, fetch=False, many=many))
+
+    def later(
+        self,
+        session: Session,
+        params: dict[str, Any] | list[dict[str, Any]],
+        then: Callable[[int], None] | None = None,
+    ) -> None:
+        """`execute`, sent with the transaction's next round trip where it can be
+        (`later.py`: PostgreSQL), at once elsewhere; `then`, if given, gets the row count
+        before the commit (what it raises rolls the transaction back)."""
+        connection = _connection(session)
+        bound = self._bound(connection, params)
+        if bound is None:
+            return
+        sql, values, many = bound
+        if later.defers(connection):
+            later.queue(connection, later.Later(sql, values, False, many, then))
+            return
+        count = int(_run(connection, sql, values, fetch=False, many=many))
+        if then is not None:
+            then(count)
+
+    def _bound(
+        self, connection: Connection, params: dict[str, Any] | list[dict[str, Any]]
+    ) -> tuple[str, Any, bool] | None:
+        """The SQL and its bound parameters (a list of them for `executemany`), None for no
+        parameter set."""
         sets = params if isinstance(params, list) else [params]
         if not sets:
-            return 0
-        many = len(sets) > 1
-        connection = _connection(session)
+            return None
         dialect = connection.dialect
         keys = frozenset(sets[0])
         key = (dialect.name, dialect.driver, keys)
         compiled = self._compiled.get(key)
         if compiled is None:
             compiled = self._compiled[key] = _CompiledWrite(dialect, self.statement, keys)
-        if many:
+        if len(sets) > 1:
             if any(frozenset(p) != keys for p in sets):
                 raise TypeError("every parameter set must have the same names")
-            bound = [compiled.bind(p) for p in sets]
-            return int(_run(connection, compiled.sql, bound, fetch=False, many=True))
-        return int(_run(connection, compiled.sql, compiled.bind(sets[0]), fetch=False))
+            return compiled.sql, [compiled.bind(p) for p in sets], True
+        return compiled.sql, compiled.bind(sets[0]), False
 
 
 def as_loaded(session: Session, model: type[Any], row: Any) -> Any:
@@ -903,7 +977,9 @@ _UPDATES: dict[tuple[Table, frozenset[str]], TransactionWrite] = {}
 _INSERTS: dict[Table, TransactionWrite] = {}
 
 
-def update_loaded(session: Session, instance: Any, values: dict[str, Any]) -> None:
+def update_loaded(
+    session: Session, instance: Any, values: dict[str, Any], *, send_later: bool = False
+) -> None:
     """Writes `values` (attribute names: values) to the row of `instance`, a persistent
     object of this session, now: one Core UPDATE by its primary key, built once per table
     and set of columns, and the loaded object shows the values without becoming dirty. The
@@ -914,7 +990,11 @@ def update_loaded(session: Session, instance: Any, values: dict[str, Any]) -> No
     Inside a savepoint, or when the object has changes that are not flushed yet, the values
     are set on the object as usual instead (the next flush writes them in the ORM's order,
     and a savepoint that rolls back expires them, which an UPDATE behind the ORM's back
-    would not)."""
+    would not).
+
+    `send_later`: the UPDATE goes with the transaction's next round trip where it can
+    (`TransactionWrite.later`), its row count checked then: for a row this transaction has
+    locked, which cannot be gone."""
     state = inspect(instance)
     if not (state.persistent or state.pending) or state.session_id != session.hash_key:
         raise exc.InvalidRequestError(f"update_loaded: {instance!r} is not of this session")
@@ -937,9 +1017,15 @@ def update_loaded(session: Session, instance: Any, values: dict[str, Any]) -> No
             .values(binds)
         )
     (identity,) = state.identity
-    if statement.execute(session, {**values, "pk_": identity}) != 1:
-        # As the ORM's flush would: the row this object stands for is not there (any more).
-        raise StaleDataError(f"update_loaded: no {table.name} row {identity!r} to update")
+
+    def counted(count: int) -> None:
+        if count != 1:  # as the ORM's flush would: the row this object stands for is gone
+            raise StaleDataError(f"update_loaded: no {table.name} row {identity!r} to update")
+
+    if send_later:
+        statement.later(session, {**values, "pk_": identity}, counted)
+    else:
+        counted(statement.execute(session, {**values, "pk_": identity}))
     for name, value in values.items():
         set_committed_value(instance, name, value)
 

@@ -25,6 +25,8 @@ from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String, Tab
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from iod.infra.db import later
+
 # `json.dumps` with its defaults (as SQLAlchemy's JSON type calls it), without its wrapper.
 _to_json = json.JSONEncoder().encode
 # Below this many rows one INSERT is as quick, and COPY's set-up is not worth it.
@@ -125,6 +127,8 @@ def rows_into(
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(name) for name in names)
     )
+    if later.pending(connection):  # the transaction's statements in their order first
+        later.send(connection)
     driver = connection.connection.driver_connection
     assert driver is not None  # an open connection of the transaction
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
