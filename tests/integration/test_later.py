@@ -156,3 +156,43 @@ def test_a_connection_lost_with_statements_queued(database: Database) -> None:
     with database.write() as session:
         _INSERT.later(session, _row("cus_b", "B"))
     assert _names(database) == ["B"]
+
+
+def test_a_check_that_reads_runs_before_the_commit(database: Database) -> None:
+    """A check still queued when the work ends runs while the session can still read (a
+    capacity refusal reads the figures it reports), not from inside the commit."""
+    with database.write() as session:
+        _INSERT.later(session, _row("cus_a"))
+
+    def refuse(rows: list[Any]) -> None:
+        count = session.scalar(select(func.count()).select_from(Customer))
+        raise Refused(f"{rows[0].name} of {count}")
+
+    with pytest.raises(Refused, match="A! of 1"), database.write() as session:
+        _RENAME.later(session, refuse)  # nothing after it sends the queue
+    assert _names(database) == ["A"]
+
+
+def test_a_failed_check_that_was_caught_still_stops_the_commit(database: Database) -> None:
+    """A savepoint sends the queue first, so a check's exception comes out of the
+    savepoint's start, where a caller may catch it; the commit raises it again."""
+    with database.write() as session:
+        _INSERT.later(session, _row("cus_a"))
+
+    def refuse(rows: list[Any]) -> None:
+        raise Refused("no")
+
+    with pytest.raises(Refused), database.write() as session:
+        _INSERT.later(session, _row("cus_x", "X"))
+        _RENAME.later(session, refuse)
+        caught = False
+        try:
+            with session.begin_nested():
+                session.execute(select(1))  # the SAVEPOINT is sent here, the queue first
+        except Refused:
+            caught = True  # e.g. a worker's careful path around one job
+        assert caught or database.is_sqlite  # SQLite: checked at once, raised above
+    assert _names(database) == ["A"]
+    with database.write() as session:  # nothing of it is left on the connection
+        _INSERT.later(session, _row("cus_b", "B"))
+    assert _names(database) == ["A", "B"]

@@ -431,13 +431,20 @@ class Database:
 def _send_with_commit(session: Session) -> None:
     """On PostgreSQL, the statements the transaction queued to send later (`later.py`) go
     with its COMMIT in one round trip, when nothing else is left to run first: no check of a
-    queued result (it must be able to roll back), no change of the ORM's to flush, no
-    savepoint. Otherwise (and on SQLite) `session.commit()` sends them before its COMMIT."""
+    queued result (those are sent now, and checked, before the COMMIT), no change of the
+    ORM's to flush, no savepoint. Otherwise (and on SQLite) `session.commit()` sends them
+    before its COMMIT. A check that failed earlier, even if caught, is raised again."""
     kept = session.info.get(_CONNECTION)
     if kept is None or not session.is_active:
         return
     connection = kept[1]
-    if not later.pending(connection) or later.checks_pending(connection):
+    later.raise_failed(connection)  # a check that failed and was caught: no commit
+    if not later.pending(connection):
+        return
+    if later.checks_pending(connection):
+        # Sent now, while the session can still run SQL (a refusal reads the figures it
+        # reports), not from `session.commit()`; the COMMIT goes alone.
+        later.send(connection)
         return
     if connection.in_nested_transaction() or session.new or session.dirty or session.deleted:
         return

@@ -18,7 +18,8 @@ What stays the same:
 - the atomicity: a statement that fails fails the transaction, at the round trip it was
   sent in; a check on a result (`then`: a row count, a capacity refused) runs as soon as
   the result is back, before anything is committed (the COMMIT is sent with the queue only
-  when no such check is pending, `commit`), and its exception rolls the transaction back;
+  when no such check is pending), and its exception rolls the transaction back: one that
+  a caller caught is raised again before the commit (`raise_failed`);
 - a rollback drops the queue unsent.
 
 Only on PostgreSQL with psycopg 3, outside a savepoint, and on an engine `enable`d for it
@@ -44,6 +45,7 @@ class Later(NamedTuple):
 
 
 _QUEUE = "iod_later"
+_FAILED = "iod_later_failed"  # a check (`then`) that raised: the transaction must not commit
 _ENABLED: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
@@ -52,6 +54,10 @@ def enable(engine: Engine) -> None:
     queue before anything else runs and drop it at a rollback. PostgreSQL with psycopg 3
     only (its pipeline mode); a no-op otherwise or when done already."""
     if engine.dialect.name != "postgresql" or engine.dialect.driver != "psycopg":
+        return
+    import psycopg
+
+    if not psycopg.Pipeline.is_supported():  # a libpq older than 14: one at a time
         return
     if engine in _ENABLED:
         return
@@ -121,7 +127,22 @@ def send(connection: Connection, *, commit: bool = False) -> None:
         ) from error  # fmt: skip
     for item, result in zip(items, results, strict=True):
         if item.then is not None:
-            item.then(result)
+            try:
+                item.then(result)
+            except BaseException as error:
+                # Kept until the rollback: if a caller swallows it (an `except` around a
+                # savepoint or a statement that happened to send the queue), the commit
+                # raises it again (`raise_failed`) rather than committing past the check.
+                connection.info[_FAILED] = error
+                raise
+
+
+def raise_failed(connection: Connection) -> None:
+    """Raises again a check of this transaction's queued results that failed (`send`),
+    whatever caught it since: called before the commit."""
+    failed = connection.info.get(_FAILED)
+    if failed is not None:
+        raise failed
 
 
 def checks_pending(connection: Connection) -> bool:
@@ -148,6 +169,10 @@ def _before_savepoint(connection: Connection, _name: str) -> None:
 
 
 def _before_commit(connection: Connection) -> None:
+    # A fallback: `Database.write` sends the queue and raises a failed check before it
+    # commits, while its session can still run SQL (a check's refusal reads the figures
+    # it reports).
+    raise_failed(connection)
     if connection.info.get(_QUEUE):
         send(connection)
 
@@ -156,8 +181,10 @@ def _drop(connection: Connection) -> None:
     if connection.invalidated:  # its DBAPI connection is gone, and its `info` with it
         return
     connection.info.pop(_QUEUE, None)
+    connection.info.pop(_FAILED, None)
 
 
 def _drop_at_checkin(_dbapi_connection: Any, record: Any) -> None:
     if record is not None:
         record.info.pop(_QUEUE, None)
+        record.info.pop(_FAILED, None)
