@@ -217,6 +217,12 @@ def create_app(
             # to 250 ms at a time, which was most of the GET's p99.
             gc.collect()
             gc.freeze()
+            # Start-up is over: the collector `iod` turned off while it started (cli/main.py)
+            # runs again from the first request, not when its timer fires 5 s after the
+            # start. Until then each request's cycles piled up, and the first collection
+            # walked them all at once: a pause of 40 ms and more, under load, in the first
+            # seconds of a process (docs/performance.md, "Fourteenth step").
+            gc.enable()
         stop = threading.Event()
         thread: threading.Thread | None = None
         if run_worker:

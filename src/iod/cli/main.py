@@ -140,8 +140,9 @@ def main() -> None:
     allocates hundreds of thousands of objects, and the collections that triggers walk them
     again and again, about a seventh of a command's start-up CPU (3.2 to 2.7 s of user time
     on a slow 2-core VM: docs/performance.md, "Test suite time"). A timer turns it back on
-    after GC_PAUSE_SECONDS, so the commands that run long (serve, worker, edge-agent,
-    events tail, webhooks listen) collect as always; a short command has ended by then.
+    after GC_PAUSE_SECONDS, so the commands that run long (worker, edge-agent, events
+    tail, webhooks listen) collect as always; a short command has ended by then. A served
+    app turns it on as soon as it has started (app.py's lifespan), before its first request.
     Tests that call `app` in-process are not affected."""
     gc.disable()
     timer = threading.Timer(GC_PAUSE_SECONDS, gc.enable)
