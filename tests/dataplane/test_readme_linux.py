@@ -42,10 +42,11 @@ def walkthrough(prefix: str, tmp_path: Path) -> tuple[subprocess.CompletedProces
         scripts.append(block)
     server_script, steps = scripts
     log_path = tmp_path / "server.log"
-    server = subprocess.Popen(
-        ["bash", "-euo", "pipefail", "-c", server_script],
-        cwd=ROOT, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
+        server = subprocess.Popen(
+            ["bash", "-euo", "pipefail", "-c", server_script],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
     try:
         ready = f"until curl -sf http://127.0.0.1:{port}/readyz >/dev/null; do sleep 0.2; done"
         subprocess.run(["bash", "-c", ready], timeout=60, check=True)
