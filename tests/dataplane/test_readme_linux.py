@@ -91,7 +91,9 @@ def iperf3_refused(result: subprocess.CompletedProcess[str], seen: str) -> bool:
     """iperf3's own refusal between two tests (its server closes and opens its listening
     socket again after each, esnet/iperf#2066), with nothing wrong on our side: the driver
     neither fell back from its fast path nor rebuilt a connection."""
-    ours = ("linux.fast_path_failed", "rebuild=True", "linux.evict")
+    # A rebuild as the server logs it: JSON by default (orjson, no spaces), or the console's
+    # key=value with IOD_LOG_JSON=false.
+    ours = ("linux.fast_path_failed", "linux.evict", '"rebuild":true', "rebuild=True")
     return "Connection refused" in result.stderr and not any(word in seen for word in ours)
 
 
