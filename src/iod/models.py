@@ -23,14 +23,18 @@ from sqlalchemy.orm import Mapped, mapped_column
 from iod.infra.db import Base, UTCDateTime
 
 
+def _where(predicate: str) -> dict[str, Any]:
+    """A partial index's predicate, for PostgreSQL and SQLite alike."""
+    return {"postgresql_where": text(predicate), "sqlite_where": text(predicate)}
+
+
 def _index_not_null(column: str) -> Index:
     """An index of `column`'s values without its NULLs (a partial index, on PostgreSQL and
     SQLite alike): for a column NULL in almost every new row, looked up only by value
     (`column = x`, `column < x`, which imply `IS NOT NULL`, so both databases use it).
     Each NULL row would otherwise add an entry that no query reads (docs/performance.md,
     "Fewer index entries and foreign-key checks per planned transition")."""
-    predicate = text(f"{column} IS NOT NULL")
-    return Index(None, column, postgresql_where=predicate, sqlite_where=predicate)
+    return Index(None, column, **_where(f"{column} IS NOT NULL"))
 
 
 class Customer(Base):
@@ -100,7 +104,13 @@ class Ipv4Block(Base):
     """A block carved from a location's pool; `connection_id` is None once it is free again."""
 
     __tablename__ = "ipv4_blocks"
-    __table_args__ = (Index(None, "location_id", "prefix_length", "connection_id"),)
+    # The free blocks only, in the order an order takes them (`addressing.allocate`: the
+    # lowest free block of a size at a location). A block in use is not in it, so a new
+    # block adds no entry; before migration 20261204_0016 the index held every block with
+    # its connection, and SQLite's planner walked the location's blocks to find a free one.
+    __table_args__ = (
+        Index(None, "location_id", "prefix_length", "offset", **_where("connection_id IS NULL")),
+    )
 
     location_id: Mapped[str] = mapped_column(ForeignKey("locations.id"), primary_key=True)
     offset: Mapped[int] = mapped_column(Integer, primary_key=True)

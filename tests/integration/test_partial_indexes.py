@@ -1,6 +1,7 @@
-"""The partial indexes (`models._index_not_null`, migration 20261201_0015): the database has
-the models' predicates (alembic's comparison, tests/integration/test_migrations.py, does not
-look at them), and the queries they are for still use them on both databases."""
+"""The partial indexes (`models._index_not_null`, migration 20261201_0015; the free IPv4
+blocks', migration 20261204_0016): the database has the models' predicates (alembic's
+comparison, tests/integration/test_migrations.py, does not look at them), and the queries
+they are for still use them on both databases."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from iod.connections import repository as connections
 from iod.infra.db import Base, Database
 from iod.jobs import queue
+from iod.locations import addressing
 from iod.schedules import repository as schedules
 
 
@@ -39,7 +41,8 @@ def test_partial_indexes_match_models(database: Database) -> None:
             found = reflected[index.name].get("dialect_options", {}).get(f"{dialect}_where")
             assert _predicate(found) == wanted, index.name
             partial += wanted is not None
-    assert partial == 3  # revert_of, schedule_id (bandwidth_changes), finished_at (jobs)
+    # revert_of, schedule_id (bandwidth_changes), finished_at (jobs), the free ipv4_blocks
+    assert partial == 4
 
 
 @contextmanager
@@ -105,3 +108,59 @@ def test_queries_use_the_partial_indexes(
         raw = session.connection().exec_driver_sql(explain + statement, parameters)
         plan = "\n".join(str(row[-1]) for row in raw)
     assert index in plan, plan
+
+
+def _seed_blocks(database: Database, used: int, free: list[int]) -> None:
+    """A location whose pool has `used` /30 blocks in use and free ones at `free` (offsets
+    in blocks), and a few free /29s beside them."""
+    at = datetime(2030, 1, 1, tzinfo=UTC)
+    t = at.replace(tzinfo=None) if database.is_sqlite else at
+    with database.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO locations (id, name, address, capacity_mbps, tiers_mbps, ipv4_pool,"
+                " ipv4_next, committed_mbps, created_at, updated_at) VALUES ('PLX', 'n', 'a',"
+                " 1000, '[100]', '10.0.0.0/8', :next, 0, :t, :t)"
+            ),
+            {"next": (used + len(free)) * 4 + 64, "t": t},
+        )
+        blocks = [
+            {"offset": n * 4, "size": 30, "network": f"net{n}",
+             "connection": None if n in free else f"con_{n}"}
+            for n in range(used + len(free))
+        ] + [
+            {"offset": (used + len(free)) * 4 + n * 8, "size": 29, "network": f"net{n}",
+             "connection": None}
+            for n in range(3)
+        ]  # fmt: skip
+        conn.execute(
+            text(
+                'INSERT INTO ipv4_blocks (location_id, "offset", prefix_length, network,'
+                " connection_id) VALUES ('PLX', :offset, :size, :network, :connection)"
+            ),
+            blocks,
+        )
+        conn.execute(text("ANALYZE"))
+
+
+def test_a_free_block_is_found_in_the_index_of_free_blocks(database: Database) -> None:
+    """An order's free-block query (`addressing.free_blocks`) reads the partial index of the
+    free blocks, in its order: no walk over the blocks in use (SQLite's planner walked the
+    primary key, a location's every block, with the index of all blocks before 0016), no
+    sort. And it finds the lowest free block of the size asked for."""
+    postgres = database.engine.dialect.name == "postgresql"
+    _seed_blocks(database, used=3000, free=[1700, 2400])
+    with database.write() as session:
+        found = addressing.free_blocks(session).rows(session, location="PLX", prefix=30)
+        assert [row.offset for row in found] == [1700 * 4]
+        assert addressing.free_blocks(session).rows(session, location="PLX", prefix=28) == []
+        connection = session.connection()
+        compiled = addressing.free_blocks(session)._compiled_for(connection)
+        bound = compiled.bind({"location": "PLX", "prefix": 30})
+        if postgres:
+            session.execute(text("SET LOCAL enable_seqscan = off"))
+        explain = "EXPLAIN " if postgres else "EXPLAIN QUERY PLAN "
+        raw = connection.exec_driver_sql(explain + compiled.sql, bound)
+        plan = "\n".join(str(row[-1]) for row in raw)
+    assert "ix_ipv4_blocks_location_id_prefix_length_offset" in plan, plan
+    assert "sort" not in plan.lower() and "TEMP B-TREE" not in plan, plan
