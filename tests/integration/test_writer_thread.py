@@ -1,12 +1,16 @@
 """`Database.in_writer` (issue 14): the fast writes leave the event loop for one writer thread
-per process on SQLite, in the order they came, and for the threadpool on PostgreSQL."""
+per process on SQLite, in the order they came, and for the threadpool on PostgreSQL; with
+`on_loop`, on SQLite, they run on the event loop itself while the writer is free."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import sqlite3
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -185,11 +189,11 @@ def test_a_busy_timeout_of_zero_lets_a_write_alone_go_ahead(sqlite_database: Dat
     assert asyncio.run(sqlite_database.in_writer(_insert, sqlite_database, 1))
 
 
-def test_the_fast_writes_run_on_the_writer_thread(
+def test_the_fast_writes_run_on_the_event_loop_while_the_writer_is_free(
     api: TestClient, headers: dict[str, str], services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Through the served app: the create and the PUT's transactions run on the writer thread
-    on SQLite and in the threadpool on PostgreSQL."""
+    """Through the served app: the create and the PUT's transactions run on the event loop's
+    own thread on SQLite (nothing else writes), in the threadpool on PostgreSQL."""
     threads: list[str] = []
     real = idempotency.run_without_key
 
@@ -198,6 +202,7 @@ def test_the_fast_writes_run_on_the_writer_thread(
         return real(*args)
 
     monkeypatch.setattr(idempotency, "run_without_key", spied)
+    loop_thread = api.portal.call(lambda: threading.current_thread().name)  # type: ignore[union-attr]
     base = "/internet-on-demand/connections"
     made = api.post(base, json={"bandwidth": "100 Mbps", "locationId": LOC}, headers=headers)
     assert made.status_code == 201, made.text
@@ -205,6 +210,216 @@ def test_the_fast_writes_run_on_the_writer_thread(
         f"{base}/{made.json()['id']}/bandwidth", json={"bandwidth": "200 Mbps"}, headers=headers
     )
     assert changed.status_code == 200, changed.text
-    assert len(threads) == 2
-    on_writer = [name.startswith("iod-sqlite-writer") for name in threads]
-    assert on_writer == [services.db.is_sqlite] * 2
+    if services.db.is_sqlite:
+        assert threads == [loop_thread] * 2
+    else:
+        assert len(threads) == 2 and loop_thread not in threads
+
+
+@contextlib.asynccontextmanager
+async def _ticking() -> AsyncIterator[list[int]]:
+    """Counts turns of 10 ms of the event loop meanwhile: whether the loop was held."""
+    ticks = [0]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            ticks[0] += 1
+
+    ticker = asyncio.ensure_future(tick())
+    try:
+        yield ticks
+    finally:
+        ticker.cancel()
+
+
+def _holding_the_lock(database: Database, seconds: float) -> threading.Thread:
+    """Another process's writer, as SQLite sees it: a connection of its own that holds the
+    write lock for `seconds` (started and holding when this returns)."""
+    path = database.engine.url.database
+    assert path
+    held = threading.Event()
+
+    def hold() -> None:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        held.set()
+        time.sleep(seconds)
+        other.execute("COMMIT")
+        other.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(5)
+    return thread
+
+
+def test_a_write_on_the_loop_leaves_the_lock_another_process_holds_to_the_thread(
+    sqlite_database: Database,
+) -> None:
+    """SQLite's lock held by another connection: the write does not wait on the event loop
+    (the loop goes on, here a ticker), it goes to the writer thread, which waits for the
+    lock and writes it, once."""
+    asyncio.run(sqlite_database.in_writer(_insert, sqlite_database, 0, on_loop=True))  # the table
+    calls: list[int] = []
+
+    def insert(n: int) -> str:
+        calls.append(n)
+        return _insert(sqlite_database, n)
+
+    async def main() -> tuple[str, int]:
+        async with _ticking() as ticks:
+            holder = _holding_the_lock(sqlite_database, 0.4)
+            name = await sqlite_database.in_writer(insert, 1, on_loop=True)
+            holder.join()
+        return name, ticks[0]
+
+    name, ticks = asyncio.run(main())
+    assert name.startswith("iod-sqlite-writer")
+    assert ticks >= 10  # the loop ran while the thread waited for the lock
+    assert calls == [1, 1]  # begun on the loop, refused at its BEGIN, written by the thread
+    with sqlite_database.read() as session:
+        assert session.scalars(text("SELECT n FROM writer_probe ORDER BY rowid")).all() == [0, 1]
+    # The loop's attempt left the busy timeout as it was.
+    with sqlite_database.engine.connect() as conn:
+        busy = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+    assert busy == round(sqlite_database._turn_timeout * 1000)
+
+
+def test_a_write_on_the_loop_waits_behind_the_writer_thread(sqlite_database: Database) -> None:
+    """While the writer thread writes (it holds the process's turn), a write on the loop
+    goes to the thread's queue, after it: one writer at a time."""
+    release = threading.Event()
+
+    def slow(n: int) -> str:
+        with sqlite_database.write() as session:
+            session.execute(text("CREATE TABLE IF NOT EXISTS writer_probe (n INTEGER)"))
+            session.execute(text("INSERT INTO writer_probe (n) VALUES (:n)"), {"n": n})
+            release.wait(5)
+        return threading.current_thread().name
+
+    async def main() -> list[str]:
+        first = asyncio.ensure_future(sqlite_database.in_writer(slow, 1))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(
+            sqlite_database.in_writer(_insert, sqlite_database, 2, on_loop=True)
+        )
+        await asyncio.sleep(0.05)
+        release.set()
+        return [await first, await second]
+
+    names = asyncio.run(main())
+    assert all(name.startswith("iod-sqlite-writer") for name in names)
+    with sqlite_database.read() as session:
+        assert session.scalars(text("SELECT n FROM writer_probe ORDER BY rowid")).all() == [1, 2]
+
+
+def test_a_failure_after_the_begin_on_the_loop_is_the_callers(sqlite_database: Database) -> None:
+    """Only a refusal at its BEGIN sends a write on to the thread: a "database is locked"
+    after it (here raised by the work itself) is the caller's error, the work run once."""
+    calls: list[int] = []
+
+    def work() -> None:
+        calls.append(1)
+        with sqlite_database.write() as session:
+            session.execute(text("SELECT 1"))
+            raise exc.OperationalError("SELECT 1", {}, _busy_error())
+
+    with pytest.raises(exc.OperationalError):
+        asyncio.run(sqlite_database.in_writer(work, on_loop=True))
+    assert calls == [1]
+
+
+def _busy_error() -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError("database is locked")
+    error.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+    return error
+
+
+def test_the_writes_on_the_loop_leave_it_turns_of_their_own(sqlite_database: Database) -> None:
+    """One write on the loop a turn of the loop, the others waiting in the order they came:
+    other tasks (here one that yields at each turn) run between them."""
+    asyncio.run(sqlite_database.in_writer(_insert, sqlite_database, 0, on_loop=True))
+    seen: list[str] = []
+
+    def write(n: int) -> str:
+        seen.append("w")
+        return _insert(sqlite_database, n)
+
+    async def main() -> list[str]:
+        done = False
+
+        async def other() -> None:
+            while not done:
+                seen.append("t")
+                await asyncio.sleep(0)
+
+        ticker = asyncio.ensure_future(other())
+        await asyncio.sleep(0)
+        names = await asyncio.gather(
+            *(sqlite_database.in_writer(write, n, on_loop=True) for n in range(8))
+        )
+        done = True
+        await ticker
+        return list(names)
+
+    names = asyncio.run(main())
+    assert set(names) == {threading.current_thread().name}  # all on the loop
+    writes = "".join(seen).strip("t")
+    assert writes.count("w") == 8 and "ww" not in writes, writes
+    with sqlite_database.read() as session:
+        rows = session.scalars(text("SELECT n FROM writer_probe ORDER BY rowid")).all()
+    assert rows == [0, *range(8)]
+
+
+def test_a_write_cancelled_while_it_waits_for_a_turn_is_passed_over(
+    sqlite_database: Database,
+) -> None:
+    asyncio.run(sqlite_database.in_writer(_insert, sqlite_database, 0, on_loop=True))
+
+    async def main() -> None:
+        tasks = [
+            asyncio.ensure_future(sqlite_database.in_writer(_insert, sqlite_database, n,
+                                                            on_loop=True))
+            for n in (1, 2, 3)
+        ]  # fmt: skip
+        await asyncio.sleep(0)  # the first has its turn, the others wait for theirs
+        tasks[1].cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[1], asyncio.CancelledError)
+
+    asyncio.run(main())
+    with sqlite_database.read() as session:
+        rows = session.scalars(text("SELECT n FROM writer_probe ORDER BY rowid")).all()
+    assert rows == [0, 1, 3]
+
+
+def test_a_write_on_the_loop_does_not_wait_for_the_pool(sqlite_database: Database) -> None:
+    """Every connection of the pool held by threads: the write goes to the writer thread,
+    which waits for one, and the loop keeps turning meanwhile."""
+    asyncio.run(sqlite_database.in_writer(_insert, sqlite_database, 0, on_loop=True))
+    pool = sqlite_database.engine.pool
+    held = []
+    while True:  # every connection the pool may make, checked out
+        room = pool.checkedin() > 0 or pool.overflow() < pool._max_overflow  # type: ignore[attr-defined]
+        if not room:
+            break
+        held.append(sqlite_database.engine.raw_connection())
+
+    def release() -> None:
+        time.sleep(0.4)
+        for connection in held:
+            connection.close()
+
+    async def main() -> tuple[str, int]:
+        async with _ticking() as ticks:
+            releaser = threading.Thread(target=release)
+            releaser.start()
+            name = await sqlite_database.in_writer(_insert, sqlite_database, 1, on_loop=True)
+            releaser.join()
+        return name, ticks[0]
+
+    name, ticks = asyncio.run(main())
+    assert name.startswith("iod-sqlite-writer") and ticks >= 10
+    with sqlite_database.read() as session:
+        assert session.scalars(text("SELECT n FROM writer_probe ORDER BY rowid")).all() == [0, 1]

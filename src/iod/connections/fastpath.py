@@ -305,11 +305,16 @@ class ConnectionWriteFastPath:
             else:
                 assert isinstance(body, BandwidthUpdate)
                 work = update_work(services, actor, principal, connection_id, body, if_match)
+            # On the event loop when SQLite's writer is free (`in_writer`, `on_loop`): the
+            # work does nothing before its transaction's BEGIN that it cannot do again.
             if key is None:
-                return await services.db.in_writer(idempotency.run_without_key, services, work)
+                return await services.db.in_writer(
+                    idempotency.run_without_key, services, work, on_loop=True
+                )
             return await services.db.in_writer(
-                idempotency.run, services, Request(scope), principal, key, body, work
-            )
+                idempotency.run, services, Request(scope), principal, key, body, work,
+                on_loop=True,
+            )  # fmt: skip
 
         await _answer_problems(services, scope, receive, send, answer)
 

@@ -13,6 +13,7 @@ import contextvars
 import functools
 import os
 import select as io_select
+import sqlite3
 import threading
 import time
 import weakref
@@ -126,13 +127,31 @@ def _sqlite_connect(busy_timeout_ms: int) -> Any:
     return connect
 
 
+# A write run on the event loop (`Database.in_writer`, `on_loop`): its first BEGIN does not
+# wait for SQLite's lock (`nowait`), and `began` says whether it got it.
+_on_loop = threading.local()
+
+
 def _sqlite_begin(conn: Connection) -> None:
     # A writing transaction takes SQLite's write lock at BEGIN, so its reads (capacity, state)
     # cannot be overtaken by another writer before it writes. Run straight on the DBAPI
     # connection (`_run`: its errors as SQLAlchemy's, e.g. "database is locked" an
     # OperationalError): SQLAlchemy's execution of it cost more than the statement, on every
     # transaction (issue 14).
-    immediate = conn.get_execution_options().get("sqlite_immediate", False)
+    options = conn.get_execution_options()
+    immediate = options.get("sqlite_immediate", False)
+    if immediate and getattr(_on_loop, "nowait", False):
+        # On the event loop: another process holding the lock must not stop the loop for
+        # the busy timeout; `in_writer` gives the write to the writer thread instead.
+        _on_loop.nowait = False
+        busy_ms = round(float(options.get("iod_busy_timeout", 10.0)) * 1000)
+        _run(conn, "PRAGMA busy_timeout=0", (), fetch=False)
+        try:
+            _run(conn, "BEGIN IMMEDIATE", (), fetch=False)
+        finally:
+            _run(conn, f"PRAGMA busy_timeout={busy_ms:d}", (), fetch=False)
+        _on_loop.began = True
+        return
     _run(conn, "BEGIN IMMEDIATE" if immediate else "BEGIN", (), fetch=False)
 
 
@@ -243,6 +262,11 @@ def is_unavailable(error: BaseException) -> bool:
     return isinstance(error, exc.OperationalError | exc.InterfaceError | exc.TimeoutError)
 
 
+def _is_busy(error: exc.OperationalError) -> bool:
+    """SQLite's "database is locked": another connection holds the write lock."""
+    return getattr(error.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+
+
 class Database:
     """Sessions for the edges: short read transactions and serialised write transactions."""
 
@@ -268,6 +292,11 @@ class Database:
         self._wakes_lock = threading.Lock()
         self._writer: tuple[int, ThreadPoolExecutor] | None = None  # (its pid, the thread)
         self._turn_timeout = float(engine.get_execution_options().get("iod_busy_timeout", 10.0))
+        # Writes on an event loop (`in_writer`, `on_loop`; `_loop_turn`): that loop, whether
+        # its current turn has had its write, and the writes waiting for a turn.
+        self._turn_loop: asyncio.AbstractEventLoop | None = None
+        self._turn_taken = False
+        self._turn_waiters: deque[asyncio.Future[None]] = deque()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -320,7 +349,7 @@ class Database:
             for callback in self._listeners.get(topic, ()):
                 callback()
 
-    async def in_writer(self, work: Callable[..., _T], *args: Any) -> _T:
+    async def in_writer(self, work: Callable[..., _T], *args: Any, on_loop: bool = False) -> _T:
         """`work(*args)`, a function that writes (`write()`), called off the event loop:
         on SQLite on this process's writer thread, one after another in the order they
         came; on PostgreSQL, whose writers run side by side, in the threadpool.
@@ -331,9 +360,21 @@ class Database:
         A write that waited longer than the busy timeout in the queue is the same 503 as one
         that waited that long for the lock. As in the threadpool, a caller cancelled while
         its work runs waits until the work has ended; one cancelled while its work waits in
-        the queue never runs it (in the threadpool, a thread waiting for the turn wrote)."""
+        the queue never runs it (in the threadpool, a thread waiting for the turn wrote).
+
+        `on_loop` (SQLite): the work runs on the event loop itself when this process's turn
+        to write is free and SQLite's lock too (`_write_on_loop`), one write a turn of the
+        loop (`_loop_turn`); otherwise on the writer thread as
+        above. The work may then be started twice: once on the loop, refused at its BEGIN
+        (another process writes), and again on the thread; it must do nothing before its
+        transaction's first statement that it cannot do again."""
         if not self.is_sqlite:
             return await anyio.to_thread.run_sync(functools.partial(work, *args))
+        if on_loop:
+            await self._loop_turn()
+            ran, result = self._write_on_loop(work, args)
+            if ran:
+                return cast(_T, result)
         queued = time.monotonic()
         call = functools.partial(contextvars.copy_context().run, self._queued_work, queued, work)
         try:
@@ -357,6 +398,66 @@ class Database:
                     except BaseException:
                         break
             raise
+
+    async def _loop_turn(self) -> None:
+        """Waits for a turn of the event loop without a write on the loop yet: one write a
+        turn, the others waiting in the order they came, so the loop still reads sockets,
+        accepts connections and answers reads between them. Without it, 32 writes in
+        flight made turns of 45 ms, and a connection opened meanwhile waited for one turn for
+        each connection accepted before it (uvloop accepts one a turn)."""
+        loop = asyncio.get_running_loop()
+        if self._turn_loop is not loop:
+            self._turn_loop, self._turn_taken, self._turn_waiters = loop, False, deque()
+        if not self._turn_taken and not self._turn_waiters:
+            self._turn_taken = True
+            loop.call_soon(self._next_turn)
+            return
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._turn_waiters.append(waiter)
+        await waiter  # cancelled: `_next_turn` passes it over
+
+    def _next_turn(self) -> None:
+        """A new turn of the loop: the first waiting write goes (`_loop_turn`)."""
+        self._turn_taken = False
+        while self._turn_waiters:
+            waiter = self._turn_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._turn_taken = True
+                asyncio.get_running_loop().call_soon(self._next_turn)
+                return
+
+    def _write_on_loop(self, work: Callable[..., _T], args: tuple[Any, ...]) -> tuple[bool, Any]:
+        """`in_writer(..., on_loop=True)` on SQLite: `work(*args)` run right here, on the
+        event loop, when this process's turn to write is free with no one waiting for it and
+        SQLite's lock is free (its BEGIN does not wait, `_sqlite_begin`): (True, its result).
+        Otherwise (False, None), nothing written, and the work goes to the writer thread.
+
+        A write is a millisecond or two of Python on SQLite's single writer; handing it to
+        the writer thread and back cost about a quarter of that again in thread switches
+        and hand-overs of the interpreter lock (docs/performance.md, "Sixteenth step")."""
+        if not self._pool_has_room() or not self._writer_turn.try_acquire():
+            return False, None
+        _on_loop.nowait, _on_loop.began = True, False
+        try:
+            return True, contextvars.copy_context().run(work, *args)
+        except exc.OperationalError as error:
+            if _on_loop.began or not _is_busy(error):
+                raise
+            return False, None  # another process writes: the thread waits for it
+        finally:
+            _on_loop.nowait = False
+            self._writer_turn.release()
+
+    def _pool_has_room(self) -> bool:
+        """Whether the session's connection can be checked out without waiting: the loop
+        never waits for the pool that threads hold (docs/architecture.md). Only a file's
+        `QueuePool`: an in-memory database's pool keeps a connection per thread."""
+        pool = self.engine.pool
+        if not isinstance(pool, QueuePool):
+            return False
+        most = getattr(pool, "_max_overflow", 0)  # -1: no limit
+        return most == -1 or pool.checkedin() > 0 or pool.overflow() < most
 
     def _queued_work(self, queued: float, work: Callable[..., _T], *args: Any) -> _T:
         # A busy timeout of 0 means no waiting for a lock someone holds: a write alone in
@@ -545,6 +646,14 @@ class _FairTurn:
         self._owner: int | None = None
         self._depth = 0
         self._waiting: deque[tuple[int, threading.Lock]] = deque()
+
+    def try_acquire(self) -> bool:
+        """The lock if no one holds it or waits for it, without waiting."""
+        with self._guard:
+            if self._owner is None and not self._waiting:
+                self._owner, self._depth = threading.get_ident(), 1
+                return True
+            return False
 
     def acquire(self, timeout: float) -> bool:
         me = threading.get_ident()
