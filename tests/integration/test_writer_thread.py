@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import exc, text
 
+import iod.infra.db as db_module
 from iod.app import Services
 from iod.infra import idempotency
 from iod.infra.db import Database, is_unavailable
@@ -394,32 +395,85 @@ def test_a_write_cancelled_while_it_waits_for_a_turn_is_passed_over(
     assert rows == [0, 1, 3]
 
 
-def test_a_write_on_the_loop_does_not_wait_for_the_pool(sqlite_database: Database) -> None:
-    """Every connection of the pool held by threads: the write goes to the writer thread,
-    which waits for one, and the loop keeps turning meanwhile."""
+def test_a_write_on_the_loop_does_not_wait_for_the_shared_pool(sqlite_database: Database) -> None:
+    """Every connection of the pool the threads share held by threads: the write on the loop
+    takes its connection from the loop's own pool and goes ahead, on the loop."""
     asyncio.run(sqlite_database.in_writer(_insert, sqlite_database, 0, on_loop=True))
     pool = sqlite_database.engine.pool
     held = []
-    while True:  # every connection the pool may make, checked out
-        room = pool.checkedin() > 0 or pool.overflow() < pool._max_overflow  # type: ignore[attr-defined]
-        if not room:
-            break
+    while pool.checkedin() > 0 or pool.overflow() < pool._max_overflow:  # type: ignore[attr-defined]
         held.append(sqlite_database.engine.raw_connection())
-
-    def release() -> None:
-        time.sleep(0.4)
+    try:
+        started = time.monotonic()
+        name = asyncio.run(sqlite_database.in_writer(_insert, sqlite_database, 1, on_loop=True))
+        took = time.monotonic() - started
+    finally:
         for connection in held:
             connection.close()
-
-    async def main() -> tuple[str, int]:
-        async with _ticking() as ticks:
-            releaser = threading.Thread(target=release)
-            releaser.start()
-            name = await sqlite_database.in_writer(_insert, sqlite_database, 1, on_loop=True)
-            releaser.join()
-        return name, ticks[0]
-
-    name, ticks = asyncio.run(main())
-    assert name.startswith("iod-sqlite-writer") and ticks >= 10
+    assert name == threading.current_thread().name and took < 5  # the pool's timeout: 30 s
     with sqlite_database.read() as session:
         assert session.scalars(text("SELECT n FROM writer_probe ORDER BY rowid")).all() == [0, 1]
+
+
+def test_writes_on_two_loops_at_once_each_have_their_turns(sqlite_database: Database) -> None:
+    """Each event loop has its turns of its own (tests run several loops on one Database)."""
+    asyncio.run(sqlite_database.in_writer(_insert, sqlite_database, 0, on_loop=True))
+    done: list[int] = []
+
+    def loop_of_writes(first: int) -> None:
+        async def main() -> None:
+            await asyncio.gather(
+                *(sqlite_database.in_writer(_insert, sqlite_database, first + n, on_loop=True)
+                  for n in range(20))
+            )  # fmt: skip
+
+        asyncio.run(asyncio.wait_for(main(), 20))
+        done.append(first)
+
+    threads = [threading.Thread(target=loop_of_writes, args=(k * 100,)) for k in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(done) == [100, 200]
+    with sqlite_database.read() as session:
+        rows = session.scalars(text("SELECT n FROM writer_probe")).all()
+    assert sorted(rows) == [0, *range(100, 120), *range(200, 220)]
+
+
+def test_a_second_begin_of_a_work_on_the_loop_does_not_wait_either(
+    sqlite_database: Database,
+) -> None:
+    """A work on the loop that writes twice (a refusal stored for its Idempotency-Key): if
+    another process took SQLite's lock in between, its second BEGIN is "database is locked"
+    at once, a 503, rather than a wait on the loop; the first write stays, nothing is run
+    again."""
+    asyncio.run(sqlite_database.in_writer(_insert, sqlite_database, 0, on_loop=True))
+    calls: list[int] = []
+    holders: list[threading.Thread] = []
+
+    def twice() -> None:
+        calls.append(1)
+        _insert(sqlite_database, 1)
+        holders.append(_holding_the_lock(sqlite_database, 1.0))
+        _insert(sqlite_database, 2)
+
+    started = time.monotonic()
+    with pytest.raises(exc.OperationalError) as raised:
+        asyncio.run(sqlite_database.in_writer(twice, on_loop=True))
+    took = time.monotonic() - started
+    holders[0].join()
+    assert is_unavailable(raised.value) and calls == [1] and took < 0.9
+    with sqlite_database.read() as session:
+        assert session.scalars(text("SELECT n FROM writer_probe ORDER BY rowid")).all() == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("code", "busy"), [(5, True), (261, True), (517, True), (6, False), (2067, False)]
+)
+def test_busy_is_sqlites_busy_with_its_extended_codes(code: int, busy: bool) -> None:
+    """SQLITE_BUSY, SQLITE_BUSY_RECOVERY, SQLITE_BUSY_SNAPSHOT; not SQLITE_LOCKED, nor a
+    UNIQUE violation (the module gives the extended code)."""
+    error = sqlite3.OperationalError("x")
+    error.sqlite_errorcode = code  # type: ignore[attr-defined]
+    assert db_module._is_busy(exc.OperationalError("BEGIN", {}, error)) is busy

@@ -58,7 +58,8 @@ _blocks = cast(Table, Ipv4Block.__table__)
 # blocks (models.Ipv4Block, migration 20261204_0016), named on SQLite. SQLite's planner,
 # without statistics (nothing runs ANALYZE there), took the unique index of `connection_id`
 # for `IS NULL` instead: every free block of every location, then a sort (4.7 ms with 20,000
-# free blocks, against 2 us by the index; docs/performance.md, "The free-block index").
+# free blocks, against 2 us by the index; docs/performance.md, "Fifteenth step"). A database
+# without the index (not migrated) refuses the statement: SQLite's is migrated at start.
 _FREE_WHERE = (
     _blocks.c.location_id == bindparam("location", type_=String),
     _blocks.c.prefix_length == bindparam("prefix", type_=Integer),

@@ -47,10 +47,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.base import OptionEngine
 from sqlalchemy.orm import DeclarativeBase, Session, make_transient_to_detached, sessionmaker
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
+from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection, QueuePool
 
 from iod.infra.clock import as_utc
 from iod.infra.db import later, uow
@@ -127,8 +128,9 @@ def _sqlite_connect(busy_timeout_ms: int) -> Any:
     return connect
 
 
-# A write run on the event loop (`Database.in_writer`, `on_loop`): its first BEGIN does not
-# wait for SQLite's lock (`nowait`), and `began` says whether it got it.
+# A write run on the event loop (`Database.in_writer`, `on_loop`): its BEGINs do not wait
+# for SQLite's lock (`nowait`), its sessions use the loop's own pool (`engine`), and `began`
+# says whether its first BEGIN got the lock.
 _on_loop = threading.local()
 
 
@@ -142,8 +144,9 @@ def _sqlite_begin(conn: Connection) -> None:
     immediate = options.get("sqlite_immediate", False)
     if immediate and getattr(_on_loop, "nowait", False):
         # On the event loop: another process holding the lock must not stop the loop for
-        # the busy timeout; `in_writer` gives the write to the writer thread instead.
-        _on_loop.nowait = False
+        # the busy timeout. A first BEGIN refused sends the work to the writer thread
+        # (`in_writer`); a later one in the same work (a refusal stored for its
+        # Idempotency-Key) is "database is locked" at once, a 503 (`is_unavailable`).
         busy_ms = round(float(options.get("iod_busy_timeout", 10.0)) * 1000)
         _run(conn, "PRAGMA busy_timeout=0", (), fetch=False)
         try:
@@ -153,6 +156,25 @@ def _sqlite_begin(conn: Connection) -> None:
         _on_loop.began = True
         return
     _run(conn, "BEGIN IMMEDIATE" if immediate else "BEGIN", (), fetch=False)
+
+
+class _OwnPoolEngine(OptionEngine):
+    """An engine as `engine.execution_options()` makes it (the same events, options and
+    compiled cache) but with a pool of its own: the writes on the event loop take their
+    connection from a pool no thread uses, so checking one out never waits (one write on a
+    loop at a time, `Database._loop_turn`)."""
+
+    def __init__(self, proxied: Engine, pool: Pool) -> None:
+        super().__init__(proxied, {})
+        self._own_pool = pool
+
+    @property
+    def pool(self) -> Pool:
+        return self._own_pool
+
+    @pool.setter
+    def pool(self, pool: Pool) -> None:
+        self._own_pool = pool
 
 
 def tcp_options(tcp_timeout: float) -> dict[str, str]:
@@ -264,7 +286,8 @@ def is_unavailable(error: BaseException) -> bool:
 
 def _is_busy(error: exc.OperationalError) -> bool:
     """SQLite's "database is locked": another connection holds the write lock."""
-    return getattr(error.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+    code = getattr(error.orig, "sqlite_errorcode", None)  # the extended code
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
 class Database:
@@ -292,11 +315,15 @@ class Database:
         self._wakes_lock = threading.Lock()
         self._writer: tuple[int, ThreadPoolExecutor] | None = None  # (its pid, the thread)
         self._turn_timeout = float(engine.get_execution_options().get("iod_busy_timeout", 10.0))
-        # Writes on an event loop (`in_writer`, `on_loop`; `_loop_turn`): that loop, whether
-        # its current turn has had its write, and the writes waiting for a turn.
-        self._turn_loop: asyncio.AbstractEventLoop | None = None
-        self._turn_taken = False
-        self._turn_waiters: deque[asyncio.Future[None]] = deque()
+        # Writes on an event loop (`in_writer`, `on_loop`): each loop's turns (`_loop_turn`),
+        # and the engine of their sessions, with a pool of its own (a file's QueuePool
+        # only: an in-memory database's pool keeps a connection per thread).
+        self._loop_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopTurns] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._loop_engine: Engine | None = None
+        if self.is_sqlite and isinstance(engine.pool, QueuePool):
+            self._loop_engine = _OwnPoolEngine(writer, engine.pool.recreate())
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -329,7 +356,8 @@ class Database:
         (docs/performance.md, issue 14 item 2). Waiting longer than the busy timeout is the
         same 503 as SQLite's "database is locked" (`is_unavailable`); other processes on the
         same file still meet SQLite's busy handler."""
-        with self._turn(), self._write() as session:
+        on_loop = getattr(_on_loop, "engine", None)
+        with self._turn(), self._write(bind=on_loop) if on_loop else self._write() as session:
             try:
                 yield session
                 uow.before_commit(session)
@@ -406,39 +434,25 @@ class Database:
         flight made turns of 45 ms, and a connection opened meanwhile waited for one turn for
         each connection accepted before it (uvloop accepts one a turn)."""
         loop = asyncio.get_running_loop()
-        if self._turn_loop is not loop:
-            self._turn_loop, self._turn_taken, self._turn_waiters = loop, False, deque()
-        if not self._turn_taken and not self._turn_waiters:
-            self._turn_taken = True
-            loop.call_soon(self._next_turn)
-            return
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._turn_waiters.append(waiter)
-        await waiter  # cancelled: `_next_turn` passes it over
-
-    def _next_turn(self) -> None:
-        """A new turn of the loop: the first waiting write goes (`_loop_turn`)."""
-        self._turn_taken = False
-        while self._turn_waiters:
-            waiter = self._turn_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                self._turn_taken = True
-                asyncio.get_running_loop().call_soon(self._next_turn)
-                return
+        turns = self._loop_turns.get(loop)
+        if turns is None:
+            turns = self._loop_turns[loop] = _LoopTurns(loop)
+        await turns.wait()
 
     def _write_on_loop(self, work: Callable[..., _T], args: tuple[Any, ...]) -> tuple[bool, Any]:
         """`in_writer(..., on_loop=True)` on SQLite: `work(*args)` run right here, on the
         event loop, when this process's turn to write is free with no one waiting for it and
         SQLite's lock is free (its BEGIN does not wait, `_sqlite_begin`): (True, its result).
         Otherwise (False, None), nothing written, and the work goes to the writer thread.
+        Its sessions take their connection from the loop's own pool (`_OwnPoolEngine`), so
+        the loop never waits for the pool the threads share either.
 
         A write is a millisecond or two of Python on SQLite's single writer; handing it to
         the writer thread and back cost about a quarter of that again in thread switches
         and hand-overs of the interpreter lock (docs/performance.md, "Sixteenth step")."""
-        if not self._pool_has_room() or not self._writer_turn.try_acquire():
+        if self._loop_engine is None or not self._writer_turn.try_acquire():
             return False, None
-        _on_loop.nowait, _on_loop.began = True, False
+        _on_loop.nowait, _on_loop.began, _on_loop.engine = True, False, self._loop_engine
         try:
             return True, contextvars.copy_context().run(work, *args)
         except exc.OperationalError as error:
@@ -446,18 +460,8 @@ class Database:
                 raise
             return False, None  # another process writes: the thread waits for it
         finally:
-            _on_loop.nowait = False
+            _on_loop.nowait, _on_loop.began, _on_loop.engine = False, False, None
             self._writer_turn.release()
-
-    def _pool_has_room(self) -> bool:
-        """Whether the session's connection can be checked out without waiting: the loop
-        never waits for the pool that threads hold (docs/architecture.md). Only a file's
-        `QueuePool`: an in-memory database's pool keeps a connection per thread."""
-        pool = self.engine.pool
-        if not isinstance(pool, QueuePool):
-            return False
-        most = getattr(pool, "_max_overflow", 0)  # -1: no limit
-        return most == -1 or pool.checkedin() > 0 or pool.overflow() < most
 
     def _queued_work(self, queued: float, work: Callable[..., _T], *args: Any) -> _T:
         # A busy timeout of 0 means no waiting for a lock someone holds: a write alone in
@@ -526,6 +530,8 @@ class Database:
         if writer is not None and writer[0] == os.getpid():
             writer[1].shutdown(wait=True)  # what was queued is written first
         self._readers.close_all()
+        if self._loop_engine is not None:
+            self._loop_engine.pool.dispose()
         self.engine.dispose()
 
 
@@ -634,6 +640,36 @@ class _Readers:
             self._kept.discard(connection)
         connection.invalidate(error)  # closed and forgotten by the pool; a thread that still
         # holds it sees `is_valid` false and takes a new one
+
+
+class _LoopTurns:
+    """The turns of one event loop for writes on it (`Database._loop_turn`): whether the
+    current turn has had its write, and the writes waiting for a turn, first come first."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._taken = False
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def wait(self) -> None:
+        if not self._taken and not self._waiters:
+            self._taken = True
+            self._loop.call_soon(self._next)
+            return
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.append(waiter)
+        await waiter  # cancelled: `_next` passes it over
+
+    def _next(self) -> None:
+        """A new turn of the loop: the first waiting write goes."""
+        self._taken = False
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._taken = True
+                self._loop.call_soon(self._next)
+                return
 
 
 class _FairTurn:

@@ -11,12 +11,14 @@ whose planner walked the location's blocks in the primary key's order instead: e
 at a location with n blocks in use read n index entries. Its replacement,
 `ix_ipv4_blocks_location_id_prefix_length_offset`, holds the free blocks only (partial,
 `connection_id IS NULL`), in the query's order: the first entry is the answer, and a new
-block in use adds no entry (docs/performance.md, "The free-block index").
+block in use adds no entry (docs/performance.md, "Fifteenth step: the free-block index").
 
-The previous release's code runs on this schema unchanged (its query reads the new index
-alike). The new index is built before the old one is dropped: while it is built, writes to
-`ipv4_blocks` wait (reads go on), and the DROP's lock, which blocks reads too, is held for a
-moment at the end.
+The previous release's code runs on this schema correctly, not faster: PostgreSQL plans its
+query on the new index from its statistics, but SQLite's planner, without statistics, takes
+the unique index of `connection_id` for `IS NULL` (every free block of every location, then
+a sort), which is why this release names the index on SQLite (`INDEXED BY`). The new index
+is built before the old one is dropped: while it is built, writes to `ipv4_blocks` wait
+(reads go on), and the DROP's lock, which blocks reads too, is held for a moment at the end.
 """
 
 from collections.abc import Sequence
