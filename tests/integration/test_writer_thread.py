@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import gc
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -477,3 +479,17 @@ def test_busy_is_sqlites_busy_with_its_extended_codes(code: int, busy: bool) -> 
     error = sqlite3.OperationalError("x")
     error.sqlite_errorcode = code  # type: ignore[attr-defined]
     assert db_module._is_busy(exc.OperationalError("BEGIN", {}, error)) is busy
+
+
+def test_a_closed_loop_is_not_kept(sqlite_database: Database) -> None:
+    """The turns of a loop are kept by the loop, weakly: a loop that ended goes."""
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def main() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        await sqlite_database.in_writer(_insert, sqlite_database, 1, on_loop=True)
+
+    asyncio.run(main())
+    gc.collect()
+    assert loops[0]() is None
+    assert len(sqlite_database._loop_turns) == 0

@@ -392,8 +392,8 @@ class Database:
 
         `on_loop` (SQLite): the work runs on the event loop itself when this process's turn
         to write is free and SQLite's lock too (`_write_on_loop`), one write a turn of the
-        loop (`_loop_turn`); otherwise on the writer thread as
-        above. The work may then be started twice: once on the loop, refused at its BEGIN
+        loop (`_loop_turn`); otherwise on the writer thread as above. The work may then be
+        started twice: once on the loop, refused at its first BEGIN
         (another process writes), and again on the thread; it must do nothing before its
         transaction's first statement that it cannot do again."""
         if not self.is_sqlite:
@@ -436,8 +436,8 @@ class Database:
         loop = asyncio.get_running_loop()
         turns = self._loop_turns.get(loop)
         if turns is None:
-            turns = self._loop_turns[loop] = _LoopTurns(loop)
-        await turns.wait()
+            turns = self._loop_turns[loop] = _LoopTurns()
+        await turns.wait(loop)
 
     def _write_on_loop(self, work: Callable[..., _T], args: tuple[Any, ...]) -> tuple[bool, Any]:
         """`in_writer(..., on_loop=True)` on SQLite: `work(*args)` run right here, on the
@@ -644,23 +644,23 @@ class _Readers:
 
 class _LoopTurns:
     """The turns of one event loop for writes on it (`Database._loop_turn`): whether the
-    current turn has had its write, and the writes waiting for a turn, first come first."""
+    current turn has had its write, and the writes waiting for a turn, first come first.
+    It keeps no reference to its loop: `Database` keeps it by the loop, weakly."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
         self._taken = False
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def wait(self) -> None:
+    async def wait(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self._taken and not self._waiters:
             self._taken = True
-            self._loop.call_soon(self._next)
+            loop.call_soon(self._next, loop)
             return
-        waiter: asyncio.Future[None] = self._loop.create_future()
+        waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
         await waiter  # cancelled: `_next` passes it over
 
-    def _next(self) -> None:
+    def _next(self, loop: asyncio.AbstractEventLoop) -> None:
         """A new turn of the loop: the first waiting write goes."""
         self._taken = False
         while self._waiters:
@@ -668,7 +668,7 @@ class _LoopTurns:
             if not waiter.done():
                 waiter.set_result(None)
                 self._taken = True
-                self._loop.call_soon(self._next)
+                loop.call_soon(self._next, loop)
                 return
 
 
