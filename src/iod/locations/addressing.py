@@ -60,15 +60,14 @@ _blocks = cast(Table, Ipv4Block.__table__)
 # for `IS NULL` instead: every free block of every location, then a sort (4.7 ms with 20,000
 # free blocks, against 2 us by the index; docs/performance.md, "Fifteenth step"). A database
 # without the index (not migrated) refuses the statement: SQLite's is migrated at start.
-_FREE_WHERE = (
-    _blocks.c.location_id == bindparam("location", type_=String),
-    _blocks.c.prefix_length == bindparam("prefix", type_=Integer),
-    _blocks.c.connection_id.is_(None),
-)
 _FREE = {
     "postgresql": TransactionSelect(
         select(_blocks.c.offset, _blocks.c.network)
-        .where(*_FREE_WHERE)
+        .where(
+            _blocks.c.location_id == bindparam("location", type_=String),
+            _blocks.c.prefix_length == bindparam("prefix", type_=Integer),
+            _blocks.c.connection_id.is_(None),
+        )
         .order_by(_blocks.c.offset)
         .limit(1)
     ),
